@@ -1,0 +1,1 @@
+pub struct Engine; #[derive(Debug)] pub struct EngineError;

@@ -1,0 +1,175 @@
+//! Identifiers. Every id is a newtype so a grant id can never be passed where a request id is
+//! expected, and every id that exists has already been parsed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$meta:meta])* $name:ident, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A fresh random id (UUID v4).
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdParseError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s.trim())
+                    .map(Self)
+                    .map_err(|_| IdParseError { what: $what, input: s.chars().take(64).collect() })
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(u: Uuid) -> Self {
+                Self(u)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An access request.
+    RequestId,
+    "request id"
+);
+uuid_id!(
+    /// A grant: the live access of one subject to one resource.
+    GrantId,
+    "grant id"
+);
+uuid_id!(
+    /// A job in the durable queue.
+    JobId,
+    "job id"
+);
+uuid_id!(
+    /// One audit event.
+    AuditEventId,
+    "audit event id"
+);
+
+/// An id that did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{input}' is not a valid {what}")]
+pub struct IdParseError {
+    pub what: &'static str,
+    pub input: String,
+}
+
+/// The name of a requestable resource (`gcp-access`, `dev-network`): lower-case letters, digits,
+/// `-`, `_` and `.`, starting with a letter or digit, at most 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ResourceId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "'{0}' is not a valid resource name (use lower-case letters, digits, '-', '_' or '.', at most 64 characters)"
+)]
+pub struct ResourceIdError(pub String);
+
+impl ResourceId {
+    pub fn parse(raw: &str) -> Result<Self, ResourceIdError> {
+        let s = raw.trim();
+        let valid = !s.is_empty()
+            && s.len() <= 64
+            && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
+            });
+        if valid {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(ResourceIdError(raw.chars().take(80).collect()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ResourceId {
+    type Error = ResourceIdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ResourceId> for String {
+    fn from(r: ResourceId) -> Self {
+        r.0
+    }
+}
+
+impl AsRef<str> for ResourceId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ResourceId {
+    type Err = ResourceIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_ids_parse() {
+        assert!(ResourceId::parse("gcp-access").is_ok());
+        assert!(ResourceId::parse("dev-network").is_ok());
+        assert_eq!(ResourceId::parse(" demo ").unwrap().as_str(), "demo");
+        assert!(ResourceId::parse("").is_err());
+        assert!(ResourceId::parse("Upper").is_err());
+        assert!(ResourceId::parse("-lead").is_err());
+        assert!(ResourceId::parse("has space").is_err());
+        assert!(ResourceId::parse(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn uuid_ids_round_trip() {
+        let id = RequestId::new();
+        assert_eq!(id.to_string().parse::<RequestId>().unwrap(), id);
+        let err = "nope".parse::<GrantId>().unwrap_err();
+        assert_eq!(err.to_string(), "'nope' is not a valid grant id");
+    }
+}

@@ -1,0 +1,191 @@
+//! The durable job queue's vocabulary. Jobs are written in the same transaction as the state
+//! change that causes them, claimed by workers when due, retried with backoff, and kept visible
+//! when they keep failing. Revocation and audit export never give up.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AuditEventId, GrantId, JobId, RequestId};
+use crate::notification::Notification;
+
+/// What a job does. Stored as `kind` (the tag, for counting) plus the JSON payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobKind {
+    /// Call the provider for an approved request.
+    Provision { request_id: RequestId },
+    /// Revoke a grant at its expiry (a no-op if the grant was extended meanwhile).
+    Expire { grant_id: GrantId },
+    /// Revoke a grant now, because a person asked.
+    Revoke { grant_id: GrantId },
+    /// Time out a request still pending after its TTL.
+    TimeoutPending { request_id: RequestId },
+    /// Tell someone something.
+    Notify { notification: Notification },
+    /// Remind the holder that their access ends soon.
+    Remind { grant_id: GrantId, expires_at: DateTime<Utc> },
+    /// Ship one audit event to the external audit sink.
+    ExportAudit { event_id: AuditEventId },
+}
+
+impl JobKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobKind::Provision { .. } => "provision",
+            JobKind::Expire { .. } => "expire",
+            JobKind::Revoke { .. } => "revoke",
+            JobKind::TimeoutPending { .. } => "timeout_pending",
+            JobKind::Notify { .. } => "notify",
+            JobKind::Remind { .. } => "remind",
+            JobKind::ExportAudit { .. } => "export_audit",
+        }
+    }
+
+    /// How many attempts before the job is dead-lettered; `None` means it never stops.
+    pub fn max_attempts(&self) -> Option<u32> {
+        match self {
+            // Taking access back and keeping the audit trail are never abandoned.
+            JobKind::Expire { .. } | JobKind::Revoke { .. } | JobKind::ExportAudit { .. } => None,
+            JobKind::TimeoutPending { .. } => None,
+            JobKind::Provision { .. } => Some(8),
+            JobKind::Notify { .. } | JobKind::Remind { .. } => Some(10),
+        }
+    }
+
+    /// The longest wait between two attempts.
+    pub fn max_backoff_secs(&self) -> u64 {
+        match self {
+            JobKind::Expire { .. } | JobKind::Revoke { .. } => 300,
+            JobKind::Provision { .. } => 120,
+            _ => 600,
+        }
+    }
+
+    pub fn is_revocation(&self) -> bool {
+        matches!(self, JobKind::Expire { .. } | JobKind::Revoke { .. })
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub run_at: DateTime<Utc>,
+}
+
+impl NewJob {
+    pub fn at(kind: JobKind, run_at: DateTime<Utc>) -> Self {
+        Self { id: JobId::new(), kind, run_at }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Done,
+    /// Gave up after `max_attempts`: stays visible for an operator.
+    Dead,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Done => "done",
+            JobStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobStatus> {
+        [JobStatus::Pending, JobStatus::Running, JobStatus::Done, JobStatus::Dead]
+            .into_iter()
+            .find(|j| j.as_str() == s)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub run_at: DateTime<Utc>,
+    /// Attempts started so far (a claim counts as one).
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// Set while claimed: the claim expires at `locked_until`, after which another worker may
+    /// take the job (its first worker crashed).
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Identifies the claim; completing or failing requires it, so a worker whose claim lapsed
+    /// cannot overwrite the outcome of the worker that took over.
+    pub claim_token: Option<String>,
+}
+
+/// Exponential backoff with full jitter: attempt 1 waits about 2 s, then 4, 8, … up to the kind's
+/// cap. The jitter spreads retries of many jobs that failed together (an outage) over time.
+pub fn backoff(kind: &JobKind, attempts: u32) -> chrono::Duration {
+    let exp = attempts.saturating_sub(1).min(20);
+    let base_ms: u64 = 2_000u64.saturating_mul(1u64 << exp);
+    let cap_ms = kind.max_backoff_secs() * 1_000;
+    let ceiling = base_ms.min(cap_ms);
+    // Between half and the whole of the ceiling.
+    let ms = ceiling / 2 + fastrand::u64(0..=ceiling / 2);
+    chrono::Duration::milliseconds(ms as i64)
+}
+
+/// Counts for metrics and the cleanup summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStats {
+    /// Pending and due now.
+    pub due: u64,
+    pub pending: u64,
+    pub running: u64,
+    pub dead: u64,
+    /// Pending jobs that have failed at least once.
+    pub retrying: u64,
+    /// Age in seconds of the oldest due job.
+    pub oldest_due_secs: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let k = JobKind::Expire { grant_id: GrantId::new() };
+        for attempt in 1..30 {
+            let d = backoff(&k, attempt).num_milliseconds();
+            let ceiling = (2_000u64 << (attempt - 1).min(20)).min(300_000) as i64;
+            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d}");
+        }
+    }
+
+    #[test]
+    fn revocations_never_die() {
+        assert_eq!(JobKind::Expire { grant_id: GrantId::new() }.max_attempts(), None);
+        assert_eq!(JobKind::Revoke { grant_id: GrantId::new() }.max_attempts(), None);
+        assert!(JobKind::Provision { request_id: RequestId::new() }.max_attempts().is_some());
+    }
+
+    #[test]
+    fn kinds_serialize_with_a_tag() {
+        let k = JobKind::Provision { request_id: RequestId::new() };
+        let v = serde_json::to_value(&k).unwrap();
+        assert_eq!(v["type"], "provision");
+        assert_eq!(serde_json::from_value::<JobKind>(v).unwrap(), k);
+    }
+}

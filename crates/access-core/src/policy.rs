@@ -1,0 +1,127 @@
+//! Policy evaluation: is this person eligible for this resource, and may this person approve this
+//! request. Decisions that need membership facts ask a [`Directory`].
+
+use crate::ports::{Directory, DirectoryError};
+use crate::request::{AccessRequest, Actor};
+use crate::resource::{ApprovalPolicy, EligibilityRule, Resource};
+use crate::subject::Subject;
+
+/// Why someone is not eligible. The message names the rule that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EligibilityError {
+    #[error("{message}")]
+    RuleFailed { rule: EligibilityRule, message: String },
+    #[error("Organizational data service is not available")]
+    DirectoryUnavailable,
+    #[error("Your Slack profile has no e-mail address. Please add one to your profile and try again.")]
+    MissingEmail,
+}
+
+/// The text shown when `rule` does not hold, worded as the GCP document words the org case.
+pub fn rule_failure_message(rule: &EligibilityRule, resource: &Resource) -> String {
+    match rule {
+        EligibilityRule::Anyone => String::new(),
+        EligibilityRule::Org(org) => format!(
+            "You are not a member of the '{org}' organization. Access can only be granted to {org} members."
+        ),
+        EligibilityRule::SlackGroup(group) => format!(
+            "You are not a member of the Slack user group <!subteam^{group}>. Access to '{}' is limited to that group.",
+            resource.id
+        ),
+        EligibilityRule::EmailDomain(domains) => format!(
+            "Access to '{}' is limited to e-mail addresses in {}. Your Slack profile's e-mail is not.",
+            resource.id,
+            domains.iter().map(|d| format!("@{d}")).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Checks every eligibility rule of `resource` for `subject`; all must hold.
+pub async fn check_eligibility(
+    resource: &Resource,
+    subject: &Subject,
+    directory: &dyn Directory,
+) -> Result<(), EligibilityError> {
+    for rule in &resource.eligibility {
+        let holds = match rule {
+            EligibilityRule::Anyone => true,
+            EligibilityRule::EmailDomain(domains) => {
+                let email = subject.email.as_ref().ok_or(EligibilityError::MissingEmail)?;
+                domains.iter().any(|d| d.trim_start_matches('@').eq_ignore_ascii_case(email.domain()))
+            }
+            EligibilityRule::Org(_) | EligibilityRule::SlackGroup(_) => {
+                match directory.satisfies(subject, rule).await {
+                    Ok(b) => b,
+                    Err(DirectoryError::Unavailable) => return Err(EligibilityError::DirectoryUnavailable),
+                    Err(DirectoryError::Failed(e)) => {
+                        tracing::warn!(error = %e, "directory lookup failed");
+                        return Err(EligibilityError::DirectoryUnavailable);
+                    }
+                }
+            }
+        };
+        if !holds {
+            return Err(EligibilityError::RuleFailed {
+                rule: rule.clone(),
+                message: rule_failure_message(rule, resource),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Why a click on Approve/Deny does not count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApproverError {
+    #[error("You cannot approve or deny your own request.")]
+    SelfApproval,
+    #[error("You are not an approver for '{0}'.")]
+    NotAnApprover(String),
+    #[error("'{0}' is approved automatically; there is nothing to decide.")]
+    NoApprovalNeeded(String),
+    #[error("Organizational data service is not available")]
+    DirectoryUnavailable,
+}
+
+/// May `actor` decide on `request`? Admins (the admin API) always may; Slack users must be in the
+/// resource's approver set and may never decide on their own request.
+pub async fn check_approver(
+    resource: &Resource,
+    request: &AccessRequest,
+    actor: &Actor,
+    directory: &dyn Directory,
+) -> Result<(), ApproverError> {
+    if actor.is_subject(&request.subject) {
+        return Err(ApproverError::SelfApproval);
+    }
+    let approvers = match &resource.approval {
+        ApprovalPolicy::Auto => return Err(ApproverError::NoApprovalNeeded(resource.id.to_string())),
+        ApprovalPolicy::Approvers { approvers, .. } => approvers,
+    };
+    let (team_id, user_id, name) = match actor {
+        Actor::Admin { .. } => return Ok(()),
+        Actor::System => return Err(ApproverError::NotAnApprover(resource.id.to_string())),
+        Actor::User { team_id, user_id, name } => (team_id, user_id, name),
+    };
+    if approvers.users.iter().any(|u| u == user_id) {
+        return Ok(());
+    }
+    let as_subject = Subject { team_id: team_id.clone(), user_id: user_id.clone(), email: None, name: name.clone() };
+    let rules = approvers
+        .slack_groups
+        .iter()
+        .map(|g| EligibilityRule::SlackGroup(g.clone()))
+        .chain(approvers.groups.iter().map(|g| EligibilityRule::Org(g.clone())));
+    let mut unavailable = false;
+    for rule in rules {
+        match directory.satisfies(&as_subject, &rule).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(_) => unavailable = true,
+        }
+    }
+    if unavailable {
+        return Err(ApproverError::DirectoryUnavailable);
+    }
+    Err(ApproverError::NotAnApprover(resource.id.to_string()))
+}

@@ -1,0 +1,404 @@
+//! Ports: the traits adapters implement. access-core never does I/O itself; it drives these.
+//!
+//! | port | implemented by |
+//! |---|---|
+//! | [`Store`] | `store-sqlx` (SQLite, PostgreSQL) |
+//! | [`Provider`] | `provider-cloudconnexa`, `provider-gcp-iam`, [`crate::providers::DryRunProvider`] |
+//! | [`Directory`] | `directory` (org-data index, Slack user groups) |
+//! | [`Notifier`] | `slack-adapter`, [`crate::providers::LogNotifier`] |
+//! | [`AuditSink`] | `audit-bigquery` |
+//! | [`Clock`] | [`SystemClock`], and a manual clock in tests |
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditEvent, AuditKind, AuditRecord, ChainVerification};
+use crate::grant::{Grant, GrantStatus};
+use crate::ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
+use crate::jobs::{Job, JobStats, JobStatus, NewJob};
+use crate::notification::{DeliveredSecret, MessageRef, Notification, RequestSummary};
+use crate::request::{AccessRequest, Decision, RequestStatus};
+use crate::resource::{EligibilityRule, Resource};
+use crate::subject::{Subject, SubjectKey};
+
+// ------------------------------------------------------------------------------------------------
+// Clock
+
+/// The time. Injected everywhere so tests travel in time instead of sleeping.
+pub trait Clock: Send + Sync + Debug + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Told when a job is enqueued, so a sleeping scheduler wakes for a job due sooner than the one
+/// it was waiting for.
+pub trait JobWaker: Send + Sync + Debug + 'static {
+    fn job_enqueued(&self, run_at: DateTime<Utc>);
+}
+
+/// A waker for when nobody sleeps (the cleanup binary, tests that drive jobs by hand).
+#[derive(Debug, Default)]
+pub struct NoWaker;
+
+impl JobWaker for NoWaker {
+    fn job_enqueued(&self, _run_at: DateTime<Utc>) {}
+}
+
+// ------------------------------------------------------------------------------------------------
+// Store
+
+/// A write to one request row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestWrite {
+    Insert(AccessRequest),
+    /// Compare-and-set: succeeds only if the stored version is still `request.version`; the store
+    /// writes every field and sets `version + 1`.
+    Update(AccessRequest),
+}
+
+/// A write to one grant row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrantWrite {
+    Insert(Grant),
+    /// Compare-and-set on `grant.version`, as for requests.
+    Update(Grant),
+}
+
+/// Everything one state transition writes. A store applies all of it in one transaction or none of
+/// it: the new state, its audit events and the jobs it causes can never be separated by a crash.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeSet {
+    pub requests: Vec<RequestWrite>,
+    pub grants: Vec<GrantWrite>,
+    /// Inserted; one decision per (request, actor): a second one fails with
+    /// [`StoreError::Duplicate`].
+    pub decisions: Vec<Decision>,
+    /// Appended to the hash chain in order.
+    pub audit: Vec<AuditRecord>,
+    pub jobs: Vec<NewJob>,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+            && self.grants.is_empty()
+            && self.decisions.is_empty()
+            && self.audit.is_empty()
+            && self.jobs.is_empty()
+    }
+}
+
+/// What a commit wrote, as the store sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Committed {
+    /// The audit events as sealed into the chain.
+    pub audit: Vec<AuditEvent>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A compare-and-set lost: someone else changed the row first. Re-read and decide again.
+    #[error("conflict: {0} was changed concurrently")]
+    Conflict(String),
+    /// A unique constraint (one decision per approver, one live grant per subject and resource).
+    #[error("duplicate: {0}")]
+    Duplicate(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Stored data that does not parse back (corruption, or a newer schema).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestFilter {
+    pub status: Option<RequestStatus>,
+    pub resource: Option<ResourceId>,
+    pub subject: Option<SubjectKey>,
+    /// Newest first; 100 when unset.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GrantFilter {
+    pub status: Option<GrantStatus>,
+    /// Only provisioning, active and revoking grants.
+    pub live_only: bool,
+    pub resource: Option<ResourceId>,
+    pub subject: Option<SubjectKey>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Events after this sequence number (paging cursor).
+    pub after_seq: Option<i64>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub kind: Option<AuditKind>,
+    pub resource: Option<ResourceId>,
+    /// `team/user`, as in [`AuditRecord::subject`].
+    pub subject: Option<String>,
+    pub request_id: Option<RequestId>,
+    /// Oldest first; 100 when unset, at most 1000.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    /// The kind's name (`expire`, `notify`, …).
+    pub kind: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Persistence. Implementations MUST:
+/// - apply a [`ChangeSet`] atomically, returning [`StoreError::Conflict`] (and writing nothing)
+///   when any compare-and-set loses;
+/// - append audit records to a single hash chain in commit order ([`crate::audit::seal`]);
+/// - hand each due job to exactly one claimant at a time;
+/// - return [`StoreError::Duplicate`] for a second decision by the same actor on one request and
+///   for a second live grant of one subject on one resource.
+#[async_trait]
+pub trait Store: Send + Sync + Debug + 'static {
+    async fn commit(&self, change: ChangeSet) -> Result<Committed, StoreError>;
+
+    async fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError>;
+    async fn requests(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>, StoreError>;
+    async fn requests_for_grant(&self, grant: GrantId) -> Result<Vec<AccessRequest>, StoreError>;
+    async fn decisions(&self, request: RequestId) -> Result<Vec<Decision>, StoreError>;
+
+    async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError>;
+    /// The live (provisioning, active or revoking) grant of `subject` on `resource`, if any.
+    async fn live_grant(&self, subject: &SubjectKey, resource: &ResourceId) -> Result<Option<Grant>, StoreError>;
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
+
+    /// Claims up to `limit` jobs due at `now` (pending with `run_at <= now`, or running with a
+    /// lapsed claim), marks them running until `now + lease`, counts the attempt.
+    async fn claim_jobs(&self, now: DateTime<Utc>, limit: u32, lease: chrono::Duration) -> Result<Vec<Job>, StoreError>;
+    /// Marks a claimed job done. Returns false if the claim had lapsed and another worker owns it.
+    async fn complete_job(&self, id: JobId, claim_token: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Puts a claimed job back to pending at `run_at`, recording the error.
+    async fn retry_job(&self, id: JobId, claim_token: &str, error: &str, run_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Gives up on a claimed job: it stays visible as dead.
+    async fn bury_job(&self, id: JobId, claim_token: &str, error: &str) -> Result<bool, StoreError>;
+    /// When the next pending job is due.
+    async fn next_job_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
+    async fn job_stats(&self, now: DateTime<Utc>) -> Result<JobStats, StoreError>;
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+    async fn audit_event(&self, id: AuditEventId) -> Result<Option<AuditEvent>, StoreError>;
+    /// Walks the whole chain (in pages) and compares it with the stored chain head.
+    async fn verify_audit_chain(&self) -> Result<ChainVerification, StoreError>;
+
+    async fn save_message_ref(&self, r: &MessageRef) -> Result<(), StoreError>;
+    async fn message_refs(&self, request: RequestId) -> Result<Vec<MessageRef>, StoreError>;
+
+    async fn request_counts(&self) -> Result<Vec<(RequestStatus, u64)>, StoreError>;
+    async fn grant_counts(&self) -> Result<Vec<(GrantStatus, u64)>, StoreError>;
+    /// Database reachable and migrations applied.
+    async fn ready(&self) -> Result<(), StoreError>;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Provider
+
+/// What a provider is asked to grant.
+#[derive(Debug, Clone)]
+pub struct GrantRequest {
+    pub grant_id: GrantId,
+    pub request_id: RequestId,
+    pub subject: Subject,
+    pub resource: Resource,
+    pub expires_at: DateTime<Utc>,
+    pub justification: String,
+    /// The handle of the live grant being extended or re-requested, if any.
+    pub existing: Option<serde_json::Value>,
+}
+
+/// A provider-side fact for the audit trail (`user_created`, `group_created`,
+/// `user_added_to_group`, `service_account_created`, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderEvent {
+    pub name: String,
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug)]
+pub struct GrantOutcome {
+    /// What the provider needs to revoke exactly this grant later. Never a secret.
+    pub handle: serde_json::Value,
+    /// How to use the access, shown to the person.
+    pub instructions: String,
+    /// Delivered once to the person, never stored.
+    pub secret: Option<DeliveredSecret>,
+    pub events: Vec<ProviderEvent>,
+    /// Some providers pin the expiry (a re-request that regenerates a key keeps the old one).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RevokeRequest {
+    pub grant_id: GrantId,
+    pub subject: Subject,
+    pub resource: Resource,
+    pub handle: serde_json::Value,
+}
+
+#[derive(Debug, Default)]
+pub struct RevokeOutcome {
+    pub events: Vec<ProviderEvent>,
+    /// e.g. "user was already deleted".
+    pub note: Option<String>,
+}
+
+/// A grant the provider holds, as it sees it (for reconciliation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveAccess {
+    /// Who holds it (provider's notion: e-mail, member string).
+    pub holder: String,
+    /// Provider-specific details.
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Worth retrying (timeouts, 5xx, rate limits, eventual consistency).
+    #[error("temporary provider failure: {0}")]
+    Transient(String),
+    /// Retrying will not help (permission denied, organisation policy, bad settings). The message
+    /// is shown to the person.
+    #[error("{0}")]
+    Permanent(String),
+    #[error("this provider does not support {0}")]
+    Unsupported(&'static str),
+}
+
+/// Grants and revokes access at one kind of backend. Calls MUST be idempotent: a job that ran
+/// halfway before a crash runs again from the start.
+#[async_trait]
+pub trait Provider: Send + Sync + Debug + 'static {
+    /// The `provider = "…"` name resources use.
+    fn kind(&self) -> &'static str;
+
+    async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError>;
+
+    async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError>;
+
+    /// What the backend currently grants for `resource`, for drift detection.
+    async fn observe(&self, _resource: &Resource) -> Result<Vec<LiveAccess>, ProviderError> {
+        Err(ProviderError::Unsupported("observe"))
+    }
+
+    /// Checks settings at start-up (e.g. the network exists). Default: nothing to check.
+    async fn validate(&self, _resource: &Resource) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Directory
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The source is not configured or not loaded; nothing can be decided.
+    #[error("Organizational data service is not available")]
+    Unavailable,
+    #[error("directory lookup failed: {0}")]
+    Failed(String),
+}
+
+/// Membership facts. Used for eligibility rules and approver sets.
+#[async_trait]
+pub trait Directory: Send + Sync + Debug + 'static {
+    /// Does `rule` hold for `subject`? Called only for `org` and `slack_group` rules; `anyone` and
+    /// `email_domain` are decided without a directory.
+    async fn satisfies(&self, subject: &Subject, rule: &EligibilityRule) -> Result<bool, DirectoryError>;
+}
+
+/// The directory when none is configured: every membership question is unanswerable, so
+/// resources that depend on one refuse with a clear message instead of guessing.
+#[derive(Debug, Default)]
+pub struct NoDirectory;
+
+#[async_trait]
+impl Directory for NoDirectory {
+    async fn satisfies(&self, _subject: &Subject, _rule: &EligibilityRule) -> Result<bool, DirectoryError> {
+        Err(DirectoryError::Unavailable)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Notifier
+
+/// What the notifier knows about earlier messages for the same request.
+#[derive(Debug, Clone, Default)]
+pub struct NotifyContext {
+    pub message_refs: Vec<MessageRef>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("temporary notification failure: {0}")]
+    Transient(String),
+    #[error("notification failed: {0}")]
+    Permanent(String),
+}
+
+/// Tells people what happened.
+#[async_trait]
+pub trait Notifier: Send + Sync + Debug + 'static {
+    /// Delivers one notification; returns the messages it posted that later events should update.
+    async fn notify(&self, n: &Notification, ctx: &NotifyContext) -> Result<Vec<MessageRef>, NotifyError>;
+
+    /// Hands a secret to the person, once. Never retried from the queue (the secret is not kept):
+    /// on failure the person is told to ask again.
+    async fn deliver_secret(
+        &self,
+        request: &RequestSummary,
+        secret: &DeliveredSecret,
+    ) -> Result<(), NotifyError>;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Audit sink
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditSinkError {
+    #[error("audit sink unavailable: {0}")]
+    Unavailable(String),
+    /// The sink refused these events for good (schema mismatch): they stay in the local chain.
+    #[error("audit sink rejected event {event_id}: {message}")]
+    Rejected { event_id: AuditEventId, message: String },
+}
+
+/// Ships audit events somewhere outside (BigQuery). Must tolerate the same event twice.
+#[async_trait]
+pub trait AuditSink: Send + Sync + Debug + 'static {
+    async fn export(&self, events: &[AuditEvent], context: &ExportContext) -> Result<(), AuditSinkError>;
+}
+
+/// Extra facts a sink may want to write with an event (the GCP document's `access_grants` row
+/// needs the request and grant).
+#[derive(Debug, Clone, Default)]
+pub struct ExportContext {
+    pub request: Option<AccessRequest>,
+    pub grant: Option<Grant>,
+}
+
+pub type SharedStore = Arc<dyn Store>;

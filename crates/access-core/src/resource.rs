@@ -1,0 +1,208 @@
+//! Resources people can ask for, and the policy attached to each: who is eligible, who approves,
+//! for how long.
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::{AccessDuration, DurationBounds};
+use crate::ids::ResourceId;
+
+/// A requestable thing, from configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub id: ResourceId,
+    #[serde(default)]
+    pub description: String,
+    /// Which provider grants it (`dry-run`, `cloudconnexa`, `gcp-iam`, …).
+    pub provider: String,
+    /// Provider-specific settings, handed to the provider on every call.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+    pub durations: DurationBounds,
+    /// All rules must hold. Empty means anyone.
+    #[serde(default)]
+    pub eligibility: Vec<EligibilityRule>,
+    pub approval: ApprovalPolicy,
+    /// Whether a person may extend an active grant (`extend`, the reminder's Extend button).
+    #[serde(default = "yes")]
+    pub extendable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One eligibility rule. A resource lists several; all must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EligibilityRule {
+    /// Everybody in the workspace.
+    Anyone,
+    /// Member of an organisation (or team) in the org-data index.
+    Org(String),
+    /// Member of a Slack user group (`S…` id).
+    SlackGroup(String),
+    /// E-mail in one of these domains.
+    EmailDomain(Vec<String>),
+}
+
+/// Who must approve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum ApprovalPolicy {
+    /// Approved as soon as the request passes eligibility.
+    Auto,
+    /// `required` distinct approvers out of `approvers` must approve; one deny ends it.
+    Approvers {
+        approvers: ApproverSet,
+        #[serde(default = "one")]
+        required: u32,
+        /// Channel the approval message goes to; falls back to the global approval channel.
+        #[serde(default)]
+        channel: Option<String>,
+        /// A pending request times out after this long.
+        #[serde(default = "default_pending_ttl")]
+        pending_ttl: AccessDuration,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_pending_ttl() -> AccessDuration {
+    ApprovalPolicy::DEFAULT_PENDING_TTL
+}
+
+impl ApprovalPolicy {
+    pub const DEFAULT_PENDING_TTL: AccessDuration = AccessDuration::const_secs(24 * 3600);
+
+    pub fn is_auto(&self) -> bool {
+        matches!(self, ApprovalPolicy::Auto)
+    }
+
+    pub fn required_approvals(&self) -> u32 {
+        match self {
+            ApprovalPolicy::Auto => 0,
+            ApprovalPolicy::Approvers { required, .. } => (*required).max(1),
+        }
+    }
+}
+
+/// The people who may approve: Slack user ids, Slack user groups, directory groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproverSet {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub slack_groups: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl ApproverSet {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.slack_groups.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// Why a person typed what they typed. Quotes (`"…"`, `“…”`, `'…'`) around it are stripped before
+/// storage, as the GCP document requires.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Justification(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JustificationError {
+    #[error("A justification is required: say why you need access.")]
+    Empty,
+    #[error("The justification is too long ({0} characters, at most 500).")]
+    TooLong(usize),
+}
+
+impl Justification {
+    pub const MAX_CHARS: usize = 500;
+
+    pub fn parse(raw: &str) -> Result<Self, JustificationError> {
+        let s = strip_quotes(raw.trim());
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(JustificationError::Empty);
+        }
+        let n = s.chars().count();
+        if n > Self::MAX_CHARS {
+            return Err(JustificationError::TooLong(n));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Removes one pair of matching surrounding quotes.
+pub fn strip_quotes(s: &str) -> &str {
+    for (open, close) in [('"', '"'), ('\u{201c}', '\u{201d}'), ('\'', '\''), ('\u{2018}', '\u{2019}')] {
+        if s.len() >= open.len_utf8() + close.len_utf8() && s.starts_with(open) && s.ends_with(close) {
+            return &s[open.len_utf8()..s.len() - close.len_utf8()];
+        }
+    }
+    s
+}
+
+impl TryFrom<String> for Justification {
+    type Error = JustificationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Justification> for String {
+    fn from(j: Justification) -> Self {
+        j.0
+    }
+}
+
+impl std::fmt::Display for Justification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn justification_strips_quotes() {
+        let j = Justification::parse("\"Need to debug CI infrastructure issues\"").unwrap();
+        assert_eq!(j.as_str(), "Need to debug CI infrastructure issues");
+        assert_eq!(Justification::parse("“curly”").unwrap().as_str(), "curly");
+        assert_eq!(Justification::parse("plain words").unwrap().as_str(), "plain words");
+        assert_eq!(Justification::parse("\"\"").unwrap_err(), JustificationError::Empty);
+        assert_eq!(Justification::parse("   ").unwrap_err(), JustificationError::Empty);
+        assert!(matches!(
+            Justification::parse(&"x".repeat(501)),
+            Err(JustificationError::TooLong(501))
+        ));
+    }
+
+    #[test]
+    fn policy_serde() {
+        let p: ApprovalPolicy = serde_json::from_value(serde_json::json!({
+            "mode": "approvers", "approvers": {"users": ["U1"]}, "required": 2
+        }))
+        .unwrap();
+        assert_eq!(p.required_approvals(), 2);
+        if let ApprovalPolicy::Approvers { pending_ttl, .. } = p {
+            assert_eq!(pending_ttl.secs(), 86_400);
+        }
+        let a: ApprovalPolicy = serde_json::from_value(serde_json::json!({"mode": "auto"})).unwrap();
+        assert!(a.is_auto());
+        let r: Vec<EligibilityRule> = serde_json::from_value(serde_json::json!([
+            "anyone", {"org": "Hybrid Platforms"}, {"email_domain": ["example.com"]}
+        ]))
+        .unwrap();
+        assert_eq!(r.len(), 3);
+    }
+}

@@ -1,0 +1,1 @@
+//! audit-bigquery (work in progress)

@@ -1,0 +1,1 @@
+//! provider-cloudconnexa (work in progress)

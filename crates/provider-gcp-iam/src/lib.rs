@@ -1,0 +1,1 @@
+//! provider-gcp-iam (work in progress)

@@ -1,0 +1,1 @@
+//! slack-adapter (work in progress)

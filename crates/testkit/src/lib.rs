@@ -1,0 +1,15 @@
+//! # testkit
+//!
+//! Test support shared by every crate's tests and the end-to-end suite: faithful fake servers for
+//! the services Gatehouse talks to (built from `external-apis.md`, speaking their documented wire
+//! formats, including their failure modes), a controllable test provider, and database helpers
+//! that run a suite on SQLite or, with `TEST_DATABASE_URL`, PostgreSQL. Not published.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod bigquery;
+pub mod cloudconnexa;
+pub mod db;
+pub mod gcp;
+pub mod gcs;
+pub mod provider;
+pub mod slack;
