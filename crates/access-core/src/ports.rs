@@ -209,6 +209,10 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn save_message_ref(&self, r: &MessageRef) -> Result<(), StoreError>;
     async fn message_refs(&self, request: RequestId) -> Result<Vec<MessageRef>, StoreError>;
 
+    /// Idempotency: records `key` (a Slack `event_id`, an interaction's action id) and returns
+    /// true the first time, false for every repeat. Keys older than a day may be forgotten.
+    async fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
     async fn request_counts(&self) -> Result<Vec<(RequestStatus, u64)>, StoreError>;
     async fn grant_counts(&self) -> Result<Vec<(GrantStatus, u64)>, StoreError>;
     /// Database reachable and migrations applied.
@@ -387,18 +391,27 @@ pub enum AuditSinkError {
     Rejected { event_id: AuditEventId, message: String },
 }
 
-/// Ships audit events somewhere outside (BigQuery). Must tolerate the same event twice.
-#[async_trait]
-pub trait AuditSink: Send + Sync + Debug + 'static {
-    async fn export(&self, events: &[AuditEvent], context: &ExportContext) -> Result<(), AuditSinkError>;
-}
-
-/// Extra facts a sink may want to write with an event (the GCP document's `access_grants` row
-/// needs the request and grant).
-#[derive(Debug, Clone, Default)]
-pub struct ExportContext {
+/// One event to export, with the request and grant it concerns (the GCP document's
+/// `access_grants` row needs both).
+#[derive(Debug, Clone)]
+pub struct ExportItem {
+    pub event: AuditEvent,
     pub request: Option<AccessRequest>,
     pub grant: Option<Grant>,
+}
+
+/// Rows the sink refused for good (row-level errors); the others were accepted.
+#[derive(Debug, Clone, Default)]
+pub struct ExportReport {
+    pub rejected: Vec<(AuditEventId, String)>,
+}
+
+/// Ships audit events somewhere outside (BigQuery). MUST tolerate the same event twice (exports
+/// are at-least-once; deduplicate on the event id). `Err` means the whole batch should be retried
+/// later (outage); row-level refusals go in the report and do not block the other rows.
+#[async_trait]
+pub trait AuditSink: Send + Sync + Debug + 'static {
+    async fn export(&self, batch: &[ExportItem]) -> Result<ExportReport, AuditSinkError>;
 }
 
 pub type SharedStore = Arc<dyn Store>;
