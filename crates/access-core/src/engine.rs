@@ -1,1 +1,1256 @@
-pub struct Engine; #[derive(Debug)] pub struct EngineError;
+//! The lifecycle engine: every operation on requests and grants, driven through the ports.
+//!
+//! Each operation reads the current state, decides with the pure rules of [`crate::request`] and
+//! [`crate::policy`], and writes one [`ChangeSet`]: the new state, its audit events and the jobs it
+//! causes, in one transaction. Anything slow or fallible outside the database (providers, Slack,
+//! BigQuery) happens in jobs, which [`Engine::run_due`] claims and runs with retries.
+//!
+//! Two rules keep access safe:
+//! - **No grant without its revocation.** The grant row and its `expire` job are written in the
+//!   same transaction, before the provider is even called.
+//! - **An earlier expiry never removes later access.** An `expire` job revokes only if the grant's
+//!   current `expires_at` has passed; an extension simply enqueues a later job and leaves the
+//!   earlier one to find nothing to do.
+//!
+//! Concurrency is settled by compare-and-set in the store: two approvers clicking at once both try
+//! to move the same request version; one wins, the other re-reads and is told it was decided.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditKind, AuditRecord};
+use crate::duration::{AccessDuration, DurationError};
+use crate::grant::{Grant, GrantStatus};
+use crate::ids::{GrantId, JobId, RequestId, ResourceId};
+use crate::jobs::{backoff, Job, JobKind, NewJob};
+use crate::notification::{GrantSummary, Notification, RequestSummary};
+use crate::policy::{self, ApproverError, EligibilityError};
+use crate::ports::{
+    AuditSink, ChangeSet, Clock, Committed, Directory, ExportItem, GrantRequest, GrantWrite, JobWaker, Notifier,
+    NotifyContext, NotifyError, Provider, ProviderError, ProviderEvent, RequestFilter, RequestWrite, RevokeRequest,
+    Store, StoreError,
+};
+use crate::request::{
+    AccessRequest, Actor, Decision, DecisionKind, RequestEvent, RequestKind, RequestStatus, TransitionError,
+};
+use crate::resource::{ApprovalPolicy, Justification, JustificationError, Resource};
+use crate::subject::{Subject, SubjectKey};
+
+/// How many times an operation re-reads and retries after losing a compare-and-set.
+const CONFLICT_RETRIES: usize = 8;
+
+/// Why an operation was refused. `Display` is the text shown to the person.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("Unknown resource '{requested}'. Valid resources: {}.", valid.join(", "))]
+    UnknownResource { requested: String, valid: Vec<String> },
+    #[error("{0}")]
+    InvalidDuration(#[from] DurationError),
+    #[error("{0}")]
+    InvalidJustification(#[from] JustificationError),
+    #[error("{0}")]
+    NotEligible(#[from] EligibilityError),
+    #[error("{0}")]
+    NotApprover(#[from] ApproverError),
+    #[error("Request {0} does not exist.")]
+    RequestNotFound(RequestId),
+    #[error("Grant {0} does not exist.")]
+    GrantNotFound(GrantId),
+    #[error("You do not have any active access to '{resource}'.")]
+    NoActiveGrant { resource: String },
+    #[error("Access to '{resource}' cannot be extended; request it again when it ends.")]
+    NotExtendable { resource: String },
+    #[error("You already have a pending request for '{resource}' ({request}). Cancel it first or wait for a decision.")]
+    AlreadyPending { resource: String, request: RequestId },
+    #[error("This request has already been {status}.")]
+    AlreadyDecided { status: RequestStatus },
+    #[error("You have already approved this request.")]
+    AlreadyVoted,
+    #[error("{0}")]
+    IllegalTransition(#[from] TransitionError),
+    #[error("Only the requester (or an admin) can do that.")]
+    NotYours,
+    #[error("Your previous access to '{resource}' is still being revoked; try again in a moment.")]
+    RevocationInProgress { resource: String },
+    #[error("No provider '{0}' is configured.")]
+    NoProvider(String),
+    #[error("Gatehouse is busy; please try again.")]
+    Busy,
+    #[error("Something went wrong on our side (storage). Please try again.")]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    /// Stable machine-readable code (used in API error bodies).
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::UnknownResource { .. } => "unknown_resource",
+            EngineError::InvalidDuration(_) => "invalid_duration",
+            EngineError::InvalidJustification(_) => "invalid_justification",
+            EngineError::NotEligible(_) => "not_eligible",
+            EngineError::NotApprover(_) => "not_approver",
+            EngineError::RequestNotFound(_) => "request_not_found",
+            EngineError::GrantNotFound(_) => "grant_not_found",
+            EngineError::NoActiveGrant { .. } => "no_active_grant",
+            EngineError::NotExtendable { .. } => "not_extendable",
+            EngineError::AlreadyPending { .. } => "already_pending",
+            EngineError::AlreadyDecided { .. } => "already_decided",
+            EngineError::AlreadyVoted => "already_voted",
+            EngineError::IllegalTransition(_) => "illegal_transition",
+            EngineError::NotYours => "forbidden",
+            EngineError::RevocationInProgress { .. } => "revocation_in_progress",
+            EngineError::NoProvider(_) => "no_provider",
+            EngineError::Busy => "busy",
+            EngineError::Store(_) => "internal",
+        }
+    }
+}
+
+/// A request as typed by a person or a script; the engine parses every part.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub subject: Subject,
+    pub resource: String,
+    /// None: the resource's default.
+    pub duration: Option<String>,
+    pub justification: String,
+    pub kind: RequestKind,
+}
+
+/// A person's live access and open requests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SubjectStatus {
+    pub grants: Vec<Grant>,
+    pub pending: Vec<AccessRequest>,
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How long a claimed job is reserved for its worker before another may take it over.
+    pub job_lease: chrono::Duration,
+    /// Jobs run at once by one `run_due` call.
+    pub job_concurrency: usize,
+    /// Global fallback channel for approval messages.
+    pub approval_channel: Option<String>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self { job_lease: chrono::Duration::seconds(120), job_concurrency: 8, approval_channel: None }
+    }
+}
+
+/// What one `run_due` did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub claimed: usize,
+    /// Jobs finished, by kind.
+    pub done: BTreeMap<String, u64>,
+    /// Jobs that failed and will be retried, by kind.
+    pub retried: BTreeMap<String, u64>,
+    /// Jobs given up on (dead-lettered), by kind.
+    pub dead: BTreeMap<String, u64>,
+    /// For each revocation done: how late it was, in seconds, relative to `expires_at` (only for
+    /// expiries; negative never happens).
+    pub revocation_lag_secs: Vec<f64>,
+}
+
+impl RunSummary {
+    fn merge(&mut self, other: RunSummary) {
+        self.claimed += other.claimed;
+        for (k, v) in other.done {
+            *self.done.entry(k).or_default() += v;
+        }
+        for (k, v) in other.retried {
+            *self.retried.entry(k).or_default() += v;
+        }
+        for (k, v) in other.dead {
+            *self.dead.entry(k).or_default() += v;
+        }
+        self.revocation_lag_secs.extend(other.revocation_lag_secs);
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.retried.values().sum::<u64>() + self.dead.values().sum::<u64>()
+    }
+}
+
+/// How a job run ended.
+#[derive(Debug)]
+enum JobResult {
+    Done { revocation_lag: Option<f64> },
+    Retry(String),
+    /// Give up now (retrying cannot help).
+    Fatal(String),
+}
+
+impl JobResult {
+    fn done() -> Self {
+        JobResult::Done { revocation_lag: None }
+    }
+}
+
+/// The resources from configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceCatalog {
+    resources: BTreeMap<ResourceId, Resource>,
+}
+
+impl ResourceCatalog {
+    pub fn new(resources: impl IntoIterator<Item = Resource>) -> Self {
+        Self { resources: resources.into_iter().map(|r| (r.id.clone(), r)).collect() }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Resource> {
+        let id = ResourceId::parse(name).ok()?;
+        self.resources.get(&id)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Resource> {
+        self.resources.values()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.resources.keys().map(|k| k.to_string()).collect()
+    }
+}
+
+/// The lifecycle engine. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    catalog: ResourceCatalog,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    directory: Arc<dyn Directory>,
+    notifier: Arc<dyn Notifier>,
+    audit_sink: Option<Arc<dyn AuditSink>>,
+    waker: Arc<dyn JobWaker>,
+    settings: EngineSettings,
+}
+
+/// Builds an [`Engine`]; every port but the store and clock has a harmless default.
+#[derive(Debug)]
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    resources: Vec<Resource>,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    directory: Arc<dyn Directory>,
+    notifier: Arc<dyn Notifier>,
+    audit_sink: Option<Arc<dyn AuditSink>>,
+    waker: Arc<dyn JobWaker>,
+    settings: EngineSettings,
+}
+
+impl EngineBuilder {
+    pub fn resources(mut self, resources: impl IntoIterator<Item = Resource>) -> Self {
+        self.resources.extend(resources);
+        self
+    }
+
+    pub fn provider(mut self, p: Arc<dyn Provider>) -> Self {
+        self.providers.insert(p.kind().to_string(), p);
+        self
+    }
+
+    /// Registers a provider under a name other than its kind (two Cloud Connexa accounts, a
+    /// test provider standing in for a real one).
+    pub fn provider_named(mut self, name: &str, p: Arc<dyn Provider>) -> Self {
+        self.providers.insert(name.to_string(), p);
+        self
+    }
+
+    pub fn directory(mut self, d: Arc<dyn Directory>) -> Self {
+        self.directory = d;
+        self
+    }
+
+    pub fn notifier(mut self, n: Arc<dyn Notifier>) -> Self {
+        self.notifier = n;
+        self
+    }
+
+    pub fn audit_sink(mut self, s: Arc<dyn AuditSink>) -> Self {
+        self.audit_sink = Some(s);
+        self
+    }
+
+    pub fn waker(mut self, w: Arc<dyn JobWaker>) -> Self {
+        self.waker = w;
+        self
+    }
+
+    pub fn settings(mut self, s: EngineSettings) -> Self {
+        self.settings = s;
+        self
+    }
+
+    /// Fails if a resource names a provider that is not registered.
+    pub fn build(self) -> Result<Engine, EngineError> {
+        for r in &self.resources {
+            if !self.providers.contains_key(&r.provider) {
+                return Err(EngineError::NoProvider(r.provider.clone()));
+            }
+        }
+        Ok(Engine {
+            store: self.store,
+            clock: self.clock,
+            catalog: ResourceCatalog::new(self.resources),
+            providers: self.providers,
+            directory: self.directory,
+            notifier: self.notifier,
+            audit_sink: self.audit_sink,
+            waker: self.waker,
+            settings: self.settings,
+        })
+    }
+}
+
+impl Engine {
+    pub fn builder(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            clock,
+            resources: Vec::new(),
+            providers: HashMap::new(),
+            directory: Arc::new(crate::ports::NoDirectory),
+            notifier: Arc::new(crate::providers::LogNotifier),
+            audit_sink: None,
+            waker: Arc::new(crate::ports::NoWaker),
+            settings: EngineSettings::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn catalog(&self) -> &ResourceCatalog {
+        &self.catalog
+    }
+
+    /// The configured resources, sorted by name.
+    pub fn resources(&self) -> Vec<Resource> {
+        self.catalog.all().cloned().collect()
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.providers.get(name)
+    }
+
+    /// Is `subject` eligible for `resource`?
+    pub async fn eligibility(&self, subject: &Subject, resource: &Resource) -> Result<(), EligibilityError> {
+        policy::check_eligibility(resource, subject, self.directory.as_ref()).await
+    }
+
+    fn resource(&self, name: &str) -> Result<&Resource, EngineError> {
+        self.catalog.get(name).ok_or_else(|| EngineError::UnknownResource {
+            requested: name.trim().chars().take(64).collect(),
+            valid: self.catalog.names(),
+        })
+    }
+
+    fn summary(&self, r: &AccessRequest) -> RequestSummary {
+        let description = self.catalog.get(r.resource.as_str()).map(|x| x.description.as_str()).unwrap_or("");
+        RequestSummary::of(r, description)
+    }
+
+    /// Commits a change set, adding an export job for every audit record when an audit sink is
+    /// configured (so the export is as durable as the event), then wakes the scheduler.
+    async fn commit(&self, mut cs: ChangeSet) -> Result<Committed, StoreError> {
+        let now = self.clock.now();
+        if self.audit_sink.is_some() {
+            for a in &cs.audit {
+                cs.jobs.push(NewJob::at(JobKind::ExportAudit { event_id: a.id }, now));
+            }
+        }
+        let run_ats: Vec<DateTime<Utc>> = cs.jobs.iter().map(|j| j.run_at).collect();
+        let committed = self.store.commit(cs).await?;
+        for at in run_ats {
+            self.waker.job_enqueued(at);
+        }
+        Ok(committed)
+    }
+
+    /// Runs `op` until it does not lose a compare-and-set (bounded).
+    async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T, EngineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, EngineError>>,
+    {
+        for _ in 0..CONFLICT_RETRIES {
+            match op().await {
+                Err(EngineError::Store(StoreError::Conflict(what))) => {
+                    tracing::debug!(%what, "compare-and-set lost; re-reading");
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        Err(EngineError::Busy)
+    }
+
+    fn audit(&self, kind: AuditKind, actor: &Actor, r: &AccessRequest) -> AuditRecord {
+        let mut a = AuditRecord::new(kind, actor.clone(), self.clock.now())
+            .subject(&r.subject.team_id, &r.subject.user_id)
+            .resource(&r.resource)
+            .request(r.id);
+        if let Some(g) = r.grant_id {
+            a = a.grant(g);
+        }
+        a
+    }
+
+    fn grant_audit(&self, kind: AuditKind, actor: &Actor, g: &Grant) -> AuditRecord {
+        AuditRecord::new(kind, actor.clone(), self.clock.now())
+            .subject(&g.subject.team_id, &g.subject.user_id)
+            .resource(&g.resource)
+            .request(g.request_id)
+            .grant(g.id)
+    }
+
+    fn notify_job(&self, n: Notification) -> NewJob {
+        NewJob::at(JobKind::Notify { notification: Box::new(n) }, self.clock.now())
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Operations people (and scripts) start
+
+    /// Files a request. Auto-approved resources come back `approved` with provisioning queued.
+    pub async fn submit(&self, s: Submission) -> Result<AccessRequest, EngineError> {
+        let resource = self.resource(&s.resource)?.clone();
+        let requested = match s.duration.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+            Some(d) => Some(d.parse::<AccessDuration>()?),
+            None => None,
+        };
+        let duration = resource.durations.check(requested)?;
+        let live = self.store.live_grant(&s.subject.key(), &resource.id).await?;
+        let justification = match s.kind {
+            RequestKind::New => Justification::parse(&s.justification)?,
+            RequestKind::Extend => {
+                if !resource.extendable {
+                    return Err(EngineError::NotExtendable { resource: resource.id.to_string() });
+                }
+                if live.as_ref().is_none_or(|g| g.status != GrantStatus::Active) {
+                    return Err(EngineError::NoActiveGrant { resource: resource.id.to_string() });
+                }
+                Justification::parse(&s.justification)
+                    .or_else(|_| Justification::parse(&format!("Extension by {duration}")))?
+            }
+        };
+        self.eligibility(&s.subject, &resource).await?;
+        let pending = self
+            .store
+            .requests(&RequestFilter {
+                status: Some(RequestStatus::Pending),
+                resource: Some(resource.id.clone()),
+                subject: Some(s.subject.key()),
+                limit: Some(1),
+            })
+            .await?;
+        if let Some(p) = pending.first() {
+            return Err(EngineError::AlreadyPending { resource: resource.id.to_string(), request: p.id });
+        }
+
+        let now = self.clock.now();
+        let mut request = AccessRequest {
+            id: RequestId::new(),
+            subject: s.subject.clone(),
+            resource: resource.id.clone(),
+            kind: s.kind,
+            duration,
+            justification,
+            status: RequestStatus::Pending,
+            created_at: now,
+            updated_at: now,
+            pending_until: None,
+            grant_id: None,
+            decided_by: None,
+            failure: None,
+            version: 0,
+        };
+        let requester = Actor::from_subject(&s.subject);
+        let mut cs = ChangeSet::default();
+        cs.audit.push(self.audit(AuditKind::AccessRequested, &requester, &request).details(serde_json::json!({
+            "duration": duration.to_string(),
+            "justification": request.justification.as_str(),
+            "kind": request.kind,
+            "email": s.subject.email.as_ref().map(|e| e.as_str()),
+        })));
+        match &resource.approval {
+            ApprovalPolicy::Auto => {
+                request = request.transition(RequestEvent::Approve, now)?;
+                request.decided_by = Some(Actor::System);
+                self.plan_approval(&mut request, &resource, live, &[Actor::System], &mut cs)?;
+                cs.requests.insert(0, RequestWrite::Insert(request.clone()));
+            }
+            ApprovalPolicy::Approvers { channel, pending_ttl, .. } => {
+                let until = now + pending_ttl.as_chrono();
+                request.pending_until = Some(until);
+                cs.requests.push(RequestWrite::Insert(request.clone()));
+                let summary = self.summary(&request);
+                let required = resource.approval.required_approvals();
+                cs.jobs.push(self.notify_job(Notification::ApprovalRequested {
+                    request: summary.clone(),
+                    channel: channel.clone().or_else(|| self.settings.approval_channel.clone()),
+                    approvals_required: required,
+                }));
+                cs.jobs.push(self.notify_job(Notification::RequestSubmitted {
+                    request: summary,
+                    approvals_required: required,
+                }));
+                cs.jobs.push(NewJob::at(JobKind::TimeoutPending { request_id: request.id }, until));
+            }
+        }
+        match self.commit(cs).await {
+            Ok(_) => Ok(request),
+            Err(StoreError::Duplicate(_)) => Err(EngineError::RevocationInProgress { resource: resource.id.to_string() }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Decides what an approved request does to grants: creates a grant (with its expiry job in
+    /// the same change set) or extends the live one. `request` must already be `approved`.
+    fn plan_approval(
+        &self,
+        request: &mut AccessRequest,
+        resource: &Resource,
+        live: Option<Grant>,
+        approvers: &[Actor],
+        cs: &mut ChangeSet,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let grant = match live {
+            Some(g) if g.status == GrantStatus::Revoking => {
+                return Err(EngineError::RevocationInProgress { resource: resource.id.to_string() });
+            }
+            Some(mut g) => {
+                let cap = now + resource.durations.max.as_chrono();
+                let wanted = match request.kind {
+                    RequestKind::Extend => (g.expires_at.max(now) + request.duration.as_chrono()).min(cap.max(g.expires_at)),
+                    RequestKind::New => now + request.duration.as_chrono(),
+                };
+                if wanted > g.expires_at {
+                    g.expires_at = wanted;
+                }
+                cs.grants.push(GrantWrite::Update(g.clone()));
+                g
+            }
+            None => {
+                let g = Grant {
+                    id: GrantId::new(),
+                    subject: request.subject.clone(),
+                    resource: resource.id.clone(),
+                    status: GrantStatus::Provisioning,
+                    provider_handle: serde_json::Value::Null,
+                    created_at: now,
+                    granted_at: None,
+                    expires_at: now + request.duration.as_chrono(),
+                    ended_at: None,
+                    request_id: request.id,
+                    revoked_by: None,
+                    version: 0,
+                };
+                cs.grants.push(GrantWrite::Insert(g.clone()));
+                g
+            }
+        };
+        request.grant_id = Some(grant.id);
+        cs.audit.push(
+            self.audit(AuditKind::AccessApproved, approvers.first().unwrap_or(&Actor::System), request)
+                .details(serde_json::json!({
+                    "approvers": approvers.iter().map(Actor::id).collect::<Vec<_>>(),
+                    "expires_at": grant.expires_at.to_rfc3339(),
+                })),
+        );
+        cs.jobs.push(NewJob::at(JobKind::Provision { request_id: request.id }, now));
+        cs.jobs.push(NewJob::at(JobKind::Expire { grant_id: grant.id }, grant.expires_at));
+        if let Some(at) = reminder_time(grant.granted_at.unwrap_or(now), grant.expires_at, now) {
+            cs.jobs.push(NewJob::at(JobKind::Remind { grant_id: grant.id, expires_at: grant.expires_at }, at));
+        }
+        if !resource.approval.is_auto() {
+            cs.jobs.push(self.notify_job(Notification::RequestApproved {
+                request: self.summary(request),
+                approved_by: approvers.to_vec(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Records an approval. With N-of-M the request stays pending until N distinct approvers
+    /// agree; an admin's approval is final.
+    pub async fn approve(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
+        self.with_retries(|| self.approve_once(id, by.clone())).await
+    }
+
+    async fn approve_once(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
+        let request = self.store.request(id).await?.ok_or(EngineError::RequestNotFound(id))?;
+        if request.status != RequestStatus::Pending {
+            return Err(EngineError::AlreadyDecided { status: request.status });
+        }
+        let resource = self.resource(request.resource.as_str())?.clone();
+        policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
+        let decisions = self.store.decisions(id).await?;
+        if decisions.iter().any(|d| d.actor.id() == by.id()) {
+            return Err(EngineError::AlreadyVoted);
+        }
+        let now = self.clock.now();
+        let mut approvers: Vec<Actor> =
+            decisions.iter().filter(|d| d.kind == DecisionKind::Approve).map(|d| d.actor.clone()).collect();
+        approvers.push(by.clone());
+        let required = resource.approval.required_approvals() as usize;
+        let enough = matches!(by, Actor::Admin { .. }) || approvers.len() >= required;
+
+        let mut cs = ChangeSet::default();
+        cs.decisions.push(Decision { request_id: id, actor: by.clone(), kind: DecisionKind::Approve, at: now, comment: None });
+        let mut updated;
+        if enough {
+            updated = request.transition(RequestEvent::Approve, now)?;
+            updated.decided_by = Some(by.clone());
+            let live = self.store.live_grant(&request.subject.key(), &resource.id).await?;
+            self.plan_approval(&mut updated, &resource, live, &approvers, &mut cs)?;
+        } else {
+            // Still pending, but the version bump serialises concurrent votes: two approvers
+            // voting at once cannot both see "one approval so far".
+            updated = AccessRequest { updated_at: now, ..request.clone() };
+            cs.audit.push(self.audit(AuditKind::ApprovalRecorded, &by, &request).details(serde_json::json!({
+                "approvals": approvers.len(), "required": required,
+            })));
+            cs.jobs.push(self.notify_job(Notification::ApprovalProgress {
+                request: self.summary(&request),
+                approved_by: approvers,
+                approvals_required: required as u32,
+            }));
+        }
+        cs.requests.insert(0, RequestWrite::Update(updated.clone()));
+        match self.commit(cs).await {
+            Ok(_) => Ok(AccessRequest { version: updated.version + 1, ..updated }),
+            Err(StoreError::Duplicate(what)) if what.contains("decision") => Err(EngineError::AlreadyVoted),
+            Err(StoreError::Duplicate(_)) => Err(EngineError::Store(StoreError::Conflict("live grant".into()))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Denies a pending request. One deny ends it.
+    pub async fn deny(&self, id: RequestId, by: Actor, reason: Option<String>) -> Result<AccessRequest, EngineError> {
+        self.with_retries(|| self.deny_once(id, by.clone(), reason.clone())).await
+    }
+
+    async fn deny_once(&self, id: RequestId, by: Actor, reason: Option<String>) -> Result<AccessRequest, EngineError> {
+        let request = self.store.request(id).await?.ok_or(EngineError::RequestNotFound(id))?;
+        if request.status != RequestStatus::Pending {
+            return Err(EngineError::AlreadyDecided { status: request.status });
+        }
+        let resource = self.resource(request.resource.as_str())?.clone();
+        policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
+        let now = self.clock.now();
+        let mut updated = request.transition(RequestEvent::Deny, now)?;
+        updated.decided_by = Some(by.clone());
+        let mut cs = ChangeSet::default();
+        cs.requests.push(RequestWrite::Update(updated.clone()));
+        cs.decisions.push(Decision { request_id: id, actor: by.clone(), kind: DecisionKind::Deny, at: now, comment: reason.clone() });
+        cs.audit.push(self.audit(AuditKind::AccessDenied, &by, &request).details(serde_json::json!({"reason": reason})));
+        cs.jobs.push(self.notify_job(Notification::RequestDenied { request: self.summary(&updated), denied_by: by, reason }));
+        self.commit(cs).await?;
+        Ok(AccessRequest { version: updated.version + 1, ..updated })
+    }
+
+    /// Withdraws a pending request (the requester, or an admin).
+    pub async fn cancel(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
+        self.with_retries(|| self.cancel_once(id, by.clone())).await
+    }
+
+    async fn cancel_once(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
+        let request = self.store.request(id).await?.ok_or(EngineError::RequestNotFound(id))?;
+        if !(by.is_subject(&request.subject) || matches!(by, Actor::Admin { .. })) {
+            return Err(EngineError::NotYours);
+        }
+        if request.status != RequestStatus::Pending {
+            return Err(EngineError::AlreadyDecided { status: request.status });
+        }
+        let now = self.clock.now();
+        let mut updated = request.transition(RequestEvent::Cancel, now)?;
+        updated.decided_by = Some(by.clone());
+        let mut cs = ChangeSet::default();
+        cs.requests.push(RequestWrite::Update(updated.clone()));
+        cs.audit.push(self.audit(AuditKind::RequestCancelled, &by, &request));
+        cs.jobs.push(self.notify_job(Notification::RequestCancelled { request: self.summary(&updated), cancelled_by: by }));
+        self.commit(cs).await?;
+        Ok(AccessRequest { version: updated.version + 1, ..updated })
+    }
+
+    /// Takes access away before it expires (the holder, or an admin). The provider call happens
+    /// in a job; the grant shows `revoking` until it is done.
+    pub async fn revoke_grant(&self, id: GrantId, by: Actor) -> Result<Grant, EngineError> {
+        self.with_retries(|| self.revoke_once(id, by.clone())).await
+    }
+
+    async fn revoke_once(&self, id: GrantId, by: Actor) -> Result<Grant, EngineError> {
+        let grant = self.store.grant(id).await?.ok_or(EngineError::GrantNotFound(id))?;
+        if !(by.is_subject(&grant.subject) || matches!(by, Actor::Admin { .. } | Actor::System)) {
+            return Err(EngineError::NotYours);
+        }
+        match grant.status {
+            GrantStatus::Active | GrantStatus::Provisioning => {}
+            GrantStatus::Revoking => return Ok(grant),
+            _ => return Err(EngineError::NoActiveGrant { resource: grant.resource.to_string() }),
+        }
+        let mut updated = grant.clone();
+        updated.status = GrantStatus::Revoking;
+        updated.revoked_by = Some(by.clone());
+        let mut cs = ChangeSet::default();
+        cs.grants.push(GrantWrite::Update(updated.clone()));
+        cs.audit.push(self.grant_audit(AuditKind::RevocationRequested, &by, &grant));
+        cs.jobs.push(NewJob::at(JobKind::Revoke { grant_id: id }, self.clock.now()));
+        self.commit(cs).await?;
+        Ok(Grant { version: updated.version + 1, ..updated })
+    }
+
+    /// `revoke <resource>`: revokes the caller's live grant on that resource.
+    pub async fn revoke_resource(&self, subject: &SubjectKey, resource: &str, by: Actor) -> Result<Grant, EngineError> {
+        let r = self.resource(resource)?;
+        let grant = self
+            .store
+            .live_grant(subject, &r.id)
+            .await?
+            .ok_or_else(|| EngineError::NoActiveGrant { resource: r.id.to_string() })?;
+        self.revoke_grant(grant.id, by).await
+    }
+
+    /// Live grants and pending requests of one person.
+    pub async fn status(&self, subject: &SubjectKey) -> Result<SubjectStatus, EngineError> {
+        let grants = self
+            .store
+            .grants(&crate::ports::GrantFilter { live_only: true, subject: Some(subject.clone()), ..Default::default() })
+            .await?;
+        let pending = self
+            .store
+            .requests(&RequestFilter {
+                status: Some(RequestStatus::Pending),
+                subject: Some(subject.clone()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(SubjectStatus { grants, pending })
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Jobs
+
+    /// Claims up to `limit` due jobs and runs them. Safe to call from several processes at once.
+    pub async fn run_due(&self, limit: u32) -> Result<RunSummary, EngineError> {
+        let now = self.clock.now();
+        let jobs = self.store.claim_jobs(now, limit, self.settings.job_lease).await?;
+        let mut summary = RunSummary { claimed: jobs.len(), ..Default::default() };
+        let (exports, others): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| matches!(j.kind, JobKind::ExportAudit { .. }));
+
+        let results: Vec<(Job, JobResult)> = futures::stream::iter(others)
+            .map(|job| async move {
+                let result = self.run_job(&job).await;
+                (job, result)
+            })
+            .buffer_unordered(self.settings.job_concurrency.max(1))
+            .collect()
+            .await;
+        for (job, result) in results {
+            summary.merge(self.settle(&job, result).await?);
+        }
+        if !exports.is_empty() {
+            summary.merge(self.run_exports(exports).await?);
+        }
+        Ok(summary)
+    }
+
+    /// Runs due jobs until none are left (or `max_rounds` passes), as the cleanup binary does.
+    pub async fn drain(&self, max_rounds: usize) -> Result<RunSummary, EngineError> {
+        let mut total = RunSummary::default();
+        for _ in 0..max_rounds {
+            let s = self.run_due(100).await?;
+            let claimed = s.claimed;
+            total.merge(s);
+            if claimed == 0 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Records the outcome of one job in the queue.
+    async fn settle(&self, job: &Job, result: JobResult) -> Result<RunSummary, EngineError> {
+        let mut s = RunSummary::default();
+        let name = job.kind.name().to_string();
+        let token = job.claim_token.clone().unwrap_or_default();
+        match result {
+            JobResult::Done { revocation_lag } => {
+                self.store.complete_job(job.id, &token, self.clock.now()).await?;
+                *s.done.entry(name).or_default() += 1;
+                s.revocation_lag_secs.extend(revocation_lag);
+            }
+            JobResult::Retry(err) => {
+                let exhausted = job.kind.max_attempts().is_some_and(|max| job.attempts >= max);
+                if exhausted {
+                    tracing::error!(job = %job.id, kind = %name, attempts = job.attempts, error = %err, "job failed for good");
+                    self.give_up(job, &err).await;
+                    self.store.bury_job(job.id, &token, &err).await?;
+                    *s.dead.entry(name).or_default() += 1;
+                } else {
+                    let wait = backoff(&job.kind, job.attempts);
+                    if job.kind.is_revocation() {
+                        tracing::error!(job = %job.id, kind = %name, attempts = job.attempts, error = %err, "REVOCATION FAILING: will retry");
+                    } else {
+                        tracing::warn!(job = %job.id, kind = %name, attempts = job.attempts, error = %err, "job failed; will retry");
+                    }
+                    self.store.retry_job(job.id, &token, &err, self.clock.now() + wait).await?;
+                    *s.retried.entry(name).or_default() += 1;
+                }
+            }
+            JobResult::Fatal(err) => {
+                tracing::error!(job = %job.id, kind = %name, error = %err, "job failed and cannot succeed");
+                self.give_up(job, &err).await;
+                self.store.bury_job(job.id, &token, &err).await?;
+                *s.dead.entry(name).or_default() += 1;
+            }
+        }
+        Ok(s)
+    }
+
+    /// What giving up on a job means for the domain: a provision that never succeeds fails its
+    /// request (so the person is told and nothing stays half-approved).
+    async fn give_up(&self, job: &Job, err: &str) {
+        if let JobKind::Provision { request_id } = job.kind {
+            let message = format!("Provisioning kept failing: {err}");
+            if let Err(e) = self.with_retries(|| self.fail_provisioning(request_id, &message)).await {
+                tracing::error!(request = %request_id, error = %e, "could not mark request failed");
+            }
+        }
+    }
+
+    async fn run_job(&self, job: &Job) -> JobResult {
+        let result = match &job.kind {
+            JobKind::Provision { request_id } => self.provision(*request_id).await,
+            JobKind::Expire { grant_id } => self.end_grant(*grant_id, true).await,
+            JobKind::Revoke { grant_id } => self.end_grant(*grant_id, false).await,
+            JobKind::TimeoutPending { request_id } => self.with_retries(|| self.time_out(*request_id)).await.map(|_| JobResult::done()),
+            JobKind::Notify { notification } => self.deliver(notification).await,
+            JobKind::Remind { grant_id, expires_at } => self.remind(*grant_id, *expires_at).await,
+            JobKind::ExportAudit { .. } => Ok(JobResult::Fatal("export jobs run in batches".into())),
+        };
+        result.unwrap_or_else(|e| JobResult::Retry(e.to_string()))
+    }
+
+    async fn provision(&self, request_id: RequestId) -> Result<JobResult, EngineError> {
+        let Some(request) = self.store.request(request_id).await? else {
+            return Ok(JobResult::Fatal(format!("request {request_id} vanished")));
+        };
+        if request.status != RequestStatus::Approved {
+            return Ok(JobResult::done()); // already provisioned (a re-run after a crash) or ended
+        }
+        let Some(grant_id) = request.grant_id else {
+            return Ok(JobResult::Fatal("approved request has no grant".into()));
+        };
+        let Some(grant) = self.store.grant(grant_id).await? else {
+            return Ok(JobResult::Fatal(format!("grant {grant_id} vanished")));
+        };
+        if !matches!(grant.status, GrantStatus::Provisioning | GrantStatus::Active) {
+            self.with_retries(|| self.fail_provisioning(request_id, "Access ended before it could be provisioned.")).await?;
+            return Ok(JobResult::done());
+        }
+        let resource = self.resource(request.resource.as_str())?.clone();
+        let provider = self.providers.get(&resource.provider).ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
+        let req = GrantRequest {
+            grant_id,
+            request_id,
+            subject: request.subject.clone(),
+            resource: resource.clone(),
+            expires_at: grant.expires_at,
+            justification: request.justification.as_str().to_string(),
+            existing: (!grant.provider_handle.is_null()).then(|| grant.provider_handle.clone()),
+        };
+        let outcome = match provider.grant(&req).await {
+            Ok(o) => o,
+            Err(ProviderError::Transient(e)) => return Ok(JobResult::Retry(e)),
+            Err(e) => {
+                let message = e.to_string();
+                self.with_retries(|| self.fail_provisioning(request_id, &message)).await?;
+                return Ok(JobResult::done());
+            }
+        };
+        // The secret goes to the person before anything else: it exists only in this memory.
+        let mut secret_delivery_failed = false;
+        if let Some(secret) = &outcome.secret {
+            if let Err(e) = self.notifier.deliver_secret(&self.summary(&request), secret).await {
+                tracing::warn!(request = %request_id, error = %e, "could not deliver the secret; the person can request again");
+                secret_delivery_failed = true;
+            }
+        }
+        let instructions = outcome.instructions.clone();
+        let events = outcome.events.clone();
+        let handle = outcome.handle.clone();
+        let pinned = outcome.expires_at;
+        self.with_retries(|| {
+            self.activate(request_id, grant_id, &handle, pinned, &instructions, &events, secret_delivery_failed)
+        })
+        .await?;
+        Ok(JobResult::done())
+    }
+
+    /// Records a successful provisioning: grant active, request active, audit, notification.
+    #[allow(clippy::too_many_arguments)]
+    async fn activate(
+        &self,
+        request_id: RequestId,
+        grant_id: GrantId,
+        handle: &serde_json::Value,
+        pinned_expiry: Option<DateTime<Utc>>,
+        instructions: &str,
+        events: &[ProviderEvent],
+        secret_delivery_failed: bool,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let request = self.store.request(request_id).await?.ok_or(EngineError::RequestNotFound(request_id))?;
+        let grant = self.store.grant(grant_id).await?.ok_or(EngineError::GrantNotFound(grant_id))?;
+        if request.status != RequestStatus::Approved {
+            return Ok(());
+        }
+        let mut cs = ChangeSet::default();
+        if !matches!(grant.status, GrantStatus::Provisioning | GrantStatus::Active) {
+            // Revoked or expired while the provider worked: take back what was just granted.
+            let mut failed = request.transition(RequestEvent::ProvisioningFailed, now)?;
+            failed.failure = Some("Access ended while it was being provisioned.".into());
+            cs.requests.push(RequestWrite::Update(failed));
+            cs.audit.push(self.audit(AuditKind::GrantFailed, &Actor::System, &request).details(serde_json::json!({"reason": "ended during provisioning"})));
+            let mut g = grant.clone();
+            g.provider_handle = handle.clone();
+            cs.grants.push(GrantWrite::Update(g));
+            cs.jobs.push(NewJob::at(JobKind::Revoke { grant_id }, now));
+            self.commit(cs).await?;
+            return Ok(());
+        }
+        let extended = grant.status == GrantStatus::Active;
+        let mut g = grant.clone();
+        g.status = GrantStatus::Active;
+        g.provider_handle = handle.clone();
+        g.granted_at = g.granted_at.or(Some(now));
+        if let Some(pinned) = pinned_expiry {
+            if pinned != g.expires_at {
+                g.expires_at = pinned;
+                cs.jobs.push(NewJob::at(JobKind::Expire { grant_id }, pinned));
+            }
+        }
+        let active = request.transition(RequestEvent::Provisioned, now)?;
+        cs.requests.push(RequestWrite::Update(active.clone()));
+        cs.grants.push(GrantWrite::Update(g.clone()));
+        let kind = if extended { AuditKind::AccessExtended } else { AuditKind::AccessGranted };
+        cs.audit.push(self.audit(kind, &Actor::System, &active).details(serde_json::json!({
+            "expires_at": g.expires_at.to_rfc3339(),
+            "provider": self.resource(request.resource.as_str()).map(|r| r.provider.clone()).unwrap_or_default(),
+            "provider_handle": handle,
+            "justification": request.justification.as_str(),
+            "email": request.subject.email.as_ref().map(|e| e.as_str()),
+        })));
+        for e in events {
+            cs.audit.push(
+                self.audit(AuditKind::ProviderEvent, &Actor::System, &active)
+                    .details(serde_json::json!({"event": e.name, "details": e.details})),
+            );
+        }
+        cs.jobs.push(self.notify_job(Notification::AccessGranted {
+            request: self.summary(&active),
+            grant: GrantSummary::of(&g),
+            instructions: instructions.to_string(),
+            extended,
+            secret_delivery_failed,
+        }));
+        self.commit(cs).await?;
+        Ok(())
+    }
+
+    async fn fail_provisioning(&self, request_id: RequestId, reason: &str) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let Some(request) = self.store.request(request_id).await? else { return Ok(()) };
+        if request.status != RequestStatus::Approved {
+            return Ok(());
+        }
+        let mut failed = request.transition(RequestEvent::ProvisioningFailed, now)?;
+        failed.failure = Some(reason.to_string());
+        let mut cs = ChangeSet::default();
+        cs.requests.push(RequestWrite::Update(failed.clone()));
+        if let Some(gid) = request.grant_id {
+            if let Some(g) = self.store.grant(gid).await? {
+                // A brand-new grant that never became active ends here; an active grant that was
+                // being extended keeps its access until its own expiry.
+                if g.status == GrantStatus::Provisioning && g.request_id == request_id {
+                    let mut g2 = g.clone();
+                    g2.status = GrantStatus::Failed;
+                    g2.ended_at = Some(now);
+                    cs.grants.push(GrantWrite::Update(g2));
+                }
+            }
+        }
+        cs.audit.push(self.audit(AuditKind::GrantFailed, &Actor::System, &request).details(serde_json::json!({"reason": reason})));
+        cs.jobs.push(self.notify_job(Notification::AccessFailed { request: self.summary(&failed), reason: reason.to_string() }));
+        self.commit(cs).await?;
+        Ok(())
+    }
+
+    /// Expiry (`expire = true`) or early revocation. Revocation never gives up: any failure is a
+    /// retry.
+    async fn end_grant(&self, grant_id: GrantId, expire: bool) -> Result<JobResult, EngineError> {
+        let Some(grant) = self.store.grant(grant_id).await? else {
+            return Ok(JobResult::Fatal(format!("grant {grant_id} vanished")));
+        };
+        if !grant.status.is_live() {
+            return Ok(JobResult::done());
+        }
+        let now = self.clock.now();
+        if expire && grant.status != GrantStatus::Revoking && grant.expires_at > now {
+            // Extended since this job was written; a later expire job exists.
+            return Ok(JobResult::done());
+        }
+        let resource = self.resource(grant.resource.as_str())?.clone();
+        let provider = self.providers.get(&resource.provider).ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
+        let outcome = match provider
+            .revoke(&RevokeRequest {
+                grant_id,
+                subject: grant.subject.clone(),
+                resource: resource.clone(),
+                handle: grant.provider_handle.clone(),
+            })
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => return Ok(JobResult::Retry(e.to_string())),
+        };
+        let revoked_by = if grant.status == GrantStatus::Revoking { grant.revoked_by.clone() } else { None };
+        self.with_retries(|| self.record_end(grant_id, revoked_by.clone(), &outcome.events, outcome.note.as_deref())).await?;
+        let lag = (expire && revoked_by.is_none()).then(|| (self.clock.now() - grant.expires_at).num_milliseconds().max(0) as f64 / 1000.0);
+        Ok(JobResult::Done { revocation_lag: lag })
+    }
+
+    async fn record_end(
+        &self,
+        grant_id: GrantId,
+        revoked_by: Option<Actor>,
+        events: &[ProviderEvent],
+        note: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let grant = self.store.grant(grant_id).await?.ok_or(EngineError::GrantNotFound(grant_id))?;
+        if !grant.status.is_live() {
+            return Ok(());
+        }
+        let revoked = grant.status == GrantStatus::Revoking;
+        let mut g = grant.clone();
+        g.status = if revoked { GrantStatus::Revoked } else { GrantStatus::Expired };
+        g.ended_at = Some(now);
+        let mut cs = ChangeSet::default();
+        cs.grants.push(GrantWrite::Update(g.clone()));
+        let event = if revoked { RequestEvent::Revoke } else { RequestEvent::Expire };
+        for r in self.store.requests_for_grant(grant_id).await? {
+            if r.status == RequestStatus::Active {
+                cs.requests.push(RequestWrite::Update(r.transition(event, now)?));
+            }
+        }
+        let actor = revoked_by.clone().unwrap_or(Actor::System);
+        let kind = if revoked { AuditKind::AccessRevoked } else { AuditKind::AccessExpired };
+        cs.audit.push(self.grant_audit(kind, &actor, &grant).details(serde_json::json!({
+            "expires_at": grant.expires_at.to_rfc3339(),
+            "reason": if revoked { "revoked" } else { "expired" },
+            "note": note,
+        })));
+        for e in events {
+            cs.audit.push(
+                self.grant_audit(AuditKind::ProviderEvent, &Actor::System, &grant)
+                    .details(serde_json::json!({"event": e.name, "details": e.details})),
+            );
+        }
+        let summary = GrantSummary::of(&g);
+        cs.jobs.push(self.notify_job(if revoked {
+            Notification::AccessRevoked { grant: summary, revoked_by: actor }
+        } else {
+            Notification::AccessExpired { grant: summary }
+        }));
+        self.commit(cs).await?;
+        Ok(())
+    }
+
+    async fn time_out(&self, request_id: RequestId) -> Result<(), EngineError> {
+        let Some(request) = self.store.request(request_id).await? else { return Ok(()) };
+        if request.status != RequestStatus::Pending {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        if request.pending_until.is_some_and(|u| u > now) {
+            return Ok(());
+        }
+        let updated = request.transition(RequestEvent::TimeOut, now)?;
+        let mut cs = ChangeSet::default();
+        cs.requests.push(RequestWrite::Update(updated.clone()));
+        cs.audit.push(self.audit(AuditKind::RequestTimedOut, &Actor::System, &request));
+        cs.jobs.push(self.notify_job(Notification::RequestTimedOut { request: self.summary(&updated) }));
+        self.commit(cs).await?;
+        Ok(())
+    }
+
+    async fn deliver(&self, n: &Notification) -> Result<JobResult, EngineError> {
+        let mut ctx = NotifyContext::default();
+        if let Some(id) = n.request_id() {
+            ctx.message_refs = self.store.message_refs(id).await?;
+        }
+        match self.notifier.notify(n, &ctx).await {
+            Ok(refs) => {
+                for r in refs {
+                    self.store.save_message_ref(&r).await?;
+                }
+                Ok(JobResult::done())
+            }
+            Err(NotifyError::Transient(e)) => Ok(JobResult::Retry(e)),
+            Err(NotifyError::Permanent(e)) => Ok(JobResult::Fatal(e)),
+        }
+    }
+
+    async fn remind(&self, grant_id: GrantId, expires_at: DateTime<Utc>) -> Result<JobResult, EngineError> {
+        let Some(grant) = self.store.grant(grant_id).await? else { return Ok(JobResult::done()) };
+        // Extended or ended since: the reminder is stale (a newer one exists if still live).
+        if grant.status != GrantStatus::Active || grant.expires_at != expires_at {
+            return Ok(JobResult::done());
+        }
+        let can_extend = self.catalog.get(grant.resource.as_str()).is_some_and(|r| r.extendable);
+        self.deliver(&Notification::ExpiryReminder { grant: GrantSummary::of(&grant), can_extend }).await
+    }
+
+    async fn run_exports(&self, jobs: Vec<Job>) -> Result<RunSummary, EngineError> {
+        let mut s = RunSummary::default();
+        let Some(sink) = &self.audit_sink else {
+            // Configured once and removed since: nothing to ship to; keep the jobs for later.
+            for j in &jobs {
+                let token = j.claim_token.clone().unwrap_or_default();
+                let at = self.clock.now() + chrono::Duration::hours(1);
+                self.store.retry_job(j.id, &token, "no audit sink configured", at).await?;
+                *s.retried.entry("export_audit".into()).or_default() += 1;
+            }
+            return Ok(s);
+        };
+        let mut items = Vec::with_capacity(jobs.len());
+        let mut by_event: HashMap<String, &Job> = HashMap::new();
+        let mut request_cache: HashMap<RequestId, Option<AccessRequest>> = HashMap::new();
+        for j in &jobs {
+            let JobKind::ExportAudit { event_id } = j.kind else { continue };
+            let Some(event) = self.store.audit_event(event_id).await? else {
+                let token = j.claim_token.clone().unwrap_or_default();
+                self.store.bury_job(j.id, &token, "audit event not found").await?;
+                *s.dead.entry("export_audit".into()).or_default() += 1;
+                continue;
+            };
+            let request = match event.record.request_id {
+                Some(rid) => match request_cache.get(&rid) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = self.store.request(rid).await?;
+                        request_cache.insert(rid, r.clone());
+                        r
+                    }
+                },
+                None => None,
+            };
+            let grant = match event.record.grant_id {
+                Some(gid) => self.store.grant(gid).await?,
+                None => None,
+            };
+            by_event.insert(event_id.to_string(), j);
+            items.push(ExportItem { event, request, grant });
+        }
+        if items.is_empty() {
+            return Ok(s);
+        }
+        items.sort_by_key(|i| i.event.seq);
+        match sink.export(&items).await {
+            Ok(report) => {
+                let rejected: HashMap<String, String> =
+                    report.rejected.into_iter().map(|(id, why)| (id.to_string(), why)).collect();
+                for (event_id, job) in by_event {
+                    let token = job.claim_token.clone().unwrap_or_default();
+                    if let Some(why) = rejected.get(&event_id) {
+                        tracing::error!(event = %event_id, error = %why, "audit sink rejected an event; it stays in the local chain");
+                        self.store.bury_job(job.id, &token, why).await?;
+                        *s.dead.entry("export_audit".into()).or_default() += 1;
+                    } else {
+                        self.store.complete_job(job.id, &token, self.clock.now()).await?;
+                        *s.done.entry("export_audit".into()).or_default() += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in by_event.values() {
+                    let token = job.claim_token.clone().unwrap_or_default();
+                    let at = self.clock.now() + backoff(&job.kind, job.attempts);
+                    self.store.retry_job(job.id, &token, &msg, at).await?;
+                    *s.retried.entry("export_audit".into()).or_default() += 1;
+                }
+                tracing::warn!(error = %msg, events = items.len(), "audit export failed; will retry");
+            }
+        }
+        Ok(s)
+    }
+
+    /// Ids of jobs that are dead (for the admin API and alerts).
+    pub async fn dead_jobs(&self) -> Result<Vec<Job>, EngineError> {
+        Ok(self
+            .store
+            .jobs(&crate::ports::JobFilter { status: Some(crate::jobs::JobStatus::Dead), ..Default::default() })
+            .await?)
+    }
+
+    /// Re-queues a dead job (after an operator fixed the cause).
+    pub fn job_id(raw: &str) -> Option<JobId> {
+        raw.parse().ok()
+    }
+}
+
+/// When to remind: a day before for grants longer than two days, else when 10% of the duration
+/// is left. None when that moment has already passed.
+pub fn reminder_time(start: DateTime<Utc>, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let total = expires_at - start;
+    if total <= chrono::Duration::zero() {
+        return None;
+    }
+    let before = if total > chrono::Duration::days(2) { chrono::Duration::days(1) } else { total / 10 };
+    let at = expires_at - before;
+    (at > now).then_some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reminders() {
+        let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        // 7 days: one day before
+        assert_eq!(reminder_time(t0, t0 + chrono::Duration::days(7), t0), Some(t0 + chrono::Duration::days(6)));
+        // 10 hours: one hour before
+        assert_eq!(reminder_time(t0, t0 + chrono::Duration::hours(10), t0), Some(t0 + chrono::Duration::hours(9)));
+        // already past
+        assert_eq!(reminder_time(t0, t0 + chrono::Duration::hours(10), t0 + chrono::Duration::hours(9)), None);
+    }
+
+    #[test]
+    fn error_messages_are_specific() {
+        let e = EngineError::UnknownResource { requested: "nope".into(), valid: vec!["a".into(), "b".into()] };
+        assert_eq!(e.to_string(), "Unknown resource 'nope'. Valid resources: a, b.");
+        assert_eq!(EngineError::AlreadyDecided { status: RequestStatus::Denied }.to_string(), "This request has already been denied.");
+    }
+}

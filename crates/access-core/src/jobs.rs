@@ -23,7 +23,7 @@ pub enum JobKind {
     /// Time out a request still pending after its TTL.
     TimeoutPending { request_id: RequestId },
     /// Tell someone something.
-    Notify { notification: Notification },
+    Notify { notification: Box<Notification> },
     /// Remind the holder that their access ends soon.
     Remind { grant_id: GrantId, expires_at: DateTime<Utc> },
     /// Ship one audit event to the external audit sink.

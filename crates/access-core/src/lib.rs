@@ -50,7 +50,7 @@ pub mod subject;
 
 pub use audit::{AuditEvent, AuditKind, AuditRecord};
 pub use duration::{AccessDuration, DurationBounds};
-pub use engine::{Engine, EngineError};
+pub use engine::{Engine, EngineError, Submission};
 pub use grant::{Grant, GrantStatus};
 pub use ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
 pub use request::{AccessRequest, Actor, Decision, DecisionKind, RequestStatus};

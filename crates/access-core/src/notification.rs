@@ -88,6 +88,10 @@ pub enum Notification {
         grant: GrantSummary,
         instructions: String,
         extended: bool,
+        /// A secret (key file) came with the grant and could not be delivered: tell the person to
+        /// ask again (the GCP document's upload-failure warning).
+        #[serde(default)]
+        secret_delivery_failed: bool,
     },
     /// To the requester (and approvers' message): approved but provisioning failed.
     AccessFailed { request: RequestSummary, reason: String },
