@@ -1,1 +1,91 @@
-fn main() {}
+//! `gatehouse-server`: serves Slack and the admin API and runs the job scheduler.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use gatehouse_runtime::compose::Overrides;
+use gatehouse_runtime::config::{redact_url, Env};
+use gatehouse_runtime::{App, Config, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+/// Just-in-time access broker: HTTP server and job scheduler.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (resources and policies).
+    #[arg(long, env = "GATEHOUSE_CONFIG", default_value = "gatehouse.toml")]
+    config: PathBuf,
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    gatehouse_runtime::telemetry::init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("gatehouse-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(&cli.config)?;
+    let env = Env::from_process();
+    tracing::info!(database = %redact_url(&env.database_url), config = %cli.config.display(), "starting");
+    let app = App::build(config, env, Overrides::default()).await?;
+
+    let shutdown = CancellationToken::new();
+    let scheduler = JobScheduler::new(app.engine.clone(), app.waker.clone()).max_idle(app.max_idle);
+    let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
+
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    // Tests and scripts read this line to learn the port when --listen asks for port 0.
+    println!("gatehouse-server listening on http://{addr}");
+
+    let router = gatehouse_server::app(app);
+    let signal = shutdown_signal(shutdown.clone());
+    axum::serve(listener, router).with_graceful_shutdown(signal).await?;
+
+    // Let the scheduler finish the batch it is running; jobs not yet claimed stay due.
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(30), scheduler_task).await.is_err() {
+        tracing::warn!("scheduler did not stop within 30s; its claimed jobs will be retried after their lease");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+        _ = token.cancelled() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight work");
+    token.cancel();
+}

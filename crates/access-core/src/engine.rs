@@ -332,8 +332,10 @@ impl Engine {
         &self.store
     }
 
+    /// The current time, at the microsecond precision stores keep (so what an operation returns
+    /// equals what a later read returns).
     pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
+        crate::audit::truncate_to_micros(self.clock.now())
     }
 
     pub fn catalog(&self) -> &ResourceCatalog {
@@ -369,7 +371,7 @@ impl Engine {
     /// Commits a change set, adding an export job for every audit record when an audit sink is
     /// configured (so the export is as durable as the event), then wakes the scheduler.
     async fn commit(&self, mut cs: ChangeSet) -> Result<Committed, StoreError> {
-        let now = self.clock.now();
+        let now = self.now();
         if self.audit_sink.is_some() {
             for a in &cs.audit {
                 cs.jobs.push(NewJob::at(JobKind::ExportAudit { event_id: a.id }, now));
@@ -402,7 +404,7 @@ impl Engine {
     }
 
     fn audit(&self, kind: AuditKind, actor: &Actor, r: &AccessRequest) -> AuditRecord {
-        let mut a = AuditRecord::new(kind, actor.clone(), self.clock.now())
+        let mut a = AuditRecord::new(kind, actor.clone(), self.now())
             .subject(&r.subject.team_id, &r.subject.user_id)
             .resource(&r.resource)
             .request(r.id);
@@ -413,7 +415,7 @@ impl Engine {
     }
 
     fn grant_audit(&self, kind: AuditKind, actor: &Actor, g: &Grant) -> AuditRecord {
-        AuditRecord::new(kind, actor.clone(), self.clock.now())
+        AuditRecord::new(kind, actor.clone(), self.now())
             .subject(&g.subject.team_id, &g.subject.user_id)
             .resource(&g.resource)
             .request(g.request_id)
@@ -421,7 +423,7 @@ impl Engine {
     }
 
     fn notify_job(&self, n: Notification) -> NewJob {
-        NewJob::at(JobKind::Notify { notification: Box::new(n) }, self.clock.now())
+        NewJob::at(JobKind::Notify { notification: Box::new(n) }, self.now())
     }
 
     // --------------------------------------------------------------------------------------------
@@ -463,7 +465,7 @@ impl Engine {
             return Err(EngineError::AlreadyPending { resource: resource.id.to_string(), request: p.id });
         }
 
-        let now = self.clock.now();
+        let now = self.now();
         let mut request = AccessRequest {
             id: RequestId::new(),
             subject: s.subject.clone(),
@@ -530,7 +532,7 @@ impl Engine {
         approvers: &[Actor],
         cs: &mut ChangeSet,
     ) -> Result<(), EngineError> {
-        let now = self.clock.now();
+        let now = self.now();
         let grant = match live {
             Some(g) if g.status == GrantStatus::Revoking => {
                 return Err(EngineError::RevocationInProgress { resource: resource.id.to_string() });
@@ -605,7 +607,7 @@ impl Engine {
         if decisions.iter().any(|d| d.actor.id() == by.id()) {
             return Err(EngineError::AlreadyVoted);
         }
-        let now = self.clock.now();
+        let now = self.now();
         let mut approvers: Vec<Actor> =
             decisions.iter().filter(|d| d.kind == DecisionKind::Approve).map(|d| d.actor.clone()).collect();
         approvers.push(by.clone());
@@ -654,7 +656,7 @@ impl Engine {
         }
         let resource = self.resource(request.resource.as_str())?.clone();
         policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
-        let now = self.clock.now();
+        let now = self.now();
         let mut updated = request.transition(RequestEvent::Deny, now)?;
         updated.decided_by = Some(by.clone());
         let mut cs = ChangeSet::default();
@@ -679,7 +681,7 @@ impl Engine {
         if request.status != RequestStatus::Pending {
             return Err(EngineError::AlreadyDecided { status: request.status });
         }
-        let now = self.clock.now();
+        let now = self.now();
         let mut updated = request.transition(RequestEvent::Cancel, now)?;
         updated.decided_by = Some(by.clone());
         let mut cs = ChangeSet::default();
@@ -712,7 +714,7 @@ impl Engine {
         let mut cs = ChangeSet::default();
         cs.grants.push(GrantWrite::Update(updated.clone()));
         cs.audit.push(self.grant_audit(AuditKind::RevocationRequested, &by, &grant));
-        cs.jobs.push(NewJob::at(JobKind::Revoke { grant_id: id }, self.clock.now()));
+        cs.jobs.push(NewJob::at(JobKind::Revoke { grant_id: id }, self.now()));
         self.commit(cs).await?;
         Ok(Grant { version: updated.version + 1, ..updated })
     }
@@ -750,7 +752,7 @@ impl Engine {
 
     /// Claims up to `limit` due jobs and runs them. Safe to call from several processes at once.
     pub async fn run_due(&self, limit: u32) -> Result<RunSummary, EngineError> {
-        let now = self.clock.now();
+        let now = self.now();
         let jobs = self.store.claim_jobs(now, limit, self.settings.job_lease).await?;
         let mut summary = RunSummary { claimed: jobs.len(), ..Default::default() };
         let (exports, others): (Vec<Job>, Vec<Job>) =
@@ -794,7 +796,7 @@ impl Engine {
         let token = job.claim_token.clone().unwrap_or_default();
         match result {
             JobResult::Done { revocation_lag } => {
-                self.store.complete_job(job.id, &token, self.clock.now()).await?;
+                self.store.complete_job(job.id, &token, self.now()).await?;
                 *s.done.entry(name).or_default() += 1;
                 s.revocation_lag_secs.extend(revocation_lag);
             }
@@ -812,7 +814,7 @@ impl Engine {
                     } else {
                         tracing::warn!(job = %job.id, kind = %name, attempts = job.attempts, error = %err, "job failed; will retry");
                     }
-                    self.store.retry_job(job.id, &token, &err, self.clock.now() + wait).await?;
+                    self.store.retry_job(job.id, &token, &err, self.now() + wait).await?;
                     *s.retried.entry(name).or_default() += 1;
                 }
             }
@@ -918,7 +920,7 @@ impl Engine {
         events: &[ProviderEvent],
         secret_delivery_failed: bool,
     ) -> Result<(), EngineError> {
-        let now = self.clock.now();
+        let now = self.now();
         let request = self.store.request(request_id).await?.ok_or(EngineError::RequestNotFound(request_id))?;
         let grant = self.store.grant(grant_id).await?.ok_or(EngineError::GrantNotFound(grant_id))?;
         if request.status != RequestStatus::Approved {
@@ -978,7 +980,7 @@ impl Engine {
     }
 
     async fn fail_provisioning(&self, request_id: RequestId, reason: &str) -> Result<(), EngineError> {
-        let now = self.clock.now();
+        let now = self.now();
         let Some(request) = self.store.request(request_id).await? else { return Ok(()) };
         if request.status != RequestStatus::Approved {
             return Ok(());
@@ -1014,7 +1016,7 @@ impl Engine {
         if !grant.status.is_live() {
             return Ok(JobResult::done());
         }
-        let now = self.clock.now();
+        let now = self.now();
         if expire && grant.status != GrantStatus::Revoking && grant.expires_at > now {
             // Extended since this job was written; a later expire job exists.
             return Ok(JobResult::done());
@@ -1035,7 +1037,7 @@ impl Engine {
         };
         let revoked_by = if grant.status == GrantStatus::Revoking { grant.revoked_by.clone() } else { None };
         self.with_retries(|| self.record_end(grant_id, revoked_by.clone(), &outcome.events, outcome.note.as_deref())).await?;
-        let lag = (expire && revoked_by.is_none()).then(|| (self.clock.now() - grant.expires_at).num_milliseconds().max(0) as f64 / 1000.0);
+        let lag = (expire && revoked_by.is_none()).then(|| (self.now() - grant.expires_at).num_milliseconds().max(0) as f64 / 1000.0);
         Ok(JobResult::Done { revocation_lag: lag })
     }
 
@@ -1046,7 +1048,7 @@ impl Engine {
         events: &[ProviderEvent],
         note: Option<&str>,
     ) -> Result<(), EngineError> {
-        let now = self.clock.now();
+        let now = self.now();
         let grant = self.store.grant(grant_id).await?.ok_or(EngineError::GrantNotFound(grant_id))?;
         if !grant.status.is_live() {
             return Ok(());
@@ -1091,7 +1093,7 @@ impl Engine {
         if request.status != RequestStatus::Pending {
             return Ok(());
         }
-        let now = self.clock.now();
+        let now = self.now();
         if request.pending_until.is_some_and(|u| u > now) {
             return Ok(());
         }
@@ -1137,7 +1139,7 @@ impl Engine {
             // Configured once and removed since: nothing to ship to; keep the jobs for later.
             for j in &jobs {
                 let token = j.claim_token.clone().unwrap_or_default();
-                let at = self.clock.now() + chrono::Duration::hours(1);
+                let at = self.now() + chrono::Duration::hours(1);
                 self.store.retry_job(j.id, &token, "no audit sink configured", at).await?;
                 *s.retried.entry("export_audit".into()).or_default() += 1;
             }
@@ -1187,7 +1189,7 @@ impl Engine {
                         self.store.bury_job(job.id, &token, why).await?;
                         *s.dead.entry("export_audit".into()).or_default() += 1;
                     } else {
-                        self.store.complete_job(job.id, &token, self.clock.now()).await?;
+                        self.store.complete_job(job.id, &token, self.now()).await?;
                         *s.done.entry("export_audit".into()).or_default() += 1;
                     }
                 }
@@ -1196,7 +1198,7 @@ impl Engine {
                 let msg = e.to_string();
                 for job in by_event.values() {
                     let token = job.claim_token.clone().unwrap_or_default();
-                    let at = self.clock.now() + backoff(&job.kind, job.attempts);
+                    let at = self.now() + backoff(&job.kind, job.attempts);
                     self.store.retry_job(job.id, &token, &msg, at).await?;
                     *s.retried.entry("export_audit".into()).or_default() += 1;
                 }

@@ -1,1 +1,181 @@
-//! (work in progress)
+//! A provider tests can steer (succeed, fail transiently, fail for good, hang) and a clock tests
+//! can move.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use access_core::ports::{
+    Clock, GrantOutcome, GrantRequest, Provider, ProviderError, ProviderEvent, RevokeOutcome, RevokeRequest,
+};
+use access_core::GrantId;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+/// What the next calls do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Behaviour {
+    Succeed,
+    /// A transient error (the queue retries).
+    FailTransient(String),
+    /// A permanent error (the request fails).
+    FailPermanent(String),
+    /// Never answers (until the call's time limit).
+    Hang,
+    /// Answers after a delay.
+    Delay(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub op: &'static str,
+    pub grant_id: GrantId,
+    pub user_id: String,
+    pub resource: String,
+    pub existing: bool,
+}
+
+/// A provider for tests, registered under any kind name.
+#[derive(Debug)]
+pub struct TestProvider {
+    grant_behaviour: Mutex<Behaviour>,
+    revoke_behaviour: Mutex<Behaviour>,
+    calls: Mutex<Vec<Call>>,
+    /// Users currently holding access, as the "backend" sees it.
+    holders: Mutex<Vec<(String, String)>>,
+}
+
+impl Default for TestProvider {
+    fn default() -> Self {
+        Self {
+            grant_behaviour: Mutex::new(Behaviour::Succeed),
+            revoke_behaviour: Mutex::new(Behaviour::Succeed),
+            calls: Mutex::new(Vec::new()),
+            holders: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl TestProvider {
+    pub const KIND: &'static str = "test";
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn on_grant(&self, b: Behaviour) {
+        *self.grant_behaviour.lock().unwrap() = b;
+    }
+
+    pub fn on_revoke(&self, b: Behaviour) {
+        *self.revoke_behaviour.lock().unwrap() = b;
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, op: &str) -> usize {
+        self.calls.lock().unwrap().iter().filter(|c| c.op == op).count()
+    }
+
+    /// (user, resource) pairs that currently hold access at this fake backend.
+    pub fn holders(&self) -> Vec<(String, String)> {
+        self.holders.lock().unwrap().clone()
+    }
+
+    async fn behave(b: Behaviour) -> Result<(), ProviderError> {
+        match b {
+            Behaviour::Succeed => Ok(()),
+            Behaviour::FailTransient(m) => Err(ProviderError::Transient(m)),
+            Behaviour::FailPermanent(m) => Err(ProviderError::Permanent(m)),
+            Behaviour::Hang => {
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+            Behaviour::Delay(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for TestProvider {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError> {
+        self.calls.lock().unwrap().push(Call {
+            op: "grant",
+            grant_id: req.grant_id,
+            user_id: req.subject.user_id.clone(),
+            resource: req.resource.id.to_string(),
+            existing: req.existing.is_some(),
+        });
+        let b = self.grant_behaviour.lock().unwrap().clone();
+        Self::behave(b).await?;
+        let key = (req.subject.user_id.clone(), req.resource.id.to_string());
+        {
+            let mut h = self.holders.lock().unwrap();
+            if !h.contains(&key) {
+                h.push(key);
+            }
+        }
+        Ok(GrantOutcome {
+            handle: serde_json::json!({"test": true, "user": req.subject.user_id}),
+            instructions: format!("Test access to {} granted.", req.resource.id),
+            secret: None,
+            events: vec![ProviderEvent { name: "test_granted".into(), details: serde_json::json!({}) }],
+            expires_at: None,
+        })
+    }
+
+    async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
+        self.calls.lock().unwrap().push(Call {
+            op: "revoke",
+            grant_id: req.grant_id,
+            user_id: req.subject.user_id.clone(),
+            resource: req.resource.id.to_string(),
+            existing: !req.handle.is_null(),
+        });
+        let b = self.revoke_behaviour.lock().unwrap().clone();
+        Self::behave(b).await?;
+        let key = (req.subject.user_id.clone(), req.resource.id.to_string());
+        self.holders.lock().unwrap().retain(|h| *h != key);
+        Ok(RevokeOutcome::default())
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock {
+    micros: AtomicI64,
+}
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self { micros: AtomicI64::new(start.timestamp_micros()) }
+    }
+
+    /// Starts at the real current time (so stores and logs look sensible).
+    pub fn starting_now() -> Self {
+        Self::new(Utc::now())
+    }
+
+    pub fn advance(&self, d: chrono::Duration) {
+        self.micros.fetch_add(d.num_microseconds().unwrap_or(i64::MAX / 4), Ordering::SeqCst);
+    }
+
+    pub fn set(&self, t: DateTime<Utc>) {
+        self.micros.store(t.timestamp_micros(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.micros.load(Ordering::SeqCst)).unwrap_or_else(Utc::now)
+    }
+}

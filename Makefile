@@ -1,0 +1,43 @@
+# Gatehouse developer tasks. Every target works on a fresh machine with only the Rust toolchain.
+CARGO ?= cargo
+CONFIG ?= gatehouse.example.toml
+
+.PHONY: run test test-sqlite test-postgres lint fmt bench deny doc clean-db
+
+## run: start the server on SQLite (gatehouse.db) with the example configuration.
+##      The admin API uses GATEHOUSE_ADMIN_TOKEN (a development token is set if you have none).
+run:
+	GATEHOUSE_ADMIN_TOKEN=$${GATEHOUSE_ADMIN_TOKEN:-dev-admin-token} \
+	$(CARGO) run --bin gatehouse-server -- --config $(CONFIG)
+
+## test: every test; the PostgreSQL suite runs too when TEST_DATABASE_URL is set.
+test:
+	$(CARGO) build --bins
+	$(CARGO) test --workspace
+
+## test-postgres: the same suite with the local PostgreSQL as well.
+test-postgres:
+	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} $(MAKE) test
+
+## lint: formatting and clippy, warnings are errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## bench: performance targets (release build); prints medians.
+bench:
+	$(CARGO) bench --workspace
+
+## deny: licenses, bans and sources (advisories need the internet: run `cargo deny check` where it is reachable).
+deny:
+	@command -v cargo-deny >/dev/null || $(CARGO) install --locked cargo-deny
+	$(CARGO) deny check bans licenses sources
+
+doc:
+	$(CARGO) doc --workspace --no-deps
+
+clean-db:
+	rm -f gatehouse.db gatehouse.db-wal gatehouse.db-shm

@@ -1,0 +1,41 @@
+//! # gatehouse-server
+//!
+//! The HTTP face of Gatehouse: `/healthz`, `/readyz`, Prometheus `/metrics`, the JSON admin API
+//! under `/api` (behind `Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN`), and the Slack endpoints.
+//! [`app`] builds the router so tests can drive it without a socket; `main.rs` only parses
+//! arguments, binds, and shuts down gracefully.
+//!
+//! # Layout
+//! - [`admin`]: the admin API handlers and their JSON error mapping.
+//! - [`observability`]: health, readiness and metrics.
+
+pub mod admin;
+pub mod observability;
+
+use std::sync::Arc;
+
+use axum::Router;
+use gatehouse_runtime::App;
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub app: App,
+    pub admin_token: Option<Arc<str>>,
+    pub metrics: observability::Metrics,
+}
+
+/// The whole HTTP application.
+pub fn app(app: App) -> Router {
+    let state = AppState {
+        admin_token: app.env.admin_token.as_deref().map(Arc::from),
+        metrics: observability::Metrics::global(),
+        app,
+    };
+    Router::new()
+        .merge(observability::routes())
+        .nest("/api", admin::routes(state.clone()))
+        .with_state(state)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(256 * 1024))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}

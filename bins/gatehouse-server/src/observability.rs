@@ -1,0 +1,104 @@
+//! Health, readiness and Prometheus metrics.
+//!
+//! Gauges that describe shared state (requests by status, active grants, jobs due and dead) are
+//! read from the database at scrape time, so every replica reports the same truth; counters and
+//! the revocation-lag histogram are recorded by this process as it works.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::AppState;
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    handle: Option<PrometheusHandle>,
+}
+
+impl Metrics {
+    /// The process-wide Prometheus recorder (installed once; tests build many apps per process).
+    pub fn global() -> Self {
+        static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+        let handle = HANDLE
+            .get_or_init(|| {
+                let builder = PrometheusBuilder::new().set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("gatehouse_revocation_lag_seconds".into()),
+                    &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0],
+                );
+                match builder.and_then(|b| b.install_recorder()) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not install the metrics recorder");
+                        None
+                    }
+                }
+            })
+            .clone();
+        Self { handle }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics_page))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.app.engine.store().ready().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "message": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_page(State(s): State<AppState>) -> Response {
+    let store = s.app.engine.store();
+    let now = s.app.engine.now();
+    match store.request_counts().await {
+        Ok(counts) => {
+            for status in access_core::RequestStatus::ALL {
+                let n = counts.iter().find(|(st, _)| *st == status).map(|(_, n)| *n).unwrap_or(0);
+                metrics::gauge!("gatehouse_requests", "status" => status.as_str()).set(n as f64);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: request counts unavailable"),
+    }
+    match store.grant_counts().await {
+        Ok(counts) => {
+            for status in access_core::GrantStatus::ALL {
+                let n = counts.iter().find(|(st, _)| *st == status).map(|(_, n)| *n).unwrap_or(0);
+                metrics::gauge!("gatehouse_grants", "status" => status.as_str()).set(n as f64);
+                if status == access_core::GrantStatus::Active {
+                    metrics::gauge!("gatehouse_grants_active").set(n as f64);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: grant counts unavailable"),
+    }
+    match store.job_stats(now).await {
+        Ok(j) => {
+            metrics::gauge!("gatehouse_jobs_due").set(j.due as f64);
+            metrics::gauge!("gatehouse_jobs_pending").set(j.pending as f64);
+            metrics::gauge!("gatehouse_jobs_running").set(j.running as f64);
+            metrics::gauge!("gatehouse_jobs_retrying").set(j.retrying as f64);
+            metrics::gauge!("gatehouse_jobs_dead").set(j.dead as f64);
+            metrics::gauge!("gatehouse_jobs_oldest_due_seconds").set(j.oldest_due_secs.unwrap_or(0) as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: job stats unavailable"),
+    }
+    match &s.metrics.handle {
+        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed").into_response(),
+    }
+}

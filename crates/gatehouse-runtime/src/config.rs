@@ -1,0 +1,269 @@
+//! Configuration: one TOML file for resources and policies, secrets from the environment.
+//!
+//! ```toml
+//! [server]
+//! approval_channel = "access-approvals"
+//!
+//! [[resources]]
+//! id = "demo"
+//! description = "Demo access on the dry-run provider"
+//! provider = "dry-run"
+//! default_duration = "1h"
+//! min_duration = "1m"
+//! max_duration = "8h"
+//! eligibility = ["anyone"]
+//! approval = { mode = "auto" }
+//! ```
+
+use std::path::Path;
+
+use access_core::duration::{AccessDuration, BoundsError, DurationBounds};
+use access_core::resource::{ApprovalPolicy, EligibilityRule, Resource};
+use access_core::ResourceId;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("resource '{id}': {message}")]
+    Resource { id: String, message: String },
+    #[error("two resources are named '{0}'")]
+    DuplicateResource(String),
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Where approval messages go when a resource names no channel (`APPROVAL_CHANNEL` overrides).
+    #[serde(default)]
+    pub approval_channel: Option<String>,
+    /// Seconds a claimed job is reserved for its worker (default 120).
+    #[serde(default)]
+    pub job_lease_secs: Option<u64>,
+    /// Longest a provider or notifier call may take before it counts as a failure (default 60).
+    #[serde(default)]
+    pub call_timeout_secs: Option<u64>,
+    /// Longest the scheduler sleeps without checking the queue (default 30; jobs enqueued by this
+    /// process wake it at once, this bounds the wait for jobs enqueued by other replicas).
+    #[serde(default)]
+    pub max_idle_secs: Option<u64>,
+}
+
+/// One `[[resources]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    pub provider: String,
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
+    pub default_duration: Option<String>,
+    pub min_duration: Option<String>,
+    pub max_duration: Option<String>,
+    #[serde(default)]
+    pub eligibility: Vec<EligibilityRule>,
+    pub approval: ApprovalPolicy,
+    #[serde(default = "yes")]
+    pub extendable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Self::from_toml(&text, &p)
+    }
+
+    /// The resources, parsed and checked.
+    pub fn resources(&self) -> Result<Vec<Resource>, ConfigError> {
+        let mut out: Vec<Resource> = Vec::new();
+        for rc in &self.resources {
+            let r = rc.to_resource()?;
+            if out.iter().any(|o| o.id == r.id) {
+                return Err(ConfigError::DuplicateResource(r.id.to_string()));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+impl ResourceConfig {
+    pub fn to_resource(&self) -> Result<Resource, ConfigError> {
+        let err = |message: String| ConfigError::Resource { id: self.id.clone(), message };
+        let id = ResourceId::parse(&self.id).map_err(|e| err(e.to_string()))?;
+        let dur = |v: &Option<String>, fallback: AccessDuration, what: &str| -> Result<AccessDuration, ConfigError> {
+            match v {
+                Some(s) => s.parse::<AccessDuration>().map_err(|e| err(format!("{what}: {e}"))),
+                None => Ok(fallback),
+            }
+        };
+        let min = dur(&self.min_duration, DurationBounds::DEFAULT_MIN, "min_duration")?;
+        let default_default = "4h".parse::<AccessDuration>().map_err(|e| err(e.to_string()))?;
+        let default = dur(&self.default_duration, default_default, "default_duration")?;
+        let max = dur(&self.max_duration, default.max(min), "max_duration")?;
+        let durations = DurationBounds::new(default, min, max).map_err(|e: BoundsError| err(e.to_string()))?;
+        if let ApprovalPolicy::Approvers { approvers, required, .. } = &self.approval {
+            if approvers.is_empty() {
+                return Err(err("approval mode 'approvers' needs at least one approver (users, slack_groups or groups)".into()));
+            }
+            if *required == 0 {
+                return Err(err("required approvals must be at least 1".into()));
+            }
+            if approvers.slack_groups.is_empty() && approvers.groups.is_empty() && (*required as usize) > approvers.users.len() {
+                return Err(err(format!("{required} approvals required but only {} approvers listed", approvers.users.len())));
+            }
+        }
+        let settings = match &self.settings {
+            Some(t) => serde_json::to_value(t).map_err(|e| err(format!("settings: {e}")))?,
+            None => serde_json::Value::Object(Default::default()),
+        };
+        Ok(Resource {
+            id,
+            description: self.description.clone(),
+            provider: self.provider.clone(),
+            settings,
+            durations,
+            eligibility: self.eligibility.clone(),
+            approval: self.approval.clone(),
+            extendable: self.extendable,
+        })
+    }
+}
+
+/// Secrets and deployment settings from the environment (names from the source documents where
+/// they have one).
+#[derive(Clone, Default)]
+pub struct Env {
+    pub database_url: String,
+    pub admin_token: Option<String>,
+    pub approval_channel: Option<String>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("approval_channel", &self.approval_channel)
+            .finish()
+    }
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://gatehouse.db?mode=rwc";
+
+impl Env {
+    pub fn from_process() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self {
+            database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
+            admin_token: get("GATEHOUSE_ADMIN_TOKEN"),
+            approval_channel: get("APPROVAL_CHANNEL"),
+        }
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for logs.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[server]
+approval_channel = "approvals"
+
+[[resources]]
+id = "demo"
+provider = "dry-run"
+default_duration = "1h"
+max_duration = "8h"
+eligibility = ["anyone"]
+approval = { mode = "auto" }
+
+[[resources]]
+id = "prod"
+provider = "dry-run"
+min_duration = "1s"
+default_duration = "30m"
+max_duration = "2h"
+eligibility = [{ org = "Hybrid Platforms" }, { email_domain = ["example.com"] }]
+approval = { mode = "approvers", approvers = { users = ["U1", "U2"] }, required = 2, pending_ttl = "2h" }
+settings = { network = "prod-vpc" }
+"#;
+
+    #[test]
+    fn parses_the_example() {
+        let c = Config::from_toml(EXAMPLE, "x.toml").unwrap();
+        let rs = c.resources().unwrap();
+        assert_eq!(rs.len(), 2);
+        assert_eq!(rs[1].durations.min.secs(), 1);
+        assert_eq!(rs[1].approval.required_approvals(), 2);
+        assert_eq!(rs[1].settings["network"], "prod-vpc");
+        assert_eq!(rs[1].eligibility.len(), 2);
+    }
+
+    #[test]
+    fn bad_resources_are_named() {
+        let bad = r#"
+[[resources]]
+id = "x"
+provider = "dry-run"
+default_duration = "10h"
+max_duration = "1h"
+approval = { mode = "auto" }
+"#;
+        let e = Config::from_toml(bad, "x").unwrap().resources().unwrap_err();
+        assert!(e.to_string().starts_with("resource 'x': default_duration (10h) is outside"), "{e}");
+        let unknown = "[[resources]]\nid='x'\nprovider='dry-run'\napproval={mode='auto'}\ncolour='red'\n";
+        assert!(Config::from_toml(unknown, "x").unwrap_err().to_string().contains("colour"));
+        let two = r#"
+[[resources]]
+id = "x"
+provider = "dry-run"
+approval = { mode = "approvers", approvers = { users = ["U1"] }, required = 2 }
+"#;
+        assert!(Config::from_toml(two, "x").unwrap().resources().unwrap_err().to_string().contains("2 approvals required"));
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("sqlite://gatehouse.db"), "sqlite://gatehouse.db");
+    }
+}

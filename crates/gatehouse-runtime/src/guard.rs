@@ -1,0 +1,80 @@
+//! Time limits around calls that leave the process. A provider or Slack call that hangs would
+//! otherwise hold a worker (and its job claim) forever; with a limit it becomes an ordinary
+//! transient failure that the queue retries with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use access_core::notification::{DeliveredSecret, MessageRef, Notification, RequestSummary};
+use access_core::ports::{
+    GrantOutcome, GrantRequest, LiveAccess, Notifier, NotifyContext, NotifyError, Provider, ProviderError,
+    RevokeOutcome, RevokeRequest,
+};
+use access_core::resource::Resource;
+use async_trait::async_trait;
+
+#[derive(Debug)]
+pub struct TimeLimitedProvider {
+    inner: Arc<dyn Provider>,
+    limit: Duration,
+}
+
+impl TimeLimitedProvider {
+    pub fn wrap(inner: Arc<dyn Provider>, limit: Duration) -> Arc<dyn Provider> {
+        Arc::new(Self { inner, limit })
+    }
+
+    fn timed_out(&self, what: &str) -> ProviderError {
+        ProviderError::Transient(format!("{} {what} did not answer within {:?}", self.inner.kind(), self.limit))
+    }
+}
+
+#[async_trait]
+impl Provider for TimeLimitedProvider {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError> {
+        tokio::time::timeout(self.limit, self.inner.grant(req)).await.map_err(|_| self.timed_out("grant"))?
+    }
+
+    async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
+        tokio::time::timeout(self.limit, self.inner.revoke(req)).await.map_err(|_| self.timed_out("revoke"))?
+    }
+
+    async fn observe(&self, resource: &Resource) -> Result<Vec<LiveAccess>, ProviderError> {
+        tokio::time::timeout(self.limit, self.inner.observe(resource)).await.map_err(|_| self.timed_out("observe"))?
+    }
+
+    async fn validate(&self, resource: &Resource) -> Result<(), ProviderError> {
+        tokio::time::timeout(self.limit, self.inner.validate(resource)).await.map_err(|_| self.timed_out("validate"))?
+    }
+}
+
+#[derive(Debug)]
+pub struct TimeLimitedNotifier {
+    inner: Arc<dyn Notifier>,
+    limit: Duration,
+}
+
+impl TimeLimitedNotifier {
+    pub fn wrap(inner: Arc<dyn Notifier>, limit: Duration) -> Arc<dyn Notifier> {
+        Arc::new(Self { inner, limit })
+    }
+}
+
+#[async_trait]
+impl Notifier for TimeLimitedNotifier {
+    async fn notify(&self, n: &Notification, ctx: &NotifyContext) -> Result<Vec<MessageRef>, NotifyError> {
+        tokio::time::timeout(self.limit, self.inner.notify(n, ctx))
+            .await
+            .map_err(|_| NotifyError::Transient(format!("notification did not finish within {:?}", self.limit)))?
+    }
+
+    async fn deliver_secret(&self, request: &RequestSummary, secret: &DeliveredSecret) -> Result<(), NotifyError> {
+        tokio::time::timeout(self.limit, self.inner.deliver_secret(request, secret))
+            .await
+            .map_err(|_| NotifyError::Transient(format!("secret delivery did not finish within {:?}", self.limit)))?
+    }
+}
