@@ -179,3 +179,55 @@ impl Clock for ManualClock {
         DateTime::from_timestamp_micros(self.micros.load(Ordering::SeqCst)).unwrap_or_else(Utc::now)
     }
 }
+
+/// A notifier that remembers what it was asked to say, and can be told to fail.
+#[derive(Debug, Default)]
+pub struct RecordingNotifier {
+    sent: Mutex<Vec<access_core::notification::Notification>>,
+    fail_transient: std::sync::atomic::AtomicUsize,
+}
+
+impl RecordingNotifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names of the notifications delivered so far, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.sent.lock().unwrap().iter().map(|n| n.name()).collect()
+    }
+
+    pub fn sent(&self) -> Vec<access_core::notification::Notification> {
+        self.sent.lock().unwrap().clone()
+    }
+
+    /// The next `n` deliveries fail with a transient error.
+    pub fn fail_next(&self, n: usize) {
+        self.fail_transient.store(n, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl access_core::ports::Notifier for RecordingNotifier {
+    async fn notify(
+        &self,
+        n: &access_core::notification::Notification,
+        _ctx: &access_core::ports::NotifyContext,
+    ) -> Result<Vec<access_core::notification::MessageRef>, access_core::ports::NotifyError> {
+        let left = self.fail_transient.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail_transient.store(left - 1, Ordering::SeqCst);
+            return Err(access_core::ports::NotifyError::Transient("injected".into()));
+        }
+        self.sent.lock().unwrap().push(n.clone());
+        Ok(vec![])
+    }
+
+    async fn deliver_secret(
+        &self,
+        _request: &access_core::notification::RequestSummary,
+        _secret: &access_core::notification::DeliveredSecret,
+    ) -> Result<(), access_core::ports::NotifyError> {
+        Ok(())
+    }
+}
