@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `gatehouse-server` and `gatehouse-cleanup` binaries, started as
+//! processes, on SQLite and (with `TEST_DATABASE_URL`) PostgreSQL. One test binary on purpose:
+//! each extra one costs a link on the 2-core CI machine.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin_api;
+mod helpers;
+mod lifecycle;
