@@ -106,6 +106,44 @@ async fn cleanup_binary_revokes_overdue_grants_without_a_server() {
             .output()
             .unwrap();
         assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+
+        // Compliance export and the monthly report through the CLI.
+        let csv = dir.path().join("audit.csv");
+        let month = chrono::Utc::now().format("%Y-%m").to_string();
+        let export = std::process::Command::new(binary("gatehouse-cleanup"))
+            .args(["--config", config.to_str().unwrap(), "audit", "export", "--format", "csv", "--output", csv.to_str().unwrap()])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+        let text = std::fs::read_to_string(&csv).unwrap();
+        // 3 × (requested, approved, granted, provider event, expired) plus the header
+        assert_eq!(text.lines().count(), 16, "{text}");
+        let report = std::process::Command::new(binary("gatehouse-cleanup"))
+            .args(["--config", config.to_str().unwrap(), "audit", "report", "--month", &month, "--format", "json"])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+        assert_eq!(report["grants"], 3, "{report}");
+        assert_eq!(report["expired"], 3);
+        let bad = std::process::Command::new(binary("gatehouse-cleanup"))
+            .args(["--config", config.to_str().unwrap(), "audit", "report", "--month", "2026-13"])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("use YYYY-MM"));
+
+        // Tampering is caught by the CLI with a non-zero exit naming the row.
+        tamper(&db.url).await;
+        let verify = std::process::Command::new(binary("gatehouse-cleanup"))
+            .args(["--config", config.to_str().unwrap(), "audit", "verify"])
+            .env("DATABASE_URL", &db.url)
+            .output()
+            .unwrap();
+        assert_eq!(verify.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&verify.stdout).contains("BROKEN at event 2"), "{}", String::from_utf8_lossy(&verify.stdout));
     }
 }
 
@@ -144,5 +182,18 @@ async fn example_config_request_expires_by_itself() {
         assert_eq!(reqwest::get(server.url("/readyz")).await.unwrap().status(), 200);
         // SIGTERM: a clean exit.
         assert!(server.stop().success());
+    }
+}
+
+/// Edits the details of audit event 2 behind Gatehouse's back.
+async fn tamper(url: &str) {
+    use sqlx::Connection;
+    let sql = "UPDATE audit_events SET details = '{\"forged\":true}' WHERE seq = 2";
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
     }
 }

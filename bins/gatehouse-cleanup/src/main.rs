@@ -11,7 +11,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gatehouse_runtime::compose::Overrides;
 use gatehouse_runtime::config::{redact_url, Env};
+use gatehouse_runtime::reports::{write_events, ExportFormat, Month, MonthlyReport};
 use gatehouse_runtime::{App, Config};
+use access_core::ports::AuditFilter;
+use access_core::AuditEvent;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -42,6 +45,31 @@ enum Command {
 enum AuditCommand {
     /// Walk the hash chain; exit 1 and name the first bad row if it was tampered with.
     Verify,
+    /// Write audit events for compliance (all of them, oldest first).
+    Export {
+        /// Start (RFC 3339 time or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// End, exclusive (RFC 3339 time or YYYY-MM-DD).
+        #[arg(long)]
+        until: Option<String>,
+        /// csv or jsonl.
+        #[arg(long, default_value = "jsonl")]
+        format: ExportFormat,
+        /// File to write (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// The monthly access report: grants per resource and person, durations, approvers,
+    /// self-revocations, failures.
+    Report {
+        /// YYYY-MM.
+        #[arg(long)]
+        month: Month,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
 }
 
 #[tokio::main]
@@ -61,6 +89,10 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run { max_rounds: 1000 }) {
         Command::Run { max_rounds } => run_due(&app, max_rounds).await,
         Command::Audit { command: AuditCommand::Verify } => verify(&app).await,
+        Command::Audit { command: AuditCommand::Export { since, until, format, output } } => {
+            export(&app, since, until, format, output).await
+        }
+        Command::Audit { command: AuditCommand::Report { month, format } } => report(&app, month, &format).await,
     }
 }
 
@@ -113,4 +145,84 @@ async fn verify(app: &App) -> ExitCode {
         }
         Err(e) => fail(&e),
     }
+}
+
+fn parse_time(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|_| raw.parse::<chrono::NaiveDate>().map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()))
+        .map_err(|_| format!("'{raw}' is not an RFC 3339 time or a YYYY-MM-DD date"))
+}
+
+/// Every event matching the time range, paging through the store.
+async fn events_between(
+    app: &App,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<AuditEvent>, access_core::ports::StoreError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = app
+            .engine
+            .store()
+            .audit_events(&AuditFilter { after_seq: after, since, until, limit: Some(1000), ..Default::default() })
+            .await?;
+        let n = page.len();
+        after = page.last().map(|e| e.seq);
+        out.extend(page);
+        if n < 1000 {
+            return Ok(out);
+        }
+    }
+}
+
+async fn export(
+    app: &App,
+    since: Option<String>,
+    until: Option<String>,
+    format: ExportFormat,
+    output: Option<PathBuf>,
+) -> ExitCode {
+    let (since, until) = match (since.as_deref().map(parse_time).transpose(), until.as_deref().map(parse_time).transpose()) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => return fail(&e),
+    };
+    let events = match events_between(app, since, until).await {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
+    };
+    let result = match &output {
+        Some(path) => std::fs::File::create(path)
+            .and_then(|f| {
+                let mut w = std::io::BufWriter::new(f);
+                write_events(&mut w, &events, format, true)?;
+                std::io::Write::flush(&mut w)
+            }),
+        None => write_events(&mut std::io::stdout().lock(), &events, format, true),
+    };
+    match result {
+        Ok(()) => {
+            eprintln!("exported {} audit event(s)", events.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn report(app: &App, month: Month, format: &str) -> ExitCode {
+    let events = match events_between(app, Some(month.start()), Some(month.end())).await {
+        Ok(e) => e,
+        Err(e) => return fail(&e),
+    };
+    let report = MonthlyReport::from_events(month, &events);
+    match format {
+        "json" => match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => return fail(&e),
+        },
+        "text" => print!("{}", report.to_text()),
+        other => return fail(&format!("unknown format '{other}'; use text or json")),
+    }
+    ExitCode::SUCCESS
 }

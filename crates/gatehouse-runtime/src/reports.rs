@@ -1,0 +1,236 @@
+//! Compliance exports and the monthly access report, computed from the audit trail alone (so a
+//! report can be rebuilt from a BigQuery export too).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use access_core::audit::{AuditEvent, AuditKind};
+use access_core::request::Actor;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use serde::Serialize;
+
+/// A calendar month, `2026-11`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Month {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl std::str::FromStr for Month {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{s}' is not a month; use YYYY-MM, like 2026-11");
+        let (y, m) = s.trim().split_once('-').ok_or_else(bad)?;
+        let year: i32 = y.parse().map_err(|_| bad())?;
+        let month: u32 = m.parse().map_err(|_| bad())?;
+        NaiveDate::from_ymd_opt(year, month, 1).ok_or_else(bad)?;
+        Ok(Month { year, month })
+    }
+}
+
+impl Month {
+    pub fn start(&self) -> DateTime<Utc> {
+        NaiveDate::from_ymd_opt(self.year, self.month, 1)
+            .unwrap_or_default()
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+    }
+
+    pub fn end(&self) -> DateTime<Utc> {
+        let (y, m) = if self.month == 12 { (self.year + 1, 1) } else { (self.year, self.month + 1) };
+        Month { year: y, month: m }.start()
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "csv" => Ok(ExportFormat::Csv),
+            "jsonl" => Ok(ExportFormat::Jsonl),
+            other => Err(format!("unknown format '{other}'; use csv or jsonl")),
+        }
+    }
+}
+
+pub const CSV_HEADER: &str = "seq,id,at,kind,actor,subject,resource,request_id,grant_id,details,prev_hash,hash";
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes events as CSV (with a header when `header`) or JSON lines.
+pub fn write_events(out: &mut dyn Write, events: &[AuditEvent], format: ExportFormat, header: bool) -> std::io::Result<()> {
+    match format {
+        ExportFormat::Csv => {
+            if header {
+                writeln!(out, "{CSV_HEADER}")?;
+            }
+            for e in events {
+                let r = &e.record;
+                let row = [
+                    e.seq.to_string(),
+                    r.id.to_string(),
+                    r.at.to_rfc3339(),
+                    r.kind.as_str().to_string(),
+                    r.actor.id(),
+                    r.subject.clone().unwrap_or_default(),
+                    r.resource.as_ref().map(|x| x.to_string()).unwrap_or_default(),
+                    r.request_id.map(|x| x.to_string()).unwrap_or_default(),
+                    r.grant_id.map(|x| x.to_string()).unwrap_or_default(),
+                    r.details.to_string(),
+                    e.prev_hash.clone(),
+                    e.hash.clone(),
+                ];
+                writeln!(out, "{}", row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","))?;
+            }
+        }
+        ExportFormat::Jsonl => {
+            for e in events {
+                serde_json::to_writer(&mut *out, e)?;
+                writeln!(out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Tally {
+    pub grants: u64,
+    pub extensions: u64,
+    /// Sum of granted durations, in seconds.
+    pub granted_seconds: i64,
+}
+
+/// The monthly access report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MonthlyReport {
+    pub month: String,
+    pub requests: u64,
+    pub grants: u64,
+    pub denied: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+    pub expired: u64,
+    pub revoked: u64,
+    pub self_revocations: u64,
+    pub failures: u64,
+    pub by_resource: BTreeMap<String, Tally>,
+    pub by_person: BTreeMap<String, Tally>,
+    /// Approvals per approver (`slack:T/U`, `admin:name`, `system` for auto-approval).
+    pub approvers: BTreeMap<String, u64>,
+    /// Provisioning failures with their reasons.
+    pub failure_reasons: Vec<String>,
+}
+
+impl MonthlyReport {
+    /// Builds the report from the month's events (oldest first).
+    pub fn from_events(month: Month, events: &[AuditEvent]) -> Self {
+        let mut r = MonthlyReport { month: month.to_string(), ..Default::default() };
+        for e in events {
+            let rec = &e.record;
+            let resource = rec.resource.as_ref().map(|x| x.to_string()).unwrap_or_default();
+            let person = rec.subject.clone().unwrap_or_default();
+            match rec.kind {
+                AuditKind::AccessRequested => r.requests += 1,
+                AuditKind::AccessApproved => {
+                    for a in rec.details["approvers"].as_array().into_iter().flatten() {
+                        if let Some(a) = a.as_str() {
+                            *r.approvers.entry(a.to_string()).or_default() += 1;
+                        }
+                    }
+                }
+                AuditKind::AccessGranted | AuditKind::AccessExtended => {
+                    let seconds = rec.details["expires_at"]
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| (t.with_timezone(&Utc) - rec.at).num_seconds().max(0))
+                        .unwrap_or(0);
+                    for tally in [r.by_resource.entry(resource.clone()).or_default(), r.by_person.entry(person.clone()).or_default()] {
+                        if rec.kind == AuditKind::AccessGranted {
+                            tally.grants += 1;
+                        } else {
+                            tally.extensions += 1;
+                        }
+                        tally.granted_seconds += seconds;
+                    }
+                    if rec.kind == AuditKind::AccessGranted {
+                        r.grants += 1;
+                    }
+                }
+                AuditKind::AccessDenied => r.denied += 1,
+                AuditKind::RequestTimedOut => r.timed_out += 1,
+                AuditKind::RequestCancelled => r.cancelled += 1,
+                AuditKind::AccessExpired => r.expired += 1,
+                AuditKind::AccessRevoked => {
+                    r.revoked += 1;
+                    if let Actor::User { team_id, user_id, .. } = &rec.actor {
+                        if rec.subject.as_deref() == Some(format!("{team_id}/{user_id}").as_str()) {
+                            r.self_revocations += 1;
+                        }
+                    }
+                }
+                AuditKind::GrantFailed => {
+                    r.failures += 1;
+                    let reason = rec.details["reason"].as_str().unwrap_or("unknown");
+                    r.failure_reasons.push(format!("{} {} {}: {}", rec.at.format("%Y-%m-%d"), person, resource, reason));
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// A plain-text rendering for people.
+    pub fn to_text(&self) -> String {
+        let mut s = format!("Gatehouse access report for {}\n\n", self.month);
+        s += &format!(
+            "requests {}  grants {}  denied {}  timed out {}  cancelled {}\nexpired {}  revoked {} (self-revoked {})  failures {}\n",
+            self.requests, self.grants, self.denied, self.timed_out, self.cancelled, self.expired, self.revoked,
+            self.self_revocations, self.failures
+        );
+        let hours = |secs: i64| secs as f64 / 3600.0;
+        s += "\nBy resource:\n";
+        for (k, t) in &self.by_resource {
+            s += &format!("  {k:<24} grants {:>4}  extensions {:>3}  hours {:>8.1}\n", t.grants, t.extensions, hours(t.granted_seconds));
+        }
+        s += "\nBy person:\n";
+        for (k, t) in &self.by_person {
+            s += &format!("  {k:<24} grants {:>4}  extensions {:>3}  hours {:>8.1}\n", t.grants, t.extensions, hours(t.granted_seconds));
+        }
+        s += "\nApprovals by approver:\n";
+        for (k, n) in &self.approvers {
+            s += &format!("  {k:<32} {n}\n");
+        }
+        if !self.failure_reasons.is_empty() {
+            s += "\nFailures:\n";
+            for f in &self.failure_reasons {
+                s += &format!("  {f}\n");
+            }
+        }
+        s
+    }
+}
+
+/// Month containing `t`.
+pub fn month_of(t: DateTime<Utc>) -> Month {
+    Month { year: t.year(), month: t.month() }
+}
