@@ -138,6 +138,9 @@ impl FromStr for AccessDuration {
                 digits.push(c);
                 continue;
             }
+            if c.is_whitespace() {
+                continue; // `2 hours`
+            }
             let mut unit = String::from(c);
             while let Some(&n) = chars.peek() {
                 if n.is_ascii_alphabetic() {
@@ -258,10 +261,12 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["90s", "30m", "4h", "2d", "1h30m", "1d2h3m4s"] {
+        for s in ["30m", "4h", "2d", "1h30m", "1d2h3m4s"] {
             assert_eq!(d(s).to_string(), s);
             assert_eq!(d(&d(s).to_string()), d(s));
         }
+        assert_eq!(d("90s").to_string(), "1m30s");
+        assert_eq!(d("1m30s"), d("90s"));
         assert_eq!(d("1h30m").human(), "1 hour 30 minutes");
         assert_eq!(d("2d").human(), "2 days");
     }

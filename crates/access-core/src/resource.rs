@@ -122,9 +122,15 @@ pub enum JustificationError {
 impl Justification {
     pub const MAX_CHARS: usize = 500;
 
+    /// Parses what a person typed: surrounding quotes are stripped.
     pub fn parse(raw: &str) -> Result<Self, JustificationError> {
-        let s = strip_quotes(raw.trim());
-        let s = s.trim();
+        Self::from_stored(strip_quotes(raw.trim()))
+    }
+
+    /// Rebuilds a justification that was already parsed (from storage or JSON): validated, but
+    /// quotes are kept, since they are part of the text by now.
+    pub fn from_stored(raw: &str) -> Result<Self, JustificationError> {
+        let s = raw.trim();
         if s.is_empty() {
             return Err(JustificationError::Empty);
         }
@@ -153,7 +159,7 @@ pub fn strip_quotes(s: &str) -> &str {
 impl TryFrom<String> for Justification {
     type Error = JustificationError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
+        Self::from_stored(&s)
     }
 }
 
@@ -181,6 +187,12 @@ mod tests {
         assert_eq!(Justification::parse("plain words").unwrap().as_str(), "plain words");
         assert_eq!(Justification::parse("\"\"").unwrap_err(), JustificationError::Empty);
         assert_eq!(Justification::parse("   ").unwrap_err(), JustificationError::Empty);
+        // Stored text keeps the quotes that survived parsing.
+        let inner = Justification::parse("\"'quoted'\"").unwrap();
+        assert_eq!(inner.as_str(), "'quoted'");
+        assert_eq!(Justification::from_stored(inner.as_str()).unwrap(), inner);
+        let json = serde_json::to_string(&inner).unwrap();
+        assert_eq!(serde_json::from_str::<Justification>(&json).unwrap(), inner);
         assert!(matches!(
             Justification::parse(&"x".repeat(501)),
             Err(JustificationError::TooLong(501))

@@ -1,1 +1,72 @@
-//! provider-cloudconnexa (work in progress)
+//! # provider-cloudconnexa
+//!
+//! Temporary network access in OpenVPN Cloud Connexa, for Gatehouse or for any program that
+//! wants it: a client for the Cloud Connexa **v1** REST API and a
+//! [`Provider`](access_core::ports::Provider) that grants access by adding the person's Cloud
+//! Connexa user to a user group through `secondaryGroupIds` (so their primary group and every
+//! other membership stay untouched) and revokes it by removing exactly what the grant added.
+//!
+//! What it does that the original Python example did not:
+//! - finds users by paging through `GET /api/v1/users` (the API has no e-mail filter) with a
+//!   cached index, and adds members by `PUT /api/v1/users/{id}` with the full user as read (the
+//!   API has no `add_member`);
+//! - throttles itself from the `X-RateLimit-*` headers and backs off on 429 (empty body, no
+//!   `Retry-After`), so fifty grants at once do not turn into a storm of failures;
+//! - records what each grant changed, so revoke leaves pre-existing memberships and memberships
+//!   other live grants still need alone, and is idempotent;
+//! - caches the network list (`/vpn-access list` and `request` read it on every command).
+//!
+//! # Layout
+//!
+//! - [`client`]: [`CloudConnexaClient`], [`ClientConfig`] (token, retries, pagination,
+//!   endpoints); [`ratelimit`]: the read/write token buckets and back-off.
+//! - [`models`]: networks, users, user groups, pages. [`error`]: [`CloudConnexaError`] and the
+//!   error envelope.
+//! - [`provider`]: [`CloudConnexaProvider`], [`ResourceSettings`], [`GrantHandle`].
+//! - [`usage`]: [`GroupUsage`] ("does another live grant need this group?") and
+//!   [`StoreGroupUsage`] over the Gatehouse store.
+//! - [`reconcile`]: [`Drift`] and [`compute_drift`](reconcile::compute_drift).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use access_core::ports::Provider;
+//! use provider_cloudconnexa::{ClientConfig, CloudConnexaProvider, ProviderConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut cfg = ProviderConfig::new(ClientConfig::new(
+//!     "https://acme.api.openvpn.com",
+//!     std::env::var("CLOUDCONNEXA_CLIENT_ID")?,
+//!     std::env::var("CLOUDCONNEXA_CLIENT_SECRET")?,
+//! ));
+//! cfg.network_group_mapping.insert("dev-network".into(), "developers".into());
+//! let provider = CloudConnexaProvider::new(cfg)?; // or CloudConnexaProvider::from_env()?
+//! assert_eq!(provider.kind(), "cloudconnexa");
+//! for n in provider.networks().await? {
+//!     println!("{}", n.name);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! `examples/grant_once.rs` grants and revokes access for one e-mail from the command line.
+
+pub mod client;
+pub mod error;
+pub mod models;
+pub mod provider;
+pub mod ratelimit;
+pub mod reconcile;
+pub mod usage;
+
+pub use client::{ClientConfig, ClientStats, CloudConnexaClient, Secret};
+pub use error::{CloudConnexaError, ErrorEnvelope, FieldError};
+pub use models::{
+    Network, Page, Role, User, UserCreate, UserGroup, UserGroupRequest, UserStatus, UserUpdate,
+};
+pub use provider::{
+    CloudConnexaProvider, ENV_NETWORK_GROUP_MAPPING, GrantHandle, ProviderConfig, ResourceSettings,
+    names_from_email, parse_mapping,
+};
+pub use ratelimit::{CallClass, RateHeaders, RateLimitConfig, RateLimiter};
+pub use reconcile::{Drift, compute_drift};
+pub use usage::{GroupUsage, GroupUsageQuery, NoOtherUsers, StoreGroupUsage};

@@ -1,1 +1,282 @@
+//! # store-sqlx
+//!
+//! The [`Store`](access_core::ports::Store) port of access-core on sqlx 0.8, for SQLite (the
+//! embedded default) and PostgreSQL (several replicas sharing one database). One type,
+//! [`SqlStore`], chosen by URL:
+//!
+//! - `sqlite://path/to/gatehouse.db?mode=rwc`: WAL journal, `foreign_keys=ON`, a busy timeout,
+//!   `synchronous=FULL`, and every write in a `BEGIN IMMEDIATE` transaction behind an in-process
+//!   writer lock (SQLite has one writer anyway; taking the lock up front avoids the
+//!   `SQLITE_BUSY` deadlock of a read transaction upgrading to a write).
+//! - `postgres://user@host/db`: a normal pool; the job claim uses `FOR UPDATE SKIP LOCKED` and the
+//!   audit chain head is locked with `FOR UPDATE`, so concurrent commits from several servers
+//!   chain correctly.
+//!
+//! Migrations (`migrations/sqlite`, `migrations/postgres`) are embedded and applied by
+//! [`SqlStore::connect`].
+//!
+//! ## One copy of the logic
+//!
+//! The `Any` driver cannot carry the types and dialect features this store needs, so instead the
+//! schema is written so that one SQL text and one set of Rust binding types work on both
+//! backends:
+//!
+//! - ids are `TEXT` holding UUID strings (PostgreSQL's `uuid` type would need a different binding
+//!   type than SQLite);
+//! - timestamps are `BIGINT` unix **microseconds**: exact (the audit hash covers the timestamp in
+//!   microseconds, so a round trip must not lose or invent precision), totally ordered as plain
+//!   integers in SQLite (which has no timestamp type; text timestamps sort wrongly across time
+//!   zones and precisions), and cheap to compare in range queries;
+//! - JSON (actors, provider handles, job payloads, audit details) is `TEXT`, parsed with serde;
+//! - every integer column is `BIGINT`, because sqlx-postgres decodes `i64` only from `INT8`.
+//!
+//! Statements use `$1, $2, …` numbered in order of first appearance. PostgreSQL reads them
+//! natively and sqlx-sqlite binds `$N` to the N-th argument (a test checks this with
+//! out-of-order placeholders), so the only per-backend SQL is the few places where the dialects
+//! really differ (`FOR UPDATE`, `SKIP LOCKED`).
+//!
+//! ## Semantics worth knowing
+//!
+//! - `commit`: one transaction, applied in the order requests, grants, decisions, audit, jobs.
+//!   `Update`s are compare-and-set on `version` (the store writes `version + 1`); a lost CAS is
+//!   `Conflict`, a unique violation is `Duplicate` (its message contains `decision` or
+//!   `live grant`), and either rolls back the whole set. Audit records are truncated to
+//!   microseconds, then sealed after the stored chain head. Jobs get `created_at` from the wall
+//!   clock (a [`ChangeSet`](access_core::ports::ChangeSet) carries no time).
+//! - `claim_jobs`: pending jobs with `run_at <= now` and running jobs with
+//!   `locked_until <= now`, oldest `run_at` first; one fresh claim token per call.
+//!   `complete/retry/bury_job` act only while the token matches and the job is running.
+//! - `next_job_at`: the earliest pending `run_at` **or running `locked_until`**, so a scheduler
+//!   sleeping until then also wakes for a job whose worker died.
+//! - `requests`, `grants`: newest first; `jobs`: oldest `run_at` first; `audit_events`: by
+//!   `seq`, `since` inclusive, `until` exclusive. Limits default to 100 and are capped at 1000.
+//! - `verify_audit_chain`: reads the head first and walks `seq <= head` in pages of 1000, so
+//!   concurrent commits never look like tampering; a missing head row is reported as a break.
+//! - `request_counts`/`grant_counts`: every status, zeros included.
+//! - `remember_once`: keys are kept at least a day; one call in 256 sweeps older ones.
+//!
+//! # Layout
+//!
+//! - `db`: the backend switch: [`DbPool`], bound arguments, rows, transactions.
+//! - `codec`: domain values to columns and back (a row that does not parse is
+//!   [`StoreError::Corrupt`], never a panic).
+//! - `store`: the `Store` implementation: atomic change sets with compare-and-set, the audit
+//!   hash chain, the job queue, queries.
+//! - `migrations/{sqlite,postgres}`: the schema, kept in step by hand.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use access_core::ports::{JobFilter, Store};
+//! use store_sqlx::SqlStore;
+//!
+//! # async fn run() -> Result<(), access_core::ports::StoreError> {
+//! let store = SqlStore::connect("sqlite://gatehouse.db?mode=rwc").await?;
+//! store.ready().await?;
+//! let stats = store.job_stats(chrono::Utc::now()).await?;
+//! println!("{} jobs due", stats.due);
+//! let chain = store.verify_audit_chain().await?;
+//! assert!(chain.ok, "audit chain broken at {:?}", chain.first_bad);
+//! let dead = store.jobs(&JobFilter { status: Some(access_core::jobs::JobStatus::Dead), ..Default::default() }).await?;
+//! println!("{} dead jobs", dead.len());
+//! # Ok(())
+//! # }
+//! ```
 
+mod codec;
+mod db;
+mod store;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use access_core::ports::StoreError;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use db::{Backend, DbPool};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a SQLite connection waits for another process's write lock before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Pool sizing and timeouts. [`Default`] suits one server process.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Largest pool. SQLite readers share it with the single writer.
+    pub max_connections: u32,
+    /// How long a caller waits for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The SQL store. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct SqlStore {
+    db: db::Db,
+    /// Counts `remember_once` calls so old keys are swept now and then, not on every call.
+    remember_calls: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    // The pool's Debug prints connect options; keep it short and free of anything secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Connects to `sqlite://…` or `postgres://…` (also `postgresql://…`) and applies the
+    /// embedded migrations.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, opts: StoreOptions) -> Result<SqlStore, StoreError> {
+        let pool = if url.starts_with("sqlite:") {
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                // Every pooled connection would open its own empty database.
+                return Err(StoreError::Database(
+                    "in-memory SQLite is not supported: use a file (sqlite://path?mode=rwc)".into(),
+                ));
+            }
+            let conn = SqliteConnectOptions::from_str(url)
+                .map_err(|e| {
+                    StoreError::Database(format!("invalid SQLite URL {}: {e}", redact_url(url)))
+                })?
+                .journal_mode(SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                // The audit trail and the revocation queue must survive a power cut, not just a
+                // crash: FULL syncs the WAL on every commit.
+                .synchronous(SqliteSynchronous::Full);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(opts.max_connections.max(2))
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(conn)
+                .await
+                .map_err(|e| {
+                    StoreError::Database(format!("cannot open {}: {e}", redact_url(url)))
+                })?;
+            SQLITE_MIGRATIONS
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Database(format!("SQLite migrations failed: {e}")))?;
+            DbPool::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let conn = PgConnectOptions::from_str(url).map_err(|e| {
+                StoreError::Database(format!("invalid PostgreSQL URL {}: {e}", redact_url(url)))
+            })?;
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections.max(2))
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(conn)
+                .await
+                .map_err(|e| {
+                    StoreError::Database(format!("cannot connect to {}: {e}", redact_url(url)))
+                })?;
+            POSTGRES_MIGRATIONS
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Database(format!("PostgreSQL migrations failed: {e}")))?;
+            DbPool::Postgres(pool)
+        } else {
+            return Err(StoreError::Database(format!(
+                "unsupported database URL {} (use sqlite://… or postgres://…)",
+                redact_url(url)
+            )));
+        };
+        tracing::info!(backend = ?backend_of(&pool), "store connected, migrations applied");
+        Ok(SqlStore {
+            db: db::Db::new(pool),
+            remember_calls: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// The underlying pool, for tables this crate does not wrap yet (Slack installations, OAuth
+    /// states). Writes to the store's own tables must go through [`access_core::ports::Store`].
+    pub fn pool(&self) -> &DbPool {
+        &self.db.pool
+    }
+
+    /// Closes every pooled connection (waits for those in use).
+    pub async fn close(&self) {
+        match &self.db.pool {
+            DbPool::Sqlite(p) => p.close().await,
+            DbPool::Postgres(p) => p.close().await,
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend() {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+fn backend_of(p: &DbPool) -> Backend {
+    match p {
+        DbPool::Sqlite(_) => Backend::Sqlite,
+        DbPool::Postgres(_) => Backend::Postgres,
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("sqlite:///tmp/x.db?mode=rwc"),
+            "sqlite:///tmp/x.db?mode=rwc"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+    }
+}

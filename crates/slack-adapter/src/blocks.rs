@@ -1,0 +1,610 @@
+//! Block Kit: every message, modal and Home tab Gatehouse shows, as pure functions returning the
+//! plain-text fallback and the blocks. Nothing here does I/O, so tests assert on exact content.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use access_core::Resource;
+use access_core::grant::{Grant, format_remaining};
+use access_core::notification::{GrantSummary, RequestSummary};
+use access_core::request::{AccessRequest, Actor};
+
+/// Action ids of the buttons Gatehouse posts.
+pub mod action {
+    pub const APPROVE: &str = "gatehouse_approve";
+    pub const DENY: &str = "gatehouse_deny";
+    pub const EXTEND: &str = "gatehouse_extend";
+    pub const REVOKE: &str = "gatehouse_revoke";
+    pub const CANCEL: &str = "gatehouse_cancel";
+    pub const OPEN_MODAL: &str = "gatehouse_open_request_modal";
+}
+
+/// `callback_id` of the request modal.
+pub const MODAL_CALLBACK_ID: &str = "gatehouse_request";
+/// Block ids of the modal's inputs (`response_action: errors` names them).
+pub mod modal_block {
+    pub const RESOURCE: &str = "resource";
+    pub const DURATION: &str = "duration";
+    pub const JUSTIFICATION: &str = "justification";
+    /// Every input's element uses this action id.
+    pub const VALUE: &str = "value";
+}
+
+/// A message: the notification text (fallback, screen readers) and the blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub text: String,
+    pub blocks: Value,
+}
+
+/// Escapes `&`, `<`, `>` in text people typed, so it cannot form mentions or links.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A time every reader sees in their own time zone, with a UTC fallback.
+pub fn slack_date(t: DateTime<Utc>) -> String {
+    format!(
+        "<!date^{}^{{date_short_pretty}} at {{time}}|{}>",
+        t.timestamp(),
+        t.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
+fn section(text: &str) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+fn context(text: &str) -> Value {
+    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+}
+
+fn button(text: &str, action_id: &str, value: &str, style: Option<&str>) -> Value {
+    let mut b = json!({
+        "type": "button",
+        "text": {"type": "plain_text", "text": text, "emoji": true},
+        "action_id": action_id,
+        "value": value,
+    });
+    if let Some(s) = style {
+        b["style"] = json!(s);
+    }
+    b
+}
+
+fn actions(block_id: &str, elements: Vec<Value>) -> Value {
+    json!({"type": "actions", "block_id": block_id, "elements": elements})
+}
+
+fn mentions(actors: &[Actor]) -> String {
+    actors
+        .iter()
+        .map(Actor::mention)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The details every approval message shows.
+fn request_fields(r: &RequestSummary) -> String {
+    let kind = match r.kind {
+        access_core::request::RequestKind::New => "",
+        access_core::request::RequestKind::Extend => " (extension)",
+    };
+    format!(
+        "*User:* {}\n*Resource:* {}{kind}\n*Duration:* {}\n*Reason:* {}",
+        r.subject.mention(),
+        r.resource,
+        r.duration.human(),
+        escape(&r.justification)
+    )
+}
+
+/// Where an approval message stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApprovalState {
+    Pending {
+        approved_by: Vec<Actor>,
+        approvals_required: u32,
+    },
+    Approved {
+        by: Vec<Actor>,
+        at: DateTime<Utc>,
+    },
+    Denied {
+        by: Actor,
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    Cancelled {
+        by: Actor,
+        at: DateTime<Utc>,
+    },
+    TimedOut {
+        at: DateTime<Utc>,
+    },
+    Failed {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// The message in the approvers' channel, in each of its states. Buttons only while pending.
+pub fn approval_message(r: &RequestSummary, state: &ApprovalState) -> Message {
+    let id = r.id.to_string();
+    let fields = request_fields(r);
+    let (text, head, footer, pending) = match state {
+        ApprovalState::Pending {
+            approved_by,
+            approvals_required,
+        } => {
+            let progress = if *approvals_required > 1 || !approved_by.is_empty() {
+                format!(
+                    "Approvals: {} of {}{}",
+                    approved_by.len(),
+                    approvals_required,
+                    if approved_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", mentions(approved_by))
+                    }
+                )
+            } else {
+                "Needs one approval.".to_string()
+            };
+            (
+                format!(
+                    "Access request from {} for {}",
+                    r.subject.mention(),
+                    r.resource
+                ),
+                "*Access request*".to_string(),
+                progress,
+                true,
+            )
+        }
+        ApprovalState::Approved { by, at } => (
+            format!(
+                "Access request for {} approved by {}",
+                r.resource,
+                mentions(by)
+            ),
+            ":white_check_mark: *Access request: APPROVED*".to_string(),
+            format!("Approved by {} on {}", mentions(by), slack_date(*at)),
+            false,
+        ),
+        ApprovalState::Denied { by, reason, at } => (
+            format!(
+                "Access request for {} denied by {}",
+                r.resource,
+                by.mention()
+            ),
+            ":x: *Access request: DENIED*".to_string(),
+            format!(
+                "Denied by {} on {}{}",
+                by.mention(),
+                slack_date(*at),
+                reason
+                    .as_deref()
+                    .map(|s| format!(": {}", escape(s)))
+                    .unwrap_or_default()
+            ),
+            false,
+        ),
+        ApprovalState::Cancelled { by, at } => (
+            format!("Access request for {} cancelled", r.resource),
+            ":no_entry_sign: *Access request: CANCELLED*".to_string(),
+            format!("Cancelled by {} on {}", by.mention(), slack_date(*at)),
+            false,
+        ),
+        ApprovalState::TimedOut { at } => (
+            format!("Access request for {} timed out", r.resource),
+            ":hourglass: *Access request: EXPIRED*".to_string(),
+            format!(
+                "This request has expired without action ({}).",
+                slack_date(*at)
+            ),
+            false,
+        ),
+        ApprovalState::Failed { reason, at } => (
+            format!("Access request for {}: approval failed", r.resource),
+            ":warning: *Access request: APPROVAL FAILED*".to_string(),
+            format!(
+                "Unable to provision access ({}): {}",
+                slack_date(*at),
+                escape(reason)
+            ),
+            false,
+        ),
+    };
+    let mut blocks = vec![section(&format!("{head}\n{fields}")), context(&footer)];
+    if pending {
+        blocks.push(actions(
+            "gatehouse_decision",
+            vec![
+                button("Approve", action::APPROVE, &id, Some("primary")),
+                button("Deny", action::DENY, &id, Some("danger")),
+            ],
+        ));
+    }
+    blocks.push(context(&format!("Request `{id}`")));
+    Message {
+        text,
+        blocks: Value::Array(blocks),
+    }
+}
+
+fn simple(text: String, body: String) -> Message {
+    Message {
+        blocks: json!([section(&body)]),
+        text,
+    }
+}
+
+/// DM: the request was filed and waits for approval.
+pub fn dm_submitted(r: &RequestSummary, approvals_required: u32) -> Message {
+    let who = if approvals_required > 1 {
+        format!("{approvals_required} approvals")
+    } else {
+        "approval".into()
+    };
+    simple(
+        format!(
+            "Your access request for {} is waiting for {who}.",
+            r.resource
+        ),
+        format!(
+            ":hourglass_flowing_sand: *Access request submitted*\nYour request for *{}* ({}) is waiting for {who}. \
+             I'll message you as soon as it is decided.\n*Reason:* {}",
+            r.resource,
+            r.duration.human(),
+            escape(&r.justification)
+        ),
+    )
+}
+
+/// DM: approved (by people, or automatically).
+pub fn dm_approved(r: &RequestSummary, by: &[Actor]) -> Message {
+    let by_people: Vec<Actor> = by
+        .iter()
+        .filter(|a| !matches!(a, Actor::System))
+        .cloned()
+        .collect();
+    let who = if by_people.is_empty() {
+        "automatically".to_string()
+    } else {
+        format!("by {}", mentions(&by_people))
+    };
+    simple(
+        format!(
+            "Your access request for {} has been approved {who}.",
+            r.resource
+        ),
+        format!(
+            ":white_check_mark: *Access approved*\nYour request for access to *{}* has been approved {who}. \
+             Access is being set up; I'll message you when it is ready.",
+            r.resource
+        ),
+    )
+}
+
+pub fn dm_denied(r: &RequestSummary, by: &Actor, reason: Option<&str>) -> Message {
+    simple(
+        format!("Your access request for {} has been denied.", r.resource),
+        format!(
+            ":x: *Access denied*\nYour request for access to *{}* has been denied by {}.{}\nPlease contact {} for more information.",
+            r.resource,
+            by.mention(),
+            reason
+                .map(|s| format!("\n*Reason:* {}", escape(s)))
+                .unwrap_or_default(),
+            by.mention()
+        ),
+    )
+}
+
+pub fn dm_cancelled(r: &RequestSummary, by: &Actor) -> Message {
+    let by_self = by.is_subject(&r.subject);
+    simple(
+        format!("Your access request for {} was cancelled.", r.resource),
+        if by_self {
+            format!(
+                ":no_entry_sign: You cancelled your request for *{}*.",
+                r.resource
+            )
+        } else {
+            format!(
+                ":no_entry_sign: Your request for *{}* was cancelled by {}.",
+                r.resource,
+                by.mention()
+            )
+        },
+    )
+}
+
+pub fn dm_timed_out(r: &RequestSummary) -> Message {
+    simple(
+        format!("Your access request for {} timed out.", r.resource),
+        format!(
+            ":hourglass: *Request expired*\nNobody decided on your request for *{}* in time, so it has expired. \
+             Request again if you still need access.",
+            r.resource
+        ),
+    )
+}
+
+pub fn dm_granted(
+    r: &RequestSummary,
+    g: &GrantSummary,
+    instructions: &str,
+    extended: bool,
+    secret_delivery_failed: bool,
+    now: DateTime<Utc>,
+) -> Message {
+    let left = format_remaining(g.expires_at - now);
+    let (text, head) = if extended {
+        (
+            format!(
+                "Your access to {} has been extended until {}.",
+                r.resource,
+                g.expires_at.format("%Y-%m-%d %H:%M UTC")
+            ),
+            format!(
+                ":arrows_counterclockwise: *Access extended*\nYour access to *{}* now lasts until {} ({left} from now).",
+                r.resource,
+                slack_date(g.expires_at)
+            ),
+        )
+    } else {
+        (
+            format!(
+                "Your access to {} is ready until {}.",
+                r.resource,
+                g.expires_at.format("%Y-%m-%d %H:%M UTC")
+            ),
+            format!(
+                ":unlock: *Access granted*\nYou have access to *{}* until {} ({left} from now).",
+                r.resource,
+                slack_date(g.expires_at)
+            ),
+        )
+    };
+    let mut blocks = vec![section(&head)];
+    if !instructions.trim().is_empty() {
+        blocks.push(section(&format!(
+            "*How to use it*\n{}",
+            escape(instructions)
+        )));
+    }
+    if secret_delivery_failed {
+        blocks.push(section(
+            ":warning: Failed to upload key file. Please run the command again to retrieve your credentials.",
+        ));
+    }
+    blocks.push(context(&format!(
+        "Reason: {} · Give it back early with `revoke {}`",
+        escape(&r.justification),
+        r.resource
+    )));
+    Message {
+        text,
+        blocks: Value::Array(blocks),
+    }
+}
+
+pub fn dm_failed(r: &RequestSummary, reason: &str) -> Message {
+    simple(
+        format!(
+            "Your access request for {} could not be provisioned.",
+            r.resource
+        ),
+        format!(
+            ":x: *Access could not be set up*\nYour request for access to *{}* was approved, but we couldn't provision access: {}\n\
+             Please try again later, or contact IT support if it keeps failing.",
+            r.resource,
+            escape(reason)
+        ),
+    )
+}
+
+pub fn dm_reminder(g: &GrantSummary, can_extend: bool, now: DateTime<Utc>) -> Message {
+    let left = format_remaining(g.expires_at - now);
+    let mut blocks = vec![section(&format!(
+        ":alarm_clock: *Access ending soon*\nYour access to *{}* ends {} ({left} from now).{}",
+        g.resource,
+        slack_date(g.expires_at),
+        if can_extend {
+            " Need more time? Extend it below."
+        } else {
+            ""
+        }
+    ))];
+    if can_extend {
+        blocks.push(actions(
+            "gatehouse_reminder",
+            vec![button(
+                "Extend",
+                action::EXTEND,
+                g.resource.as_str(),
+                Some("primary"),
+            )],
+        ));
+    }
+    Message {
+        text: format!("Your access to {} ends in {left}.", g.resource),
+        blocks: Value::Array(blocks),
+    }
+}
+
+pub fn dm_expired(g: &GrantSummary) -> Message {
+    simple(
+        format!("Your access to {} has expired.", g.resource),
+        format!(
+            ":clock3: *Access expired*\nYour temporary access to *{}* has expired.\nIf you need continued access, please submit a new request.",
+            g.resource
+        ),
+    )
+}
+
+pub fn dm_revoked(g: &GrantSummary, by: &Actor) -> Message {
+    let body = if by.is_subject(&g.subject) {
+        format!(
+            ":lock: *Access revoked*\nYour access to *{}* has been revoked, as you asked.",
+            g.resource
+        )
+    } else {
+        format!(
+            ":lock: *Access revoked*\nYour access to *{}* has been revoked by {}.",
+            g.resource,
+            by.mention()
+        )
+    };
+    simple(
+        format!("Your access to {} has been revoked.", g.resource),
+        body,
+    )
+}
+
+/// The request modal (`views.open`).
+pub fn request_modal(resources: &[Resource], preselect: Option<&str>) -> Value {
+    let options: Vec<Value> = resources
+        .iter()
+        .take(100)
+        .map(|r| {
+            let label = if r.description.is_empty() { r.id.to_string() } else { format!("{} — {}", r.id, r.description) };
+            json!({"text": {"type": "plain_text", "text": truncate(&label, 75)}, "value": r.id.as_str()})
+        })
+        .collect();
+    let mut select = json!({
+        "type": "static_select",
+        "action_id": modal_block::VALUE,
+        "placeholder": {"type": "plain_text", "text": "Choose a resource"},
+        "options": options,
+    });
+    if let Some(p) = preselect
+        && let Some(opt) = options_find(&select, p)
+    {
+        select["initial_option"] = opt;
+    }
+    json!({
+        "type": "modal",
+        "callback_id": MODAL_CALLBACK_ID,
+        "title": {"type": "plain_text", "text": "Request access"},
+        "submit": {"type": "plain_text", "text": "Request"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "input", "block_id": modal_block::RESOURCE, "label": {"type": "plain_text", "text": "Resource"}, "element": select},
+            {"type": "input", "block_id": modal_block::DURATION, "optional": true,
+             "label": {"type": "plain_text", "text": "Duration"},
+             "hint": {"type": "plain_text", "text": "Like 30m, 4h or 2d; a bare number means hours. Empty: the resource's default."},
+             "element": {"type": "plain_text_input", "action_id": modal_block::VALUE, "placeholder": {"type": "plain_text", "text": "4h"}}},
+            {"type": "input", "block_id": modal_block::JUSTIFICATION,
+             "label": {"type": "plain_text", "text": "Why do you need access?"},
+             "element": {"type": "plain_text_input", "action_id": modal_block::VALUE, "multiline": true, "max_length": 500,
+                         "placeholder": {"type": "plain_text", "text": "Running database migration"}}}
+        ]
+    })
+}
+
+fn options_find(select: &Value, value: &str) -> Option<Value> {
+    select["options"]
+        .as_array()?
+        .iter()
+        .find(|o| o["value"] == value)
+        .cloned()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(max - 1).collect::<String>())
+    }
+}
+
+/// The App Home tab.
+pub fn home_view(
+    grants: &[Grant],
+    pending: &[AccessRequest],
+    extendable: &dyn Fn(&str) -> bool,
+    now: DateTime<Utc>,
+) -> Value {
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": "Gatehouse: temporary access"}}),
+        actions(
+            "gatehouse_home_top",
+            vec![button(
+                "Request access",
+                action::OPEN_MODAL,
+                "home",
+                Some("primary"),
+            )],
+        ),
+        json!({"type": "divider"}),
+        section("*Your access*"),
+    ];
+    if grants.is_empty() {
+        blocks.push(context("You have no active access."));
+    }
+    for g in grants.iter().take(40) {
+        blocks.push(section(&format!(
+            "*{}*: until {} ({} left){}",
+            g.resource,
+            slack_date(g.expires_at),
+            format_remaining(g.remaining(now)),
+            match g.status {
+                access_core::GrantStatus::Provisioning => " · being set up",
+                access_core::GrantStatus::Revoking => " · being revoked",
+                _ => "",
+            }
+        )));
+        let mut buttons = vec![button(
+            "Revoke",
+            action::REVOKE,
+            &g.id.to_string(),
+            Some("danger"),
+        )];
+        if extendable(g.resource.as_str()) {
+            buttons.push(button("Extend", action::EXTEND, g.resource.as_str(), None));
+        }
+        blocks.push(actions(&format!("grant_{}", g.id), buttons));
+    }
+    blocks.push(json!({"type": "divider"}));
+    blocks.push(section("*Pending requests*"));
+    if pending.is_empty() {
+        blocks.push(context("No pending requests."));
+    }
+    for r in pending.iter().take(40) {
+        blocks.push(json!({
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": format!("*{}* for {}, asked {}\n_{}_", r.resource, r.duration.human(), slack_date(r.created_at), escape(r.justification.as_str()))},
+            "accessory": button("Cancel", action::CANCEL, &r.id.to_string(), None),
+        }));
+    }
+    json!({"type": "home", "blocks": blocks})
+}
+
+/// An ephemeral reply (slash command ack, response_url).
+pub fn ephemeral(text: &str) -> Value {
+    json!({"response_type": "ephemeral", "replace_original": false, "text": text})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_user_text() {
+        assert_eq!(
+            escape("<!channel> & <@U1>"),
+            "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+        );
+    }
+
+    #[test]
+    fn truncates_labels() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+    }
+}

@@ -1,0 +1,429 @@
+//! Runs parsed commands against the engine and words the replies. Shared by slash commands, DMs,
+//! buttons and the modal, so every surface says the same thing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use access_core::engine::{Engine, EngineError, Submission};
+use access_core::grant::format_remaining;
+use access_core::policy::EligibilityError;
+use access_core::request::{Actor, RequestKind, RequestStatus};
+use access_core::resource::Justification;
+use access_core::subject::{Email, Subject, SubjectKey};
+use access_core::{AccessDuration, RequestId, Resource};
+
+use crate::api::{ApiError, SlackApi};
+use crate::blocks::{escape, slack_date};
+use crate::grammar::{self, Command, Surface};
+
+/// Who typed or clicked, as Slack told us (before the profile is read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub team_id: String,
+    pub user_id: String,
+    /// `user_name` / `user.name` from the payload: a fallback for messages only.
+    pub user_name: String,
+}
+
+impl Caller {
+    pub fn key(&self) -> SubjectKey {
+        SubjectKey {
+            team_id: self.team_id.clone(),
+            user_id: self.user_id.clone(),
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor::User {
+            team_id: self.team_id.clone(),
+            user_id: self.user_id.clone(),
+            name: self.user_name.clone(),
+        }
+    }
+}
+
+/// Profiles read from `users.info`, kept a few minutes so a burst of commands costs one call.
+#[derive(Debug, Default)]
+pub struct ProfileCache {
+    entries: Mutex<HashMap<String, (Subject, Instant)>>,
+}
+
+const PROFILE_TTL: Duration = Duration::from_secs(300);
+
+impl ProfileCache {
+    fn get(&self, key: &str) -> Option<Subject> {
+        let g = self.entries.lock().ok()?;
+        g.get(key)
+            .filter(|(_, at)| at.elapsed() < PROFILE_TTL)
+            .map(|(s, _)| s.clone())
+    }
+
+    fn put(&self, key: String, s: Subject) {
+        if let Ok(mut g) = self.entries.lock() {
+            if g.len() > 10_000 {
+                g.retain(|_, (_, at)| at.elapsed() < PROFILE_TTL);
+            }
+            g.insert(key, (s, Instant::now()));
+        }
+    }
+}
+
+/// Reads the caller's profile (`users.info`, which needs `users:read.email` for the e-mail) and
+/// makes the [`Subject`]. A profile without an e-mail is refused with a message asking to add one:
+/// every provider names accounts by e-mail.
+pub async fn resolve_subject(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<Subject, String> {
+    let key = format!("{}/{}", caller.team_id, caller.user_id);
+    if let Some(s) = cache.get(&key) {
+        return Ok(s);
+    }
+    let user = api.users_info(&caller.user_id).await.map_err(|e| {
+        tracing::warn!(user = %caller.user_id, error = %e, "users.info failed");
+        match e {
+            ApiError::Slack { error, needed, .. } if error == "missing_scope" => format!(
+                "Gatehouse cannot read your Slack profile (missing scope {}). Please ask an admin to reinstall the app.",
+                needed.unwrap_or_else(|| "users:read.email".into())
+            ),
+            e if e.is_transient() => {
+                "I couldn't reach Slack to read your profile. Please try again in a minute.".to_string()
+            }
+            _ => "I couldn't read your Slack profile. Please try again, or contact IT support if it keeps failing."
+                .to_string(),
+        }
+    })?;
+    if user.deleted || user.is_bot {
+        return Err(
+            "Only active people (not bots or deactivated accounts) can request access.".into(),
+        );
+    }
+    let email = match user.profile.email.as_deref().map(Email::parse) {
+        Some(Ok(e)) => e,
+        _ => return Err(EligibilityError::MissingEmail.to_string()),
+    };
+    let name = Some(user.display_name())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| caller.user_name.clone());
+    let subject = Subject {
+        team_id: caller.team_id.clone(),
+        user_id: caller.user_id.clone(),
+        email: Some(email),
+        name,
+    };
+    cache.put(key, subject.clone());
+    Ok(subject)
+}
+
+/// What a field of the request form is wrong about (the modal shows it under that field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Resource,
+    Duration,
+    Justification,
+}
+
+/// Refuses a request that cannot succeed, without any I/O: unknown resource, malformed or
+/// out-of-bounds duration, empty or overlong justification. Same texts as the engine's.
+pub fn precheck(
+    engine: &Engine,
+    resource: &str,
+    duration: Option<&str>,
+    justification: Option<&str>,
+) -> Result<(), (Field, String)> {
+    let Some(r) = engine.catalog().get(resource) else {
+        let e = EngineError::UnknownResource {
+            requested: resource.trim().chars().take(64).collect(),
+            valid: engine.catalog().names(),
+        };
+        return Err((Field::Resource, e.to_string()));
+    };
+    let requested = match duration.map(str::trim).filter(|d| !d.is_empty()) {
+        Some(d) => Some(
+            d.parse::<AccessDuration>()
+                .map_err(|e| (Field::Duration, e.to_string()))?,
+        ),
+        None => None,
+    };
+    r.durations
+        .check(requested)
+        .map_err(|e| (Field::Duration, e.to_string()))?;
+    if let Some(j) = justification {
+        Justification::parse(j).map_err(|e| (Field::Justification, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Which form field an engine error belongs to.
+pub fn field_of(e: &EngineError) -> Field {
+    match e {
+        EngineError::InvalidDuration(_) => Field::Duration,
+        EngineError::InvalidJustification(_) => Field::Justification,
+        _ => Field::Resource,
+    }
+}
+
+/// What to tell the person after a successful submission.
+pub fn submitted_text(r: &access_core::AccessRequest, surface: Surface) -> String {
+    match (r.kind, r.status) {
+        (RequestKind::Extend, RequestStatus::Pending) => format!(
+            "Extension request submitted for {} (+{}). You will be notified once approved or denied.",
+            r.resource,
+            r.duration.human()
+        ),
+        (_, RequestStatus::Pending) => format!(
+            "Access request submitted for {} ({}). You will be notified once approved or denied. \
+             `{}cancel {}` withdraws it.",
+            r.resource,
+            r.duration.human(),
+            surface.prefix(),
+            r.resource
+        ),
+        (RequestKind::Extend, _) => format!(
+            ":white_check_mark: Extension of {} by {} approved. I'll message you when it is in place.",
+            r.resource,
+            r.duration.human()
+        ),
+        _ => format!(
+            ":white_check_mark: Access to {} for {} approved automatically. Setting it up now; I'll message you \
+             with how to use it.",
+            r.resource,
+            r.duration.human()
+        ),
+    }
+}
+
+/// What commands run against.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub engine: &'a Engine,
+    pub api: &'a SlackApi,
+    pub profiles: &'a ProfileCache,
+}
+
+/// Runs one command and returns the reply text (errors included: they are replies too).
+pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Command) -> String {
+    let engine = ctx.engine;
+    match cmd {
+        Command::Help { topic } => grammar::help_text(surface, topic),
+        Command::OpenModal => grammar::help_text(surface, grammar::HelpTopic::General),
+        Command::Status => status_text(engine, caller, surface).await,
+        Command::List => list_text(ctx, caller, surface).await,
+        Command::Request {
+            resource,
+            duration,
+            justification,
+        } => {
+            if let Err((_, msg)) =
+                precheck(engine, &resource, duration.as_deref(), Some(&justification))
+            {
+                return msg;
+            }
+            let s = Typed {
+                resource,
+                duration,
+                justification,
+                kind: RequestKind::New,
+            };
+            submit(ctx, caller, surface, s).await
+        }
+        Command::Extend {
+            resource,
+            duration,
+            justification,
+        } => {
+            if let Err((_, msg)) = precheck(engine, &resource, duration.as_deref(), None) {
+                return msg;
+            }
+            let s = Typed {
+                resource,
+                duration,
+                justification: justification.unwrap_or_default(),
+                kind: RequestKind::Extend,
+            };
+            submit(ctx, caller, surface, s).await
+        }
+        Command::Revoke { resource } => match engine
+            .revoke_resource(&caller.key(), &resource, caller.actor())
+            .await
+        {
+            Ok(g) => format!(
+                "Your access to {} is being revoked. I'll confirm by direct message when it is done.",
+                g.resource
+            ),
+            Err(e) => e.to_string(),
+        },
+        Command::Cancel { target } => cancel(engine, caller, surface, &target).await,
+    }
+}
+
+/// A request as typed, before the profile is known.
+struct Typed {
+    resource: String,
+    duration: Option<String>,
+    justification: String,
+    kind: RequestKind,
+}
+
+async fn submit(ctx: Ctx<'_>, caller: &Caller, surface: Surface, t: Typed) -> String {
+    let subject = match resolve_subject(ctx.api, ctx.profiles, caller).await {
+        Ok(s) => s,
+        Err(msg) => return msg,
+    };
+    let Typed {
+        resource,
+        duration,
+        justification,
+        kind,
+    } = t;
+    match ctx
+        .engine
+        .submit(Submission {
+            subject,
+            resource,
+            duration,
+            justification,
+            kind,
+        })
+        .await
+    {
+        Ok(r) => submitted_text(&r, surface),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn cancel(engine: &Engine, caller: &Caller, surface: Surface, target: &str) -> String {
+    let id = match target.parse::<RequestId>() {
+        Ok(id) => id,
+        Err(_) => {
+            // `cancel dev-network`: my pending request for that resource.
+            let status = match engine.status(&caller.key()).await {
+                Ok(s) => s,
+                Err(e) => return e.to_string(),
+            };
+            match status
+                .pending
+                .iter()
+                .find(|r| r.resource.as_str() == target.trim().to_lowercase())
+            {
+                Some(r) => r.id,
+                None => {
+                    return format!(
+                        "You have no pending request for '{}'. `{}status` lists your requests.",
+                        escape(target),
+                        surface.prefix()
+                    );
+                }
+            }
+        }
+    };
+    match engine.cancel(id, caller.actor()).await {
+        Ok(r) => format!("Cancelled your request for {}.", r.resource),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `status`: live grants with time left, pending requests.
+pub async fn status_text(engine: &Engine, caller: &Caller, surface: Surface) -> String {
+    let status = match engine.status(&caller.key()).await {
+        Ok(s) => s,
+        Err(e) => return e.to_string(),
+    };
+    if status.grants.is_empty() && status.pending.is_empty() {
+        return format!(
+            "You don't have any active access grants or pending requests. `{}list` shows what you can request.",
+            surface.prefix()
+        );
+    }
+    let now = engine.now();
+    let mut out = String::new();
+    if !status.grants.is_empty() {
+        out.push_str("*Your active access grants:*\n");
+        for g in &status.grants {
+            let state = match g.status {
+                access_core::GrantStatus::Provisioning => " (being set up)",
+                access_core::GrantStatus::Revoking => " (being revoked)",
+                _ => "",
+            };
+            out.push_str(&format!(
+                "• *{}*: expires in {} ({}){state}\n",
+                g.resource,
+                format_remaining(g.remaining(now)),
+                slack_date(g.expires_at)
+            ));
+        }
+    }
+    if !status.pending.is_empty() {
+        out.push_str("*Your pending requests:*\n");
+        for r in &status.pending {
+            out.push_str(&format!(
+                "• *{}* for {}, asked {}: waiting for approval (`{}cancel {}`)\n",
+                r.resource,
+                r.duration.human(),
+                slack_date(r.created_at),
+                surface.prefix(),
+                r.resource
+            ));
+        }
+    }
+    out.trim_end().to_string()
+}
+
+fn describe(r: &Resource) -> String {
+    let approval = match &r.approval {
+        access_core::ApprovalPolicy::Auto => "no approval needed".to_string(),
+        p => match p.required_approvals() {
+            1 => "needs 1 approval".to_string(),
+            n => format!("needs {n} approvals"),
+        },
+    };
+    format!(
+        "• *{}*{}: default {}, at most {}; {approval}",
+        r.id,
+        if r.description.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", escape(&r.description))
+        },
+        r.durations.default,
+        r.durations.max
+    )
+}
+
+/// `list`: the resources this person may request. When the profile cannot be read, everything is
+/// listed (eligibility is checked again on request anyway).
+pub async fn list_text(ctx: Ctx<'_>, caller: &Caller, surface: Surface) -> String {
+    let engine = ctx.engine;
+    let resources = engine.resources();
+    if resources.is_empty() {
+        return "No resources are configured.".to_string();
+    }
+    let subject = resolve_subject(ctx.api, ctx.profiles, caller).await.ok();
+    let mut eligible = vec![];
+    let mut hidden = 0;
+    for r in &resources {
+        let ok = match &subject {
+            Some(s) => engine.eligibility(s, r).await.is_ok(),
+            None => true,
+        };
+        if ok {
+            eligible.push(describe(r));
+        } else {
+            hidden += 1;
+        }
+    }
+    if eligible.is_empty() {
+        return "None of the configured resources is available to you.".to_string();
+    }
+    let mut out = format!("*Available resources:*\n{}", eligible.join("\n"));
+    if hidden > 0 {
+        out.push_str(&format!("\n_{hidden} more you are not eligible for._"));
+    }
+    out.push_str(&format!(
+        "\nRequest one with `{}request <resource> [duration] <reason>`.",
+        surface.prefix()
+    ));
+    out
+}

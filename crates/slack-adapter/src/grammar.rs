@@ -1,0 +1,376 @@
+//! The command grammar, shared by `/access …`, `/vpn-access …` and direct messages to the bot.
+//!
+//! ```text
+//! request <resource> [duration] <justification>   justification quoted ("…", “…”) or not
+//! status | list | help [manage]
+//! revoke <resource>
+//! extend <resource> [duration] [justification]
+//! cancel <request id | resource>
+//! ```
+//!
+//! Parsing is a pure function: it never looks at configuration. Whether the resource exists, the
+//! duration is allowed or the person is eligible is the engine's business; this module only makes
+//! sure every malformed command gets a message that says exactly what to type instead.
+
+use std::fmt;
+
+/// Where a command was typed: decides how usage examples are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `/access …`
+    Access,
+    /// `/vpn-access …` (the Cloud Connexa document's command)
+    VpnAccess,
+    /// A direct message to the bot (the GCP document's form: `request gcp-access "…"`).
+    DirectMessage,
+}
+
+impl Surface {
+    /// The slash command name (`/access`), if any.
+    pub fn from_command(command: &str) -> Option<Surface> {
+        match command.trim() {
+            "/access" => Some(Surface::Access),
+            "/vpn-access" => Some(Surface::VpnAccess),
+            _ => None,
+        }
+    }
+
+    /// What to put before a verb in examples: `/access `, `/vpn-access ` or nothing.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Surface::Access => "/access ",
+            Surface::VpnAccess => "/vpn-access ",
+            Surface::DirectMessage => "",
+        }
+    }
+}
+
+/// A parsed command. Values are raw as typed; the engine validates them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Request {
+        resource: String,
+        duration: Option<String>,
+        justification: String,
+    },
+    Status,
+    List,
+    Revoke {
+        resource: String,
+    },
+    Extend {
+        resource: String,
+        duration: Option<String>,
+        justification: Option<String>,
+    },
+    /// A request id, or a resource name meaning "my pending request for it".
+    Cancel {
+        target: String,
+    },
+    Help {
+        topic: HelpTopic,
+    },
+    /// A slash command with no text: show the request form.
+    OpenModal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelpTopic {
+    General,
+    Manage,
+}
+
+/// What was wrong with a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    /// `request` with nothing after it.
+    MissingResource {
+        verb: &'static str,
+    },
+    /// `request <resource>` or `request <resource> <duration>` with no justification.
+    MissingJustification {
+        resource: String,
+    },
+    /// `cancel` with nothing after it.
+    MissingCancelTarget,
+    UnknownCommand {
+        word: String,
+    },
+}
+
+/// A malformed command; its `Display` is the message shown to the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub kind: ParseErrorKind,
+    pub surface: Surface,
+}
+
+impl std::error::Error for ParseError {}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.surface.prefix();
+        match &self.kind {
+            ParseErrorKind::MissingResource { verb: "request" } => write!(
+                f,
+                "Invalid command format. Usage: `{p}request <resource> [duration] \"<business justification>\"`\n\
+                 Example: `{p}request dev-network 4 Running database migration` or \
+                 `{p}request gcp-access \"Need to debug CI infrastructure issues\"`.\n\
+                 Use `{p}list` to see the resources you can request."
+            ),
+            ParseErrorKind::MissingResource { verb } => write!(
+                f,
+                "Say which resource: `{p}{verb} <resource>`, for example `{p}{verb} dev-network`. \
+                 `{p}status` shows what you have."
+            ),
+            ParseErrorKind::MissingJustification { resource } => write!(
+                f,
+                "Please say why you need access to {resource}. Usage: `{p}request <resource> [duration] \"<business justification>\"`\n\
+                 Example: `{p}request {resource} 4 Running database migration`."
+            ),
+            ParseErrorKind::MissingCancelTarget => write!(
+                f,
+                "Say which request to cancel: `{p}cancel <resource>` or `{p}cancel <request id>`. \
+                 `{p}status` lists your pending requests."
+            ),
+            ParseErrorKind::UnknownCommand { word } => write!(
+                f,
+                "Unknown command `{word}`. Use `{p}help` for available commands."
+            ),
+        }
+    }
+}
+
+/// Parses what the person typed after the slash command (or the whole DM).
+pub fn parse(text: &str, surface: Surface) -> Result<Command, ParseError> {
+    let err = |kind| ParseError { kind, surface };
+    let text = normalize(text);
+    let text = strip_leading_mention(&text);
+    let (verb, rest) = split_word(text);
+    let verb_lc = verb.to_lowercase();
+    match verb_lc.as_str() {
+        // `/access` alone opens the form; `/vpn-access` alone shows help, as in the Cloud Connexa
+        // document; an empty DM cannot happen but would get help too.
+        "" => Ok(match surface {
+            Surface::DirectMessage | Surface::VpnAccess => Command::Help {
+                topic: HelpTopic::General,
+            },
+            Surface::Access => Command::OpenModal,
+        }),
+        "help" | "?" | "usage" => {
+            let (topic, _) = split_word(rest);
+            Ok(Command::Help {
+                topic: if topic.eq_ignore_ascii_case("manage") {
+                    HelpTopic::Manage
+                } else {
+                    HelpTopic::General
+                },
+            })
+        }
+        "status" | "my" | "mine" => Ok(Command::Status),
+        "list" | "resources" | "networks" => Ok(Command::List),
+        "request" | "req" => {
+            let (resource, rest) = split_word(rest);
+            if resource.is_empty() {
+                return Err(err(ParseErrorKind::MissingResource { verb: "request" }));
+            }
+            let (duration, justification) = split_duration(rest);
+            if is_blank_justification(justification) {
+                return Err(err(ParseErrorKind::MissingJustification {
+                    resource: resource.to_string(),
+                }));
+            }
+            Ok(Command::Request {
+                resource: resource.to_string(),
+                duration,
+                justification: justification.trim().to_string(),
+            })
+        }
+        "revoke" | "release" | "drop" => {
+            let (resource, _) = split_word(rest);
+            if resource.is_empty() {
+                return Err(err(ParseErrorKind::MissingResource { verb: "revoke" }));
+            }
+            Ok(Command::Revoke {
+                resource: resource.to_string(),
+            })
+        }
+        "extend" | "renew" => {
+            let (resource, rest) = split_word(rest);
+            if resource.is_empty() {
+                return Err(err(ParseErrorKind::MissingResource { verb: "extend" }));
+            }
+            let (duration, justification) = split_duration(rest);
+            let justification = justification.trim();
+            Ok(Command::Extend {
+                resource: resource.to_string(),
+                duration,
+                justification: (!is_blank_justification(justification))
+                    .then(|| justification.to_string()),
+            })
+        }
+        "cancel" | "withdraw" => {
+            let (target, _) = split_word(rest);
+            if target.is_empty() {
+                return Err(err(ParseErrorKind::MissingCancelTarget));
+            }
+            Ok(Command::Cancel {
+                target: target.to_string(),
+            })
+        }
+        _ => Err(err(ParseErrorKind::UnknownCommand {
+            word: verb.chars().take(40).collect(),
+        })),
+    }
+}
+
+/// Slack escapes `&`, `<` and `>` in command text; non-breaking spaces come from some keyboards.
+fn normalize(text: &str) -> String {
+    text.replace('\u{a0}', " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+        .trim()
+        .to_string()
+}
+
+/// `<@U0BOT> request …` in a DM or a mention: drop the mention.
+fn strip_leading_mention(text: &str) -> &str {
+    if text.starts_with("<@")
+        && let Some(end) = text.find('>')
+    {
+        return text[end + 1..].trim_start();
+    }
+    text
+}
+
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+/// Unit words that may follow a bare number as a separate word: `2 hours`, `90 min`.
+const UNIT_WORDS: [&str; 21] = [
+    "s", "sec", "secs", "second", "seconds", "m", "min", "mins", "minute", "minutes", "h", "hr",
+    "hrs", "hour", "hours", "d", "day", "days", "w", "week", "weeks",
+];
+
+/// Splits an optional leading duration off the rest: `4 Running migration`, `30m "why"`,
+/// `2 hours why`. A quoted rest has no duration.
+fn split_duration(rest: &str) -> (Option<String>, &str) {
+    let (first, after) = split_word(rest);
+    if first.is_empty() || !looks_like_duration(first) {
+        return (None, rest);
+    }
+    // `2 hours …`: a bare number followed by a unit word is one duration.
+    if first.chars().all(|c| c.is_ascii_digit()) {
+        let (unit, after_unit) = split_word(after);
+        let unit_lc = unit.to_lowercase();
+        if UNIT_WORDS.contains(&unit_lc.as_str()) {
+            return (Some(format!("{first}{unit_lc}")), after_unit);
+        }
+    }
+    (Some(first.to_string()), after)
+}
+
+/// A token that is a duration, or is plainly meant as one (digits only, like `0` or `999`, which
+/// the engine then refuses with the bounds).
+fn looks_like_duration(token: &str) -> bool {
+    if token.chars().all(|c| c.is_ascii_digit()) {
+        return true;
+    }
+    token.parse::<access_core::AccessDuration>().is_ok()
+}
+
+fn is_blank_justification(s: &str) -> bool {
+    access_core::resource::strip_quotes(s.trim())
+        .trim()
+        .is_empty()
+}
+
+/// The help text for `help` (and `help manage`).
+pub fn help_text(surface: Surface, topic: HelpTopic) -> String {
+    let p = surface.prefix();
+    let mut s = format!(
+        "*Gatehouse: temporary access on request*\n\
+         • `{p}request <resource> [duration] <reason>`: request temporary access, e.g. `{p}request dev-network 4 Running database migration` or `{p}request gcp-access \"Need to debug CI infrastructure issues\"` (duration like 30m, 4h, 2d; a bare number means hours)\n\
+         • `{p}status`: your active access with time left, and your pending requests\n\
+         • `{p}list`: resources you can request\n\
+         • `{p}revoke <resource>`: give access back early\n\
+         • `{p}extend <resource> [duration]`: ask for more time on active access\n\
+         • `{p}cancel <resource>`: withdraw a pending request\n\
+         • `{p}help`: show this message"
+    );
+    if surface == Surface::Access {
+        s.push_str(&format!(
+            "\n• `{}` with nothing after it opens a form",
+            p.trim_end()
+        ));
+    }
+    if topic == HelpTopic::Manage {
+        s.push_str(
+            "\n\n*Managing access*\n\
+             • Requests for resources with approvers are posted to the approvers' channel with Approve and Deny buttons; \
+             you cannot approve your own request, and some resources need more than one approval.\n\
+             • You get a direct message when your request is approved, denied, granted (with how to use it), \
+             shortly before it expires (with an Extend button where allowed) and when it ends.\n\
+             • The App Home tab lists your access with Revoke and Extend buttons.",
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(resource: &str, duration: Option<&str>, justification: &str) -> Command {
+        Command::Request {
+            resource: resource.into(),
+            duration: duration.map(Into::into),
+            justification: justification.into(),
+        }
+    }
+
+    #[test]
+    fn document_examples() {
+        assert_eq!(
+            parse(
+                "request dev-network 4 Running database migration",
+                Surface::VpnAccess
+            ),
+            Ok(req("dev-network", Some("4"), "Running database migration"))
+        );
+        assert_eq!(
+            parse(
+                "request gcp-access \"Need to debug CI infrastructure issues\"",
+                Surface::DirectMessage
+            ),
+            Ok(req(
+                "gcp-access",
+                None,
+                "\"Need to debug CI infrastructure issues\""
+            ))
+        );
+    }
+
+    #[test]
+    fn empty_means_modal_or_help() {
+        assert_eq!(parse("", Surface::Access), Ok(Command::OpenModal));
+        assert_eq!(
+            parse("   ", Surface::VpnAccess),
+            Ok(Command::Help {
+                topic: HelpTopic::General
+            })
+        );
+        assert_eq!(
+            parse("", Surface::DirectMessage),
+            Ok(Command::Help {
+                topic: HelpTopic::General
+            })
+        );
+    }
+}

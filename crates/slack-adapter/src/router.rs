@@ -1,0 +1,663 @@
+//! The HTTP side: `POST /slack/commands`, `/slack/interactions`, `/slack/events`.
+//!
+//! Every request passes a verification middleware first: the body is read up to the size limit (413 past
+//! it), the signature checked over the raw bytes (401 on any failure), and only then does a
+//! handler parse it. Handlers answer Slack within the acknowledgement budget no matter what: work
+//! that may be slow (Slack calls, the engine) runs in a task; if it finishes within the budget its
+//! answer goes in the acknowledgement, otherwise the acknowledgement says "working on it" and the
+//! answer follows through `response_url` or a DM.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use access_core::engine::{Engine, EngineError, Submission};
+use access_core::request::RequestKind;
+use access_core::{GrantId, RequestId};
+
+use crate::api::SlackApi;
+use crate::blocks::{self, action, modal_block};
+use crate::commands::{self, Caller, Field, ProfileCache};
+use crate::config::SlackConfig;
+use crate::grammar::{self, Command, Surface};
+use crate::verify;
+
+/// Shared by every handler.
+#[derive(Debug)]
+struct AppState {
+    engine: Arc<Engine>,
+    config: SlackConfig,
+    api: SlackApi,
+    profiles: ProfileCache,
+}
+
+type Shared = Arc<AppState>;
+
+impl AppState {
+    fn ctx(&self) -> commands::Ctx<'_> {
+        commands::Ctx {
+            engine: &self.engine,
+            api: &self.api,
+            profiles: &self.profiles,
+        }
+    }
+}
+
+/// The Slack endpoints, ready to merge into the server's router.
+pub fn router(engine: Arc<Engine>, config: SlackConfig) -> Router {
+    let state: Shared = Arc::new(AppState {
+        api: SlackApi::new(&config),
+        engine,
+        config,
+        profiles: ProfileCache::default(),
+    });
+    Router::new()
+        .route("/slack/commands", post(commands_endpoint))
+        .route("/slack/interactions", post(interactions_endpoint))
+        .route("/slack/events", post(events_endpoint))
+        .layer(middleware::from_fn_with_state(state.clone(), verify_layer))
+        .with_state(state)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Size limit and signature check, before any parsing.
+async fn verify_layer(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let limit = st.config.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Err(e) = verify::verify(
+        st.config.signing_secret.expose().as_bytes(),
+        header(verify::TIMESTAMP_HEADER),
+        header(verify::SIGNATURE_HEADER),
+        &bytes,
+        unix_now(),
+    ) {
+        if e == verify::VerifyError::NoSecret {
+            tracing::error!("SLACK_SIGNING_SECRET is not set: refusing every Slack request");
+        } else {
+            tracing::warn!(path = %parts.uri.path(), reason = %e, "refused a Slack request");
+        }
+        return (StatusCode::UNAUTHORIZED, "invalid request signature").into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn ephemeral_ack(text: &str) -> Response {
+    axum::Json(json!({"response_type": "ephemeral", "text": text})).into_response()
+}
+
+fn bad_request(what: &str) -> Response {
+    (StatusCode::BAD_REQUEST, what.to_string()).into_response()
+}
+
+/// Where a late answer goes.
+#[derive(Debug, Clone)]
+enum ReplyTo {
+    ResponseUrl(String),
+    /// A DM (or channel) message.
+    Channel(String),
+    /// An ephemeral message to `user` in `channel`.
+    Ephemeral {
+        channel: String,
+        user: String,
+    },
+}
+
+async fn send_reply(api: &SlackApi, to: &ReplyTo, text: &str) {
+    let result = match to {
+        ReplyTo::ResponseUrl(url) => api.respond(url, &blocks::ephemeral(text)).await,
+        ReplyTo::Channel(c) => api.post_message(c, text, &json!([])).await.map(|_| ()),
+        ReplyTo::Ephemeral { channel, user } => api.post_ephemeral(channel, user, text).await,
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not deliver a reply to Slack");
+    }
+}
+
+/// Runs `work` in its own task; answers with its text if it finishes within the budget, else
+/// with a holding message, and sends the text to `late` when it is ready.
+async fn within_budget<F>(st: &Shared, late: ReplyTo, work: F) -> Response
+where
+    F: std::future::Future<Output = String> + Send + 'static,
+{
+    let mut handle = tokio::spawn(work);
+    match tokio::time::timeout(st.config.ack_budget, &mut handle).await {
+        Ok(Ok(text)) => ephemeral_ack(&text),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "command task failed");
+            ephemeral_ack("Something went wrong on our side. Please try again.")
+        }
+        Err(_) => {
+            let st = st.clone();
+            tokio::spawn(async move {
+                if let Ok(text) = handle.await {
+                    send_reply(&st.api, &late, &text).await;
+                }
+            });
+            ephemeral_ack(":hourglass_flowing_sand: Working on it… I'll reply here shortly.")
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Slash commands
+
+#[derive(Debug, Deserialize)]
+struct SlashForm {
+    #[serde(default)]
+    team_id: String,
+    user_id: String,
+    #[serde(default)]
+    user_name: String,
+    #[serde(default)]
+    channel_id: String,
+    command: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    response_url: String,
+    #[serde(default)]
+    trigger_id: String,
+}
+
+async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
+    let Ok(form) = serde_urlencoded::from_bytes::<SlashForm>(&body) else {
+        return bad_request("malformed slash command");
+    };
+    let surface = Surface::from_command(&form.command).unwrap_or(Surface::Access);
+    let caller = Caller {
+        team_id: form.team_id.clone(),
+        user_id: form.user_id.clone(),
+        user_name: form.user_name.clone(),
+    };
+    let cmd = match grammar::parse(&form.text, surface) {
+        Ok(c) => c,
+        Err(e) => return ephemeral_ack(&e.to_string()),
+    };
+    let late = if form.response_url.is_empty() {
+        ReplyTo::Ephemeral {
+            channel: form.channel_id.clone(),
+            user: form.user_id.clone(),
+        }
+    } else {
+        ReplyTo::ResponseUrl(form.response_url.clone())
+    };
+    match cmd {
+        Command::Help { topic } => ephemeral_ack(&grammar::help_text(surface, topic)),
+        Command::OpenModal => {
+            // trigger_id lives 3 s: open the modal right away, but never make Slack wait for it.
+            let st2 = st.clone();
+            tokio::spawn(async move { open_modal(&st2, &form.trigger_id, None, late).await });
+            StatusCode::OK.into_response()
+        }
+        cmd => {
+            // Refuse impossible requests at once, without calling anybody.
+            if let Command::Request {
+                resource,
+                duration,
+                justification,
+            } = &cmd
+                && let Err((_, msg)) = commands::precheck(
+                    &st.engine,
+                    resource,
+                    duration.as_deref(),
+                    Some(justification),
+                )
+            {
+                return ephemeral_ack(&msg);
+            }
+            let st2 = st.clone();
+            within_budget(&st, late, async move {
+                commands::execute(st2.ctx(), &caller, surface, cmd).await
+            })
+            .await
+        }
+    }
+}
+
+async fn open_modal(st: &Shared, trigger_id: &str, preselect: Option<&str>, on_error: ReplyTo) {
+    let view = blocks::request_modal(&st.engine.resources(), preselect);
+    if let Err(e) = st.api.views_open(trigger_id, &view).await {
+        tracing::warn!(error = %e, "views.open failed");
+        send_reply(
+            &st.api,
+            &on_error,
+            "I couldn't open the request form. Type `/access request <resource> [duration] <reason>` instead.",
+        )
+        .await;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Interactivity
+
+#[derive(Debug, Deserialize)]
+struct InteractionForm {
+    payload: String,
+}
+
+fn caller_of(p: &Value) -> Option<Caller> {
+    let user_id = p.pointer("/user/id")?.as_str()?.to_string();
+    let team_id = p
+        .pointer("/team/id")
+        .or_else(|| p.pointer("/user/team_id"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let user_name = p
+        .pointer("/user/name")
+        .or_else(|| p.pointer("/user/username"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Some(Caller {
+        team_id,
+        user_id,
+        user_name,
+    })
+}
+
+async fn interactions_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
+    let Ok(form) = serde_urlencoded::from_bytes::<InteractionForm>(&body) else {
+        return bad_request("missing payload");
+    };
+    let Ok(p) = serde_json::from_str::<Value>(&form.payload) else {
+        return bad_request("payload is not JSON");
+    };
+    let Some(caller) = caller_of(&p) else {
+        return bad_request("payload has no user");
+    };
+    match p.get("type").and_then(Value::as_str) {
+        Some("block_actions") => {
+            let st2 = st.clone();
+            tokio::spawn(async move { block_action(&st2, &caller, &p).await });
+            StatusCode::OK.into_response()
+        }
+        Some("view_submission") => view_submission(&st, caller, &p).await,
+        _ => StatusCode::OK.into_response(),
+    }
+}
+
+/// Where the answer to a click goes: the message's response_url (ephemeral, the original stays),
+/// or for App Home buttons a DM.
+fn click_reply(p: &Value, caller: &Caller) -> ReplyTo {
+    if let Some(url) = p
+        .get("response_url")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty())
+    {
+        return ReplyTo::ResponseUrl(url.to_string());
+    }
+    if let Some(c) = p.pointer("/channel/id").and_then(Value::as_str) {
+        return ReplyTo::Ephemeral {
+            channel: c.to_string(),
+            user: caller.user_id.clone(),
+        };
+    }
+    ReplyTo::Channel(caller.user_id.clone())
+}
+
+async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
+    let Some(a) = p.pointer("/actions/0") else {
+        return;
+    };
+    let action_id = a
+        .get("action_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let value = a
+        .get("value")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let reply = click_reply(p, caller);
+    let from_home = p.pointer("/container/type").and_then(Value::as_str) == Some("view");
+    let e = &st.engine;
+    let text: Option<String> = match action_id {
+        action::APPROVE | action::DENY => {
+            let Ok(id) = value.parse::<RequestId>() else {
+                tracing::warn!(value, "approval button without a request id");
+                return;
+            };
+            let result = if action_id == action::APPROVE {
+                e.approve(id, caller.actor()).await
+            } else {
+                e.deny(id, caller.actor(), None).await
+            };
+            // Success shows in the updated approval message (the engine's notification job);
+            // only refusals need a word, to the clicker alone.
+            result.err().map(|err| decision_refusal(&err))
+        }
+        action::REVOKE => Some(match value.parse::<GrantId>() {
+            Ok(id) => match e.revoke_grant(id, caller.actor()).await {
+                Ok(g) => format!("Your access to {} is being revoked.", g.resource),
+                Err(err) => err.to_string(),
+            },
+            Err(_) => "That button no longer works; use `/access revoke <resource>`.".into(),
+        }),
+        action::CANCEL => Some(match value.parse::<RequestId>() {
+            Ok(id) => match e.cancel(id, caller.actor()).await {
+                Ok(r) => format!("Cancelled your request for {}.", r.resource),
+                Err(err) => err.to_string(),
+            },
+            Err(_) => "That button no longer works; use `/access cancel <resource>`.".into(),
+        }),
+        action::EXTEND => {
+            // A double click must not extend twice: one extension per button per message (or
+            // per published Home view).
+            let anchor = p
+                .pointer("/container/message_ts")
+                .or_else(|| p.pointer("/view/hash"))
+                .or_else(|| p.pointer("/view/id"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let key = format!(
+                "slack-click:{}/{}:extend:{value}:{anchor}",
+                caller.team_id, caller.user_id
+            );
+            match e.store().remember_once(&key, e.now()).await {
+                Ok(false) => Some(format!(
+                    "You already asked to extend {value} from this message."
+                )),
+                _ => {
+                    let cmd = Command::Extend {
+                        resource: value.clone(),
+                        duration: None,
+                        justification: None,
+                    };
+                    Some(commands::execute(st.ctx(), caller, Surface::Access, cmd).await)
+                }
+            }
+        }
+        action::OPEN_MODAL => {
+            let trigger = p
+                .get("trigger_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            open_modal(st, &trigger, None, reply.clone()).await;
+            None
+        }
+        other => {
+            tracing::debug!(action_id = other, "ignored action");
+            None
+        }
+    };
+    if let Some(t) = text {
+        send_reply(&st.api, &reply, &t).await;
+    }
+    if from_home {
+        publish_home(st, caller).await;
+    }
+}
+
+/// The ephemeral text for a click that did not count.
+fn decision_refusal(e: &EngineError) -> String {
+    match e {
+        EngineError::AlreadyDecided { .. }
+        | EngineError::AlreadyVoted
+        | EngineError::NotApprover(_) => {
+            format!(":no_entry: {e} Nothing was changed.")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn state_value(p: &Value, block: &str) -> Option<String> {
+    let v = p.pointer(&format!(
+        "/view/state/values/{block}/{}",
+        modal_block::VALUE
+    ))?;
+    v.pointer("/selected_option/value")
+        .or_else(|| v.get("value"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn field_block(f: Field) -> &'static str {
+    match f {
+        Field::Resource => modal_block::RESOURCE,
+        Field::Duration => modal_block::DURATION,
+        Field::Justification => modal_block::JUSTIFICATION,
+    }
+}
+
+fn modal_errors(f: Field, msg: &str) -> Response {
+    let mut errors = serde_json::Map::new();
+    errors.insert(field_block(f).to_string(), json!(msg));
+    axum::Json(json!({"response_action": "errors", "errors": errors})).into_response()
+}
+
+async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
+    if p.pointer("/view/callback_id").and_then(Value::as_str) != Some(blocks::MODAL_CALLBACK_ID) {
+        return StatusCode::OK.into_response();
+    }
+    let resource = state_value(p, modal_block::RESOURCE).unwrap_or_default();
+    let duration = state_value(p, modal_block::DURATION);
+    let justification = state_value(p, modal_block::JUSTIFICATION).unwrap_or_default();
+    if let Err((f, msg)) = commands::precheck(
+        &st.engine,
+        &resource,
+        duration.as_deref(),
+        Some(&justification),
+    ) {
+        return modal_errors(f, &msg);
+    }
+    // Within the budget, problems go back into the form; after it, the form closes and the
+    // outcome arrives by DM.
+    let st2 = st.clone();
+    let caller2 = caller.clone();
+    let mut handle = tokio::spawn(async move {
+        let subject = match commands::resolve_subject(&st2.api, &st2.profiles, &caller2).await {
+            Ok(s) => s,
+            Err(msg) => return Err((Field::Resource, msg)),
+        };
+        let sub = Submission {
+            subject,
+            resource,
+            duration,
+            justification,
+            kind: RequestKind::New,
+        };
+        st2.engine
+            .submit(sub)
+            .await
+            .map_err(|e| (commands::field_of(&e), e.to_string()))
+    });
+    match tokio::time::timeout(st.config.ack_budget, &mut handle).await {
+        Ok(Ok(Ok(_))) => StatusCode::OK.into_response(),
+        Ok(Ok(Err((f, msg)))) => modal_errors(f, &msg),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "modal submission task failed");
+            modal_errors(
+                Field::Resource,
+                "Something went wrong on our side. Please try again.",
+            )
+        }
+        Err(_) => {
+            let st = st.clone();
+            tokio::spawn(async move {
+                if let Ok(Err((_, msg))) = handle.await {
+                    send_reply(&st.api, &ReplyTo::Channel(caller.user_id.clone()), &msg).await;
+                }
+            });
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Events API
+
+async fn events_endpoint(State(st): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return bad_request("body is not JSON");
+    };
+    match v.get("type").and_then(Value::as_str) {
+        Some("url_verification") => {
+            let challenge = v
+                .get("challenge")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            axum::Json(json!({"challenge": challenge})).into_response()
+        }
+        Some("event_callback") => {
+            let event_id = v
+                .get("event_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let retry = headers
+                .get("x-slack-retry-num")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string);
+            let st2 = st.clone();
+            tokio::spawn(async move {
+                if !event_id.is_empty() {
+                    match st2
+                        .engine
+                        .store()
+                        .remember_once(&format!("slack-event:{event_id}"), st2.engine.now())
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(event_id, retry = ?retry, "duplicate Slack event ignored");
+                            return;
+                        }
+                        Err(e) => {
+                            // Better to act twice on a DM than to drop it.
+                            tracing::warn!(event_id, error = %e, "could not record event id");
+                        }
+                    }
+                }
+                handle_event(&st2, &v).await;
+            });
+            StatusCode::OK.into_response()
+        }
+        Some("app_rate_limited") => {
+            // The envelope carries the legacy verification token: log only the numbers.
+            let minute = v
+                .get("minute_rate_limited")
+                .and_then(Value::as_i64)
+                .unwrap_or_default();
+            tracing::warn!(
+                minute_rate_limited = minute,
+                "Slack is rate limiting events to this app"
+            );
+            StatusCode::OK.into_response()
+        }
+        _ => StatusCode::OK.into_response(),
+    }
+}
+
+async fn handle_event(st: &Shared, envelope: &Value) {
+    let Some(event) = envelope.get("event") else {
+        return;
+    };
+    let team_id = envelope
+        .get("team_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let str_of = |k: &str| {
+        event
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    match event.get("type").and_then(Value::as_str) {
+        Some("app_home_opened") if str_of("tab") != "messages" => {
+            let caller = Caller {
+                team_id,
+                user_id: str_of("user"),
+                user_name: String::new(),
+            };
+            publish_home(st, &caller).await;
+        }
+        Some("message") => {
+            // Only people writing to the bot: no bot messages (ours included), no edits or joins.
+            let is_im = str_of("channel_type") == "im" || str_of("channel").starts_with('D');
+            if !is_im
+                || event.get("bot_id").is_some()
+                || event.get("subtype").is_some()
+                || str_of("user").is_empty()
+            {
+                return;
+            }
+            let caller = Caller {
+                team_id,
+                user_id: str_of("user"),
+                user_name: String::new(),
+            };
+            let channel = str_of("channel");
+            let text = match grammar::parse(&str_of("text"), Surface::DirectMessage) {
+                Ok(cmd) => commands::execute(st.ctx(), &caller, Surface::DirectMessage, cmd).await,
+                Err(e) => e.to_string(),
+            };
+            send_reply(&st.api, &ReplyTo::Channel(channel), &text).await;
+        }
+        Some("app_uninstalled") => {
+            tracing::warn!(
+                team_id,
+                "Gatehouse was uninstalled from a workspace; its bot token no longer works"
+            );
+        }
+        Some("tokens_revoked") => {
+            tracing::warn!(team_id, tokens = %event.get("tokens").cloned().unwrap_or_default(), "Slack tokens revoked");
+        }
+        _ => {}
+    }
+}
+
+async fn publish_home(st: &Shared, caller: &Caller) {
+    let status = match st.engine.status(&caller.key()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read status for App Home");
+            return;
+        }
+    };
+    let catalog = st.engine.catalog();
+    let extendable = |r: &str| catalog.get(r).is_some_and(|r| r.extendable);
+    let view = blocks::home_view(
+        &status.grants,
+        &status.pending,
+        &extendable,
+        st.engine.now(),
+    );
+    if let Err(e) = st.api.views_publish(&caller.user_id, &view).await {
+        tracing::warn!(error = %e, "views.publish failed");
+    }
+}

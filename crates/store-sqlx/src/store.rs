@@ -1,0 +1,921 @@
+//! The `Store` implementation.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use access_core::audit::{self, AuditEvent, ChainBreak, ChainVerification, ChainVerifier};
+use access_core::grant::{Grant, GrantStatus};
+use access_core::ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
+use access_core::jobs::{Job, JobStats};
+use access_core::notification::MessageRef;
+use access_core::ports::{
+    AuditFilter, ChangeSet, Committed, GrantFilter, GrantWrite, JobFilter, RequestFilter,
+    RequestWrite, Store, StoreError,
+};
+use access_core::request::{AccessRequest, Decision, RequestStatus};
+use access_core::subject::SubjectKey;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::SqlStore;
+use crate::codec::{self, micros};
+use crate::db::{Backend, Conn, Sql, Tx};
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+/// Audit verification reads the chain in pages of this many rows.
+const VERIFY_PAGE: i64 = 1000;
+/// Idempotency keys are kept at least this long.
+const REMEMBER_FOR: chrono::Duration = chrono::Duration::days(1);
+/// Sweep old idempotency keys on one `remember_once` call in this many.
+const SWEEP_EVERY: u64 = 256;
+const LIVE_STATUSES: &str = "('provisioning', 'active', 'revoking')";
+
+fn limit(l: Option<u32>) -> i64 {
+    i64::from(l.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT))
+}
+
+/// A database error, with unique violations and PostgreSQL's retryable aborts given their
+/// domain meaning. `what` names the thing that would be duplicated.
+fn db_err(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    if let sqlx::Error::Database(d) = &e {
+        if d.is_unique_violation() {
+            return StoreError::Duplicate(what());
+        }
+        // serialization_failure, deadlock_detected: someone else won; the caller re-reads.
+        if matches!(d.code().as_deref(), Some("40001") | Some("40P01")) {
+            return StoreError::Conflict(what());
+        }
+    }
+    StoreError::Database(e.to_string())
+}
+
+fn plain(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+impl SqlStore {
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        self.db.begin().await.map_err(plain)
+    }
+
+    async fn apply(&self, tx: &mut Tx, change: ChangeSet) -> Result<Committed, StoreError> {
+        let backend = self.backend();
+        let mut c = tx.conn();
+
+        for w in &change.requests {
+            match w {
+                RequestWrite::Insert(r) => insert_request(&mut c, r).await?,
+                RequestWrite::Update(r) => update_request(&mut c, r).await?,
+            }
+        }
+        for w in &change.grants {
+            match w {
+                GrantWrite::Insert(g) => insert_grant(&mut c, g).await?,
+                GrantWrite::Update(g) => update_grant(&mut c, g).await?,
+            }
+        }
+        for d in &change.decisions {
+            insert_decision(&mut c, d).await?;
+        }
+
+        let mut sealed = Vec::with_capacity(change.audit.len());
+        if !change.audit.is_empty() {
+            // On PostgreSQL, FOR UPDATE serialises every commit that writes audit records on this
+            // one row; in READ COMMITTED the waiting transaction then reads the head its
+            // predecessor wrote, so the chain never forks. SQLite is already serialised by
+            // BEGIN IMMEDIATE.
+            let head_sql = match backend {
+                Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+                Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+            };
+            let head = c
+                .fetch_optional(&Sql::new(head_sql))
+                .await
+                .map_err(plain)?
+                .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
+            let (mut seq, mut hash) = (head.i64("seq")?, head.string("hash")?);
+            for mut record in change.audit {
+                // The hash covers the timestamp in microseconds; seal what will be read back.
+                record.at = audit::truncate_to_micros(record.at);
+                let ev = audit::seal(record, seq, &hash);
+                insert_audit(&mut c, &ev).await?;
+                seq = ev.seq;
+                hash = ev.hash.clone();
+                sealed.push(ev);
+            }
+            let updated = c
+                .execute(&Sql::with(
+                    "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+                    vec![seq.into(), hash.into()],
+                ))
+                .await
+                .map_err(plain)?;
+            if updated != 1 {
+                return Err(StoreError::Corrupt("audit_head row is missing".into()));
+            }
+        }
+
+        let now = micros(Utc::now());
+        for j in &change.jobs {
+            let payload = codec::to_json(&j.kind)?;
+            let sql = Sql::with(
+                "INSERT INTO jobs (id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'pending', $4, 0, $5, $6, $6)",
+                vec![
+                    j.id.to_string().into(),
+                    j.kind.name().into(),
+                    payload.into(),
+                    micros(j.run_at).into(),
+                    j.kind.max_attempts().map(i64::from).into(),
+                    now.into(),
+                ],
+            );
+            c.execute(&sql)
+                .await
+                .map_err(|e| db_err(e, || format!("job {} already exists", j.id)))?;
+        }
+        Ok(Committed { audit: sealed })
+    }
+
+    /// One write statement. On PostgreSQL a single statement is its own transaction, so it runs
+    /// in autocommit (one round trip instead of three); on SQLite it still goes through the writer
+    /// lock and `BEGIN IMMEDIATE`, which keep writers from failing with `SQLITE_BUSY`.
+    async fn write_one(&self, sql: &Sql) -> Result<u64, StoreError> {
+        match self.backend() {
+            Backend::Postgres => self.db.execute(sql).await.map_err(plain),
+            Backend::Sqlite => {
+                let mut tx = self.begin().await?;
+                let n = tx.conn().execute(sql).await.map_err(plain)?;
+                tx.commit().await.map_err(plain)?;
+                Ok(n)
+            }
+        }
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let row = self
+            .db
+            .fetch_optional(&Sql::new("SELECT seq, hash FROM audit_head WHERE id = 1"))
+            .await
+            .map_err(plain)?;
+        row.map(|r| Ok((r.i64("seq")?, r.string("hash")?)))
+            .transpose()
+    }
+}
+
+async fn insert_request(c: &mut Conn<'_>, r: &AccessRequest) -> Result<(), StoreError> {
+    let v = codec::request_values(r)?;
+    let sql = Sql::with(
+        format!(
+            "INSERT INTO requests ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            codec::REQUEST_COLS
+        ),
+        vec![
+            r.id.to_string().into(),
+            v.team_id.into(),
+            v.user_id.into(),
+            v.email.into(),
+            v.name.into(),
+            v.resource.into(),
+            v.kind.into(),
+            v.duration_secs.into(),
+            v.justification.into(),
+            v.status.into(),
+            v.created_at.into(),
+            v.updated_at.into(),
+            v.pending_until.into(),
+            v.grant_id.into(),
+            v.decided_by.into(),
+            v.decided_by_id.into(),
+            v.failure.into(),
+            r.version.into(),
+        ],
+    );
+    c.execute(&sql)
+        .await
+        .map_err(|e| db_err(e, || format!("request {} already exists", r.id)))?;
+    Ok(())
+}
+
+async fn update_request(c: &mut Conn<'_>, r: &AccessRequest) -> Result<(), StoreError> {
+    let v = codec::request_values(r)?;
+    let sql = Sql::with(
+        "UPDATE requests SET team_id = $1, user_id = $2, email = $3, name = $4, resource = $5, kind = $6, \
+         duration_secs = $7, justification = $8, status = $9, created_at = $10, updated_at = $11, \
+         pending_until = $12, grant_id = $13, decided_by = $14, decided_by_id = $15, failure = $16, \
+         version = version + 1 WHERE id = $17 AND version = $18",
+        vec![
+            v.team_id.into(),
+            v.user_id.into(),
+            v.email.into(),
+            v.name.into(),
+            v.resource.into(),
+            v.kind.into(),
+            v.duration_secs.into(),
+            v.justification.into(),
+            v.status.into(),
+            v.created_at.into(),
+            v.updated_at.into(),
+            v.pending_until.into(),
+            v.grant_id.into(),
+            v.decided_by.into(),
+            v.decided_by_id.into(),
+            v.failure.into(),
+            r.id.to_string().into(),
+            r.version.into(),
+        ],
+    );
+    let n = c
+        .execute(&sql)
+        .await
+        .map_err(|e| db_err(e, || format!("request {}", r.id)))?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "request {} (expected version {})",
+            r.id, r.version
+        )));
+    }
+    Ok(())
+}
+
+fn live_grant_dup(g: &Grant) -> String {
+    format!(
+        "a live grant of {}/{} on {} already exists (grant {})",
+        g.subject.team_id, g.subject.user_id, g.resource, g.id
+    )
+}
+
+async fn insert_grant(c: &mut Conn<'_>, g: &Grant) -> Result<(), StoreError> {
+    let v = codec::grant_values(g)?;
+    let sql = Sql::with(
+        format!(
+            "INSERT INTO grants ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            codec::GRANT_COLS
+        ),
+        vec![
+            g.id.to_string().into(),
+            v.team_id.into(),
+            v.user_id.into(),
+            v.email.into(),
+            v.name.into(),
+            v.resource.into(),
+            v.status.into(),
+            v.provider_handle.into(),
+            v.created_at.into(),
+            v.granted_at.into(),
+            v.expires_at.into(),
+            v.ended_at.into(),
+            v.request_id.into(),
+            v.revoked_by.into(),
+            g.version.into(),
+        ],
+    );
+    c.execute(&sql)
+        .await
+        .map_err(|e| db_err(e, || live_grant_dup(g)))?;
+    Ok(())
+}
+
+async fn update_grant(c: &mut Conn<'_>, g: &Grant) -> Result<(), StoreError> {
+    let v = codec::grant_values(g)?;
+    let sql = Sql::with(
+        "UPDATE grants SET team_id = $1, user_id = $2, email = $3, name = $4, resource = $5, status = $6, \
+         provider_handle = $7, created_at = $8, granted_at = $9, expires_at = $10, ended_at = $11, \
+         request_id = $12, revoked_by = $13, version = version + 1 WHERE id = $14 AND version = $15",
+        vec![
+            v.team_id.into(),
+            v.user_id.into(),
+            v.email.into(),
+            v.name.into(),
+            v.resource.into(),
+            v.status.into(),
+            v.provider_handle.into(),
+            v.created_at.into(),
+            v.granted_at.into(),
+            v.expires_at.into(),
+            v.ended_at.into(),
+            v.request_id.into(),
+            v.revoked_by.into(),
+            g.id.to_string().into(),
+            g.version.into(),
+        ],
+    );
+    let n = c
+        .execute(&sql)
+        .await
+        .map_err(|e| db_err(e, || live_grant_dup(g)))?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "grant {} (expected version {})",
+            g.id, g.version
+        )));
+    }
+    Ok(())
+}
+
+async fn insert_decision(c: &mut Conn<'_>, d: &Decision) -> Result<(), StoreError> {
+    let actor_id = d.actor.id();
+    let sql = Sql::with(
+        "INSERT INTO decisions (request_id, actor_id, actor, kind, at, comment) VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            d.request_id.to_string().into(),
+            actor_id.clone().into(),
+            codec::to_json(&d.actor)?.into(),
+            codec::decision_kind_str(d.kind).into(),
+            micros(d.at).into(),
+            d.comment.clone().into(),
+        ],
+    );
+    c.execute(&sql).await.map_err(|e| {
+        db_err(e, || {
+            format!(
+                "decision by {actor_id} on request {} already exists",
+                d.request_id
+            )
+        })
+    })?;
+    Ok(())
+}
+
+async fn insert_audit(c: &mut Conn<'_>, ev: &AuditEvent) -> Result<(), StoreError> {
+    let r = &ev.record;
+    let sql = Sql::with(
+        "INSERT INTO audit_events (seq, id, at, kind, actor, actor_id, subject, resource, request_id, grant_id, \
+         details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        vec![
+            ev.seq.into(),
+            r.id.to_string().into(),
+            micros(r.at).into(),
+            r.kind.as_str().into(),
+            codec::to_json(&r.actor)?.into(),
+            r.actor.id().into(),
+            r.subject.clone().into(),
+            r.resource.as_ref().map(|x| x.as_str().to_string()).into(),
+            r.request_id.map(|x| x.to_string()).into(),
+            r.grant_id.map(|x| x.to_string()).into(),
+            codec::to_json(&r.details)?.into(),
+            ev.prev_hash.clone().into(),
+            ev.hash.clone().into(),
+        ],
+    );
+    c.execute(&sql)
+        .await
+        .map_err(|e| db_err(e, || format!("audit event {} (seq {})", r.id, ev.seq)))?;
+    Ok(())
+}
+
+fn push_subject(sql: &mut Sql, s: &SubjectKey) {
+    sql.push(" AND team_id = ")
+        .bind(s.team_id.as_str())
+        .push(" AND user_id = ")
+        .bind(s.user_id.as_str());
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn commit(&self, change: ChangeSet) -> Result<Committed, StoreError> {
+        if change.is_empty() {
+            return Ok(Committed::default());
+        }
+        let mut tx = self.begin().await?;
+        match self.apply(&mut tx, change).await {
+            Ok(committed) => {
+                tx.commit()
+                    .await
+                    .map_err(|e| db_err(e, || "commit".to_string()))?;
+                Ok(committed)
+            }
+            Err(e) => {
+                // Dropping the transaction would roll back too; doing it here returns the
+                // connection clean and surfaces a failing rollback in the logs.
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed commit failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
+        let sql = Sql::with(
+            format!("SELECT {} FROM requests WHERE id = $1", codec::REQUEST_COLS),
+            vec![id.to_string().into()],
+        );
+        self.db
+            .fetch_optional(&sql)
+            .await
+            .map_err(plain)?
+            .as_ref()
+            .map(codec::request_from_row)
+            .transpose()
+    }
+
+    async fn requests(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>, StoreError> {
+        let mut sql = Sql::new(format!(
+            "SELECT {} FROM requests WHERE 1 = 1",
+            codec::REQUEST_COLS
+        ));
+        if let Some(s) = filter.status {
+            sql.push(" AND status = ").bind(s.as_str());
+        }
+        if let Some(r) = &filter.resource {
+            sql.push(" AND resource = ").bind(r.as_str());
+        }
+        if let Some(s) = &filter.subject {
+            push_subject(&mut sql, s);
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .bind(limit(filter.limit));
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        rows.iter().map(codec::request_from_row).collect()
+    }
+
+    async fn requests_for_grant(&self, grant: GrantId) -> Result<Vec<AccessRequest>, StoreError> {
+        let sql = Sql::with(
+            format!(
+                "SELECT {} FROM requests WHERE grant_id = $1 ORDER BY created_at, id",
+                codec::REQUEST_COLS
+            ),
+            vec![grant.to_string().into()],
+        );
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        rows.iter().map(codec::request_from_row).collect()
+    }
+
+    async fn decisions(&self, request: RequestId) -> Result<Vec<Decision>, StoreError> {
+        let sql = Sql::with(
+            format!(
+                "SELECT {} FROM decisions WHERE request_id = $1 ORDER BY at, id",
+                codec::DECISION_COLS
+            ),
+            vec![request.to_string().into()],
+        );
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        rows.iter().map(codec::decision_from_row).collect()
+    }
+
+    async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
+        let sql = Sql::with(
+            format!("SELECT {} FROM grants WHERE id = $1", codec::GRANT_COLS),
+            vec![id.to_string().into()],
+        );
+        self.db
+            .fetch_optional(&sql)
+            .await
+            .map_err(plain)?
+            .as_ref()
+            .map(codec::grant_from_row)
+            .transpose()
+    }
+
+    async fn live_grant(
+        &self,
+        subject: &SubjectKey,
+        resource: &ResourceId,
+    ) -> Result<Option<Grant>, StoreError> {
+        let mut sql = Sql::new(format!(
+            "SELECT {} FROM grants WHERE status IN {LIVE_STATUSES}",
+            codec::GRANT_COLS
+        ));
+        push_subject(&mut sql, subject);
+        sql.push(" AND resource = ").bind(resource.as_str());
+        self.db
+            .fetch_optional(&sql)
+            .await
+            .map_err(plain)?
+            .as_ref()
+            .map(codec::grant_from_row)
+            .transpose()
+    }
+
+    async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
+        let mut sql = Sql::new(format!(
+            "SELECT {} FROM grants WHERE 1 = 1",
+            codec::GRANT_COLS
+        ));
+        if let Some(s) = filter.status {
+            sql.push(" AND status = ").bind(s.as_str());
+        }
+        if filter.live_only {
+            sql.push(" AND status IN ").push(LIVE_STATUSES);
+        }
+        if let Some(r) = &filter.resource {
+            sql.push(" AND resource = ").bind(r.as_str());
+        }
+        if let Some(s) = &filter.subject {
+            push_subject(&mut sql, s);
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .bind(limit(filter.limit));
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        rows.iter().map(codec::grant_from_row).collect()
+    }
+
+    async fn claim_jobs(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: chrono::Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        let locked_until = now.checked_add_signed(lease).unwrap_or(now);
+        // A running job whose lease has lapsed belonged to a worker that died (or hung): it is
+        // claimable again from the instant `locked_until`, the same instant `next_job_at`
+        // reports, so a scheduler woken by it always finds the job. SKIP LOCKED lets concurrent claimers on PostgreSQL pass over rows
+        // another claimer is taking instead of waiting for them, and never returns a row twice.
+        let pick = "SELECT id FROM jobs WHERE (status = 'pending' AND run_at <= $3) \
+                    OR (status = 'running' AND locked_until <= $3) ORDER BY run_at, id LIMIT $4";
+        let text = match self.backend() {
+            Backend::Postgres => format!(
+                "WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) \
+                 UPDATE jobs SET status = 'running', locked_until = $1, claim_token = $2, \
+                 attempts = jobs.attempts + 1, updated_at = $3 FROM picked WHERE jobs.id = picked.id \
+                 RETURNING {}",
+                prefixed("jobs", codec::JOB_COLS)
+            ),
+            Backend::Sqlite => format!(
+                "UPDATE jobs SET status = 'running', locked_until = $1, claim_token = $2, \
+                 attempts = attempts + 1, updated_at = $3 WHERE id IN ({pick}) RETURNING {}",
+                codec::JOB_COLS
+            ),
+        };
+        let sql = Sql::with(
+            text,
+            vec![
+                micros(locked_until).into(),
+                token.into(),
+                micros(now).into(),
+                i64::from(limit).into(),
+            ],
+        );
+        let mut tx = self.begin().await?;
+        let rows = tx.conn().fetch_all(&sql).await.map_err(plain)?;
+        // Parse before committing: a row that does not parse must not be left claimed by nobody.
+        let jobs: Result<Vec<Job>, StoreError> = rows.iter().map(codec::job_from_row).collect();
+        let mut jobs = match jobs {
+            Ok(j) => j,
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after an unreadable job failed");
+                }
+                return Err(e);
+            }
+        };
+        tx.commit().await.map_err(plain)?;
+        jobs.sort_by_key(|j| (j.run_at, j.id));
+        Ok(jobs)
+    }
+
+    async fn complete_job(
+        &self,
+        id: JobId,
+        claim_token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = Sql::with(
+            "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
+             WHERE id = $2 AND claim_token = $3 AND status = 'running'",
+            vec![
+                micros(now).into(),
+                id.to_string().into(),
+                claim_token.into(),
+            ],
+        );
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    async fn retry_job(
+        &self,
+        id: JobId,
+        claim_token: &str,
+        error: &str,
+        run_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = Sql::with(
+            "UPDATE jobs SET status = 'pending', run_at = $1, last_error = $2, locked_until = NULL, \
+             claim_token = NULL, updated_at = $3 WHERE id = $4 AND claim_token = $5 AND status = 'running'",
+            vec![
+                micros(run_at).into(),
+                error.into(),
+                micros(Utc::now()).into(),
+                id.to_string().into(),
+                claim_token.into(),
+            ],
+        );
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    async fn bury_job(
+        &self,
+        id: JobId,
+        claim_token: &str,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = Sql::with(
+            "UPDATE jobs SET status = 'dead', last_error = $1, locked_until = NULL, updated_at = $2 \
+             WHERE id = $3 AND claim_token = $4 AND status = 'running'",
+            vec![
+                error.into(),
+                micros(Utc::now()).into(),
+                id.to_string().into(),
+                claim_token.into(),
+            ],
+        );
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    async fn next_job_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        // A running job's lease end counts too: if its worker died, that is when the job becomes
+        // claimable again, and a scheduler sleeping until then picks it up without other traffic.
+        let sql = Sql::new(
+            "SELECT MIN(t) AS next_at FROM (\
+             SELECT MIN(run_at) AS t FROM jobs WHERE status = 'pending' \
+             UNION ALL SELECT MIN(locked_until) AS t FROM jobs WHERE status = 'running') AS candidates",
+        );
+        let row = self.db.fetch_optional(&sql).await.map_err(plain)?;
+        match row {
+            Some(r) => codec::opt_time(&r, "next_at"),
+            None => Ok(None),
+        }
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let mut sql = Sql::new(format!("SELECT {} FROM jobs WHERE 1 = 1", codec::JOB_COLS));
+        if let Some(s) = filter.status {
+            sql.push(" AND status = ").bind(s.as_str());
+        }
+        if let Some(k) = &filter.kind {
+            sql.push(" AND kind = ").bind(k.as_str());
+        }
+        sql.push(" ORDER BY run_at, id LIMIT ")
+            .bind(limit(filter.limit));
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        rows.iter().map(codec::job_from_row).collect()
+    }
+
+    async fn job_stats(&self, now: DateTime<Utc>) -> Result<JobStats, StoreError> {
+        let sql = Sql::with(
+            "SELECT \
+               COUNT(CASE WHEN status = 'pending' AND run_at <= $1 THEN 1 END) AS due, \
+               COUNT(CASE WHEN status = 'pending' THEN 1 END) AS pending, \
+               COUNT(CASE WHEN status = 'running' THEN 1 END) AS running, \
+               COUNT(CASE WHEN status = 'dead' THEN 1 END) AS dead, \
+               COUNT(CASE WHEN status = 'pending' AND attempts > 0 THEN 1 END) AS retrying, \
+               MIN(CASE WHEN status = 'pending' AND run_at <= $1 THEN run_at END) AS oldest_due \
+             FROM jobs WHERE status IN ('pending', 'running', 'dead')",
+            vec![micros(now).into()],
+        );
+        let row = self
+            .db
+            .fetch_optional(&sql)
+            .await
+            .map_err(plain)?
+            .ok_or_else(|| StoreError::Database("job stats returned no row".into()))?;
+        let count = |col: &str| -> Result<u64, StoreError> {
+            u64::try_from(row.i64(col)?).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+        };
+        let oldest = codec::opt_time(&row, "oldest_due")?;
+        Ok(JobStats {
+            due: count("due")?,
+            pending: count("pending")?,
+            running: count("running")?,
+            dead: count("dead")?,
+            retrying: count("retrying")?,
+            oldest_due_secs: oldest.map(|t| (now - t).num_seconds().max(0)),
+        })
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut sql = Sql::new(format!(
+            "SELECT {} FROM audit_events WHERE 1 = 1",
+            codec::AUDIT_COLS
+        ));
+        if let Some(s) = filter.after_seq {
+            sql.push(" AND seq > ").bind(s);
+        }
+        if let Some(t) = filter.since {
+            sql.push(" AND at >= ").bind(micros(t));
+        }
+        if let Some(t) = filter.until {
+            sql.push(" AND at < ").bind(micros(t));
+        }
+        if let Some(k) = filter.kind {
+            sql.push(" AND kind = ").bind(k.as_str());
+        }
+        if let Some(r) = &filter.resource {
+            sql.push(" AND resource = ").bind(r.as_str());
+        }
+        if let Some(s) = &filter.subject {
+            sql.push(" AND subject = ").bind(s.as_str());
+        }
+        if let Some(r) = filter.request_id {
+            sql.push(" AND request_id = ").bind(r.to_string());
+        }
+        sql.push(" ORDER BY seq LIMIT ").bind(limit(filter.limit));
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        rows.iter().map(codec::audit_from_row).collect()
+    }
+
+    async fn audit_event(&self, id: AuditEventId) -> Result<Option<AuditEvent>, StoreError> {
+        let sql = Sql::with(
+            format!(
+                "SELECT {} FROM audit_events WHERE id = $1",
+                codec::AUDIT_COLS
+            ),
+            vec![id.to_string().into()],
+        );
+        self.db
+            .fetch_optional(&sql)
+            .await
+            .map_err(plain)?
+            .as_ref()
+            .map(codec::audit_from_row)
+            .transpose()
+    }
+
+    async fn verify_audit_chain(&self) -> Result<ChainVerification, StoreError> {
+        // Read the head first and walk only up to it: events committed while we walk are past
+        // the head we hold and would otherwise look like rows the head does not know about.
+        let Some((head_seq, head_hash)) = self.audit_head().await? else {
+            return Ok(ChainVerification {
+                ok: false,
+                events_checked: 0,
+                first_bad: Some(ChainBreak {
+                    seq: 0,
+                    event_id: None,
+                    reason: "the audit_head row is missing: the chain head was deleted".into(),
+                }),
+            });
+        };
+        let mut verifier = ChainVerifier::new();
+        let mut after = 0i64;
+        'pages: loop {
+            let sql = Sql::with(
+                format!(
+                    "SELECT {} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+                    codec::AUDIT_COLS
+                ),
+                vec![after.into(), head_seq.into(), VERIFY_PAGE.into()],
+            );
+            let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+            let n = rows.len();
+            for row in &rows {
+                let ev = match codec::audit_from_row(row) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        // An unreadable row is a broken chain, not a failed check.
+                        let seq = row.i64("seq").unwrap_or(verifier.last().0 + 1);
+                        let checked = u64::try_from(verifier.last().0).unwrap_or(0) + 1;
+                        return Ok(ChainVerification {
+                            ok: false,
+                            events_checked: checked,
+                            first_bad: Some(ChainBreak {
+                                seq,
+                                event_id: row.string("id").ok(),
+                                reason: format!("the row does not parse: {e}"),
+                            }),
+                        });
+                    }
+                };
+                after = ev.seq;
+                if !verifier.push(&ev) {
+                    break 'pages;
+                }
+            }
+            if (n as i64) < VERIFY_PAGE {
+                break;
+            }
+        }
+        Ok(verifier.finish(Some((head_seq, head_hash))))
+    }
+
+    async fn save_message_ref(&self, r: &MessageRef) -> Result<(), StoreError> {
+        let sql = Sql::with(
+            "INSERT INTO message_refs (request_id, purpose, team_id, channel, ts) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (request_id, purpose, channel) DO UPDATE SET team_id = excluded.team_id, ts = excluded.ts",
+            vec![
+                r.request_id.to_string().into(),
+                r.purpose.as_str().into(),
+                r.team_id.as_str().into(),
+                r.channel.as_str().into(),
+                r.ts.as_str().into(),
+            ],
+        );
+        self.write_one(&sql).await?;
+        Ok(())
+    }
+
+    async fn message_refs(&self, request: RequestId) -> Result<Vec<MessageRef>, StoreError> {
+        let sql = Sql::with(
+            "SELECT request_id, purpose, team_id, channel, ts FROM message_refs WHERE request_id = $1 ORDER BY id",
+            vec![request.to_string().into()],
+        );
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        rows.iter().map(codec::message_ref_from_row).collect()
+    }
+
+    async fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let inserted = tx
+            .conn()
+            .execute(&Sql::with(
+                "INSERT INTO idempotency_keys (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                vec![key.into(), micros(now).into()],
+            ))
+            .await
+            .map_err(plain)?
+            == 1;
+        if self.remember_calls.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+            let cutoff = now.checked_sub_signed(REMEMBER_FOR).unwrap_or(now);
+            let swept = tx
+                .conn()
+                .execute(&Sql::with(
+                    "DELETE FROM idempotency_keys WHERE created_at < $1",
+                    vec![micros(cutoff).into()],
+                ))
+                .await
+                .map_err(plain)?;
+            if swept > 0 {
+                tracing::debug!(swept, "forgot old idempotency keys");
+            }
+        }
+        tx.commit().await.map_err(plain)?;
+        Ok(inserted)
+    }
+
+    async fn request_counts(&self) -> Result<Vec<(RequestStatus, u64)>, StoreError> {
+        let counts = self.counts("requests").await?;
+        RequestStatus::ALL
+            .into_iter()
+            .map(|s| Ok((s, counts.get(s.as_str()).copied().unwrap_or(0))))
+            .collect()
+    }
+
+    async fn grant_counts(&self) -> Result<Vec<(GrantStatus, u64)>, StoreError> {
+        let counts = self.counts("grants").await?;
+        GrantStatus::ALL
+            .into_iter()
+            .map(|s| Ok((s, counts.get(s.as_str()).copied().unwrap_or(0))))
+            .collect()
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.db
+            .fetch_optional(&Sql::new("SELECT 1 AS one"))
+            .await
+            .map_err(plain)?;
+        let rows = self
+            .db
+            .fetch_all(&Sql::new(
+                "SELECT version FROM _sqlx_migrations WHERE success = TRUE",
+            ))
+            .await
+            .map_err(plain)?;
+        let applied = rows
+            .iter()
+            .map(|r| r.i64("version"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let missing: Vec<i64> = self
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Database(format!(
+                "migrations not applied: {missing:?}"
+            )))
+        }
+    }
+}
+
+impl SqlStore {
+    async fn counts(&self, table: &'static str) -> Result<HashMap<String, u64>, StoreError> {
+        let sql = Sql::new(format!(
+            "SELECT status, COUNT(*) AS n FROM {table} GROUP BY status"
+        ));
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        let mut out = HashMap::new();
+        for r in &rows {
+            let n = u64::try_from(r.i64("n")?)
+                .map_err(|e| StoreError::Corrupt(format!("count: {e}")))?;
+            out.insert(r.string("status")?, n);
+        }
+        Ok(out)
+    }
+}
+
+/// `a, b` → `t.a, t.b` (PostgreSQL's `UPDATE … FROM` needs qualified names in RETURNING).
+fn prefixed(table: &str, cols: &str) -> String {
+    cols.split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
