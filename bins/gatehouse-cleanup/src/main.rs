@@ -34,10 +34,26 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         max_rounds: usize,
     },
+    /// BigQuery set-up.
+    Bigquery {
+        #[command(subcommand)]
+        command: BigqueryCommand,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BigqueryCommand {
+    /// Create the `access_grants` and `access_events` tables if missing (and the dataset, when a
+    /// location is given); report columns an existing table lacks.
+    Init {
+        /// Create the dataset in this location (e.g. `US`, `EU`) if it does not exist.
+        #[arg(long)]
+        location: Option<String>,
     },
 }
 
@@ -89,6 +105,7 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run { max_rounds: 1000 }) {
         Command::Run { max_rounds } => run_due(&app, max_rounds).await,
         Command::Audit { command: AuditCommand::Verify } => verify(&app).await,
+        Command::Bigquery { command: BigqueryCommand::Init { location } } => bigquery_init(&app, location).await,
         Command::Audit { command: AuditCommand::Export { since, until, format, output } } => {
             export(&app, since, until, format, output).await
         }
@@ -120,11 +137,48 @@ async fn run_due(app: &App, max_rounds: usize) -> ExitCode {
     if let Some(max) = summary.revocation_lag_secs.iter().cloned().reduce(f64::max) {
         println!("  revocations past due: {} (latest {max:.1}s after expiry)", summary.revocation_lag_secs.len());
     }
-    if summary.failures() == 0 {
+    let reconcile = gatehouse_runtime::maintenance::reconcile(app).await;
+    if reconcile.resources > 0 {
+        println!("  reconciled {} resource(s): {} repair(s)", reconcile.resources, reconcile.repairs);
+        for e in &reconcile.errors {
+            println!("  reconcile problem: {e}");
+        }
+    }
+    if summary.failures() == 0 && reconcile.is_clean() {
         ExitCode::SUCCESS
     } else {
-        eprintln!("gatehouse-cleanup: {} job(s) failed and will be retried", summary.failures());
+        eprintln!(
+            "gatehouse-cleanup: {} job(s) failed and will be retried; {} reconciliation problem(s)",
+            summary.failures(),
+            reconcile.errors.len()
+        );
         ExitCode::from(1)
+    }
+}
+
+async fn bigquery_init(app: &App, location: Option<String>) -> ExitCode {
+    let Some(sink) = &app.adapters.bigquery else {
+        return fail(&"BigQuery is not configured: set BIGQUERY_PROJECT (and credentials)");
+    };
+    if let Some(loc) = location {
+        match sink.ensure_dataset(&loc).await {
+            Ok(c) => println!("dataset {}: {c:?}", sink.config().dataset),
+            Err(e) => return fail(&e),
+        }
+    }
+    match sink.create_tables().await {
+        Ok(tables) => {
+            let mut incomplete = false;
+            for t in tables {
+                println!("table {}: {:?}", t.table, t.outcome);
+                if !t.missing_columns.is_empty() {
+                    incomplete = true;
+                    println!("  missing columns: {}", t.missing_columns.join(", "));
+                }
+            }
+            if incomplete { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Err(e) => fail(&e),
     }
 }
 

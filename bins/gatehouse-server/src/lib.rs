@@ -32,10 +32,15 @@ pub fn app(app: App) -> Router {
         metrics: observability::Metrics::global(),
         app,
     };
-    Router::new()
+    let slack = state.app.adapters.slack.clone().map(|cfg| slack_adapter::router(state.app.engine.clone(), cfg));
+    let mut router = Router::new()
         .merge(observability::routes())
         .nest("/api", admin::routes(state.clone()))
-        .with_state(state)
+        .with_state(state);
+    if let Some(slack) = slack {
+        router = router.merge(slack);
+    }
+    router
         .layer(tower_http::limit::RequestBodyLimitLayer::new(256 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

@@ -46,6 +46,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = CancellationToken::new();
     let scheduler = JobScheduler::new(app.engine.clone(), app.waker.clone()).max_idle(app.max_idle);
     let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
+    let reconcile_every = Duration::from_secs(app.config.server.reconcile_interval_secs.unwrap_or(3600).max(60));
+    tokio::spawn(reconcile_loop(app.clone(), reconcile_every, shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
@@ -64,6 +66,25 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reconciles with the providers now and then (only resources whose provider supports it).
+async fn reconcile_loop(app: App, every: Duration, shutdown: CancellationToken) {
+    let reconcilable = app.engine.resources().iter().any(|r| r.provider == "gcp-iam" || r.provider == "cloudconnexa");
+    if !reconcilable {
+        return;
+    }
+    // The first pass a minute after start: a restart storm should not hammer the providers.
+    let mut wait = Duration::from_secs(60).min(every);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let report = gatehouse_runtime::maintenance::reconcile(&app).await;
+        tracing::info!(repairs = report.repairs, errors = report.errors.len(), "reconciliation done");
+        wait = every;
+    }
 }
 
 async fn shutdown_signal(token: CancellationToken) {

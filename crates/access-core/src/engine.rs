@@ -1208,6 +1208,16 @@ impl Engine {
         Ok(s)
     }
 
+    /// Appends audit records that belong to no state transition (reconciliation repairs, sweeps),
+    /// with their export jobs, in one transaction.
+    pub async fn record(&self, records: Vec<AuditRecord>) -> Result<(), EngineError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.commit(ChangeSet { audit: records, ..Default::default() }).await?;
+        Ok(())
+    }
+
     /// Ids of jobs that are dead (for the admin API and alerts).
     pub async fn dead_jobs(&self) -> Result<Vec<Job>, EngineError> {
         Ok(self

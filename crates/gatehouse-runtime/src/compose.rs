@@ -8,6 +8,11 @@ use std::time::Duration;
 use access_core::engine::{Engine, EngineError, EngineSettings};
 use access_core::ports::{AuditSink, Clock, Directory, Notifier, Provider, SystemClock};
 use access_core::providers::{DryRunProvider, LogNotifier};
+use audit_bigquery::{BigQueryConfig, BigQuerySink};
+use gcp_auth::{AccessTokenSource, ServiceAccountTokenSource, StaticToken};
+use provider_cloudconnexa::{CloudConnexaProvider, ProviderConfig as CloudConnexaConfig, StoreGroupUsage};
+use provider_gcp_iam::GcpIamProvider;
+use slack_adapter::{SlackConfig, SlackNotifier};
 use store_sqlx::SqlStore;
 
 use crate::config::{redact_url, Config, ConfigError, Env};
@@ -37,6 +42,27 @@ pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
 }
 
+/// The adapters built from the environment, kept typed for what the `Provider` port does not
+/// cover (network lists, drift repair, sweeps, table creation).
+#[derive(Clone, Default)]
+pub struct Adapters {
+    pub slack: Option<SlackConfig>,
+    pub cloudconnexa: Option<Arc<CloudConnexaProvider>>,
+    pub gcp_iam: Option<Arc<GcpIamProvider>>,
+    pub bigquery: Option<Arc<BigQuerySink>>,
+}
+
+impl std::fmt::Debug for Adapters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapters")
+            .field("slack", &self.slack.is_some())
+            .field("cloudconnexa", &self.cloudconnexa.is_some())
+            .field("gcp_iam", &self.gcp_iam.is_some())
+            .field("bigquery", &self.bigquery.is_some())
+            .finish()
+    }
+}
+
 /// Everything a binary runs.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -46,6 +72,21 @@ pub struct App {
     pub config: Config,
     pub env: Env,
     pub max_idle: Duration,
+    pub adapters: Adapters,
+}
+
+/// Providers this build knows, by the name resources use.
+pub const KNOWN_PROVIDERS: [&str; 3] = [DryRunProvider::KIND, "cloudconnexa", "gcp-iam"];
+
+/// A bearer-token source for Google APIs: `GCP_ACCESS_TOKEN` (a fixed token, for emulators and
+/// short jobs) or the service-account key in `GCP_SERVICE_ACCOUNT_JSON`.
+pub fn google_tokens() -> Result<Arc<dyn AccessTokenSource>, ComposeError> {
+    if let Some(t) = std::env::var("GCP_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+        return Ok(Arc::new(StaticToken(t)));
+    }
+    ServiceAccountTokenSource::from_env()
+        .map(|s| Arc::new(s) as Arc<dyn AccessTokenSource>)
+        .map_err(|e| ComposeError::Adapter(format!("Google credentials: {e}")))
 }
 
 impl App {
@@ -60,8 +101,8 @@ impl App {
         let waker = Arc::new(SchedulerWaker::new());
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
 
-        let mut builder = Engine::builder(store.clone(), clock)
-            .resources(resources)
+        let mut builder = Engine::builder(store.clone(), clock.clone())
+            .resources(resources.clone())
             .waker(waker.clone())
             .settings(EngineSettings {
                 job_lease: chrono::Duration::seconds(config.server.job_lease_secs.unwrap_or(120) as i64),
@@ -69,23 +110,66 @@ impl App {
                 ..EngineSettings::default()
             });
 
+        let mut adapters = Adapters::default();
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         providers.insert(DryRunProvider::KIND.to_string(), Arc::new(DryRunProvider::new()));
+        let wanted: std::collections::BTreeSet<&str> = resources.iter().map(|r| r.provider.as_str()).collect();
+        for kind in wanted {
+            if providers.contains_key(kind) || overrides.providers.contains_key(kind) {
+                continue;
+            }
+            let why = |e: &dyn std::fmt::Display| ComposeError::Adapter(format!("provider '{kind}': {e}"));
+            match kind {
+                "cloudconnexa" => {
+                    let cfg = CloudConnexaConfig::from_env().map_err(|e| why(&e))?;
+                    let usage = Arc::new(StoreGroupUsage::new(store.clone()));
+                    let p = Arc::new(CloudConnexaProvider::new_with_usage(cfg, usage).map_err(|e| why(&e))?);
+                    adapters.cloudconnexa = Some(p.clone());
+                    providers.insert(kind.to_string(), p);
+                }
+                "gcp-iam" => {
+                    let p = Arc::new(GcpIamProvider::from_env().map_err(|e| why(&e))?.with_clock(clock.clone()));
+                    adapters.gcp_iam = Some(p.clone());
+                    providers.insert(kind.to_string(), p);
+                }
+                other => {
+                    return Err(ComposeError::Adapter(format!(
+                        "unknown provider '{other}'; known providers: {}",
+                        KNOWN_PROVIDERS.join(", ")
+                    )));
+                }
+            }
+        }
         providers.extend(overrides.providers);
         for (name, p) in providers {
             builder = builder.provider_named(&name, TimeLimitedProvider::wrap(p, call_limit));
         }
 
-        let notifier: Arc<dyn Notifier> = overrides.notifier.unwrap_or_else(|| Arc::new(LogNotifier));
+        let slack = SlackConfig::from_env();
+        let notifier: Arc<dyn Notifier> = match overrides.notifier {
+            Some(n) => n,
+            None if !slack.bot_token.is_empty() => Arc::new(SlackNotifier::new(&slack)),
+            None => Arc::new(LogNotifier),
+        };
+        adapters.slack = Some(slack);
         builder = builder.notifier(TimeLimitedNotifier::wrap(notifier, call_limit));
         if let Some(d) = overrides.directory {
             builder = builder.directory(d);
         }
-        if let Some(s) = overrides.audit_sink {
-            builder = builder.audit_sink(s);
+        match overrides.audit_sink {
+            Some(s) => builder = builder.audit_sink(s),
+            None if std::env::var("BIGQUERY_PROJECT").is_ok_and(|p| !p.trim().is_empty()) => {
+                let cfg = BigQueryConfig::from_env().map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?;
+                let sink = Arc::new(
+                    BigQuerySink::new(cfg, google_tokens()?).map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?,
+                );
+                adapters.bigquery = Some(sink.clone());
+                builder = builder.audit_sink(sink);
+            }
+            None => {}
         }
         let engine = Arc::new(builder.build()?);
         let max_idle = Duration::from_secs(config.server.max_idle_secs.unwrap_or(30));
-        Ok(App { engine, store, waker, config, env, max_idle })
+        Ok(App { engine, store, waker, config, env, max_idle, adapters })
     }
 }

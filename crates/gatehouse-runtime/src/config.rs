@@ -62,6 +62,10 @@ pub struct ServerSection {
     /// process wake it at once, this bounds the wait for jobs enqueued by other replicas).
     #[serde(default)]
     pub max_idle_secs: Option<u64>,
+    /// How often the server reconciles with providers (GCP sweep, Cloud Connexa drift repair);
+    /// default 3600.
+    #[serde(default)]
+    pub reconcile_interval_secs: Option<u64>,
 }
 
 /// One `[[resources]]` entry.

@@ -15,6 +15,7 @@
 pub mod compose;
 pub mod config;
 pub mod guard;
+pub mod maintenance;
 pub mod reports;
 pub mod scheduler;
 pub mod telemetry;

@@ -1,0 +1,447 @@
+//! The `AuditSink` on BigQuery.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use access_core::ports::{AuditSink, AuditSinkError, ExportItem, ExportReport};
+use async_trait::async_trait;
+use gcp_auth::AccessTokenSource;
+use serde::Serialize;
+
+use crate::client::{BigQueryClient, Created};
+use crate::config::BigQueryConfig;
+use crate::error::{BigQueryError, is_transient_reason};
+use crate::rows::{event_insert_id, event_row, grant_insert_id, grant_row};
+use crate::schema::{
+    ACCESS_EVENTS, ACCESS_GRANTS, events_table_resource, grants_table_resource, missing_columns,
+};
+
+/// Exports audit events to `access_events` (every event) and `access_grants` (one row per
+/// `access_granted` event, the GCP document's table).
+///
+/// Guarantees, given the port's contract (the caller retries a batch until `export` returns `Ok`):
+/// - every row carries an `insertId` derived from the event id, so a retried batch is
+///   de-duplicated by BigQuery (best effort, about a minute; see `docs/audit.md` for the
+///   query-side de-duplication that covers longer gaps);
+/// - rows are sent with `skipInvalidRows: true`, so one bad row never holds back the others; a
+///   row BigQuery refuses for good is returned in [`ExportReport::rejected`];
+/// - outages (HTTP 5xx, 429, quota 403s, timeouts, connection errors, token failures), a missing
+///   table and row errors BigQuery calls transient (`backendError`, `timeout`, …) return
+///   [`AuditSinkError::Unavailable`]: nothing is reported done that was not stored;
+/// - a request BigQuery refuses as a whole (400) is split in halves until the offending row is
+///   alone, so one poisoned event cannot block the queue; but when every request of the call is
+///   refused (nothing points at particular rows) the batch is `Unavailable`, not rejected.
+#[derive(Debug, Clone)]
+pub struct BigQuerySink {
+    config: BigQueryConfig,
+    client: BigQueryClient,
+}
+
+/// What `create_tables` found or did for one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStatus {
+    pub table: String,
+    pub outcome: Created,
+    /// Columns of Gatehouse's schema the existing table lacks (rows would be refused with `no
+    /// such field`); empty when the table was created or matches.
+    pub missing_columns: Vec<String>,
+}
+
+/// A row ready to send: `{"insertId": …, "json": {…}}` already serialised, and the batch index
+/// of the event it came from.
+#[derive(Debug)]
+struct PreparedRow {
+    item: usize,
+    json: String,
+}
+
+#[derive(Serialize)]
+struct WireRow<'a, T: Serialize> {
+    #[serde(rename = "insertId")]
+    insert_id: &'a str,
+    json: &'a T,
+}
+
+const BODY_HEAD: &str = r#"{"kind":"bigquery#tableDataInsertAllRequest","skipInvalidRows":true,"ignoreUnknownValues":false,"rows":["#;
+const BODY_TAIL: &str = "]}";
+
+/// Where one export call stands: row-level refusals per batch index, and transient row errors.
+#[derive(Debug, Default)]
+struct Outcome {
+    rejected: BTreeMap<usize, Vec<String>>,
+    transient: Vec<String>,
+    /// Rows alone in a request BigQuery refused whole (HTTP 400).
+    refused_alone: Vec<(usize, String)>,
+    /// insertAll requests BigQuery accepted (HTTP 200) in this export call.
+    accepted_requests: usize,
+}
+
+impl BigQuerySink {
+    pub fn new(
+        config: BigQueryConfig,
+        token: Arc<dyn AccessTokenSource>,
+    ) -> Result<Self, BigQueryError> {
+        let client = BigQueryClient::new(&config, token)?;
+        Ok(Self { config, client })
+    }
+
+    pub fn config(&self) -> &BigQueryConfig {
+        &self.config
+    }
+
+    /// The REST client underneath, for other calls against the same project.
+    pub fn client(&self) -> &BigQueryClient {
+        &self.client
+    }
+
+    /// Creates the dataset in `location` if it does not exist. Not part of [`Self::create_tables`]:
+    /// where audit data lives is a compliance decision an operator makes on purpose.
+    pub async fn ensure_dataset(&self, location: &str) -> Result<Created, BigQueryError> {
+        let c = &self.config;
+        if self
+            .client
+            .get_dataset(&c.project, &c.dataset)
+            .await?
+            .is_some()
+        {
+            return Ok(Created::AlreadyExisted);
+        }
+        self.client
+            .insert_dataset(&c.project, &c.dataset, location)
+            .await
+    }
+
+    /// Creates `access_grants` and `access_events` if missing (`gatehouse-cleanup bigquery init`).
+    /// Idempotent. The dataset must exist ([`BigQueryError::DatasetMissing`] otherwise; see
+    /// [`Self::ensure_dataset`]). Existing tables are left alone and checked for missing columns.
+    pub async fn create_tables(&self) -> Result<Vec<TableStatus>, BigQueryError> {
+        let c = &self.config;
+        if self
+            .client
+            .get_dataset(&c.project, &c.dataset)
+            .await?
+            .is_none()
+        {
+            return Err(BigQueryError::DatasetMissing {
+                project: c.project.clone(),
+                dataset: c.dataset.clone(),
+            });
+        }
+        let plan = [
+            (
+                &c.grants_table,
+                grants_table_resource(&c.project, &c.dataset, &c.grants_table),
+                ACCESS_GRANTS,
+            ),
+            (
+                &c.events_table,
+                events_table_resource(&c.project, &c.dataset, &c.events_table),
+                ACCESS_EVENTS,
+            ),
+        ];
+        let mut out = Vec::with_capacity(plan.len());
+        for (table, resource, columns) in plan {
+            let outcome = self
+                .client
+                .insert_table(&c.project, &c.dataset, &resource)
+                .await?;
+            let missing = match outcome {
+                Created::Created => Vec::new(),
+                Created::AlreadyExisted => {
+                    match self.client.get_table(&c.project, &c.dataset, table).await? {
+                        Some(t) => missing_columns(columns, &t),
+                        None => columns.iter().map(|c| c.name.to_string()).collect(),
+                    }
+                }
+            };
+            if !missing.is_empty() {
+                tracing::warn!(table = %table, missing = ?missing, "existing BigQuery table lacks columns; its rows will be refused");
+            }
+            tracing::info!(table = %table, outcome = ?outcome, "BigQuery table ready");
+            out.push(TableStatus {
+                table: table.clone(),
+                outcome,
+                missing_columns: missing,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn insert_rows(
+        &self,
+        table: &str,
+        rows: Vec<PreparedRow>,
+        out: &mut Outcome,
+    ) -> Result<(), BigQueryError> {
+        let mut queue = chunk(
+            rows,
+            self.config.max_rows_per_request,
+            self.config.max_bytes_per_request,
+        );
+        while let Some(chunk) = queue.pop_front() {
+            let started = Instant::now();
+            let result = self
+                .client
+                .insert_all_raw(
+                    &self.config.project,
+                    &self.config.dataset,
+                    table,
+                    body(&chunk),
+                )
+                .await;
+            match result {
+                Ok(resp) => {
+                    out.accepted_requests += 1;
+                    tracing::debug!(
+                        table,
+                        rows = chunk.len(),
+                        row_errors = resp.insert_errors.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "insertAll"
+                    );
+                    for re in resp.insert_errors {
+                        let Some(row) = chunk.get(re.index) else {
+                            out.transient.push(format!(
+                                "{table}: error for row {} outside the request",
+                                re.index
+                            ));
+                            continue;
+                        };
+                        let (temporary, permanent): (Vec<_>, Vec<_>) = re
+                            .errors
+                            .iter()
+                            .partition(|e| is_transient_reason(&e.reason));
+                        if permanent.is_empty() {
+                            let why = temporary
+                                .iter()
+                                .map(|e| e.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; ");
+                            out.transient.push(format!("{table}: {why}"));
+                        } else {
+                            let why = permanent
+                                .iter()
+                                .map(|e| e.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; ");
+                            out.rejected
+                                .entry(row.item)
+                                .or_default()
+                                .push(format!("{table}: {why}"));
+                        }
+                    }
+                }
+                Err(e) if e.is_bad_request() && chunk.len() > 1 => {
+                    tracing::warn!(table, rows = chunk.len(), error = %e, "insertAll refused the request; splitting it");
+                    let mut first = chunk;
+                    let second = first.split_off(first.len() / 2);
+                    queue.push_front(second);
+                    queue.push_front(first);
+                }
+                Err(e) if e.is_bad_request() => {
+                    if let Some(row) = chunk.first() {
+                        out.refused_alone.push((row.item, format!("{table}: {e}")));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits rows into requests of at most `max_rows` rows and about `max_bytes` bytes. A single
+/// row over the byte limit still gets its own request, so BigQuery names the problem.
+fn chunk(rows: Vec<PreparedRow>, max_rows: usize, max_bytes: usize) -> VecDeque<Vec<PreparedRow>> {
+    let envelope = BODY_HEAD.len() + BODY_TAIL.len();
+    let mut out = VecDeque::new();
+    let mut cur: Vec<PreparedRow> = Vec::new();
+    let mut bytes = envelope;
+    for r in rows {
+        if !cur.is_empty() && (cur.len() >= max_rows || bytes + r.json.len() + 1 > max_bytes) {
+            out.push_back(std::mem::take(&mut cur));
+            bytes = envelope;
+        }
+        bytes += r.json.len() + 1;
+        cur.push(r);
+    }
+    if !cur.is_empty() {
+        out.push_back(cur);
+    }
+    out
+}
+
+fn body(rows: &[PreparedRow]) -> String {
+    let len =
+        BODY_HEAD.len() + BODY_TAIL.len() + rows.iter().map(|r| r.json.len() + 1).sum::<usize>();
+    let mut s = String::with_capacity(len);
+    s.push_str(BODY_HEAD);
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&r.json);
+    }
+    s.push_str(BODY_TAIL);
+    s
+}
+
+fn unavailable(table_hint: &str, e: &BigQueryError) -> AuditSinkError {
+    let hint = match e {
+        BigQueryError::Api(a) if a.status == 404 => {
+            format!(" ({table_hint} missing: run `gatehouse-cleanup bigquery init`)")
+        }
+        _ => String::new(),
+    };
+    AuditSinkError::Unavailable(format!("{e}{hint}"))
+}
+
+#[async_trait]
+impl AuditSink for BigQuerySink {
+    async fn export(&self, batch: &[ExportItem]) -> Result<ExportReport, AuditSinkError> {
+        if batch.is_empty() {
+            return Ok(ExportReport::default());
+        }
+        let mut out = Outcome::default();
+        let mut events = Vec::with_capacity(batch.len());
+        let mut grants = Vec::new();
+        for (i, item) in batch.iter().enumerate() {
+            let e = &item.event;
+            match serde_json::to_string(&WireRow {
+                insert_id: &event_insert_id(e),
+                json: &event_row(e),
+            }) {
+                Ok(json) => events.push(PreparedRow { item: i, json }),
+                Err(err) => out
+                    .rejected
+                    .entry(i)
+                    .or_default()
+                    .push(format!("cannot serialise the event row: {err}")),
+            }
+            if let Some(g) = grant_row(item) {
+                match serde_json::to_string(&WireRow {
+                    insert_id: &grant_insert_id(e),
+                    json: &g,
+                }) {
+                    Ok(json) => grants.push(PreparedRow { item: i, json }),
+                    Err(err) => out
+                        .rejected
+                        .entry(i)
+                        .or_default()
+                        .push(format!("cannot serialise the grant row: {err}")),
+                }
+            }
+        }
+
+        let c = &self.config;
+        let started = Instant::now();
+        // Events first: if the grants table is the one that fails, the retry re-sends both and
+        // the insertIds absorb the repeat.
+        for (table, rows) in [(&c.events_table, events), (&c.grants_table, grants)] {
+            if rows.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.insert_rows(table, rows, &mut out).await {
+                tracing::warn!(table = %table, events = batch.len(), error = %e, "audit export failed; the batch will be retried");
+                return Err(unavailable(&format!("table {}.{table}", c.dataset), &e));
+            }
+        }
+        if let Some((_, first)) = out.refused_alone.first() {
+            // A 400 for every request, even one row at a time, says nothing about the rows: a
+            // wrong project, a client bug, a proxy. Rejecting them would drop the whole batch
+            // from the export, so keep it pending instead. Once a request of the same call gets
+            // through, the refusals are about those rows.
+            if out.accepted_requests == 0 {
+                tracing::warn!(error = %first, "BigQuery refused every request of the batch; keeping it for retry");
+                return Err(AuditSinkError::Unavailable(format!(
+                    "BigQuery refused every request of the batch: {first}"
+                )));
+            }
+            for (item, why) in std::mem::take(&mut out.refused_alone) {
+                out.rejected.entry(item).or_default().push(why);
+            }
+        }
+        if let Some(first) = out.transient.first() {
+            tracing::warn!(rows = out.transient.len(), first = %first, "BigQuery reported transient row errors; the batch will be retried");
+            return Err(AuditSinkError::Unavailable(format!(
+                "{} rows hit transient row errors (first: {first})",
+                out.transient.len()
+            )));
+        }
+        let rejected: Vec<_> = out
+            .rejected
+            .into_iter()
+            .filter_map(|(i, why)| {
+                batch
+                    .get(i)
+                    .map(|item| (item.event.record.id, why.join("; ")))
+            })
+            .collect();
+        for (id, why) in &rejected {
+            tracing::warn!(event_id = %id, reason = %why, "BigQuery refused an audit row; it stays in the local chain");
+        }
+        tracing::debug!(
+            events = batch.len(),
+            rejected = rejected.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "audit batch exported"
+        );
+        Ok(ExportReport { rejected })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(sizes: &[usize]) -> Vec<PreparedRow> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| PreparedRow {
+                item: i,
+                json: "x".repeat(*n),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_respect_rows_and_bytes() {
+        let c = chunk(rows(&[10; 1201]), 500, 1 << 20);
+        assert_eq!(
+            c.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![500, 500, 201]
+        );
+
+        // 4 rows of 400 bytes with a 1,000-byte budget: two per request.
+        let c = chunk(rows(&[400; 4]), 500, 1000);
+        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
+        for ch in &c {
+            assert!(body(ch).len() <= 1000);
+        }
+
+        // An oversized row travels alone.
+        let c = chunk(rows(&[10, 5000, 10]), 500, 1000);
+        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn body_is_the_documented_envelope() {
+        let b = body(&[
+            PreparedRow {
+                item: 0,
+                json: r#"{"insertId":"a","json":{"x":1}}"#.into(),
+            },
+            PreparedRow {
+                item: 1,
+                json: r#"{"insertId":"b","json":{"x":2}}"#.into(),
+            },
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+        assert_eq!(v["kind"], "bigquery#tableDataInsertAllRequest");
+        assert_eq!(v["skipInvalidRows"], true);
+        assert_eq!(v["ignoreUnknownValues"], false);
+        assert_eq!(v["rows"][1]["insertId"], "b");
+    }
+}

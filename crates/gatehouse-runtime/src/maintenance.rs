@@ -1,0 +1,109 @@
+//! Reconciliation with the providers: defence in depth beside the job queue. The GCP sweep
+//! removes expired `Temp Access` bindings and orphaned service accounts; the Cloud Connexa drift
+//! check removes group memberships nobody holds a grant for and puts back memberships an active
+//! grant is missing. Every repair is written to the audit trail. The server runs this hourly;
+//! `gatehouse-cleanup` runs it on every invocation.
+
+use access_core::audit::{AuditKind, AuditRecord};
+use access_core::ports::{GrantFilter, ProviderEvent};
+use access_core::{Actor, GrantStatus, Resource};
+use serde::Serialize;
+
+use crate::compose::App;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcileReport {
+    /// Repairs made (one audit event each).
+    pub repairs: usize,
+    /// Resources checked.
+    pub resources: usize,
+    /// Problems that need a person (the next run tries again).
+    pub errors: Vec<String>,
+}
+
+impl ReconcileReport {
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+fn repair_record(app: &App, resource: &Resource, e: &ProviderEvent) -> AuditRecord {
+    AuditRecord::new(AuditKind::DriftRepaired, Actor::System, app.engine.now())
+        .resource(&resource.id)
+        .details(serde_json::json!({"event": e.name, "provider": resource.provider, "details": e.details}))
+}
+
+/// One reconciliation pass over every resource whose provider supports it.
+pub async fn reconcile(app: &App) -> ReconcileReport {
+    let mut report = ReconcileReport::default();
+    for resource in app.engine.resources() {
+        let mut events: Vec<ProviderEvent> = Vec::new();
+        match resource.provider.as_str() {
+            "gcp-iam" => {
+                let Some(gcp) = &app.adapters.gcp_iam else { continue };
+                report.resources += 1;
+                match gcp.sweep_resource(&resource, app.engine.now()).await {
+                    Ok(sweep) => {
+                        events.extend(sweep.events);
+                        report.errors.extend(sweep.errors.into_iter().map(|e| format!("{}: {e}", resource.id)));
+                    }
+                    Err(e) => report.errors.push(format!("{}: sweep failed: {e}", resource.id)),
+                }
+            }
+            "cloudconnexa" => {
+                let Some(cc) = &app.adapters.cloudconnexa else { continue };
+                report.resources += 1;
+                let holders = match app
+                    .engine
+                    .store()
+                    .grants(&GrantFilter {
+                        status: Some(GrantStatus::Active),
+                        resource: Some(resource.id.clone()),
+                        limit: Some(1000),
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    Ok(g) => g.into_iter().filter_map(|g| g.subject.email.map(|e| e.to_string())).collect::<Vec<_>>(),
+                    Err(e) => {
+                        report.errors.push(format!("{}: {e}", resource.id));
+                        continue;
+                    }
+                };
+                let drift = match cc.drift(&resource, &holders).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        report.errors.push(format!("{}: drift check failed: {e}", resource.id));
+                        continue;
+                    }
+                };
+                for stray in &drift.stray {
+                    match cc.remove_stray(&resource, stray).await {
+                        Ok(ev) => events.extend(ev),
+                        Err(e) => report.errors.push(format!("{}: removing {}: {e}", resource.id, stray.holder)),
+                    }
+                }
+                for holder in &drift.missing {
+                    match cc.restore_missing(&resource, holder).await {
+                        Ok(ev) => events.extend(ev),
+                        Err(e) => report.errors.push(format!("{}: restoring {holder}: {e}", resource.id)),
+                    }
+                }
+            }
+            _ => continue,
+        }
+        report.repairs += events.len();
+        let records: Vec<AuditRecord> = events.iter().map(|e| repair_record(app, &resource, e)).collect();
+        if let Err(e) = app.engine.record(records).await {
+            report.errors.push(format!("{}: could not audit repairs: {e}", resource.id));
+        }
+    }
+    for e in &report.errors {
+        tracing::error!(error = %e, "reconciliation problem");
+    }
+    if report.repairs > 0 {
+        tracing::warn!(repairs = report.repairs, "reconciliation repaired drift");
+        metrics::counter!("gatehouse_drift_repairs_total").increment(report.repairs as u64);
+    }
+    report
+}
