@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use access_core::AuditEvent;
+use access_core::ports::AuditFilter;
 use clap::{Parser, Subcommand};
 use gatehouse_runtime::compose::Overrides;
-use gatehouse_runtime::config::{redact_url, Env};
-use gatehouse_runtime::reports::{write_events, ExportFormat, Month, MonthlyReport};
+use gatehouse_runtime::config::{Env, redact_url};
+use gatehouse_runtime::reports::{ExportFormat, Month, MonthlyReport, write_events};
 use gatehouse_runtime::{App, Config};
-use access_core::ports::AuditFilter;
-use access_core::AuditEvent;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -104,12 +104,24 @@ async fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run { max_rounds: 1000 }) {
         Command::Run { max_rounds } => run_due(&app, max_rounds).await,
-        Command::Audit { command: AuditCommand::Verify } => verify(&app).await,
-        Command::Bigquery { command: BigqueryCommand::Init { location } } => bigquery_init(&app, location).await,
-        Command::Audit { command: AuditCommand::Export { since, until, format, output } } => {
-            export(&app, since, until, format, output).await
-        }
-        Command::Audit { command: AuditCommand::Report { month, format } } => report(&app, month, &format).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => verify(&app).await,
+        Command::Bigquery {
+            command: BigqueryCommand::Init { location },
+        } => bigquery_init(&app, location).await,
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    since,
+                    until,
+                    format,
+                    output,
+                },
+        } => export(&app, since, until, format, output).await,
+        Command::Audit {
+            command: AuditCommand::Report { month, format },
+        } => report(&app, month, &format).await,
     }
 }
 
@@ -127,7 +139,10 @@ async fn run_due(app: &App, max_rounds: usize) -> ExitCode {
         if m.is_empty() {
             "none".to_string()
         } else {
-            m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         }
     };
     println!("gatehouse-cleanup: {} due job(s) handled", summary.claimed);
@@ -135,11 +150,17 @@ async fn run_due(app: &App, max_rounds: usize) -> ExitCode {
     println!("  retried: {}", fmt(&summary.retried));
     println!("  dead:    {}", fmt(&summary.dead));
     if let Some(max) = summary.revocation_lag_secs.iter().cloned().reduce(f64::max) {
-        println!("  revocations past due: {} (latest {max:.1}s after expiry)", summary.revocation_lag_secs.len());
+        println!(
+            "  revocations past due: {} (latest {max:.1}s after expiry)",
+            summary.revocation_lag_secs.len()
+        );
     }
     let reconcile = gatehouse_runtime::maintenance::reconcile(app).await;
     if reconcile.resources > 0 {
-        println!("  reconciled {} resource(s): {} repair(s)", reconcile.resources, reconcile.repairs);
+        println!(
+            "  reconciled {} resource(s): {} repair(s)",
+            reconcile.resources, reconcile.repairs
+        );
         for e in &reconcile.errors {
             println!("  reconcile problem: {e}");
         }
@@ -176,7 +197,11 @@ async fn bigquery_init(app: &App, location: Option<String>) -> ExitCode {
                     println!("  missing columns: {}", t.missing_columns.join(", "));
                 }
             }
-            if incomplete { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            if incomplete {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => fail(&e),
     }
@@ -204,7 +229,10 @@ async fn verify(app: &App) -> ExitCode {
 fn parse_time(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&chrono::Utc))
-        .or_else(|_| raw.parse::<chrono::NaiveDate>().map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()))
+        .or_else(|_| {
+            raw.parse::<chrono::NaiveDate>()
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        })
         .map_err(|_| format!("'{raw}' is not an RFC 3339 time or a YYYY-MM-DD date"))
 }
 
@@ -220,7 +248,13 @@ async fn events_between(
         let page = app
             .engine
             .store()
-            .audit_events(&AuditFilter { after_seq: after, since, until, limit: Some(1000), ..Default::default() })
+            .audit_events(&AuditFilter {
+                after_seq: after,
+                since,
+                until,
+                limit: Some(1000),
+                ..Default::default()
+            })
             .await?;
         let n = page.len();
         after = page.last().map(|e| e.seq);
@@ -238,7 +272,10 @@ async fn export(
     format: ExportFormat,
     output: Option<PathBuf>,
 ) -> ExitCode {
-    let (since, until) = match (since.as_deref().map(parse_time).transpose(), until.as_deref().map(parse_time).transpose()) {
+    let (since, until) = match (
+        since.as_deref().map(parse_time).transpose(),
+        until.as_deref().map(parse_time).transpose(),
+    ) {
         (Ok(s), Ok(u)) => (s, u),
         (Err(e), _) | (_, Err(e)) => return fail(&e),
     };
@@ -247,12 +284,11 @@ async fn export(
         Err(e) => return fail(&e),
     };
     let result = match &output {
-        Some(path) => std::fs::File::create(path)
-            .and_then(|f| {
-                let mut w = std::io::BufWriter::new(f);
-                write_events(&mut w, &events, format, true)?;
-                std::io::Write::flush(&mut w)
-            }),
+        Some(path) => std::fs::File::create(path).and_then(|f| {
+            let mut w = std::io::BufWriter::new(f);
+            write_events(&mut w, &events, format, true)?;
+            std::io::Write::flush(&mut w)
+        }),
         None => write_events(&mut std::io::stdout().lock(), &events, format, true),
     };
     match result {

@@ -9,10 +9,12 @@ use access_core::engine::{EngineError, Submission};
 use access_core::jobs::JobStatus;
 use access_core::ports::{AuditFilter, GrantFilter, JobFilter, RequestFilter};
 use access_core::request::RequestKind;
-use access_core::{Actor, Email, GrantId, GrantStatus, RequestId, RequestStatus, ResourceId, Subject, SubjectKey};
+use access_core::{
+    Actor, Email, GrantId, GrantStatus, RequestId, RequestStatus, ResourceId, Subject, SubjectKey,
+};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,7 +35,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn bad_request(message: impl Into<String>) -> Self {
@@ -43,9 +49,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(serde_json::json!({"error": self.code, "message": self.message}))).into_response();
+        let mut r = (
+            self.status,
+            Json(serde_json::json!({"error": self.code, "message": self.message})),
+        )
+            .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         r
     }
@@ -57,8 +70,12 @@ impl From<EngineError> for ApiError {
             EngineError::UnknownResource { .. }
             | EngineError::InvalidDuration(_)
             | EngineError::InvalidJustification(_) => StatusCode::BAD_REQUEST,
-            EngineError::RequestNotFound(_) | EngineError::GrantNotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::NotEligible(_) | EngineError::NotApprover(_) | EngineError::NotYours => StatusCode::FORBIDDEN,
+            EngineError::RequestNotFound(_) | EngineError::GrantNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            EngineError::NotEligible(_) | EngineError::NotApprover(_) | EngineError::NotYours => {
+                StatusCode::FORBIDDEN
+            }
             EngineError::NoActiveGrant { .. }
             | EngineError::NotExtendable { .. }
             | EngineError::AlreadyPending { .. }
@@ -97,7 +114,11 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(ApiError::new(rejection.status(), "malformed_body", rejection.body_text())),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                "malformed_body",
+                rejection.body_text(),
+            )),
         }
     }
 }
@@ -122,7 +143,13 @@ where
         }
         serde_json::from_slice(&bytes)
             .map(OptionalJson)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "malformed_body", format!("invalid JSON body: {e}")))
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "malformed_body",
+                    format!("invalid JSON body: {e}"),
+                )
+            })
     }
 }
 
@@ -160,17 +187,32 @@ async fn require_admin(State(s): State<AppState>, req: Request, next: Next) -> R
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if given.is_empty() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or wrong admin token.").into_response();
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Missing or wrong admin token.",
+        )
+        .into_response();
     }
     next.run(req).await
 }
 
 fn parse_id<T: FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("'{raw}' is not a valid {what} id")))
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("'{raw}' is not a valid {what} id"),
+        )
+    })
 }
 
 fn admin_actor(name: Option<String>) -> Actor {
-    Actor::Admin { name: name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "api".to_string()) }
+    Actor::Admin {
+        name: name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "api".to_string()),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,7 +233,10 @@ struct SubmitBody {
     extend: bool,
 }
 
-async fn submit(State(s): State<AppState>, ApiJson(b): ApiJson<SubmitBody>) -> Result<Response, ApiError> {
+async fn submit(
+    State(s): State<AppState>,
+    ApiJson(b): ApiJson<SubmitBody>,
+) -> Result<Response, ApiError> {
     if b.user_id.trim().is_empty() {
         return Err(ApiError::bad_request("user_id must not be empty"));
     }
@@ -199,7 +244,12 @@ async fn submit(State(s): State<AppState>, ApiJson(b): ApiJson<SubmitBody>) -> R
         Some(e) => Some(Email::parse(e).map_err(|e| ApiError::bad_request(e.to_string()))?),
         None => None,
     };
-    let subject = Subject { team_id: b.team_id, user_id: b.user_id.trim().to_string(), email, name: b.name };
+    let subject = Subject {
+        team_id: b.team_id,
+        user_id: b.user_id.trim().to_string(),
+        email,
+        name: b.name,
+    };
     let request = s
         .app
         .engine
@@ -208,7 +258,11 @@ async fn submit(State(s): State<AppState>, ApiJson(b): ApiJson<SubmitBody>) -> R
             resource: b.resource,
             duration: b.duration,
             justification: b.justification,
-            kind: if b.extend { RequestKind::Extend } else { RequestKind::New },
+            kind: if b.extend {
+                RequestKind::Extend
+            } else {
+                RequestKind::New
+            },
         })
         .await?;
     Ok((StatusCode::CREATED, Json(request)).into_response())
@@ -228,19 +282,45 @@ async fn list_requests(
     State(s): State<AppState>,
     Query(q): Query<ListRequestsQuery>,
 ) -> Result<Json<Vec<access_core::AccessRequest>>, ApiError> {
-    let status = q.status.as_deref().map(RequestStatus::from_str).transpose().map_err(ApiError::bad_request)?;
-    let resource = q.resource.as_deref().map(ResourceId::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let subject = q.user_id.map(|user_id| SubjectKey { team_id: q.team_id.unwrap_or_default(), user_id });
-    let filter = RequestFilter { status, resource, subject, limit: q.limit.map(|l| l.min(1000)) };
+    let status = q
+        .status
+        .as_deref()
+        .map(RequestStatus::from_str)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let resource = q
+        .resource
+        .as_deref()
+        .map(ResourceId::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let subject = q.user_id.map(|user_id| SubjectKey {
+        team_id: q.team_id.unwrap_or_default(),
+        user_id,
+    });
+    let filter = RequestFilter {
+        status,
+        resource,
+        subject,
+        limit: q.limit.map(|l| l.min(1000)),
+    };
     Ok(Json(s.app.engine.store().requests(&filter).await?))
 }
 
-async fn get_request(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_request(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id: RequestId = parse_id(&id, "request")?;
     let store = s.app.engine.store();
-    let request = store.request(id).await?.ok_or(EngineError::RequestNotFound(id))?;
+    let request = store
+        .request(id)
+        .await?
+        .ok_or(EngineError::RequestNotFound(id))?;
     let decisions = store.decisions(id).await?;
-    Ok(Json(serde_json::json!({"request": request, "decisions": decisions})))
+    Ok(Json(
+        serde_json::json!({"request": request, "decisions": decisions}),
+    ))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -258,7 +338,9 @@ async fn approve(
     OptionalJson(b): OptionalJson<DecisionBody>,
 ) -> Result<Json<access_core::AccessRequest>, ApiError> {
     let id: RequestId = parse_id(&id, "request")?;
-    Ok(Json(s.app.engine.approve(id, admin_actor(b.approver)).await?))
+    Ok(Json(
+        s.app.engine.approve(id, admin_actor(b.approver)).await?,
+    ))
 }
 
 async fn deny(
@@ -267,7 +349,12 @@ async fn deny(
     OptionalJson(b): OptionalJson<DecisionBody>,
 ) -> Result<Json<access_core::AccessRequest>, ApiError> {
     let id: RequestId = parse_id(&id, "request")?;
-    Ok(Json(s.app.engine.deny(id, admin_actor(b.approver), b.reason).await?))
+    Ok(Json(
+        s.app
+            .engine
+            .deny(id, admin_actor(b.approver), b.reason)
+            .await?,
+    ))
 }
 
 async fn cancel(
@@ -276,7 +363,9 @@ async fn cancel(
     OptionalJson(b): OptionalJson<DecisionBody>,
 ) -> Result<Json<access_core::AccessRequest>, ApiError> {
     let id: RequestId = parse_id(&id, "request")?;
-    Ok(Json(s.app.engine.cancel(id, admin_actor(b.approver)).await?))
+    Ok(Json(
+        s.app.engine.cancel(id, admin_actor(b.approver)).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -293,16 +382,45 @@ async fn list_grants(
     State(s): State<AppState>,
     Query(q): Query<ListGrantsQuery>,
 ) -> Result<Json<Vec<access_core::Grant>>, ApiError> {
-    let status = q.status.as_deref().map(GrantStatus::from_str).transpose().map_err(ApiError::bad_request)?;
-    let resource = q.resource.as_deref().map(ResourceId::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let subject = q.user_id.map(|user_id| SubjectKey { team_id: q.team_id.unwrap_or_default(), user_id });
-    let filter = GrantFilter { status, live_only: false, resource, subject, limit: q.limit.map(|l| l.min(1000)) };
+    let status = q
+        .status
+        .as_deref()
+        .map(GrantStatus::from_str)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let resource = q
+        .resource
+        .as_deref()
+        .map(ResourceId::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let subject = q.user_id.map(|user_id| SubjectKey {
+        team_id: q.team_id.unwrap_or_default(),
+        user_id,
+    });
+    let filter = GrantFilter {
+        status,
+        live_only: false,
+        resource,
+        subject,
+        limit: q.limit.map(|l| l.min(1000)),
+    };
     Ok(Json(s.app.engine.store().grants(&filter).await?))
 }
 
-async fn get_grant(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<access_core::Grant>, ApiError> {
+async fn get_grant(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<access_core::Grant>, ApiError> {
     let id: GrantId = parse_id(&id, "grant")?;
-    Ok(Json(s.app.engine.store().grant(id).await?.ok_or(EngineError::GrantNotFound(id))?))
+    Ok(Json(
+        s.app
+            .engine
+            .store()
+            .grant(id)
+            .await?
+            .ok_or(EngineError::GrantNotFound(id))?,
+    ))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -338,16 +456,30 @@ struct AuditQuery {
 fn parse_time(raw: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
-        .or_else(|_| raw.parse::<chrono::NaiveDate>().map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc()))
-        .map_err(|_| ApiError::bad_request(format!("{what} must be an RFC 3339 time or a date (YYYY-MM-DD), got '{raw}'")))
+        .or_else(|_| {
+            raw.parse::<chrono::NaiveDate>()
+                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        })
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{what} must be an RFC 3339 time or a date (YYYY-MM-DD), got '{raw}'"
+            ))
+        })
 }
 
-async fn audit(State(s): State<AppState>, Query(q): Query<AuditQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn audit(
+    State(s): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let kind = match q.kind.as_deref() {
         Some(k) => Some(AuditKind::parse(k).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "unknown kind '{k}'; valid kinds: {}",
-                AuditKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                AuditKind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?),
         None => None,
@@ -355,20 +487,43 @@ async fn audit(State(s): State<AppState>, Query(q): Query<AuditQuery>) -> Result
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let filter = AuditFilter {
         after_seq: q.after,
-        since: q.since.as_deref().map(|v| parse_time(v, "since")).transpose()?,
-        until: q.until.as_deref().map(|v| parse_time(v, "until")).transpose()?,
+        since: q
+            .since
+            .as_deref()
+            .map(|v| parse_time(v, "since"))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|v| parse_time(v, "until"))
+            .transpose()?,
         kind,
-        resource: q.resource.as_deref().map(ResourceId::parse).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?,
+        resource: q
+            .resource
+            .as_deref()
+            .map(ResourceId::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
         subject: q.subject,
-        request_id: q.request_id.as_deref().map(|r| parse_id::<RequestId>(r, "request")).transpose()?,
+        request_id: q
+            .request_id
+            .as_deref()
+            .map(|r| parse_id::<RequestId>(r, "request"))
+            .transpose()?,
         limit: Some(limit),
     };
     let events = s.app.engine.store().audit_events(&filter).await?;
-    let next = (events.len() as u32 == limit).then(|| events.last().map(|e| e.seq)).flatten();
-    Ok(Json(serde_json::json!({"events": events, "next_after": next})))
+    let next = (events.len() as u32 == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(
+        serde_json::json!({"events": events, "next_after": next}),
+    ))
 }
 
-async fn verify(State(s): State<AppState>) -> Result<Json<access_core::audit::ChainVerification>, ApiError> {
+async fn verify(
+    State(s): State<AppState>,
+) -> Result<Json<access_core::audit::ChainVerification>, ApiError> {
     Ok(Json(s.app.engine.store().verify_audit_chain().await?))
 }
 
@@ -380,13 +535,26 @@ struct JobsQuery {
     limit: Option<u32>,
 }
 
-async fn jobs(State(s): State<AppState>, Query(q): Query<JobsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn jobs(
+    State(s): State<AppState>,
+    Query(q): Query<JobsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let status = match q.status.as_deref() {
-        Some(v) => Some(JobStatus::parse(v).ok_or_else(|| ApiError::bad_request(format!("unknown job status '{v}'; valid: pending, running, done, dead")))?),
+        Some(v) => Some(JobStatus::parse(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown job status '{v}'; valid: pending, running, done, dead"
+            ))
+        })?),
         None => None,
     };
     let store = s.app.engine.store();
-    let jobs = store.jobs(&JobFilter { status, kind: q.kind, limit: q.limit.map(|l| l.min(1000)) }).await?;
+    let jobs = store
+        .jobs(&JobFilter {
+            status,
+            kind: q.kind,
+            limit: q.limit.map(|l| l.min(1000)),
+        })
+        .await?;
     let stats = store.job_stats(s.app.engine.now()).await?;
     Ok(Json(serde_json::json!({"stats": stats, "jobs": jobs})))
 }

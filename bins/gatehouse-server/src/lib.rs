@@ -32,7 +32,12 @@ pub fn app(app: App) -> Router {
         metrics: observability::Metrics::global(),
         app,
     };
-    let slack = state.app.adapters.slack.clone().map(|cfg| slack_adapter::router(state.app.engine.clone(), cfg));
+    let slack = state
+        .app
+        .adapters
+        .slack
+        .clone()
+        .map(|cfg| slack_adapter::router(state.app.engine.clone(), cfg));
     let mut router = Router::new()
         .merge(observability::routes())
         .nest("/api", admin::routes(state.clone()))

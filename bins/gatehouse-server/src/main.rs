@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use gatehouse_runtime::compose::Overrides;
-use gatehouse_runtime::config::{redact_url, Env};
+use gatehouse_runtime::config::{Env, redact_url};
 use gatehouse_runtime::{App, Config, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
@@ -46,8 +46,24 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = CancellationToken::new();
     let scheduler = JobScheduler::new(app.engine.clone(), app.waker.clone()).max_idle(app.max_idle);
     let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone()));
-    let reconcile_every = Duration::from_secs(app.config.server.reconcile_interval_secs.unwrap_or(3600).max(60));
-    tokio::spawn(reconcile_loop(app.clone(), reconcile_every, shutdown.clone()));
+    let reconcile_every = Duration::from_secs(
+        app.config
+            .server
+            .reconcile_interval_secs
+            .unwrap_or(3600)
+            .max(60),
+    );
+    tokio::spawn(reconcile_loop(
+        app.clone(),
+        reconcile_every,
+        shutdown.clone(),
+    ));
+    // The org-data index reloads on a schedule and on SIGHUP; the handle stops it when dropped.
+    let _reloader = app.adapters.directory.as_ref().and_then(|(dir, every)| {
+        let org = dir.org_data()?.clone();
+        tokio::spawn(reload_on_sighup(org.clone()));
+        Some(org.spawn_reloader(*every))
+    });
 
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
@@ -57,12 +73,19 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
     let router = gatehouse_server::app(app);
     let signal = shutdown_signal(shutdown.clone());
-    axum::serve(listener, router).with_graceful_shutdown(signal).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(signal)
+        .await?;
 
     // Let the scheduler finish the batch it is running; jobs not yet claimed stay due.
     shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(30), scheduler_task).await.is_err() {
-        tracing::warn!("scheduler did not stop within 30s; its claimed jobs will be retried after their lease");
+    if tokio::time::timeout(Duration::from_secs(30), scheduler_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "scheduler did not stop within 30s; its claimed jobs will be retried after their lease"
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -70,7 +93,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Reconciles with the providers now and then (only resources whose provider supports it).
 async fn reconcile_loop(app: App, every: Duration, shutdown: CancellationToken) {
-    let reconcilable = app.engine.resources().iter().any(|r| r.provider == "gcp-iam" || r.provider == "cloudconnexa");
+    let reconcilable = app
+        .engine
+        .resources()
+        .iter()
+        .any(|r| r.provider == "gcp-iam" || r.provider == "cloudconnexa");
     if !reconcilable {
         return;
     }
@@ -82,10 +109,32 @@ async fn reconcile_loop(app: App, every: Duration, shutdown: CancellationToken) 
             _ = shutdown.cancelled() => return,
         }
         let report = gatehouse_runtime::maintenance::reconcile(&app).await;
-        tracing::info!(repairs = report.repairs, errors = report.errors.len(), "reconciliation done");
+        tracing::info!(
+            repairs = report.repairs,
+            errors = report.errors.len(),
+            "reconciliation done"
+        );
         wait = every;
     }
 }
+
+#[cfg(unix)]
+async fn reload_on_sighup(org: std::sync::Arc<directory::OrgData>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match org.reload().await {
+            Ok(_) => tracing::info!("org data reloaded (SIGHUP)"),
+            Err(e) => {
+                tracing::error!(error = %e, "org data reload failed; keeping the previous index")
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_org: std::sync::Arc<directory::OrgData>) {}
 
 async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = async {

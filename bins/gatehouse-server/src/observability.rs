@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,7 +27,9 @@ impl Metrics {
         let handle = HANDLE
             .get_or_init(|| {
                 let builder = PrometheusBuilder::new().set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full("gatehouse_revocation_lag_seconds".into()),
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "gatehouse_revocation_lag_seconds".into(),
+                    ),
                     &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0],
                 );
                 match builder.and_then(|b| b.install_recorder()) {
@@ -44,7 +46,10 @@ impl Metrics {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics_page))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
 }
 
 async fn healthz() -> &'static str {
@@ -68,7 +73,11 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
     match store.request_counts().await {
         Ok(counts) => {
             for status in access_core::RequestStatus::ALL {
-                let n = counts.iter().find(|(st, _)| *st == status).map(|(_, n)| *n).unwrap_or(0);
+                let n = counts
+                    .iter()
+                    .find(|(st, _)| *st == status)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
                 metrics::gauge!("gatehouse_requests", "status" => status.as_str()).set(n as f64);
             }
         }
@@ -77,7 +86,11 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
     match store.grant_counts().await {
         Ok(counts) => {
             for status in access_core::GrantStatus::ALL {
-                let n = counts.iter().find(|(st, _)| *st == status).map(|(_, n)| *n).unwrap_or(0);
+                let n = counts
+                    .iter()
+                    .find(|(st, _)| *st == status)
+                    .map(|(_, n)| *n)
+                    .unwrap_or(0);
                 metrics::gauge!("gatehouse_grants", "status" => status.as_str()).set(n as f64);
                 if status == access_core::GrantStatus::Active {
                     metrics::gauge!("gatehouse_grants_active").set(n as f64);
@@ -93,12 +106,21 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
             metrics::gauge!("gatehouse_jobs_running").set(j.running as f64);
             metrics::gauge!("gatehouse_jobs_retrying").set(j.retrying as f64);
             metrics::gauge!("gatehouse_jobs_dead").set(j.dead as f64);
-            metrics::gauge!("gatehouse_jobs_oldest_due_seconds").set(j.oldest_due_secs.unwrap_or(0) as f64);
+            metrics::gauge!("gatehouse_jobs_oldest_due_seconds")
+                .set(j.oldest_due_secs.unwrap_or(0) as f64);
         }
         Err(e) => tracing::warn!(error = %e, "metrics: job stats unavailable"),
     }
     match &s.metrics.handle {
-        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed").into_response(),
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed",
+        )
+            .into_response(),
     }
 }

@@ -47,9 +47,16 @@ fn ask(i: usize, duration: &str) -> Submission {
 }
 
 async fn run(kind: &str, url: String) {
-    let app = App::build(Config::from_toml(CONFIG, "bench").unwrap(), Env { database_url: url, ..Env::default() }, Overrides::default())
-        .await
-        .unwrap();
+    let app = App::build(
+        Config::from_toml(CONFIG, "bench").unwrap(),
+        Env {
+            database_url: url,
+            ..Env::default()
+        },
+        Overrides::default(),
+    )
+    .await
+    .unwrap();
     let e = app.engine.clone();
 
     // 1. Submit latency (each is one transaction: request, grant, audit, three jobs).
@@ -81,13 +88,20 @@ async fn run(kind: &str, url: String) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let expired = e
             .store()
-            .grants(&access_core::ports::GrantFilter { status: Some(access_core::GrantStatus::Expired), limit: Some(1000), ..Default::default() })
+            .grants(&access_core::ports::GrantFilter {
+                status: Some(access_core::GrantStatus::Expired),
+                limit: Some(1000),
+                ..Default::default()
+            })
             .await
             .unwrap();
         if expired.len() >= burst || Instant::now() > deadline {
             break expired
                 .iter()
-                .filter_map(|g| g.ended_at.map(|end| (end - g.expires_at).num_milliseconds() as f64 / 1000.0))
+                .filter_map(|g| {
+                    g.ended_at
+                        .map(|end| (end - g.expires_at).num_milliseconds() as f64 / 1000.0)
+                })
                 .collect();
         }
     };
@@ -108,7 +122,11 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     run("sqlite", testkit::db::sqlite_url(dir.path())).await;
     if std::env::var("TEST_DATABASE_URL").is_ok() {
-        let db = testkit::db::backends().await.into_iter().find(|d| d.kind == "postgres").unwrap();
+        let db = testkit::db::backends()
+            .await
+            .into_iter()
+            .find(|d| d.kind == "postgres")
+            .unwrap();
         run("postgres", db.url.clone()).await;
     }
 }

@@ -9,13 +9,16 @@ use access_core::engine::{Engine, EngineError, EngineSettings};
 use access_core::ports::{AuditSink, Clock, Directory, Notifier, Provider, SystemClock};
 use access_core::providers::{DryRunProvider, LogNotifier};
 use audit_bigquery::{BigQueryConfig, BigQuerySink};
+use directory::{DirectoryConfig, OrgDirectory};
 use gcp_auth::{AccessTokenSource, ServiceAccountTokenSource, StaticToken};
-use provider_cloudconnexa::{CloudConnexaProvider, ProviderConfig as CloudConnexaConfig, StoreGroupUsage};
+use provider_cloudconnexa::{
+    CloudConnexaProvider, ProviderConfig as CloudConnexaConfig, StoreGroupUsage,
+};
 use provider_gcp_iam::GcpIamProvider;
 use slack_adapter::{SlackConfig, SlackNotifier};
 use store_sqlx::SqlStore;
 
-use crate::config::{redact_url, Config, ConfigError, Env};
+use crate::config::{Config, ConfigError, Env, redact_url};
 use crate::guard::{TimeLimitedNotifier, TimeLimitedProvider};
 use crate::scheduler::SchedulerWaker;
 
@@ -50,6 +53,8 @@ pub struct Adapters {
     pub cloudconnexa: Option<Arc<CloudConnexaProvider>>,
     pub gcp_iam: Option<Arc<GcpIamProvider>>,
     pub bigquery: Option<Arc<BigQuerySink>>,
+    /// The org-data index and Slack user groups, with how often the index reloads.
+    pub directory: Option<(Arc<OrgDirectory>, Duration)>,
 }
 
 impl std::fmt::Debug for Adapters {
@@ -59,6 +64,7 @@ impl std::fmt::Debug for Adapters {
             .field("cloudconnexa", &self.cloudconnexa.is_some())
             .field("gcp_iam", &self.gcp_iam.is_some())
             .field("bigquery", &self.bigquery.is_some())
+            .field("directory", &self.directory.is_some())
             .finish()
     }
 }
@@ -81,7 +87,10 @@ pub const KNOWN_PROVIDERS: [&str; 3] = [DryRunProvider::KIND, "cloudconnexa", "g
 /// A bearer-token source for Google APIs: `GCP_ACCESS_TOKEN` (a fixed token, for emulators and
 /// short jobs) or the service-account key in `GCP_SERVICE_ACCOUNT_JSON`.
 pub fn google_tokens() -> Result<Arc<dyn AccessTokenSource>, ComposeError> {
-    if let Some(t) = std::env::var("GCP_ACCESS_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+    if let Some(t) = std::env::var("GCP_ACCESS_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
         return Ok(Arc::new(StaticToken(t)));
     }
     ServiceAccountTokenSource::from_env()
@@ -90,12 +99,19 @@ pub fn google_tokens() -> Result<Arc<dyn AccessTokenSource>, ComposeError> {
 }
 
 impl App {
-    pub async fn build(config: Config, env: Env, overrides: Overrides) -> Result<App, ComposeError> {
+    pub async fn build(
+        config: Config,
+        env: Env,
+        overrides: Overrides,
+    ) -> Result<App, ComposeError> {
         let resources = config.resources()?;
-        let store = SqlStore::connect(&env.database_url).await.map_err(|e| ComposeError::Database {
-            url: redact_url(&env.database_url),
-            message: e.to_string(),
-        })?;
+        let store =
+            SqlStore::connect(&env.database_url)
+                .await
+                .map_err(|e| ComposeError::Database {
+                    url: redact_url(&env.database_url),
+                    message: e.to_string(),
+                })?;
         let store = Arc::new(store);
         let call_limit = Duration::from_secs(config.server.call_timeout_secs.unwrap_or(60));
         let waker = Arc::new(SchedulerWaker::new());
@@ -105,30 +121,47 @@ impl App {
             .resources(resources.clone())
             .waker(waker.clone())
             .settings(EngineSettings {
-                job_lease: chrono::Duration::seconds(config.server.job_lease_secs.unwrap_or(120) as i64),
-                approval_channel: env.approval_channel.clone().or_else(|| config.server.approval_channel.clone()),
+                job_lease: chrono::Duration::seconds(
+                    config.server.job_lease_secs.unwrap_or(120) as i64
+                ),
+                approval_channel: env
+                    .approval_channel
+                    .clone()
+                    .or_else(|| config.server.approval_channel.clone()),
                 ..EngineSettings::default()
             });
 
         let mut adapters = Adapters::default();
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-        providers.insert(DryRunProvider::KIND.to_string(), Arc::new(DryRunProvider::new()));
-        let wanted: std::collections::BTreeSet<&str> = resources.iter().map(|r| r.provider.as_str()).collect();
+        providers.insert(
+            DryRunProvider::KIND.to_string(),
+            Arc::new(DryRunProvider::new()),
+        );
+        let wanted: std::collections::BTreeSet<&str> =
+            resources.iter().map(|r| r.provider.as_str()).collect();
         for kind in wanted {
             if providers.contains_key(kind) || overrides.providers.contains_key(kind) {
                 continue;
             }
-            let why = |e: &dyn std::fmt::Display| ComposeError::Adapter(format!("provider '{kind}': {e}"));
+            let why = |e: &dyn std::fmt::Display| {
+                ComposeError::Adapter(format!("provider '{kind}': {e}"))
+            };
             match kind {
                 "cloudconnexa" => {
                     let cfg = CloudConnexaConfig::from_env().map_err(|e| why(&e))?;
                     let usage = Arc::new(StoreGroupUsage::new(store.clone()));
-                    let p = Arc::new(CloudConnexaProvider::new_with_usage(cfg, usage).map_err(|e| why(&e))?);
+                    let p = Arc::new(
+                        CloudConnexaProvider::new_with_usage(cfg, usage).map_err(|e| why(&e))?,
+                    );
                     adapters.cloudconnexa = Some(p.clone());
                     providers.insert(kind.to_string(), p);
                 }
                 "gcp-iam" => {
-                    let p = Arc::new(GcpIamProvider::from_env().map_err(|e| why(&e))?.with_clock(clock.clone()));
+                    let p = Arc::new(
+                        GcpIamProvider::from_env()
+                            .map_err(|e| why(&e))?
+                            .with_clock(clock.clone()),
+                    );
                     adapters.gcp_iam = Some(p.clone());
                     providers.insert(kind.to_string(), p);
                 }
@@ -153,15 +186,23 @@ impl App {
         };
         adapters.slack = Some(slack);
         builder = builder.notifier(TimeLimitedNotifier::wrap(notifier, call_limit));
-        if let Some(d) = overrides.directory {
-            builder = builder.directory(d);
+        match overrides.directory {
+            Some(d) => builder = builder.directory(d),
+            None => {
+                if let Some((dir, every)) = build_directory().await? {
+                    adapters.directory = Some((dir.clone(), every));
+                    builder = builder.directory(dir);
+                }
+            }
         }
         match overrides.audit_sink {
             Some(s) => builder = builder.audit_sink(s),
             None if std::env::var("BIGQUERY_PROJECT").is_ok_and(|p| !p.trim().is_empty()) => {
-                let cfg = BigQueryConfig::from_env().map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?;
+                let cfg = BigQueryConfig::from_env()
+                    .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?;
                 let sink = Arc::new(
-                    BigQuerySink::new(cfg, google_tokens()?).map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?,
+                    BigQuerySink::new(cfg, google_tokens()?)
+                        .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?,
                 );
                 adapters.bigquery = Some(sink.clone());
                 builder = builder.audit_sink(sink);
@@ -170,6 +211,46 @@ impl App {
         }
         let engine = Arc::new(builder.build()?);
         let max_idle = Duration::from_secs(config.server.max_idle_secs.unwrap_or(30));
-        Ok(App { engine, store, waker, config, env, max_idle, adapters })
+        Ok(App {
+            engine,
+            store,
+            waker,
+            config,
+            env,
+            max_idle,
+            adapters,
+        })
     }
+}
+
+/// The directory from the environment (`ORG_DATA_*`, Slack user groups through
+/// `SLACK_BOT_TOKEN`), with its first load done. None when nothing is configured: eligibility
+/// rules that need a directory then answer "Organizational data service is not available".
+async fn build_directory() -> Result<Option<(Arc<OrgDirectory>, Duration)>, ComposeError> {
+    let cfg = DirectoryConfig::from_env()
+        .map_err(|e| ComposeError::Adapter(format!("directory: {e}")))?;
+    if cfg.org_data.is_none() && cfg.slack_groups.is_none() {
+        return Ok(None);
+    }
+    let google = match &cfg.org_data {
+        Some(o) if o.needs_google_credentials() => Some(google_tokens()?),
+        _ => None,
+    };
+    let every = cfg
+        .org_data
+        .as_ref()
+        .map(|o| o.reload_interval())
+        .unwrap_or(Duration::from_secs(300));
+    let dir = Arc::new(
+        cfg.build(google)
+            .map_err(|e| ComposeError::Adapter(format!("directory: {e}")))?,
+    );
+    if let Some(org) = dir.org_data() {
+        // A failed first load is not fatal: the reloader keeps trying, and until it succeeds
+        // org rules answer that the directory is unavailable (nothing is granted on a guess).
+        if let Err(e) = org.reload().await {
+            tracing::error!(error = %e, "org data could not be loaded; org eligibility rules will refuse until it loads");
+        }
+    }
+    Ok(Some((dir, every)))
 }

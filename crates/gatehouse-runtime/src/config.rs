@@ -17,15 +17,18 @@
 
 use std::path::Path;
 
+use access_core::ResourceId;
 use access_core::duration::{AccessDuration, BoundsError, DurationBounds};
 use access_core::resource::{ApprovalPolicy, EligibilityRule, Resource};
-use access_core::ResourceId;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("resource '{id}': {message}")]
@@ -94,12 +97,18 @@ fn yes() -> bool {
 
 impl Config {
     pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Self::from_toml(&text, &p)
     }
 
@@ -119,28 +128,54 @@ impl Config {
 
 impl ResourceConfig {
     pub fn to_resource(&self) -> Result<Resource, ConfigError> {
-        let err = |message: String| ConfigError::Resource { id: self.id.clone(), message };
+        let err = |message: String| ConfigError::Resource {
+            id: self.id.clone(),
+            message,
+        };
         let id = ResourceId::parse(&self.id).map_err(|e| err(e.to_string()))?;
-        let dur = |v: &Option<String>, fallback: AccessDuration, what: &str| -> Result<AccessDuration, ConfigError> {
+        let dur = |v: &Option<String>,
+                   fallback: AccessDuration,
+                   what: &str|
+         -> Result<AccessDuration, ConfigError> {
             match v {
-                Some(s) => s.parse::<AccessDuration>().map_err(|e| err(format!("{what}: {e}"))),
+                Some(s) => s
+                    .parse::<AccessDuration>()
+                    .map_err(|e| err(format!("{what}: {e}"))),
                 None => Ok(fallback),
             }
         };
-        let min = dur(&self.min_duration, DurationBounds::DEFAULT_MIN, "min_duration")?;
-        let default_default = "4h".parse::<AccessDuration>().map_err(|e| err(e.to_string()))?;
+        let min = dur(
+            &self.min_duration,
+            DurationBounds::DEFAULT_MIN,
+            "min_duration",
+        )?;
+        let default_default = "4h"
+            .parse::<AccessDuration>()
+            .map_err(|e| err(e.to_string()))?;
         let default = dur(&self.default_duration, default_default, "default_duration")?;
         let max = dur(&self.max_duration, default.max(min), "max_duration")?;
-        let durations = DurationBounds::new(default, min, max).map_err(|e: BoundsError| err(e.to_string()))?;
-        if let ApprovalPolicy::Approvers { approvers, required, .. } = &self.approval {
+        let durations =
+            DurationBounds::new(default, min, max).map_err(|e: BoundsError| err(e.to_string()))?;
+        if let ApprovalPolicy::Approvers {
+            approvers,
+            required,
+            ..
+        } = &self.approval
+        {
             if approvers.is_empty() {
                 return Err(err("approval mode 'approvers' needs at least one approver (users, slack_groups or groups)".into()));
             }
             if *required == 0 {
                 return Err(err("required approvals must be at least 1".into()));
             }
-            if approvers.slack_groups.is_empty() && approvers.groups.is_empty() && (*required as usize) > approvers.users.len() {
-                return Err(err(format!("{required} approvals required but only {} approvers listed", approvers.users.len())));
+            if approvers.slack_groups.is_empty()
+                && approvers.groups.is_empty()
+                && (*required as usize) > approvers.users.len()
+            {
+                return Err(err(format!(
+                    "{required} approvals required but only {} approvers listed",
+                    approvers.users.len()
+                )));
             }
         }
         let settings = match &self.settings {
@@ -173,7 +208,10 @@ impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Env")
             .field("database_url", &redact_url(&self.database_url))
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("approval_channel", &self.approval_channel)
             .finish()
     }
@@ -252,22 +290,45 @@ default_duration = "10h"
 max_duration = "1h"
 approval = { mode = "auto" }
 "#;
-        let e = Config::from_toml(bad, "x").unwrap().resources().unwrap_err();
-        assert!(e.to_string().starts_with("resource 'x': default_duration (10h) is outside"), "{e}");
-        let unknown = "[[resources]]\nid='x'\nprovider='dry-run'\napproval={mode='auto'}\ncolour='red'\n";
-        assert!(Config::from_toml(unknown, "x").unwrap_err().to_string().contains("colour"));
+        let e = Config::from_toml(bad, "x")
+            .unwrap()
+            .resources()
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("resource 'x': default_duration (10h) is outside"),
+            "{e}"
+        );
+        let unknown =
+            "[[resources]]\nid='x'\nprovider='dry-run'\napproval={mode='auto'}\ncolour='red'\n";
+        assert!(
+            Config::from_toml(unknown, "x")
+                .unwrap_err()
+                .to_string()
+                .contains("colour")
+        );
         let two = r#"
 [[resources]]
 id = "x"
 provider = "dry-run"
 approval = { mode = "approvers", approvers = { users = ["U1"] }, required = 2 }
 "#;
-        assert!(Config::from_toml(two, "x").unwrap().resources().unwrap_err().to_string().contains("2 approvals required"));
+        assert!(
+            Config::from_toml(two, "x")
+                .unwrap()
+                .resources()
+                .unwrap_err()
+                .to_string()
+                .contains("2 approvals required")
+        );
     }
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("sqlite://gatehouse.db"), "sqlite://gatehouse.db");
     }
 }

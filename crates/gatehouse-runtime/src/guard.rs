@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use access_core::notification::{DeliveredSecret, MessageRef, Notification, RequestSummary};
 use access_core::ports::{
-    GrantOutcome, GrantRequest, LiveAccess, Notifier, NotifyContext, NotifyError, Provider, ProviderError,
-    RevokeOutcome, RevokeRequest,
+    GrantOutcome, GrantRequest, LiveAccess, Notifier, NotifyContext, NotifyError, Provider,
+    ProviderError, RevokeOutcome, RevokeRequest,
 };
 use access_core::resource::Resource;
 use async_trait::async_trait;
@@ -25,7 +25,11 @@ impl TimeLimitedProvider {
     }
 
     fn timed_out(&self, what: &str) -> ProviderError {
-        ProviderError::Transient(format!("{} {what} did not answer within {:?}", self.inner.kind(), self.limit))
+        ProviderError::Transient(format!(
+            "{} {what} did not answer within {:?}",
+            self.inner.kind(),
+            self.limit
+        ))
     }
 }
 
@@ -36,19 +40,27 @@ impl Provider for TimeLimitedProvider {
     }
 
     async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError> {
-        tokio::time::timeout(self.limit, self.inner.grant(req)).await.map_err(|_| self.timed_out("grant"))?
+        tokio::time::timeout(self.limit, self.inner.grant(req))
+            .await
+            .map_err(|_| self.timed_out("grant"))?
     }
 
     async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
-        tokio::time::timeout(self.limit, self.inner.revoke(req)).await.map_err(|_| self.timed_out("revoke"))?
+        tokio::time::timeout(self.limit, self.inner.revoke(req))
+            .await
+            .map_err(|_| self.timed_out("revoke"))?
     }
 
     async fn observe(&self, resource: &Resource) -> Result<Vec<LiveAccess>, ProviderError> {
-        tokio::time::timeout(self.limit, self.inner.observe(resource)).await.map_err(|_| self.timed_out("observe"))?
+        tokio::time::timeout(self.limit, self.inner.observe(resource))
+            .await
+            .map_err(|_| self.timed_out("observe"))?
     }
 
     async fn validate(&self, resource: &Resource) -> Result<(), ProviderError> {
-        tokio::time::timeout(self.limit, self.inner.validate(resource)).await.map_err(|_| self.timed_out("validate"))?
+        tokio::time::timeout(self.limit, self.inner.validate(resource))
+            .await
+            .map_err(|_| self.timed_out("validate"))?
     }
 }
 
@@ -66,15 +78,33 @@ impl TimeLimitedNotifier {
 
 #[async_trait]
 impl Notifier for TimeLimitedNotifier {
-    async fn notify(&self, n: &Notification, ctx: &NotifyContext) -> Result<Vec<MessageRef>, NotifyError> {
+    async fn notify(
+        &self,
+        n: &Notification,
+        ctx: &NotifyContext,
+    ) -> Result<Vec<MessageRef>, NotifyError> {
         tokio::time::timeout(self.limit, self.inner.notify(n, ctx))
             .await
-            .map_err(|_| NotifyError::Transient(format!("notification did not finish within {:?}", self.limit)))?
+            .map_err(|_| {
+                NotifyError::Transient(format!(
+                    "notification did not finish within {:?}",
+                    self.limit
+                ))
+            })?
     }
 
-    async fn deliver_secret(&self, request: &RequestSummary, secret: &DeliveredSecret) -> Result<(), NotifyError> {
+    async fn deliver_secret(
+        &self,
+        request: &RequestSummary,
+        secret: &DeliveredSecret,
+    ) -> Result<(), NotifyError> {
         tokio::time::timeout(self.limit, self.inner.deliver_secret(request, secret))
             .await
-            .map_err(|_| NotifyError::Transient(format!("secret delivery did not finish within {:?}", self.limit)))?
+            .map_err(|_| {
+                NotifyError::Transient(format!(
+                    "secret delivery did not finish within {:?}",
+                    self.limit
+                ))
+            })?
     }
 }

@@ -40,18 +40,29 @@ pub async fn reconcile(app: &App) -> ReconcileReport {
         let mut events: Vec<ProviderEvent> = Vec::new();
         match resource.provider.as_str() {
             "gcp-iam" => {
-                let Some(gcp) = &app.adapters.gcp_iam else { continue };
+                let Some(gcp) = &app.adapters.gcp_iam else {
+                    continue;
+                };
                 report.resources += 1;
                 match gcp.sweep_resource(&resource, app.engine.now()).await {
                     Ok(sweep) => {
                         events.extend(sweep.events);
-                        report.errors.extend(sweep.errors.into_iter().map(|e| format!("{}: {e}", resource.id)));
+                        report.errors.extend(
+                            sweep
+                                .errors
+                                .into_iter()
+                                .map(|e| format!("{}: {e}", resource.id)),
+                        );
                     }
-                    Err(e) => report.errors.push(format!("{}: sweep failed: {e}", resource.id)),
+                    Err(e) => report
+                        .errors
+                        .push(format!("{}: sweep failed: {e}", resource.id)),
                 }
             }
             "cloudconnexa" => {
-                let Some(cc) = &app.adapters.cloudconnexa else { continue };
+                let Some(cc) = &app.adapters.cloudconnexa else {
+                    continue;
+                };
                 report.resources += 1;
                 let holders = match app
                     .engine
@@ -64,7 +75,10 @@ pub async fn reconcile(app: &App) -> ReconcileReport {
                     })
                     .await
                 {
-                    Ok(g) => g.into_iter().filter_map(|g| g.subject.email.map(|e| e.to_string())).collect::<Vec<_>>(),
+                    Ok(g) => g
+                        .into_iter()
+                        .filter_map(|g| g.subject.email.map(|e| e.to_string()))
+                        .collect::<Vec<_>>(),
                     Err(e) => {
                         report.errors.push(format!("{}: {e}", resource.id));
                         continue;
@@ -73,29 +87,40 @@ pub async fn reconcile(app: &App) -> ReconcileReport {
                 let drift = match cc.drift(&resource, &holders).await {
                     Ok(d) => d,
                     Err(e) => {
-                        report.errors.push(format!("{}: drift check failed: {e}", resource.id));
+                        report
+                            .errors
+                            .push(format!("{}: drift check failed: {e}", resource.id));
                         continue;
                     }
                 };
                 for stray in &drift.stray {
                     match cc.remove_stray(&resource, stray).await {
                         Ok(ev) => events.extend(ev),
-                        Err(e) => report.errors.push(format!("{}: removing {}: {e}", resource.id, stray.holder)),
+                        Err(e) => report
+                            .errors
+                            .push(format!("{}: removing {}: {e}", resource.id, stray.holder)),
                     }
                 }
                 for holder in &drift.missing {
                     match cc.restore_missing(&resource, holder).await {
                         Ok(ev) => events.extend(ev),
-                        Err(e) => report.errors.push(format!("{}: restoring {holder}: {e}", resource.id)),
+                        Err(e) => report
+                            .errors
+                            .push(format!("{}: restoring {holder}: {e}", resource.id)),
                     }
                 }
             }
             _ => continue,
         }
         report.repairs += events.len();
-        let records: Vec<AuditRecord> = events.iter().map(|e| repair_record(app, &resource, e)).collect();
+        let records: Vec<AuditRecord> = events
+            .iter()
+            .map(|e| repair_record(app, &resource, e))
+            .collect();
         if let Err(e) = app.engine.record(records).await {
-            report.errors.push(format!("{}: could not audit repairs: {e}", resource.id));
+            report
+                .errors
+                .push(format!("{}: could not audit repairs: {e}", resource.id));
         }
     }
     for e in &report.errors {

@@ -38,7 +38,11 @@ impl Month {
     }
 
     pub fn end(&self) -> DateTime<Utc> {
-        let (y, m) = if self.month == 12 { (self.year + 1, 1) } else { (self.year, self.month + 1) };
+        let (y, m) = if self.month == 12 {
+            (self.year + 1, 1)
+        } else {
+            (self.year, self.month + 1)
+        };
         Month { year: y, month: m }.start()
     }
 }
@@ -66,7 +70,8 @@ impl std::str::FromStr for ExportFormat {
     }
 }
 
-pub const CSV_HEADER: &str = "seq,id,at,kind,actor,subject,resource,request_id,grant_id,details,prev_hash,hash";
+pub const CSV_HEADER: &str =
+    "seq,id,at,kind,actor,subject,resource,request_id,grant_id,details,prev_hash,hash";
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -77,7 +82,12 @@ fn csv_field(s: &str) -> String {
 }
 
 /// Writes events as CSV (with a header when `header`) or JSON lines.
-pub fn write_events(out: &mut dyn Write, events: &[AuditEvent], format: ExportFormat, header: bool) -> std::io::Result<()> {
+pub fn write_events(
+    out: &mut dyn Write,
+    events: &[AuditEvent],
+    format: ExportFormat,
+    header: bool,
+) -> std::io::Result<()> {
     match format {
         ExportFormat::Csv => {
             if header {
@@ -92,14 +102,24 @@ pub fn write_events(out: &mut dyn Write, events: &[AuditEvent], format: ExportFo
                     r.kind.as_str().to_string(),
                     r.actor.id(),
                     r.subject.clone().unwrap_or_default(),
-                    r.resource.as_ref().map(|x| x.to_string()).unwrap_or_default(),
+                    r.resource
+                        .as_ref()
+                        .map(|x| x.to_string())
+                        .unwrap_or_default(),
                     r.request_id.map(|x| x.to_string()).unwrap_or_default(),
                     r.grant_id.map(|x| x.to_string()).unwrap_or_default(),
                     r.details.to_string(),
                     e.prev_hash.clone(),
                     e.hash.clone(),
                 ];
-                writeln!(out, "{}", row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","))?;
+                writeln!(
+                    out,
+                    "{}",
+                    row.iter()
+                        .map(|f| csv_field(f))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )?;
             }
         }
         ExportFormat::Jsonl => {
@@ -144,10 +164,17 @@ pub struct MonthlyReport {
 impl MonthlyReport {
     /// Builds the report from the month's events (oldest first).
     pub fn from_events(month: Month, events: &[AuditEvent]) -> Self {
-        let mut r = MonthlyReport { month: month.to_string(), ..Default::default() };
+        let mut r = MonthlyReport {
+            month: month.to_string(),
+            ..Default::default()
+        };
         for e in events {
             let rec = &e.record;
-            let resource = rec.resource.as_ref().map(|x| x.to_string()).unwrap_or_default();
+            let resource = rec
+                .resource
+                .as_ref()
+                .map(|x| x.to_string())
+                .unwrap_or_default();
             let person = rec.subject.clone().unwrap_or_default();
             match rec.kind {
                 AuditKind::AccessRequested => r.requests += 1,
@@ -164,7 +191,10 @@ impl MonthlyReport {
                         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                         .map(|t| (t.with_timezone(&Utc) - rec.at).num_seconds().max(0))
                         .unwrap_or(0);
-                    for tally in [r.by_resource.entry(resource.clone()).or_default(), r.by_person.entry(person.clone()).or_default()] {
+                    for tally in [
+                        r.by_resource.entry(resource.clone()).or_default(),
+                        r.by_person.entry(person.clone()).or_default(),
+                    ] {
                         if rec.kind == AuditKind::AccessGranted {
                             tally.grants += 1;
                         } else {
@@ -182,7 +212,10 @@ impl MonthlyReport {
                 AuditKind::AccessExpired => r.expired += 1,
                 AuditKind::AccessRevoked => {
                     r.revoked += 1;
-                    if let Actor::User { team_id, user_id, .. } = &rec.actor {
+                    if let Actor::User {
+                        team_id, user_id, ..
+                    } = &rec.actor
+                    {
                         if rec.subject.as_deref() == Some(format!("{team_id}/{user_id}").as_str()) {
                             r.self_revocations += 1;
                         }
@@ -191,7 +224,13 @@ impl MonthlyReport {
                 AuditKind::GrantFailed => {
                     r.failures += 1;
                     let reason = rec.details["reason"].as_str().unwrap_or("unknown");
-                    r.failure_reasons.push(format!("{} {} {}: {}", rec.at.format("%Y-%m-%d"), person, resource, reason));
+                    r.failure_reasons.push(format!(
+                        "{} {} {}: {}",
+                        rec.at.format("%Y-%m-%d"),
+                        person,
+                        resource,
+                        reason
+                    ));
                 }
                 _ => {}
             }
@@ -204,17 +243,34 @@ impl MonthlyReport {
         let mut s = format!("Gatehouse access report for {}\n\n", self.month);
         s += &format!(
             "requests {}  grants {}  denied {}  timed out {}  cancelled {}\nexpired {}  revoked {} (self-revoked {})  failures {}\n",
-            self.requests, self.grants, self.denied, self.timed_out, self.cancelled, self.expired, self.revoked,
-            self.self_revocations, self.failures
+            self.requests,
+            self.grants,
+            self.denied,
+            self.timed_out,
+            self.cancelled,
+            self.expired,
+            self.revoked,
+            self.self_revocations,
+            self.failures
         );
         let hours = |secs: i64| secs as f64 / 3600.0;
         s += "\nBy resource:\n";
         for (k, t) in &self.by_resource {
-            s += &format!("  {k:<24} grants {:>4}  extensions {:>3}  hours {:>8.1}\n", t.grants, t.extensions, hours(t.granted_seconds));
+            s += &format!(
+                "  {k:<24} grants {:>4}  extensions {:>3}  hours {:>8.1}\n",
+                t.grants,
+                t.extensions,
+                hours(t.granted_seconds)
+            );
         }
         s += "\nBy person:\n";
         for (k, t) in &self.by_person {
-            s += &format!("  {k:<24} grants {:>4}  extensions {:>3}  hours {:>8.1}\n", t.grants, t.extensions, hours(t.granted_seconds));
+            s += &format!(
+                "  {k:<24} grants {:>4}  extensions {:>3}  hours {:>8.1}\n",
+                t.grants,
+                t.extensions,
+                hours(t.granted_seconds)
+            );
         }
         s += "\nApprovals by approver:\n";
         for (k, n) in &self.approvers {
@@ -232,5 +288,8 @@ impl MonthlyReport {
 
 /// Month containing `t`.
 pub fn month_of(t: DateTime<Utc>) -> Month {
-    Month { year: t.year(), month: t.month() }
+    Month {
+        year: t.year(),
+        month: t.month(),
+    }
 }

@@ -45,7 +45,12 @@ pub struct JobScheduler {
 
 impl JobScheduler {
     pub fn new(engine: Arc<Engine>, waker: Arc<SchedulerWaker>) -> Self {
-        Self { engine, waker, max_idle: Duration::from_secs(30), batch: 100 }
+        Self {
+            engine,
+            waker,
+            max_idle: Duration::from_secs(30),
+            batch: 100,
+        }
     }
 
     pub fn max_idle(mut self, d: Duration) -> Self {
@@ -106,7 +111,11 @@ impl JobScheduler {
                     Duration::ZERO
                 } else {
                     // A few milliseconds of slack so a job is surely due when we wake.
-                    (at - now).to_std().unwrap_or_default().saturating_add(Duration::from_millis(5)).min(self.max_idle)
+                    (at - now)
+                        .to_std()
+                        .unwrap_or_default()
+                        .saturating_add(Duration::from_millis(5))
+                        .min(self.max_idle)
                 }
             }
         }
@@ -116,16 +125,19 @@ impl JobScheduler {
 /// Counters and the revocation-lag histogram for one batch.
 pub fn record_metrics(summary: &RunSummary) {
     for (kind, n) in &summary.done {
-        metrics::counter!("gatehouse_jobs_total", "kind" => kind.clone(), "outcome" => "done").increment(*n);
+        metrics::counter!("gatehouse_jobs_total", "kind" => kind.clone(), "outcome" => "done")
+            .increment(*n);
     }
     for (kind, n) in &summary.retried {
-        metrics::counter!("gatehouse_jobs_total", "kind" => kind.clone(), "outcome" => "retry").increment(*n);
+        metrics::counter!("gatehouse_jobs_total", "kind" => kind.clone(), "outcome" => "retry")
+            .increment(*n);
         if kind == "expire" || kind == "revoke" {
             metrics::counter!("gatehouse_revocation_failures_total").increment(*n);
         }
     }
     for (kind, n) in &summary.dead {
-        metrics::counter!("gatehouse_jobs_total", "kind" => kind.clone(), "outcome" => "dead").increment(*n);
+        metrics::counter!("gatehouse_jobs_total", "kind" => kind.clone(), "outcome" => "dead")
+            .increment(*n);
     }
     for lag in &summary.revocation_lag_secs {
         metrics::histogram!("gatehouse_revocation_lag_seconds").record(*lag);

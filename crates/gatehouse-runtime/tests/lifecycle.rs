@@ -15,7 +15,7 @@ use chrono::Duration;
 use gatehouse_runtime::compose::Overrides;
 use gatehouse_runtime::config::Env;
 use gatehouse_runtime::{App, Config};
-use testkit::db::{backends, TestDb};
+use testkit::db::{TestDb, backends};
 use testkit::provider::{Behaviour, ManualClock, RecordingNotifier, TestProvider};
 
 const CONFIG: &str = r#"
@@ -69,15 +69,30 @@ async fn harness(db: TestDb) -> Harness {
     let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     providers.insert("test".into(), provider.clone());
     let config = Config::from_toml(CONFIG, "test.toml").unwrap();
-    let env = Env { database_url: db.url.clone(), ..Env::default() };
+    let env = Env {
+        database_url: db.url.clone(),
+        ..Env::default()
+    };
     let app = App::build(
         config,
         env,
-        Overrides { providers, notifier: Some(notifier.clone()), clock: Some(clock.clone()), ..Default::default() },
+        Overrides {
+            providers,
+            notifier: Some(notifier.clone()),
+            clock: Some(clock.clone()),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
-    Harness { engine: app.engine, clock, provider, notifier, kind: db.kind, _db: db }
+    Harness {
+        engine: app.engine,
+        clock,
+        provider,
+        notifier,
+        kind: db.kind,
+        _db: db,
+    }
 }
 
 async fn each_backend() -> Vec<Harness> {
@@ -108,7 +123,11 @@ fn ask(user: &str, resource: &str, duration: &str) -> Submission {
 }
 
 fn approver(user: &str) -> Actor {
-    Actor::User { team_id: "T1".into(), user_id: user.into(), name: user.into() }
+    Actor::User {
+        team_id: "T1".into(),
+        user_id: user.into(),
+        name: user.into(),
+    }
 }
 
 impl Harness {
@@ -119,7 +138,10 @@ impl Harness {
     async fn kinds(&self) -> Vec<AuditKind> {
         self.engine
             .store()
-            .audit_events(&AuditFilter { limit: Some(1000), ..Default::default() })
+            .audit_events(&AuditFilter {
+                limit: Some(1000),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_iter()
@@ -128,7 +150,11 @@ impl Harness {
     }
 
     async fn count(&self, kind: AuditKind) -> usize {
-        self.kinds().await.into_iter().filter(|k| *k == kind).count()
+        self.kinds()
+            .await
+            .into_iter()
+            .filter(|k| *k == kind)
+            .count()
     }
 
     fn travel(&self, d: Duration) {
@@ -144,7 +170,13 @@ async fn auto_approved_request_is_granted_then_expires() {
         assert_eq!(r.justification.as_str(), "debug CI", "quotes stripped");
 
         // The grant and its expiry job were written by the same commit, before any job ran.
-        let grant = h.engine.store().grant(r.grant_id.unwrap()).await.unwrap().unwrap();
+        let grant = h
+            .engine
+            .store()
+            .grant(r.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(grant.status, GrantStatus::Provisioning);
         let jobs = h.engine.store().jobs(&JobFilter::default()).await.unwrap();
         let expire = jobs
@@ -156,7 +188,10 @@ async fn auto_approved_request_is_granted_then_expires() {
         h.run().await;
         let r = h.engine.store().request(r.id).await.unwrap().unwrap();
         assert_eq!(r.status, RequestStatus::Active, "{}", h.kind);
-        assert_eq!(h.provider.holders(), vec![("U1".to_string(), "auto".to_string())]);
+        assert_eq!(
+            h.provider.holders(),
+            vec![("U1".to_string(), "auto".to_string())]
+        );
         assert!(h.notifier.names().contains(&"access_granted"));
 
         // Not yet: nothing happens before expiry.
@@ -170,7 +205,16 @@ async fn auto_approved_request_is_granted_then_expires() {
         assert!(h.provider.holders().is_empty());
         let g = h.engine.store().grant(grant.id).await.unwrap().unwrap();
         assert_eq!(g.status, GrantStatus::Expired);
-        assert_eq!(h.engine.store().request(r.id).await.unwrap().unwrap().status, RequestStatus::Expired);
+        assert_eq!(
+            h.engine
+                .store()
+                .request(r.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RequestStatus::Expired
+        );
         assert!(h.notifier.names().contains(&"access_expired"));
         assert_eq!(
             h.kinds().await,
@@ -192,19 +236,46 @@ async fn auto_approved_request_is_granted_then_expires() {
 async fn bad_input_is_refused_specifically_and_changes_nothing() {
     for h in each_backend().await {
         let e = h.engine.submit(ask("U1", "nope", "1h")).await.unwrap_err();
-        assert_eq!(e.to_string(), "Unknown resource 'nope'. Valid resources: auto, fixed, guarded, two-keys.");
+        assert_eq!(
+            e.to_string(),
+            "Unknown resource 'nope'. Valid resources: auto, fixed, guarded, two-keys."
+        );
         let e = h.engine.submit(ask("U1", "auto", "9h")).await.unwrap_err();
-        assert_eq!(e.to_string(), "Duration must be between 1s and 8h (you asked for 9h).");
-        let e = h.engine.submit(ask("U1", "auto", "soon")).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Duration must be between 1s and 8h (you asked for 9h)."
+        );
+        let e = h
+            .engine
+            .submit(ask("U1", "auto", "soon"))
+            .await
+            .unwrap_err();
         assert!(matches!(e, EngineError::InvalidDuration(_)));
         let mut s = ask("U1", "auto", "1h");
         s.justification = "\"\"".into();
-        assert!(matches!(h.engine.submit(s).await.unwrap_err(), EngineError::InvalidJustification(_)));
+        assert!(matches!(
+            h.engine.submit(s).await.unwrap_err(),
+            EngineError::InvalidJustification(_)
+        ));
         let mut s = ask("U1", "auto", "1h");
         s.kind = RequestKind::Extend;
-        assert!(matches!(h.engine.submit(s).await.unwrap_err(), EngineError::NoActiveGrant { .. }));
-        assert!(h.kinds().await.is_empty(), "{}: refused input must leave no trace", h.kind);
-        assert!(h.engine.store().jobs(&JobFilter::default()).await.unwrap().is_empty());
+        assert!(matches!(
+            h.engine.submit(s).await.unwrap_err(),
+            EngineError::NoActiveGrant { .. }
+        ));
+        assert!(
+            h.kinds().await.is_empty(),
+            "{}: refused input must leave no trace",
+            h.kind
+        );
+        assert!(
+            h.engine
+                .store()
+                .jobs(&JobFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 
@@ -219,14 +290,33 @@ async fn approvals_follow_policy() {
 
         // Self-approval and non-approvers are refused and change nothing.
         let e = h.engine.approve(r.id, approver("U1")).await.unwrap_err();
-        assert_eq!(e.to_string(), "You cannot approve or deny your own request.");
-        let e = h.engine.approve(r.id, approver("UOTHER")).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "You cannot approve or deny your own request."
+        );
+        let e = h
+            .engine
+            .approve(r.id, approver("UOTHER"))
+            .await
+            .unwrap_err();
         assert_eq!(e.to_string(), "You are not an approver for 'guarded'.");
-        assert_eq!(h.engine.store().request(r.id).await.unwrap().unwrap().status, RequestStatus::Pending);
+        assert_eq!(
+            h.engine
+                .store()
+                .request(r.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RequestStatus::Pending
+        );
 
         // A second pending request for the same thing is refused.
         assert!(matches!(
-            h.engine.submit(ask("U1", "guarded", "1h")).await.unwrap_err(),
+            h.engine
+                .submit(ask("U1", "guarded", "1h"))
+                .await
+                .unwrap_err(),
             EngineError::AlreadyPending { .. }
         ));
 
@@ -234,27 +324,51 @@ async fn approvals_follow_policy() {
         assert_eq!(approved.status, RequestStatus::Approved);
         assert!(matches!(
             h.engine.approve(r.id, approver("UAPP2")).await.unwrap_err(),
-            EngineError::AlreadyDecided { status: RequestStatus::Approved }
+            EngineError::AlreadyDecided {
+                status: RequestStatus::Approved
+            }
         ));
         assert!(matches!(
-            h.engine.deny(r.id, approver("UAPP2"), None).await.unwrap_err(),
+            h.engine
+                .deny(r.id, approver("UAPP2"), None)
+                .await
+                .unwrap_err(),
             EngineError::AlreadyDecided { .. }
         ));
         h.run().await;
-        assert_eq!(h.engine.store().request(r.id).await.unwrap().unwrap().status, RequestStatus::Active);
+        assert_eq!(
+            h.engine
+                .store()
+                .request(r.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RequestStatus::Active
+        );
         assert!(h.notifier.names().contains(&"request_approved"));
 
         // Deny, cancel.
         let d = h.engine.submit(ask("U2", "guarded", "1h")).await.unwrap();
-        let denied = h.engine.deny(d.id, approver("UAPP2"), Some("not today".into())).await.unwrap();
+        let denied = h
+            .engine
+            .deny(d.id, approver("UAPP2"), Some("not today".into()))
+            .await
+            .unwrap();
         assert_eq!(denied.status, RequestStatus::Denied);
         let c = h.engine.submit(ask("U3", "guarded", "1h")).await.unwrap();
-        assert!(matches!(h.engine.cancel(c.id, approver("U2")).await.unwrap_err(), EngineError::NotYours));
+        assert!(matches!(
+            h.engine.cancel(c.id, approver("U2")).await.unwrap_err(),
+            EngineError::NotYours
+        ));
         let cancelled = h.engine.cancel(c.id, approver("U3")).await.unwrap();
         assert_eq!(cancelled.status, RequestStatus::Cancelled);
         h.run().await;
         let names = h.notifier.names();
-        assert!(names.contains(&"request_denied") && names.contains(&"request_cancelled"), "{names:?}");
+        assert!(
+            names.contains(&"request_denied") && names.contains(&"request_cancelled"),
+            "{names:?}"
+        );
         assert_eq!(h.count(AuditKind::AccessDenied).await, 1);
         assert_eq!(h.count(AuditKind::RequestCancelled).await, 1);
     }
@@ -266,14 +380,34 @@ async fn pending_requests_time_out() {
         let r = h.engine.submit(ask("U1", "guarded", "1h")).await.unwrap();
         h.travel(Duration::minutes(119));
         h.run().await;
-        assert_eq!(h.engine.store().request(r.id).await.unwrap().unwrap().status, RequestStatus::Pending);
+        assert_eq!(
+            h.engine
+                .store()
+                .request(r.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RequestStatus::Pending
+        );
         h.travel(Duration::minutes(2));
         h.run().await;
-        assert_eq!(h.engine.store().request(r.id).await.unwrap().unwrap().status, RequestStatus::TimedOut);
+        assert_eq!(
+            h.engine
+                .store()
+                .request(r.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RequestStatus::TimedOut
+        );
         assert!(h.notifier.names().contains(&"request_timed_out"));
         assert!(matches!(
             h.engine.approve(r.id, approver("UAPP1")).await.unwrap_err(),
-            EngineError::AlreadyDecided { status: RequestStatus::TimedOut }
+            EngineError::AlreadyDecided {
+                status: RequestStatus::TimedOut
+            }
         ));
     }
 }
@@ -284,7 +418,10 @@ async fn n_of_m_needs_distinct_approvers() {
         let r = h.engine.submit(ask("U1", "two-keys", "1h")).await.unwrap();
         let after_one = h.engine.approve(r.id, approver("UAPP1")).await.unwrap();
         assert_eq!(after_one.status, RequestStatus::Pending);
-        assert!(matches!(h.engine.approve(r.id, approver("UAPP1")).await.unwrap_err(), EngineError::AlreadyVoted));
+        assert!(matches!(
+            h.engine.approve(r.id, approver("UAPP1")).await.unwrap_err(),
+            EngineError::AlreadyVoted
+        ));
         let after_two = h.engine.approve(r.id, approver("UAPP2")).await.unwrap();
         assert_eq!(after_two.status, RequestStatus::Approved);
         assert_eq!(h.count(AuditKind::ApprovalRecorded).await, 1);
@@ -313,7 +450,9 @@ async fn concurrent_approvals_produce_one_grant_and_one_event() {
                         assert_eq!(req.status, RequestStatus::Approved);
                         wins += 1;
                     }
-                    Err(EngineError::AlreadyDecided { status: RequestStatus::Approved }) => {}
+                    Err(EngineError::AlreadyDecided {
+                        status: RequestStatus::Approved,
+                    }) => {}
                     Err(e) => panic!("{}: unexpected {e:?}", h.kind),
                 }
             }
@@ -321,14 +460,21 @@ async fn concurrent_approvals_produce_one_grant_and_one_event() {
             let grants = h
                 .engine
                 .store()
-                .grants(&GrantFilter { subject: Some(person(&user).key()), ..Default::default() })
+                .grants(&GrantFilter {
+                    subject: Some(person(&user).key()),
+                    ..Default::default()
+                })
                 .await
                 .unwrap();
             assert_eq!(grants.len(), 1, "{}", h.kind);
             let events = h
                 .engine
                 .store()
-                .audit_events(&AuditFilter { request_id: Some(r.id), kind: Some(AuditKind::AccessApproved), ..Default::default() })
+                .audit_events(&AuditFilter {
+                    request_id: Some(r.id),
+                    kind: Some(AuditKind::AccessApproved),
+                    ..Default::default()
+                })
                 .await
                 .unwrap();
             assert_eq!(events.len(), 1, "{}: one audit event", h.kind);
@@ -344,9 +490,19 @@ async fn overlapping_approvals_extend_one_grant() {
         h.run().await;
         h.travel(Duration::minutes(10));
         let second = h.engine.submit(ask("U1", "auto", "3h")).await.unwrap();
-        assert_eq!(second.grant_id, first.grant_id, "{}: the second approval extends the same grant", h.kind);
+        assert_eq!(
+            second.grant_id, first.grant_id,
+            "{}: the second approval extends the same grant",
+            h.kind
+        );
         h.run().await;
-        let g = h.engine.store().grant(first.grant_id.unwrap()).await.unwrap().unwrap();
+        let g = h
+            .engine
+            .store()
+            .grant(first.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(g.status, GrantStatus::Active);
         assert_eq!(g.expires_at, h.engine.now() + Duration::hours(3));
         assert_eq!(h.count(AuditKind::AccessExtended).await, 1);
@@ -354,7 +510,12 @@ async fn overlapping_approvals_extend_one_grant() {
         // The first approval's expiry passes: access stays.
         h.travel(Duration::minutes(55));
         h.run().await;
-        assert_eq!(h.provider.count("revoke"), 0, "{}: an earlier expiry must not revoke", h.kind);
+        assert_eq!(
+            h.provider.count("revoke"),
+            0,
+            "{}: an earlier expiry must not revoke",
+            h.kind
+        );
         assert_eq!(h.provider.holders().len(), 1);
 
         h.travel(Duration::hours(3));
@@ -363,7 +524,10 @@ async fn overlapping_approvals_extend_one_grant() {
         let g = h.engine.store().grant(g.id).await.unwrap().unwrap();
         assert_eq!(g.status, GrantStatus::Expired);
         for r in [first.id, second.id] {
-            assert_eq!(h.engine.store().request(r).await.unwrap().unwrap().status, RequestStatus::Expired);
+            assert_eq!(
+                h.engine.store().request(r).await.unwrap().unwrap().status,
+                RequestStatus::Expired
+            );
         }
     }
 }
@@ -373,29 +537,55 @@ async fn extend_lengthens_from_the_current_expiry_within_the_maximum() {
     for h in each_backend().await {
         let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
         h.run().await;
-        let before = h.engine.store().grant(r.grant_id.unwrap()).await.unwrap().unwrap().expires_at;
+        let before = h
+            .engine
+            .store()
+            .grant(r.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at;
         let mut ext = ask("U1", "auto", "2h");
         ext.kind = RequestKind::Extend;
         ext.justification = String::new();
         let e = h.engine.submit(ext).await.unwrap();
         assert_eq!(e.grant_id, r.grant_id);
         h.run().await;
-        let after = h.engine.store().grant(r.grant_id.unwrap()).await.unwrap().unwrap().expires_at;
+        let after = h
+            .engine
+            .store()
+            .grant(r.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at;
         assert_eq!(after, before + Duration::hours(2));
         let mut ext = ask("U1", "fixed", "1h");
         ext.kind = RequestKind::Extend;
-        assert!(matches!(h.engine.submit(ext).await.unwrap_err(), EngineError::NotExtendable { .. }));
+        assert!(matches!(
+            h.engine.submit(ext).await.unwrap_err(),
+            EngineError::NotExtendable { .. }
+        ));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_failures_retry_then_fail_the_request() {
     for h in each_backend().await {
-        h.provider.on_grant(Behaviour::FailTransient("backend 503".into()));
+        h.provider
+            .on_grant(Behaviour::FailTransient("backend 503".into()));
         let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
         let s = h.run().await;
         assert_eq!(s.retried.get("provision"), Some(&1), "{}", h.kind);
-        let job = h.engine.store().jobs(&JobFilter { kind: Some("provision".into()), ..Default::default() }).await.unwrap();
+        let job = h
+            .engine
+            .store()
+            .jobs(&JobFilter {
+                kind: Some("provision".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(job[0].last_error.as_deref(), Some("backend 503"));
         assert!(job[0].run_at > h.engine.now(), "backed off");
 
@@ -403,22 +593,43 @@ async fn provider_failures_retry_then_fail_the_request() {
         h.provider.on_grant(Behaviour::Succeed);
         h.travel(Duration::minutes(5));
         h.run().await;
-        assert_eq!(h.engine.store().request(r.id).await.unwrap().unwrap().status, RequestStatus::Active);
+        assert_eq!(
+            h.engine
+                .store()
+                .request(r.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RequestStatus::Active
+        );
 
         // A permanent failure fails the request and its new grant at once.
-        h.provider.on_grant(Behaviour::FailPermanent("organisation policy forbids it".into()));
+        h.provider.on_grant(Behaviour::FailPermanent(
+            "organisation policy forbids it".into(),
+        ));
         let r2 = h.engine.submit(ask("U2", "auto", "1h")).await.unwrap();
         h.run().await;
         let r2 = h.engine.store().request(r2.id).await.unwrap().unwrap();
         assert_eq!(r2.status, RequestStatus::Failed);
-        assert_eq!(r2.failure.as_deref(), Some("organisation policy forbids it"));
-        let g2 = h.engine.store().grant(r2.grant_id.unwrap()).await.unwrap().unwrap();
+        assert_eq!(
+            r2.failure.as_deref(),
+            Some("organisation policy forbids it")
+        );
+        let g2 = h
+            .engine
+            .store()
+            .grant(r2.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(g2.status, GrantStatus::Failed);
         assert!(h.notifier.names().contains(&"access_failed"));
         assert_eq!(h.count(AuditKind::GrantFailed).await, 1);
 
         // Transient failures that never end give up after the attempt limit.
-        h.provider.on_grant(Behaviour::FailTransient("still down".into()));
+        h.provider
+            .on_grant(Behaviour::FailTransient("still down".into()));
         // (8h, so the grant does not simply expire during the retries.)
         let r3 = h.engine.submit(ask("U3", "auto", "8h")).await.unwrap();
         for _ in 0..10 {
@@ -429,7 +640,12 @@ async fn provider_failures_retry_then_fail_the_request() {
         assert_eq!(r3.status, RequestStatus::Failed);
         assert!(r3.failure.unwrap().contains("still down"));
         let dead = h.engine.dead_jobs().await.unwrap();
-        assert_eq!(dead.len(), 1, "{}: the provision job stays visible as dead", h.kind);
+        assert_eq!(
+            dead.len(),
+            1,
+            "{}: the provision job stays visible as dead",
+            h.kind
+        );
         assert_eq!(dead[0].status, JobStatus::Dead);
     }
 }
@@ -439,20 +655,40 @@ async fn revocation_never_gives_up() {
     for h in each_backend().await {
         let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
         h.run().await;
-        h.provider.on_revoke(Behaviour::FailTransient("cannot reach backend".into()));
+        h.provider
+            .on_revoke(Behaviour::FailTransient("cannot reach backend".into()));
         h.travel(Duration::hours(1));
         for _ in 0..30 {
             h.run().await;
             h.travel(Duration::minutes(6));
         }
-        let jobs = h.engine.store().jobs(&JobFilter { kind: Some("expire".into()), ..Default::default() }).await.unwrap();
-        assert_eq!(jobs[0].status, JobStatus::Pending, "{}: still retrying", h.kind);
+        let jobs = h
+            .engine
+            .store()
+            .jobs(&JobFilter {
+                kind: Some("expire".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            jobs[0].status,
+            JobStatus::Pending,
+            "{}: still retrying",
+            h.kind
+        );
         assert!(jobs[0].attempts >= 20);
         assert!(h.engine.dead_jobs().await.unwrap().is_empty());
         h.provider.on_revoke(Behaviour::Succeed);
         h.travel(Duration::minutes(6));
         h.run().await;
-        let g = h.engine.store().grant(r.grant_id.unwrap()).await.unwrap().unwrap();
+        let g = h
+            .engine
+            .store()
+            .grant(r.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(g.status, GrantStatus::Expired);
         assert!(h.provider.holders().is_empty());
     }
@@ -464,17 +700,43 @@ async fn early_revocation_by_the_holder_or_an_admin() {
         let r = h.engine.submit(ask("U1", "auto", "4h")).await.unwrap();
         h.run().await;
         let gid = r.grant_id.unwrap();
-        assert!(matches!(h.engine.revoke_grant(gid, approver("U2")).await.unwrap_err(), EngineError::NotYours));
-        let g = h.engine.revoke_resource(&person("U1").key(), "auto", approver("U1")).await.unwrap();
+        assert!(matches!(
+            h.engine
+                .revoke_grant(gid, approver("U2"))
+                .await
+                .unwrap_err(),
+            EngineError::NotYours
+        ));
+        let g = h
+            .engine
+            .revoke_resource(&person("U1").key(), "auto", approver("U1"))
+            .await
+            .unwrap();
         assert_eq!(g.status, GrantStatus::Revoking);
         h.run().await;
         let g = h.engine.store().grant(gid).await.unwrap().unwrap();
         assert_eq!(g.status, GrantStatus::Revoked);
-        assert_eq!(h.engine.store().request(r.id).await.unwrap().unwrap().status, RequestStatus::Revoked);
+        assert_eq!(
+            h.engine
+                .store()
+                .request(r.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RequestStatus::Revoked
+        );
         assert!(h.provider.holders().is_empty());
         assert!(h.notifier.names().contains(&"access_revoked"));
-        let e = h.engine.revoke_resource(&person("U1").key(), "auto", approver("U1")).await.unwrap_err();
-        assert_eq!(e.to_string(), "You do not have any active access to 'auto'.");
+        let e = h
+            .engine
+            .revoke_resource(&person("U1").key(), "auto", approver("U1"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "You do not have any active access to 'auto'."
+        );
 
         // The expiry job of a revoked grant finds nothing to do.
         h.travel(Duration::hours(5));
@@ -484,12 +746,18 @@ async fn early_revocation_by_the_holder_or_an_admin() {
         // Admin revoke of someone else's grant.
         let r2 = h.engine.submit(ask("U2", "auto", "1h")).await.unwrap();
         h.run().await;
-        h.engine.revoke_grant(r2.grant_id.unwrap(), Actor::Admin { name: "ops".into() }).await.unwrap();
+        h.engine
+            .revoke_grant(r2.grant_id.unwrap(), Actor::Admin { name: "ops".into() })
+            .await
+            .unwrap();
         h.run().await;
         let revoked = h
             .engine
             .store()
-            .audit_events(&AuditFilter { kind: Some(AuditKind::AccessRevoked), ..Default::default() })
+            .audit_events(&AuditFilter {
+                kind: Some(AuditKind::AccessRevoked),
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert_eq!(revoked.len(), 2);
@@ -506,7 +774,16 @@ async fn a_hung_provider_becomes_a_retry() {
         let s = h.run().await;
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         assert_eq!(s.retried.get("provision"), Some(&1), "{}", h.kind);
-        assert_eq!(h.engine.store().request(r.id).await.unwrap().unwrap().status, RequestStatus::Approved);
+        assert_eq!(
+            h.engine
+                .store()
+                .request(r.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RequestStatus::Approved
+        );
     }
 }
 

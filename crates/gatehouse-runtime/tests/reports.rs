@@ -11,7 +11,7 @@ use access_core::{Actor, Email, Subject};
 use chrono::{Duration, TimeZone, Utc};
 use gatehouse_runtime::compose::Overrides;
 use gatehouse_runtime::config::Env;
-use gatehouse_runtime::reports::{write_events, ExportFormat, Month, MonthlyReport, CSV_HEADER};
+use gatehouse_runtime::reports::{CSV_HEADER, ExportFormat, Month, MonthlyReport, write_events};
 use gatehouse_runtime::{App, Config};
 use testkit::provider::{Behaviour, ManualClock, TestProvider};
 
@@ -32,29 +32,53 @@ approval = { mode = "auto" }
 "#;
 
 fn who(u: &str) -> Subject {
-    Subject { team_id: "T1".into(), user_id: u.into(), email: Some(Email::parse(&format!("{u}@example.com")).unwrap()), name: u.into() }
+    Subject {
+        team_id: "T1".into(),
+        user_id: u.into(),
+        email: Some(Email::parse(&format!("{u}@example.com")).unwrap()),
+        name: u.into(),
+    }
 }
 
 fn ask(u: &str, r: &str, d: &str) -> Submission {
-    Submission { subject: who(u), resource: r.into(), duration: Some(d.into()), justification: "work".into(), kind: RequestKind::New }
+    Submission {
+        subject: who(u),
+        resource: r.into(),
+        duration: Some(d.into()),
+        justification: "work".into(),
+        kind: RequestKind::New,
+    }
 }
 
 fn approver(u: &str) -> Actor {
-    Actor::User { team_id: "T1".into(), user_id: u.into(), name: u.into() }
+    Actor::User {
+        team_id: "T1".into(),
+        user_id: u.into(),
+        name: u.into(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripted_month() {
     for db in testkit::db::backends().await {
         // October activity that must not count, then November.
-        let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 10, 31, 22, 0, 0).unwrap()));
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 10, 31, 22, 0, 0).unwrap(),
+        ));
         let provider = Arc::new(TestProvider::new());
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         providers.insert("test".into(), provider.clone());
         let app = App::build(
             Config::from_toml(CONFIG, "t").unwrap(),
-            Env { database_url: db.url.clone(), ..Env::default() },
-            Overrides { providers, clock: Some(clock.clone()), ..Default::default() },
+            Env {
+                database_url: db.url.clone(),
+                ..Env::default()
+            },
+            Overrides {
+                providers,
+                clock: Some(clock.clone()),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -72,10 +96,14 @@ async fn scripted_month() {
         e.drain(10).await.unwrap();
         step(1);
         let r = e.submit(ask("UBOB", "vpn", "2h")).await.unwrap();
-        e.deny(r.id, approver("UOPS"), Some("not now".into())).await.unwrap();
+        e.deny(r.id, approver("UOPS"), Some("not now".into()))
+            .await
+            .unwrap();
         let r = e.submit(ask("UBOB", "gcp", "2h")).await.unwrap();
         e.drain(10).await.unwrap();
-        e.revoke_grant(r.grant_id.unwrap(), approver("UBOB")).await.unwrap(); // self-revocation
+        e.revoke_grant(r.grant_id.unwrap(), approver("UBOB"))
+            .await
+            .unwrap(); // self-revocation
         e.drain(10).await.unwrap();
         provider.on_grant(Behaviour::FailPermanent("quota exceeded".into()));
         e.submit(ask("UCAROL", "gcp", "1h")).await.unwrap();
@@ -87,7 +115,12 @@ async fn scripted_month() {
         let month: Month = "2026-11".parse().unwrap();
         let events = e
             .store()
-            .audit_events(&AuditFilter { since: Some(month.start()), until: Some(month.end()), limit: Some(1000), ..Default::default() })
+            .audit_events(&AuditFilter {
+                since: Some(month.start()),
+                until: Some(month.end()),
+                limit: Some(1000),
+                ..Default::default()
+            })
             .await
             .unwrap();
         let report = MonthlyReport::from_events(month, &events);
@@ -104,8 +137,14 @@ async fn scripted_month() {
         assert_eq!(report.by_resource["gcp"].grants, 1);
         assert_eq!(report.by_person["T1/UALICE"].grants, 1);
         assert_eq!(report.approvers["slack:T1/UBOSS"], 1);
-        assert_eq!(report.approvers["system"], 2, "auto-approvals (BOB and CAROL) in November");
-        assert!(!report.by_person.contains_key("T1/UOLD"), "October is not in November's report");
+        assert_eq!(
+            report.approvers["system"], 2,
+            "auto-approvals (BOB and CAROL) in November"
+        );
+        assert!(
+            !report.by_person.contains_key("T1/UOLD"),
+            "October is not in November's report"
+        );
         let text = report.to_text();
         assert!(text.contains("Gatehouse access report for 2026-11"));
 
@@ -117,8 +156,11 @@ async fn scripted_month() {
         assert_eq!(csv.lines().next(), Some(CSV_HEADER));
         let mut jsonl = Vec::new();
         write_events(&mut jsonl, &events, ExportFormat::Jsonl, true).unwrap();
-        let parsed: Vec<access_core::AuditEvent> =
-            String::from_utf8(jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let parsed: Vec<access_core::AuditEvent> = String::from_utf8(jsonl)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(parsed, events);
     }
 }

@@ -86,7 +86,10 @@ impl FakeGcs {
     pub async fn start(expected_token: &str) -> Self {
         let shared = Arc::new(Shared {
             token: Mutex::new(expected_token.to_owned()),
-            inner: Mutex::new(Inner { next_generation: 1_700_000_000_000_000, ..Default::default() }),
+            inner: Mutex::new(Inner {
+                next_generation: 1_700_000_000_000_000,
+                ..Default::default()
+            }),
             requests: AtomicU64::new(0),
             media_requests: AtomicU64::new(0),
         });
@@ -94,7 +97,9 @@ impl FakeGcs {
             .route("/storage/v1/b/{bucket}/o/{object}", get(get_object))
             .fallback(not_found_fallback)
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake GCS");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake GCS");
         let addr = listener.local_addr().expect("fake GCS address");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -113,7 +118,13 @@ impl FakeGcs {
 
     /// Creates an empty bucket.
     pub fn create_bucket(&self, bucket: &str) {
-        self.shared.inner.lock().unwrap().buckets.entry(bucket.to_owned()).or_default();
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .buckets
+            .entry(bucket.to_owned())
+            .or_default();
     }
 
     /// Writes (or replaces) an object, creating its bucket; returns the new generation.
@@ -121,14 +132,25 @@ impl FakeGcs {
         let mut inner = self.shared.inner.lock().unwrap();
         inner.next_generation += 1;
         let generation = inner.next_generation;
-        let obj = StoredObject { data: Arc::new(data), generation, content_type: "application/json".to_owned() };
-        inner.buckets.entry(bucket.to_owned()).or_default().insert(name.to_owned(), obj);
+        let obj = StoredObject {
+            data: Arc::new(data),
+            generation,
+            content_type: "application/json".to_owned(),
+        };
+        inner
+            .buckets
+            .entry(bucket.to_owned())
+            .or_default()
+            .insert(name.to_owned(), obj);
         generation
     }
 
     pub fn delete_object(&self, bucket: &str, name: &str) -> bool {
         let mut inner = self.shared.inner.lock().unwrap();
-        inner.buckets.get_mut(bucket).is_some_and(|b| b.remove(name).is_some())
+        inner
+            .buckets
+            .get_mut(bucket)
+            .is_some_and(|b| b.remove(name).is_some())
     }
 
     pub fn set_mode(&self, mode: GcsMode) {
@@ -151,7 +173,12 @@ impl FakeGcs {
     }
 }
 
-fn google_error(status: StatusCode, message: &str, reason: &str, extra: Option<(&str, &str)>) -> Response {
+fn google_error(
+    status: StatusCode,
+    message: &str,
+    reason: &str,
+    extra: Option<(&str, &str)>,
+) -> Response {
     let mut err = json!({"message": message, "domain": "global", "reason": reason});
     if let Some((location_type, location)) = extra {
         err["locationType"] = json!(location_type);
@@ -159,8 +186,10 @@ fn google_error(status: StatusCode, message: &str, reason: &str, extra: Option<(
     }
     let body = json!({"error": {"code": status.as_u16(), "message": message, "errors": [err]}});
     let mut resp = (status, axum::Json(body)).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
     resp
 }
 
@@ -177,7 +206,10 @@ async fn get_object(
     shared.requests.fetch_add(1, Ordering::SeqCst);
 
     let expected = shared.token.lock().unwrap().clone();
-    match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         None => {
             return google_error(
                 StatusCode::UNAUTHORIZED,
@@ -187,9 +219,16 @@ async fn get_object(
             );
         }
         Some(v) if v.strip_prefix("Bearer ").is_none_or(|t| t != expected) => {
-            let mut resp =
-                google_error(StatusCode::UNAUTHORIZED, "Invalid Credentials", "authError", Some(("header", "Authorization")));
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""));
+            let mut resp = google_error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid Credentials",
+                "authError",
+                Some(("header", "Authorization")),
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
+            );
             return resp;
         }
         Some(_) => {}
@@ -209,9 +248,21 @@ async fn get_object(
         );
     }
     let obj = match found {
-        None => return google_error(StatusCode::NOT_FOUND, "The specified bucket does not exist.", "notFound", None),
+        None => {
+            return google_error(
+                StatusCode::NOT_FOUND,
+                "The specified bucket does not exist.",
+                "notFound",
+                None,
+            );
+        }
         Some(None) => {
-            return google_error(StatusCode::NOT_FOUND, &format!("No such object: {bucket}/{object}"), "notFound", None);
+            return google_error(
+                StatusCode::NOT_FOUND,
+                &format!("No such object: {bucket}/{object}"),
+                "notFound",
+                None,
+            );
         }
         Some(Some(o)) => o,
     };
@@ -241,10 +292,19 @@ async fn get_object(
     };
     let mut resp = (StatusCode::OK, data).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&obj.content_type).unwrap());
-    h.insert("x-goog-generation", HeaderValue::from_str(&obj.generation.to_string()).unwrap());
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&obj.content_type).unwrap(),
+    );
+    h.insert(
+        "x-goog-generation",
+        HeaderValue::from_str(&obj.generation.to_string()).unwrap(),
+    );
     h.insert("x-goog-metageneration", HeaderValue::from_static("1"));
     h.insert("x-goog-storage-class", HeaderValue::from_static("STANDARD"));
-    h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{:x}\"", obj.generation)).unwrap());
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"{:x}\"", obj.generation)).unwrap(),
+    );
     resp
 }
