@@ -6,3 +6,6 @@
 mod admin_api;
 mod helpers;
 mod lifecycle;
+mod provider_stories;
+mod slack_story;
+mod directory_story;
