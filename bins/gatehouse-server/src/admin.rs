@@ -548,14 +548,15 @@ async fn jobs(
         None => None,
     };
     let store = s.app.engine.store();
+    let q_kind = q.kind;
     let jobs = store
         .jobs(&JobFilter {
             status,
-            kind: q.kind,
+            kind: q_kind.clone(),
             limit: q.limit.map(|l| l.min(1000)),
         })
         .await?;
-    let stats = store.job_stats(s.app.engine.now()).await?;
+    let stats = store.job_stats(s.app.engine.now(), q_kind.as_deref()).await?;
     Ok(Json(serde_json::json!({"stats": stats, "jobs": jobs})))
 }
 

@@ -99,7 +99,7 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: grant counts unavailable"),
     }
-    match store.job_stats(now).await {
+    match store.job_stats(now, None).await {
         Ok(j) => {
             metrics::gauge!("gatehouse_jobs_due").set(j.due as f64);
             metrics::gauge!("gatehouse_jobs_pending").set(j.pending as f64);
@@ -110,6 +110,16 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
                 .set(j.oldest_due_secs.unwrap_or(0) as f64);
         }
         Err(e) => tracing::warn!(error = %e, "metrics: job stats unavailable"),
+    }
+    // The audit export backlog: events written locally, not yet in the audit sink.
+    match store.job_stats(now, Some("export_audit")).await {
+        Ok(j) => {
+            metrics::gauge!("gatehouse_audit_export_backlog").set((j.pending + j.running) as f64);
+            metrics::gauge!("gatehouse_audit_export_backlog_oldest_seconds")
+                .set(j.oldest_due_secs.unwrap_or(0) as f64);
+            metrics::gauge!("gatehouse_audit_export_dead").set(j.dead as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: export backlog unavailable"),
     }
     match &s.metrics.handle {
         Some(h) => (

@@ -187,7 +187,12 @@ pub fn chain_hash(seq: i64, record: &AuditRecord, prev_hash: &str) -> String {
 pub fn seal(record: AuditRecord, prev_seq: i64, prev_hash: &str) -> AuditEvent {
     let seq = prev_seq + 1;
     let hash = chain_hash(seq, &record, prev_hash);
-    AuditEvent { seq, record, prev_hash: prev_hash.to_string(), hash }
+    AuditEvent {
+        seq,
+        record,
+        prev_hash: prev_hash.to_string(),
+        hash,
+    }
 }
 
 /// The result of walking the chain.
@@ -218,7 +223,12 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        Self { prev_seq: 0, prev_hash: GENESIS_HASH.to_string(), checked: 0, first_bad: None }
+        Self {
+            prev_seq: 0,
+            prev_hash: GENESIS_HASH.to_string(),
+            checked: 0,
+            first_bad: None,
+        }
     }
 }
 
@@ -233,7 +243,11 @@ impl ChainVerifier {
             return false;
         }
         self.checked += 1;
-        let bad = |reason: String| ChainBreak { seq: e.seq, event_id: Some(e.record.id.to_string()), reason };
+        let bad = |reason: String| ChainBreak {
+            seq: e.seq,
+            event_id: Some(e.record.id.to_string()),
+            reason,
+        };
         if e.seq != self.prev_seq + 1 {
             self.first_bad = Some(ChainBreak {
                 seq: self.prev_seq + 1,
@@ -256,7 +270,9 @@ impl ChainVerifier {
         }
         let expected = chain_hash(e.seq, &e.record, &e.prev_hash);
         if expected != e.hash {
-            self.first_bad = Some(bad("content does not match its hash: the row was edited".to_string()));
+            self.first_bad = Some(bad(
+                "content does not match its hash: the row was edited".to_string()
+            ));
             return false;
         }
         self.prev_seq = e.seq;
@@ -281,7 +297,11 @@ impl ChainVerifier {
                 }
             }
         }
-        ChainVerification { ok: self.first_bad.is_none(), events_checked: self.checked, first_bad: self.first_bad }
+        ChainVerification {
+            ok: self.first_bad.is_none(),
+            events_checked: self.checked,
+            first_bad: self.first_bad,
+        }
     }
 
     pub fn last(&self) -> (i64, &str) {
@@ -310,7 +330,10 @@ mod tests {
     fn chain(n: usize) -> Vec<AuditEvent> {
         let mut out: Vec<AuditEvent> = Vec::new();
         for i in 0..n {
-            let (seq, hash) = out.last().map(|e| (e.seq, e.hash.clone())).unwrap_or((0, GENESIS_HASH.into()));
+            let (seq, hash) = out
+                .last()
+                .map(|e| (e.seq, e.hash.clone()))
+                .unwrap_or((0, GENESIS_HASH.into()));
             let r = AuditRecord::new(AuditKind::AccessRequested, Actor::System, Utc::now())
                 .details(serde_json::json!({"i": i}));
             out.push(seal(r, seq, &hash));

@@ -88,7 +88,12 @@ impl AccessDuration {
     pub fn human(self) -> String {
         let mut parts = Vec::new();
         let mut rest = self.0;
-        for (unit, size) in [("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1)] {
+        for (unit, size) in [
+            ("day", 86_400),
+            ("hour", 3_600),
+            ("minute", 60),
+            ("second", 1),
+        ] {
             let n = rest / size;
             rest %= size;
             if n > 0 {
@@ -187,7 +192,10 @@ pub struct DurationBounds {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BoundsError {
     #[error("min_duration ({min}) is longer than max_duration ({max})")]
-    MinAboveMax { min: AccessDuration, max: AccessDuration },
+    MinAboveMax {
+        min: AccessDuration,
+        max: AccessDuration,
+    },
     #[error("default_duration ({default}) is outside {min}..{max}")]
     DefaultOutside {
         default: AccessDuration,
@@ -215,7 +223,10 @@ impl DurationBounds {
     }
 
     /// The duration to grant for what the person typed (or the default when they typed nothing).
-    pub fn check(&self, requested: Option<AccessDuration>) -> Result<AccessDuration, DurationError> {
+    pub fn check(
+        &self,
+        requested: Option<AccessDuration>,
+    ) -> Result<AccessDuration, DurationError> {
         let d = requested.unwrap_or(self.default);
         if d < self.min || d > self.max {
             return Err(DurationError::OutOfBounds {
@@ -254,8 +265,14 @@ mod tests {
             let e = bad.parse::<AccessDuration>().unwrap_err();
             assert!(matches!(e, DurationError::Malformed(_)), "{bad}: {e:?}");
         }
-        assert_eq!("0".parse::<AccessDuration>().unwrap_err(), DurationError::Zero);
-        assert_eq!("0s".parse::<AccessDuration>().unwrap_err(), DurationError::Zero);
+        assert_eq!(
+            "0".parse::<AccessDuration>().unwrap_err(),
+            DurationError::Zero
+        );
+        assert_eq!(
+            "0s".parse::<AccessDuration>().unwrap_err(),
+            DurationError::Zero
+        );
         assert!("99999999999999999999h".parse::<AccessDuration>().is_err());
     }
 
@@ -277,7 +294,10 @@ mod tests {
         assert_eq!(b.check(None).unwrap(), d("4h"));
         assert_eq!(b.check(Some(d("2h"))).unwrap(), d("2h"));
         let e = b.check(Some(d("2d"))).unwrap_err();
-        assert_eq!(e.to_string(), "Duration must be between 1m and 1d (you asked for 2d).");
+        assert_eq!(
+            e.to_string(),
+            "Duration must be between 1m and 1d (you asked for 2d)."
+        );
         assert!(b.check(Some(d("30s"))).is_err());
         assert!(DurationBounds::new(d("1h"), d("2h"), d("1h")).is_err());
         assert!(DurationBounds::new(d("5h"), d("1h"), d("4h")).is_err());

@@ -27,16 +27,17 @@ use crate::audit::{AuditKind, AuditRecord};
 use crate::duration::{AccessDuration, DurationError};
 use crate::grant::{Grant, GrantStatus};
 use crate::ids::{GrantId, JobId, RequestId, ResourceId};
-use crate::jobs::{backoff, Job, JobKind, NewJob};
+use crate::jobs::{Job, JobKind, NewJob, backoff};
 use crate::notification::{GrantSummary, Notification, RequestSummary};
 use crate::policy::{self, ApproverError, EligibilityError};
 use crate::ports::{
-    AuditSink, ChangeSet, Clock, Committed, Directory, ExportItem, GrantRequest, GrantWrite, JobWaker, Notifier,
-    NotifyContext, NotifyError, Provider, ProviderError, ProviderEvent, RequestFilter, RequestWrite, RevokeRequest,
-    Store, StoreError,
+    AuditSink, ChangeSet, Clock, Committed, Directory, ExportItem, GrantRequest, GrantWrite,
+    JobWaker, Notifier, NotifyContext, NotifyError, Provider, ProviderError, ProviderEvent,
+    RequestFilter, RequestWrite, RevokeRequest, Store, StoreError,
 };
 use crate::request::{
-    AccessRequest, Actor, Decision, DecisionKind, RequestEvent, RequestKind, RequestStatus, TransitionError,
+    AccessRequest, Actor, Decision, DecisionKind, RequestEvent, RequestKind, RequestStatus,
+    TransitionError,
 };
 use crate::resource::{ApprovalPolicy, Justification, JustificationError, Resource};
 use crate::subject::{Subject, SubjectKey};
@@ -48,7 +49,10 @@ const CONFLICT_RETRIES: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("Unknown resource '{requested}'. Valid resources: {}.", valid.join(", "))]
-    UnknownResource { requested: String, valid: Vec<String> },
+    UnknownResource {
+        requested: String,
+        valid: Vec<String>,
+    },
     #[error("{0}")]
     InvalidDuration(#[from] DurationError),
     #[error("{0}")]
@@ -65,8 +69,13 @@ pub enum EngineError {
     NoActiveGrant { resource: String },
     #[error("Access to '{resource}' cannot be extended; request it again when it ends.")]
     NotExtendable { resource: String },
-    #[error("You already have a pending request for '{resource}' ({request}). Cancel it first or wait for a decision.")]
-    AlreadyPending { resource: String, request: RequestId },
+    #[error(
+        "You already have a pending request for '{resource}' ({request}). Cancel it first or wait for a decision."
+    )]
+    AlreadyPending {
+        resource: String,
+        request: RequestId,
+    },
     #[error("This request has already been {status}.")]
     AlreadyDecided { status: RequestStatus },
     #[error("You have already approved this request.")]
@@ -142,7 +151,11 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { job_lease: chrono::Duration::seconds(120), job_concurrency: 8, approval_channel: None }
+        Self {
+            job_lease: chrono::Duration::seconds(120),
+            job_concurrency: 8,
+            approval_channel: None,
+        }
     }
 }
 
@@ -184,7 +197,9 @@ impl RunSummary {
 /// How a job run ended.
 #[derive(Debug)]
 enum JobResult {
-    Done { revocation_lag: Option<f64> },
+    Done {
+        revocation_lag: Option<f64>,
+    },
     Retry(String),
     /// Give up now (retrying cannot help).
     Fatal(String),
@@ -192,7 +207,9 @@ enum JobResult {
 
 impl JobResult {
     fn done() -> Self {
-        JobResult::Done { revocation_lag: None }
+        JobResult::Done {
+            revocation_lag: None,
+        }
     }
 }
 
@@ -204,7 +221,9 @@ pub struct ResourceCatalog {
 
 impl ResourceCatalog {
     pub fn new(resources: impl IntoIterator<Item = Resource>) -> Self {
-        Self { resources: resources.into_iter().map(|r| (r.id.clone(), r)).collect() }
+        Self {
+            resources: resources.into_iter().map(|r| (r.id.clone(), r)).collect(),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Resource> {
@@ -352,19 +371,29 @@ impl Engine {
     }
 
     /// Is `subject` eligible for `resource`?
-    pub async fn eligibility(&self, subject: &Subject, resource: &Resource) -> Result<(), EligibilityError> {
+    pub async fn eligibility(
+        &self,
+        subject: &Subject,
+        resource: &Resource,
+    ) -> Result<(), EligibilityError> {
         policy::check_eligibility(resource, subject, self.directory.as_ref()).await
     }
 
     fn resource(&self, name: &str) -> Result<&Resource, EngineError> {
-        self.catalog.get(name).ok_or_else(|| EngineError::UnknownResource {
-            requested: name.trim().chars().take(64).collect(),
-            valid: self.catalog.names(),
-        })
+        self.catalog
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownResource {
+                requested: name.trim().chars().take(64).collect(),
+                valid: self.catalog.names(),
+            })
     }
 
     fn summary(&self, r: &AccessRequest) -> RequestSummary {
-        let description = self.catalog.get(r.resource.as_str()).map(|x| x.description.as_str()).unwrap_or("");
+        let description = self
+            .catalog
+            .get(r.resource.as_str())
+            .map(|x| x.description.as_str())
+            .unwrap_or("");
         RequestSummary::of(r, description)
     }
 
@@ -374,7 +403,8 @@ impl Engine {
         let now = self.now();
         if self.audit_sink.is_some() {
             for a in &cs.audit {
-                cs.jobs.push(NewJob::at(JobKind::ExportAudit { event_id: a.id }, now));
+                cs.jobs
+                    .push(NewJob::at(JobKind::ExportAudit { event_id: a.id }, now));
             }
         }
         let run_ats: Vec<DateTime<Utc>> = cs.jobs.iter().map(|j| j.run_at).collect();
@@ -423,7 +453,12 @@ impl Engine {
     }
 
     fn notify_job(&self, n: Notification) -> NewJob {
-        NewJob::at(JobKind::Notify { notification: Box::new(n) }, self.now())
+        NewJob::at(
+            JobKind::Notify {
+                notification: Box::new(n),
+            },
+            self.now(),
+        )
     }
 
     // --------------------------------------------------------------------------------------------
@@ -432,20 +467,35 @@ impl Engine {
     /// Files a request. Auto-approved resources come back `approved` with provisioning queued.
     pub async fn submit(&self, s: Submission) -> Result<AccessRequest, EngineError> {
         let resource = self.resource(&s.resource)?.clone();
-        let requested = match s.duration.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        let requested = match s
+            .duration
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
             Some(d) => Some(d.parse::<AccessDuration>()?),
             None => None,
         };
         let duration = resource.durations.check(requested)?;
-        let live = self.store.live_grant(&s.subject.key(), &resource.id).await?;
+        let live = self
+            .store
+            .live_grant(&s.subject.key(), &resource.id)
+            .await?;
         let justification = match s.kind {
             RequestKind::New => Justification::parse(&s.justification)?,
             RequestKind::Extend => {
                 if !resource.extendable {
-                    return Err(EngineError::NotExtendable { resource: resource.id.to_string() });
+                    return Err(EngineError::NotExtendable {
+                        resource: resource.id.to_string(),
+                    });
                 }
-                if live.as_ref().is_none_or(|g| g.status != GrantStatus::Active) {
-                    return Err(EngineError::NoActiveGrant { resource: resource.id.to_string() });
+                if live
+                    .as_ref()
+                    .is_none_or(|g| g.status != GrantStatus::Active)
+                {
+                    return Err(EngineError::NoActiveGrant {
+                        resource: resource.id.to_string(),
+                    });
                 }
                 Justification::parse(&s.justification)
                     .or_else(|_| Justification::parse(&format!("Extension by {duration}")))?
@@ -462,7 +512,10 @@ impl Engine {
             })
             .await?;
         if let Some(p) = pending.first() {
-            return Err(EngineError::AlreadyPending { resource: resource.id.to_string(), request: p.id });
+            return Err(EngineError::AlreadyPending {
+                resource: resource.id.to_string(),
+                request: p.id,
+            });
         }
 
         let now = self.now();
@@ -484,12 +537,15 @@ impl Engine {
         };
         let requester = Actor::from_subject(&s.subject);
         let mut cs = ChangeSet::default();
-        cs.audit.push(self.audit(AuditKind::AccessRequested, &requester, &request).details(serde_json::json!({
-            "duration": duration.to_string(),
-            "justification": request.justification.as_str(),
-            "kind": request.kind,
-            "email": s.subject.email.as_ref().map(|e| e.as_str()),
-        })));
+        cs.audit.push(
+            self.audit(AuditKind::AccessRequested, &requester, &request)
+                .details(serde_json::json!({
+                    "duration": duration.to_string(),
+                    "justification": request.justification.as_str(),
+                    "kind": request.kind,
+                    "email": s.subject.email.as_ref().map(|e| e.as_str()),
+                })),
+        );
         match &resource.approval {
             ApprovalPolicy::Auto => {
                 request = request.transition(RequestEvent::Approve, now)?;
@@ -497,27 +553,43 @@ impl Engine {
                 self.plan_approval(&mut request, &resource, live, &[Actor::System], &mut cs)?;
                 cs.requests.insert(0, RequestWrite::Insert(request.clone()));
             }
-            ApprovalPolicy::Approvers { channel, pending_ttl, .. } => {
+            ApprovalPolicy::Approvers {
+                channel,
+                pending_ttl,
+                ..
+            } => {
                 let until = now + pending_ttl.as_chrono();
                 request.pending_until = Some(until);
                 cs.requests.push(RequestWrite::Insert(request.clone()));
                 let summary = self.summary(&request);
                 let required = resource.approval.required_approvals();
-                cs.jobs.push(self.notify_job(Notification::ApprovalRequested {
-                    request: summary.clone(),
-                    channel: channel.clone().or_else(|| self.settings.approval_channel.clone()),
-                    approvals_required: required,
-                }));
-                cs.jobs.push(self.notify_job(Notification::RequestSubmitted {
-                    request: summary,
-                    approvals_required: required,
-                }));
-                cs.jobs.push(NewJob::at(JobKind::TimeoutPending { request_id: request.id }, until));
+                cs.jobs.push(
+                    self.notify_job(Notification::ApprovalRequested {
+                        request: summary.clone(),
+                        channel: channel
+                            .clone()
+                            .or_else(|| self.settings.approval_channel.clone()),
+                        approvals_required: required,
+                    }),
+                );
+                cs.jobs
+                    .push(self.notify_job(Notification::RequestSubmitted {
+                        request: summary,
+                        approvals_required: required,
+                    }));
+                cs.jobs.push(NewJob::at(
+                    JobKind::TimeoutPending {
+                        request_id: request.id,
+                    },
+                    until,
+                ));
             }
         }
         match self.commit(cs).await {
             Ok(_) => Ok(request),
-            Err(StoreError::Duplicate(_)) => Err(EngineError::RevocationInProgress { resource: resource.id.to_string() }),
+            Err(StoreError::Duplicate(_)) => Err(EngineError::RevocationInProgress {
+                resource: resource.id.to_string(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -535,12 +607,15 @@ impl Engine {
         let now = self.now();
         let grant = match live {
             Some(g) if g.status == GrantStatus::Revoking => {
-                return Err(EngineError::RevocationInProgress { resource: resource.id.to_string() });
+                return Err(EngineError::RevocationInProgress {
+                    resource: resource.id.to_string(),
+                });
             }
             Some(mut g) => {
                 let cap = now + resource.durations.max.as_chrono();
                 let wanted = match request.kind {
-                    RequestKind::Extend => (g.expires_at.max(now) + request.duration.as_chrono()).min(cap.max(g.expires_at)),
+                    RequestKind::Extend => (g.expires_at.max(now) + request.duration.as_chrono())
+                        .min(cap.max(g.expires_at)),
                     RequestKind::New => now + request.duration.as_chrono(),
                 };
                 if wanted > g.expires_at {
@@ -570,16 +645,34 @@ impl Engine {
         };
         request.grant_id = Some(grant.id);
         cs.audit.push(
-            self.audit(AuditKind::AccessApproved, approvers.first().unwrap_or(&Actor::System), request)
-                .details(serde_json::json!({
-                    "approvers": approvers.iter().map(Actor::id).collect::<Vec<_>>(),
-                    "expires_at": grant.expires_at.to_rfc3339(),
-                })),
+            self.audit(
+                AuditKind::AccessApproved,
+                approvers.first().unwrap_or(&Actor::System),
+                request,
+            )
+            .details(serde_json::json!({
+                "approvers": approvers.iter().map(Actor::id).collect::<Vec<_>>(),
+                "expires_at": grant.expires_at.to_rfc3339(),
+            })),
         );
-        cs.jobs.push(NewJob::at(JobKind::Provision { request_id: request.id }, now));
-        cs.jobs.push(NewJob::at(JobKind::Expire { grant_id: grant.id }, grant.expires_at));
+        cs.jobs.push(NewJob::at(
+            JobKind::Provision {
+                request_id: request.id,
+            },
+            now,
+        ));
+        cs.jobs.push(NewJob::at(
+            JobKind::Expire { grant_id: grant.id },
+            grant.expires_at,
+        ));
         if let Some(at) = reminder_time(grant.granted_at.unwrap_or(now), grant.expires_at, now) {
-            cs.jobs.push(NewJob::at(JobKind::Remind { grant_id: grant.id, expires_at: grant.expires_at }, at));
+            cs.jobs.push(NewJob::at(
+                JobKind::Remind {
+                    grant_id: grant.id,
+                    expires_at: grant.expires_at,
+                },
+                at,
+            ));
         }
         if !resource.approval.is_auto() {
             cs.jobs.push(self.notify_job(Notification::RequestApproved {
@@ -593,13 +686,20 @@ impl Engine {
     /// Records an approval. With N-of-M the request stays pending until N distinct approvers
     /// agree; an admin's approval is final.
     pub async fn approve(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
-        self.with_retries(|| self.approve_once(id, by.clone())).await
+        self.with_retries(|| self.approve_once(id, by.clone()))
+            .await
     }
 
     async fn approve_once(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
-        let request = self.store.request(id).await?.ok_or(EngineError::RequestNotFound(id))?;
+        let request = self
+            .store
+            .request(id)
+            .await?
+            .ok_or(EngineError::RequestNotFound(id))?;
         if request.status != RequestStatus::Pending {
-            return Err(EngineError::AlreadyDecided { status: request.status });
+            return Err(EngineError::AlreadyDecided {
+                status: request.status,
+            });
         }
         let resource = self.resource(request.resource.as_str())?.clone();
         policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
@@ -608,51 +708,94 @@ impl Engine {
             return Err(EngineError::AlreadyVoted);
         }
         let now = self.now();
-        let mut approvers: Vec<Actor> =
-            decisions.iter().filter(|d| d.kind == DecisionKind::Approve).map(|d| d.actor.clone()).collect();
+        let mut approvers: Vec<Actor> = decisions
+            .iter()
+            .filter(|d| d.kind == DecisionKind::Approve)
+            .map(|d| d.actor.clone())
+            .collect();
         approvers.push(by.clone());
         let required = resource.approval.required_approvals() as usize;
         let enough = matches!(by, Actor::Admin { .. }) || approvers.len() >= required;
 
         let mut cs = ChangeSet::default();
-        cs.decisions.push(Decision { request_id: id, actor: by.clone(), kind: DecisionKind::Approve, at: now, comment: None });
+        cs.decisions.push(Decision {
+            request_id: id,
+            actor: by.clone(),
+            kind: DecisionKind::Approve,
+            at: now,
+            comment: None,
+        });
         let mut updated;
         if enough {
             updated = request.transition(RequestEvent::Approve, now)?;
             updated.decided_by = Some(by.clone());
-            let live = self.store.live_grant(&request.subject.key(), &resource.id).await?;
+            let live = self
+                .store
+                .live_grant(&request.subject.key(), &resource.id)
+                .await?;
             self.plan_approval(&mut updated, &resource, live, &approvers, &mut cs)?;
         } else {
             // Still pending, but the version bump serialises concurrent votes: two approvers
             // voting at once cannot both see "one approval so far".
-            updated = AccessRequest { updated_at: now, ..request.clone() };
-            cs.audit.push(self.audit(AuditKind::ApprovalRecorded, &by, &request).details(serde_json::json!({
-                "approvals": approvers.len(), "required": required,
-            })));
-            cs.jobs.push(self.notify_job(Notification::ApprovalProgress {
-                request: self.summary(&request),
-                approved_by: approvers,
-                approvals_required: required as u32,
-            }));
+            updated = AccessRequest {
+                updated_at: now,
+                ..request.clone()
+            };
+            cs.audit.push(
+                self.audit(AuditKind::ApprovalRecorded, &by, &request)
+                    .details(serde_json::json!({
+                        "approvals": approvers.len(), "required": required,
+                    })),
+            );
+            cs.jobs
+                .push(self.notify_job(Notification::ApprovalProgress {
+                    request: self.summary(&request),
+                    approved_by: approvers,
+                    approvals_required: required as u32,
+                }));
         }
         cs.requests.insert(0, RequestWrite::Update(updated.clone()));
         match self.commit(cs).await {
-            Ok(_) => Ok(AccessRequest { version: updated.version + 1, ..updated }),
-            Err(StoreError::Duplicate(what)) if what.contains("decision") => Err(EngineError::AlreadyVoted),
-            Err(StoreError::Duplicate(_)) => Err(EngineError::Store(StoreError::Conflict("live grant".into()))),
+            Ok(_) => Ok(AccessRequest {
+                version: updated.version + 1,
+                ..updated
+            }),
+            Err(StoreError::Duplicate(what)) if what.contains("decision") => {
+                Err(EngineError::AlreadyVoted)
+            }
+            Err(StoreError::Duplicate(_)) => Err(EngineError::Store(StoreError::Conflict(
+                "live grant".into(),
+            ))),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Denies a pending request. One deny ends it.
-    pub async fn deny(&self, id: RequestId, by: Actor, reason: Option<String>) -> Result<AccessRequest, EngineError> {
-        self.with_retries(|| self.deny_once(id, by.clone(), reason.clone())).await
+    pub async fn deny(
+        &self,
+        id: RequestId,
+        by: Actor,
+        reason: Option<String>,
+    ) -> Result<AccessRequest, EngineError> {
+        self.with_retries(|| self.deny_once(id, by.clone(), reason.clone()))
+            .await
     }
 
-    async fn deny_once(&self, id: RequestId, by: Actor, reason: Option<String>) -> Result<AccessRequest, EngineError> {
-        let request = self.store.request(id).await?.ok_or(EngineError::RequestNotFound(id))?;
+    async fn deny_once(
+        &self,
+        id: RequestId,
+        by: Actor,
+        reason: Option<String>,
+    ) -> Result<AccessRequest, EngineError> {
+        let request = self
+            .store
+            .request(id)
+            .await?
+            .ok_or(EngineError::RequestNotFound(id))?;
         if request.status != RequestStatus::Pending {
-            return Err(EngineError::AlreadyDecided { status: request.status });
+            return Err(EngineError::AlreadyDecided {
+                status: request.status,
+            });
         }
         let resource = self.resource(request.resource.as_str())?.clone();
         policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
@@ -661,11 +804,27 @@ impl Engine {
         updated.decided_by = Some(by.clone());
         let mut cs = ChangeSet::default();
         cs.requests.push(RequestWrite::Update(updated.clone()));
-        cs.decisions.push(Decision { request_id: id, actor: by.clone(), kind: DecisionKind::Deny, at: now, comment: reason.clone() });
-        cs.audit.push(self.audit(AuditKind::AccessDenied, &by, &request).details(serde_json::json!({"reason": reason})));
-        cs.jobs.push(self.notify_job(Notification::RequestDenied { request: self.summary(&updated), denied_by: by, reason }));
+        cs.decisions.push(Decision {
+            request_id: id,
+            actor: by.clone(),
+            kind: DecisionKind::Deny,
+            at: now,
+            comment: reason.clone(),
+        });
+        cs.audit.push(
+            self.audit(AuditKind::AccessDenied, &by, &request)
+                .details(serde_json::json!({"reason": reason})),
+        );
+        cs.jobs.push(self.notify_job(Notification::RequestDenied {
+            request: self.summary(&updated),
+            denied_by: by,
+            reason,
+        }));
         self.commit(cs).await?;
-        Ok(AccessRequest { version: updated.version + 1, ..updated })
+        Ok(AccessRequest {
+            version: updated.version + 1,
+            ..updated
+        })
     }
 
     /// Withdraws a pending request (the requester, or an admin).
@@ -674,22 +833,36 @@ impl Engine {
     }
 
     async fn cancel_once(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
-        let request = self.store.request(id).await?.ok_or(EngineError::RequestNotFound(id))?;
+        let request = self
+            .store
+            .request(id)
+            .await?
+            .ok_or(EngineError::RequestNotFound(id))?;
         if !(by.is_subject(&request.subject) || matches!(by, Actor::Admin { .. })) {
             return Err(EngineError::NotYours);
         }
         if request.status != RequestStatus::Pending {
-            return Err(EngineError::AlreadyDecided { status: request.status });
+            return Err(EngineError::AlreadyDecided {
+                status: request.status,
+            });
         }
         let now = self.now();
         let mut updated = request.transition(RequestEvent::Cancel, now)?;
         updated.decided_by = Some(by.clone());
         let mut cs = ChangeSet::default();
         cs.requests.push(RequestWrite::Update(updated.clone()));
-        cs.audit.push(self.audit(AuditKind::RequestCancelled, &by, &request));
-        cs.jobs.push(self.notify_job(Notification::RequestCancelled { request: self.summary(&updated), cancelled_by: by }));
+        cs.audit
+            .push(self.audit(AuditKind::RequestCancelled, &by, &request));
+        cs.jobs
+            .push(self.notify_job(Notification::RequestCancelled {
+                request: self.summary(&updated),
+                cancelled_by: by,
+            }));
         self.commit(cs).await?;
-        Ok(AccessRequest { version: updated.version + 1, ..updated })
+        Ok(AccessRequest {
+            version: updated.version + 1,
+            ..updated
+        })
     }
 
     /// Takes access away before it expires (the holder, or an admin). The provider call happens
@@ -699,34 +872,54 @@ impl Engine {
     }
 
     async fn revoke_once(&self, id: GrantId, by: Actor) -> Result<Grant, EngineError> {
-        let grant = self.store.grant(id).await?.ok_or(EngineError::GrantNotFound(id))?;
+        let grant = self
+            .store
+            .grant(id)
+            .await?
+            .ok_or(EngineError::GrantNotFound(id))?;
         if !(by.is_subject(&grant.subject) || matches!(by, Actor::Admin { .. } | Actor::System)) {
             return Err(EngineError::NotYours);
         }
         match grant.status {
             GrantStatus::Active | GrantStatus::Provisioning => {}
             GrantStatus::Revoking => return Ok(grant),
-            _ => return Err(EngineError::NoActiveGrant { resource: grant.resource.to_string() }),
+            _ => {
+                return Err(EngineError::NoActiveGrant {
+                    resource: grant.resource.to_string(),
+                });
+            }
         }
         let mut updated = grant.clone();
         updated.status = GrantStatus::Revoking;
         updated.revoked_by = Some(by.clone());
         let mut cs = ChangeSet::default();
         cs.grants.push(GrantWrite::Update(updated.clone()));
-        cs.audit.push(self.grant_audit(AuditKind::RevocationRequested, &by, &grant));
-        cs.jobs.push(NewJob::at(JobKind::Revoke { grant_id: id }, self.now()));
+        cs.audit
+            .push(self.grant_audit(AuditKind::RevocationRequested, &by, &grant));
+        cs.jobs
+            .push(NewJob::at(JobKind::Revoke { grant_id: id }, self.now()));
         self.commit(cs).await?;
-        Ok(Grant { version: updated.version + 1, ..updated })
+        Ok(Grant {
+            version: updated.version + 1,
+            ..updated
+        })
     }
 
     /// `revoke <resource>`: revokes the caller's live grant on that resource.
-    pub async fn revoke_resource(&self, subject: &SubjectKey, resource: &str, by: Actor) -> Result<Grant, EngineError> {
+    pub async fn revoke_resource(
+        &self,
+        subject: &SubjectKey,
+        resource: &str,
+        by: Actor,
+    ) -> Result<Grant, EngineError> {
         let r = self.resource(resource)?;
         let grant = self
             .store
             .live_grant(subject, &r.id)
             .await?
-            .ok_or_else(|| EngineError::NoActiveGrant { resource: r.id.to_string() })?;
+            .ok_or_else(|| EngineError::NoActiveGrant {
+                resource: r.id.to_string(),
+            })?;
         self.revoke_grant(grant.id, by).await
     }
 
@@ -734,7 +927,11 @@ impl Engine {
     pub async fn status(&self, subject: &SubjectKey) -> Result<SubjectStatus, EngineError> {
         let grants = self
             .store
-            .grants(&crate::ports::GrantFilter { live_only: true, subject: Some(subject.clone()), ..Default::default() })
+            .grants(&crate::ports::GrantFilter {
+                live_only: true,
+                subject: Some(subject.clone()),
+                ..Default::default()
+            })
             .await?;
         let pending = self
             .store
@@ -753,10 +950,17 @@ impl Engine {
     /// Claims up to `limit` due jobs and runs them. Safe to call from several processes at once.
     pub async fn run_due(&self, limit: u32) -> Result<RunSummary, EngineError> {
         let now = self.now();
-        let jobs = self.store.claim_jobs(now, limit, self.settings.job_lease).await?;
-        let mut summary = RunSummary { claimed: jobs.len(), ..Default::default() };
-        let (exports, others): (Vec<Job>, Vec<Job>) =
-            jobs.into_iter().partition(|j| matches!(j.kind, JobKind::ExportAudit { .. }));
+        let jobs = self
+            .store
+            .claim_jobs(now, limit, self.settings.job_lease)
+            .await?;
+        let mut summary = RunSummary {
+            claimed: jobs.len(),
+            ..Default::default()
+        };
+        let (exports, others): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| matches!(j.kind, JobKind::ExportAudit { .. }));
 
         let results: Vec<(Job, JobResult)> = futures::stream::iter(others)
             .map(|job| async move {
@@ -801,7 +1005,10 @@ impl Engine {
                 s.revocation_lag_secs.extend(revocation_lag);
             }
             JobResult::Retry(err) => {
-                let exhausted = job.kind.max_attempts().is_some_and(|max| job.attempts >= max);
+                let exhausted = job
+                    .kind
+                    .max_attempts()
+                    .is_some_and(|max| job.attempts >= max);
                 if exhausted {
                     tracing::error!(job = %job.id, kind = %name, attempts = job.attempts, error = %err, "job failed for good");
                     self.give_up(job, &err).await;
@@ -814,7 +1021,9 @@ impl Engine {
                     } else {
                         tracing::warn!(job = %job.id, kind = %name, attempts = job.attempts, error = %err, "job failed; will retry");
                     }
-                    self.store.retry_job(job.id, &token, &err, self.now() + wait).await?;
+                    self.store
+                        .retry_job(job.id, &token, &err, self.now() + wait)
+                        .await?;
                     *s.retried.entry(name).or_default() += 1;
                 }
             }
@@ -833,7 +1042,10 @@ impl Engine {
     async fn give_up(&self, job: &Job, err: &str) {
         if let JobKind::Provision { request_id } = job.kind {
             let message = format!("Provisioning kept failing: {err}");
-            if let Err(e) = self.with_retries(|| self.fail_provisioning(request_id, &message)).await {
+            if let Err(e) = self
+                .with_retries(|| self.fail_provisioning(request_id, &message))
+                .await
+            {
                 tracing::error!(request = %request_id, error = %e, "could not mark request failed");
             }
         }
@@ -844,10 +1056,18 @@ impl Engine {
             JobKind::Provision { request_id } => self.provision(*request_id).await,
             JobKind::Expire { grant_id } => self.end_grant(*grant_id, true).await,
             JobKind::Revoke { grant_id } => self.end_grant(*grant_id, false).await,
-            JobKind::TimeoutPending { request_id } => self.with_retries(|| self.time_out(*request_id)).await.map(|_| JobResult::done()),
+            JobKind::TimeoutPending { request_id } => self
+                .with_retries(|| self.time_out(*request_id))
+                .await
+                .map(|_| JobResult::done()),
             JobKind::Notify { notification } => self.deliver(notification).await,
-            JobKind::Remind { grant_id, expires_at } => self.remind(*grant_id, *expires_at).await,
-            JobKind::ExportAudit { .. } => Ok(JobResult::Fatal("export jobs run in batches".into())),
+            JobKind::Remind {
+                grant_id,
+                expires_at,
+            } => self.remind(*grant_id, *expires_at).await,
+            JobKind::ExportAudit { .. } => {
+                Ok(JobResult::Fatal("export jobs run in batches".into()))
+            }
         };
         result.unwrap_or_else(|e| JobResult::Retry(e.to_string()))
     }
@@ -865,12 +1085,21 @@ impl Engine {
         let Some(grant) = self.store.grant(grant_id).await? else {
             return Ok(JobResult::Fatal(format!("grant {grant_id} vanished")));
         };
-        if !matches!(grant.status, GrantStatus::Provisioning | GrantStatus::Active) {
-            self.with_retries(|| self.fail_provisioning(request_id, "Access ended before it could be provisioned.")).await?;
+        if !matches!(
+            grant.status,
+            GrantStatus::Provisioning | GrantStatus::Active
+        ) {
+            self.with_retries(|| {
+                self.fail_provisioning(request_id, "Access ended before it could be provisioned.")
+            })
+            .await?;
             return Ok(JobResult::done());
         }
         let resource = self.resource(request.resource.as_str())?.clone();
-        let provider = self.providers.get(&resource.provider).ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
+        let provider = self
+            .providers
+            .get(&resource.provider)
+            .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
         let req = GrantRequest {
             grant_id,
             request_id,
@@ -885,14 +1114,19 @@ impl Engine {
             Err(ProviderError::Transient(e)) => return Ok(JobResult::Retry(e)),
             Err(e) => {
                 let message = e.to_string();
-                self.with_retries(|| self.fail_provisioning(request_id, &message)).await?;
+                self.with_retries(|| self.fail_provisioning(request_id, &message))
+                    .await?;
                 return Ok(JobResult::done());
             }
         };
         // The secret goes to the person before anything else: it exists only in this memory.
         let mut secret_delivery_failed = false;
         if let Some(secret) = &outcome.secret {
-            if let Err(e) = self.notifier.deliver_secret(&self.summary(&request), secret).await {
+            if let Err(e) = self
+                .notifier
+                .deliver_secret(&self.summary(&request), secret)
+                .await
+            {
                 tracing::warn!(request = %request_id, error = %e, "could not deliver the secret; the person can request again");
                 secret_delivery_failed = true;
             }
@@ -902,7 +1136,15 @@ impl Engine {
         let handle = outcome.handle.clone();
         let pinned = outcome.expires_at;
         self.with_retries(|| {
-            self.activate(request_id, grant_id, &handle, pinned, &instructions, &events, secret_delivery_failed)
+            self.activate(
+                request_id,
+                grant_id,
+                &handle,
+                pinned,
+                &instructions,
+                &events,
+                secret_delivery_failed,
+            )
         })
         .await?;
         Ok(JobResult::done())
@@ -921,18 +1163,32 @@ impl Engine {
         secret_delivery_failed: bool,
     ) -> Result<(), EngineError> {
         let now = self.now();
-        let request = self.store.request(request_id).await?.ok_or(EngineError::RequestNotFound(request_id))?;
-        let grant = self.store.grant(grant_id).await?.ok_or(EngineError::GrantNotFound(grant_id))?;
+        let request = self
+            .store
+            .request(request_id)
+            .await?
+            .ok_or(EngineError::RequestNotFound(request_id))?;
+        let grant = self
+            .store
+            .grant(grant_id)
+            .await?
+            .ok_or(EngineError::GrantNotFound(grant_id))?;
         if request.status != RequestStatus::Approved {
             return Ok(());
         }
         let mut cs = ChangeSet::default();
-        if !matches!(grant.status, GrantStatus::Provisioning | GrantStatus::Active) {
+        if !matches!(
+            grant.status,
+            GrantStatus::Provisioning | GrantStatus::Active
+        ) {
             // Revoked or expired while the provider worked: take back what was just granted.
             let mut failed = request.transition(RequestEvent::ProvisioningFailed, now)?;
             failed.failure = Some("Access ended while it was being provisioned.".into());
             cs.requests.push(RequestWrite::Update(failed));
-            cs.audit.push(self.audit(AuditKind::GrantFailed, &Actor::System, &request).details(serde_json::json!({"reason": "ended during provisioning"})));
+            cs.audit.push(
+                self.audit(AuditKind::GrantFailed, &Actor::System, &request)
+                    .details(serde_json::json!({"reason": "ended during provisioning"})),
+            );
             let mut g = grant.clone();
             g.provider_handle = handle.clone();
             cs.grants.push(GrantWrite::Update(g));
@@ -948,13 +1204,18 @@ impl Engine {
         if let Some(pinned) = pinned_expiry {
             if pinned != g.expires_at {
                 g.expires_at = pinned;
-                cs.jobs.push(NewJob::at(JobKind::Expire { grant_id }, pinned));
+                cs.jobs
+                    .push(NewJob::at(JobKind::Expire { grant_id }, pinned));
             }
         }
         let active = request.transition(RequestEvent::Provisioned, now)?;
         cs.requests.push(RequestWrite::Update(active.clone()));
         cs.grants.push(GrantWrite::Update(g.clone()));
-        let kind = if extended { AuditKind::AccessExtended } else { AuditKind::AccessGranted };
+        let kind = if extended {
+            AuditKind::AccessExtended
+        } else {
+            AuditKind::AccessGranted
+        };
         cs.audit.push(self.audit(kind, &Actor::System, &active).details(serde_json::json!({
             "expires_at": g.expires_at.to_rfc3339(),
             "provider": self.resource(request.resource.as_str()).map(|r| r.provider.clone()).unwrap_or_default(),
@@ -979,9 +1240,15 @@ impl Engine {
         Ok(())
     }
 
-    async fn fail_provisioning(&self, request_id: RequestId, reason: &str) -> Result<(), EngineError> {
+    async fn fail_provisioning(
+        &self,
+        request_id: RequestId,
+        reason: &str,
+    ) -> Result<(), EngineError> {
         let now = self.now();
-        let Some(request) = self.store.request(request_id).await? else { return Ok(()) };
+        let Some(request) = self.store.request(request_id).await? else {
+            return Ok(());
+        };
         if request.status != RequestStatus::Approved {
             return Ok(());
         }
@@ -1001,8 +1268,14 @@ impl Engine {
                 }
             }
         }
-        cs.audit.push(self.audit(AuditKind::GrantFailed, &Actor::System, &request).details(serde_json::json!({"reason": reason})));
-        cs.jobs.push(self.notify_job(Notification::AccessFailed { request: self.summary(&failed), reason: reason.to_string() }));
+        cs.audit.push(
+            self.audit(AuditKind::GrantFailed, &Actor::System, &request)
+                .details(serde_json::json!({"reason": reason})),
+        );
+        cs.jobs.push(self.notify_job(Notification::AccessFailed {
+            request: self.summary(&failed),
+            reason: reason.to_string(),
+        }));
         self.commit(cs).await?;
         Ok(())
     }
@@ -1022,7 +1295,10 @@ impl Engine {
             return Ok(JobResult::done());
         }
         let resource = self.resource(grant.resource.as_str())?.clone();
-        let provider = self.providers.get(&resource.provider).ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
+        let provider = self
+            .providers
+            .get(&resource.provider)
+            .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
         let outcome = match provider
             .revoke(&RevokeRequest {
                 grant_id,
@@ -1035,10 +1311,25 @@ impl Engine {
             Ok(o) => o,
             Err(e) => return Ok(JobResult::Retry(e.to_string())),
         };
-        let revoked_by = if grant.status == GrantStatus::Revoking { grant.revoked_by.clone() } else { None };
-        self.with_retries(|| self.record_end(grant_id, revoked_by.clone(), &outcome.events, outcome.note.as_deref())).await?;
-        let lag = (expire && revoked_by.is_none()).then(|| (self.now() - grant.expires_at).num_milliseconds().max(0) as f64 / 1000.0);
-        Ok(JobResult::Done { revocation_lag: lag })
+        let revoked_by = if grant.status == GrantStatus::Revoking {
+            grant.revoked_by.clone()
+        } else {
+            None
+        };
+        self.with_retries(|| {
+            self.record_end(
+                grant_id,
+                revoked_by.clone(),
+                &outcome.events,
+                outcome.note.as_deref(),
+            )
+        })
+        .await?;
+        let lag = (expire && revoked_by.is_none())
+            .then(|| (self.now() - grant.expires_at).num_milliseconds().max(0) as f64 / 1000.0);
+        Ok(JobResult::Done {
+            revocation_lag: lag,
+        })
     }
 
     async fn record_end(
@@ -1049,29 +1340,49 @@ impl Engine {
         note: Option<&str>,
     ) -> Result<(), EngineError> {
         let now = self.now();
-        let grant = self.store.grant(grant_id).await?.ok_or(EngineError::GrantNotFound(grant_id))?;
+        let grant = self
+            .store
+            .grant(grant_id)
+            .await?
+            .ok_or(EngineError::GrantNotFound(grant_id))?;
         if !grant.status.is_live() {
             return Ok(());
         }
         let revoked = grant.status == GrantStatus::Revoking;
         let mut g = grant.clone();
-        g.status = if revoked { GrantStatus::Revoked } else { GrantStatus::Expired };
+        g.status = if revoked {
+            GrantStatus::Revoked
+        } else {
+            GrantStatus::Expired
+        };
         g.ended_at = Some(now);
         let mut cs = ChangeSet::default();
         cs.grants.push(GrantWrite::Update(g.clone()));
-        let event = if revoked { RequestEvent::Revoke } else { RequestEvent::Expire };
+        let event = if revoked {
+            RequestEvent::Revoke
+        } else {
+            RequestEvent::Expire
+        };
         for r in self.store.requests_for_grant(grant_id).await? {
             if r.status == RequestStatus::Active {
-                cs.requests.push(RequestWrite::Update(r.transition(event, now)?));
+                cs.requests
+                    .push(RequestWrite::Update(r.transition(event, now)?));
             }
         }
         let actor = revoked_by.clone().unwrap_or(Actor::System);
-        let kind = if revoked { AuditKind::AccessRevoked } else { AuditKind::AccessExpired };
-        cs.audit.push(self.grant_audit(kind, &actor, &grant).details(serde_json::json!({
-            "expires_at": grant.expires_at.to_rfc3339(),
-            "reason": if revoked { "revoked" } else { "expired" },
-            "note": note,
-        })));
+        let kind = if revoked {
+            AuditKind::AccessRevoked
+        } else {
+            AuditKind::AccessExpired
+        };
+        cs.audit.push(
+            self.grant_audit(kind, &actor, &grant)
+                .details(serde_json::json!({
+                    "expires_at": grant.expires_at.to_rfc3339(),
+                    "reason": if revoked { "revoked" } else { "expired" },
+                    "note": note,
+                })),
+        );
         for e in events {
             cs.audit.push(
                 self.grant_audit(AuditKind::ProviderEvent, &Actor::System, &grant)
@@ -1080,7 +1391,10 @@ impl Engine {
         }
         let summary = GrantSummary::of(&g);
         cs.jobs.push(self.notify_job(if revoked {
-            Notification::AccessRevoked { grant: summary, revoked_by: actor }
+            Notification::AccessRevoked {
+                grant: summary,
+                revoked_by: actor,
+            }
         } else {
             Notification::AccessExpired { grant: summary }
         }));
@@ -1089,7 +1403,9 @@ impl Engine {
     }
 
     async fn time_out(&self, request_id: RequestId) -> Result<(), EngineError> {
-        let Some(request) = self.store.request(request_id).await? else { return Ok(()) };
+        let Some(request) = self.store.request(request_id).await? else {
+            return Ok(());
+        };
         if request.status != RequestStatus::Pending {
             return Ok(());
         }
@@ -1100,8 +1416,11 @@ impl Engine {
         let updated = request.transition(RequestEvent::TimeOut, now)?;
         let mut cs = ChangeSet::default();
         cs.requests.push(RequestWrite::Update(updated.clone()));
-        cs.audit.push(self.audit(AuditKind::RequestTimedOut, &Actor::System, &request));
-        cs.jobs.push(self.notify_job(Notification::RequestTimedOut { request: self.summary(&updated) }));
+        cs.audit
+            .push(self.audit(AuditKind::RequestTimedOut, &Actor::System, &request));
+        cs.jobs.push(self.notify_job(Notification::RequestTimedOut {
+            request: self.summary(&updated),
+        }));
         self.commit(cs).await?;
         Ok(())
     }
@@ -1123,14 +1442,27 @@ impl Engine {
         }
     }
 
-    async fn remind(&self, grant_id: GrantId, expires_at: DateTime<Utc>) -> Result<JobResult, EngineError> {
-        let Some(grant) = self.store.grant(grant_id).await? else { return Ok(JobResult::done()) };
+    async fn remind(
+        &self,
+        grant_id: GrantId,
+        expires_at: DateTime<Utc>,
+    ) -> Result<JobResult, EngineError> {
+        let Some(grant) = self.store.grant(grant_id).await? else {
+            return Ok(JobResult::done());
+        };
         // Extended or ended since: the reminder is stale (a newer one exists if still live).
         if grant.status != GrantStatus::Active || grant.expires_at != expires_at {
             return Ok(JobResult::done());
         }
-        let can_extend = self.catalog.get(grant.resource.as_str()).is_some_and(|r| r.extendable);
-        self.deliver(&Notification::ExpiryReminder { grant: GrantSummary::of(&grant), can_extend }).await
+        let can_extend = self
+            .catalog
+            .get(grant.resource.as_str())
+            .is_some_and(|r| r.extendable);
+        self.deliver(&Notification::ExpiryReminder {
+            grant: GrantSummary::of(&grant),
+            can_extend,
+        })
+        .await
     }
 
     async fn run_exports(&self, jobs: Vec<Job>) -> Result<RunSummary, EngineError> {
@@ -1140,7 +1472,9 @@ impl Engine {
             for j in &jobs {
                 let token = j.claim_token.clone().unwrap_or_default();
                 let at = self.now() + chrono::Duration::hours(1);
-                self.store.retry_job(j.id, &token, "no audit sink configured", at).await?;
+                self.store
+                    .retry_job(j.id, &token, "no audit sink configured", at)
+                    .await?;
                 *s.retried.entry("export_audit".into()).or_default() += 1;
             }
             return Ok(s);
@@ -1149,10 +1483,14 @@ impl Engine {
         let mut by_event: HashMap<String, &Job> = HashMap::new();
         let mut request_cache: HashMap<RequestId, Option<AccessRequest>> = HashMap::new();
         for j in &jobs {
-            let JobKind::ExportAudit { event_id } = j.kind else { continue };
+            let JobKind::ExportAudit { event_id } = j.kind else {
+                continue;
+            };
             let Some(event) = self.store.audit_event(event_id).await? else {
                 let token = j.claim_token.clone().unwrap_or_default();
-                self.store.bury_job(j.id, &token, "audit event not found").await?;
+                self.store
+                    .bury_job(j.id, &token, "audit event not found")
+                    .await?;
                 *s.dead.entry("export_audit".into()).or_default() += 1;
                 continue;
             };
@@ -1172,7 +1510,11 @@ impl Engine {
                 None => None,
             };
             by_event.insert(event_id.to_string(), j);
-            items.push(ExportItem { event, request, grant });
+            items.push(ExportItem {
+                event,
+                request,
+                grant,
+            });
         }
         if items.is_empty() {
             return Ok(s);
@@ -1180,8 +1522,11 @@ impl Engine {
         items.sort_by_key(|i| i.event.seq);
         match sink.export(&items).await {
             Ok(report) => {
-                let rejected: HashMap<String, String> =
-                    report.rejected.into_iter().map(|(id, why)| (id.to_string(), why)).collect();
+                let rejected: HashMap<String, String> = report
+                    .rejected
+                    .into_iter()
+                    .map(|(id, why)| (id.to_string(), why))
+                    .collect();
                 for (event_id, job) in by_event {
                     let token = job.claim_token.clone().unwrap_or_default();
                     if let Some(why) = rejected.get(&event_id) {
@@ -1214,7 +1559,11 @@ impl Engine {
         if records.is_empty() {
             return Ok(());
         }
-        self.commit(ChangeSet { audit: records, ..Default::default() }).await?;
+        self.commit(ChangeSet {
+            audit: records,
+            ..Default::default()
+        })
+        .await?;
         Ok(())
     }
 
@@ -1222,7 +1571,10 @@ impl Engine {
     pub async fn dead_jobs(&self) -> Result<Vec<Job>, EngineError> {
         Ok(self
             .store
-            .jobs(&crate::ports::JobFilter { status: Some(crate::jobs::JobStatus::Dead), ..Default::default() })
+            .jobs(&crate::ports::JobFilter {
+                status: Some(crate::jobs::JobStatus::Dead),
+                ..Default::default()
+            })
             .await?)
     }
 
@@ -1234,12 +1586,20 @@ impl Engine {
 
 /// When to remind: a day before for grants longer than two days, else when 10% of the duration
 /// is left. None when that moment has already passed.
-pub fn reminder_time(start: DateTime<Utc>, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn reminder_time(
+    start: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let total = expires_at - start;
     if total <= chrono::Duration::zero() {
         return None;
     }
-    let before = if total > chrono::Duration::days(2) { chrono::Duration::days(1) } else { total / 10 };
+    let before = if total > chrono::Duration::days(2) {
+        chrono::Duration::days(1)
+    } else {
+        total / 10
+    };
     let at = expires_at - before;
     (at > now).then_some(at)
 }
@@ -1252,17 +1612,42 @@ mod tests {
     fn reminders() {
         let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         // 7 days: one day before
-        assert_eq!(reminder_time(t0, t0 + chrono::Duration::days(7), t0), Some(t0 + chrono::Duration::days(6)));
+        assert_eq!(
+            reminder_time(t0, t0 + chrono::Duration::days(7), t0),
+            Some(t0 + chrono::Duration::days(6))
+        );
         // 10 hours: one hour before
-        assert_eq!(reminder_time(t0, t0 + chrono::Duration::hours(10), t0), Some(t0 + chrono::Duration::hours(9)));
+        assert_eq!(
+            reminder_time(t0, t0 + chrono::Duration::hours(10), t0),
+            Some(t0 + chrono::Duration::hours(9))
+        );
         // already past
-        assert_eq!(reminder_time(t0, t0 + chrono::Duration::hours(10), t0 + chrono::Duration::hours(9)), None);
+        assert_eq!(
+            reminder_time(
+                t0,
+                t0 + chrono::Duration::hours(10),
+                t0 + chrono::Duration::hours(9)
+            ),
+            None
+        );
     }
 
     #[test]
     fn error_messages_are_specific() {
-        let e = EngineError::UnknownResource { requested: "nope".into(), valid: vec!["a".into(), "b".into()] };
-        assert_eq!(e.to_string(), "Unknown resource 'nope'. Valid resources: a, b.");
-        assert_eq!(EngineError::AlreadyDecided { status: RequestStatus::Denied }.to_string(), "This request has already been denied.");
+        let e = EngineError::UnknownResource {
+            requested: "nope".into(),
+            valid: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "Unknown resource 'nope'. Valid resources: a, b."
+        );
+        assert_eq!(
+            EngineError::AlreadyDecided {
+                status: RequestStatus::Denied
+            }
+            .to_string(),
+            "This request has already been denied."
+        );
     }
 }

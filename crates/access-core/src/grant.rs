@@ -58,7 +58,10 @@ impl GrantStatus {
 
     /// Live grants hold (or are about to hold) access at the provider.
     pub fn is_live(self) -> bool {
-        matches!(self, GrantStatus::Provisioning | GrantStatus::Active | GrantStatus::Revoking)
+        matches!(
+            self,
+            GrantStatus::Provisioning | GrantStatus::Active | GrantStatus::Revoking
+        )
     }
 }
 
@@ -125,11 +128,17 @@ mod tests {
 
     #[test]
     fn remaining_formats() {
-        assert_eq!(format_remaining(chrono::Duration::seconds(3 * 3600 + 12 * 60 + 5)), "3h 12m");
+        assert_eq!(
+            format_remaining(chrono::Duration::seconds(3 * 3600 + 12 * 60 + 5)),
+            "3h 12m"
+        );
         assert_eq!(format_remaining(chrono::Duration::seconds(45 * 60)), "45m");
         assert_eq!(format_remaining(chrono::Duration::seconds(20)), "20s");
         assert_eq!(format_remaining(chrono::Duration::seconds(-5)), "0s");
-        assert_eq!(format_remaining(chrono::Duration::seconds(2 * 86_400 + 3600)), "2d 1h");
+        assert_eq!(
+            format_remaining(chrono::Duration::seconds(2 * 86_400 + 3600)),
+            "2d 1h"
+        );
     }
 
     #[test]

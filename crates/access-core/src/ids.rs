@@ -101,7 +101,9 @@ impl ResourceId {
         let s = raw.trim();
         let valid = !s.is_empty()
             && s.len() <= 64
-            && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
             && s.chars().all(|c| {
                 c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
             });

@@ -25,7 +25,10 @@ pub enum JobKind {
     /// Tell someone something.
     Notify { notification: Box<Notification> },
     /// Remind the holder that their access ends soon.
-    Remind { grant_id: GrantId, expires_at: DateTime<Utc> },
+    Remind {
+        grant_id: GrantId,
+        expires_at: DateTime<Utc>,
+    },
     /// Ship one audit event to the external audit sink.
     ExportAudit { event_id: AuditEventId },
 }
@@ -78,7 +81,11 @@ pub struct NewJob {
 
 impl NewJob {
     pub fn at(kind: JobKind, run_at: DateTime<Utc>) -> Self {
-        Self { id: JobId::new(), kind, run_at }
+        Self {
+            id: JobId::new(),
+            kind,
+            run_at,
+        }
     }
 }
 
@@ -103,9 +110,14 @@ impl JobStatus {
     }
 
     pub fn parse(s: &str) -> Option<JobStatus> {
-        [JobStatus::Pending, JobStatus::Running, JobStatus::Done, JobStatus::Dead]
-            .into_iter()
-            .find(|j| j.as_str() == s)
+        [
+            JobStatus::Pending,
+            JobStatus::Running,
+            JobStatus::Done,
+            JobStatus::Dead,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == s)
     }
 }
 
@@ -166,7 +178,9 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let k = JobKind::Expire { grant_id: GrantId::new() };
+        let k = JobKind::Expire {
+            grant_id: GrantId::new(),
+        };
         for attempt in 1..30 {
             let d = backoff(&k, attempt).num_milliseconds();
             let ceiling = (2_000u64 << (attempt - 1).min(20)).min(300_000) as i64;
@@ -176,14 +190,34 @@ mod tests {
 
     #[test]
     fn revocations_never_die() {
-        assert_eq!(JobKind::Expire { grant_id: GrantId::new() }.max_attempts(), None);
-        assert_eq!(JobKind::Revoke { grant_id: GrantId::new() }.max_attempts(), None);
-        assert!(JobKind::Provision { request_id: RequestId::new() }.max_attempts().is_some());
+        assert_eq!(
+            JobKind::Expire {
+                grant_id: GrantId::new()
+            }
+            .max_attempts(),
+            None
+        );
+        assert_eq!(
+            JobKind::Revoke {
+                grant_id: GrantId::new()
+            }
+            .max_attempts(),
+            None
+        );
+        assert!(
+            JobKind::Provision {
+                request_id: RequestId::new()
+            }
+            .max_attempts()
+            .is_some()
+        );
     }
 
     #[test]
     fn kinds_serialize_with_a_tag() {
-        let k = JobKind::Provision { request_id: RequestId::new() };
+        let k = JobKind::Provision {
+            request_id: RequestId::new(),
+        };
         let v = serde_json::to_value(&k).unwrap();
         assert_eq!(v["type"], "provision");
         assert_eq!(serde_json::from_value::<JobKind>(v).unwrap(), k);

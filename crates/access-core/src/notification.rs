@@ -68,7 +68,10 @@ impl GrantSummary {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Notification {
     /// To the requester: we got it, it waits for approval.
-    RequestSubmitted { request: RequestSummary, approvals_required: u32 },
+    RequestSubmitted {
+        request: RequestSummary,
+        approvals_required: u32,
+    },
     /// To the approvers' channel: please decide. The notifier returns the message it posted.
     ApprovalRequested {
         request: RequestSummary,
@@ -76,12 +79,28 @@ pub enum Notification {
         approvals_required: u32,
     },
     /// To the approvers' message: one more approval (N-of-M), not enough yet.
-    ApprovalProgress { request: RequestSummary, approved_by: Vec<Actor>, approvals_required: u32 },
+    ApprovalProgress {
+        request: RequestSummary,
+        approved_by: Vec<Actor>,
+        approvals_required: u32,
+    },
     /// To requester and approvers' message.
-    RequestApproved { request: RequestSummary, approved_by: Vec<Actor> },
-    RequestDenied { request: RequestSummary, denied_by: Actor, reason: Option<String> },
-    RequestCancelled { request: RequestSummary, cancelled_by: Actor },
-    RequestTimedOut { request: RequestSummary },
+    RequestApproved {
+        request: RequestSummary,
+        approved_by: Vec<Actor>,
+    },
+    RequestDenied {
+        request: RequestSummary,
+        denied_by: Actor,
+        reason: Option<String>,
+    },
+    RequestCancelled {
+        request: RequestSummary,
+        cancelled_by: Actor,
+    },
+    RequestTimedOut {
+        request: RequestSummary,
+    },
     /// To the requester: access works now; `instructions` come from the provider.
     AccessGranted {
         request: RequestSummary,
@@ -94,11 +113,22 @@ pub enum Notification {
         secret_delivery_failed: bool,
     },
     /// To the requester (and approvers' message): approved but provisioning failed.
-    AccessFailed { request: RequestSummary, reason: String },
+    AccessFailed {
+        request: RequestSummary,
+        reason: String,
+    },
     /// To the holder, before expiry.
-    ExpiryReminder { grant: GrantSummary, can_extend: bool },
-    AccessExpired { grant: GrantSummary },
-    AccessRevoked { grant: GrantSummary, revoked_by: Actor },
+    ExpiryReminder {
+        grant: GrantSummary,
+        can_extend: bool,
+    },
+    AccessExpired {
+        grant: GrantSummary,
+    },
+    AccessRevoked {
+        grant: GrantSummary,
+        revoked_by: Actor,
+    },
 }
 
 impl Notification {
@@ -161,7 +191,10 @@ impl std::fmt::Debug for DeliveredSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeliveredSecret")
             .field("filename", &self.filename)
-            .field("content", &format_args!("<{} bytes redacted>", self.content.len()))
+            .field(
+                "content",
+                &format_args!("<{} bytes redacted>", self.content.len()),
+            )
             .finish()
     }
 }
@@ -172,7 +205,11 @@ mod tests {
 
     #[test]
     fn secrets_do_not_debug_print() {
-        let s = DeliveredSecret { filename: "k.json".into(), content: b"PRIVATE KEY".to_vec(), warning: String::new() };
+        let s = DeliveredSecret {
+            filename: "k.json".into(),
+            content: b"PRIVATE KEY".to_vec(),
+            warning: String::new(),
+        };
         let printed = format!("{s:?}");
         assert!(!printed.contains("PRIVATE"));
         assert!(printed.contains("11 bytes redacted"));

@@ -10,10 +10,15 @@ use crate::subject::Subject;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EligibilityError {
     #[error("{message}")]
-    RuleFailed { rule: EligibilityRule, message: String },
+    RuleFailed {
+        rule: EligibilityRule,
+        message: String,
+    },
     #[error("Organizational data service is not available")]
     DirectoryUnavailable,
-    #[error("Your Slack profile has no e-mail address. Please add one to your profile and try again.")]
+    #[error(
+        "Your Slack profile has no e-mail address. Please add one to your profile and try again."
+    )]
     MissingEmail,
 }
 
@@ -31,7 +36,11 @@ pub fn rule_failure_message(rule: &EligibilityRule, resource: &Resource) -> Stri
         EligibilityRule::EmailDomain(domains) => format!(
             "Access to '{}' is limited to e-mail addresses in {}. Your Slack profile's e-mail is not.",
             resource.id,
-            domains.iter().map(|d| format!("@{d}")).collect::<Vec<_>>().join(", ")
+            domains
+                .iter()
+                .map(|d| format!("@{d}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -46,13 +55,21 @@ pub async fn check_eligibility(
         let holds = match rule {
             EligibilityRule::Anyone => true,
             EligibilityRule::EmailDomain(domains) => {
-                let email = subject.email.as_ref().ok_or(EligibilityError::MissingEmail)?;
-                domains.iter().any(|d| d.trim_start_matches('@').eq_ignore_ascii_case(email.domain()))
+                let email = subject
+                    .email
+                    .as_ref()
+                    .ok_or(EligibilityError::MissingEmail)?;
+                domains.iter().any(|d| {
+                    d.trim_start_matches('@')
+                        .eq_ignore_ascii_case(email.domain())
+                })
             }
             EligibilityRule::Org(_) | EligibilityRule::SlackGroup(_) => {
                 match directory.satisfies(subject, rule).await {
                     Ok(b) => b,
-                    Err(DirectoryError::Unavailable) => return Err(EligibilityError::DirectoryUnavailable),
+                    Err(DirectoryError::Unavailable) => {
+                        return Err(EligibilityError::DirectoryUnavailable);
+                    }
                     Err(DirectoryError::Failed(e)) => {
                         tracing::warn!(error = %e, "directory lookup failed");
                         return Err(EligibilityError::DirectoryUnavailable);
@@ -95,23 +112,39 @@ pub async fn check_approver(
         return Err(ApproverError::SelfApproval);
     }
     let approvers = match &resource.approval {
-        ApprovalPolicy::Auto => return Err(ApproverError::NoApprovalNeeded(resource.id.to_string())),
+        ApprovalPolicy::Auto => {
+            return Err(ApproverError::NoApprovalNeeded(resource.id.to_string()));
+        }
         ApprovalPolicy::Approvers { approvers, .. } => approvers,
     };
     let (team_id, user_id, name) = match actor {
         Actor::Admin { .. } => return Ok(()),
         Actor::System => return Err(ApproverError::NotAnApprover(resource.id.to_string())),
-        Actor::User { team_id, user_id, name } => (team_id, user_id, name),
+        Actor::User {
+            team_id,
+            user_id,
+            name,
+        } => (team_id, user_id, name),
     };
     if approvers.users.iter().any(|u| u == user_id) {
         return Ok(());
     }
-    let as_subject = Subject { team_id: team_id.clone(), user_id: user_id.clone(), email: None, name: name.clone() };
+    let as_subject = Subject {
+        team_id: team_id.clone(),
+        user_id: user_id.clone(),
+        email: None,
+        name: name.clone(),
+    };
     let rules = approvers
         .slack_groups
         .iter()
         .map(|g| EligibilityRule::SlackGroup(g.clone()))
-        .chain(approvers.groups.iter().map(|g| EligibilityRule::Org(g.clone())));
+        .chain(
+            approvers
+                .groups
+                .iter()
+                .map(|g| EligibilityRule::Org(g.clone())),
+        );
     let mut unavailable = false;
     for rule in rules {
         match directory.satisfies(&as_subject, &rule).await {

@@ -184,22 +184,44 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError>;
     /// The live (provisioning, active or revoking) grant of `subject` on `resource`, if any.
-    async fn live_grant(&self, subject: &SubjectKey, resource: &ResourceId) -> Result<Option<Grant>, StoreError>;
+    async fn live_grant(
+        &self,
+        subject: &SubjectKey,
+        resource: &ResourceId,
+    ) -> Result<Option<Grant>, StoreError>;
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
 
     /// Claims up to `limit` jobs due at `now` (pending with `run_at <= now`, or running with a
     /// lapsed claim), marks them running until `now + lease`, counts the attempt.
-    async fn claim_jobs(&self, now: DateTime<Utc>, limit: u32, lease: chrono::Duration) -> Result<Vec<Job>, StoreError>;
+    async fn claim_jobs(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: chrono::Duration,
+    ) -> Result<Vec<Job>, StoreError>;
     /// Marks a claimed job done. Returns false if the claim had lapsed and another worker owns it.
-    async fn complete_job(&self, id: JobId, claim_token: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn complete_job(
+        &self,
+        id: JobId,
+        claim_token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Puts a claimed job back to pending at `run_at`, recording the error.
-    async fn retry_job(&self, id: JobId, claim_token: &str, error: &str, run_at: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn retry_job(
+        &self,
+        id: JobId,
+        claim_token: &str,
+        error: &str,
+        run_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Gives up on a claimed job: it stays visible as dead.
-    async fn bury_job(&self, id: JobId, claim_token: &str, error: &str) -> Result<bool, StoreError>;
+    async fn bury_job(&self, id: JobId, claim_token: &str, error: &str)
+    -> Result<bool, StoreError>;
     /// When the next pending job is due.
     async fn next_job_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
-    async fn job_stats(&self, now: DateTime<Utc>) -> Result<JobStats, StoreError>;
+    /// Queue statistics, for all jobs or one kind (`export_audit`: the audit export backlog).
+    async fn job_stats(&self, now: DateTime<Utc>, kind: Option<&str>) -> Result<JobStats, StoreError>;
 
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
     async fn audit_event(&self, id: AuditEventId) -> Result<Option<AuditEvent>, StoreError>;
@@ -332,7 +354,11 @@ pub enum DirectoryError {
 pub trait Directory: Send + Sync + Debug + 'static {
     /// Does `rule` hold for `subject`? Called only for `org` and `slack_group` rules; `anyone` and
     /// `email_domain` are decided without a directory.
-    async fn satisfies(&self, subject: &Subject, rule: &EligibilityRule) -> Result<bool, DirectoryError>;
+    async fn satisfies(
+        &self,
+        subject: &Subject,
+        rule: &EligibilityRule,
+    ) -> Result<bool, DirectoryError>;
 }
 
 /// The directory when none is configured: every membership question is unanswerable, so
@@ -342,7 +368,11 @@ pub struct NoDirectory;
 
 #[async_trait]
 impl Directory for NoDirectory {
-    async fn satisfies(&self, _subject: &Subject, _rule: &EligibilityRule) -> Result<bool, DirectoryError> {
+    async fn satisfies(
+        &self,
+        _subject: &Subject,
+        _rule: &EligibilityRule,
+    ) -> Result<bool, DirectoryError> {
         Err(DirectoryError::Unavailable)
     }
 }
@@ -368,7 +398,11 @@ pub enum NotifyError {
 #[async_trait]
 pub trait Notifier: Send + Sync + Debug + 'static {
     /// Delivers one notification; returns the messages it posted that later events should update.
-    async fn notify(&self, n: &Notification, ctx: &NotifyContext) -> Result<Vec<MessageRef>, NotifyError>;
+    async fn notify(
+        &self,
+        n: &Notification,
+        ctx: &NotifyContext,
+    ) -> Result<Vec<MessageRef>, NotifyError>;
 
     /// Hands a secret to the person, once. Never retried from the queue (the secret is not kept):
     /// on failure the person is told to ask again.
@@ -388,7 +422,10 @@ pub enum AuditSinkError {
     Unavailable(String),
     /// The sink refused these events for good (schema mismatch): they stay in the local chain.
     #[error("audit sink rejected event {event_id}: {message}")]
-    Rejected { event_id: AuditEventId, message: String },
+    Rejected {
+        event_id: AuditEventId,
+        message: String,
+    },
 }
 
 /// One event to export, with the request and grant it concerns (the GCP document's

@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::ids::GrantId;
 use crate::notification::{DeliveredSecret, MessageRef, Notification, RequestSummary};
 use crate::ports::{
-    GrantOutcome, GrantRequest, Notifier, NotifyContext, NotifyError, Provider, ProviderError, ProviderEvent,
-    RevokeOutcome, RevokeRequest,
+    GrantOutcome, GrantRequest, Notifier, NotifyContext, NotifyError, Provider, ProviderError,
+    ProviderEvent, RevokeOutcome, RevokeRequest,
 };
 
 /// One thing the dry-run provider would have done.
@@ -92,7 +92,10 @@ impl Provider for DryRunProvider {
             resource: req.resource.id.to_string(),
             expires_at: None,
         });
-        Ok(RevokeOutcome { events: vec![], note: Some("dry run: nothing to remove".into()) })
+        Ok(RevokeOutcome {
+            events: vec![],
+            note: Some("dry run: nothing to remove".into()),
+        })
     }
 }
 
@@ -102,14 +105,24 @@ pub struct LogNotifier;
 
 #[async_trait]
 impl Notifier for LogNotifier {
-    async fn notify(&self, n: &Notification, _ctx: &NotifyContext) -> Result<Vec<MessageRef>, NotifyError> {
+    async fn notify(
+        &self,
+        n: &Notification,
+        _ctx: &NotifyContext,
+    ) -> Result<Vec<MessageRef>, NotifyError> {
         tracing::info!(notification = n.name(), request = ?n.request_id(), "notify (no Slack configured)");
         Ok(vec![])
     }
 
-    async fn deliver_secret(&self, request: &RequestSummary, secret: &DeliveredSecret) -> Result<(), NotifyError> {
+    async fn deliver_secret(
+        &self,
+        request: &RequestSummary,
+        secret: &DeliveredSecret,
+    ) -> Result<(), NotifyError> {
         // The secret itself is never logged.
         tracing::warn!(request = %request.id, file = %secret.filename, "a secret could not be delivered: no Slack configured");
-        Err(NotifyError::Permanent("no notifier configured to deliver secrets".into()))
+        Err(NotifyError::Permanent(
+            "no notifier configured to deliver secrets".into(),
+        ))
     }
 }

@@ -72,7 +72,10 @@ impl RequestStatus {
 
     /// No transition leaves a terminal status.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, RequestStatus::Pending | RequestStatus::Approved | RequestStatus::Active)
+        !matches!(
+            self,
+            RequestStatus::Pending | RequestStatus::Approved | RequestStatus::Active
+        )
     }
 
     /// The state machine. Returns the new status or says why the event is not allowed now.
@@ -200,7 +203,11 @@ impl AccessRequest {
         now: DateTime<Utc>,
     ) -> Result<AccessRequest, TransitionError> {
         let status = self.status.apply(event)?;
-        Ok(AccessRequest { status, updated_at: now, ..self.clone() })
+        Ok(AccessRequest {
+            status,
+            updated_at: now,
+            ..self.clone()
+        })
     }
 }
 
@@ -209,7 +216,11 @@ impl AccessRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Actor {
     /// A Slack user (approver, requester, …).
-    User { team_id: String, user_id: String, name: String },
+    User {
+        team_id: String,
+        user_id: String,
+        name: String,
+    },
     /// Someone using the admin API.
     Admin { name: String },
     /// Gatehouse itself (auto-approval, expiry, time-out, reconciliation).
@@ -218,13 +229,19 @@ pub enum Actor {
 
 impl Actor {
     pub fn from_subject(s: &Subject) -> Actor {
-        Actor::User { team_id: s.team_id.clone(), user_id: s.user_id.clone(), name: s.name.clone() }
+        Actor::User {
+            team_id: s.team_id.clone(),
+            user_id: s.user_id.clone(),
+            name: s.name.clone(),
+        }
     }
 
     /// Stable short form for storage and audit: `slack:T1/U1`, `admin:alice`, `system`.
     pub fn id(&self) -> String {
         match self {
-            Actor::User { team_id, user_id, .. } => format!("slack:{team_id}/{user_id}"),
+            Actor::User {
+                team_id, user_id, ..
+            } => format!("slack:{team_id}/{user_id}"),
             Actor::Admin { name } => format!("admin:{name}"),
             Actor::System => "system".to_string(),
         }
@@ -328,7 +345,10 @@ mod tests {
     fn status_round_trips_as_text() {
         for s in S::ALL {
             assert_eq!(s.as_str().parse::<RequestStatus>().unwrap(), s);
-            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
         }
     }
 }

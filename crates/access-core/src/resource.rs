@@ -148,8 +148,16 @@ impl Justification {
 
 /// Removes one pair of matching surrounding quotes.
 pub fn strip_quotes(s: &str) -> &str {
-    for (open, close) in [('"', '"'), ('\u{201c}', '\u{201d}'), ('\'', '\''), ('\u{2018}', '\u{2019}')] {
-        if s.len() >= open.len_utf8() + close.len_utf8() && s.starts_with(open) && s.ends_with(close) {
+    for (open, close) in [
+        ('"', '"'),
+        ('\u{201c}', '\u{201d}'),
+        ('\'', '\''),
+        ('\u{2018}', '\u{2019}'),
+    ] {
+        if s.len() >= open.len_utf8() + close.len_utf8()
+            && s.starts_with(open)
+            && s.ends_with(close)
+        {
             return &s[open.len_utf8()..s.len() - close.len_utf8()];
         }
     }
@@ -184,9 +192,18 @@ mod tests {
         let j = Justification::parse("\"Need to debug CI infrastructure issues\"").unwrap();
         assert_eq!(j.as_str(), "Need to debug CI infrastructure issues");
         assert_eq!(Justification::parse("“curly”").unwrap().as_str(), "curly");
-        assert_eq!(Justification::parse("plain words").unwrap().as_str(), "plain words");
-        assert_eq!(Justification::parse("\"\"").unwrap_err(), JustificationError::Empty);
-        assert_eq!(Justification::parse("   ").unwrap_err(), JustificationError::Empty);
+        assert_eq!(
+            Justification::parse("plain words").unwrap().as_str(),
+            "plain words"
+        );
+        assert_eq!(
+            Justification::parse("\"\"").unwrap_err(),
+            JustificationError::Empty
+        );
+        assert_eq!(
+            Justification::parse("   ").unwrap_err(),
+            JustificationError::Empty
+        );
         // Stored text keeps the quotes that survived parsing.
         let inner = Justification::parse("\"'quoted'\"").unwrap();
         assert_eq!(inner.as_str(), "'quoted'");
@@ -209,7 +226,8 @@ mod tests {
         if let ApprovalPolicy::Approvers { pending_ttl, .. } = p {
             assert_eq!(pending_ttl.secs(), 86_400);
         }
-        let a: ApprovalPolicy = serde_json::from_value(serde_json::json!({"mode": "auto"})).unwrap();
+        let a: ApprovalPolicy =
+            serde_json::from_value(serde_json::json!({"mode": "auto"})).unwrap();
         assert!(a.is_auto());
         let r: Vec<EligibilityRule> = serde_json::from_value(serde_json::json!([
             "anyone", {"org": "Hybrid Platforms"}, {"email_domain": ["example.com"]}

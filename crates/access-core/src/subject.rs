@@ -23,7 +23,10 @@ pub struct Subject {
 
 impl Subject {
     pub fn key(&self) -> SubjectKey {
-        SubjectKey { team_id: self.team_id.clone(), user_id: self.user_id.clone() }
+        SubjectKey {
+            team_id: self.team_id.clone(),
+            user_id: self.user_id.clone(),
+        }
     }
 
     /// How messages mention this person.
@@ -70,7 +73,11 @@ impl Email {
             }
             None => false,
         };
-        if ok { Ok(Self(s)) } else { Err(EmailError(raw.chars().take(80).collect())) }
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(EmailError(raw.chars().take(80).collect()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -121,7 +128,16 @@ mod tests {
         assert_eq!(e.as_str(), "jane.doe@example.com");
         assert_eq!(e.local_part(), "jane.doe");
         assert_eq!(e.domain(), "example.com");
-        for bad in ["", "jane", "@x.com", "jane@", "jane@com", "a@b@c.com", "a b@c.com", "a@.com"] {
+        for bad in [
+            "",
+            "jane",
+            "@x.com",
+            "jane@",
+            "jane@com",
+            "a@b@c.com",
+            "a b@c.com",
+            "a@.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

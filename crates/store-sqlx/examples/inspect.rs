@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let now = chrono::Utc::now();
-    let stats = store.job_stats(now).await?;
+    let stats = store.job_stats(now, None).await?;
     println!(
         "jobs: {} due, {} pending ({} retrying), {} running, {} dead, oldest due {}",
         stats.due,

@@ -73,7 +73,7 @@
 //! # async fn run() -> Result<(), access_core::ports::StoreError> {
 //! let store = SqlStore::connect("sqlite://gatehouse.db?mode=rwc").await?;
 //! store.ready().await?;
-//! let stats = store.job_stats(chrono::Utc::now()).await?;
+//! let stats = store.job_stats(chrono::Utc::now(), None).await?;
 //! println!("{} jobs due", stats.due);
 //! let chain = store.verify_audit_chain().await?;
 //! assert!(chain.ok, "audit chain broken at {:?}", chain.first_bad);
@@ -85,6 +85,7 @@
 
 mod codec;
 mod db;
+mod installations;
 mod store;
 
 use std::str::FromStr;
@@ -98,6 +99,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use db::{Backend, DbPool};
+pub use installations::{InstallationRow, OAuthStateCheck};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

@@ -657,8 +657,12 @@ impl Store for SqlStore {
         rows.iter().map(codec::job_from_row).collect()
     }
 
-    async fn job_stats(&self, now: DateTime<Utc>) -> Result<JobStats, StoreError> {
-        let sql = Sql::with(
+    async fn job_stats(
+        &self,
+        now: DateTime<Utc>,
+        kind: Option<&str>,
+    ) -> Result<JobStats, StoreError> {
+        let mut sql = Sql::with(
             "SELECT \
                COUNT(CASE WHEN status = 'pending' AND run_at <= $1 THEN 1 END) AS due, \
                COUNT(CASE WHEN status = 'pending' THEN 1 END) AS pending, \
@@ -669,6 +673,9 @@ impl Store for SqlStore {
              FROM jobs WHERE status IN ('pending', 'running', 'dead')",
             vec![micros(now).into()],
         );
+        if let Some(k) = kind {
+            sql.push(" AND kind = ").bind(k);
+        }
         let row = self
             .db
             .fetch_optional(&sql)

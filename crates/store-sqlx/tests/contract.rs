@@ -471,7 +471,7 @@ async fn jobs_round_trip() {
             vec![jobs[1].id]
         );
         assert_eq!(store.next_job_at().await.unwrap(), Some(t(10)), "{kind}");
-        let stats = store.job_stats(t(16)).await.unwrap();
+        let stats = store.job_stats(t(16), None).await.unwrap();
         assert_eq!(
             (
                 stats.due,
@@ -1043,7 +1043,7 @@ async fn concurrent_claimers_never_share_a_job() {
         assert_eq!(seen.len(), 50, "{kind}: {per_claimer:?}");
         assert!(!seen.contains(&later));
         assert_eq!(seen, ids.into_iter().collect::<HashSet<_>>());
-        let stats = store.job_stats(now).await.unwrap();
+        let stats = store.job_stats(now, None).await.unwrap();
         assert_eq!(
             (stats.running, stats.pending, stats.due),
             (50, 1, 0),
@@ -1213,7 +1213,7 @@ async fn retry_then_bury_leaves_a_visible_dead_job() {
             ),
             (t(60), Some("provider timed out"), None)
         );
-        let stats = store.job_stats(t(2)).await.unwrap();
+        let stats = store.job_stats(t(2), None).await.unwrap();
         assert_eq!(
             (
                 stats.retrying,
@@ -1224,7 +1224,7 @@ async fn retry_then_bury_leaves_a_visible_dead_job() {
             (1, 0, 1, None),
             "{kind}"
         );
-        let stats = store.job_stats(t(90)).await.unwrap();
+        let stats = store.job_stats(t(90), None).await.unwrap();
         assert_eq!((stats.due, stats.oldest_due_secs), (1, Some(30)), "{kind}");
         assert!(
             store
@@ -1259,7 +1259,7 @@ async fn retry_then_bury_leaves_a_visible_dead_job() {
             (dead[0].id, dead[0].last_error.as_deref(), dead[0].attempts),
             (id, Some("permission denied"), 2)
         );
-        let stats = store.job_stats(t(100)).await.unwrap();
+        let stats = store.job_stats(t(100), None).await.unwrap();
         assert_eq!(
             (stats.dead, stats.pending, stats.running, stats.retrying),
             (1, 0, 0, 0),
@@ -1296,7 +1296,7 @@ async fn unreadable_job_is_corrupt_and_stays_unclaimed() {
         assert!(matches!(err, StoreError::Corrupt(_)), "{kind}: {err:?}");
         let err = store.jobs(&JobFilter::default()).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{kind}: {err:?}");
-        let stats = store.job_stats(t(0)).await.unwrap();
+        let stats = store.job_stats(t(0), None).await.unwrap();
         assert_eq!(
             (stats.pending, stats.running),
             (1, 0),
