@@ -230,17 +230,8 @@ impl Env {
     }
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for logs.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.split_once('@') {
-            if let Some((user, _)) = creds.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_string()
-}
+/// Passwords in database URLs never reach logs (one implementation, the store's).
+pub use store_sqlx::redact_url;
 
 #[cfg(test)]
 mod tests {

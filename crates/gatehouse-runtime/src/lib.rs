@@ -18,6 +18,7 @@ pub mod guard;
 pub mod maintenance;
 pub mod reports;
 pub mod scheduler;
+pub mod slack_installations;
 pub mod telemetry;
 
 pub use compose::{App, ComposeError};

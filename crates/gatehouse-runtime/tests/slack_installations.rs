@@ -1,0 +1,218 @@
+//! The Slack install flow on the SQL store (SQLite, and PostgreSQL when `TEST_DATABASE_URL` is
+//! set), against the fake Slack OAuth methods: raw rows hold no token in clear text, states are
+//! single use and expire, nothing is written for a refused callback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_runtime::slack_installations::SqlInstallationStore;
+use slack_adapter::config::Secret;
+use slack_adapter::crypto::TokenCipher;
+use slack_adapter::installations::{InstallationStore, Installations};
+use slack_adapter::oauth::{CallbackParams, InstallFailure, InstallFlow, OAuthConfig};
+use store_sqlx::{DbPool, SqlStore};
+use testkit::db::backends;
+use testkit::slack_oauth::{self, FakeSlackOAuth, Grant};
+
+fn flow(
+    store: Arc<SqlStore>,
+    fake: &FakeSlackOAuth,
+    keys: &[[u8; 32]],
+    ttl: Duration,
+) -> InstallFlow {
+    let ins = Installations::new(
+        Arc::new(SqlInstallationStore::new(store)),
+        Arc::new(TokenCipher::from_keys(keys).unwrap()),
+    );
+    InstallFlow::new(
+        OAuthConfig {
+            client_id: slack_oauth::CLIENT_ID.into(),
+            client_secret: Secret::new(slack_oauth::CLIENT_SECRET),
+            api_url: fake.api_url(),
+            state_ttl: ttl,
+            ..OAuthConfig::default()
+        },
+        ins,
+    )
+}
+
+fn params(code: &str, state: &str) -> CallbackParams {
+    CallbackParams {
+        code: Some(code.into()),
+        state: Some(state.into()),
+        error: None,
+    }
+}
+
+/// Every byte of every row of both tables, as text, for a "no token in clear" check.
+async fn raw_dump(store: &SqlStore) -> String {
+    let mut out = String::new();
+    let q = "SELECT * FROM slack_installations";
+    match store.pool() {
+        DbPool::Sqlite(p) => {
+            use sqlx::{Column, Row};
+            for r in sqlx::query(q).fetch_all(p).await.unwrap() {
+                for c in r.columns() {
+                    if let Ok(Some(b)) = r.try_get::<Option<Vec<u8>>, _>(c.ordinal()) {
+                        out.push_str(&String::from_utf8_lossy(&b));
+                    } else if let Ok(Some(s)) = r.try_get::<Option<String>, _>(c.ordinal()) {
+                        out.push_str(&s);
+                    }
+                    out.push('|');
+                }
+            }
+        }
+        DbPool::Postgres(p) => {
+            use sqlx::{Column, Row};
+            for r in sqlx::query(q).fetch_all(p).await.unwrap() {
+                for c in r.columns() {
+                    if let Ok(Some(b)) = r.try_get::<Option<Vec<u8>>, _>(c.ordinal()) {
+                        out.push_str(&String::from_utf8_lossy(&b));
+                    } else if let Ok(Some(s)) = r.try_get::<Option<String>, _>(c.ordinal()) {
+                        out.push_str(&s);
+                    }
+                    out.push('|');
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn count_rows(store: &SqlStore) -> i64 {
+    let q = "SELECT COUNT(*) FROM slack_installations";
+    match store.pool() {
+        DbPool::Sqlite(p) => sqlx::query_scalar(q).fetch_one(p).await.unwrap(),
+        DbPool::Postgres(p) => sqlx::query_scalar(q).fetch_one(p).await.unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn install_on_sql_keeps_tokens_encrypted_and_refuses_bad_states() {
+    for db in backends().await {
+        let kind = db.kind;
+        let store = Arc::new(SqlStore::connect(&db.url).await.unwrap());
+        let fake = FakeSlackOAuth::start().await;
+        let f = flow(store.clone(), &fake, &[[9u8; 32]], Duration::from_secs(300));
+
+        // Refused callbacks write nothing.
+        assert_eq!(
+            f.callback(&params("x", "forged")).await.unwrap_err(),
+            InstallFailure::UnknownState
+        );
+        assert_eq!(
+            f.callback(&CallbackParams {
+                code: Some("x".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+            InstallFailure::MissingState
+        );
+        let short = flow(
+            store.clone(),
+            &fake,
+            &[[9u8; 32]],
+            Duration::from_millis(30),
+        );
+        let (_, stale) = short.start().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        fake.add_code("c-exp", Grant::workspace("TEXP", "Exp"));
+        assert_eq!(
+            f.callback(&params("c-exp", &stale)).await.unwrap_err(),
+            InstallFailure::ExpiredState
+        );
+        assert_eq!(count_rows(&store).await, 0, "{kind}");
+
+        // A good install.
+        fake.add_code("c1", Grant::workspace("T100", "Hundred").rotating());
+        let (_, state) = f.start().await.unwrap();
+        f.callback(&params("c1", &state)).await.unwrap();
+        fake.add_code("c2", Grant::workspace("T200", "Two hundred"));
+        assert_eq!(
+            f.callback(&params("c2", &state)).await.unwrap_err(),
+            InstallFailure::ReusedState
+        );
+        assert_eq!(count_rows(&store).await, 1, "{kind}");
+
+        let dump = raw_dump(&store).await;
+        assert!(
+            dump.contains("T100") && dump.contains("Hundred"),
+            "{kind}: {dump}"
+        );
+        let tokens = fake.tokens();
+        assert_eq!(tokens.len(), 2);
+        for t in &tokens {
+            assert!(
+                !dump.contains(&t.token),
+                "{kind}: clear token in the database"
+            );
+            if let Some(r) = &t.refresh_token {
+                assert!(
+                    !dump.contains(r),
+                    "{kind}: clear refresh token in the database"
+                );
+            }
+        }
+        assert!(!dump.contains("xox"), "{kind}");
+
+        // Read back through the store with the key; a wrong key cannot.
+        let bot = f
+            .installations()
+            .bot_token(None, Some("T100"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(bot.expose(), fake.bot_token("T100").unwrap());
+        let wrong = flow(store.clone(), &fake, &[[8u8; 32]], Duration::from_secs(300));
+        assert!(
+            wrong
+                .installations()
+                .bot_token(None, Some("T100"))
+                .await
+                .is_err()
+        );
+
+        // Status never shows a token.
+        let info = f.status("T100").await.unwrap().unwrap();
+        let shown = serde_json::to_string(&info).unwrap();
+        assert!(!shown.contains("xox"), "{shown}");
+        assert!(info.bot_token_expires_at.is_some());
+
+        // Key rotation re-encrypts in place; the old key alone no longer reads it.
+        let rotating = flow(
+            store.clone(),
+            &fake,
+            &[[7u8; 32], [9u8; 32]],
+            Duration::from_secs(300),
+        );
+        assert_eq!(rotating.installations().rotate_keys().await.unwrap(), 1);
+        let new_only = flow(store.clone(), &fake, &[[7u8; 32]], Duration::from_secs(300));
+        assert_eq!(
+            new_only
+                .installations()
+                .bot_token(None, Some("T100"))
+                .await
+                .unwrap()
+                .unwrap(),
+            bot
+        );
+        assert!(
+            f.installations()
+                .bot_token(None, Some("T100"))
+                .await
+                .is_err()
+        );
+
+        // Uninstall revokes and deletes.
+        assert!(new_only.uninstall("T100").await.unwrap());
+        assert!(fake.is_revoked(bot.expose()));
+        assert_eq!(count_rows(&store).await, 0, "{kind}");
+
+        // Cleanup of expired states (the stale one at least).
+        let sql_store = SqlInstallationStore::new(store.clone());
+        assert!(sql_store.cleanup_states(chrono::Utc::now()).await.unwrap() >= 1);
+        store.close().await;
+    }
+}
