@@ -76,6 +76,7 @@ impl From<EngineError> for ApiError {
             EngineError::NotEligible(_) | EngineError::NotApprover(_) | EngineError::NotYours => {
                 StatusCode::FORBIDDEN
             }
+            EngineError::Unavailable(_) => StatusCode::CONFLICT,
             EngineError::NoActiveGrant { .. }
             | EngineError::NotExtendable { .. }
             | EngineError::AlreadyPending { .. }

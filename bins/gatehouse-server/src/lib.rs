@@ -32,12 +32,16 @@ pub fn app(app: App) -> Router {
         metrics: observability::Metrics::global(),
         app,
     };
-    let slack = state
-        .app
-        .adapters
-        .slack
-        .clone()
-        .map(|cfg| slack_adapter::router(state.app.engine.clone(), cfg));
+    let slack = state.app.adapters.slack.clone().map(|cfg| {
+        let max_body = cfg.max_body_bytes;
+        let events = slack_adapter::router(state.app.engine.clone(), cfg);
+        // Installed workspaces: app_uninstalled / tokens_revoked remove their installation.
+        match &state.app.adapters.slack_install {
+            Some(flow) => slack_adapter::oauth::lifecycle_layer(events, flow.clone(), max_body)
+                .merge(slack_adapter::oauth::oauth_router(flow.clone())),
+            None => events,
+        }
+    });
     let mut router = Router::new()
         .merge(observability::routes())
         .nest("/api", admin::routes(state.clone()))

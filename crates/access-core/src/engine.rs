@@ -88,6 +88,9 @@ pub enum EngineError {
     RevocationInProgress { resource: String },
     #[error("No provider '{0}' is configured.")]
     NoProvider(String),
+    /// The provider says the resource cannot be requested now; the text is the provider's.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("Gatehouse is busy; please try again.")]
     Busy,
     #[error("Something went wrong on our side (storage). Please try again.")]
@@ -114,6 +117,7 @@ impl EngineError {
             EngineError::NotYours => "forbidden",
             EngineError::RevocationInProgress { .. } => "revocation_in_progress",
             EngineError::NoProvider(_) => "no_provider",
+            EngineError::Unavailable(_) => "unavailable",
             EngineError::Busy => "busy",
             EngineError::Store(_) => "internal",
         }
@@ -379,6 +383,32 @@ impl Engine {
         policy::check_eligibility(resource, subject, self.directory.as_ref()).await
     }
 
+    /// Why `resource` cannot be requested now, if the provider says so. A provider that cannot
+    /// tell (a transient error) does not block the request: provisioning retries anyway.
+    pub async fn unavailable_reason(&self, resource: &Resource) -> Option<String> {
+        let provider = self.providers.get(&resource.provider)?;
+        match provider.unavailable_reason(resource).await {
+            Ok(reason) => reason,
+            Err(e) => {
+                tracing::warn!(resource = %resource.id, error = %e, "could not check availability; allowing the request");
+                None
+            }
+        }
+    }
+
+    /// What `subject` may request now: eligible, and available at the provider.
+    pub async fn offered(&self, subject: &Subject) -> Vec<Resource> {
+        let mut out = Vec::new();
+        for r in self.catalog.all() {
+            if self.eligibility(subject, r).await.is_ok()
+                && self.unavailable_reason(r).await.is_none()
+            {
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+
     fn resource(&self, name: &str) -> Result<&Resource, EngineError> {
         self.catalog
             .get(name)
@@ -502,6 +532,9 @@ impl Engine {
             }
         };
         self.eligibility(&s.subject, &resource).await?;
+        if let Some(reason) = self.unavailable_reason(&resource).await {
+            return Err(EngineError::Unavailable(reason));
+        }
         let pending = self
             .store
             .requests(&RequestFilter {

@@ -221,7 +221,11 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn next_job_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
     /// Queue statistics, for all jobs or one kind (`export_audit`: the audit export backlog).
-    async fn job_stats(&self, now: DateTime<Utc>, kind: Option<&str>) -> Result<JobStats, StoreError>;
+    async fn job_stats(
+        &self,
+        now: DateTime<Utc>,
+        kind: Option<&str>,
+    ) -> Result<JobStats, StoreError>;
 
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
     async fn audit_event(&self, id: AuditEventId) -> Result<Option<AuditEvent>, StoreError>;
@@ -334,6 +338,16 @@ pub trait Provider: Send + Sync + Debug + 'static {
     /// Checks settings at start-up (e.g. the network exists). Default: nothing to check.
     async fn validate(&self, _resource: &Resource) -> Result<(), ProviderError> {
         Ok(())
+    }
+
+    /// Why `resource` cannot be requested right now, shown to the person (Cloud Connexa: "Network
+    /// 'x' does not exist. …"); `None` when it can. Called for every `list` and `request`, so it
+    /// must be cheap (cached). Default: always available.
+    async fn unavailable_reason(
+        &self,
+        _resource: &Resource,
+    ) -> Result<Option<String>, ProviderError> {
+        Ok(None)
     }
 }
 

@@ -55,6 +55,9 @@ pub struct Adapters {
     pub bigquery: Option<Arc<BigQuerySink>>,
     /// The org-data index and Slack user groups, with how often the index reloads.
     pub directory: Option<(Arc<OrgDirectory>, Duration)>,
+    /// The Slack OAuth install flow (`SLACK_CLIENT_ID`, `SLACK_CLIENT_SECRET`,
+    /// `GATEHOUSE_ENCRYPTION_KEY`), when configured.
+    pub slack_install: Option<Arc<slack_adapter::oauth::InstallFlow>>,
 }
 
 impl std::fmt::Debug for Adapters {
@@ -65,6 +68,7 @@ impl std::fmt::Debug for Adapters {
             .field("gcp_iam", &self.gcp_iam.is_some())
             .field("bigquery", &self.bigquery.is_some())
             .field("directory", &self.directory.is_some())
+            .field("slack_install", &self.slack_install.is_some())
             .finish()
     }
 }
@@ -179,10 +183,16 @@ impl App {
         }
 
         let slack = SlackConfig::from_env();
-        let notifier: Arc<dyn Notifier> = match overrides.notifier {
-            Some(n) => n,
-            None if !slack.bot_token.is_empty() => Arc::new(SlackNotifier::new(&slack)),
-            None => Arc::new(LogNotifier),
+        adapters.slack_install = crate::slack_installations::install_flow_from_env(store.clone())
+            .map_err(|e| ComposeError::Adapter(format!("Slack installation: {e}")))?;
+        let notifier: Arc<dyn Notifier> = match (overrides.notifier, &adapters.slack_install) {
+            (Some(n), _) => n,
+            // Installed workspaces get their own bot token; SLACK_BOT_TOKEN (if any) serves the rest.
+            (None, Some(flow)) => Arc::new(
+                SlackNotifier::new(&slack).with_installations(flow.installations().clone()),
+            ),
+            (None, None) if !slack.bot_token.is_empty() => Arc::new(SlackNotifier::new(&slack)),
+            (None, None) => Arc::new(LogNotifier),
         };
         adapters.slack = Some(slack);
         builder = builder.notifier(TimeLimitedNotifier::wrap(notifier, call_limit));

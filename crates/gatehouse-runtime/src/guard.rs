@@ -62,6 +62,17 @@ impl Provider for TimeLimitedProvider {
             .await
             .map_err(|_| self.timed_out("validate"))?
     }
+
+    async fn unavailable_reason(
+        &self,
+        resource: &Resource,
+    ) -> Result<Option<String>, ProviderError> {
+        // Asked while a person waits for an answer: a short limit of its own.
+        let limit = self.limit.min(Duration::from_secs(2));
+        tokio::time::timeout(limit, self.inner.unavailable_reason(resource))
+            .await
+            .map_err(|_| self.timed_out("availability check"))?
+    }
 }
 
 #[derive(Debug)]

@@ -800,3 +800,32 @@ async fn notifications_are_retried() {
         assert!(h.notifier.names().contains(&"access_granted"), "{}", h.kind);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unavailable_resources_are_refused_and_not_offered() {
+    for h in each_backend().await {
+        h.provider.set_unavailable(
+            "auto",
+            Some(
+                "Network 'auto' does not exist. Use `/vpn-access list` to see available networks.",
+            ),
+        );
+        let e = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Network 'auto' does not exist. Use `/vpn-access list` to see available networks."
+        );
+        let offered: Vec<String> = h
+            .engine
+            .offered(&person("U1"))
+            .await
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert!(!offered.contains(&"auto".to_string()), "{offered:?}");
+        assert!(offered.contains(&"guarded".to_string()));
+        assert!(h.kinds().await.is_empty(), "{}", h.kind);
+        h.provider.set_unavailable("auto", None);
+        assert!(h.engine.submit(ask("U1", "auto", "1h")).await.is_ok());
+    }
+}

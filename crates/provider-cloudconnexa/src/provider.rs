@@ -958,6 +958,17 @@ impl Provider for CloudConnexaProvider {
             }
         }
 
+        // Nothing checks the network before this point (the engine never calls `validate`), so a
+        // resource naming a network Cloud Connexa does not have would otherwise get a group and
+        // a membership that lead nowhere while the person is told access is ready. The list is
+        // cached, so this costs one read per TTL.
+        if !self.network_exists(&settings.network).await? {
+            return Err(ProviderError::Permanent(format!(
+                "Network '{}' does not exist. Use `/vpn-access list` to see available networks.",
+                settings.network
+            )));
+        }
+
         let mut events = Vec::new();
         let mut attempt = 0;
         let mut group_created_here = false;
@@ -1052,6 +1063,19 @@ impl Provider for CloudConnexaProvider {
 
     async fn observe(&self, resource: &Resource) -> Result<Vec<LiveAccess>, ProviderError> {
         Ok(self.members(resource).await?.2)
+    }
+
+    async fn unavailable_reason(&self, resource: &Resource) -> Result<Option<String>, ProviderError> {
+        let settings = ResourceSettings::parse(resource)?;
+        if self.network_exists(&settings.network).await? {
+            Ok(None)
+        } else {
+            // The Cloud Connexa document's words.
+            Ok(Some(format!(
+                "Network '{}' does not exist. Use `/vpn-access list` to see available networks.",
+                settings.network
+            )))
+        }
     }
 
     async fn validate(&self, resource: &Resource) -> Result<(), ProviderError> {

@@ -1,14 +1,15 @@
 //! A provider tests can steer (succeed, fail transiently, fail for good, hang) and a clock tests
 //! can move.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use access_core::ports::{
-    Clock, GrantOutcome, GrantRequest, Provider, ProviderError, ProviderEvent, RevokeOutcome, RevokeRequest,
-};
 use access_core::GrantId;
+use access_core::ports::{
+    Clock, GrantOutcome, GrantRequest, Provider, ProviderError, ProviderEvent, RevokeOutcome,
+    RevokeRequest,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -43,6 +44,8 @@ pub struct TestProvider {
     calls: Mutex<Vec<Call>>,
     /// Users currently holding access, as the "backend" sees it.
     holders: Mutex<Vec<(String, String)>>,
+    /// Resources the backend says cannot be requested now, with why.
+    unavailable: Mutex<Vec<(String, String)>>,
 }
 
 impl Default for TestProvider {
@@ -52,6 +55,7 @@ impl Default for TestProvider {
             revoke_behaviour: Mutex::new(Behaviour::Succeed),
             calls: Mutex::new(Vec::new()),
             holders: Mutex::new(Vec::new()),
+            unavailable: Mutex::new(Vec::new()),
         }
     }
 }
@@ -71,12 +75,26 @@ impl TestProvider {
         *self.revoke_behaviour.lock().unwrap() = b;
     }
 
+    /// Makes `resource` unavailable (None: available again).
+    pub fn set_unavailable(&self, resource: &str, reason: Option<&str>) {
+        let mut u = self.unavailable.lock().unwrap();
+        u.retain(|(r, _)| r != resource);
+        if let Some(why) = reason {
+            u.push((resource.to_string(), why.to_string()));
+        }
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 
     pub fn count(&self, op: &str) -> usize {
-        self.calls.lock().unwrap().iter().filter(|c| c.op == op).count()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.op == op)
+            .count()
     }
 
     /// (user, resource) pairs that currently hold access at this fake backend.
@@ -128,9 +146,22 @@ impl Provider for TestProvider {
             handle: serde_json::json!({"test": true, "user": req.subject.user_id}),
             instructions: format!("Test access to {} granted.", req.resource.id),
             secret: None,
-            events: vec![ProviderEvent { name: "test_granted".into(), details: serde_json::json!({}) }],
+            events: vec![ProviderEvent {
+                name: "test_granted".into(),
+                details: serde_json::json!({}),
+            }],
             expires_at: None,
         })
+    }
+
+    async fn unavailable_reason(
+        &self,
+        resource: &access_core::Resource,
+    ) -> Result<Option<String>, ProviderError> {
+        let u = self.unavailable.lock().unwrap();
+        Ok(u.iter()
+            .find(|(r, _)| r == resource.id.as_str())
+            .map(|(_, why)| why.clone()))
     }
 
     async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
@@ -157,7 +188,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
-        Self { micros: AtomicI64::new(start.timestamp_micros()) }
+        Self {
+            micros: AtomicI64::new(start.timestamp_micros()),
+        }
     }
 
     /// Starts at the real current time (so stores and logs look sensible).
@@ -166,7 +199,10 @@ impl ManualClock {
     }
 
     pub fn advance(&self, d: chrono::Duration) {
-        self.micros.fetch_add(d.num_microseconds().unwrap_or(i64::MAX / 4), Ordering::SeqCst);
+        self.micros.fetch_add(
+            d.num_microseconds().unwrap_or(i64::MAX / 4),
+            Ordering::SeqCst,
+        );
     }
 
     pub fn set(&self, t: DateTime<Utc>) {
@@ -217,7 +253,9 @@ impl access_core::ports::Notifier for RecordingNotifier {
         let left = self.fail_transient.load(Ordering::SeqCst);
         if left > 0 {
             self.fail_transient.store(left - 1, Ordering::SeqCst);
-            return Err(access_core::ports::NotifyError::Transient("injected".into()));
+            return Err(access_core::ports::NotifyError::Transient(
+                "injected".into(),
+            ));
         }
         self.sent.lock().unwrap().push(n.clone());
         Ok(vec![])
