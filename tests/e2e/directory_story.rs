@@ -100,16 +100,20 @@ async fn command(server: &Server, slack: &FakeSlack, user: &str, text: &str) -> 
     }
 }
 
-/// Sends `text` as a DM and waits for the bot's reply in that DM.
+/// Sends `text` as a DM and waits for the bot's answer in that DM (past any "Working on it…"
+/// placeholder, which a loaded machine may send first).
 async fn dm(server: &Server, slack: &FakeSlack, user: &str, text: &str, event_id: &str) -> String {
     let before = slack.dms_to(user).len();
     let body = event_callback(event_id, message_im_event(user, text)).to_string();
     let (status, _) = post(server, "/slack/events", "application/json", body).await;
     assert_eq!(status, 200);
+    let answered = |s: &FakeSlack| {
+        s.dms_to(user)[before.min(s.dms_to(user).len())..]
+            .iter()
+            .any(|m| !m.all_text().contains("Working on it"))
+    };
     assert!(
-        slack
-            .wait_until(Duration::from_secs(8), |s| s.dms_to(user).len() > before)
-            .await,
+        slack.wait_until(Duration::from_secs(15), answered).await,
         "no reply to {user}'s DM"
     );
     slack.dms_to(user)[before..]

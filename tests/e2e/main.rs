@@ -7,5 +7,7 @@ mod admin_api;
 mod helpers;
 mod lifecycle;
 mod provider_stories;
+mod slack_helpers;
 mod slack_story;
+mod story_helpers;
 mod directory_story;

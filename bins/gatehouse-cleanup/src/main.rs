@@ -44,6 +44,9 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Re-encrypt stored Slack tokens under the first key of GATEHOUSE_ENCRYPTION_KEY (run after
+    /// putting a new key first; drop the old key once this reports 0).
+    RotateKeys,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +125,23 @@ async fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Report { month, format },
         } => report(&app, month, &format).await,
+        Command::RotateKeys => rotate_keys(&app).await,
+    }
+}
+
+async fn rotate_keys(app: &App) -> ExitCode {
+    let ins =
+        match gatehouse_runtime::slack_installations::installations_from_env(app.store.clone()) {
+            Ok(Some(i)) => i,
+            Ok(None) => return fail(&"GATEHOUSE_ENCRYPTION_KEY is not set"),
+            Err(e) => return fail(&e),
+        };
+    match ins.rotate_keys().await {
+        Ok(n) => {
+            println!("{n} Slack installation(s) re-encrypted under the first key");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

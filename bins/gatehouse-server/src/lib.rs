@@ -34,12 +34,17 @@ pub fn app(app: App) -> Router {
     };
     let slack = state.app.adapters.slack.clone().map(|cfg| {
         let max_body = cfg.max_body_bytes;
-        let events = slack_adapter::router(state.app.engine.clone(), cfg);
-        // Installed workspaces: app_uninstalled / tokens_revoked remove their installation.
+        let engine = state.app.engine.clone();
         match &state.app.adapters.slack_install {
-            Some(flow) => slack_adapter::oauth::lifecycle_layer(events, flow.clone(), max_body)
-                .merge(slack_adapter::oauth::oauth_router(flow.clone())),
-            None => events,
+            // Many workspaces: each answered with its own bot token; app_uninstalled and
+            // tokens_revoked remove installations; the install flow's endpoints.
+            Some(flow) => {
+                let ins = flow.installations().clone();
+                let events = slack_adapter::router::router_with_installations(engine, cfg, ins);
+                slack_adapter::oauth::lifecycle_layer(events, flow.clone(), max_body)
+                    .merge(slack_adapter::oauth::oauth_router(flow.clone()))
+            }
+            None => slack_adapter::router(engine, cfg),
         }
     });
     let mut router = Router::new()

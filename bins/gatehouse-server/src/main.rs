@@ -58,6 +58,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         reconcile_every,
         shutdown.clone(),
     ));
+    // Installed Slack workspaces: rotating tokens refreshed before expiry, stale states deleted.
+    if let Some(flow) = app.adapters.slack_install.clone() {
+        tokio::spawn(gatehouse_runtime::slack_installations::maintain(
+            flow,
+            Duration::from_secs(600),
+            shutdown.clone(),
+        ));
+    }
     // The org-data index reloads on a schedule and on SIGHUP; the handle stops it when dropped.
     let _reloader = app.adapters.directory.as_ref().and_then(|(dir, every)| {
         let org = dir.org_data()?.clone();

@@ -116,7 +116,7 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
         Ok(j) => {
             metrics::gauge!("gatehouse_audit_export_backlog").set((j.pending + j.running) as f64);
             metrics::gauge!("gatehouse_audit_export_backlog_oldest_seconds")
-                .set(j.oldest_due_secs.unwrap_or(0) as f64);
+                .set(j.oldest_pending_secs.unwrap_or(0) as f64);
             metrics::gauge!("gatehouse_audit_export_dead").set(j.dead as f64);
         }
         Err(e) => tracing::warn!(error = %e, "metrics: export backlog unavailable"),

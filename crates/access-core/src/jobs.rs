@@ -170,6 +170,10 @@ pub struct JobStats {
     pub retrying: u64,
     /// Age in seconds of the oldest due job.
     pub oldest_due_secs: Option<i64>,
+    /// Age in seconds of the oldest pending job, counted from when it was enqueued (a job
+    /// waiting out a retry backoff is not due, but it is still waiting).
+    #[serde(default)]
+    pub oldest_pending_secs: Option<i64>,
 }
 
 #[cfg(test)]

@@ -976,6 +976,37 @@ async fn networks_are_cached_and_checked() {
     assert!(!format!("{p:?}").contains(&cc.client_secret()));
 }
 
+/// A resource naming a network Cloud Connexa does not have is refused at grant time, before
+/// anything is created (no group, no user, no membership that leads nowhere).
+#[tokio::test]
+async fn grant_for_a_missing_network_is_refused_and_creates_nothing() {
+    let cc = fake().await;
+    let p = provider_with(&cc, &[]);
+    let qa = resource("qa-network", json!({"network": "qa-network"}));
+    let err = p
+        .grant(&grant_req("dana@example.com", &qa))
+        .await
+        .unwrap_err();
+    match err {
+        ProviderError::Permanent(m) => assert_eq!(
+            m,
+            "Network 'qa-network' does not exist. Use `/vpn-access list` to see available networks."
+        ),
+        other => panic!("expected a permanent error, got {other:?}"),
+    }
+    assert!(cc.user_by_email("dana@example.com").is_none());
+    assert!(cc.group_by_name("qa-network-users").is_none());
+    // The same provider still grants on a network that exists.
+    p.grant(&grant_req("dana@example.com", &dev()))
+        .await
+        .unwrap();
+    assert_eq!(
+        cc.calls_to("GET", "/api/v1/networks").len(),
+        1,
+        "the list is cached"
+    );
+}
+
 // ------------------------------------------------------------------------------------------------
 // observe and drift
 

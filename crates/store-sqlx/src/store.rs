@@ -669,7 +669,8 @@ impl Store for SqlStore {
                COUNT(CASE WHEN status = 'running' THEN 1 END) AS running, \
                COUNT(CASE WHEN status = 'dead' THEN 1 END) AS dead, \
                COUNT(CASE WHEN status = 'pending' AND attempts > 0 THEN 1 END) AS retrying, \
-               MIN(CASE WHEN status = 'pending' AND run_at <= $1 THEN run_at END) AS oldest_due \
+               MIN(CASE WHEN status = 'pending' AND run_at <= $1 THEN run_at END) AS oldest_due, \
+               MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest_pending \
              FROM jobs WHERE status IN ('pending', 'running', 'dead')",
             vec![micros(now).into()],
         );
@@ -686,6 +687,7 @@ impl Store for SqlStore {
             u64::try_from(row.i64(col)?).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
         };
         let oldest = codec::opt_time(&row, "oldest_due")?;
+        let oldest_pending = codec::opt_time(&row, "oldest_pending")?;
         Ok(JobStats {
             due: count("due")?,
             pending: count("pending")?,
@@ -693,6 +695,7 @@ impl Store for SqlStore {
             dead: count("dead")?,
             retrying: count("retrying")?,
             oldest_due_secs: oldest.map(|t| (now - t).num_seconds().max(0)),
+            oldest_pending_secs: oldest_pending.map(|t| (now - t).num_seconds().max(0)),
         })
     }
 

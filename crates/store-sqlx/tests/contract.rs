@@ -1663,3 +1663,38 @@ async fn two_instances_share_one_database() {
         second.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_stats_per_kind_and_pending_age() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        // Three expire jobs due later, one export job due now.
+        enqueue(&store, 3, Utc::now() + Duration::hours(1)).await;
+        store
+            .commit(ChangeSet {
+                jobs: vec![NewJob::at(
+                    JobKind::ExportAudit {
+                        event_id: access_core::AuditEventId::new(),
+                    },
+                    Utc::now(),
+                )],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let later = Utc::now() + Duration::seconds(120);
+        let all = store.job_stats(later, None).await.unwrap();
+        assert_eq!((all.pending, all.due), (4, 1), "{kind}");
+        let export = store.job_stats(later, Some("export_audit")).await.unwrap();
+        assert_eq!((export.pending, export.due), (1, 1), "{kind}");
+        let expire = store.job_stats(later, Some("expire")).await.unwrap();
+        assert_eq!(
+            (expire.pending, expire.due, expire.oldest_due_secs),
+            (3, 0, None),
+            "{kind}"
+        );
+        // Not due, yet waiting since they were enqueued about two minutes before `later`.
+        let age = expire.oldest_pending_secs.unwrap();
+        assert!((118..=125).contains(&age), "{kind}: {age}");
+    }
+}
