@@ -13,7 +13,9 @@ run:
 ## test: every test; the PostgreSQL suite runs too when TEST_DATABASE_URL is set.
 test:
 	$(CARGO) build --bins
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --exclude gatehouse-e2e
+	@# The end-to-end tests start real servers; one at a time keeps their timing honest on 2 cores.
+	$(CARGO) test -p gatehouse-e2e -- --test-threads=1
 
 ## test-postgres: the same suite with the local PostgreSQL as well.
 test-postgres:

@@ -17,10 +17,17 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "--bins"]).status().unwrap();
+        let status = Command::new(cargo)
+            .args(["build", "--bins"])
+            .status()
+            .unwrap();
         assert!(status.success(), "cargo build --bins failed");
     }
-    assert!(path.exists(), "{} not found; run `cargo build --bins`", path.display());
+    assert!(
+        path.exists(),
+        "{} not found; run `cargo build --bins`",
+        path.display()
+    );
     path
 }
 
@@ -68,11 +75,21 @@ impl Server {
         let base = line
             .trim()
             .strip_prefix("gatehouse-server listening on ")
-            .unwrap_or_else(|| panic!("server did not start: {line:?}; log: {}", std::fs::read_to_string(&log).unwrap_or_default()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "server did not start: {line:?}; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
             .to_string();
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in reader.lines() {});
-        Server { child, base, log, started }
+        Server {
+            child,
+            base,
+            log,
+            started,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -94,7 +111,10 @@ impl Server {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -113,11 +133,19 @@ impl Drop for Server {
 
 fn send_sigterm(pid: i32) {
     // The kill(1) command keeps this crate free of `unsafe` (the workspace forbids it).
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 fn fastrand_suffix() -> String {
-    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
 
 /// A small admin-API client.
@@ -129,7 +157,11 @@ pub struct Api {
 
 impl Api {
     pub fn new(server: &Server, token: Option<&str>) -> Api {
-        Api { http: reqwest::Client::new(), base: server.base.clone(), token: token.map(String::from) }
+        Api {
+            http: reqwest::Client::new(),
+            base: server.base.clone(),
+            token: token.map(String::from),
+        }
     }
 
     fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -140,10 +172,17 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.auth(self.http.get(format!("{}{path}", self.base))).send().await.unwrap();
+        let r = self
+            .auth(self.http.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -154,10 +193,18 @@ impl Api {
         let r = rb.send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: &'static str) -> (u16, Value) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> (u16, Value) {
         let r = self
             .auth(self.http.post(format!("{}{path}", self.base)))
             .header("content-type", content_type)
@@ -167,18 +214,29 @@ impl Api {
             .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Polls `GET path` until `pred` holds; returns the body and how long it took.
-    pub async fn wait_for(&self, path: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> (Value, Duration) {
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> (Value, Duration) {
         let start = Instant::now();
         loop {
             let (status, body) = self.get(path).await;
             if status == 200 && pred(&body) {
                 return (body, start.elapsed());
             }
-            assert!(start.elapsed() < timeout, "timed out waiting on {path}: last {status} {body}");
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting on {path}: last {status} {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -219,5 +277,10 @@ pub fn request_body(user: &str, resource: &str, duration: &str) -> Value {
 /// Kinds of the audit events, in chain order.
 pub async fn audit_kinds(api: &Api) -> Vec<String> {
     let (_, body) = api.get("/api/audit?limit=1000").await;
-    body["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect()
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
 }

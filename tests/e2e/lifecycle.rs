@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use access_core::ports::{GrantFilter, Store};
 use access_core::GrantStatus;
+use access_core::ports::{GrantFilter, Store};
 use store_sqlx::SqlStore;
 use testkit::db::backends;
 
@@ -15,17 +15,29 @@ async fn revocation_survives_a_crash() {
     for db in backends().await {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), DRY_RUN_CONFIG);
-        let opts = ServerOptions { config: &config, database_url: &db.url, admin_token: Some(ADMIN_TOKEN), extra_env: vec![] };
+        let opts = ServerOptions {
+            config: &config,
+            database_url: &db.url,
+            admin_token: Some(ADMIN_TOKEN),
+            extra_env: vec![],
+        };
 
         let server = Server::start(&opts, dir.path());
         let api = Api::new(&server, Some(ADMIN_TOKEN));
-        let (status, req) = api.post("/api/requests", Some(request_body("U1", "crashy", "2s"))).await;
+        let (status, req) = api
+            .post("/api/requests", Some(request_body("U1", "crashy", "2s")))
+            .await;
         assert_eq!(status, 201, "{}: {req}", db.kind);
         let grant_id = req["grant_id"].as_str().unwrap().to_string();
         let (grant, _) = api
-            .wait_for(&format!("/api/grants/{grant_id}"), Duration::from_secs(10), |g| g["status"] == "active")
+            .wait_for(
+                &format!("/api/grants/{grant_id}"),
+                Duration::from_secs(10),
+                |g| g["status"] == "active",
+            )
             .await;
-        let expires_at = chrono::DateTime::parse_from_rfc3339(grant["expires_at"].as_str().unwrap()).unwrap();
+        let expires_at =
+            chrono::DateTime::parse_from_rfc3339(grant["expires_at"].as_str().unwrap()).unwrap();
 
         // Crash before expiry: the in-memory scheduler is gone with the process.
         server.crash();
@@ -35,18 +47,43 @@ async fn revocation_survives_a_crash() {
             + Duration::from_millis(1500);
         tokio::time::sleep(until_after_expiry).await;
         let store = SqlStore::connect(&db.url).await.unwrap();
-        let live = store.grants(&GrantFilter { live_only: true, ..Default::default() }).await.unwrap();
-        assert_eq!(live.len(), 1, "{}: nothing revoked while the server was down", db.kind);
+        let live = store
+            .grants(&GrantFilter {
+                live_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            live.len(),
+            1,
+            "{}: nothing revoked while the server was down",
+            db.kind
+        );
 
         // Restart after expiry: the revocation happens within 2 seconds.
         let server = Server::start(&opts, dir.path());
         let restarted = server.started;
         let api = Api::new(&server, Some(ADMIN_TOKEN));
-        api.wait_for(&format!("/api/grants/{grant_id}"), Duration::from_secs(10), |g| g["status"] == "expired").await;
+        api.wait_for(
+            &format!("/api/grants/{grant_id}"),
+            Duration::from_secs(10),
+            |g| g["status"] == "expired",
+        )
+        .await;
         let took = restarted.elapsed();
-        assert!(took < Duration::from_secs(2), "{}: revoked {took:?} after restart", db.kind);
+        assert!(
+            took < Duration::from_secs(2),
+            "{}: revoked {took:?} after restart",
+            db.kind
+        );
         let kinds = audit_kinds(&api).await;
-        assert_eq!(kinds.last().map(String::as_str), Some("access_expired"), "{}: {kinds:?}", db.kind);
+        assert_eq!(
+            kinds.last().map(String::as_str),
+            Some("access_expired"),
+            "{}: {kinds:?}",
+            db.kind
+        );
         let (_, verify) = api.get("/api/audit/verify").await;
         assert_eq!(verify["ok"], true);
         assert!(server.log_text().contains("DRY-RUN: would revoke access"));
@@ -59,20 +96,39 @@ async fn cleanup_binary_revokes_overdue_grants_without_a_server() {
     for db in backends().await {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), DRY_RUN_CONFIG);
-        let opts = ServerOptions { config: &config, database_url: &db.url, admin_token: Some(ADMIN_TOKEN), extra_env: vec![] };
+        let opts = ServerOptions {
+            config: &config,
+            database_url: &db.url,
+            admin_token: Some(ADMIN_TOKEN),
+            extra_env: vec![],
+        };
         let server = Server::start(&opts, dir.path());
         let api = Api::new(&server, Some(ADMIN_TOKEN));
         let mut grants = Vec::new();
         for user in ["U1", "U2", "U3"] {
-            let (status, req) = api.post("/api/requests", Some(request_body(user, "crashy", "1s"))).await;
+            let (status, req) = api
+                .post("/api/requests", Some(request_body(user, "crashy", "6s")))
+                .await;
             assert_eq!(status, 201, "{req}");
             grants.push(req["grant_id"].as_str().unwrap().to_string());
         }
+        // Long enough that the server cannot expire them itself before the crash, even on a
+        // loaded machine; then wait past the latest expiry.
+        let mut latest = chrono::Utc::now();
         for g in &grants {
-            api.wait_for(&format!("/api/grants/{g}"), Duration::from_secs(10), |b| b["status"] == "active").await;
+            let (grant, _) = api
+                .wait_for(&format!("/api/grants/{g}"), Duration::from_secs(10), |b| {
+                    b["status"] == "active"
+                })
+                .await;
+            let at = chrono::DateTime::parse_from_rfc3339(grant["expires_at"].as_str().unwrap())
+                .unwrap();
+            latest = latest.max(at.with_timezone(&chrono::Utc));
         }
         server.crash();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let wait =
+            (latest - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500);
+        tokio::time::sleep(wait).await;
 
         let out = std::process::Command::new(binary("gatehouse-cleanup"))
             .arg("--config")
@@ -81,7 +137,12 @@ async fn cleanup_binary_revokes_overdue_grants_without_a_server() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}: {stdout} {}", db.kind, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {stdout} {}",
+            db.kind,
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("expire=3"), "{}: {stdout}", db.kind);
         assert!(stdout.contains("notify=3"), "{}: {stdout}", db.kind);
 
@@ -105,22 +166,48 @@ async fn cleanup_binary_revokes_overdue_grants_without_a_server() {
             .env("DATABASE_URL", &db.url)
             .output()
             .unwrap();
-        assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
 
         // Compliance export and the monthly report through the CLI.
         let csv = dir.path().join("audit.csv");
         let month = chrono::Utc::now().format("%Y-%m").to_string();
         let export = std::process::Command::new(binary("gatehouse-cleanup"))
-            .args(["--config", config.to_str().unwrap(), "audit", "export", "--format", "csv", "--output", csv.to_str().unwrap()])
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "audit",
+                "export",
+                "--format",
+                "csv",
+                "--output",
+                csv.to_str().unwrap(),
+            ])
             .env("DATABASE_URL", &db.url)
             .output()
             .unwrap();
-        assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+        assert!(
+            export.status.success(),
+            "{}",
+            String::from_utf8_lossy(&export.stderr)
+        );
         let text = std::fs::read_to_string(&csv).unwrap();
         // 3 × (requested, approved, granted, provider event, expired) plus the header
         assert_eq!(text.lines().count(), 16, "{text}");
         let report = std::process::Command::new(binary("gatehouse-cleanup"))
-            .args(["--config", config.to_str().unwrap(), "audit", "report", "--month", &month, "--format", "json"])
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "audit",
+                "report",
+                "--month",
+                &month,
+                "--format",
+                "json",
+            ])
             .env("DATABASE_URL", &db.url)
             .output()
             .unwrap();
@@ -128,7 +215,14 @@ async fn cleanup_binary_revokes_overdue_grants_without_a_server() {
         assert_eq!(report["grants"], 3, "{report}");
         assert_eq!(report["expired"], 3);
         let bad = std::process::Command::new(binary("gatehouse-cleanup"))
-            .args(["--config", config.to_str().unwrap(), "audit", "report", "--month", "2026-13"])
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "audit",
+                "report",
+                "--month",
+                "2026-13",
+            ])
             .env("DATABASE_URL", &db.url)
             .output()
             .unwrap();
@@ -143,7 +237,11 @@ async fn cleanup_binary_revokes_overdue_grants_without_a_server() {
             .output()
             .unwrap();
         assert_eq!(verify.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&verify.stdout).contains("BROKEN at event 2"), "{}", String::from_utf8_lossy(&verify.stdout));
+        assert!(
+            String::from_utf8_lossy(&verify.stdout).contains("BROKEN at event 2"),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
     }
 }
 
@@ -151,35 +249,81 @@ async fn cleanup_binary_revokes_overdue_grants_without_a_server() {
 /// request approved through the admin API ends by itself, visible in the audit trail and metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_config_request_expires_by_itself() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gatehouse.example.toml");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gatehouse.example.toml");
     for db in backends().await {
         let dir = tempfile::tempdir().unwrap();
-        let opts = ServerOptions { config: &example, database_url: &db.url, admin_token: Some(ADMIN_TOKEN), extra_env: vec![] };
+        let opts = ServerOptions {
+            config: &example,
+            database_url: &db.url,
+            admin_token: Some(ADMIN_TOKEN),
+            extra_env: vec![],
+        };
         let server = Server::start(&opts, dir.path());
         let api = Api::new(&server, Some(ADMIN_TOKEN));
-        let (status, req) = api.post("/api/requests", Some(request_body("U42", "demo-approved", "2s"))).await;
+        let (status, req) = api
+            .post(
+                "/api/requests",
+                Some(request_body("U42", "demo-approved", "2s")),
+            )
+            .await;
         assert_eq!(status, 201, "{req}");
         assert_eq!(req["status"], "pending");
         let id = req["id"].as_str().unwrap();
-        let (status, approved) = api.post(&format!("/api/requests/{id}/approve"), Some(serde_json::json!({"approver": "alice"}))).await;
+        let (status, approved) = api
+            .post(
+                &format!("/api/requests/{id}/approve"),
+                Some(serde_json::json!({"approver": "alice"})),
+            )
+            .await;
         assert_eq!(status, 200, "{approved}");
         let grant = approved["grant_id"].as_str().unwrap();
-        api.wait_for(&format!("/api/grants/{grant}"), Duration::from_secs(10), |g| g["status"] == "active").await;
-        let (_, took) =
-            api.wait_for(&format!("/api/grants/{grant}"), Duration::from_secs(10), |g| g["status"] == "expired").await;
+        api.wait_for(
+            &format!("/api/grants/{grant}"),
+            Duration::from_secs(10),
+            |g| g["status"] == "active",
+        )
+        .await;
+        let (_, took) = api
+            .wait_for(
+                &format!("/api/grants/{grant}"),
+                Duration::from_secs(10),
+                |g| g["status"] == "expired",
+            )
+            .await;
         assert!(took < Duration::from_secs(4));
         let kinds = audit_kinds(&api).await;
         assert_eq!(
             kinds,
-            ["access_requested", "access_approved", "access_granted", "provider_event", "access_expired"],
+            [
+                "access_requested",
+                "access_approved",
+                "access_granted",
+                "provider_event",
+                "access_expired"
+            ],
             "{}",
             db.kind
         );
-        let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+        let metrics = reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(metrics.contains("gatehouse_grants_active 0"), "{metrics}");
-        assert!(metrics.contains("gatehouse_revocation_lag_seconds_count 1"), "{metrics}");
-        assert!(metrics.contains("gatehouse_requests{status=\"expired\"} 1"), "{metrics}");
-        assert_eq!(reqwest::get(server.url("/readyz")).await.unwrap().status(), 200);
+        assert!(
+            metrics.contains("gatehouse_revocation_lag_seconds_count 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("gatehouse_requests{status=\"expired\"} 1"),
+            "{metrics}"
+        );
+        assert_eq!(
+            reqwest::get(server.url("/readyz")).await.unwrap().status(),
+            200
+        );
         // SIGTERM: a clean exit.
         assert!(server.stop().success());
     }
