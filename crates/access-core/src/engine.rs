@@ -1229,7 +1229,10 @@ impl Engine {
             self.commit(cs).await?;
             return Ok(());
         }
-        let extended = grant.status == GrantStatus::Active;
+        // An extension lengthens access; a provider that pins the expiry (a re-issued key with the
+        // old end) grants again without extending.
+        let extended = grant.status == GrantStatus::Active
+            && pinned_expiry.is_none_or(|p| p >= grant.expires_at);
         let mut g = grant.clone();
         g.status = GrantStatus::Active;
         g.provider_handle = handle.clone();

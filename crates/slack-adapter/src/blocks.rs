@@ -44,6 +44,37 @@ pub fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Replaces every RFC 3339 UTC time (`2026-01-19T12:34:56Z`) in already-escaped text with a
+/// Slack date token, so providers can write times in UTC and every reader sees their own time
+/// zone (the GCP document's "until 2025-11-24 15:30 MST").
+pub fn localize_times(escaped: &str) -> String {
+    const LEN: usize = 20; // YYYY-MM-DDTHH:MM:SSZ
+    let bytes = escaped.as_bytes();
+    let mut out = String::with_capacity(escaped.len());
+    let mut i = 0;
+    while i < escaped.len() {
+        if i + LEN <= escaped.len()
+            && escaped.is_char_boundary(i)
+            && escaped.is_char_boundary(i + LEN)
+        {
+            let candidate = &escaped[i..i + LEN];
+            let shaped =
+                bytes[i + 4] == b'-' && bytes[i + 10] == b'T' && bytes[i + LEN - 1] == b'Z';
+            if shaped {
+                if let Ok(t) = DateTime::parse_from_rfc3339(candidate) {
+                    out.push_str(&slack_date(t.with_timezone(&Utc)));
+                    i += LEN;
+                    continue;
+                }
+            }
+        }
+        let ch = escaped[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
 /// A time every reader sees in their own time zone, with a UTC fallback.
 pub fn slack_date(t: DateTime<Utc>) -> String {
     format!(
@@ -374,7 +405,7 @@ pub fn dm_granted(
     if !instructions.trim().is_empty() {
         blocks.push(section(&format!(
             "*How to use it*\n{}",
-            escape(instructions)
+            localize_times(&escape(instructions))
         )));
     }
     if secret_delivery_failed {
@@ -600,6 +631,19 @@ mod tests {
             escape("<!channel> & <@U1>"),
             "&lt;!channel&gt; &amp; &lt;@U1&gt;"
         );
+    }
+
+    #[test]
+    fn times_in_provider_text_become_local() {
+        let t = "until 2026-01-19T12:34:56Z, then <b>";
+        let out = localize_times(&escape(t));
+        assert!(out.starts_with("until <!date^1768826096^"), "{out}");
+        assert!(out.ends_with(", then &lt;b&gt;"), "{out}");
+        assert_eq!(
+            localize_times("no times here: 2026-13-45T99:99:99Z"),
+            "no times here: 2026-13-45T99:99:99Z"
+        );
+        assert_eq!(localize_times("ünïcödé"), "ünïcödé");
     }
 
     #[test]

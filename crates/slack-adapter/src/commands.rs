@@ -245,16 +245,40 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
             };
             submit(ctx, caller, surface, s).await
         }
-        Command::Revoke { resource } => match engine
-            .revoke_resource(&caller.key(), &resource, caller.actor())
-            .await
-        {
-            Ok(g) => format!(
-                "Your access to {} is being revoked. I'll confirm by direct message when it is done.",
-                g.resource
-            ),
-            Err(e) => e.to_string(),
-        },
+        Command::Revoke { resource } => {
+            let noun = engine.catalog().get(&resource).map(access_noun);
+            match engine
+                .revoke_resource(&caller.key(), &resource, caller.actor())
+                .await
+            {
+                Ok(g) => {
+                    let noun = noun.unwrap_or_else(|| format!("access to {}", g.resource));
+                    // The revocation runs as a job right away; wait a little (inside Slack's
+                    // acknowledgement budget) so the answer can say it is done, as the GCP
+                    // document's does. Otherwise the DM confirms it later.
+                    let deadline =
+                        std::time::Instant::now() + std::time::Duration::from_millis(1500);
+                    loop {
+                        match engine.store().grant(g.id).await {
+                            Ok(Some(now)) if !now.status.is_live() => {
+                                return format!("Your {noun} has been revoked successfully.");
+                            }
+                            Err(_) => break,
+                            _ if std::time::Instant::now() > deadline => break,
+                            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                        }
+                    }
+                    format!(
+                        "Your {noun} is being revoked. I'll confirm by direct message when it is done."
+                    )
+                }
+                Err(access_core::EngineError::NoActiveGrant { .. }) => match noun {
+                    Some(noun) => format!("You do not have any active {noun} to revoke."),
+                    None => format!("You do not have any active access to '{resource}' to revoke."),
+                },
+                Err(e) => e.to_string(),
+            }
+        }
         Command::Cancel { target } => cancel(engine, caller, surface, &target).await,
     }
 }
@@ -394,6 +418,23 @@ fn describe(r: &Resource) -> String {
 
 /// `list`: the resources this person may request. When the profile cannot be read, everything is
 /// listed (eligibility is checked again on request anyway).
+/// How messages name what a resource gives: the GCP document's "GCP workspace access", the Cloud
+/// Connexa document's "VPN access to <network>", or "access to <resource>".
+pub fn access_noun(r: &access_core::Resource) -> String {
+    match r.provider.as_str() {
+        "gcp-iam" => "GCP workspace access".to_string(),
+        "cloudconnexa" => {
+            let network = r
+                .settings
+                .get("network")
+                .and_then(|n| n.as_str())
+                .unwrap_or(r.id.as_str());
+            format!("VPN access to {network}")
+        }
+        _ => format!("access to {}", r.id),
+    }
+}
+
 pub async fn list_text(ctx: Ctx<'_>, caller: &Caller, surface: Surface) -> String {
     let engine = ctx.engine;
     let resources = engine.resources();
@@ -404,10 +445,13 @@ pub async fn list_text(ctx: Ctx<'_>, caller: &Caller, surface: Surface) -> Strin
     let mut eligible = vec![];
     let mut hidden = 0;
     for r in &resources {
-        let ok = match &subject {
+        let eligible_here = match &subject {
             Some(s) => engine.eligibility(s, r).await.is_ok(),
             None => true,
         };
+        // Cloud Connexa resources whose network does not exist are not offered (the document's
+        // `list` shows the networks the API has).
+        let ok = eligible_here && engine.unavailable_reason(r).await.is_none();
         if ok {
             eligible.push(describe(r));
         } else {

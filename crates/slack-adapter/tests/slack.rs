@@ -293,7 +293,7 @@ async fn slash_status_list_help_and_revoke() {
     let (r, _) = h.command("/access", ALICE, "revoke gcp-access").await;
     assert_eq!(
         r.text(),
-        "You do not have any active access to 'gcp-access'."
+        "You do not have any active access to gcp-access to revoke."
     );
 
     let (r, _) = h.command("/access", ALICE, "cancel dev-network").await;
