@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_api;
+mod directory_story;
 mod helpers;
 mod lifecycle;
 mod provider_stories;
 mod slack_helpers;
 mod slack_story;
 mod story_helpers;
-mod directory_story;

@@ -557,7 +557,9 @@ async fn jobs(
             limit: q.limit.map(|l| l.min(1000)),
         })
         .await?;
-    let stats = store.job_stats(s.app.engine.now(), q_kind.as_deref()).await?;
+    let stats = store
+        .job_stats(s.app.engine.now(), q_kind.as_deref())
+        .await?;
     Ok(Json(serde_json::json!({"stats": stats, "jobs": jobs})))
 }
 

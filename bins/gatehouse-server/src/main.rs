@@ -66,6 +66,28 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             shutdown.clone(),
         ));
     }
+    // Socket Mode (SLACK_APP_TOKEN): the same Slack handlers over a WebSocket, no public URL.
+    let socket_mode = match (
+        slack_adapter::socket_mode::SocketModeConfig::from_env(),
+        app.adapters.slack.clone(),
+    ) {
+        (Some(sm), Some(cfg)) => {
+            let max_body = cfg.max_body_bytes;
+            let ins = app
+                .adapters
+                .slack_install
+                .as_ref()
+                .map(|f| f.installations().clone());
+            let mut handlers =
+                slack_adapter::router::socket_mode_router(app.engine.clone(), cfg, ins);
+            if let Some(flow) = app.adapters.slack_install.clone() {
+                handlers = slack_adapter::oauth::lifecycle_layer(handlers, flow, max_body);
+            }
+            tracing::info!("Slack Socket Mode enabled");
+            Some(slack_adapter::socket_mode::SocketMode::new(sm, handlers).spawn())
+        }
+        _ => None,
+    };
     // The org-data index reloads on a schedule and on SIGHUP; the handle stops it when dropped.
     let _reloader = app.adapters.directory.as_ref().and_then(|(dir, every)| {
         let org = dir.org_data()?.clone();
@@ -87,6 +109,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 
     // Let the scheduler finish the batch it is running; jobs not yet claimed stay due.
     shutdown.cancel();
+    if let Some(task) = socket_mode {
+        task.abort();
+    }
     if tokio::time::timeout(Duration::from_secs(30), scheduler_task)
         .await
         .is_err()

@@ -419,12 +419,10 @@ impl Engine {
     }
 
     fn summary(&self, r: &AccessRequest) -> RequestSummary {
-        let description = self
-            .catalog
-            .get(r.resource.as_str())
-            .map(|x| x.description.as_str())
-            .unwrap_or("");
-        RequestSummary::of(r, description)
+        match self.catalog.get(r.resource.as_str()) {
+            Some(res) => RequestSummary::of(r, &res.description).with_resource(res),
+            None => RequestSummary::of(r, ""),
+        }
     }
 
     /// Commits a change set, adding an export job for every audit record when an audit sink is

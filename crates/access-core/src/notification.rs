@@ -23,9 +23,26 @@ pub struct RequestSummary {
     pub justification: String,
     pub status: RequestStatus,
     pub created_at: DateTime<Utc>,
+    /// The resource's provider (`cloudconnexa`, `gcp-iam`, …), so messages can use its words.
+    #[serde(default)]
+    pub provider: String,
+    /// The Cloud Connexa network behind the resource, when there is one.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 impl RequestSummary {
+    /// Adds what the resource is (its provider and network) for the wording of messages.
+    pub fn with_resource(mut self, r: &crate::resource::Resource) -> Self {
+        self.provider = r.provider.clone();
+        self.network = r
+            .settings
+            .get("network")
+            .and_then(|n| n.as_str())
+            .map(str::to_string);
+        self
+    }
+
     pub fn of(r: &AccessRequest, resource_description: &str) -> Self {
         Self {
             id: r.id,
@@ -37,6 +54,8 @@ impl RequestSummary {
             justification: r.justification.as_str().to_string(),
             status: r.status,
             created_at: r.created_at,
+            provider: String::new(),
+            network: None,
         }
     }
 }

@@ -183,8 +183,9 @@ impl App {
         }
 
         let slack = SlackConfig::from_env();
-        adapters.slack_install = crate::slack_installations::install_flow_from_env(store.clone())
-            .map_err(|e| ComposeError::Adapter(format!("Slack installation: {e}")))?;
+        adapters.slack_install =
+            crate::slack_installations::install_flow_from_env(store.clone())
+                .map_err(|e| ComposeError::Adapter(format!("Slack installation: {e}")))?;
         let notifier: Arc<dyn Notifier> = match (overrides.notifier, &adapters.slack_install) {
             (Some(n), _) => n,
             // Installed workspaces get their own bot token; SLACK_BOT_TOKEN (if any) serves the rest.

@@ -249,3 +249,33 @@ pub fn install_flow_from_env(
     let ins = installations_from_env(store)?.ok_or(InstallSetupError::NoKey)?;
     Ok(Some(Arc::new(InstallFlow::new(config, ins))))
 }
+
+/// How long before expiry a rotating token is refreshed. Slack's rotating tokens live 12 hours;
+/// two hours of margin survives a few failed rounds.
+pub const REFRESH_MARGIN: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// Every `every`: refreshes rotating tokens due within [`REFRESH_MARGIN`] and deletes expired
+/// OAuth states, until `shutdown`. The first round runs at once, so tokens that expired while
+/// the server was down are refreshed before the first request needs them.
+pub async fn maintain(
+    flow: Arc<InstallFlow>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match flow.refresh_due(REFRESH_MARGIN).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(refreshed = n, "Slack tokens refreshed"),
+            Err(e) => tracing::warn!(error = %e, "Slack token refresh round failed"),
+        }
+        match flow.cleanup_expired_states().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired OAuth states deleted"),
+            Err(e) => tracing::warn!(error = %e, "OAuth state cleanup failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

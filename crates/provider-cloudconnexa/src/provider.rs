@@ -1065,7 +1065,10 @@ impl Provider for CloudConnexaProvider {
         Ok(self.members(resource).await?.2)
     }
 
-    async fn unavailable_reason(&self, resource: &Resource) -> Result<Option<String>, ProviderError> {
+    async fn unavailable_reason(
+        &self,
+        resource: &Resource,
+    ) -> Result<Option<String>, ProviderError> {
         let settings = ResourceSettings::parse(resource)?;
         if self.network_exists(&settings.network).await? {
             Ok(None)

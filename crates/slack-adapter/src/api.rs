@@ -190,6 +190,15 @@ impl SlackApi {
         &self.base
     }
 
+    /// The same client (connection pool, base, limits) with another bot token: an installed
+    /// workspace's own.
+    pub fn with_token(&self, token: Secret) -> SlackApi {
+        SlackApi {
+            token,
+            ..self.clone()
+        }
+    }
+
     async fn call(&self, method: &str, body: Body<'_>) -> Result<Value, ApiError> {
         if self.token.is_empty() {
             return Err(ApiError::NoToken);
@@ -277,8 +286,8 @@ impl SlackApi {
         text: &str,
         blocks: &Value,
     ) -> Result<Posted, ApiError> {
-        let body =
-            json!({"channel": channel, "text": text, "blocks": blocks, "unfurl_links": false});
+        let mut body = json!({"channel": channel, "text": text, "unfurl_links": false});
+        with_blocks(&mut body, blocks);
         let v = self.call("chat.postMessage", Body::Json(&body)).await?;
         Ok(Posted {
             channel: v
@@ -302,7 +311,8 @@ impl SlackApi {
         text: &str,
         blocks: &Value,
     ) -> Result<(), ApiError> {
-        let body = json!({"channel": channel, "ts": ts, "text": text, "blocks": blocks});
+        let mut body = json!({"channel": channel, "ts": ts, "text": text});
+        with_blocks(&mut body, blocks);
         self.call("chat.update", Body::Json(&body))
             .await
             .map(|_| ())
@@ -467,6 +477,14 @@ impl SlackApi {
     }
 }
 
+/// Adds `blocks` to a message body unless there are none: Slack refuses an empty array with
+/// `invalid_blocks`, while a text-only message needs no `blocks` field at all.
+fn with_blocks(body: &mut Value, blocks: &Value) {
+    if blocks.as_array().is_some_and(|b| !b.is_empty()) {
+        body["blocks"] = blocks.clone();
+    }
+}
+
 fn transport(method: &str, e: reqwest::Error) -> ApiError {
     // A response_url is a bearer capability and upload URLs are signed: keep URLs out of errors.
     let message = if e.is_timeout() {
@@ -510,5 +528,15 @@ mod tests {
             .is_transient()
         );
         assert!(!ApiError::NoToken.is_transient());
+    }
+
+    #[test]
+    fn empty_blocks_are_left_out() {
+        let mut body = json!({"text": "hi"});
+        with_blocks(&mut body, &json!([]));
+        with_blocks(&mut body, &Value::Null);
+        assert_eq!(body, json!({"text": "hi"}));
+        with_blocks(&mut body, &json!([{"type": "divider"}]));
+        assert_eq!(body["blocks"], json!([{"type": "divider"}]));
     }
 }

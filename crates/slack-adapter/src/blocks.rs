@@ -117,16 +117,34 @@ fn mentions(actors: &[Actor]) -> String {
         .join(", ")
 }
 
+/// Cloud Connexa requests use the Cloud Connexa document's words ("VPN Access Request",
+/// "Network").
+fn vpn_network(r: &RequestSummary) -> Option<&str> {
+    (r.provider == "cloudconnexa").then(|| r.network.as_deref().unwrap_or(r.resource.as_str()))
+}
+
+/// What approval messages call a request.
+fn request_noun(r: &RequestSummary) -> &'static str {
+    if vpn_network(r).is_some() {
+        "VPN Access Request"
+    } else {
+        "Access request"
+    }
+}
+
 /// The details every approval message shows.
 fn request_fields(r: &RequestSummary) -> String {
     let kind = match r.kind {
         access_core::request::RequestKind::New => "",
         access_core::request::RequestKind::Extend => " (extension)",
     };
+    let (label, target) = match vpn_network(r) {
+        Some(network) => ("Network", network.to_string()),
+        None => ("Resource", r.resource.to_string()),
+    };
     format!(
-        "*User:* {}\n*Resource:* {}{kind}\n*Duration:* {}\n*Reason:* {}",
+        "*User:* {}\n*{label}:* {target}{kind}\n*Duration:* {}\n*Reason:* {}",
         r.subject.mention(),
-        r.resource,
         r.duration.human(),
         escape(&r.justification)
     )
@@ -186,11 +204,12 @@ pub fn approval_message(r: &RequestSummary, state: &ApprovalState) -> Message {
             };
             (
                 format!(
-                    "Access request from {} for {}",
+                    "{} from {} for {}",
+                    request_noun(r),
                     r.subject.mention(),
                     r.resource
                 ),
-                "*Access request*".to_string(),
+                format!("*{}*", request_noun(r)),
                 progress,
                 true,
             )
@@ -201,7 +220,7 @@ pub fn approval_message(r: &RequestSummary, state: &ApprovalState) -> Message {
                 r.resource,
                 mentions(by)
             ),
-            ":white_check_mark: *Access request: APPROVED*".to_string(),
+            format!(":white_check_mark: *{} - APPROVED*", request_noun(r)),
             format!("Approved by {} on {}", mentions(by), slack_date(*at)),
             false,
         ),
@@ -211,7 +230,7 @@ pub fn approval_message(r: &RequestSummary, state: &ApprovalState) -> Message {
                 r.resource,
                 by.mention()
             ),
-            ":x: *Access request: DENIED*".to_string(),
+            format!(":x: *{} - DENIED*", request_noun(r)),
             format!(
                 "Denied by {} on {}{}",
                 by.mention(),
@@ -225,13 +244,13 @@ pub fn approval_message(r: &RequestSummary, state: &ApprovalState) -> Message {
         ),
         ApprovalState::Cancelled { by, at } => (
             format!("Access request for {} cancelled", r.resource),
-            ":no_entry_sign: *Access request: CANCELLED*".to_string(),
+            format!(":no_entry_sign: *{} - CANCELLED*", request_noun(r)),
             format!("Cancelled by {} on {}", by.mention(), slack_date(*at)),
             false,
         ),
         ApprovalState::TimedOut { at } => (
             format!("Access request for {} timed out", r.resource),
-            ":hourglass: *Access request: EXPIRED*".to_string(),
+            format!(":hourglass: *{} - EXPIRED*", request_noun(r)),
             format!(
                 "This request has expired without action ({}).",
                 slack_date(*at)
@@ -240,7 +259,7 @@ pub fn approval_message(r: &RequestSummary, state: &ApprovalState) -> Message {
         ),
         ApprovalState::Failed { reason, at } => (
             format!("Access request for {}: approval failed", r.resource),
-            ":warning: *Access request: APPROVAL FAILED*".to_string(),
+            format!(":warning: *{} - APPROVAL FAILED*", request_noun(r)),
             format!(
                 "Unable to provision access ({}): {}",
                 slack_date(*at),
@@ -307,6 +326,18 @@ pub fn dm_approved(r: &RequestSummary, by: &[Actor]) -> Message {
     } else {
         format!("by {}", mentions(&by_people))
     };
+    if let Some(network) = vpn_network(r) {
+        // The Cloud Connexa document's approval message.
+        return simple(
+            format!("Your VPN access request for {network} has been approved!"),
+            format!(
+                ":white_check_mark: *VPN Access Approved*\nYour request for access to *{network}* has been approved {who}.\n\
+                 Access will expire in *{}* once it is set up; I'll message you when it is ready.\n\n\
+                 Connect using your standard VPN client.",
+                r.duration.human()
+            ),
+        );
+    }
     simple(
         format!(
             "Your access request for {} has been approved {who}.",

@@ -363,7 +363,32 @@ pub async fn status_text(engine: &Engine, caller: &Caller, surface: Surface) -> 
     }
     let now = engine.now();
     let mut out = String::new();
-    if !status.grants.is_empty() {
+    let network_of = |resource: &access_core::ResourceId| {
+        engine
+            .catalog()
+            .get(resource.as_str())
+            .filter(|r| r.provider == "cloudconnexa")
+            .map(|r| {
+                r.settings
+                    .get("network")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or(r.id.as_str())
+                    .to_string()
+            })
+    };
+    if !status.grants.is_empty() && surface == Surface::VpnAccess {
+        // The Cloud Connexa document's `status`.
+        out.push_str("Your active VPN access grants:\n");
+        for g in &status.grants {
+            let remaining = format_remaining(g.remaining(now));
+            match network_of(&g.resource) {
+                Some(network) => out.push_str(&format!(
+                    "• *Network:* {network} - *Expires in:* {remaining}\n"
+                )),
+                None => out.push_str(&format!("• *{}* - *Expires in:* {remaining}\n", g.resource)),
+            }
+        }
+    } else if !status.grants.is_empty() {
         out.push_str("*Your active access grants:*\n");
         for g in &status.grants {
             let state = match g.status {
@@ -443,6 +468,7 @@ pub async fn list_text(ctx: Ctx<'_>, caller: &Caller, surface: Surface) -> Strin
     }
     let subject = resolve_subject(ctx.api, ctx.profiles, caller).await.ok();
     let mut eligible = vec![];
+    let mut networks = vec![];
     let mut hidden = 0;
     for r in &resources {
         let eligible_here = match &subject {
@@ -452,11 +478,34 @@ pub async fn list_text(ctx: Ctx<'_>, caller: &Caller, surface: Surface) -> Strin
         // Cloud Connexa resources whose network does not exist are not offered (the document's
         // `list` shows the networks the API has).
         let ok = eligible_here && engine.unavailable_reason(r).await.is_none();
-        if ok {
-            eligible.push(describe(r));
-        } else {
+        if !ok {
             hidden += 1;
+        } else if surface == Surface::VpnAccess && r.provider == "cloudconnexa" {
+            // The Cloud Connexa document's `list`: the networks (that exist) by name.
+            let network = r
+                .settings
+                .get("network")
+                .and_then(|n| n.as_str())
+                .unwrap_or(r.id.as_str());
+            networks.push(if network == r.id.as_str() {
+                format!("• {network}")
+            } else {
+                format!("• {network} (request it as `{}`)", r.id)
+            });
+        } else {
+            eligible.push(describe(r));
         }
+    }
+    if !networks.is_empty() {
+        let mut out = format!("Available networks:\n{}", networks.join("\n"));
+        if !eligible.is_empty() {
+            out.push_str(&format!("\n*Other resources:*\n{}", eligible.join("\n")));
+        }
+        out.push_str(&format!(
+            "\nRequest access with `{}request <network> [duration in hours] <reason>`.",
+            surface.prefix()
+        ));
+        return out;
     }
     if eligible.is_empty() {
         return "None of the configured resources is available to you.".to_string();

@@ -20,6 +20,12 @@
 //!   `rate_limited`, 5xx pages) mapped to transient or permanent.
 //! - [`config`]: [`SlackConfig`] from `SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`, `SLACK_API_URL`,
 //!   `APPROVAL_CHANNEL`.
+//! - [`oauth`]: installing into many workspaces (OAuth v2 install flow, status, uninstall, token
+//!   refresh, `app_uninstalled` / `tokens_revoked`), its HTTP endpoints.
+//! - [`installations`]: installations per workspace or Enterprise Grid organisation, the store
+//!   trait and an in-memory store; each workspace is served with its own bot token.
+//! - [`crypto`]: AES-256-GCM token encryption under `GATEHOUSE_ENCRYPTION_KEY`, with key rotation.
+//! - [`socket_mode`]: `SLACK_APP_TOKEN`: the same handlers over Slack's WebSocket, reconnecting.
 //!
 //! # Example
 //!
@@ -43,9 +49,13 @@ pub mod api;
 pub mod blocks;
 pub mod commands;
 pub mod config;
+pub mod crypto;
 pub mod grammar;
+pub mod installations;
 pub mod notifier;
+pub mod oauth;
 pub mod router;
+pub mod socket_mode;
 pub mod verify;
 
 pub use api::{ApiError, SlackApi};

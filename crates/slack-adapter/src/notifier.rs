@@ -15,6 +15,7 @@ use access_core::subject::Subject;
 use crate::api::{ApiError, SlackApi};
 use crate::blocks::{self, ApprovalState, Message};
 use crate::config::SlackConfig;
+use crate::installations::Installations;
 
 /// `MessageRef::purpose` of the approval message in the approvers' channel.
 pub const PURPOSE_APPROVAL: &str = "approval";
@@ -30,6 +31,8 @@ pub struct SlackNotifier {
     /// an update never moves a message backwards. In memory: after a restart the first update
     /// wins, which is at worst one stale progress line.
     shown: Arc<Mutex<HashMap<MessageKey, Arc<tokio::sync::Mutex<u32>>>>>,
+    /// Installed workspaces: each is served with its own bot token; others use `api`'s.
+    installations: Option<Installations>,
 }
 
 /// (channel, ts) of a posted message.
@@ -52,6 +55,24 @@ impl SlackNotifier {
             approval_channel: config.approval_channel.clone(),
             clock: Arc::new(SystemClock),
             shown: Arc::default(),
+            installations: None,
+        }
+    }
+
+    /// Serves installed workspaces with their own bot tokens (see [`Installations::api_for`]).
+    pub fn with_installations(mut self, installations: Installations) -> Self {
+        self.installations = Some(installations);
+        self
+    }
+
+    /// The client for workspace `team_id`. A store that cannot answer is transient.
+    async fn api_for(&self, team_id: &str) -> Result<SlackApi, NotifyError> {
+        match &self.installations {
+            None => Ok(self.api.clone()),
+            Some(i) => i
+                .api_for(&self.api, team_id)
+                .await
+                .map_err(|e| NotifyError::Transient(e.to_string())),
         }
     }
 
@@ -75,7 +96,8 @@ impl SlackNotifier {
             tracing::debug!(user = %to.user_id, "not a Slack user id; no DM sent");
             return Ok(());
         }
-        self.api
+        self.api_for(&to.team_id)
+            .await?
             .post_message(&to.user_id, &m.text, &m.blocks)
             .await
             .map(|_| ())
@@ -115,7 +137,8 @@ impl SlackNotifier {
                 continue;
             }
             match self
-                .api
+                .api_for(&mr.team_id)
+                .await?
                 .update_message(&mr.channel, &mr.ts, &m.text, &m.blocks)
                 .await
             {
@@ -170,7 +193,7 @@ impl Notifier for SlackNotifier {
                         approvals_required: *approvals_required,
                     },
                 );
-                let posted = self.api.post_message(channel, &m.text, &m.blocks).await.map_err(|e| match e {
+                let posted = self.api_for(&request.subject.team_id).await?.post_message(channel, &m.text, &m.blocks).await.map_err(|e| match e {
                     // A wrong channel will not fix itself; say which one.
                     ApiError::Slack { ref error, .. } if error == "channel_not_found" || error == "not_in_channel" => {
                         NotifyError::Permanent(format!(
@@ -312,7 +335,8 @@ impl Notifier for SlackNotifier {
             )));
         }
         // completeUploadExternal wants a channel id, so open (or find) the DM first.
-        let dm = self.api.open_dm(user).await.map_err(NotifyError::from)?;
+        let api = self.api_for(&request.subject.team_id).await?;
+        let dm = api.open_dm(user).await.map_err(NotifyError::from)?;
         let comment = if secret.warning.trim().is_empty() {
             format!(
                 ":warning: Your credentials for {}. Keep this file private; it is not stored anywhere else.",
@@ -321,8 +345,7 @@ impl Notifier for SlackNotifier {
         } else {
             secret.warning.clone()
         };
-        self.api
-            .upload_file(&dm, &secret.filename, &secret.content, &comment)
+        api.upload_file(&dm, &secret.filename, &secret.content, &comment)
             .await
             .map(|file_id| tracing::info!(request = %request.id, file_id, "secret delivered"))
             .map_err(NotifyError::from)

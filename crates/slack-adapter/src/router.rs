@@ -29,15 +29,18 @@ use crate::blocks::{self, action, modal_block};
 use crate::commands::{self, Caller, Field, ProfileCache};
 use crate::config::SlackConfig;
 use crate::grammar::{self, Command, Surface};
+use crate::installations::Installations;
 use crate::verify;
 
 /// Shared by every handler.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct AppState {
     engine: Arc<Engine>,
     config: SlackConfig,
     api: SlackApi,
-    profiles: ProfileCache,
+    profiles: Arc<ProfileCache>,
+    /// Installed workspaces, each answered with its own bot token (see [`for_team`]).
+    installations: Option<Installations>,
 }
 
 type Shared = Arc<AppState>;
@@ -54,16 +57,75 @@ impl AppState {
 
 /// The Slack endpoints, ready to merge into the server's router.
 pub fn router(engine: Arc<Engine>, config: SlackConfig) -> Router {
+    build_router(engine, config, None)
+}
+
+/// [`router`] for many workspaces: a request from an installed workspace is answered with that
+/// installation's bot token; other workspaces use `SLACK_BOT_TOKEN`.
+pub fn router_with_installations(
+    engine: Arc<Engine>,
+    config: SlackConfig,
+    installations: Installations,
+) -> Router {
+    build_router(engine, config, Some(installations))
+}
+
+/// The state with `api` switched to the bot token of the installation serving `team_id` (its own,
+/// or the org-wide install of `enterprise_id`), when there is one.
+async fn for_team(st: &Shared, team_id: &str, enterprise_id: Option<&str>) -> Shared {
+    let Some(ins) = &st.installations else {
+        return st.clone();
+    };
+    match ins.bot_token(enterprise_id, Some(team_id)).await {
+        Ok(Some(token)) => Arc::new(AppState {
+            api: st.api.with_token(token),
+            ..AppState::clone(st)
+        }),
+        Ok(None) => st.clone(),
+        Err(e) => {
+            tracing::warn!(team_id, error = %e, "installation lookup failed; using the default token");
+            st.clone()
+        }
+    }
+}
+
+/// The same handlers **without signature verification**, for Socket Mode to replay envelopes
+/// in process (the WebSocket was authenticated by the app token). Never serve this over HTTP.
+pub fn socket_mode_router(
+    engine: Arc<Engine>,
+    config: SlackConfig,
+    installations: Option<Installations>,
+) -> Router {
+    let (state, routes) = routes(engine, config, installations);
+    routes.with_state(state)
+}
+
+fn routes(
+    engine: Arc<Engine>,
+    config: SlackConfig,
+    installations: Option<Installations>,
+) -> (Shared, Router<Shared>) {
     let state: Shared = Arc::new(AppState {
         api: SlackApi::new(&config),
         engine,
         config,
-        profiles: ProfileCache::default(),
+        profiles: Arc::default(),
+        installations,
     });
-    Router::new()
+    let routes = Router::new()
         .route("/slack/commands", post(commands_endpoint))
         .route("/slack/interactions", post(interactions_endpoint))
-        .route("/slack/events", post(events_endpoint))
+        .route("/slack/events", post(events_endpoint));
+    (state, routes)
+}
+
+fn build_router(
+    engine: Arc<Engine>,
+    config: SlackConfig,
+    installations: Option<Installations>,
+) -> Router {
+    let (state, routes) = routes(engine, config, installations);
+    routes
         .layer(middleware::from_fn_with_state(state.clone(), verify_layer))
         .with_state(state)
 }
@@ -186,6 +248,9 @@ struct SlashForm {
     response_url: String,
     #[serde(default)]
     trigger_id: String,
+    /// Set for Enterprise Grid workspaces.
+    #[serde(default)]
+    enterprise_id: String,
 }
 
 async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
@@ -198,6 +263,8 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
         user_id: form.user_id.clone(),
         user_name: form.user_name.clone(),
     };
+    let enterprise = Some(form.enterprise_id.as_str()).filter(|e| !e.is_empty());
+    let st = for_team(&st, &form.team_id, enterprise).await;
     let cmd = match grammar::parse(&form.text, surface) {
         Ok(c) => c,
         Err(e) => return ephemeral_ack(&e.to_string()),
@@ -234,13 +301,40 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
             {
                 return ephemeral_ack(&msg);
             }
+            // A signed request replayed within the five-minute window passes verification; Slack
+            // gives every invocation its own trigger_id, so a repeat of one is not acted on twice.
+            let replay_key = (!form.trigger_id.is_empty() && changes_state(&cmd))
+                .then(|| format!("slack-command:{}:{}", form.team_id, form.trigger_id));
             let st2 = st.clone();
             within_budget(&st, late, async move {
+                if let Some(key) = replay_key {
+                    match st2.engine.store().remember_once(&key, st2.engine.now()).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(user = %caller.user_id, "repeated slash command ignored (same trigger_id)");
+                            return "This command was already received and handled; the repeat was ignored."
+                                .to_string();
+                        }
+                        // Better to act on a command than to drop it.
+                        Err(e) => tracing::warn!(error = %e, "could not record the command's trigger_id"),
+                    }
+                }
                 commands::execute(st2.ctx(), &caller, surface, cmd).await
             })
             .await
         }
     }
+}
+
+/// Commands whose repetition would do something a second time.
+fn changes_state(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Request { .. }
+            | Command::Extend { .. }
+            | Command::Revoke { .. }
+            | Command::Cancel { .. }
+    )
 }
 
 async fn open_modal(st: &Shared, trigger_id: &str, preselect: Option<&str>, on_error: ReplyTo) {
@@ -295,6 +389,8 @@ async fn interactions_endpoint(State(st): State<Shared>, body: Bytes) -> Respons
     let Some(caller) = caller_of(&p) else {
         return bad_request("payload has no user");
     };
+    let enterprise = p.pointer("/enterprise/id").and_then(Value::as_str);
+    let st = for_team(&st, &caller.team_id, enterprise).await;
     match p.get("type").and_then(Value::as_str) {
         Some("block_actions") => {
             let st2 = st.clone();
@@ -590,6 +686,8 @@ async fn handle_event(st: &Shared, envelope: &Value) {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    let enterprise = envelope.get("enterprise_id").and_then(Value::as_str);
+    let st = &for_team(st, &team_id, enterprise).await;
     let str_of = |k: &str| {
         event
             .get(k)

@@ -1184,6 +1184,8 @@ fn summary(resource: &str) -> RequestSummary {
         justification: "because".into(),
         status: RequestStatus::Pending,
         created_at: chrono::Utc::now(),
+        provider: "dry-run".into(),
+        network: None,
     }
 }
 

@@ -13,3 +13,5 @@ pub mod gcp;
 pub mod gcs;
 pub mod provider;
 pub mod slack;
+pub mod slack_oauth;
+pub mod slack_socket;

@@ -11,6 +11,7 @@
 //! - `users.info` misses are `user_not_found`, `users.lookupByEmail` misses `users_not_found`;
 //! - `files.completeUploadExternal` fails with `file_not_found` for an id that was never
 //!   announced or never received bytes;
+//! - `chat.postMessage` / `chat.update` refuse `blocks: []` with `invalid_blocks`;
 //! - `response_url` answers plain text `ok` and takes at most five posts;
 //! - `trigger_id`s expire after 3 s and work once.
 //!
@@ -705,6 +706,12 @@ fn next_ts(i: &mut Inner) -> String {
     format!("{secs}.{:06}", i.counter)
 }
 
+/// A `blocks` argument that is an empty array: Slack's Block Kit validation refuses it
+/// (`invalid_blocks`); a text-only message must leave the field out.
+fn empty_blocks(args: &Map<String, Value>) -> bool {
+    args.contains_key("blocks") && blocks_arg(args).as_array().is_some_and(Vec::is_empty)
+}
+
 /// `blocks` may come as a JSON array (JSON body) or a JSON string (form body).
 fn blocks_arg(args: &Map<String, Value>) -> Value {
     match args.get("blocks") {
@@ -736,6 +743,9 @@ fn dispatch(
             };
             let text = s(args, "text").unwrap_or_default().to_string();
             let blocks = blocks_arg(args);
+            if empty_blocks(args) {
+                return envelope_err("invalid_blocks");
+            }
             if text.is_empty() && !blocks.is_array() {
                 return envelope_err("no_text");
             }
@@ -767,6 +777,9 @@ fn dispatch(
             }
             let text = s(args, "text").unwrap_or_default().to_string();
             let blocks = blocks_arg(args);
+            if empty_blocks(args) {
+                return envelope_err("invalid_blocks");
+            }
             let Some(m) = i
                 .messages
                 .iter_mut()
