@@ -25,7 +25,7 @@
 //! - [`provider`]: [`CloudConnexaProvider`], [`ResourceSettings`], [`GrantHandle`].
 //! - [`usage`]: [`GroupUsage`] ("does another live grant need this group?") and
 //!   [`StoreGroupUsage`] over the Gatehouse store.
-//! - [`reconcile`]: [`Drift`] and [`compute_drift`](reconcile::compute_drift).
+//! - [`reconcile`]: [`Drift`] and [`compute_drift`].
 //!
 //! # Example
 //!

@@ -444,7 +444,7 @@ fn describe(r: &Resource) -> String {
 /// `list`: the resources this person may request. When the profile cannot be read, everything is
 /// listed (eligibility is checked again on request anyway).
 /// How messages name what a resource gives: the GCP document's "GCP workspace access", the Cloud
-/// Connexa document's "VPN access to <network>", or "access to <resource>".
+/// Connexa document's "VPN access to `network`", or "access to `resource`".
 pub fn access_noun(r: &access_core::Resource) -> String {
     match r.provider.as_str() {
         "gcp-iam" => "GCP workspace access".to_string(),
