@@ -6,6 +6,7 @@
 mod admin_api;
 mod directory_story;
 mod helpers;
+mod install_story;
 mod lifecycle;
 mod provider_stories;
 mod slack_helpers;

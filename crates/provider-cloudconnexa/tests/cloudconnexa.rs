@@ -640,14 +640,15 @@ async fn fifty_concurrent_grants_without_a_429_storm() {
         throttled <= 5,
         "{throttled} 429s: the limiter should keep under the advertised rate"
     );
-    assert!(
-        cc.calls_to("GET", "/api/v1/users")
-            .iter()
-            .filter(|c| c.path == "/api/v1/users")
-            .count()
-            <= 3,
-        "scans are shared"
-    );
+    let scans = cc
+        .calls_to("GET", "/api/v1/users")
+        .iter()
+        .filter(|c| c.path == "/api/v1/users")
+        .count();
+    println!("user-list page requests: {scans}");
+    // Two on a quiet machine (one scan of two pages). Without sharing every grant of a new user
+    // would scan (about 50); the bound leaves room for scheduling jitter on a loaded machine.
+    assert!(scans <= 10, "scans are shared: {scans} page requests");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -760,7 +760,7 @@ async fn race_once(h: &Harness, second: &str) {
     let m = h.approval_message(req.id);
     assert!(m.buttons().is_empty(), "the message shows the one outcome");
     assert_eq!(
-        m.all_text().matches("Access request: ").count(),
+        m.all_text().matches("Access request - ").count(),
         1,
         "{}",
         m.all_text()

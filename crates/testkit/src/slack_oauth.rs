@@ -35,6 +35,9 @@ pub struct Grant {
     pub org_install: bool,
     /// Token rotation on: `expires_in` and `refresh_token` in the answer.
     pub rotation: bool,
+    /// `expires_in` of rotating tokens in the code exchange (Slack: 43200, 12 hours). Shorter
+    /// makes a token due for refresh at once.
+    pub expires_in: u64,
     /// Also a user token for the installer.
     pub installer: Option<String>,
     pub bot_user_id: String,
@@ -48,6 +51,7 @@ impl Grant {
             enterprise: None,
             org_install: false,
             rotation: false,
+            expires_in: 43200,
             installer: Some(format!("U{}INST", team_id.trim_start_matches('T'))),
             bot_user_id: format!("U{}BOT", team_id.trim_start_matches('T')),
         }
@@ -65,6 +69,13 @@ impl Grant {
 
     pub fn rotating(mut self) -> Self {
         self.rotation = true;
+        self
+    }
+
+    /// Rotating tokens that expire after `secs` (see [`Grant::expires_in`]).
+    pub fn expiring_in(mut self, secs: u64) -> Self {
+        self.rotation = true;
+        self.expires_in = secs;
         self
     }
 
@@ -422,7 +433,7 @@ fn oauth_access(
             if let Some(u) = &user {
                 let mut au = json!({"id": u.user_id, "scope": "users:read", "access_token": u.token, "token_type": "user"});
                 if g.rotation {
-                    au["expires_in"] = json!(43200);
+                    au["expires_in"] = json!(g.expires_in);
                     au["refresh_token"] = json!(u.refresh_token);
                 }
                 v["authed_user"] = au;
@@ -430,7 +441,7 @@ fn oauth_access(
                 v["authed_user"] = json!({"id": "", "scope": null, "token_type": null});
             }
             if g.rotation {
-                v["expires_in"] = json!(43200);
+                v["expires_in"] = json!(g.expires_in);
                 v["refresh_token"] = json!(bot.refresh_token);
             }
             (ok(v), None)
@@ -491,7 +502,9 @@ fn auth_revoke(
     (ok(json!({"ok": true, "revoked": !dry})), None)
 }
 
-async fn relay(
+/// Forwards one Web API call to `base` (another fake's API URL); shared with the Socket Mode
+/// fake so one `SLACK_API_URL` can reach every fake.
+pub(crate) async fn relay(
     base: &str,
     method: &str,
     http_method: &Method,

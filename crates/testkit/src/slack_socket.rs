@@ -36,6 +36,8 @@ struct Inner {
     acks: Vec<Value>,
     counter: u64,
     ws_addr: Option<SocketAddr>,
+    /// Other Web API methods are relayed here (see [`FakeSocketMode::relay_to`]).
+    fallback: Option<String>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -75,6 +77,7 @@ impl FakeSocketMode {
         let api_addr = api.local_addr().expect("addr");
         let app = Router::new()
             .route("/api/apps.connections.open", any(open))
+            .route("/api/{method}", any(relay_other))
             .with_state(inner.clone());
         let api_task = tokio::spawn(async move {
             let _ = axum::serve(api, app).await;
@@ -93,6 +96,13 @@ impl FakeSocketMode {
     /// `SLACK_API_URL` for the Socket Mode client.
     pub fn api_url(&self) -> String {
         format!("http://{}/api", self.api_addr)
+    }
+
+    /// Relays every method but `apps.connections.open` to `api_url` (e.g.
+    /// `FakeSlackOAuth::api_url()`, itself relaying to `FakeSlack`), so a server given one
+    /// `SLACK_API_URL` reaches every fake. Without it other methods answer `unknown_method`.
+    pub fn relay_to(&self, api_url: &str) {
+        self.with(|i| i.fallback = Some(api_url.trim_end_matches('/').to_string()));
     }
 
     /// Calls of `apps.connections.open` that got a URL.
@@ -227,6 +237,31 @@ async fn open(State(st): State<Shared>, headers: HeaderMap) -> Response {
         json!({"ok": true, "url": format!("ws://{addr}/link/?ticket={ticket}&app_id=A0KRD7HC3")})
     };
     axum::Json(body).into_response()
+}
+
+async fn relay_other(
+    State(st): State<Shared>,
+    axum::extract::Path(method): axum::extract::Path<String>,
+    http_method: axum::http::Method,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: axum::body::Bytes,
+) -> Response {
+    let fallback = st.lock().expect("lock").fallback.clone();
+    match fallback {
+        Some(base) => {
+            crate::slack_oauth::relay(
+                &base,
+                &method,
+                &http_method,
+                &headers,
+                query.as_deref(),
+                body,
+            )
+            .await
+        }
+        None => axum::Json(json!({"ok": false, "error": "unknown_method"})).into_response(),
+    }
 }
 
 // tungstenite's handshake callback type fixes the large error variant, not us.
