@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -56,6 +56,9 @@ pub struct OAuthConfig {
     pub state_ttl: Duration,
     /// `GATEHOUSE_ADMIN_TOKEN`: without it the admin endpoints answer 503.
     pub admin_token: Secret,
+    /// `GATEHOUSE_WORKSPACE_ADMIN_TOKENS` (`T123=token,E456=token`): admin tokens limited to one
+    /// workspace (or Enterprise Grid organisation), which cannot touch any other.
+    pub workspace_admin_tokens: Vec<(String, Secret)>,
     pub http_timeout: Duration,
 }
 
@@ -71,6 +74,14 @@ impl std::fmt::Debug for OAuthConfig {
             .field("user_scopes", &self.user_scopes)
             .field("state_ttl", &self.state_ttl)
             .field("admin_token", &self.admin_token)
+            .field(
+                "workspace_admin_tokens",
+                &self
+                    .workspace_admin_tokens
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -87,6 +98,7 @@ impl Default for OAuthConfig {
             user_scopes: String::new(),
             state_ttl: Duration::from_secs(300),
             admin_token: Secret::default(),
+            workspace_admin_tokens: Vec::new(),
             http_timeout: Duration::from_secs(10),
         }
     }
@@ -122,6 +134,9 @@ impl OAuthConfig {
                 .unwrap_or(d.state_ttl),
             admin_token: get("GATEHOUSE_ADMIN_TOKEN")
                 .map(Secret::new)
+                .unwrap_or_default(),
+            workspace_admin_tokens: get("GATEHOUSE_WORKSPACE_ADMIN_TOKENS")
+                .map(|v| parse_workspace_tokens(&v))
                 .unwrap_or_default(),
             http_timeout: d.http_timeout,
         }
@@ -848,9 +863,49 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn require_admin(State(flow): State<Flow>, req: Request, next: Next) -> Response {
+/// `T123=token,E456=token` → pairs; malformed entries are skipped with a warning (never logged
+/// with their token).
+pub fn parse_workspace_tokens(raw: &str) -> Vec<(String, Secret)> {
+    raw.split(',')
+        .filter(|e| !e.trim().is_empty())
+        .filter_map(|entry| match entry.split_once('=') {
+            Some((id, token)) if !id.trim().is_empty() && !token.trim().is_empty() => {
+                Some((id.trim().to_string(), Secret::new(token.trim())))
+            }
+            _ => {
+                tracing::warn!("ignoring a malformed GATEHOUSE_WORKSPACE_ADMIN_TOKENS entry");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Whom an admin token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminScope {
+    /// `GATEHOUSE_ADMIN_TOKEN`: every workspace.
+    All,
+    /// A workspace admin token: this team (or Enterprise Grid organisation) only.
+    Workspace(String),
+}
+
+impl AdminScope {
+    /// The refusal for a workspace admin acting on another workspace, if it is one.
+    fn refusal(&self, team_or_enterprise: &str) -> Option<Response> {
+        match self {
+            AdminScope::Workspace(id) if id != team_or_enterprise => Some(json_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &format!("This admin token is limited to workspace {id}."),
+            )),
+            _ => None,
+        }
+    }
+}
+
+async fn require_admin(State(flow): State<Flow>, mut req: Request, next: Next) -> Response {
     let expected = &flow.config.admin_token;
-    if expected.is_empty() {
+    if expected.is_empty() && flow.config.workspace_admin_tokens.is_empty() {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "admin_disabled",
@@ -863,7 +918,21 @@ async fn require_admin(State(flow): State<Flow>, req: Request, next: Next) -> Re
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())) {
+    let matches =
+        |t: &Secret| !t.is_empty() && bool::from(given.as_bytes().ct_eq(t.expose().as_bytes()));
+    let scope = if matches(expected) {
+        Some(AdminScope::All)
+    } else {
+        // Every workspace token is compared, so the time taken does not say which one matched.
+        let mut found = None;
+        for (id, t) in &flow.config.workspace_admin_tokens {
+            if matches(t) && found.is_none() {
+                found = Some(AdminScope::Workspace(id.clone()));
+            }
+        }
+        found
+    };
+    let Some(scope) = scope else {
         let mut r = json_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -874,7 +943,8 @@ async fn require_admin(State(flow): State<Flow>, req: Request, next: Next) -> Re
             header::HeaderValue::from_static("Bearer"),
         );
         return r;
-    }
+    };
+    req.extensions_mut().insert(scope);
     next.run(req).await
 }
 
@@ -887,7 +957,10 @@ fn internal(e: InstallError) -> Response {
     )
 }
 
-async fn start_endpoint(State(flow): State<Flow>) -> Response {
+async fn start_endpoint(
+    State(flow): State<Flow>,
+    Extension(scope): Extension<AdminScope>,
+) -> Response {
     if !flow.config.is_configured() {
         return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -896,14 +969,25 @@ async fn start_endpoint(State(flow): State<Flow>) -> Response {
         );
     }
     match flow.start().await {
-        Ok((authorize_url, state)) => {
+        Ok((mut authorize_url, state)) => {
+            // A workspace admin's link preselects their workspace.
+            if let AdminScope::Workspace(id) = &scope {
+                authorize_url.push_str(&format!("&team={id}"));
+            }
             axum::Json(json!({"authorize_url": authorize_url, "state": state})).into_response()
         }
         Err(e) => internal(e),
     }
 }
 
-async fn status_endpoint(State(flow): State<Flow>, Path(team_id): Path<String>) -> Response {
+async fn status_endpoint(
+    State(flow): State<Flow>,
+    Extension(scope): Extension<AdminScope>,
+    Path(team_id): Path<String>,
+) -> Response {
+    if let Some(r) = scope.refusal(&team_id) {
+        return r;
+    }
     match flow.status(&team_id).await {
         Ok(Some(info)) => {
             let mut v = serde_json::to_value(&info).unwrap_or_else(|_| json!({}));
@@ -921,7 +1005,14 @@ async fn status_endpoint(State(flow): State<Flow>, Path(team_id): Path<String>) 
     }
 }
 
-async fn uninstall_endpoint(State(flow): State<Flow>, Path(team_id): Path<String>) -> Response {
+async fn uninstall_endpoint(
+    State(flow): State<Flow>,
+    Extension(scope): Extension<AdminScope>,
+    Path(team_id): Path<String>,
+) -> Response {
+    if let Some(r) = scope.refusal(&team_id) {
+        return r;
+    }
     match flow.uninstall(&team_id).await {
         Ok(true) => axum::Json(json!({"uninstalled": true, "team_id": team_id})).into_response(),
         Ok(false) => json_error(
@@ -933,7 +1024,17 @@ async fn uninstall_endpoint(State(flow): State<Flow>, Path(team_id): Path<String
     }
 }
 
-async fn cleanup_endpoint(State(flow): State<Flow>) -> Response {
+async fn cleanup_endpoint(
+    State(flow): State<Flow>,
+    Extension(scope): Extension<AdminScope>,
+) -> Response {
+    if scope != AdminScope::All {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Cleaning up OAuth states needs the global admin token.",
+        );
+    }
     match flow.cleanup_expired_states().await {
         Ok(n) => axum::Json(json!({"deleted": n})).into_response(),
         Err(e) => internal(e),

@@ -664,3 +664,99 @@ async fn routes_coexist_with_an_api_nest() {
     let (s, body) = call(&app, "GET", "/api/requests", false).await;
     assert_eq!((s, body.as_str()), (StatusCode::OK, "requests"));
 }
+
+#[tokio::test]
+async fn workspace_admins_cannot_touch_other_workspaces() {
+    let fake = FakeSlackOAuth::start().await;
+    let store = Arc::new(MemoryInstallationStore::default());
+    let ins = Installations::new(
+        store.clone(),
+        Arc::new(TokenCipher::from_keys(&[[42u8; 32]]).unwrap()),
+    );
+    let config = OAuthConfig {
+        client_id: slack_oauth::CLIENT_ID.into(),
+        client_secret: Secret::new(slack_oauth::CLIENT_SECRET),
+        api_url: fake.api_url(),
+        admin_token: Secret::new(ADMIN),
+        workspace_admin_tokens: slack_adapter::oauth::parse_workspace_tokens(
+            "T1=scoped-one, T2=scoped-two,broken",
+        ),
+        ..OAuthConfig::default()
+    };
+    assert_eq!(
+        config.workspace_admin_tokens.len(),
+        2,
+        "the malformed entry is skipped"
+    );
+    assert!(
+        !format!("{config:?}").contains("scoped-one"),
+        "tokens never in Debug"
+    );
+    let app = oauth_router(Arc::new(InstallFlow::new(config, ins)));
+    let with = |token: &'static str, method: &'static str, uri: &'static str| {
+        let app = app.clone();
+        async move {
+            let resp = app
+                .oneshot(
+                    Request::builder()
+                        .method(method)
+                        .uri(uri)
+                        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = resp.status();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).to_string())
+        }
+    };
+    // Its own workspace: allowed.
+    assert_eq!(
+        with("scoped-one", "GET", "/api/slack/installation/T1")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // Another workspace: refused, and nothing is revoked or deleted.
+    let (s, body) = with("scoped-one", "GET", "/api/slack/installation/T2").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("limited to workspace T1"), "{body}");
+    assert_eq!(
+        with("scoped-one", "DELETE", "/api/slack/installation/T2")
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        with("scoped-two", "DELETE", "/api/slack/installation/T1")
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    // State clean-up is for the global admin only.
+    assert_eq!(
+        with("scoped-one", "POST", "/api/slack/cleanup-expired-states")
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        with(ADMIN, "POST", "/api/slack/cleanup-expired-states")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // A workspace admin's install link preselects their workspace.
+    let (s, body) = with("scoped-two", "GET", "/api/slack/oauth/start").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("team=T2"), "{body}");
+    // The global admin reaches every workspace.
+    assert_eq!(
+        with(ADMIN, "GET", "/api/slack/installation/T2").await.0,
+        StatusCode::OK
+    );
+}
