@@ -232,51 +232,7 @@ impl SlackApi {
             Body::Json(v) => self.http.post(&url).json(v),
         }
         .header(reqwest::header::AUTHORIZATION, auth);
-        let resp = req.send().await.map_err(|e| transport(method, e))?;
-        let status = resp.status();
-        if status.as_u16() == 429 {
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(ApiError::RateLimited {
-                method: method.to_string(),
-                retry_after,
-            });
-        }
-        if status.is_server_error() {
-            return Err(ApiError::Server {
-                method: method.to_string(),
-                status: status.as_u16(),
-            });
-        }
-        let bytes = resp.bytes().await.map_err(|e| transport(method, e))?;
-        let v: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::Server {
-            method: method.to_string(),
-            status: status.as_u16(),
-        })?;
-        if v.get("ok").and_then(Value::as_bool) == Some(true) {
-            return Ok(v);
-        }
-        let error = v
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown_error")
-            .to_string();
-        if error == "rate_limited" || error == "ratelimited" {
-            return Err(ApiError::RateLimited {
-                method: method.to_string(),
-                retry_after: None,
-            });
-        }
-        let needed = v.get("needed").and_then(Value::as_str).map(str::to_string);
-        Err(ApiError::Slack {
-            method: method.to_string(),
-            error,
-            needed,
-        })
+        send_envelope(method, req).await
     }
 
     /// `chat.postMessage` (JSON). `channel` may be a channel id, a name, or a user id (a DM).
@@ -483,6 +439,59 @@ fn with_blocks(body: &mut Value, blocks: &Value) {
     if blocks.as_array().is_some_and(|b| !b.is_empty()) {
         body["blocks"] = blocks.clone();
     }
+}
+
+/// Sends one Web API call and reads Slack's answer: HTTP 429 with `Retry-After`, 5xx pages, and
+/// the `{"ok": false, "error": …}` envelope (with both rate-limit spellings) become typed errors.
+pub(crate) async fn send_envelope(
+    method: &str,
+    req: reqwest::RequestBuilder,
+) -> Result<Value, ApiError> {
+    let resp = req.send().await.map_err(|e| transport(method, e))?;
+    let status = resp.status();
+    if status.as_u16() == 429 {
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Err(ApiError::RateLimited {
+            method: method.to_string(),
+            retry_after,
+        });
+    }
+    if status.is_server_error() {
+        return Err(ApiError::Server {
+            method: method.to_string(),
+            status: status.as_u16(),
+        });
+    }
+    let bytes = resp.bytes().await.map_err(|e| transport(method, e))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| ApiError::Server {
+        method: method.to_string(),
+        status: status.as_u16(),
+    })?;
+    if v.get("ok").and_then(Value::as_bool) == Some(true) {
+        return Ok(v);
+    }
+    let error = v
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown_error")
+        .to_string();
+    if error == "rate_limited" || error == "ratelimited" {
+        return Err(ApiError::RateLimited {
+            method: method.to_string(),
+            retry_after: None,
+        });
+    }
+    let needed = v.get("needed").and_then(Value::as_str).map(str::to_string);
+    Err(ApiError::Slack {
+        method: method.to_string(),
+        error,
+        needed,
+    })
 }
 
 fn transport(method: &str, e: reqwest::Error) -> ApiError {

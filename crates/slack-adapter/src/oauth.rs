@@ -273,49 +273,7 @@ impl OAuthClient {
     }
 
     async fn send(&self, method: &str, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
-        let resp = req.send().await.map_err(|e| ApiError::Transport {
-            method: method.into(),
-            message: if e.is_timeout() {
-                "timed out".into()
-            } else {
-                e.without_url().to_string()
-            },
-        })?;
-        let status = resp.status();
-        if status.as_u16() == 429 {
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(ApiError::RateLimited {
-                method: method.into(),
-                retry_after,
-            });
-        }
-        if status.is_server_error() {
-            return Err(ApiError::Server {
-                method: method.into(),
-                status: status.as_u16(),
-            });
-        }
-        let v: Value = resp.json().await.map_err(|_| ApiError::Server {
-            method: method.into(),
-            status: status.as_u16(),
-        })?;
-        if v.get("ok").and_then(Value::as_bool) == Some(true) {
-            return Ok(v);
-        }
-        Err(ApiError::Slack {
-            method: method.into(),
-            error: v
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown_error")
-                .into(),
-            needed: None,
-        })
+        crate::api::send_envelope(method, req).await
     }
 
     async fn access(&self, form: &[(&str, &str)]) -> Result<OAuthAccess, ApiError> {
