@@ -101,7 +101,13 @@ async fn main() -> ExitCode {
     };
     let env = Env::from_process();
     tracing::debug!(database = %redact_url(&env.database_url), "connecting");
-    let app = match App::build(config, env, Overrides::default()).await {
+    // Due jobs, reconciliation and the audit tools never ask the directory (eligibility and
+    // approver checks happen when people act): skip downloading the org-data index at every run.
+    let overrides = Overrides {
+        directory: Some(std::sync::Arc::new(access_core::ports::NoDirectory)),
+        ..Overrides::default()
+    };
+    let app = match App::build(config, env, overrides).await {
         Ok(a) => a,
         Err(e) => return fail(&e),
     };

@@ -269,9 +269,10 @@ async fn submit(
     Ok((StatusCode::CREATED, Json(request)).into_response())
 }
 
+/// Filters shared by `GET /api/requests` and `GET /api/grants`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct ListRequestsQuery {
+struct ListQuery {
     status: Option<String>,
     resource: Option<String>,
     team_id: Option<String>,
@@ -279,31 +280,46 @@ struct ListRequestsQuery {
     limit: Option<u32>,
 }
 
+/// The parsed filter: status (of either kind), resource, subject, limit (at most 1000).
+type ListFilter<S> = (
+    Option<S>,
+    Option<ResourceId>,
+    Option<SubjectKey>,
+    Option<u32>,
+);
+
+impl ListQuery {
+    fn parse<S: FromStr<Err = String>>(self) -> Result<ListFilter<S>, ApiError> {
+        let status = self
+            .status
+            .as_deref()
+            .map(S::from_str)
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let resource = self
+            .resource
+            .as_deref()
+            .map(ResourceId::parse)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let subject = self.user_id.map(|user_id| SubjectKey {
+            team_id: self.team_id.unwrap_or_default(),
+            user_id,
+        });
+        Ok((status, resource, subject, self.limit.map(|l| l.min(1000))))
+    }
+}
+
 async fn list_requests(
     State(s): State<AppState>,
-    Query(q): Query<ListRequestsQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<access_core::AccessRequest>>, ApiError> {
-    let status = q
-        .status
-        .as_deref()
-        .map(RequestStatus::from_str)
-        .transpose()
-        .map_err(ApiError::bad_request)?;
-    let resource = q
-        .resource
-        .as_deref()
-        .map(ResourceId::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let subject = q.user_id.map(|user_id| SubjectKey {
-        team_id: q.team_id.unwrap_or_default(),
-        user_id,
-    });
+    let (status, resource, subject, limit) = q.parse::<RequestStatus>()?;
     let filter = RequestFilter {
         status,
         resource,
         subject,
-        limit: q.limit.map(|l| l.min(1000)),
+        limit,
     };
     Ok(Json(s.app.engine.store().requests(&filter).await?))
 }
@@ -369,42 +385,17 @@ async fn cancel(
     ))
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ListGrantsQuery {
-    status: Option<String>,
-    resource: Option<String>,
-    team_id: Option<String>,
-    user_id: Option<String>,
-    limit: Option<u32>,
-}
-
 async fn list_grants(
     State(s): State<AppState>,
-    Query(q): Query<ListGrantsQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<access_core::Grant>>, ApiError> {
-    let status = q
-        .status
-        .as_deref()
-        .map(GrantStatus::from_str)
-        .transpose()
-        .map_err(ApiError::bad_request)?;
-    let resource = q
-        .resource
-        .as_deref()
-        .map(ResourceId::parse)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let subject = q.user_id.map(|user_id| SubjectKey {
-        team_id: q.team_id.unwrap_or_default(),
-        user_id,
-    });
+    let (status, resource, subject, limit) = q.parse::<GrantStatus>()?;
     let filter = GrantFilter {
         status,
         live_only: false,
         resource,
         subject,
-        limit: q.limit.map(|l| l.min(1000)),
+        limit,
     };
     Ok(Json(s.app.engine.store().grants(&filter).await?))
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditKind, AuditRecord};
 use crate::duration::{AccessDuration, DurationError};
 use crate::grant::{Grant, GrantStatus};
-use crate::ids::{GrantId, JobId, RequestId, ResourceId};
+use crate::ids::{GrantId, RequestId, ResourceId};
 use crate::jobs::{Job, JobKind, NewJob, backoff};
 use crate::notification::{GrantSummary, Notification, RequestSummary};
 use crate::policy::{self, ApproverError, EligibilityError};
@@ -492,6 +492,13 @@ impl Engine {
     // --------------------------------------------------------------------------------------------
     // Operations people (and scripts) start
 
+    async fn load_request(&self, id: RequestId) -> Result<AccessRequest, EngineError> {
+        self.store
+            .request(id)
+            .await?
+            .ok_or(EngineError::RequestNotFound(id))
+    }
+
     /// Files a request. Auto-approved resources come back `approved` with provisioning queued.
     pub async fn submit(&self, s: Submission) -> Result<AccessRequest, EngineError> {
         let resource = self.resource(&s.resource)?.clone();
@@ -722,16 +729,8 @@ impl Engine {
     }
 
     async fn approve_once(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
-        let request = self
-            .store
-            .request(id)
-            .await?
-            .ok_or(EngineError::RequestNotFound(id))?;
-        if request.status != RequestStatus::Pending {
-            return Err(EngineError::AlreadyDecided {
-                status: request.status,
-            });
-        }
+        let request = self.load_request(id).await?;
+        require_pending(&request)?;
         let resource = self.resource(request.resource.as_str())?.clone();
         policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
         let decisions = self.store.decisions(id).await?;
@@ -787,10 +786,7 @@ impl Engine {
         }
         cs.requests.insert(0, RequestWrite::Update(updated.clone()));
         match self.commit(cs).await {
-            Ok(_) => Ok(AccessRequest {
-                version: updated.version + 1,
-                ..updated
-            }),
+            Ok(_) => Ok(stored(updated)),
             Err(StoreError::Duplicate(what)) if what.contains("decision") => {
                 Err(EngineError::AlreadyVoted)
             }
@@ -818,16 +814,8 @@ impl Engine {
         by: Actor,
         reason: Option<String>,
     ) -> Result<AccessRequest, EngineError> {
-        let request = self
-            .store
-            .request(id)
-            .await?
-            .ok_or(EngineError::RequestNotFound(id))?;
-        if request.status != RequestStatus::Pending {
-            return Err(EngineError::AlreadyDecided {
-                status: request.status,
-            });
-        }
+        let request = self.load_request(id).await?;
+        require_pending(&request)?;
         let resource = self.resource(request.resource.as_str())?.clone();
         policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
         let now = self.now();
@@ -852,10 +840,7 @@ impl Engine {
             reason,
         }));
         self.commit(cs).await?;
-        Ok(AccessRequest {
-            version: updated.version + 1,
-            ..updated
-        })
+        Ok(stored(updated))
     }
 
     /// Withdraws a pending request (the requester, or an admin).
@@ -864,19 +849,11 @@ impl Engine {
     }
 
     async fn cancel_once(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
-        let request = self
-            .store
-            .request(id)
-            .await?
-            .ok_or(EngineError::RequestNotFound(id))?;
+        let request = self.load_request(id).await?;
         if !(by.is_subject(&request.subject) || matches!(by, Actor::Admin { .. })) {
             return Err(EngineError::NotYours);
         }
-        if request.status != RequestStatus::Pending {
-            return Err(EngineError::AlreadyDecided {
-                status: request.status,
-            });
-        }
+        require_pending(&request)?;
         let now = self.now();
         let mut updated = request.transition(RequestEvent::Cancel, now)?;
         updated.decided_by = Some(by.clone());
@@ -890,10 +867,7 @@ impl Engine {
                 cancelled_by: by,
             }));
         self.commit(cs).await?;
-        Ok(AccessRequest {
-            version: updated.version + 1,
-            ..updated
-        })
+        Ok(stored(updated))
     }
 
     /// Takes access away before it expires (the holder, or an admin). The provider call happens
@@ -1611,10 +1585,22 @@ impl Engine {
             })
             .await?)
     }
+}
 
-    /// Re-queues a dead job (after an operator fixed the cause).
-    pub fn job_id(raw: &str) -> Option<JobId> {
-        raw.parse().ok()
+/// Decisions are only taken on pending requests.
+fn require_pending(r: &AccessRequest) -> Result<(), EngineError> {
+    if r.status == RequestStatus::Pending {
+        Ok(())
+    } else {
+        Err(EngineError::AlreadyDecided { status: r.status })
+    }
+}
+
+/// A request as the store holds it after a successful compare-and-set of `r`.
+fn stored(r: AccessRequest) -> AccessRequest {
+    AccessRequest {
+        version: r.version + 1,
+        ..r
     }
 }
 

@@ -429,9 +429,15 @@ impl CloudConnexaProvider {
         let started = Instant::now();
         let all = self.client.users().await?;
         tracing::debug!(users = all.len(), "scanned Cloud Connexa users");
+        self.reindex_users(&all, started);
+        Ok(lock(&self.users).by_key.get(&key).cloned())
+    }
+
+    /// Replaces the e-mail → user id index with a full scan that started at `started`.
+    fn reindex_users(&self, users: &[User], started: Instant) {
         let mut idx = lock(&self.users);
-        idx.by_key = all
-            .into_iter()
+        idx.by_key = users
+            .iter()
             .filter_map(|u| {
                 u.email
                     .as_ref()
@@ -439,7 +445,6 @@ impl CloudConnexaProvider {
             })
             .collect();
         idx.scanned_at = Some(started);
-        Ok(idx.by_key.get(&key).cloned())
     }
 
     fn remember_user(&self, email: &str, id: &str) {
@@ -753,18 +758,7 @@ impl CloudConnexaProvider {
         };
         let started = Instant::now();
         let users = self.client.users().await.map_err(ProviderError::from)?;
-        {
-            let mut idx = lock(&self.users);
-            idx.by_key = users
-                .iter()
-                .filter_map(|u| {
-                    u.email
-                        .as_ref()
-                        .map(|e| (e.trim().to_ascii_lowercase(), u.id.clone()))
-                })
-                .collect();
-            idx.scanned_at = Some(started);
-        }
+        self.reindex_users(&users, started);
         let live = users
             .iter()
             .filter(|u| u.in_group(&group.id))
