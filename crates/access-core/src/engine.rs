@@ -1535,6 +1535,7 @@ impl Engine {
                     .into_iter()
                     .map(|(id, why)| (id.to_string(), why))
                     .collect();
+                let mut accepted = Vec::new();
                 for (event_id, job) in by_event {
                     let token = job.claim_token.clone().unwrap_or_default();
                     if let Some(why) = rejected.get(&event_id) {
@@ -1542,10 +1543,12 @@ impl Engine {
                         self.store.bury_job(job.id, &token, why).await?;
                         *s.dead.entry("export_audit".into()).or_default() += 1;
                     } else {
-                        self.store.complete_job(job.id, &token, self.now()).await?;
-                        *s.done.entry("export_audit".into()).or_default() += 1;
+                        accepted.push((job.id, token));
                     }
                 }
+                // One write for the whole accepted batch, not one per event.
+                self.store.complete_jobs(&accepted, self.now()).await?;
+                *s.done.entry("export_audit".into()).or_default() += accepted.len() as u64;
             }
             Err(e) => {
                 let msg = e.to_string();

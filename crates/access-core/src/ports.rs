@@ -206,6 +206,21 @@ pub trait Store: Send + Sync + Debug + 'static {
         claim_token: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// Marks several claimed jobs done in one write (a batch of audit exports); returns how many
+    /// were still owned by their claim. The default completes them one by one.
+    async fn complete_jobs(
+        &self,
+        jobs: &[(JobId, String)],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for (id, token) in jobs {
+            if self.complete_job(*id, token, now).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
     /// Puts a claimed job back to pending at `run_at`, recording the error.
     async fn retry_job(
         &self,

@@ -588,6 +588,46 @@ impl Store for SqlStore {
         Ok(self.write_one(&sql).await? == 1)
     }
 
+    async fn complete_jobs(
+        &self,
+        jobs: &[(JobId, String)],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        // One transaction (one fsync on SQLite) for the whole batch; jobs claimed together share a
+        // claim token, so this is usually one statement per 500 jobs.
+        let mut by_token: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for (id, token) in jobs {
+            by_token
+                .entry(token.as_str())
+                .or_default()
+                .push(id.to_string());
+        }
+        let mut tx = self.begin().await?;
+        let mut done = 0;
+        for (token, ids) in by_token {
+            for chunk in ids.chunks(500) {
+                let mut sql = Sql::with(
+                    "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
+                     WHERE status = 'running' AND claim_token = $2 AND id IN (",
+                    vec![micros(now).into(), token.into()],
+                );
+                for (i, id) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind(id.as_str());
+                }
+                sql.push(")");
+                done += tx.conn().execute(&sql).await.map_err(plain)?;
+            }
+        }
+        tx.commit().await.map_err(plain)?;
+        Ok(done)
+    }
+
     async fn retry_job(
         &self,
         id: JobId,

@@ -1698,3 +1698,37 @@ async fn job_stats_per_kind_and_pending_age() {
         assert!((118..=125).contains(&age), "{kind}: {age}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_completion_respects_claims() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        enqueue(&store, 600, t(0)).await;
+        let claimed = store
+            .claim_jobs(t(1), 600, Duration::seconds(30))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 600, "{kind}");
+        let mut batch: Vec<(JobId, String)> = claimed
+            .iter()
+            .map(|j| (j.id, j.claim_token.clone().unwrap()))
+            .collect();
+        // One job's claim is stale: it must not be completed by the batch.
+        batch[7].1 = "stale-token".into();
+        let done = store.complete_jobs(&batch, t(2)).await.unwrap();
+        assert_eq!(
+            done, 599,
+            "{kind}: more than one statement's worth (500), all but the stale one"
+        );
+        let still = store
+            .jobs(&JobFilter {
+                status: Some(JobStatus::Running),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(still.len(), 1, "{kind}");
+        assert_eq!(still[0].id, batch[7].0);
+        assert_eq!(store.complete_jobs(&[], t(2)).await.unwrap(), 0);
+    }
+}
