@@ -70,6 +70,14 @@ pub enum EngineError {
     #[error("Access to '{resource}' cannot be extended; request it again when it ends.")]
     NotExtendable { resource: String },
     #[error(
+        "You already have access to '{resource}' until {}, and it cannot be extended. Request it again after it ends.",
+        expires_at.format("%Y-%m-%d %H:%M UTC")
+    )]
+    NotExtendableLive {
+        resource: String,
+        expires_at: DateTime<Utc>,
+    },
+    #[error(
         "You already have a pending request for '{resource}' ({request}). Cancel it first or wait for a decision."
     )]
     AlreadyPending {
@@ -80,6 +88,15 @@ pub enum EngineError {
     AlreadyDecided { status: RequestStatus },
     #[error("You have already approved this request.")]
     AlreadyVoted,
+    #[error(
+        "You have already approved this request, so you cannot deny it now. The requester can cancel it."
+    )]
+    AlreadyApprovedCannotDeny,
+    #[error(
+        "This request timed out at {} without a decision; it can no longer be approved or denied. The requester can ask again.",
+        until.format("%Y-%m-%d %H:%M UTC")
+    )]
+    PendingExpired { until: DateTime<Utc> },
     #[error("{0}")]
     IllegalTransition(#[from] TransitionError),
     #[error("Only the requester (or an admin) can do that.")]
@@ -109,10 +126,13 @@ impl EngineError {
             EngineError::RequestNotFound(_) => "request_not_found",
             EngineError::GrantNotFound(_) => "grant_not_found",
             EngineError::NoActiveGrant { .. } => "no_active_grant",
-            EngineError::NotExtendable { .. } => "not_extendable",
+            EngineError::NotExtendable { .. } | EngineError::NotExtendableLive { .. } => {
+                "not_extendable"
+            }
             EngineError::AlreadyPending { .. } => "already_pending",
             EngineError::AlreadyDecided { .. } => "already_decided",
-            EngineError::AlreadyVoted => "already_voted",
+            EngineError::AlreadyVoted | EngineError::AlreadyApprovedCannotDeny => "already_voted",
+            EngineError::PendingExpired { .. } => "already_decided",
             EngineError::IllegalTransition(_) => "illegal_transition",
             EngineError::NotYours => "forbidden",
             EngineError::RevocationInProgress { .. } => "revocation_in_progress",
@@ -207,6 +227,26 @@ enum JobResult {
     Retry(String),
     /// Give up now (retrying cannot help).
     Fatal(String),
+}
+
+/// What [`Engine::activate`] did.
+#[derive(Debug)]
+enum Activation {
+    /// The grant is active; the request as stored.
+    Activated { request: Box<AccessRequest> },
+    /// The grant had ended: what the provider added is queued for take-back.
+    TakenBack,
+    /// Nothing to do (the request was settled by an earlier run).
+    Skipped,
+}
+
+/// How [`Engine::record_end`] left the grant.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    Expired,
+    Revoked,
+    /// Ended (or extended) by someone else meanwhile.
+    Already,
 }
 
 impl JobResult {
@@ -516,8 +556,25 @@ impl Engine {
             .store
             .live_grant(&s.subject.key(), &resource.id)
             .await?;
+        let now = self.now();
         let justification = match s.kind {
-            RequestKind::New => Justification::parse(&s.justification)?,
+            RequestKind::New => {
+                // A new request on a live grant lengthens it; a resource that cannot be extended
+                // refuses that up front (unless asking again hands out something new without
+                // extending, as GCP's key mode does).
+                if let Some(g) = live.as_ref().filter(|g| {
+                    matches!(g.status, GrantStatus::Active | GrantStatus::Provisioning)
+                        && g.expires_at > now
+                }) {
+                    if !resource.extendable && !self.reissues_on_request(&resource) {
+                        return Err(EngineError::NotExtendableLive {
+                            resource: resource.id.to_string(),
+                            expires_at: g.expires_at,
+                        });
+                    }
+                }
+                Justification::parse(&s.justification)?
+            }
             RequestKind::Extend => {
                 if !resource.extendable {
                     return Err(EngineError::NotExtendable {
@@ -529,6 +586,12 @@ impl Engine {
                     .is_none_or(|g| g.status != GrantStatus::Active)
                 {
                     return Err(EngineError::NoActiveGrant {
+                        resource: resource.id.to_string(),
+                    });
+                }
+                if live.as_ref().is_some_and(|g| g.expires_at <= now) {
+                    // Its expiry is being (or about to be) revoked: extending now would race it.
+                    return Err(EngineError::RevocationInProgress {
                         resource: resource.id.to_string(),
                     });
                 }
@@ -556,7 +619,6 @@ impl Engine {
             });
         }
 
-        let now = self.now();
         let mut request = AccessRequest {
             id: RequestId::new(),
             subject: s.subject.clone(),
@@ -649,6 +711,13 @@ impl Engine {
                     resource: resource.id.to_string(),
                 });
             }
+            // Past its expiry: the expire job owns it now (it claims the row before calling the
+            // provider), so an extension could only race the revocation and be lost.
+            Some(g) if g.expires_at <= now => {
+                return Err(EngineError::RevocationInProgress {
+                    resource: resource.id.to_string(),
+                });
+            }
             Some(mut g) => {
                 let cap = now + resource.durations.max.as_chrono();
                 let wanted = match request.kind {
@@ -656,7 +725,10 @@ impl Engine {
                         .min(cap.max(g.expires_at)),
                     RequestKind::New => now + request.duration.as_chrono(),
                 };
-                if wanted > g.expires_at {
+                // A resource that cannot be extended is provisioned again (a fresh key) but keeps
+                // its expiry.
+                let may_extend = resource.extendable || request.kind == RequestKind::Extend;
+                if may_extend && wanted > g.expires_at {
                     g.expires_at = wanted;
                 }
                 cs.grants.push(GrantWrite::Update(g.clone()));
@@ -676,6 +748,8 @@ impl Engine {
                     request_id: request.id,
                     revoked_by: None,
                     version: 0,
+                    provider_intent: serde_json::Value::Null,
+                    takeback_pending: false,
                 };
                 cs.grants.push(GrantWrite::Insert(g.clone()));
                 g
@@ -731,6 +805,7 @@ impl Engine {
     async fn approve_once(&self, id: RequestId, by: Actor) -> Result<AccessRequest, EngineError> {
         let request = self.load_request(id).await?;
         require_pending(&request)?;
+        self.refuse_if_lapsed(&request).await?;
         let resource = self.resource(request.resource.as_str())?.clone();
         policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
         let decisions = self.store.decisions(id).await?;
@@ -816,8 +891,20 @@ impl Engine {
     ) -> Result<AccessRequest, EngineError> {
         let request = self.load_request(id).await?;
         require_pending(&request)?;
+        self.refuse_if_lapsed(&request).await?;
         let resource = self.resource(request.resource.as_str())?.clone();
         policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
+        // One decision per approver (the store's unique key): an approver who already voted
+        // yes gets an answer, not a storage error.
+        if self
+            .store
+            .decisions(id)
+            .await?
+            .iter()
+            .any(|d| d.actor.id() == by.id())
+        {
+            return Err(EngineError::AlreadyApprovedCannotDeny);
+        }
         let now = self.now();
         let mut updated = request.transition(RequestEvent::Deny, now)?;
         updated.decided_by = Some(by.clone());
@@ -839,8 +926,32 @@ impl Engine {
             denied_by: by,
             reason,
         }));
-        self.commit(cs).await?;
-        Ok(stored(updated))
+        match self.commit(cs).await {
+            Ok(_) => Ok(stored(updated)),
+            Err(StoreError::Duplicate(what)) if what.contains("decision") => {
+                Err(EngineError::AlreadyApprovedCannotDeny)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A pending request past `pending_until` is decided by nobody: it times out now (the
+    /// time-out job may not have run yet) and the decision is refused.
+    async fn refuse_if_lapsed(&self, request: &AccessRequest) -> Result<(), EngineError> {
+        match request.pending_until {
+            Some(until) if until <= self.now() => {
+                self.time_out(request.id).await?;
+                Err(EngineError::PendingExpired { until })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// See [`Provider::reissues_on_request`].
+    fn reissues_on_request(&self, resource: &Resource) -> bool {
+        self.providers
+            .get(&resource.provider)
+            .is_some_and(|p| p.reissues_on_request(resource))
     }
 
     /// Withdraws a pending request (the requester, or an admin).
@@ -1094,6 +1205,8 @@ impl Engine {
             grant.status,
             GrantStatus::Provisioning | GrantStatus::Active
         ) {
+            // Ended before this (re-)run: an earlier attempt may still have landed; failing the
+            // request also takes back whatever the recorded intent names.
             self.with_retries(|| {
                 self.fail_provisioning(request_id, "Access ended before it could be provisioned.")
             })
@@ -1105,7 +1218,7 @@ impl Engine {
             .providers
             .get(&resource.provider)
             .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
-        let req = GrantRequest {
+        let mut req = GrantRequest {
             grant_id,
             request_id,
             subject: request.subject.clone(),
@@ -1113,7 +1226,41 @@ impl Engine {
             expires_at: grant.expires_at,
             justification: request.justification.as_str().to_string(),
             existing: (!grant.provider_handle.is_null()).then(|| grant.provider_handle.clone()),
+            intent: (!grant.provider_intent.is_null()).then(|| grant.provider_intent.clone()),
         };
+        if req.intent.is_none() && req.existing.is_none() {
+            // First provisioning of this grant: record what the provider is about to add, and
+            // commit it, before the provider changes anything. A retry (after a time-out whose
+            // write landed, a crash, a failed activation) then adopts its own work, and a revoke
+            // that finds no handle knows what to remove.
+            let intent = match provider.intent(&req).await {
+                Ok(v) => v,
+                Err(ProviderError::Transient(e)) => return Ok(JobResult::Retry(e)),
+                Err(e) => {
+                    let message = e.to_string();
+                    self.with_retries(|| self.fail_provisioning(request_id, &message))
+                        .await?;
+                    return Ok(JobResult::done());
+                }
+            };
+            let mut g = grant.clone();
+            g.provider_intent = intent.clone();
+            match self
+                .commit(ChangeSet {
+                    grants: vec![GrantWrite::Update(g.clone())],
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(_) => {}
+                // Revoked or extended meanwhile: decide again from the new state.
+                Err(StoreError::Conflict(what)) => {
+                    return Ok(JobResult::Retry(format!("{what}; provisioning again")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            req.intent = Some(intent);
+        }
         let outcome = match provider.grant(&req).await {
             Ok(o) => o,
             Err(ProviderError::Transient(e)) => return Ok(JobResult::Retry(e)),
@@ -1124,38 +1271,56 @@ impl Engine {
                 return Ok(JobResult::done());
             }
         };
-        // The secret goes to the person before anything else: it exists only in this memory.
-        let mut secret_delivery_failed = false;
-        if let Some(secret) = &outcome.secret {
-            if let Err(e) = self
-                .notifier
-                .deliver_secret(&self.summary(&request), secret)
-                .await
-            {
-                tracing::warn!(request = %request_id, error = %e, "could not deliver the secret; the person can request again");
-                secret_delivery_failed = true;
-            }
-        }
         let instructions = outcome.instructions.clone();
         let events = outcome.events.clone();
         let handle = outcome.handle.clone();
         let pinned = outcome.expires_at;
-        self.with_retries(|| {
-            self.activate(
-                request_id,
-                grant_id,
-                &handle,
-                pinned,
-                &instructions,
-                &events,
-                secret_delivery_failed,
-            )
-        })
-        .await?;
+        let activated = self
+            .with_retries(|| {
+                self.activate(
+                    request_id,
+                    grant_id,
+                    &handle,
+                    pinned,
+                    &instructions,
+                    &events,
+                )
+            })
+            .await?;
+        // The secret goes to the person only now: after the re-check that found the grant still
+        // live, committed in the same step that activated it. It exists only in this memory and
+        // is never stored, so if this process dies between that commit and the delivery the key
+        // is lost: the person was told access is ready and asks again for a new key (GCP
+        // re-issues one for a live grant); the account it belongs to is removed with the grant.
+        if let (Some(secret), Activation::Activated { request }) = (&outcome.secret, &activated) {
+            if let Err(e) = self
+                .notifier
+                .deliver_secret(&self.summary(request), secret)
+                .await
+            {
+                tracing::warn!(request = %request_id, error = %e, "could not deliver the secret; the person can request again");
+                let g = self.store.grant(grant_id).await?;
+                if let Some(g) = g {
+                    self.commit(ChangeSet {
+                        jobs: vec![self.notify_job(Notification::AccessGranted {
+                            request: self.summary(request),
+                            grant: GrantSummary::of(&g),
+                            instructions: instructions.clone(),
+                            extended: false,
+                            secret_delivery_failed: true,
+                        })],
+                        ..Default::default()
+                    })
+                    .await?;
+                }
+            }
+        }
         Ok(JobResult::done())
     }
 
-    /// Records a successful provisioning: grant active, request active, audit, notification.
+    /// Records a successful provisioning: grant active, request active, audit, notification. When
+    /// the grant ended while the provider worked, records what the provider added and queues its
+    /// take-back instead.
     #[allow(clippy::too_many_arguments)]
     async fn activate(
         &self,
@@ -1165,8 +1330,7 @@ impl Engine {
         pinned_expiry: Option<DateTime<Utc>>,
         instructions: &str,
         events: &[ProviderEvent],
-        secret_delivery_failed: bool,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Activation, EngineError> {
         let now = self.now();
         let request = self
             .store
@@ -1178,28 +1342,39 @@ impl Engine {
             .grant(grant_id)
             .await?
             .ok_or(EngineError::GrantNotFound(grant_id))?;
-        if request.status != RequestStatus::Approved {
-            return Ok(());
-        }
         let mut cs = ChangeSet::default();
         if !matches!(
             grant.status,
             GrantStatus::Provisioning | GrantStatus::Active
         ) {
-            // Revoked or expired while the provider worked: take back what was just granted.
-            let mut failed = request.transition(RequestEvent::ProvisioningFailed, now)?;
-            failed.failure = Some("Access ended while it was being provisioned.".into());
-            cs.requests.push(RequestWrite::Update(failed));
+            // Revoked or expired (or being revoked) while the provider worked: record what it
+            // added and take it back, whatever the grant's status. A revoke that ran meanwhile
+            // had no handle; the take-back job uses this one.
+            if request.status == RequestStatus::Approved {
+                let mut failed = request.transition(RequestEvent::ProvisioningFailed, now)?;
+                failed.failure = Some("Access ended while it was being provisioned.".into());
+                cs.requests.push(RequestWrite::Update(failed));
+            }
             cs.audit.push(
                 self.audit(AuditKind::GrantFailed, &Actor::System, &request)
-                    .details(serde_json::json!({"reason": "ended during provisioning"})),
+                    .details(serde_json::json!({"reason": "ended during provisioning", "provider_handle": handle})),
             );
+            for e in events {
+                cs.audit.push(
+                    self.grant_audit(AuditKind::ProviderEvent, &Actor::System, &grant)
+                        .details(serde_json::json!({"event": e.name, "details": e.details})),
+                );
+            }
             let mut g = grant.clone();
             g.provider_handle = handle.clone();
+            g.takeback_pending = true;
             cs.grants.push(GrantWrite::Update(g));
             cs.jobs.push(NewJob::at(JobKind::Revoke { grant_id }, now));
             self.commit(cs).await?;
-            return Ok(());
+            return Ok(Activation::TakenBack);
+        }
+        if request.status != RequestStatus::Approved {
+            return Ok(Activation::Skipped);
         }
         // An extension lengthens access; a provider that pins the expiry (a re-issued key with the
         // old end) grants again without extending.
@@ -1242,10 +1417,12 @@ impl Engine {
             grant: GrantSummary::of(&g),
             instructions: instructions.to_string(),
             extended,
-            secret_delivery_failed,
+            secret_delivery_failed: false,
         }));
         self.commit(cs).await?;
-        Ok(())
+        Ok(Activation::Activated {
+            request: Box::new(stored(active)),
+        })
     }
 
     async fn fail_provisioning(
@@ -1268,11 +1445,24 @@ impl Engine {
             if let Some(g) = self.store.grant(gid).await? {
                 // A brand-new grant that never became active ends here; an active grant that was
                 // being extended keeps its access until its own expiry.
-                if g.status == GrantStatus::Provisioning && g.request_id == request_id {
+                if g.request_id == request_id
+                    && (g.status == GrantStatus::Provisioning || !g.status.is_live())
+                {
                     let mut g2 = g.clone();
-                    g2.status = GrantStatus::Failed;
-                    g2.ended_at = Some(now);
-                    cs.grants.push(GrantWrite::Update(g2));
+                    if g.status == GrantStatus::Provisioning {
+                        g2.status = GrantStatus::Failed;
+                        g2.ended_at = Some(now);
+                    }
+                    // An earlier attempt may have landed without answering (a time-out after the
+                    // write): take back what the intent names.
+                    if !g.provider_intent.is_null() || !g.provider_handle.is_null() {
+                        g2.takeback_pending = true;
+                        cs.jobs
+                            .push(NewJob::at(JobKind::Revoke { grant_id: gid }, now));
+                    }
+                    if g2 != g {
+                        cs.grants.push(GrantWrite::Update(g2));
+                    }
                 }
             }
         }
@@ -1288,20 +1478,54 @@ impl Engine {
         Ok(())
     }
 
-    /// Expiry (`expire = true`) or early revocation. Revocation never gives up: any failure is a
-    /// retry.
+    /// Expiry (`expire = true`) or early revocation, and the take-back of provider work that
+    /// landed after its grant ended. Revocation never gives up: any failure is a retry.
     async fn end_grant(&self, grant_id: GrantId, expire: bool) -> Result<JobResult, EngineError> {
-        let Some(grant) = self.store.grant(grant_id).await? else {
-            return Ok(JobResult::Fatal(format!("grant {grant_id} vanished")));
+        let mut claimed = None;
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(grant) = self.store.grant(grant_id).await? else {
+                return Ok(JobResult::Fatal(format!("grant {grant_id} vanished")));
+            };
+            if !grant.status.is_live() {
+                if grant.takeback_pending {
+                    return self.take_back(grant).await;
+                }
+                return Ok(JobResult::done());
+            }
+            let now = self.now();
+            if expire && grant.status != GrantStatus::Revoking && grant.expires_at > now {
+                // Extended since this job was written; a later expire job exists.
+                return Ok(JobResult::done());
+            }
+            if grant.status == GrantStatus::Revoking {
+                claimed = Some(grant);
+                break;
+            }
+            // An expiry claims the row (a compare-and-set that bumps its version) before calling
+            // the provider: an approval that extends it concurrently either lands first (and
+            // this job finds nothing to do) or re-reads and is refused, because `plan_approval`
+            // never extends a grant past its expiry. No extension is lost to the revoke call.
+            match self
+                .commit(ChangeSet {
+                    grants: vec![GrantWrite::Update(grant.clone())],
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(_) => {
+                    claimed = Some(Grant {
+                        version: grant.version + 1,
+                        ..grant
+                    });
+                    break;
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some(grant) = claimed else {
+            return Ok(JobResult::Retry("grant kept changing".into()));
         };
-        if !grant.status.is_live() {
-            return Ok(JobResult::done());
-        }
-        let now = self.now();
-        if expire && grant.status != GrantStatus::Revoking && grant.expires_at > now {
-            // Extended since this job was written; a later expire job exists.
-            return Ok(JobResult::done());
-        }
         let resource = self.resource(grant.resource.as_str())?.clone();
         let provider = self
             .providers
@@ -1313,40 +1537,82 @@ impl Engine {
                 subject: grant.subject.clone(),
                 resource: resource.clone(),
                 handle: grant.provider_handle.clone(),
+                intent: grant.provider_intent.clone(),
             })
             .await
         {
             Ok(o) => o,
             Err(e) => return Ok(JobResult::Retry(e.to_string())),
         };
-        let revoked_by = if grant.status == GrantStatus::Revoking {
-            grant.revoked_by.clone()
-        } else {
-            None
-        };
-        self.with_retries(|| {
-            self.record_end(
-                grant_id,
-                revoked_by.clone(),
-                &outcome.events,
-                outcome.note.as_deref(),
-            )
-        })
-        .await?;
-        let lag = (expire && revoked_by.is_none())
+        let ended = self
+            .with_retries(|| self.record_end(&grant, &outcome.events, outcome.note.as_deref()))
+            .await?;
+        let lag = (ended == Ended::Expired)
             .then(|| (self.now() - grant.expires_at).num_milliseconds().max(0) as f64 / 1000.0);
         Ok(JobResult::Done {
             revocation_lag: lag,
         })
     }
 
+    /// Removes what the provider added for a grant that is no longer live (its provisioning
+    /// finished, or an attempt landed, after it ended), with the recorded handle or intent.
+    async fn take_back(&self, grant: Grant) -> Result<JobResult, EngineError> {
+        let resource = self.resource(grant.resource.as_str())?.clone();
+        let provider = self
+            .providers
+            .get(&resource.provider)
+            .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
+        let outcome = match provider
+            .revoke(&RevokeRequest {
+                grant_id: grant.id,
+                subject: grant.subject.clone(),
+                resource: resource.clone(),
+                handle: grant.provider_handle.clone(),
+                intent: grant.provider_intent.clone(),
+            })
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => return Ok(JobResult::Retry(e.to_string())),
+        };
+        let mut g = grant.clone();
+        g.takeback_pending = false;
+        let mut cs = ChangeSet::default();
+        cs.grants.push(GrantWrite::Update(g));
+        cs.audit.push(
+            self.grant_audit(AuditKind::ProviderEvent, &Actor::System, &grant)
+                .details(serde_json::json!({
+                    "event": "access_taken_back",
+                    "details": {"status": grant.status, "note": outcome.note},
+                })),
+        );
+        for e in &outcome.events {
+            cs.audit.push(
+                self.grant_audit(AuditKind::ProviderEvent, &Actor::System, &grant)
+                    .details(serde_json::json!({"event": e.name, "details": e.details})),
+            );
+        }
+        match self.commit(cs).await {
+            Ok(_) => Ok(JobResult::done()),
+            // A newer handle was recorded meanwhile: take that back too.
+            Err(StoreError::Conflict(what)) => Ok(JobResult::Retry(format!(
+                "{what}; taking back the newer handle"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the end of a grant whose provider access was just removed. `revoked` is the grant
+    /// as it was when the revoke call was made; the row is re-read and re-checked: an extension
+    /// that landed meanwhile is not marked expired, and a handle recorded meanwhile (by a
+    /// provisioning that finished during the call) stays marked for take-back.
     async fn record_end(
         &self,
-        grant_id: GrantId,
-        revoked_by: Option<Actor>,
+        revoked: &Grant,
         events: &[ProviderEvent],
         note: Option<&str>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Ended, EngineError> {
+        let grant_id = revoked.id;
         let now = self.now();
         let grant = self
             .store
@@ -1354,19 +1620,31 @@ impl Engine {
             .await?
             .ok_or(EngineError::GrantNotFound(grant_id))?;
         if !grant.status.is_live() {
-            return Ok(());
+            return Ok(Ended::Already);
         }
-        let revoked = grant.status == GrantStatus::Revoking;
+        let revoked_now = grant.status == GrantStatus::Revoking;
+        if !revoked_now && grant.expires_at > now {
+            // Extended after the claim (cannot happen through `plan_approval`, which refuses to
+            // extend a grant past its expiry). Leave it live and say so loudly: its access was
+            // removed, and the drift check will report the missing holder.
+            tracing::error!(grant = %grant_id, expires_at = %grant.expires_at, "grant extended while its expiry was being revoked; left live");
+            return Ok(Ended::Already);
+        }
         let mut g = grant.clone();
-        g.status = if revoked {
+        g.status = if revoked_now {
             GrantStatus::Revoked
         } else {
             GrantStatus::Expired
         };
         g.ended_at = Some(now);
+        // The revoke covered what the row held when it was called; anything recorded since (a
+        // handle from a provisioning that finished during the call) is taken back by its job.
+        g.takeback_pending = grant.takeback_pending
+            && (grant.provider_handle != revoked.provider_handle
+                || grant.provider_intent != revoked.provider_intent);
         let mut cs = ChangeSet::default();
         cs.grants.push(GrantWrite::Update(g.clone()));
-        let event = if revoked {
+        let event = if revoked_now {
             RequestEvent::Revoke
         } else {
             RequestEvent::Expire
@@ -1377,8 +1655,13 @@ impl Engine {
                     .push(RequestWrite::Update(r.transition(event, now)?));
             }
         }
+        let revoked_by = if revoked_now {
+            grant.revoked_by.clone()
+        } else {
+            None
+        };
         let actor = revoked_by.clone().unwrap_or(Actor::System);
-        let kind = if revoked {
+        let kind = if revoked_now {
             AuditKind::AccessRevoked
         } else {
             AuditKind::AccessExpired
@@ -1387,7 +1670,7 @@ impl Engine {
             self.grant_audit(kind, &actor, &grant)
                 .details(serde_json::json!({
                     "expires_at": grant.expires_at.to_rfc3339(),
-                    "reason": if revoked { "revoked" } else { "expired" },
+                    "reason": if revoked_now { "revoked" } else { "expired" },
                     "note": note,
                 })),
         );
@@ -1398,7 +1681,7 @@ impl Engine {
             );
         }
         let summary = GrantSummary::of(&g);
-        cs.jobs.push(self.notify_job(if revoked {
+        cs.jobs.push(self.notify_job(if revoked_now {
             Notification::AccessRevoked {
                 grant: summary,
                 revoked_by: actor,
@@ -1407,7 +1690,11 @@ impl Engine {
             Notification::AccessExpired { grant: summary }
         }));
         self.commit(cs).await?;
-        Ok(())
+        Ok(if revoked_now {
+            Ended::Revoked
+        } else {
+            Ended::Expired
+        })
     }
 
     async fn time_out(&self, request_id: RequestId) -> Result<(), EngineError> {

@@ -99,6 +99,17 @@ pub struct Grant {
     /// Who asked for an early revocation.
     pub revoked_by: Option<Actor>,
     pub version: i64,
+    /// What the provider is about to add for this grant, recorded (and committed) before the
+    /// provider is first called: a retried grant call adopts its own earlier work instead of
+    /// taking it for access the person already had, and a take-back without a handle knows what
+    /// to look for. Null until provisioning starts. Never holds secrets.
+    #[serde(default)]
+    pub provider_intent: serde_json::Value,
+    /// The provider may still hold work of this grant although the grant is no longer live (its
+    /// provisioning finished after it was revoked or expired): the revoke job takes it back with
+    /// the recorded handle, then clears this.
+    #[serde(default)]
+    pub takeback_pending: bool,
 }
 
 impl Grant {

@@ -274,6 +274,10 @@ pub struct GrantRequest {
     pub justification: String,
     /// The handle of the live grant being extended or re-requested, if any.
     pub existing: Option<serde_json::Value>,
+    /// What [`Provider::intent`] said this grant is about to add, as recorded in the grant row
+    /// before the first call. The same value on every retry, so a retry can tell its own earlier
+    /// (landed but unanswered) work from access the person already had.
+    pub intent: Option<serde_json::Value>,
 }
 
 /// A provider-side fact for the audit trail (`user_created`, `group_created`,
@@ -302,7 +306,11 @@ pub struct RevokeRequest {
     pub grant_id: GrantId,
     pub subject: Subject,
     pub resource: Resource,
+    /// What the grant reported it added; null when the grant call never answered.
     pub handle: serde_json::Value,
+    /// The grant's recorded intent (null when provisioning never started): with a null handle,
+    /// what to look for and remove.
+    pub intent: serde_json::Value,
 }
 
 #[derive(Debug, Default)]
@@ -341,9 +349,27 @@ pub trait Provider: Send + Sync + Debug + 'static {
     /// The `provider = "…"` name resources use.
     fn kind(&self) -> &'static str;
 
+    /// What `grant` is about to add for `req.grant_id`, observed before anything is changed. The
+    /// engine commits it to the grant row before the first `grant` call and hands it back (in
+    /// [`GrantRequest::intent`] and [`RevokeRequest::intent`]) on every retry and revoke, so a
+    /// retry adopts its own earlier work and a revoke without a handle knows what to remove.
+    /// Never a secret. Default: just the grant id (providers with nothing to observe).
+    async fn intent(&self, req: &GrantRequest) -> Result<serde_json::Value, ProviderError> {
+        Ok(serde_json::json!({"grant_id": req.grant_id}))
+    }
+
     async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError>;
 
+    /// Undoes what the grant added. MUST succeed (not fail for good) when the handle is null:
+    /// the grant call never answered, so remove what `intent` names, or nothing.
     async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError>;
+
+    /// Whether asking again for a live grant hands out something new without extending it
+    /// (GCP's key mode issues a fresh key with the same expiry). Resources that cannot be
+    /// extended accept such a re-request; for others it is refused.
+    fn reissues_on_request(&self, _resource: &Resource) -> bool {
+        false
+    }
 
     /// What the backend currently grants for `resource`, for drift detection.
     async fn observe(&self, _resource: &Resource) -> Result<Vec<LiveAccess>, ProviderError> {

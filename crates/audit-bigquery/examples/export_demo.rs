@@ -104,6 +104,8 @@ fn one_lifecycle() -> Result<Vec<ExportItem>, Box<dyn std::error::Error>> {
         request_id: request.id,
         revoked_by: None,
         version: 1,
+        provider_intent: serde_json::Value::Null,
+        takeback_pending: false,
     };
 
     let steps = [

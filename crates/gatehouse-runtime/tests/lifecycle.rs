@@ -829,3 +829,282 @@ async fn unavailable_resources_are_refused_and_not_offered() {
         assert!(h.engine.submit(ask("U1", "auto", "1h")).await.is_ok());
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Issue 11: access never outlives its grant (races, retries)
+
+fn admin() -> Actor {
+    Actor::Admin { name: "ops".into() }
+}
+
+impl Harness {
+    async fn grant_of(&self, r: &access_core::AccessRequest) -> access_core::Grant {
+        self.engine
+            .store()
+            .grant(r.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Runs due jobs and travels a little, a few times, so retries and follow-up jobs run.
+    async fn settle(&self) {
+        for _ in 0..6 {
+            self.run().await;
+            self.travel(Duration::minutes(10));
+        }
+    }
+}
+
+/// Revoked (by an admin) while the provider call was in flight: the grant is already `revoked`
+/// when provisioning finishes. What the provider added is taken back, nothing is stuck, and the
+/// person can ask again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoked_while_provisioning_is_taken_back() {
+    for h in each_backend().await {
+        h.provider
+            .on_grant(Behaviour::Delay(std::time::Duration::from_millis(800)));
+        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let engine = h.engine.clone();
+        let provisioning = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        h.engine
+            .revoke_grant(r.grant_id.unwrap(), admin())
+            .await
+            .unwrap();
+        // The revocation runs (and finishes) while the grant call is still in flight.
+        h.run().await;
+        assert_eq!(
+            h.grant_of(&r).await.status,
+            GrantStatus::Revoked,
+            "{}",
+            h.kind
+        );
+        provisioning.await.unwrap();
+        h.provider.on_grant(Behaviour::Succeed);
+        h.settle().await;
+
+        assert!(
+            h.provider.holders().is_empty(),
+            "{}: access granted after the revocation must be taken back",
+            h.kind
+        );
+        let g = h.grant_of(&r).await;
+        assert_eq!(g.status, GrantStatus::Revoked, "{}", h.kind);
+        assert!(!g.provider_handle.is_null(), "{}: handle recorded", h.kind);
+        assert!(h.engine.dead_jobs().await.unwrap().is_empty(), "{}", h.kind);
+        assert!(h.engine.store().verify_audit_chain().await.unwrap().ok);
+        // Not blocked by the one-live-grant index.
+        let again = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        h.run().await;
+        assert_eq!(
+            h.engine
+                .store()
+                .request(again.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            RequestStatus::Active,
+            "{}",
+            h.kind
+        );
+    }
+}
+
+/// Expired while a slow grant call was in flight: same take-back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_while_provisioning_is_taken_back() {
+    for h in each_backend().await {
+        h.provider
+            .on_grant(Behaviour::Delay(std::time::Duration::from_millis(800)));
+        let r = h.engine.submit(ask("U1", "auto", "30m")).await.unwrap();
+        let engine = h.engine.clone();
+        let provisioning = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        h.travel(Duration::hours(1));
+        h.run().await;
+        assert_eq!(
+            h.grant_of(&r).await.status,
+            GrantStatus::Expired,
+            "{}",
+            h.kind
+        );
+        provisioning.await.unwrap();
+        h.provider.on_grant(Behaviour::Succeed);
+        h.settle().await;
+        assert!(h.provider.holders().is_empty(), "{}", h.kind);
+        assert_eq!(
+            h.grant_of(&r).await.status,
+            GrantStatus::Expired,
+            "{}",
+            h.kind
+        );
+        assert!(h.engine.dead_jobs().await.unwrap().is_empty(), "{}", h.kind);
+    }
+}
+
+/// A grant call that made the change but answered with a time-out, then the grant expired
+/// before the retry: the retry must take back what the first attempt added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_landed_but_timed_out_grant_is_taken_back_when_the_grant_ends_first() {
+    for h in each_backend().await {
+        h.provider
+            .on_grant(Behaviour::ApplyThenFail("timed out".into()));
+        let r = h.engine.submit(ask("U1", "auto", "30m")).await.unwrap();
+        h.run().await;
+        assert_eq!(
+            h.provider.holders().len(),
+            1,
+            "{}: the change landed",
+            h.kind
+        );
+        h.provider.on_grant(Behaviour::Succeed);
+        h.travel(Duration::hours(1));
+        h.settle().await;
+        assert!(h.provider.holders().is_empty(), "{}", h.kind);
+        assert!(!h.grant_of(&r).await.status.is_live(), "{}", h.kind);
+    }
+}
+
+/// No key for a grant that was revoked while it was being provisioned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_secret_is_delivered_for_a_grant_revoked_during_provisioning() {
+    for h in each_backend().await {
+        h.provider.hand_out_secrets(true);
+        h.provider
+            .on_grant(Behaviour::Delay(std::time::Duration::from_millis(800)));
+        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let engine = h.engine.clone();
+        let provisioning = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        h.engine
+            .revoke_grant(r.grant_id.unwrap(), admin())
+            .await
+            .unwrap();
+        provisioning.await.unwrap();
+        h.settle().await;
+        assert!(
+            h.notifier.secrets().is_empty(),
+            "{}: a key was delivered for a revoked grant",
+            h.kind
+        );
+        // A grant that stays live still gets its key, once.
+        h.provider.on_grant(Behaviour::Succeed);
+        let r2 = h.engine.submit(ask("U2", "auto", "1h")).await.unwrap();
+        h.run().await;
+        assert_eq!(h.notifier.secrets(), vec![r2.id], "{}", h.kind);
+    }
+}
+
+/// An extension that lands while the expiry's revoke call is in flight is not silently lost:
+/// either it is refused clearly, or access stays (grant live and access held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_extension_during_the_expiry_revoke_is_not_lost() {
+    for h in each_backend().await {
+        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        h.run().await;
+        h.provider
+            .on_revoke(Behaviour::Delay(std::time::Duration::from_millis(800)));
+        h.travel(Duration::minutes(61));
+        let engine = h.engine.clone();
+        let expiring = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut ext = ask("U1", "auto", "1h");
+        ext.kind = RequestKind::Extend;
+        let extended = h.engine.submit(ext).await;
+        expiring.await.unwrap();
+        h.provider.on_revoke(Behaviour::Succeed);
+        h.run().await;
+        let g = h.grant_of(&r).await;
+        match extended {
+            Err(e) => {
+                assert_ne!(e.code(), "internal", "{}: {e}", h.kind);
+                assert_eq!(g.status, GrantStatus::Expired, "{}", h.kind);
+                assert!(h.provider.holders().is_empty(), "{}", h.kind);
+            }
+            Ok(ext) => {
+                let ext = h.engine.store().request(ext.id).await.unwrap().unwrap();
+                assert_eq!(
+                    ext.status,
+                    RequestStatus::Active,
+                    "{}: extension lost",
+                    h.kind
+                );
+                assert!(g.status.is_live(), "{}", h.kind);
+                assert_eq!(h.provider.holders().len(), 1, "{}", h.kind);
+            }
+        }
+    }
+}
+
+/// Section 7: a person who voted and then clicks Deny gets a clear answer, not "storage".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deny_after_own_approval_is_answered_clearly() {
+    for h in each_backend().await {
+        let r = h.engine.submit(ask("U1", "two-keys", "1h")).await.unwrap();
+        h.engine.approve(r.id, approver("UAPP1")).await.unwrap();
+        let e = h
+            .engine
+            .deny(r.id, approver("UAPP1"), Some("changed my mind".into()))
+            .await
+            .unwrap_err();
+        assert_ne!(e.code(), "internal", "{}: {e}", h.kind);
+        assert!(
+            e.to_string().contains("already approved"),
+            "{}: {e}",
+            h.kind
+        );
+        let r = h.engine.store().request(r.id).await.unwrap().unwrap();
+        assert_eq!(
+            r.status,
+            RequestStatus::Pending,
+            "{}: no side effect",
+            h.kind
+        );
+    }
+}
+
+/// Section 7: an approval after `pending_until` (before the time-out job ran) is refused and the
+/// request times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approval_after_pending_until_is_refused() {
+    for h in each_backend().await {
+        let r = h.engine.submit(ask("U1", "guarded", "1h")).await.unwrap();
+        h.travel(Duration::hours(3));
+        let e = h.engine.approve(r.id, approver("UAPP1")).await.unwrap_err();
+        assert_eq!(e.code(), "already_decided", "{}: {e}", h.kind);
+        assert!(e.to_string().contains("timed out"), "{}: {e}", h.kind);
+        let stored = h.engine.store().request(r.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, RequestStatus::TimedOut, "{}", h.kind);
+        assert!(stored.grant_id.is_none(), "{}", h.kind);
+        let e = h
+            .engine
+            .deny(r.id, approver("UAPP2"), None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "already_decided", "{}: {e}", h.kind);
+    }
+}
+
+/// Section 7: a new request on a live grant of a non-extendable resource does not extend it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_request_does_not_extend_a_non_extendable_grant() {
+    for h in each_backend().await {
+        let r = h.engine.submit(ask("U1", "fixed", "1h")).await.unwrap();
+        h.run().await;
+        let before = h.grant_of(&r).await;
+        h.travel(Duration::minutes(30));
+        let e = h.engine.submit(ask("U1", "fixed", "1h")).await.unwrap_err();
+        assert_eq!(e.code(), "not_extendable", "{}: {e}", h.kind);
+        let expiry = before.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
+        assert!(e.to_string().contains(&expiry), "{}: {e}", h.kind);
+        h.run().await;
+        assert_eq!(
+            h.grant_of(&r).await.expires_at,
+            before.expires_at,
+            "{}",
+            h.kind
+        );
+    }
+}

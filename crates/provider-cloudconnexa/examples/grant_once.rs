@@ -68,6 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         expires_at: chrono::Utc::now() + chrono::Duration::seconds(hold as i64),
         justification: "grant_once example".into(),
         existing: None,
+        intent: None,
     };
 
     let outcome = provider.grant(&grant).await?;
@@ -88,6 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             subject,
             resource,
             handle: outcome.handle,
+            intent: serde_json::Value::Null,
         })
         .await?;
     println!(

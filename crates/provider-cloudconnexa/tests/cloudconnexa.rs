@@ -87,6 +87,7 @@ fn grant_req(email: &str, resource: &Resource) -> GrantRequest {
         expires_at: Utc::now() + chrono::Duration::hours(4),
         justification: "Running database migration".into(),
         existing: None,
+        intent: None,
     }
 }
 
@@ -96,6 +97,7 @@ fn revoke_req(g: &GrantRequest, outcome: &GrantOutcome) -> RevokeRequest {
         subject: g.subject.clone(),
         resource: g.resource.clone(),
         handle: outcome.handle.clone(),
+        intent: serde_json::Value::Null,
     }
 }
 
@@ -364,6 +366,7 @@ async fn revoke_is_idempotent() {
     let rv: RevokeOutcome = p
         .revoke(&RevokeRequest {
             handle: Value::Null,
+            intent: serde_json::Value::Null,
             ..revoke_req(&g, &out)
         })
         .await
@@ -1086,4 +1089,36 @@ async fn drift_is_detected_and_repaired() {
     let none = resource("other", json!({"network": "staging"}));
     assert!(p.observe(&none).await.unwrap().is_empty());
     assert!(cc.group_by_name("staging-users").is_none());
+}
+
+/// Issue 11: the engine's call limit cuts a grant whose `PUT` made the change but answers late;
+/// the job runs again, finds the person in the group, and must know that this grant put them
+/// there (its recorded intent), so that revocation removes the membership.
+#[tokio::test]
+async fn a_retried_grant_adopts_its_own_landed_write_and_revoke_removes_it() {
+    let f = fake().await;
+    let jane = f.seed_user("jane@example.com", None, &[]);
+    let p = provider_with(&f, &[]);
+    let req = grant_req("jane@example.com", &dev());
+    // What the engine does: resolve the group first (so the slow write is the membership PUT).
+    f.seed_group("dev-network-users");
+    f.slow_after_apply(1, Duration::from_secs(3));
+    let first = tokio::time::timeout(Duration::from_secs(1), p.grant(&req)).await;
+    assert!(first.is_err(), "the call limit cut the first attempt");
+    let group = f.group_by_name("dev-network-users").unwrap().id;
+    assert!(
+        f.user(&jane).unwrap().secondary_group_ids.contains(&group),
+        "the change landed"
+    );
+
+    let out = p.grant(&req).await.unwrap();
+    assert!(
+        !handle(&out).group_was_present,
+        "a retry must not take its own earlier work for pre-existing access"
+    );
+    p.revoke(&revoke_req(&req, &out)).await.unwrap();
+    assert!(
+        !f.user(&jane).unwrap().secondary_group_ids.contains(&group),
+        "membership left behind after revocation"
+    );
 }

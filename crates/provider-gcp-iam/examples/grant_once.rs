@@ -70,6 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 subject: subject(email)?,
                 resource: resource(project, role, &mode)?,
                 handle,
+                intent: serde_json::Value::Null,
             })
             .await?;
         println!("{}", provider_gcp_iam::messages::REVOKED);
@@ -92,6 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             expires_at: chrono::Utc::now() + chrono::Duration::hours(hours),
             justification: justification.clone(),
             existing: None,
+            intent: None,
         })
         .await?;
     println!("{}\n", out.instructions);

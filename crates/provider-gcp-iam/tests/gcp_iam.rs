@@ -128,6 +128,7 @@ fn request(env: &Env, email: &str, resource: Resource, existing: Option<Value>) 
         expires_at: env.clock.now() + chrono::Duration::days(7),
         justification: JUSTIFICATION.into(),
         existing,
+        intent: None,
     }
 }
 
@@ -137,6 +138,7 @@ fn revoke_req(email: &str, resource: Resource, handle: Value) -> RevokeRequest {
         subject: subject(email),
         resource,
         handle,
+        intent: serde_json::Value::Null,
     }
 }
 

@@ -190,7 +190,7 @@ pub(crate) fn request_from_row(row: &DbRow) -> Result<AccessRequest, StoreError>
 // grants
 
 pub(crate) const GRANT_COLS: &str = "id, team_id, user_id, email, name, resource, status, provider_handle, created_at, \
-     granted_at, expires_at, ended_at, request_id, revoked_by, version";
+     granted_at, expires_at, ended_at, request_id, revoked_by, version, provider_intent, takeback_pending";
 
 pub(crate) struct GrantValues {
     pub team_id: String,
@@ -206,6 +206,8 @@ pub(crate) struct GrantValues {
     pub ended_at: Option<i64>,
     pub request_id: String,
     pub revoked_by: Option<String>,
+    pub provider_intent: String,
+    pub takeback_pending: i64,
 }
 
 pub(crate) fn grant_values(g: &Grant) -> Result<GrantValues, StoreError> {
@@ -223,6 +225,8 @@ pub(crate) fn grant_values(g: &Grant) -> Result<GrantValues, StoreError> {
         ended_at: g.ended_at.map(micros),
         request_id: g.request_id.to_string(),
         revoked_by: g.revoked_by.as_ref().map(to_json).transpose()?,
+        provider_intent: to_json(&g.provider_intent)?,
+        takeback_pending: i64::from(g.takeback_pending),
     })
 }
 
@@ -243,6 +247,8 @@ pub(crate) fn grant_from_row(row: &DbRow) -> Result<Grant, StoreError> {
         request_id: uuid(row, "request_id")?,
         revoked_by: opt_actor(row, "revoked_by")?,
         version: row.i64("version")?,
+        provider_intent: from_json("provider_intent", &row.string("provider_intent")?)?,
+        takeback_pending: row.i64("takeback_pending")? != 0,
     })
 }
 

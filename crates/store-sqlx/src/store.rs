@@ -250,7 +250,7 @@ async fn insert_grant(c: &mut Conn<'_>, g: &Grant) -> Result<(), StoreError> {
     let v = codec::grant_values(g)?;
     let sql = Sql::with(
         format!(
-            "INSERT INTO grants ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "INSERT INTO grants ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             codec::GRANT_COLS
         ),
         vec![
@@ -269,6 +269,8 @@ async fn insert_grant(c: &mut Conn<'_>, g: &Grant) -> Result<(), StoreError> {
             v.request_id.into(),
             v.revoked_by.into(),
             g.version.into(),
+            v.provider_intent.into(),
+            v.takeback_pending.into(),
         ],
     );
     c.execute(&sql)
@@ -282,7 +284,8 @@ async fn update_grant(c: &mut Conn<'_>, g: &Grant) -> Result<(), StoreError> {
     let sql = Sql::with(
         "UPDATE grants SET team_id = $1, user_id = $2, email = $3, name = $4, resource = $5, status = $6, \
          provider_handle = $7, created_at = $8, granted_at = $9, expires_at = $10, ended_at = $11, \
-         request_id = $12, revoked_by = $13, version = version + 1 WHERE id = $14 AND version = $15",
+         request_id = $12, revoked_by = $13, provider_intent = $16, takeback_pending = $17, \
+         version = version + 1 WHERE id = $14 AND version = $15",
         vec![
             v.team_id.into(),
             v.user_id.into(),
@@ -299,6 +302,8 @@ async fn update_grant(c: &mut Conn<'_>, g: &Grant) -> Result<(), StoreError> {
             v.revoked_by.into(),
             g.id.to_string().into(),
             g.version.into(),
+            v.provider_intent.into(),
+            v.takeback_pending.into(),
         ],
     );
     let n = c

@@ -88,6 +88,8 @@ fn grant_for(r: &AccessRequest, status: GrantStatus) -> Grant {
         request_id: r.id,
         revoked_by: None,
         version: 0,
+        provider_intent: serde_json::Value::Null,
+        takeback_pending: false,
     }
 }
 

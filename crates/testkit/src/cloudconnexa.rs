@@ -194,6 +194,9 @@ struct St {
     tokens: HashMap<String, Token>,
     buckets: HashMap<String, Bucket>,
     faults: Option<FaultPlan>,
+    /// The next N user writes are applied, then answered only after this delay (a write that
+    /// lands but whose answer arrives after the caller gave up).
+    slow_after_apply: Option<(u32, Duration)>,
     latency: Duration,
     calls: Vec<Call>,
     seq: u64,
@@ -238,6 +241,7 @@ impl FakeCloudConnexa {
             tokens: HashMap::new(),
             buckets: HashMap::new(),
             faults: None,
+            slow_after_apply: None,
             latency: Duration::ZERO,
             calls: Vec::new(),
             seq: 0,
@@ -419,6 +423,13 @@ impl FakeCloudConnexa {
         });
     }
 
+    /// The next `n` user writes (`POST /users`, `PUT /users/{id}`) make their change at once but
+    /// answer only after `delay`: what a client with a shorter time limit sees as a time-out,
+    /// although the change is there.
+    pub fn slow_after_apply(&self, n: u32, delay: Duration) {
+        self.st().slow_after_apply = Some((n, delay));
+    }
+
     /// Makes the credential read-only (writes get 403) or lets it modify again.
     pub fn set_read_only(&self, read_only: bool) {
         self.st().cfg.read_only = read_only;
@@ -569,6 +580,22 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let (response, slow) = answer(&st, method, uri, headers, body);
+    if let Some(d) = slow {
+        // The change is already applied (and recorded); only the answer is late.
+        tokio::time::sleep(d).await;
+    }
+    response
+}
+
+/// Answers one call under the state lock; also says how long to hold the answer back.
+fn answer(
+    st: &Arc<Mutex<St>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (Response, Option<Duration>) {
     let path = uri.path().trim_end_matches('/').to_string();
     let query = parse_pairs(uri.query().unwrap_or(""));
     let json_body: Option<Value> = serde_json::from_slice(&body).ok();
@@ -606,13 +633,16 @@ async fn handle(
             json_body.as_ref(),
         );
         call.credentials_via = via;
-        return finish(&mut st, call, reply, None);
+        return (finish(&mut st, call, reply, None), None);
     }
     if !path.starts_with("/api/v1/") {
-        return finish(
-            &mut st,
-            call,
-            Reply::json(404, envelope("NOT_FOUND", "No such endpoint", None)),
+        return (
+            finish(
+                &mut st,
+                call,
+                Reply::json(404, envelope("NOT_FOUND", "No such endpoint", None)),
+                None,
+            ),
             None,
         );
     }
@@ -631,7 +661,7 @@ async fn handle(
         Some(t) if t.expires_at > now => t.client_id.clone(),
         Some(_) => {
             let r = Reply::json(401, envelope("UNAUTHORIZED", "Access token expired", None));
-            return finish(&mut st, call, r, None);
+            return (finish(&mut st, call, r, None), None);
         }
         None => {
             let r = Reply::json(
@@ -642,7 +672,7 @@ async fn handle(
                     None,
                 ),
             );
-            return finish(&mut st, call, r, None);
+            return (finish(&mut st, call, r, None), None);
         }
     };
 
@@ -669,7 +699,7 @@ async fn handle(
             ("x-ratelimit-burst-capacity", burst.to_string()),
         ];
         if !allowed {
-            return finish(&mut st, call, Reply::empty(429), Some(hdrs));
+            return (finish(&mut st, call, Reply::empty(429), Some(hdrs)), None);
         }
         Some(hdrs)
     } else {
@@ -696,7 +726,7 @@ async fn handle(
                 envelope("INTERNAL_SERVER_ERROR", "Injected failure", None),
             )
         };
-        return finish(&mut st, call, r, limit);
+        return (finish(&mut st, call, r, limit), None);
     }
 
     if st.cfg.read_only && method != Method::GET {
@@ -708,12 +738,23 @@ async fn handle(
                 None,
             ),
         );
-        return finish(&mut st, call, r, limit);
+        return (finish(&mut st, call, r, limit), None);
     }
 
     let segs: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     let reply = route(&mut st, &method, &segs, &query, json_body.as_ref(), &body);
-    finish(&mut st, call, reply, limit)
+    let user_write = matches!(
+        (&method, segs.as_slice()),
+        (&Method::POST, ["users"]) | (&Method::PUT, ["users", _])
+    );
+    let slow = match st.slow_after_apply.as_mut() {
+        Some((n, d)) if user_write && *n > 0 => {
+            *n -= 1;
+            Some(*d)
+        }
+        _ => None,
+    };
+    (finish(&mut st, call, reply, limit), slow)
 }
 
 fn finish(

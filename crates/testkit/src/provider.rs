@@ -25,6 +25,11 @@ pub enum Behaviour {
     Hang,
     /// Answers after a delay.
     Delay(Duration),
+    /// Makes the change, then answers with a transient error (a write that landed but whose
+    /// answer came after the caller's time limit).
+    ApplyThenFail(String),
+    /// Makes the change, then answers after a delay (a slow call that lands before it answers).
+    ApplyThenDelay(Duration),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +51,8 @@ pub struct TestProvider {
     holders: Mutex<Vec<(String, String)>>,
     /// Resources the backend says cannot be requested now, with why.
     unavailable: Mutex<Vec<(String, String)>>,
+    /// Hand out a secret (a key file) with every grant, as GCP's key mode does.
+    secrets: std::sync::atomic::AtomicBool,
 }
 
 impl Default for TestProvider {
@@ -56,6 +63,7 @@ impl Default for TestProvider {
             calls: Mutex::new(Vec::new()),
             holders: Mutex::new(Vec::new()),
             unavailable: Mutex::new(Vec::new()),
+            secrets: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -73,6 +81,11 @@ impl TestProvider {
 
     pub fn on_revoke(&self, b: Behaviour) {
         *self.revoke_behaviour.lock().unwrap() = b;
+    }
+
+    /// Every grant from now on comes with a secret.
+    pub fn hand_out_secrets(&self, on: bool) {
+        self.secrets.store(on, Ordering::SeqCst);
     }
 
     /// Makes `resource` unavailable (None: available again).
@@ -115,7 +128,20 @@ impl TestProvider {
                 tokio::time::sleep(d).await;
                 Ok(())
             }
+            // The change itself is made by the caller before `behave` (see `grant`).
+            Behaviour::ApplyThenFail(m) => Err(ProviderError::Transient(m)),
+            Behaviour::ApplyThenDelay(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
         }
+    }
+
+    fn applies_first(b: &Behaviour) -> bool {
+        matches!(
+            b,
+            Behaviour::ApplyThenFail(_) | Behaviour::ApplyThenDelay(_)
+        )
     }
 }
 
@@ -134,18 +160,29 @@ impl Provider for TestProvider {
             existing: req.existing.is_some(),
         });
         let b = self.grant_behaviour.lock().unwrap().clone();
-        Self::behave(b).await?;
         let key = (req.subject.user_id.clone(), req.resource.id.to_string());
-        {
+        let add = || {
             let mut h = self.holders.lock().unwrap();
             if !h.contains(&key) {
-                h.push(key);
+                h.push(key.clone());
             }
+        };
+        if Self::applies_first(&b) {
+            add();
         }
+        Self::behave(b).await?;
+        add();
+        let secret = self.secrets.load(Ordering::SeqCst).then(|| {
+            access_core::notification::DeliveredSecret {
+                filename: "test-key.json".into(),
+                content: br#"{"type":"test"}"#.to_vec(),
+                warning: "keep it safe".into(),
+            }
+        });
         Ok(GrantOutcome {
             handle: serde_json::json!({"test": true, "user": req.subject.user_id}),
             instructions: format!("Test access to {} granted.", req.resource.id),
-            secret: None,
+            secret,
             events: vec![ProviderEvent {
                 name: "test_granted".into(),
                 details: serde_json::json!({}),
@@ -174,6 +211,15 @@ impl Provider for TestProvider {
         });
         let b = self.revoke_behaviour.lock().unwrap().clone();
         Self::behave(b).await?;
+        // Like the real providers, revoke undoes what the grant reported it added: without a
+        // handle or an intent there is nothing it knows to remove.
+        // With only an intent (the grant call never answered), what the intent names is removed.
+        if req.handle.is_null() && req.intent.is_null() {
+            return Ok(RevokeOutcome {
+                events: Vec::new(),
+                note: Some("no handle: nothing to remove".into()),
+            });
+        }
         let key = (req.subject.user_id.clone(), req.resource.id.to_string());
         self.holders.lock().unwrap().retain(|h| *h != key);
         Ok(RevokeOutcome::default())
@@ -220,6 +266,8 @@ impl Clock for ManualClock {
 #[derive(Debug, Default)]
 pub struct RecordingNotifier {
     sent: Mutex<Vec<access_core::notification::Notification>>,
+    /// Requests whose secret was handed to the person.
+    secrets: Mutex<Vec<access_core::RequestId>>,
     fail_transient: std::sync::atomic::AtomicUsize,
 }
 
@@ -235,6 +283,11 @@ impl RecordingNotifier {
 
     pub fn sent(&self) -> Vec<access_core::notification::Notification> {
         self.sent.lock().unwrap().clone()
+    }
+
+    /// Requests whose secret was delivered, in order.
+    pub fn secrets(&self) -> Vec<access_core::RequestId> {
+        self.secrets.lock().unwrap().clone()
     }
 
     /// The next `n` deliveries fail with a transient error.
@@ -263,9 +316,10 @@ impl access_core::ports::Notifier for RecordingNotifier {
 
     async fn deliver_secret(
         &self,
-        _request: &access_core::notification::RequestSummary,
+        request: &access_core::notification::RequestSummary,
         _secret: &access_core::notification::DeliveredSecret,
     ) -> Result<(), access_core::ports::NotifyError> {
+        self.secrets.lock().unwrap().push(request.id);
         Ok(())
     }
 }

@@ -116,6 +116,8 @@ pub fn grant_for(
         request_id: req.id,
         revoked_by: None,
         version: 1,
+        provider_intent: serde_json::Value::Null,
+        takeback_pending: false,
     }
 }
 
