@@ -1201,10 +1201,12 @@ impl Engine {
         let Some(grant) = self.store.grant(grant_id).await? else {
             return Ok(JobResult::Fatal(format!("grant {grant_id} vanished")));
         };
+        // Past its expiry the grant belongs to its expire job: granting now would race it.
         if !matches!(
             grant.status,
             GrantStatus::Provisioning | GrantStatus::Active
-        ) {
+        ) || grant.expires_at <= self.now()
+        {
             // Ended before this (re-)run: an earlier attempt may still have landed; failing the
             // request also takes back whatever the recorded intent names.
             self.with_retries(|| {
@@ -1346,10 +1348,12 @@ impl Engine {
         if !matches!(
             grant.status,
             GrantStatus::Provisioning | GrantStatus::Active
-        ) {
-            // Revoked or expired (or being revoked) while the provider worked: record what it
-            // added and take it back, whatever the grant's status. A revoke that ran meanwhile
-            // had no handle; the take-back job uses this one.
+        ) || grant.expires_at <= now
+        {
+            // Revoked or expired (or being revoked, or past its expiry, which its expire job may
+            // be revoking right now) while the provider worked: record what it added and take
+            // it back, whatever the grant's status. A revoke that ran meanwhile had no handle (or
+            // ran before this write landed); the take-back job uses this one.
             if request.status == RequestStatus::Approved {
                 let mut failed = request.transition(RequestEvent::ProvisioningFailed, now)?;
                 failed.failure = Some("Access ended while it was being provisioned.".into());
@@ -1637,12 +1641,17 @@ impl Engine {
             GrantStatus::Expired
         };
         g.ended_at = Some(now);
-        // The revoke covered what the row held when it was called; anything recorded since (a
-        // handle from a provisioning that finished during the call) is taken back by its job.
-        g.takeback_pending = grant.takeback_pending
-            && (grant.provider_handle != revoked.provider_handle
+        // The revoke covered what the row held when it was called; work recorded since (a
+        // provisioning that finished during the call) stays marked and is taken back by a job.
+        let newer_work = grant.version != revoked.version
+            && (grant.takeback_pending
+                || grant.provider_handle != revoked.provider_handle
                 || grant.provider_intent != revoked.provider_intent);
+        g.takeback_pending = newer_work;
         let mut cs = ChangeSet::default();
+        if newer_work {
+            cs.jobs.push(NewJob::at(JobKind::Revoke { grant_id }, now));
+        }
         cs.grants.push(GrantWrite::Update(g.clone()));
         let event = if revoked_now {
             RequestEvent::Revoke

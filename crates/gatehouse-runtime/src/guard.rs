@@ -39,6 +39,16 @@ impl Provider for TimeLimitedProvider {
         self.inner.kind()
     }
 
+    async fn intent(&self, req: &GrantRequest) -> Result<serde_json::Value, ProviderError> {
+        tokio::time::timeout(self.limit, self.inner.intent(req))
+            .await
+            .map_err(|_| self.timed_out("intent"))?
+    }
+
+    fn reissues_on_request(&self, resource: &Resource) -> bool {
+        self.inner.reissues_on_request(resource)
+    }
+
     async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError> {
         tokio::time::timeout(self.limit, self.inner.grant(req))
             .await

@@ -918,11 +918,12 @@ async fn expired_while_provisioning_is_taken_back() {
     for h in each_backend().await {
         h.provider
             .on_grant(Behaviour::Delay(std::time::Duration::from_millis(800)));
-        let r = h.engine.submit(ask("U1", "auto", "30m")).await.unwrap();
+        let r = h.engine.submit(ask("U1", "auto", "30s")).await.unwrap();
         let engine = h.engine.clone();
         let provisioning = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        h.travel(Duration::hours(1));
+        // Past the expiry, within the provisioning job's lease (so it is not claimed again).
+        h.travel(Duration::seconds(60));
         h.run().await;
         assert_eq!(
             h.grant_of(&r).await.status,
@@ -1105,6 +1106,98 @@ async fn a_new_request_does_not_extend_a_non_extendable_grant() {
             before.expires_at,
             "{}",
             h.kind
+        );
+    }
+}
+
+/// Issue 11 §2, from outside: a Cloud Connexa `PUT` that makes the change but answers after the
+/// call limit; the grant job runs again, the grant becomes active and ends on time — and the
+/// membership must be gone (the retry adopted its own write through the recorded intent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cloudconnexa_retried_grant_ends_without_leaving_the_membership() {
+    use provider_cloudconnexa::{ClientConfig, CloudConnexaProvider, ProviderConfig};
+    use testkit::cloudconnexa::{FakeCloudConnexa, FakeConfig};
+    for db in backends().await {
+        let kind = db.kind;
+        let fake = FakeCloudConnexa::start(FakeConfig::fast()).await;
+        fake.seed_network("dev-network");
+        let group = fake.seed_group("dev-network-users");
+        let jane = fake.seed_user("jane@example.com", None, &[]);
+        let mut client = ClientConfig::new(fake.url(), fake.client_id(), fake.client_secret());
+        client.request_timeout = std::time::Duration::from_secs(5);
+        let cc = Arc::new(CloudConnexaProvider::new(ProviderConfig::new(client)).unwrap());
+        let clock = Arc::new(ManualClock::starting_now());
+        let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+        providers.insert("cloudconnexa".into(), cc);
+        let config = Config::from_toml(
+            r#"
+[server]
+call_timeout_secs = 1
+
+[[resources]]
+id = "vpn"
+provider = "cloudconnexa"
+default_duration = "1h"
+max_duration = "8h"
+approval = { mode = "auto" }
+settings = { network = "dev-network" }
+"#,
+            "test.toml",
+        )
+        .unwrap();
+        let env = Env {
+            database_url: db.url.clone(),
+            ..Env::default()
+        };
+        let app = App::build(
+            config,
+            env,
+            Overrides {
+                providers,
+                notifier: Some(Arc::new(RecordingNotifier::new())),
+                clock: Some(clock.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let engine = app.engine;
+
+        let r = engine.submit(ask("JANE", "vpn", "1h")).await.unwrap();
+        fake.slow_after_apply(1, std::time::Duration::from_secs(3));
+        let s = engine.drain(5).await.unwrap();
+        assert_eq!(s.retried.get("provision"), Some(&1), "{kind}: {s:?}");
+        assert!(
+            fake.user(&jane)
+                .unwrap()
+                .secondary_group_ids
+                .contains(&group),
+            "{kind}: the late PUT landed"
+        );
+        clock.advance(Duration::minutes(5));
+        engine.drain(5).await.unwrap();
+        let g = engine
+            .store()
+            .grant(r.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.status, GrantStatus::Active, "{kind}");
+        clock.advance(Duration::hours(1));
+        // (The client paces writes, so a revoke may need a retry within the 1 s call limit.)
+        for _ in 0..5 {
+            engine.drain(5).await.unwrap();
+            clock.advance(Duration::minutes(10));
+        }
+        let g = engine.store().grant(g.id).await.unwrap().unwrap();
+        assert_eq!(g.status, GrantStatus::Expired, "{kind}");
+        assert!(
+            !fake
+                .user(&jane)
+                .unwrap()
+                .secondary_group_ids
+                .contains(&group),
+            "{kind}: membership left behind after the grant ended"
         );
     }
 }

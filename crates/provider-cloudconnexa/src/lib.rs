@@ -64,8 +64,8 @@ pub use models::{
     Network, Page, Role, User, UserCreate, UserGroup, UserGroupRequest, UserStatus, UserUpdate,
 };
 pub use provider::{
-    CloudConnexaProvider, ENV_NETWORK_GROUP_MAPPING, GrantHandle, ProviderConfig, ResourceSettings,
-    names_from_email, parse_mapping,
+    CloudConnexaProvider, ENV_NETWORK_GROUP_MAPPING, GrantHandle, GrantIntent, ProviderConfig,
+    ResourceSettings, names_from_email, parse_mapping,
 };
 pub use ratelimit::{CallClass, RateHeaders, RateLimitConfig, RateLimiter};
 pub use reconcile::{Drift, compute_drift};

@@ -182,6 +182,40 @@ impl GrantHandle {
     }
 }
 
+/// What a grant is about to add, observed before it changes anything and recorded by the engine
+/// (keyed by the grant) before the first grant call. A retried grant that finds the person in
+/// the group adopts the membership as its own work when `member_before` is false; a revoke
+/// without a handle removes the membership the intent names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantIntent {
+    pub v: u32,
+    pub grant_id: access_core::GrantId,
+    pub email: String,
+    pub group_name: String,
+    pub network: String,
+    /// A Cloud Connexa user with this e-mail existed before the grant.
+    pub user_existed: bool,
+    /// The user was already in the group before the grant (from outside, or another grant).
+    pub member_before: bool,
+}
+
+impl GrantIntent {
+    pub const VERSION: u32 = 1;
+
+    pub fn parse(v: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value(v.clone()).ok()
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Whether this intent is about this person and group.
+    fn covers(&self, email: &str, group_name: &str) -> bool {
+        self.email.eq_ignore_ascii_case(email) && self.group_name == group_name
+    }
+}
+
 /// First name, last name and username for a user created from an e-mail. The document names
 /// users after their e-mail's local part; `jane.doe+vpn@x` becomes Jane / Doe / `jane.doe`.
 pub fn names_from_email(email: &Email, display_name: &str) -> (String, String, String) {
@@ -542,6 +576,7 @@ impl CloudConnexaProvider {
         group: &UserGroup,
         role: Role,
         grant_id: access_core::GrantId,
+        intent: Option<&GrantIntent>,
     ) -> Result<Membership, EnsureError> {
         for attempt in 0..2 {
             let user = self.current_user(email.as_str()).await?;
@@ -569,6 +604,19 @@ impl CloudConnexaProvider {
             };
             if user.in_group(&group.id) {
                 let primary = user.group_id.as_deref() == Some(group.id.as_str());
+                if let Some(i) = intent.filter(|i| !i.member_before && !primary) {
+                    // Not a member before this grant started: this is its own earlier attempt,
+                    // whose write landed but whose answer was lost. Revoke removes it.
+                    tracing::info!(grant = %grant_id, user_id = %user.id, group = %group.name,
+                        "adopting the membership an earlier attempt of this grant added");
+                    return Ok(Membership {
+                        user,
+                        user_created: !i.user_existed,
+                        added: true,
+                        was_present: false,
+                        shared: false,
+                    });
+                }
                 let shared = !primary
                     && self
                         .needed_elsewhere(subject, &user, group, grant_id)
@@ -976,8 +1024,20 @@ impl Provider for CloudConnexaProvider {
                 group_created_here = true;
                 events.push(group_event(&group, &settings.network));
             }
+            let intent = req
+                .intent
+                .as_ref()
+                .and_then(GrantIntent::parse)
+                .filter(|i| i.covers(email.as_str(), &group_name));
             match self
-                .ensure_member(email, &req.subject, &group, role, req.grant_id)
+                .ensure_member(
+                    email,
+                    &req.subject,
+                    &group,
+                    role,
+                    req.grant_id,
+                    intent.as_ref(),
+                )
                 .await
             {
                 Ok(m) => break (group, m),
@@ -1044,12 +1104,32 @@ impl Provider for CloudConnexaProvider {
         })
     }
 
+    async fn intent(&self, req: &GrantRequest) -> Result<serde_json::Value, ProviderError> {
+        let settings = ResourceSettings::parse(&req.resource)?;
+        let email = Self::require_email(&req.subject)?;
+        let group_name = settings.group_name(&self.mapping);
+        let _person = self.person_locks.lock(email.as_str()).await;
+        let user = self.current_user(email.as_str()).await?;
+        let group = self.find_group(&group_name, false).await?;
+        let member_before = match (&user, &group) {
+            (Some(u), Some((g, _))) => u.in_group(&g.id),
+            _ => false,
+        };
+        Ok(GrantIntent {
+            v: GrantIntent::VERSION,
+            grant_id: req.grant_id,
+            email: email.to_string(),
+            group_name,
+            network: settings.network,
+            user_existed: user.is_some(),
+            member_before,
+        }
+        .to_value())
+    }
+
     async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
         let Some(h) = GrantHandle::parse(&req.handle) else {
-            return Ok(RevokeOutcome {
-                events: Vec::new(),
-                note: Some("no Cloud Connexa grant handle was recorded; nothing to remove (reconciliation will catch a half-done grant)".into()),
-            });
+            return self.revoke_by_intent(req).await;
         };
         let _person = self.person_locks.lock(&h.email.to_ascii_lowercase()).await;
         self.remove_membership(&h, &req.subject, req.grant_id).await
@@ -1089,6 +1169,61 @@ impl Provider for CloudConnexaProvider {
 }
 
 impl CloudConnexaProvider {
+    /// Revoke for a grant whose call never answered (no handle): removes the membership its
+    /// recorded intent names, unless the person was a member before the grant.
+    async fn revoke_by_intent(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
+        let Some(i) = GrantIntent::parse(&req.intent) else {
+            return Ok(RevokeOutcome {
+                events: Vec::new(),
+                note: Some(
+                    "no Cloud Connexa grant handle or intent was recorded; nothing to remove"
+                        .into(),
+                ),
+            });
+        };
+        if i.member_before {
+            return Ok(RevokeOutcome {
+                events: Vec::new(),
+                note: Some(format!(
+                    "{} was already in group {} before the grant; membership kept",
+                    i.email, i.group_name
+                )),
+            });
+        }
+        let Some((group, _)) = self.find_group(&i.group_name, false).await? else {
+            return Ok(RevokeOutcome {
+                events: Vec::new(),
+                note: Some(format!(
+                    "group {} does not exist; nothing to remove",
+                    i.group_name
+                )),
+            });
+        };
+        let _person = self.person_locks.lock(&i.email.to_ascii_lowercase()).await;
+        let Some(user) = self.current_user(&i.email).await? else {
+            return Ok(RevokeOutcome {
+                events: Vec::new(),
+                note: Some(format!(
+                    "Cloud Connexa user {} does not exist; nothing to remove",
+                    i.email
+                )),
+            });
+        };
+        let h = GrantHandle {
+            v: GrantHandle::VERSION,
+            user_id: user.id.clone(),
+            email: i.email.clone(),
+            group_id: group.id.clone(),
+            group_name: group.name.clone(),
+            network: i.network.clone(),
+            user_created: !i.user_existed,
+            group_created: false,
+            group_was_present: false,
+            shared: false,
+        };
+        self.remove_membership(&h, &req.subject, req.grant_id).await
+    }
+
     /// Undoes what the grant behind `h` added. The caller holds the person's lock.
     async fn remove_membership(
         &self,

@@ -1099,9 +1099,10 @@ async fn a_retried_grant_adopts_its_own_landed_write_and_revoke_removes_it() {
     let f = fake().await;
     let jane = f.seed_user("jane@example.com", None, &[]);
     let p = provider_with(&f, &[]);
-    let req = grant_req("jane@example.com", &dev());
-    // What the engine does: resolve the group first (so the slow write is the membership PUT).
+    let mut req = grant_req("jane@example.com", &dev());
     f.seed_group("dev-network-users");
+    // What the engine does: record the intent (committed) before the first grant call.
+    req.intent = Some(p.intent(&req).await.unwrap());
     f.slow_after_apply(1, Duration::from_secs(3));
     let first = tokio::time::timeout(Duration::from_secs(1), p.grant(&req)).await;
     assert!(first.is_err(), "the call limit cut the first attempt");
@@ -1121,4 +1122,45 @@ async fn a_retried_grant_adopts_its_own_landed_write_and_revoke_removes_it() {
         !f.user(&jane).unwrap().secondary_group_ids.contains(&group),
         "membership left behind after revocation"
     );
+}
+
+/// Issue 11: a grant whose call never answered has no handle; its revoke removes what the
+/// intent names (and keeps a membership the person had before).
+#[tokio::test]
+async fn revoke_without_a_handle_removes_what_the_intent_names() {
+    let f = fake().await;
+    let group = f.seed_group("dev-network-users");
+    let jane = f.seed_user("jane@example.com", None, &[]);
+    let john = f.seed_user("john@example.com", None, &[&group]);
+    let p = provider_with(&f, &[]);
+    for (email, id, kept) in [
+        ("jane@example.com", &jane, false),
+        ("john@example.com", &john, true),
+    ] {
+        let mut req = grant_req(email, &dev());
+        let intent = p.intent(&req).await.unwrap();
+        req.intent = Some(intent.clone());
+        let _ = tokio::time::timeout(Duration::from_millis(1), p.grant(&req)).await;
+        // The first attempt may or may not have landed: make sure it did.
+        f.edit_user(id, |u| {
+            if !u.secondary_group_ids.contains(&group) {
+                u.secondary_group_ids.push(group.clone());
+            }
+        });
+        let out = p
+            .revoke(&RevokeRequest {
+                grant_id: req.grant_id,
+                subject: req.subject.clone(),
+                resource: req.resource.clone(),
+                handle: Value::Null,
+                intent,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            f.user(id).unwrap().secondary_group_ids.contains(&group),
+            kept,
+            "{email}: {out:?}"
+        );
+    }
 }

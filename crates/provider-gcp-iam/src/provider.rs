@@ -125,6 +125,39 @@ pub struct GcpGrantHandle {
     pub condition_title: String,
 }
 
+/// What a grant is about to create, recorded by the engine (keyed by the grant) before the first
+/// grant call: the service account's id is fixed here, so a retried grant finds and adopts the
+/// account its earlier attempt created (its description carries the grant id) instead of minting
+/// a second one, and a revoke without a handle knows which account and binding to remove.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GcpGrantIntent {
+    pub grant_id: access_core::GrantId,
+    pub mode: AccessMode,
+    pub project: String,
+    pub role: String,
+    /// `serviceAccount:{email}` or `user:{email}`.
+    pub member: String,
+    pub user_email: String,
+    /// Key mode: the account id this grant creates.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    #[serde(default)]
+    pub service_account_email: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl GcpGrantIntent {
+    fn parse(v: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value(v.clone()).ok()
+    }
+}
+
+/// The marker a grant's account description carries, so its own account can be recognised.
+fn grant_marker(grant_id: access_core::GrantId) -> String {
+    format!("(grant {grant_id})")
+}
+
 /// What one sweep found and repaired.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SweepReport {
@@ -427,16 +460,32 @@ impl GcpIamProvider {
         } = *p;
         let project = s.project.as_str();
         let local = email.split('@').next().unwrap_or(email);
-        let (account_id, reversible) = naming::account_id(local, now.timestamp());
+        // The id recorded in the grant's intent, so every attempt of one grant names the same
+        // account; a fresh id only without one (a re-request whose account vanished).
+        let intended = req
+            .intent
+            .as_ref()
+            .and_then(GcpGrantIntent::parse)
+            .filter(|i| i.project == project && i.grant_id == req.grant_id)
+            .and_then(|i| i.account_id);
+        let (account_id, reversible) = match intended {
+            Some(id) => {
+                let reversible = naming::is_gatehouse_account_id(&id) && !id.contains("-x-");
+                (id, reversible)
+            }
+            None => naming::account_id(local, now.timestamp()),
+        };
+        let marker = grant_marker(req.grant_id);
         let description = truncate_bytes(
             &format!(
-                "{DESCRIPTION_MARKER} for {email} until {}. Justification: {justification}",
+                "{DESCRIPTION_MARKER} for {email} until {} {marker}. Justification: {justification}",
                 rfc3339(expires_at)
             ),
             256,
         );
         let display = truncate_bytes(email, 100);
         let mut events = Vec::new();
+        let mut adopted = false;
 
         let sa = match self
             .client
@@ -445,13 +494,16 @@ impl GcpIamProvider {
         {
             Ok(sa) => sa,
             Err(GcpError::AlreadyExists(_)) => {
-                // Same person, same second: a retried job. Adopt the account only if it is theirs.
+                // A retried grant: adopt the account only if an earlier attempt of this very
+                // grant created it (its description carries the grant id).
                 let existing = naming::service_account_email(&account_id, project);
                 match self.client.get_service_account(project, &existing).await {
                     Ok(sa)
                         if sa.display_name == display
-                            && sa.description.starts_with(DESCRIPTION_MARKER) =>
+                            && sa.description.starts_with(DESCRIPTION_MARKER)
+                            && sa.description.contains(&marker) =>
                     {
+                        adopted = true;
                         sa
                     }
                     _ => {
@@ -504,6 +556,17 @@ impl GcpIamProvider {
             "service_account_key_created",
             json!({"service_account_email": sa.email, "key_id": key_id}),
         ));
+        if adopted {
+            // The earlier attempt's key was never handed out (its answer was lost): delete it, so
+            // the account holds only the key this grant delivers.
+            let deleted = self.prune_keys(project, &sa.email, 1, Some(&key_id)).await;
+            if !deleted.is_empty() {
+                events.push(event(
+                    "service_account_keys_deleted",
+                    json!({"service_account_email": sa.email, "key_ids": deleted, "reason": "retried grant"}),
+                ));
+            }
+        }
 
         let member = format!("serviceAccount:{}", sa.email);
         let cond = condition::temp_access(expires_at, justification);
@@ -1065,71 +1128,69 @@ impl Provider for GcpIamProvider {
         }
     }
 
+    async fn intent(&self, req: &GrantRequest) -> Result<serde_json::Value, ProviderError> {
+        let s = GcpIamSettings::of(&req.resource)?;
+        let email = Self::email_of(req, &s)?;
+        let now = self.clock.now().trunc_subsecs(0);
+        let (account_id, sa, member) = match s.mode {
+            AccessMode::ServiceAccountKey => {
+                let local = email.split('@').next().unwrap_or(&email);
+                let (id, _) = naming::account_id(local, now.timestamp());
+                let sa = naming::service_account_email(&id, &s.project);
+                let member = format!("serviceAccount:{sa}");
+                (Some(id), Some(sa), member)
+            }
+            AccessMode::UserBinding => (None, None, format!("user:{email}")),
+        };
+        let intent = GcpGrantIntent {
+            grant_id: req.grant_id,
+            mode: s.mode,
+            project: s.project.clone(),
+            role: s.role.clone(),
+            member,
+            user_email: email,
+            account_id,
+            service_account_email: sa,
+            dry_run: self.dry_run(&s),
+        };
+        Ok(serde_json::to_value(&intent).unwrap_or_default())
+    }
+
+    fn reissues_on_request(&self, resource: &Resource) -> bool {
+        GcpIamSettings::of(resource).is_ok_and(|s| s.mode == AccessMode::ServiceAccountKey)
+    }
+
     async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
+        if req.handle.is_null() {
+            // The grant call never answered: remove what its intent names (or nothing). Never a
+            // permanent error, which would keep the revocation retrying for ever.
+            let Some(i) = GcpGrantIntent::parse(&req.intent) else {
+                return Ok(RevokeOutcome {
+                    events: Vec::new(),
+                    note: Some(
+                        "no GCP grant handle or intent was recorded; nothing to remove".into(),
+                    ),
+                });
+            };
+            let h = GcpGrantHandle {
+                mode: i.mode,
+                project: i.project,
+                role: i.role,
+                member: i.member,
+                user_email: i.user_email,
+                service_account_email: i.service_account_email,
+                granted_at: self.clock.now(),
+                expires_at: self.clock.now(),
+                justification: String::new(),
+                key_id: None,
+                dry_run: i.dry_run,
+                condition_title: TITLE.into(),
+            };
+            return self.revoke_handle(req, h).await;
+        }
         let h: GcpGrantHandle = serde_json::from_value(req.handle.clone())
             .map_err(|e| ProviderError::Permanent(format!("not a gcp-iam grant handle: {e}")))?;
-        let dry_run = h.dry_run
-            || self.config.dry_run
-            || GcpIamSettings::of(&req.resource).is_ok_and(|s| s.dry_run);
-        if dry_run {
-            tracing::info!(project = %h.project, role = %h.role, "DRY-RUN: Would revoke GCP IAM access of user {} ({})", h.user_email, h.member);
-            if let Some(sa) = &h.service_account_email {
-                tracing::info!(project = %h.project, "DRY-RUN: Would delete service account {sa}");
-            }
-            return Ok(RevokeOutcome {
-                events: vec![event(
-                    "dry_run_revoke",
-                    json!({"member": h.member, "project_id": h.project, "role": h.role}),
-                )],
-                note: Some("dry run: nothing was changed".into()),
-            });
-        }
-        let mut events = Vec::new();
-        let mut gone = Vec::new();
-        let removed = match self
-            .writer
-            .apply(
-                &h.project,
-                PolicyEdit::Revoke {
-                    role: h.role.clone(),
-                    member: h.member.clone(),
-                },
-            )
-            .await
-        {
-            Ok(EditOutcome::Revoked { removed }) => removed,
-            Ok(_) => false,
-            Err(e) => return Err(e.into_provider("Failed to remove the IAM binding")),
-        };
-        if removed {
-            tracing::info!(project = %h.project, member = %h.member, role = %h.role, "Removed IAM binding");
-            events.push(event(
-                "iam_binding_removed",
-                json!({"member": h.member, "role": h.role, "project_id": h.project}),
-            ));
-        } else {
-            gone.push("the binding was already gone");
-        }
-        if let Some(sa) = &h.service_account_email {
-            match self.client.delete_service_account(&h.project, sa).await {
-                Ok(()) => {
-                    tracing::info!(project = %h.project, service_account = %sa, "Deleted service account");
-                    events.push(event(
-                        "service_account_deleted",
-                        json!({"service_account_email": sa, "project_id": h.project, "reason": "revoked"}),
-                    ));
-                }
-                Err(e) if e.is_not_found() => gone.push("the service account was already deleted"),
-                Err(e) => {
-                    tracing::error!(project = %h.project, service_account = %sa, error = %e, "Failed to delete service account");
-                    return Err(e.into_provider("Failed to delete service account"));
-                }
-            }
-        }
-        Ok(RevokeOutcome {
-            events,
-            note: (!gone.is_empty()).then(|| gone.join("; ")),
-        })
+        self.revoke_handle(req, h).await
     }
 
     async fn observe(&self, resource: &Resource) -> Result<Vec<LiveAccess>, ProviderError> {
@@ -1211,6 +1272,78 @@ impl Provider for GcpIamProvider {
                 resource.id, s.project
             )),
             e => e.into_provider(&format!("resource {}: reading the IAM policy of project {}", resource.id, s.project)),
+        })
+    }
+}
+
+impl GcpIamProvider {
+    /// Removes the binding and deletes the account a handle (or an intent) names.
+    async fn revoke_handle(
+        &self,
+        req: &RevokeRequest,
+        h: GcpGrantHandle,
+    ) -> Result<RevokeOutcome, ProviderError> {
+        let dry_run = h.dry_run
+            || self.config.dry_run
+            || GcpIamSettings::of(&req.resource).is_ok_and(|s| s.dry_run);
+        if dry_run {
+            tracing::info!(project = %h.project, role = %h.role, "DRY-RUN: Would revoke GCP IAM access of user {} ({})", h.user_email, h.member);
+            if let Some(sa) = &h.service_account_email {
+                tracing::info!(project = %h.project, "DRY-RUN: Would delete service account {sa}");
+            }
+            return Ok(RevokeOutcome {
+                events: vec![event(
+                    "dry_run_revoke",
+                    json!({"member": h.member, "project_id": h.project, "role": h.role}),
+                )],
+                note: Some("dry run: nothing was changed".into()),
+            });
+        }
+        let mut events = Vec::new();
+        let mut gone = Vec::new();
+        let removed = match self
+            .writer
+            .apply(
+                &h.project,
+                PolicyEdit::Revoke {
+                    role: h.role.clone(),
+                    member: h.member.clone(),
+                },
+            )
+            .await
+        {
+            Ok(EditOutcome::Revoked { removed }) => removed,
+            Ok(_) => false,
+            Err(e) => return Err(e.into_provider("Failed to remove the IAM binding")),
+        };
+        if removed {
+            tracing::info!(project = %h.project, member = %h.member, role = %h.role, "Removed IAM binding");
+            events.push(event(
+                "iam_binding_removed",
+                json!({"member": h.member, "role": h.role, "project_id": h.project}),
+            ));
+        } else {
+            gone.push("the binding was already gone");
+        }
+        if let Some(sa) = &h.service_account_email {
+            match self.client.delete_service_account(&h.project, sa).await {
+                Ok(()) => {
+                    tracing::info!(project = %h.project, service_account = %sa, "Deleted service account");
+                    events.push(event(
+                        "service_account_deleted",
+                        json!({"service_account_email": sa, "project_id": h.project, "reason": "revoked"}),
+                    ));
+                }
+                Err(e) if e.is_not_found() => gone.push("the service account was already deleted"),
+                Err(e) => {
+                    tracing::error!(project = %h.project, service_account = %sa, error = %e, "Failed to delete service account");
+                    return Err(e.into_provider("Failed to delete service account"));
+                }
+            }
+        }
+        Ok(RevokeOutcome {
+            events,
+            note: (!gone.is_empty()).then(|| gone.join("; ")),
         })
     }
 }

@@ -1057,3 +1057,62 @@ async fn observe_lists_temp_access_and_validate_checks_the_project() {
             .is_err()
     );
 }
+
+/// Issue 11: a grant whose answer was lost runs again (a minute later): it must adopt the
+/// account its first attempt created (found by the grant id it carries), not mint a second
+/// one; the first attempt's key, never delivered, is deleted; revoke removes everything.
+#[tokio::test]
+async fn a_retried_grant_adopts_its_own_account() {
+    let env = env().await;
+    let mut req = request(&env, "jane.doe@example.com", key_resource(), None);
+    // What the engine does before the first call: record the intent with the grant.
+    req.intent = Some(env.provider.intent(&req).await.unwrap());
+    let lost = env.provider.grant(&req).await.unwrap();
+    drop(lost); // the answer never reached the engine
+    env.clock.advance(chrono::Duration::minutes(1));
+    let out = env.provider.grant(&req).await.unwrap();
+    let accounts = env.gcp.service_accounts(PROJECT);
+    assert_eq!(accounts.len(), 1, "no second service account: {accounts:?}");
+    assert_eq!(
+        accounts[0].keys.len(),
+        1,
+        "the undelivered key of the first attempt is deleted"
+    );
+    let h = out.handle.clone();
+    assert_eq!(h["service_account_email"], accounts[0].email.as_str());
+    env.provider
+        .revoke(&revoke_req("jane.doe@example.com", key_resource(), h))
+        .await
+        .unwrap();
+    assert!(env.gcp.service_accounts(PROJECT).is_empty());
+    assert!(temp_bindings(&env.gcp).is_empty());
+}
+
+/// Issue 11: revoke of a grant whose call never answered (no handle) is not a permanent error:
+/// it removes what the intent names, or nothing.
+#[tokio::test]
+async fn revoke_without_a_handle_uses_the_intent() {
+    let env = env().await;
+    let nothing = env
+        .provider
+        .revoke(&revoke_req(
+            "jane.doe@example.com",
+            key_resource(),
+            Value::Null,
+        ))
+        .await
+        .unwrap();
+    assert!(nothing.note.is_some());
+
+    let mut req = request(&env, "jane.doe@example.com", key_resource(), None);
+    let intent = env.provider.intent(&req).await.unwrap();
+    req.intent = Some(intent.clone());
+    env.provider.grant(&req).await.unwrap(); // landed, answer lost
+    assert_eq!(env.gcp.service_accounts(PROJECT).len(), 1);
+    let mut r = revoke_req("jane.doe@example.com", key_resource(), Value::Null);
+    r.grant_id = req.grant_id;
+    r.intent = intent;
+    env.provider.revoke(&r).await.unwrap();
+    assert!(env.gcp.service_accounts(PROJECT).is_empty());
+    assert!(temp_bindings(&env.gcp).is_empty());
+}
