@@ -79,9 +79,12 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable(_) => StatusCode::CONFLICT,
             EngineError::NoActiveGrant { .. }
             | EngineError::NotExtendable { .. }
+            | EngineError::NotExtendableLive { .. }
             | EngineError::AlreadyPending { .. }
             | EngineError::AlreadyDecided { .. }
+            | EngineError::PendingExpired { .. }
             | EngineError::AlreadyVoted
+            | EngineError::AlreadyApprovedCannotDeny
             | EngineError::IllegalTransition(_)
             | EngineError::RevocationInProgress { .. } => StatusCode::CONFLICT,
             EngineError::Busy => StatusCode::SERVICE_UNAVAILABLE,

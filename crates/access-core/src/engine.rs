@@ -1381,9 +1381,9 @@ impl Engine {
             return Ok(Activation::Skipped);
         }
         // An extension lengthens access; a provider that pins the expiry (a re-issued key with the
-        // old end) grants again without extending.
-        let extended = grant.status == GrantStatus::Active
-            && pinned_expiry.is_none_or(|p| p >= grant.expires_at);
+        // old end) grants again without extending. (A re-request of a non-extendable resource
+        // keeps the row's expiry, so the pinned end equals it: still a re-issue, not an extension.)
+        let extended = grant.status == GrantStatus::Active && pinned_expiry.is_none();
         let mut g = grant.clone();
         g.status = GrantStatus::Active;
         g.provider_handle = handle.clone();

@@ -519,7 +519,9 @@ async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
 fn decision_refusal(e: &EngineError) -> String {
     match e {
         EngineError::AlreadyDecided { .. }
+        | EngineError::PendingExpired { .. }
         | EngineError::AlreadyVoted
+        | EngineError::AlreadyApprovedCannotDeny
         | EngineError::NotApprover(_) => {
             format!(":no_entry: {e} Nothing was changed.")
         }
