@@ -1201,3 +1201,37 @@ settings = { network = "dev-network" }
         );
     }
 }
+
+/// The expiry's revoke call removes (nothing yet) and then answers slowly; meanwhile the slow
+/// grant lands and records its handle. Recording the end must keep that newer work marked, so it
+/// is taken back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_landing_during_the_expiry_revoke_is_taken_back() {
+    for h in each_backend().await {
+        h.provider
+            .on_grant(Behaviour::Delay(std::time::Duration::from_millis(600)));
+        h.provider
+            .on_revoke(Behaviour::ApplyThenDelay(std::time::Duration::from_millis(
+                1200,
+            )));
+        let r = h.engine.submit(ask("U1", "auto", "30s")).await.unwrap();
+        let engine = h.engine.clone();
+        let provisioning = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        h.travel(Duration::seconds(60));
+        let engine = h.engine.clone();
+        let expiring = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
+        provisioning.await.unwrap();
+        expiring.await.unwrap();
+        h.provider.on_revoke(Behaviour::Succeed);
+        h.provider.on_grant(Behaviour::Succeed);
+        h.settle().await;
+        assert!(
+            h.provider.holders().is_empty(),
+            "{}: access landed during the revoke call was left behind",
+            h.kind
+        );
+        assert!(!h.grant_of(&r).await.status.is_live(), "{}", h.kind);
+        assert!(h.engine.dead_jobs().await.unwrap().is_empty(), "{}", h.kind);
+    }
+}

@@ -249,6 +249,8 @@ async fn requests_grants_decisions_round_trip() {
         g.revoked_by = Some(Actor::Admin {
             name: "alice".into(),
         });
+        g.provider_intent = serde_json::json!({"email": "a@b.co", "member_before": false});
+        g.takeback_pending = true;
         let g_bare = grant_for(&full, GrantStatus::Provisioning);
 
         let d1 = Decision {

@@ -210,7 +210,17 @@ impl Provider for TestProvider {
             existing: !req.handle.is_null(),
         });
         let b = self.revoke_behaviour.lock().unwrap().clone();
+        let key = (req.subject.user_id.clone(), req.resource.id.to_string());
+        let knows_what = !(req.handle.is_null() && req.intent.is_null());
+        let applied_first = Self::applies_first(&b);
+        if applied_first && knows_what {
+            self.holders.lock().unwrap().retain(|h| *h != key);
+        }
         Self::behave(b).await?;
+        if applied_first {
+            // The removal happened when the call started; only the answer was late.
+            return Ok(RevokeOutcome::default());
+        }
         // Like the real providers, revoke undoes what the grant reported it added: without a
         // handle or an intent there is nothing it knows to remove.
         // With only an intent (the grant call never answered), what the intent names is removed.
@@ -220,7 +230,6 @@ impl Provider for TestProvider {
                 note: Some("no handle: nothing to remove".into()),
             });
         }
-        let key = (req.subject.user_id.clone(), req.resource.id.to_string());
         self.holders.lock().unwrap().retain(|h| *h != key);
         Ok(RevokeOutcome::default())
     }
