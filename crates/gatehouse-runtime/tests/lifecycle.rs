@@ -1235,3 +1235,33 @@ async fn a_grant_landing_during_the_expiry_revoke_is_taken_back() {
         assert!(h.engine.dead_jobs().await.unwrap().is_empty(), "{}", h.kind);
     }
 }
+
+/// The key is delivered after the activating commit; when that delivery fails the grant stays
+/// active and the person is told the key could not be delivered (and can ask again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_secret_delivery_after_activation_is_reported() {
+    use access_core::notification::Notification;
+    for h in each_backend().await {
+        h.provider.hand_out_secrets(true);
+        h.notifier.fail_secrets(true);
+        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        h.run().await;
+        assert_eq!(
+            h.grant_of(&r).await.status,
+            GrantStatus::Active,
+            "{}",
+            h.kind
+        );
+        assert!(h.notifier.secrets().is_empty());
+        let told = h.notifier.sent().into_iter().any(|n| {
+            matches!(
+                n,
+                Notification::AccessGranted {
+                    secret_delivery_failed: true,
+                    ..
+                }
+            )
+        });
+        assert!(told, "{}: {:?}", h.kind, h.notifier.names());
+    }
+}

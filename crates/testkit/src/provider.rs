@@ -277,6 +277,8 @@ pub struct RecordingNotifier {
     sent: Mutex<Vec<access_core::notification::Notification>>,
     /// Requests whose secret was handed to the person.
     secrets: Mutex<Vec<access_core::RequestId>>,
+    /// Secret deliveries fail (Slack refused the file).
+    fail_secrets: std::sync::atomic::AtomicBool,
     fail_transient: std::sync::atomic::AtomicUsize,
 }
 
@@ -292,6 +294,11 @@ impl RecordingNotifier {
 
     pub fn sent(&self) -> Vec<access_core::notification::Notification> {
         self.sent.lock().unwrap().clone()
+    }
+
+    /// Secret deliveries fail from now on (or succeed again).
+    pub fn fail_secrets(&self, on: bool) {
+        self.fail_secrets.store(on, Ordering::SeqCst);
     }
 
     /// Requests whose secret was delivered, in order.
@@ -328,6 +335,11 @@ impl access_core::ports::Notifier for RecordingNotifier {
         request: &access_core::notification::RequestSummary,
         _secret: &access_core::notification::DeliveredSecret,
     ) -> Result<(), access_core::ports::NotifyError> {
+        if self.fail_secrets.load(Ordering::SeqCst) {
+            return Err(access_core::ports::NotifyError::Permanent(
+                "injected: file upload refused".into(),
+            ));
+        }
         self.secrets.lock().unwrap().push(request.id);
         Ok(())
     }
