@@ -1358,11 +1358,11 @@ impl Engine {
                 let mut failed = request.transition(RequestEvent::ProvisioningFailed, now)?;
                 failed.failure = Some("Access ended while it was being provisioned.".into());
                 cs.requests.push(RequestWrite::Update(failed));
+                cs.audit.push(
+                    self.audit(AuditKind::GrantFailed, &Actor::System, &request)
+                        .details(serde_json::json!({"reason": "ended during provisioning", "provider_handle": handle})),
+                );
             }
-            cs.audit.push(
-                self.audit(AuditKind::GrantFailed, &Actor::System, &request)
-                    .details(serde_json::json!({"reason": "ended during provisioning", "provider_handle": handle})),
-            );
             for e in events {
                 cs.audit.push(
                     self.grant_audit(AuditKind::ProviderEvent, &Actor::System, &grant)
