@@ -1362,6 +1362,11 @@ impl Engine {
                     self.audit(AuditKind::GrantFailed, &Actor::System, &request)
                         .details(serde_json::json!({"reason": "ended during provisioning", "provider_handle": handle})),
                 );
+            } else {
+                cs.audit.push(
+                    self.grant_audit(AuditKind::ProviderEvent, &Actor::System, &grant)
+                        .details(serde_json::json!({"event": "takeback_queued", "details": {"provider_handle": handle}})),
+                );
             }
             for e in events {
                 cs.audit.push(
