@@ -192,7 +192,11 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
 
     /// Claims up to `limit` jobs due at `now` (pending with `run_at <= now`, or running with a
-    /// lapsed claim), marks them running until `now + lease`, counts the attempt.
+    /// lapsed claim), marks them running for `lease`, counts the attempt. Leases are measured by
+    /// the store's clock (the database's on a shared database), not `now`, so replicas with
+    /// skewed clocks agree on when a claim lapses. A job with an ordering key is claimed only
+    /// when no earlier job with that key is pending or running. A row that cannot be read is set
+    /// aside (dead, with the reason in `last_error`) and the others are claimed.
     async fn claim_jobs(
         &self,
         now: DateTime<Utc>,
@@ -232,6 +236,13 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Gives up on a claimed job: it stays visible as dead.
     async fn bury_job(&self, id: JobId, claim_token: &str, error: &str)
     -> Result<bool, StoreError>;
+    /// Extends the lease of the jobs of one claim that are still running under `claim_token`
+    /// and whose lease has not lapsed, to `lease` from the store's clock; returns how many.
+    async fn renew_lease(
+        &self,
+        claim_token: &str,
+        lease: chrono::Duration,
+    ) -> Result<u64, StoreError>;
     /// When the next pending job is due.
     async fn next_job_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
