@@ -59,22 +59,12 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): State<AppState>) -> Response {
     // The scheduler must have looked at the queue within three idle periods: a stuck or dead
     // scheduler means nothing is revoked, whatever the database says.
-    if let Some(since) = s.app.waker.since_last_look() {
-        let limit = s.app.max_idle.saturating_mul(3);
-        if since > limit {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({
-                    "ready": false,
-                    "message": format!(
-                        "job scheduler has not looked at the queue for {}s (limit {}s: 3 x max_idle_secs)",
-                        since.as_secs(),
-                        limit.as_secs()
-                    ),
-                })),
-            )
-                .into_response();
-        }
+    if let Some(why) = s.app.waker.stalled(s.app.max_idle) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "message": why})),
+        )
+            .into_response();
     }
     match s.app.engine.store().ready().await {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),

@@ -39,6 +39,21 @@ impl SchedulerWaker {
             .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
     }
 
+    /// Why the scheduler is not ready: it has not looked at the queue for longer than three
+    /// idle periods (it sleeps at most `max_idle` between looks, so it is stuck or dead).
+    /// `None` when it is fine or when no scheduler runs in this process.
+    pub fn stalled(&self, max_idle: Duration) -> Option<String> {
+        let since = self.since_last_look()?;
+        let limit = max_idle.saturating_mul(3);
+        (since > limit).then(|| {
+            format!(
+                "job scheduler has not looked at the queue for {}s (limit {}s: 3 x max_idle_secs)",
+                since.as_secs(),
+                limit.as_secs()
+            )
+        })
+    }
+
     /// How long since the scheduler last looked at the queue; `None` if no scheduler ever ran
     /// in this process (the cleanup binary, tests driving jobs by hand).
     pub fn since_last_look(&self) -> Option<Duration> {
@@ -198,5 +213,30 @@ pub fn record_metrics(summary: &RunSummary) {
     }
     for lag in &summary.revocation_lag_secs {
         metrics::histogram!("gatehouse_revocation_lag_seconds").record(*lag);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/readyz` reads this: a scheduler that stopped looking at the queue for more than three
+    /// idle periods is reported, with the reason; one that looked recently, or none, is not.
+    #[test]
+    fn a_scheduler_that_stopped_looking_is_stalled() {
+        let w = SchedulerWaker::new();
+        assert_eq!(
+            w.stalled(Duration::from_secs(30)),
+            None,
+            "no scheduler here"
+        );
+        w.looked();
+        assert_eq!(w.stalled(Duration::from_secs(30)), None);
+        w.last_look_ms
+            .store(Utc::now().timestamp_millis() - 91_000, Ordering::Relaxed);
+        let why = w.stalled(Duration::from_secs(30)).unwrap();
+        assert!(why.contains("has not looked at the queue for 91s"), "{why}");
+        assert!(why.contains("limit 90s"), "{why}");
+        assert_eq!(w.stalled(Duration::from_secs(31)), None);
     }
 }

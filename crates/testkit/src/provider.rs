@@ -25,6 +25,8 @@ pub enum Behaviour {
     Hang,
     /// Answers after a delay.
     Delay(Duration),
+    /// Panics (a bug in an adapter): the engine must contain it.
+    Panic(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +117,7 @@ impl TestProvider {
                 tokio::time::sleep(d).await;
                 Ok(())
             }
+            Behaviour::Panic(m) => panic!("{m}"),
         }
     }
 }
