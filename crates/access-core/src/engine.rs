@@ -31,9 +31,9 @@ use crate::jobs::{Job, JobKind, NewJob, backoff};
 use crate::notification::{GrantSummary, Notification, RequestSummary};
 use crate::policy::{self, ApproverError, EligibilityError};
 use crate::ports::{
-    AuditSink, ChangeSet, Clock, Committed, Directory, ExportItem, GrantRequest, GrantWrite,
-    JobWaker, Notifier, NotifyContext, NotifyError, Provider, ProviderError, ProviderEvent,
-    RequestFilter, RequestWrite, RevokeRequest, Store, StoreError,
+    AuditSink, ChangeSet, ClaimScope, Clock, Committed, Directory, ExportItem, GrantRequest,
+    GrantWrite, JobWaker, Notifier, NotifyContext, NotifyError, Provider, ProviderError,
+    ProviderEvent, RequestFilter, RequestWrite, RevokeRequest, Store, StoreError,
 };
 use crate::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestEvent, RequestKind, RequestStatus,
@@ -970,20 +970,33 @@ impl Engine {
     /// any other error (retried per its kind's policy), so one bad job cannot end the scheduler.
     pub async fn run_due(&self, limit: u32) -> Result<RunSummary, EngineError> {
         let now = self.now();
+        let lease = self.settings.job_lease;
         let slots = u32::try_from(self.settings.job_concurrency.max(1)).unwrap_or(u32::MAX);
-        let jobs = self
+        // Jobs that each take a worker slot, no more than there are slots; audit exports run
+        // as one batch (one sink write), so they take one slot together and up to `limit`.
+        let others = self
             .store
-            .claim_jobs(now, limit.min(slots), self.settings.job_lease)
+            .claim_jobs_in(
+                now,
+                limit.min(slots),
+                lease,
+                ClaimScope::AllBut("export_audit"),
+            )
+            .await?;
+        let exports = self
+            .store
+            .claim_jobs_in(now, limit, lease, ClaimScope::Only("export_audit"))
             .await?;
         let mut summary = RunSummary {
-            claimed: jobs.len(),
+            claimed: others.len() + exports.len(),
             ..Default::default()
         };
         // One claim, one token (a store hands out one per call).
-        let token = jobs.iter().find_map(|j| j.claim_token.clone());
-        let (exports, others): (Vec<Job>, Vec<Job>) = jobs
+        let tokens: Vec<String> = [others.first(), exports.first()]
             .into_iter()
-            .partition(|j| matches!(j.kind, JobKind::ExportAudit { .. }));
+            .flatten()
+            .filter_map(|j| j.claim_token.clone())
+            .collect();
 
         let work = async {
             let results: Vec<(Job, JobResult, bool)> = futures::stream::iter(others)
@@ -1009,16 +1022,17 @@ impl Engine {
             }
             Ok::<_, EngineError>(summary)
         };
-        let s = match token {
-            Some(token) => self.with_heartbeat(&token, work).await?,
-            None => work.await?,
+        let s = if tokens.is_empty() {
+            work.await?
+        } else {
+            self.with_heartbeat(&tokens, work).await?
         };
         summary.merge(s);
         Ok(summary)
     }
 
-    /// Runs `work` while renewing the lease of the claim `token` every third of a lease.
-    async fn with_heartbeat<T>(&self, token: &str, work: impl Future<Output = T>) -> T {
+    /// Runs `work` while renewing the leases of the claims `tokens` every third of a lease.
+    async fn with_heartbeat<T>(&self, tokens: &[String], work: impl Future<Output = T>) -> T {
         let lease = self.settings.job_lease;
         let every = (lease / 3)
             .to_std()
@@ -1029,10 +1043,12 @@ impl Engine {
             tokio::select! {
                 out = &mut work => return out,
                 _ = tokio::time::sleep(every) => {
-                    match self.store.renew_lease(token, lease).await {
-                        Ok(n) => tracing::debug!(renewed = n, "job leases renewed"),
-                        // The next beat tries again; the lease is three beats long.
-                        Err(e) => tracing::warn!(error = %e, "could not renew job leases"),
+                    for token in tokens {
+                        match self.store.renew_lease(token, lease).await {
+                            Ok(n) => tracing::debug!(renewed = n, "job leases renewed"),
+                            // The next beat tries again; the lease is three beats long.
+                            Err(e) => tracing::warn!(error = %e, "could not renew job leases"),
+                        }
                     }
                 }
             }

@@ -158,6 +158,14 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
 }
 
+/// Which jobs a claim may take, by kind name (`export_audit`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimScope {
+    All,
+    Only(&'static str),
+    AllBut(&'static str),
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobFilter {
     pub status: Option<JobStatus>,
@@ -202,6 +210,16 @@ pub trait Store: Send + Sync + Debug + 'static {
         now: DateTime<Utc>,
         limit: u32,
         lease: chrono::Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.claim_jobs_in(now, limit, lease, ClaimScope::All).await
+    }
+    /// [`Self::claim_jobs`], restricted to some kinds (one claim, one token).
+    async fn claim_jobs_in(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: chrono::Duration,
+        scope: ClaimScope,
     ) -> Result<Vec<Job>, StoreError>;
     /// Marks a claimed job done. Returns false if the claim had lapsed and another worker owns it.
     async fn complete_job(

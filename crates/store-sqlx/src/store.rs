@@ -9,8 +9,8 @@ use access_core::ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
 use access_core::jobs::{Job, JobKind, JobStats};
 use access_core::notification::MessageRef;
 use access_core::ports::{
-    AuditFilter, ChangeSet, Committed, GrantFilter, GrantWrite, JobFilter, RequestFilter,
-    RequestWrite, Store, StoreError,
+    AuditFilter, ChangeSet, ClaimScope, Committed, GrantFilter, GrantWrite, JobFilter,
+    RequestFilter, RequestWrite, Store, StoreError,
 };
 use access_core::request::{AccessRequest, Decision, RequestStatus};
 use access_core::subject::SubjectKey;
@@ -539,11 +539,12 @@ impl Store for SqlStore {
         rows.iter().map(codec::grant_from_row).collect()
     }
 
-    async fn claim_jobs(
+    async fn claim_jobs_in(
         &self,
         now: DateTime<Utc>,
         limit: u32,
         lease: chrono::Duration,
+        scope: ClaimScope,
     ) -> Result<Vec<Job>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -560,12 +561,18 @@ impl Store for SqlStore {
         // pass over rows another claimer is taking instead of waiting for them, and never
         // returns a row twice.
         let clock = self.lease_clock(5);
+        // Kind names are compile-time constants of this program, never input.
+        let scope = match scope {
+            ClaimScope::All => String::new(),
+            ClaimScope::Only(k) => format!("AND kind = '{}'", k.replace('\'', "")),
+            ClaimScope::AllBut(k) => format!("AND kind <> '{}'", k.replace('\'', "")),
+        };
         let pick = format!(
             "SELECT id FROM jobs WHERE ((status = 'pending' AND run_at <= $3) \
              OR (status = 'running' AND locked_until <= {clock})) \
              AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e \
                   WHERE e.order_key = jobs.order_key AND e.status IN ('pending', 'running') \
-                  AND e.order_seq < jobs.order_seq)) \
+                  AND e.order_seq < jobs.order_seq)) {scope} \
              ORDER BY run_at, id LIMIT $4"
         );
         let text = match self.backend() {

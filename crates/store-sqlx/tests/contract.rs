@@ -11,8 +11,8 @@ use access_core::ids::{GrantId, JobId, RequestId, ResourceId};
 use access_core::jobs::{JobKind, JobStatus, NewJob};
 use access_core::notification::MessageRef;
 use access_core::ports::{
-    AuditFilter, ChangeSet, GrantFilter, GrantWrite, JobFilter, RequestFilter, RequestWrite, Store,
-    StoreError,
+    AuditFilter, ChangeSet, ClaimScope, GrantFilter, GrantWrite, JobFilter, RequestFilter,
+    RequestWrite, Store, StoreError,
 };
 use access_core::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestKind, RequestStatus,
@@ -1101,6 +1101,57 @@ async fn claims_are_oldest_first_and_limited() {
             .await
             .unwrap();
         assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), vec![a]);
+    }
+}
+
+/// A claim can be scoped by kind: the engine claims worker jobs up to its free slots and audit
+/// exports (one batch) separately.
+#[tokio::test]
+async fn claims_can_be_scoped_by_kind() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let expire = enqueue(&store, 2, t(0)).await;
+        let export = NewJob::at(
+            JobKind::ExportAudit {
+                event_id: access_core::ids::AuditEventId::new(),
+            },
+            t(0),
+        );
+        store
+            .commit(ChangeSet {
+                jobs: vec![export.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let got = store
+            .claim_jobs_in(
+                t(1),
+                10,
+                Duration::seconds(30),
+                ClaimScope::Only("export_audit"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![export.id],
+            "{kind}"
+        );
+        let got = store
+            .claim_jobs_in(
+                t(1),
+                1,
+                Duration::seconds(30),
+                ClaimScope::AllBut("export_audit"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![expire[0]],
+            "{kind}"
+        );
     }
 }
 
