@@ -58,6 +58,7 @@ struct Harness {
     clock: Arc<ManualClock>,
     provider: Arc<TestProvider>,
     notifier: Arc<RecordingNotifier>,
+    waker: Arc<gatehouse_runtime::SchedulerWaker>,
     kind: &'static str,
     _db: TestDb,
 }
@@ -94,6 +95,7 @@ async fn harness_with(db: TestDb, config: &str) -> Harness {
         clock,
         provider,
         notifier,
+        waker: app.waker,
         kind: db.kind,
         _db: db,
     }
@@ -976,5 +978,44 @@ async fn notifications_of_one_request_arrive_in_order() {
             h.travel(Duration::minutes(1));
         }
         assert_eq!(of(r2.id), want, "{}", h.kind);
+    }
+}
+
+/// The scheduler outlives a panicking job: the job is failed and retried, the scheduler keeps
+/// looking at the queue (so `/readyz` stays truthful) and runs the retry once the bug is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scheduler_survives_a_panicking_job() {
+    for h in each_backend().await {
+        h.provider.on_grant(Behaviour::Panic("adapter bug".into()));
+        let r = h.engine.submit(ask("USCHED", "auto", "1h")).await.unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(
+            gatehouse_runtime::JobScheduler::new(h.engine.clone(), h.waker.clone())
+                .max_idle(std::time::Duration::from_millis(200))
+                .run(shutdown.clone()),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert!(!task.is_finished(), "{}: the scheduler died", h.kind);
+        assert_eq!(h.provider.count("grant"), 1, "{}", h.kind);
+        assert_eq!(
+            h.waker.stalled(std::time::Duration::from_millis(200)),
+            None,
+            "{}",
+            h.kind
+        );
+        h.provider.on_grant(Behaviour::Succeed);
+        h.travel(Duration::minutes(5));
+        let mut active = false;
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let req = h.engine.store().request(r.id).await.unwrap().unwrap();
+            if req.status == RequestStatus::Active {
+                active = true;
+                break;
+            }
+        }
+        assert!(active, "{}: the retry never ran", h.kind);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }
