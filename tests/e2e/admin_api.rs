@@ -147,3 +147,74 @@ async fn admin_api_is_disabled_without_a_token() {
         200
     );
 }
+
+/// A job row this version cannot read (a kind written by a newer version during a rolling
+/// deploy) does not block the queue: a request submitted after it is still granted, the row is
+/// listed as dead with the reason by the admin API, counted in the metrics, and the server stays
+/// ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_job_is_set_aside_and_the_queue_moves_on() {
+    use sqlx::Connection;
+    for db in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), DRY_RUN_CONFIG);
+        let opts = ServerOptions {
+            config: &config,
+            database_url: &db.url,
+            admin_token: Some(ADMIN_TOKEN),
+            extra_env: vec![],
+        };
+        let server = Server::start(&opts, dir.path());
+        let api = Api::new(&server, Some(ADMIN_TOKEN));
+        let bad = "0b5e7a1c-0000-4000-8000-00000000f00d";
+        let insert = format!(
+            "INSERT INTO jobs (id, kind, payload, status, run_at, attempts, created_at, updated_at) \
+             VALUES ('{bad}', 'rotate_keys', '{{\"type\":\"rotate_keys\",\"key\":1}}', 'pending', 0, 0, 0, 0)"
+        );
+        if db.url.starts_with("sqlite") {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(&insert).execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(&insert).execute(&mut c).await.unwrap();
+        }
+        let (status, body) = api
+            .post("/api/requests", Some(request_body("U1", "crashy", "1h")))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        api.wait_for(
+            "/api/grants?status=active",
+            std::time::Duration::from_secs(20),
+            |b| b.as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+        let (status, body) = api.get("/api/jobs?status=dead").await;
+        assert_eq!(status, 200, "{body}");
+        let dead = body["jobs"].as_array().unwrap();
+        let job = dead
+            .iter()
+            .find(|j| j["id"] == bad)
+            .unwrap_or_else(|| panic!("{}: the undecodable job is not listed: {body}", db.kind));
+        assert_eq!(job["kind"]["type"], "undecodable", "{job}");
+        assert_eq!(job["kind"]["kind"], "rotate_keys", "{job}");
+        assert!(
+            job["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("undecodable job of kind 'rotate_keys'"),
+            "{job}"
+        );
+        let metrics = reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("gatehouse_jobs_undecodable_total 1"),
+            "{metrics}"
+        );
+        let ready = reqwest::get(server.url("/readyz")).await.unwrap();
+        assert_eq!(ready.status(), 200, "{}", db.kind);
+    }
+}

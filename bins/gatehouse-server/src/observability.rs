@@ -57,6 +57,15 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
+    // The scheduler must have looked at the queue within three idle periods: a stuck or dead
+    // scheduler means nothing is revoked, whatever the database says.
+    if let Some(why) = s.app.waker.stalled(s.app.max_idle) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false, "message": why})),
+        )
+            .into_response();
+    }
     match s.app.engine.store().ready().await {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
         Err(e) => (

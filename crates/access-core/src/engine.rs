@@ -31,9 +31,9 @@ use crate::jobs::{Job, JobKind, NewJob, backoff};
 use crate::notification::{GrantSummary, Notification, RequestSummary};
 use crate::policy::{self, ApproverError, EligibilityError};
 use crate::ports::{
-    AuditSink, ChangeSet, Clock, Committed, Directory, ExportItem, GrantRequest, GrantWrite,
-    JobWaker, Notifier, NotifyContext, NotifyError, Provider, ProviderError, ProviderEvent,
-    RequestFilter, RequestWrite, RevokeRequest, Store, StoreError,
+    AuditSink, ChangeSet, ClaimScope, Clock, Committed, Directory, ExportItem, GrantRequest,
+    GrantWrite, JobWaker, Notifier, NotifyContext, NotifyError, Provider, ProviderError,
+    ProviderEvent, RequestFilter, RequestWrite, RevokeRequest, Store, StoreError,
 };
 use crate::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestEvent, RequestKind, RequestStatus,
@@ -196,6 +196,8 @@ pub struct RunSummary {
     /// For each revocation done: how late it was, in seconds, relative to `expires_at` (only for
     /// expiries; negative never happens).
     pub revocation_lag_secs: Vec<f64>,
+    /// Jobs whose run panicked, by kind (each is also counted as retried or dead).
+    pub panicked: BTreeMap<String, u64>,
 }
 
 impl RunSummary {
@@ -211,6 +213,9 @@ impl RunSummary {
             *self.dead.entry(k).or_default() += v;
         }
         self.revocation_lag_secs.extend(other.revocation_lag_secs);
+        for (k, v) in other.panicked {
+            *self.panicked.entry(k).or_default() += v;
+        }
     }
 
     pub fn failures(&self) -> u64 {
@@ -1063,36 +1068,122 @@ impl Engine {
     // --------------------------------------------------------------------------------------------
     // Jobs
 
-    /// Claims up to `limit` due jobs and runs them. Safe to call from several processes at once.
+    /// Claims up to `limit` due jobs (at most as many as it runs at once) and runs them. Safe to
+    /// call from several processes at once.
+    ///
+    /// Leases: a pass claims no more than `job_concurrency` jobs, so every claimed job starts at
+    /// once instead of waiting out part of its lease in a local queue, and the leases of the
+    /// pass's jobs are renewed every third of a lease while it runs (by claim token: a claim that
+    /// lapsed and was taken over renews nothing). A job slower than the lease is therefore not
+    /// handed to another worker while this one is still on it.
+    ///
+    /// A panic inside a job is caught: it is logged, counted (`panicked`), and the job fails like
+    /// any other error (retried per its kind's policy), so one bad job cannot end the scheduler.
     pub async fn run_due(&self, limit: u32) -> Result<RunSummary, EngineError> {
         let now = self.now();
-        let jobs = self
+        let lease = self.settings.job_lease;
+        let slots = u32::try_from(self.settings.job_concurrency.max(1)).unwrap_or(u32::MAX);
+        // Jobs that each take a worker slot, no more than there are slots; audit exports run
+        // as one batch (one sink write), so they take one slot together and up to `limit`.
+        let others = self
             .store
-            .claim_jobs(now, limit, self.settings.job_lease)
+            .claim_jobs_in(
+                now,
+                limit.min(slots),
+                lease,
+                ClaimScope::AllBut("export_audit"),
+            )
+            .await?;
+        let exports = self
+            .store
+            .claim_jobs_in(now, limit, lease, ClaimScope::Only("export_audit"))
             .await?;
         let mut summary = RunSummary {
-            claimed: jobs.len(),
+            claimed: others.len() + exports.len(),
             ..Default::default()
         };
-        let (exports, others): (Vec<Job>, Vec<Job>) = jobs
+        // One claim, one token (a store hands out one per call).
+        let tokens: Vec<String> = [others.first(), exports.first()]
             .into_iter()
-            .partition(|j| matches!(j.kind, JobKind::ExportAudit { .. }));
+            .flatten()
+            .filter_map(|j| j.claim_token.clone())
+            .collect();
 
-        let results: Vec<(Job, JobResult)> = futures::stream::iter(others)
-            .map(|job| async move {
-                let result = self.run_job(&job).await;
-                (job, result)
-            })
-            .buffer_unordered(self.settings.job_concurrency.max(1))
-            .collect()
-            .await;
-        for (job, result) in results {
-            summary.merge(self.settle(&job, result).await?);
-        }
-        if !exports.is_empty() {
-            summary.merge(self.run_exports(exports).await?);
-        }
+        let work = async {
+            let results: Vec<(Job, JobResult, bool)> = futures::stream::iter(others)
+                .map(|job| async move {
+                    let (result, panicked) = self.run_job_caught(&job).await;
+                    (job, result, panicked)
+                })
+                .buffer_unordered(self.settings.job_concurrency.max(1))
+                .collect()
+                .await;
+            let mut summary = RunSummary::default();
+            for (job, result, panicked) in results {
+                if panicked {
+                    *summary
+                        .panicked
+                        .entry(job.kind.name().to_string())
+                        .or_default() += 1;
+                }
+                summary.merge(self.settle(&job, result).await?);
+            }
+            if !exports.is_empty() {
+                summary.merge(self.run_exports(exports).await?);
+            }
+            Ok::<_, EngineError>(summary)
+        };
+        let s = if tokens.is_empty() {
+            work.await?
+        } else {
+            self.with_heartbeat(&tokens, work).await?
+        };
+        summary.merge(s);
         Ok(summary)
+    }
+
+    /// Runs `work` while renewing the leases of the claims `tokens` every third of a lease.
+    async fn with_heartbeat<T>(&self, tokens: &[String], work: impl Future<Output = T>) -> T {
+        let lease = self.settings.job_lease;
+        let every = (lease / 3)
+            .to_std()
+            .unwrap_or_default()
+            .max(std::time::Duration::from_millis(50));
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(every) => {
+                    for token in tokens {
+                        match self.store.renew_lease(token, lease).await {
+                            Ok(n) => tracing::debug!(renewed = n, "job leases renewed"),
+                            // The next beat tries again; the lease is three beats long.
+                            Err(e) => tracing::warn!(error = %e, "could not renew job leases"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Self::run_job`], with a panic turned into a failed attempt (`true`: it panicked).
+    async fn run_job_caught(&self, job: &Job) -> (JobResult, bool) {
+        use futures::FutureExt;
+        match std::panic::AssertUnwindSafe(self.run_job(job))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => (result, false),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-text panic payload".into());
+                tracing::error!(job = %job.id, kind = job.kind.name(), panic = %what, "job panicked; failing this attempt");
+                (JobResult::Retry(format!("panicked: {what}")), true)
+            }
+        }
     }
 
     /// Runs due jobs until none are left (or `max_rounds` passes), as the cleanup binary does.
@@ -1184,6 +1275,10 @@ impl Engine {
             JobKind::ExportAudit { .. } => {
                 Ok(JobResult::Fatal("export jobs run in batches".into()))
             }
+            // The store sets these aside when it claims; should one get here, it cannot run.
+            JobKind::Undecodable { kind, error } => Ok(JobResult::Fatal(format!(
+                "undecodable job of kind '{kind}': {error}"
+            ))),
         };
         result.unwrap_or_else(|e| JobResult::Retry(e.to_string()))
     }

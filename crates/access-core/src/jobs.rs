@@ -31,6 +31,12 @@ pub enum JobKind {
     },
     /// Ship one audit event to the external audit sink.
     ExportAudit { event_id: AuditEventId },
+    /// A stored job this version cannot read (a kind written by a newer version during a rolling
+    /// deploy, a damaged payload). Never written, only read: the store sets such a row aside
+    /// (dead, with the reason in `last_error`) instead of letting it block the queue, and the
+    /// job listing shows it with its stored kind.
+    #[serde(skip_deserializing)]
+    Undecodable { kind: String, error: String },
 }
 
 impl JobKind {
@@ -43,6 +49,7 @@ impl JobKind {
             JobKind::Notify { .. } => "notify",
             JobKind::Remind { .. } => "remind",
             JobKind::ExportAudit { .. } => "export_audit",
+            JobKind::Undecodable { .. } => "undecodable",
         }
     }
 
@@ -54,6 +61,19 @@ impl JobKind {
             JobKind::TimeoutPending { .. } => None,
             JobKind::Provision { .. } => Some(8),
             JobKind::Notify { .. } | JobKind::Remind { .. } => Some(10),
+            JobKind::Undecodable { .. } => Some(1),
+        }
+    }
+
+    /// Jobs sharing an ordering key run one at a time, in the order they were enqueued: the
+    /// notifications of one request (a "granted" must not overtake its "approved", and a retry
+    /// of the first holds back the second).
+    pub fn order_key(&self) -> Option<String> {
+        match self {
+            JobKind::Notify { notification } => {
+                notification.request_id().map(|r| format!("notify:{r}"))
+            }
+            _ => None,
         }
     }
 

@@ -158,6 +158,14 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
 }
 
+/// Which jobs a claim may take, by kind name (`export_audit`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimScope {
+    All,
+    Only(&'static str),
+    AllBut(&'static str),
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobFilter {
     pub status: Option<JobStatus>,
@@ -192,12 +200,26 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
 
     /// Claims up to `limit` jobs due at `now` (pending with `run_at <= now`, or running with a
-    /// lapsed claim), marks them running until `now + lease`, counts the attempt.
+    /// lapsed claim), marks them running for `lease`, counts the attempt. Leases are measured by
+    /// the store's clock (the database's on a shared database), not `now`, so replicas with
+    /// skewed clocks agree on when a claim lapses. A job with an ordering key is claimed only
+    /// when no earlier job with that key is pending or running. A row that cannot be read is set
+    /// aside (dead, with the reason in `last_error`) and the others are claimed.
     async fn claim_jobs(
         &self,
         now: DateTime<Utc>,
         limit: u32,
         lease: chrono::Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.claim_jobs_in(now, limit, lease, ClaimScope::All).await
+    }
+    /// [`Self::claim_jobs`], restricted to some kinds (one claim, one token).
+    async fn claim_jobs_in(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: chrono::Duration,
+        scope: ClaimScope,
     ) -> Result<Vec<Job>, StoreError>;
     /// Marks a claimed job done. Returns false if the claim had lapsed and another worker owns it.
     async fn complete_job(
@@ -232,6 +254,13 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Gives up on a claimed job: it stays visible as dead.
     async fn bury_job(&self, id: JobId, claim_token: &str, error: &str)
     -> Result<bool, StoreError>;
+    /// Extends the lease of the jobs of one claim that are still running under `claim_token`
+    /// and whose lease has not lapsed, to `lease` from the store's clock; returns how many.
+    async fn renew_lease(
+        &self,
+        claim_token: &str,
+        lease: chrono::Duration,
+    ) -> Result<u64, StoreError>;
     /// When the next pending job is due.
     async fn next_job_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;

@@ -3,19 +3,25 @@
 //! revocation happens within about a second of `expires_at`. Jobs enqueued by another replica
 //! are picked up at the latest after `max_idle` (that replica's own scheduler normally runs them).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use access_core::engine::{Engine, RunSummary};
 use access_core::ports::JobWaker;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Wakes the scheduler when a job is enqueued.
+/// Wakes the scheduler when a job is enqueued, and tells readiness when the scheduler last
+/// looked at the queue.
 #[derive(Debug, Default)]
 pub struct SchedulerWaker {
     notify: Notify,
+    /// Unix milliseconds of the scheduler's last look at the queue; 0 until it started.
+    last_look_ms: AtomicI64,
 }
 
 impl SchedulerWaker {
@@ -25,6 +31,38 @@ impl SchedulerWaker {
 
     pub async fn notified(&self) {
         self.notify.notified().await
+    }
+
+    /// The scheduler is looking at the queue now.
+    pub fn looked(&self) {
+        self.last_look_ms
+            .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// Why the scheduler is not ready: it has not looked at the queue for longer than three
+    /// idle periods (it sleeps at most `max_idle` between looks, so it is stuck or dead).
+    /// `None` when it is fine or when no scheduler runs in this process.
+    pub fn stalled(&self, max_idle: Duration) -> Option<String> {
+        let since = self.since_last_look()?;
+        let limit = max_idle.saturating_mul(3);
+        (since > limit).then(|| {
+            format!(
+                "job scheduler has not looked at the queue for {}s (limit {}s: 3 x max_idle_secs)",
+                since.as_secs(),
+                limit.as_secs()
+            )
+        })
+    }
+
+    /// How long since the scheduler last looked at the queue; `None` if no scheduler ever ran
+    /// in this process (the cleanup binary, tests driving jobs by hand).
+    pub fn since_last_look(&self) -> Option<Duration> {
+        match self.last_look_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(
+                u64::try_from(Utc::now().timestamp_millis().saturating_sub(ms)).unwrap_or(0),
+            )),
+        }
     }
 }
 
@@ -58,15 +96,45 @@ impl JobScheduler {
         self
     }
 
+    /// Jobs claimed per pass at most (the engine further limits a pass to its concurrency).
+    pub fn batch(mut self, n: u32) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+
     /// Runs until `shutdown` is cancelled. A batch that has started is finished (in-flight jobs
     /// complete); jobs not yet claimed stay due for the next start or another replica.
+    ///
+    /// Supervised: a panic in a pass (the engine already catches those of single jobs) is
+    /// logged and counted (`gatehouse_scheduler_panics_total`) and the loop goes on; the jobs
+    /// that pass had claimed are taken again when their lease lapses. Each look at the queue is
+    /// recorded for `/readyz`.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("job scheduler started");
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
-            match self.engine.run_due(self.batch).await {
+            self.waker.looked();
+            let pass = AssertUnwindSafe(self.engine.run_due(self.batch)).catch_unwind();
+            let outcome = match pass.await {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-text panic payload".into());
+                    tracing::error!(panic = %what, "a job pass panicked; the scheduler goes on");
+                    metrics::counter!("gatehouse_scheduler_panics_total").increment(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            match outcome {
                 Ok(summary) => {
                     record_metrics(&summary);
                     if summary.claimed > 0 {
@@ -83,6 +151,7 @@ impl JobScheduler {
                 }
             }
             let wait = self.time_to_next().await;
+            self.waker.looked();
             if wait.is_zero() {
                 continue;
             }
@@ -139,7 +208,35 @@ pub fn record_metrics(summary: &RunSummary) {
         metrics::counter!("gatehouse_jobs_total", "kind" => kind.clone(), "outcome" => "dead")
             .increment(*n);
     }
+    for (kind, n) in &summary.panicked {
+        metrics::counter!("gatehouse_job_panics_total", "kind" => kind.clone()).increment(*n);
+    }
     for lag in &summary.revocation_lag_secs {
         metrics::histogram!("gatehouse_revocation_lag_seconds").record(*lag);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/readyz` reads this: a scheduler that stopped looking at the queue for more than three
+    /// idle periods is reported, with the reason; one that looked recently, or none, is not.
+    #[test]
+    fn a_scheduler_that_stopped_looking_is_stalled() {
+        let w = SchedulerWaker::new();
+        assert_eq!(
+            w.stalled(Duration::from_secs(30)),
+            None,
+            "no scheduler here"
+        );
+        w.looked();
+        assert_eq!(w.stalled(Duration::from_secs(30)), None);
+        w.last_look_ms
+            .store(Utc::now().timestamp_millis() - 91_000, Ordering::Relaxed);
+        let why = w.stalled(Duration::from_secs(30)).unwrap();
+        assert!(why.contains("has not looked at the queue for 91s"), "{why}");
+        assert!(why.contains("limit 90s"), "{why}");
+        assert_eq!(w.stalled(Duration::from_secs(31)), None);
     }
 }

@@ -58,17 +58,22 @@ struct Harness {
     clock: Arc<ManualClock>,
     provider: Arc<TestProvider>,
     notifier: Arc<RecordingNotifier>,
+    waker: Arc<gatehouse_runtime::SchedulerWaker>,
     kind: &'static str,
     _db: TestDb,
 }
 
 async fn harness(db: TestDb) -> Harness {
+    harness_with(db, CONFIG).await
+}
+
+async fn harness_with(db: TestDb, config: &str) -> Harness {
     let clock = Arc::new(ManualClock::starting_now());
     let provider = Arc::new(TestProvider::new());
     let notifier = Arc::new(RecordingNotifier::new());
     let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     providers.insert("test".into(), provider.clone());
-    let config = Config::from_toml(CONFIG, "test.toml").unwrap();
+    let config = Config::from_toml(config, "test.toml").unwrap();
     let env = Env {
         database_url: db.url.clone(),
         ..Env::default()
@@ -90,6 +95,7 @@ async fn harness(db: TestDb) -> Harness {
         clock,
         provider,
         notifier,
+        waker: app.waker,
         kind: db.kind,
         _db: db,
     }
@@ -1263,5 +1269,189 @@ async fn a_failed_secret_delivery_after_activation_is_reported() {
             )
         });
         assert!(told, "{}: {:?}", h.kind, h.notifier.names());
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The job queue: leases, capacity, panics, per-request order (issue 11, section 3)
+
+/// A pass claims no more than it runs at once (8), so no claimed job waits out its lease in a
+/// local queue while another replica could have run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pass_claims_only_what_it_can_run() {
+    for h in each_backend().await {
+        for i in 0..12 {
+            h.engine
+                .submit(ask(&format!("UCAP{i}"), "auto", "1h"))
+                .await
+                .unwrap();
+        }
+        let s = h.engine.run_due(100).await.unwrap();
+        assert_eq!(s.claimed, 8, "{}", h.kind);
+        let left = h
+            .engine
+            .store()
+            .jobs(&JobFilter {
+                status: Some(JobStatus::Pending),
+                kind: Some("provision".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(!left.is_empty(), "{}: the rest stays due", h.kind);
+        h.run().await;
+        assert_eq!(h.provider.count("grant"), 12, "{}", h.kind);
+    }
+}
+
+/// A job slower than its lease (1 s here) is not handed to a second worker while the first is
+/// still running it: the first renews the lease as it goes. The second worker's clock is far
+/// ahead, too: leases run on the database clock, not a replica's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_slower_than_its_lease_is_not_run_twice() {
+    let config = CONFIG.replace(
+        "[server]\ncall_timeout_secs = 2",
+        "[server]\ncall_timeout_secs = 10\njob_lease_secs = 1",
+    );
+    for db in backends().await {
+        let h = harness_with(db, &config).await;
+        h.provider
+            .on_grant(Behaviour::Delay(std::time::Duration::from_millis(2_500)));
+        h.engine.submit(ask("USLOW", "auto", "1h")).await.unwrap();
+        let engine = h.engine.clone();
+        let first = tokio::spawn(async move { engine.run_due(100).await.unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(1_700)).await;
+        h.travel(Duration::minutes(10));
+        let stolen = h
+            .engine
+            .store()
+            .claim_jobs(h.engine.now(), 100, Duration::seconds(1))
+            .await
+            .unwrap();
+        assert!(
+            stolen
+                .iter()
+                .all(|j| !matches!(j.kind, access_core::jobs::JobKind::Provision { .. })),
+            "{}: the slow provision was claimed by a second worker",
+            h.kind
+        );
+        let s = first.await.unwrap();
+        assert_eq!(s.done.get("provision"), Some(&1), "{}: {s:?}", h.kind);
+        assert_eq!(h.provider.count("grant"), 1, "{}", h.kind);
+    }
+}
+
+/// A panic inside a job (a bug in an adapter) fails that attempt like any error, is counted,
+/// and the other jobs of the pass still run; the job is retried per its kind's policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panicking_job_fails_its_attempt_and_the_pass_goes_on() {
+    for h in each_backend().await {
+        h.provider.on_grant(Behaviour::Panic("adapter bug".into()));
+        let r = h.engine.submit(ask("UPANIC", "auto", "1h")).await.unwrap();
+        let s = h.engine.run_due(100).await.unwrap();
+        assert_eq!(s.panicked.get("provision"), Some(&1), "{}: {s:?}", h.kind);
+        assert_eq!(s.retried.get("provision"), Some(&1), "{}: {s:?}", h.kind);
+        let job = h
+            .engine
+            .store()
+            .jobs(&JobFilter {
+                kind: Some("provision".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(job.status, JobStatus::Pending, "{}", h.kind);
+        assert!(
+            job.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("panicked: adapter bug")),
+            "{}: {:?}",
+            h.kind,
+            job.last_error
+        );
+        // Fixed: the retry grants.
+        h.provider.on_grant(Behaviour::Succeed);
+        h.travel(Duration::minutes(5));
+        h.run().await;
+        let g = h.engine.store().request(r.id).await.unwrap().unwrap();
+        assert_eq!(g.status, RequestStatus::Active, "{}", h.kind);
+        assert_eq!(h.provider.count("grant"), 2, "{}", h.kind);
+    }
+}
+
+/// The notifications of one request arrive in the order they were enqueued, even when the first
+/// fails once: the second waits for the first's retry instead of overtaking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notifications_of_one_request_arrive_in_order() {
+    for h in each_backend().await {
+        // Baseline: the order without failures.
+        let r1 = h
+            .engine
+            .submit(ask("UORD1", "guarded", "1h"))
+            .await
+            .unwrap();
+        h.run().await;
+        let of = |id| {
+            h.notifier
+                .sent()
+                .into_iter()
+                .filter(|n| n.request_id() == Some(id))
+                .map(|n| n.name())
+                .collect::<Vec<_>>()
+        };
+        let want = of(r1.id);
+        assert!(want.len() >= 2, "{}: {want:?}", h.kind);
+        // The first delivery of the second request fails once.
+        h.notifier.fail_next(1);
+        let r2 = h
+            .engine
+            .submit(ask("UORD2", "guarded", "1h"))
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            h.run().await;
+            h.travel(Duration::minutes(1));
+        }
+        assert_eq!(of(r2.id), want, "{}", h.kind);
+    }
+}
+
+/// The scheduler outlives a panicking job: the job is failed and retried, the scheduler keeps
+/// looking at the queue (so `/readyz` stays truthful) and runs the retry once the bug is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_scheduler_survives_a_panicking_job() {
+    for h in each_backend().await {
+        h.provider.on_grant(Behaviour::Panic("adapter bug".into()));
+        let r = h.engine.submit(ask("USCHED", "auto", "1h")).await.unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(
+            gatehouse_runtime::JobScheduler::new(h.engine.clone(), h.waker.clone())
+                .max_idle(std::time::Duration::from_millis(200))
+                .run(shutdown.clone()),
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert!(!task.is_finished(), "{}: the scheduler died", h.kind);
+        assert_eq!(h.provider.count("grant"), 1, "{}", h.kind);
+        assert_eq!(
+            h.waker.stalled(std::time::Duration::from_millis(200)),
+            None,
+            "{}",
+            h.kind
+        );
+        h.provider.on_grant(Behaviour::Succeed);
+        h.travel(Duration::minutes(5));
+        let mut active = false;
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let req = h.engine.store().request(r.id).await.unwrap().unwrap();
+            if req.status == RequestStatus::Active {
+                active = true;
+                break;
+            }
+        }
+        assert!(active, "{}: the retry never ran", h.kind);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

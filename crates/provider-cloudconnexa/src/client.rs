@@ -296,16 +296,13 @@ impl CloudConnexaClient {
                         "token response without access_token".into(),
                     ));
                 }
-                let lifetime = Duration::from_secs(t.expires_in.unwrap_or(3600));
-                // Refresh a little early so a token never expires between check and use.
-                let margin = (lifetime / 10).min(Duration::from_secs(60));
                 tracing::debug!(
-                    expires_in = lifetime.as_secs(),
+                    expires_in = t.expires_in,
                     "fetched Cloud Connexa access token"
                 );
                 return Ok(CachedToken {
                     value: Secret::new(t.access_token),
-                    refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+                    refresh_at: token_refresh_at(t.expires_in, Instant::now()),
                 });
             }
             let envelope: ErrorEnvelope = serde_json::from_slice(&body).unwrap_or_default();
@@ -630,9 +627,34 @@ fn seg(id: &str) -> String {
         .collect()
 }
 
+/// When a token that lives `expires_in` seconds (the server's word; 3600 when absent) should be
+/// refreshed: a little early, so a token never expires between check and use.
+fn token_refresh_at(expires_in: Option<u64>, now: Instant) -> Instant {
+    // The lifetime is the server's number: capped, so `now + lifetime` cannot overflow.
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(3600).min(24 * 3600));
+    let margin = (lifetime / 10).min(Duration::from_secs(60));
+    now + lifetime.saturating_sub(margin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token response with an absurd `expires_in` (u64::MAX) cannot overflow the `Instant`
+    /// (a panic) and is refreshed within a day at the latest.
+    #[test]
+    fn huge_token_lifetime_is_capped_not_a_panic() {
+        let now = Instant::now();
+        for e in [Some(u64::MAX), Some(u64::MAX / 2), Some(10_000_000_000)] {
+            let at = token_refresh_at(e, now);
+            assert!(at <= now + Duration::from_secs(24 * 3600), "{e:?}");
+            assert!(at > now, "{e:?}");
+        }
+        let at = token_refresh_at(Some(3600), now);
+        assert_eq!(at, now + Duration::from_secs(3540));
+        assert_eq!(token_refresh_at(None, now), at);
+        assert_eq!(token_refresh_at(Some(0), now), now);
+    }
 
     #[test]
     fn debug_redacts_the_secret() {

@@ -17,6 +17,13 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
+/// The slowest rate a bucket runs at, whatever the server advertises (one token a day).
+pub(crate) const MIN_RATE: f64 = 1.0 / 86_400.0;
+/// The fastest rate a bucket runs at (beyond it the throttle is moot anyway).
+pub(crate) const MAX_RATE: f64 = 1_000_000.0;
+/// The longest a caller sleeps before checking the buckets again.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
 /// Reads (GET) and writes (everything else) are throttled separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallClass {
@@ -95,12 +102,19 @@ impl RateHeaders {
     }
 
     /// Tokens per second, when both halves are present and sane.
+    /// The quotient is clamped: the headers are the server's numbers, and `1e-200 / 1e200`
+    /// underflows to 0 (a wait of infinity), `1e308 / 1e-308` overflows to infinity.
     pub fn rate_per_sec(&self) -> Option<f64> {
-        match (self.replenish_rate, self.replenish_time) {
-            (Some(r), Some(t)) if r > 0.0 && t > 0.0 => Some(r / t),
-            (Some(r), None) if r > 0.0 => Some(r),
-            _ => None,
-        }
+        let rate = match (self.replenish_rate, self.replenish_time) {
+            (Some(r), Some(t)) if r > 0.0 && t > 0.0 => r / t,
+            (Some(r), None) if r > 0.0 => r,
+            _ => return None,
+        };
+        Some(if rate.is_finite() {
+            rate.clamp(MIN_RATE, MAX_RATE)
+        } else {
+            MAX_RATE
+        })
     }
 }
 
@@ -143,8 +157,11 @@ impl Bucket {
         if self.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            // At least a millisecond, so float rounding cannot spin the loop.
-            Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.001))
+            // At least a millisecond, so float rounding cannot spin the loop; at most MAX_WAIT,
+            // and never a panic: `try_from_secs_f64` refuses what `from_secs_f64` panics on
+            // (infinity, NaN, beyond `Duration::MAX`).
+            let secs = ((1.0 - self.tokens) / self.rate).max(0.001);
+            Duration::try_from_secs_f64(secs).map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
         }
     }
 
@@ -422,5 +439,43 @@ mod tests {
         assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100));
         let b10 = cfg.backoff(10);
         assert!(b10 >= Duration::from_millis(400) && b10 <= Duration::from_millis(800));
+    }
+
+    /// Hostile or absurd rate headers (a rate that underflows to 0, a rate of 1e-300, a huge
+    /// replenish time) neither panic (`Duration::from_secs_f64` of infinity or of a value
+    /// beyond `Duration::MAX`) nor stall the client for ever: the wait is bounded.
+    #[tokio::test]
+    async fn hostile_rate_headers_do_not_panic() {
+        for (rate, time) in [
+            ("1e-200", "1e200"),
+            ("1e-300", "1"),
+            ("1", "1e308"),
+            ("5e-324", "1"),
+            ("1e308", "1e-308"),
+        ] {
+            let lim = RateLimiter::new(&RateLimitConfig::default());
+            let p = lim.acquire(CallClass::Write).await;
+            let mut h = HeaderMap::new();
+            h.insert(
+                "X-RateLimit-Replenish-Rate",
+                HeaderValue::from_str(rate).unwrap(),
+            );
+            h.insert(
+                "X-RateLimit-Replenish-Time",
+                HeaderValue::from_str(time).unwrap(),
+            );
+            h.insert("X-RateLimit-Remaining", HeaderValue::from_static("0"));
+            lim.observe(p, &RateHeaders::parse(&h), true);
+            let (r, _) = lim.snapshot(CallClass::Write);
+            assert!(r.is_finite() && r >= MIN_RATE, "{rate}/{time}: {r}");
+            // The next call (it waits or not, depending on the rate) does not panic, and the
+            // wait it computes is bounded.
+            let _ = tokio::time::timeout(Duration::from_millis(20), lim.acquire(CallClass::Write))
+                .await;
+            for b in [&lim.read, &lim.write] {
+                let w = b.lock().unwrap().wait_for_one();
+                assert!(w <= MAX_WAIT, "{rate}/{time}: {w:?}");
+            }
+        }
     }
 }

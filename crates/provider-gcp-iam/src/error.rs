@@ -132,12 +132,16 @@ impl GcpError {
     }
 }
 
+/// The longest `retryDelay` taken at its word: far beyond what any quota window needs.
+pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 86_400);
+
 /// `"86401s"` / `"1.5s"` (protobuf Duration JSON).
 fn parse_duration(s: &str) -> Option<Duration> {
     s.strip_suffix('s')
         .and_then(|n| n.parse::<f64>().ok())
         .filter(|f| f.is_finite() && *f >= 0.0)
-        .map(Duration::from_secs_f64)
+        // The number is the server's: beyond `Duration::MAX` `from_secs_f64` would panic.
+        .map(|f| Duration::try_from_secs_f64(f).map_or(MAX_RETRY_DELAY, |d| d.min(MAX_RETRY_DELAY)))
 }
 
 #[derive(Deserialize)]
@@ -220,5 +224,25 @@ mod tests {
             ),
             GcpError::PermissionDenied(_)
         ));
+    }
+
+    /// A `retryDelay` too large for a `Duration` (or absurd) is capped, not a panic.
+    #[test]
+    fn huge_retry_delay_is_capped_not_a_panic() {
+        for delay in ["1e30s", "18446744073709551616s", "1.8e19s", "1e308s"] {
+            let body = format!(
+                r#"{{"error":{{"code":429,"message":"m","status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{delay}"}}]}}}}"#
+            );
+            match GcpError::from_response(429, body.as_bytes()) {
+                GcpError::ResourceExhausted {
+                    retry_after: Some(d),
+                    ..
+                } => assert_eq!(d, MAX_RETRY_DELAY, "{delay}"),
+                other => panic!("{delay}: {other:?}"),
+            }
+        }
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("NaNs"), None);
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
     }
 }

@@ -63,7 +63,8 @@ pub fn verify(
         return Err(VerifyError::MissingHeaders);
     };
     let ts_num: i64 = ts.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
-    if (now - ts_num).abs() > MAX_AGE_SECS {
+    // abs_diff: the timestamp is the sender's number, and `now - i64::MIN` would overflow.
+    if now.abs_diff(ts_num) > MAX_AGE_SECS.unsigned_abs() {
         return Err(VerifyError::Stale);
     }
     let hex_part = sig
@@ -155,6 +156,29 @@ mod tests {
         assert_eq!(
             verify(s, Some(TS), Some(&other), b, now),
             Err(VerifyError::Mismatch)
+        );
+    }
+
+    /// A hostile timestamp (i64::MIN, i64::MAX) is stale, not an arithmetic overflow (a panic in
+    /// a debug build, a wrapped and possibly "fresh" difference in a release build).
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        let s = SECRET.as_bytes();
+        let b = BODY.as_bytes();
+        for ts in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let ts = ts.to_string();
+            let sig = sign(s, &ts, b);
+            assert_eq!(
+                verify(s, Some(&ts), Some(&sig), b, 1531420618),
+                Err(VerifyError::Stale),
+                "{ts}"
+            );
+        }
+        let ts = i64::MAX.to_string();
+        let sig = sign(s, &ts, b);
+        assert_eq!(
+            verify(s, Some(&ts), Some(&sig), b, i64::MIN),
+            Err(VerifyError::Stale)
         );
     }
 }

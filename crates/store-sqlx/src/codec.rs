@@ -282,7 +282,15 @@ pub(crate) fn decision_from_row(row: &DbRow) -> Result<Decision, StoreError> {
 pub(crate) const JOB_COLS: &str = "id, kind, payload, status, run_at, attempts, max_attempts, last_error, created_at, locked_until, claim_token";
 
 pub(crate) fn job_from_row(row: &DbRow) -> Result<Job, StoreError> {
-    let kind: JobKind = from_json("payload", &row.string("payload")?)?;
+    // A payload this version cannot read (a newer version's job kind) is not an error here: the
+    // row is reported as `Undecodable`, so listings still show it and the claim sets it aside.
+    let kind: JobKind = match from_json("payload", &row.string("payload")?) {
+        Ok(k) => k,
+        Err(e) => JobKind::Undecodable {
+            kind: row.string("kind")?,
+            error: e.to_string(),
+        },
+    };
     let status_s = row.string("status")?;
     let status = JobStatus::parse(&status_s)
         .ok_or_else(|| corrupt("status", format!("unknown job status '{status_s}'")))?;

@@ -43,8 +43,13 @@
 //!   `live grant`), and either rolls back the whole set. Audit records are truncated to
 //!   microseconds, then sealed after the stored chain head. Jobs get `created_at` from the wall
 //!   clock (a [`ChangeSet`](access_core::ports::ChangeSet) carries no time).
-//! - `claim_jobs`: pending jobs with `run_at <= now` and running jobs with
-//!   `locked_until <= now`, oldest `run_at` first; one fresh claim token per call.
+//! - `claim_jobs`: pending jobs with `run_at <= now` and running jobs whose lease lapsed,
+//!   oldest `run_at` first; one fresh claim token per call. Leases (`locked_until`) run on the
+//!   lease clock: the database's `now()` on PostgreSQL, the host clock on SQLite (one host), not
+//!   the caller's `now`. A job with an `order_key` waits while an earlier one of its key is
+//!   pending or running. A row that does not decode is set aside (dead, reason in `last_error`)
+//!   in the same transaction, and the others are claimed. `renew_lease` extends the unlapsed
+//!   leases of one claim token.
 //!   `complete/retry/bury_job` act only while the token matches and the job is running.
 //! - `next_job_at`: the earliest pending `run_at` **or running `locked_until`**, so a scheduler
 //!   sleeping until then also wakes for a job whose worker died.

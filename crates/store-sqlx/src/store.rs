@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use access_core::audit::{self, AuditEvent, ChainBreak, ChainVerification, ChainVerifier};
 use access_core::grant::{Grant, GrantStatus};
 use access_core::ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
-use access_core::jobs::{Job, JobStats};
+use access_core::jobs::{Job, JobKind, JobStats};
 use access_core::notification::MessageRef;
 use access_core::ports::{
-    AuditFilter, ChangeSet, Committed, GrantFilter, GrantWrite, JobFilter, RequestFilter,
-    RequestWrite, Store, StoreError,
+    AuditFilter, ChangeSet, ClaimScope, Committed, GrantFilter, GrantWrite, JobFilter,
+    RequestFilter, RequestWrite, Store, StoreError,
 };
 use access_core::request::{AccessRequest, Decision, RequestStatus};
 use access_core::subject::SubjectKey;
@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 
 use crate::SqlStore;
 use crate::codec::{self, micros};
-use crate::db::{Backend, Conn, Sql, Tx};
+use crate::db::{Arg, Backend, Conn, Sql, Tx};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -55,6 +55,25 @@ fn plain(e: sqlx::Error) -> StoreError {
 }
 
 impl SqlStore {
+    /// The clock job leases are measured by, as an SQL expression in microseconds. On
+    /// PostgreSQL it is the database's (`now()`), so replicas whose clocks disagree still agree
+    /// on when a claim lapses. SQLite is a file on one host, so every process using it shares
+    /// the host's clock: there it is that clock, bound as parameter `$n`
+    /// ([`Self::push_lease_clock_arg`] adds it).
+    fn lease_clock(&self, n: usize) -> String {
+        match self.backend() {
+            Backend::Postgres => "(EXTRACT(EPOCH FROM now()) * 1000000)::BIGINT".to_string(),
+            Backend::Sqlite => format!("${n}"),
+        }
+    }
+
+    /// The argument [`Self::lease_clock`] refers to on SQLite (none on PostgreSQL).
+    fn push_lease_clock_arg(&self, args: &mut Vec<Arg>) {
+        if self.backend() == Backend::Sqlite {
+            args.push(micros(Utc::now()).into());
+        }
+    }
+
     async fn begin(&self) -> Result<Tx, StoreError> {
         self.db.begin().await.map_err(plain)
     }
@@ -117,11 +136,17 @@ impl SqlStore {
         }
 
         let now = micros(Utc::now());
-        for j in &change.jobs {
+        for (i, j) in change.jobs.iter().enumerate() {
             let payload = codec::to_json(&j.kind)?;
+            // Enqueue order among jobs of one ordering key: the wall clock, then the position in
+            // this change set (two jobs of one commit share the microsecond).
+            let order_seq = j.kind.order_key().map(|_| {
+                now.saturating_mul(1000)
+                    .saturating_add(i64::try_from(i % 1000).unwrap_or(0))
+            });
             let sql = Sql::with(
-                "INSERT INTO jobs (id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'pending', $4, 0, $5, $6, $6)",
+                "INSERT INTO jobs (id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at, order_key, order_seq) \
+                 VALUES ($1, $2, $3, 'pending', $4, 0, $5, $6, $6, $7, $8)",
                 vec![
                     j.id.to_string().into(),
                     j.kind.name().into(),
@@ -129,6 +154,8 @@ impl SqlStore {
                     micros(j.run_at).into(),
                     j.kind.max_attempts().map(i64::from).into(),
                     now.into(),
+                    j.kind.order_key().into(),
+                    order_seq.into(),
                 ],
             );
             c.execute(&sql)
@@ -517,62 +544,136 @@ impl Store for SqlStore {
         rows.iter().map(codec::grant_from_row).collect()
     }
 
-    async fn claim_jobs(
+    async fn claim_jobs_in(
         &self,
         now: DateTime<Utc>,
         limit: u32,
         lease: chrono::Duration,
+        scope: ClaimScope,
     ) -> Result<Vec<Job>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let token = uuid::Uuid::new_v4().to_string();
-        let locked_until = now.checked_add_signed(lease).unwrap_or(now);
+        let lease_micros = lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
+        // Leases are measured by the lease clock (see `lease_clock`), not by `now`: `now` says
+        // which jobs are due, the lease clock says whose claim has lapsed.
         // A running job whose lease has lapsed belonged to a worker that died (or hung): it is
         // claimable again from the instant `locked_until`, the same instant `next_job_at`
-        // reports, so a scheduler woken by it always finds the job. SKIP LOCKED lets concurrent claimers on PostgreSQL pass over rows
-        // another claimer is taking instead of waiting for them, and never returns a row twice.
-        let pick = "SELECT id FROM jobs WHERE (status = 'pending' AND run_at <= $3) \
-                    OR (status = 'running' AND locked_until <= $3) ORDER BY run_at, id LIMIT $4";
+        // reports, so a scheduler woken by it always finds the job. A job with an ordering key
+        // waits while an earlier one of its key is pending or running (enqueue order, even
+        // across a retry of the earlier one). SKIP LOCKED lets concurrent claimers on PostgreSQL
+        // pass over rows another claimer is taking instead of waiting for them, and never
+        // returns a row twice.
+        let clock = self.lease_clock(5);
+        // Kind names are compile-time constants of this program, never input.
+        let scope = match scope {
+            ClaimScope::All => String::new(),
+            ClaimScope::Only(k) => format!("AND kind = '{}'", k.replace('\'', "")),
+            ClaimScope::AllBut(k) => format!("AND kind <> '{}'", k.replace('\'', "")),
+        };
+        let pick = format!(
+            "SELECT id FROM jobs WHERE ((status = 'pending' AND run_at <= $3) \
+             OR (status = 'running' AND locked_until <= {clock})) \
+             AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e \
+                  WHERE e.order_key = jobs.order_key AND e.status IN ('pending', 'running') \
+                  AND e.order_seq < jobs.order_seq)) {scope} \
+             ORDER BY run_at, id LIMIT $4"
+        );
         let text = match self.backend() {
             Backend::Postgres => format!(
                 "WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) \
-                 UPDATE jobs SET status = 'running', locked_until = $1, claim_token = $2, \
+                 UPDATE jobs SET status = 'running', locked_until = {clock} + $1, claim_token = $2, \
                  attempts = jobs.attempts + 1, updated_at = $3 FROM picked WHERE jobs.id = picked.id \
                  RETURNING {}",
                 prefixed("jobs", codec::JOB_COLS)
             ),
             Backend::Sqlite => format!(
-                "UPDATE jobs SET status = 'running', locked_until = $1, claim_token = $2, \
+                "UPDATE jobs SET status = 'running', locked_until = {clock} + $1, claim_token = $2, \
                  attempts = attempts + 1, updated_at = $3 WHERE id IN ({pick}) RETURNING {}",
                 codec::JOB_COLS
             ),
         };
-        let sql = Sql::with(
-            text,
-            vec![
-                micros(locked_until).into(),
-                token.into(),
-                micros(now).into(),
-                i64::from(limit).into(),
-            ],
-        );
+        let mut args: Vec<Arg> = vec![
+            lease_micros.into(),
+            token.clone().into(),
+            micros(now).into(),
+            i64::from(limit).into(),
+        ];
+        self.push_lease_clock_arg(&mut args);
+        let sql = Sql::with(text, args);
         let mut tx = self.begin().await?;
         let rows = tx.conn().fetch_all(&sql).await.map_err(plain)?;
-        // Parse before committing: a row that does not parse must not be left claimed by nobody.
-        let jobs: Result<Vec<Job>, StoreError> = rows.iter().map(codec::job_from_row).collect();
-        let mut jobs = match jobs {
-            Ok(j) => j,
-            Err(e) => {
-                if let Err(rb) = tx.rollback().await {
-                    tracing::warn!(error = %rb, "rollback after an unreadable job failed");
-                }
-                return Err(e);
+        // A row this version cannot read must neither be left claimed by nobody nor block the
+        // queue (revocations included): it is set aside, dead, with the reason, in the same
+        // transaction, and the others are claimed.
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut unreadable: Vec<(String, String)> = Vec::new();
+        for row in &rows {
+            match codec::job_from_row(row) {
+                Ok(Job {
+                    id,
+                    kind: JobKind::Undecodable { kind, error },
+                    ..
+                }) => unreadable.push((
+                    id.to_string(),
+                    format!(
+                        "undecodable job of kind '{kind}' (written by a newer version?): {error}"
+                    ),
+                )),
+                Ok(job) => jobs.push(job),
+                Err(e) => match row.string("id") {
+                    Ok(id) => unreadable.push((id, format!("unreadable job row: {e}"))),
+                    Err(_) => {
+                        if let Err(rb) = tx.rollback().await {
+                            tracing::warn!(error = %rb, "rollback after an unreadable job failed");
+                        }
+                        return Err(e);
+                    }
+                },
             }
-        };
+        }
+        for (id, reason) in &unreadable {
+            tracing::error!(job = %id, reason = %reason, "job set aside as dead: this version cannot read it");
+            let bury = Sql::with(
+                "UPDATE jobs SET status = 'dead', last_error = $1, locked_until = NULL, updated_at = $2 \
+                 WHERE id = $3 AND claim_token = $4",
+                vec![
+                    reason.as_str().into(),
+                    micros(now).into(),
+                    id.as_str().into(),
+                    token.as_str().into(),
+                ],
+            );
+            tx.conn().execute(&bury).await.map_err(plain)?;
+        }
         tx.commit().await.map_err(plain)?;
+        if !unreadable.is_empty() {
+            metrics::counter!("gatehouse_jobs_undecodable_total")
+                .increment(unreadable.len() as u64);
+        }
         jobs.sort_by_key(|j| (j.run_at, j.id));
         Ok(jobs)
+    }
+
+    async fn renew_lease(
+        &self,
+        claim_token: &str,
+        lease: chrono::Duration,
+    ) -> Result<u64, StoreError> {
+        let lease_micros = lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
+        let clock = self.lease_clock(3);
+        // A lapsed lease is not revived: another worker may already be entitled to the job.
+        let mut args: Vec<Arg> = vec![lease_micros.into(), claim_token.into()];
+        self.push_lease_clock_arg(&mut args);
+        let sql = Sql::with(
+            format!(
+                "UPDATE jobs SET locked_until = {clock} + $1 \
+                 WHERE claim_token = $2 AND status = 'running' AND locked_until > {clock}"
+            ),
+            args,
+        );
+        self.write_one(&sql).await
     }
 
     async fn complete_job(

@@ -11,8 +11,8 @@ use access_core::ids::{GrantId, JobId, RequestId, ResourceId};
 use access_core::jobs::{JobKind, JobStatus, NewJob};
 use access_core::notification::MessageRef;
 use access_core::ports::{
-    AuditFilter, ChangeSet, GrantFilter, GrantWrite, JobFilter, RequestFilter, RequestWrite, Store,
-    StoreError,
+    AuditFilter, ChangeSet, ClaimScope, GrantFilter, GrantWrite, JobFilter, RequestFilter,
+    RequestWrite, Store, StoreError,
 };
 use access_core::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestKind, RequestStatus,
@@ -1008,6 +1008,7 @@ async fn concurrent_claimers_never_share_a_job() {
         // A job that is not due yet is never handed out.
         let later = enqueue(&store, 1, t(1000)).await[0];
         let now = t(10);
+        let before = Utc::now();
         let mut handles = Vec::new();
         for _ in 0..4 {
             let store = store.clone();
@@ -1024,7 +1025,13 @@ async fn concurrent_claimers_never_share_a_job() {
                     for j in batch {
                         assert_eq!(j.status, JobStatus::Running);
                         assert_eq!(j.attempts, 1);
-                        assert_eq!(j.locked_until, Some(now + Duration::seconds(60)));
+                        // The lease runs on the store's clock (the database's), not `now`.
+                        let until = j.locked_until.unwrap();
+                        assert!(
+                            until >= before + Duration::seconds(59)
+                                && until <= Utc::now() + Duration::seconds(61),
+                            "{until}"
+                        );
                         let token = j.claim_token.clone().unwrap();
                         mine.push((j.id, token));
                     }
@@ -1101,48 +1108,97 @@ async fn claims_are_oldest_first_and_limited() {
     }
 }
 
+/// A claim can be scoped by kind: the engine claims worker jobs up to its free slots and audit
+/// exports (one batch) separately.
+#[tokio::test]
+async fn claims_can_be_scoped_by_kind() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let expire = enqueue(&store, 2, t(0)).await;
+        let export = NewJob::at(
+            JobKind::ExportAudit {
+                event_id: access_core::ids::AuditEventId::new(),
+            },
+            t(0),
+        );
+        store
+            .commit(ChangeSet {
+                jobs: vec![export.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let got = store
+            .claim_jobs_in(
+                t(1),
+                10,
+                Duration::seconds(30),
+                ClaimScope::Only("export_audit"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![export.id],
+            "{kind}"
+        );
+        let got = store
+            .claim_jobs_in(
+                t(1),
+                1,
+                Duration::seconds(30),
+                ClaimScope::AllBut("export_audit"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![expire[0]],
+            "{kind}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn lapsed_lease_is_reclaimed_and_stale_tokens_lose() {
     for (db, store) in stores().await {
         let kind = db.kind;
+        let lease = Duration::milliseconds(700);
         let id = enqueue(&store, 1, t(0)).await[0];
-        let first = store
-            .claim_jobs(t(1), 10, Duration::seconds(30))
-            .await
-            .unwrap();
+        let first = store.claim_jobs(t(1), 10, lease).await.unwrap();
         assert_eq!(first.len(), 1);
         let old_token = first[0].claim_token.clone().unwrap();
-        // While the lease holds, nobody else gets it; the scheduler is told when it lapses.
+        let until = first[0].locked_until.unwrap();
+        // While the lease holds, nobody else gets it, whatever time the claimer thinks it is
+        // (leases run on the store's clock); the scheduler is told when it lapses.
         assert!(
             store
-                .claim_jobs(t(20), 10, Duration::seconds(30))
+                .claim_jobs(t(10_000), 10, lease)
                 .await
                 .unwrap()
                 .is_empty(),
             "{kind}"
         );
-        assert_eq!(store.next_job_at().await.unwrap(), Some(t(31)), "{kind}");
+        assert_eq!(store.next_job_at().await.unwrap(), Some(until), "{kind}");
         // The first worker died: after the lease, the job is handed out again.
-        assert!(
-            store
-                .claim_jobs(t(30), 10, Duration::seconds(30))
-                .await
-                .unwrap()
-                .is_empty(),
-            "{kind}"
-        );
-        // Claimable from the instant next_job_at named, so a woken scheduler never spins.
-        let second = store
-            .claim_jobs(t(31), 10, Duration::seconds(30))
-            .await
-            .unwrap();
+        let wait = (until - Utc::now() + Duration::milliseconds(100))
+            .to_std()
+            .unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let second = store.claim_jobs(t(2), 10, lease).await.unwrap();
         assert_eq!(second.len(), 1, "{kind}");
         assert_eq!(second[0].id, id);
         assert_eq!(second[0].attempts, 2);
         let new_token = second[0].claim_token.clone().unwrap();
         assert_ne!(new_token, old_token);
 
-        // The old worker comes back: every outcome with its token is refused.
+        // The old worker comes back: every outcome with its token is refused, and its
+        // heartbeat renews nothing.
+        assert_eq!(
+            store.renew_lease(&old_token, lease).await.unwrap(),
+            0,
+            "{kind}"
+        );
         assert!(
             !store.complete_job(id, &old_token, t(33)).await.unwrap(),
             "{kind}"
@@ -1177,6 +1233,134 @@ async fn lapsed_lease_is_reclaimed_and_stale_tokens_lose() {
                 .is_empty()
         );
         assert_eq!(store.next_job_at().await.unwrap(), None);
+    }
+}
+
+/// A worker that keeps renewing its lease keeps its jobs past the first lease; only its own
+/// claim token renews, a lapsed lease is not revived, and once it stops the jobs are taken.
+#[tokio::test]
+async fn renewed_leases_hold_and_only_the_claim_token_renews() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let lease = Duration::milliseconds(600);
+        let ids = enqueue(&store, 3, t(0)).await;
+        let mine = store.claim_jobs(t(1), 2, lease).await.unwrap();
+        assert_eq!(mine.len(), 2, "{kind}");
+        let token = mine[0].claim_token.clone().unwrap();
+        // Done jobs are not renewed (nor revived).
+        assert!(store.complete_job(mine[1].id, &token, t(1)).await.unwrap());
+        assert_eq!(store.renew_lease("not-a-token", lease).await.unwrap(), 0);
+        // Three leases long, renewed every third of one: never claimable by another worker.
+        for _ in 0..9 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert_eq!(store.renew_lease(&token, lease).await.unwrap(), 1, "{kind}");
+            let other = store.claim_jobs(t(2), 10, lease).await.unwrap();
+            assert!(
+                other.iter().all(|j| j.id != mine[0].id),
+                "{kind}: a renewed job was handed to another worker"
+            );
+            for j in other {
+                assert_eq!(j.id, ids[2]);
+                let tok = j.claim_token.unwrap();
+                assert!(store.complete_job(j.id, &tok, t(2)).await.unwrap());
+            }
+        }
+        let until = store
+            .jobs(&JobFilter {
+                status: Some(JobStatus::Running),
+                ..Default::default()
+            })
+            .await
+            .unwrap()[0]
+            .locked_until
+            .unwrap();
+        assert!(until > Utc::now(), "{kind}");
+        // The worker stops renewing: after the lease the job is taken, and the old claim
+        // cannot renew what lapsed.
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        assert_eq!(store.renew_lease(&token, lease).await.unwrap(), 0, "{kind}");
+        let taken = store.claim_jobs(t(3), 10, lease).await.unwrap();
+        assert_eq!(
+            taken.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![mine[0].id],
+            "{kind}"
+        );
+    }
+}
+
+/// Notifications of one request are claimed one at a time in enqueue order: while the first
+/// is running or waiting for a retry, the second is not handed out; another request's are.
+#[tokio::test]
+async fn jobs_of_one_order_key_are_claimed_in_enqueue_order() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let r = request("U1", "dev-network", t(0));
+        let other = request("U2", "dev-network", t(0));
+        let note = |req: &access_core::request::AccessRequest| JobKind::Notify {
+            notification: Box::new(access_core::notification::Notification::RequestTimedOut {
+                request: access_core::notification::RequestSummary::of(req, "VPN"),
+            }),
+        };
+        let first = NewJob::at(note(&r), t(0));
+        // Due earlier than the first, but enqueued after it.
+        let second = NewJob::at(note(&r), t(-5));
+        let third = NewJob::at(note(&other), t(0));
+        store
+            .commit(ChangeSet {
+                jobs: vec![first.clone(), second.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store
+            .commit(ChangeSet {
+                jobs: vec![third.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let got = store
+            .claim_jobs(t(1), 10, Duration::seconds(30))
+            .await
+            .unwrap();
+        let mut ids: Vec<_> = got.iter().map(|j| j.id).collect();
+        ids.sort();
+        let mut want = vec![first.id, third.id];
+        want.sort();
+        assert_eq!(ids, want, "{kind}: the second waits for the first");
+        // The first fails and waits for its retry: the second still waits.
+        let f = got.iter().find(|j| j.id == first.id).unwrap();
+        let tok = f.claim_token.clone().unwrap();
+        assert!(
+            store
+                .retry_job(first.id, &tok, "slack 503", t(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .claim_jobs(t(30), 10, Duration::seconds(30))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{kind}"
+        );
+        let f = store
+            .claim_jobs(t(61), 10, Duration::seconds(30))
+            .await
+            .unwrap();
+        assert_eq!(f.iter().map(|j| j.id).collect::<Vec<_>>(), vec![first.id]);
+        let tok = f[0].claim_token.clone().unwrap();
+        assert!(store.complete_job(first.id, &tok, t(61)).await.unwrap());
+        let s = store
+            .claim_jobs(t(62), 10, Duration::seconds(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![second.id],
+            "{kind}"
+        );
     }
 }
 
@@ -1280,31 +1464,57 @@ async fn retry_then_bury_leaves_a_visible_dead_job() {
     }
 }
 
+/// A row this version cannot read (a newer version's job kind during a rolling deploy) is set
+/// aside, dead with the reason, and does not stop the others (a revocation here) from being
+/// claimed; the job listing still shows it.
 #[tokio::test]
-async fn unreadable_job_is_corrupt_and_stays_unclaimed() {
+async fn undecodable_job_is_set_aside_and_the_rest_claimed() {
     for (db, store) in stores().await {
         let kind = db.kind;
+        let bad = JobId::new();
         raw(
             &store,
             &format!(
                 "INSERT INTO jobs (id, kind, payload, status, run_at, attempts, created_at, updated_at) \
-                 VALUES ('{}', 'future', '{{\"type\":\"from_the_future\"}}', 'pending', 0, 0, 0, 0)",
-                JobId::new()
+                 VALUES ('{bad}', 'future', '{{\"type\":\"from_the_future\"}}', 'pending', 0, 0, 0, 0)"
             ),
         )
         .await;
-        let err = store
+        let good = enqueue(&store, 1, t(0)).await[0];
+        let got = store
             .claim_jobs(t(0), 10, Duration::seconds(30))
             .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(_)), "{kind}: {err:?}");
-        let err = store.jobs(&JobFilter::default()).await.unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(_)), "{kind}: {err:?}");
-        let stats = store.job_stats(t(0), None).await.unwrap();
+            .unwrap();
         assert_eq!(
-            (stats.pending, stats.running),
-            (1, 0),
-            "{kind}: the claim was rolled back"
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![good],
+            "{kind}"
+        );
+        let listed = store.jobs(&JobFilter::default()).await.unwrap();
+        let dead = listed.iter().find(|j| j.id == bad).unwrap();
+        assert_eq!(dead.status, JobStatus::Dead, "{kind}");
+        assert!(
+            matches!(&dead.kind, JobKind::Undecodable { kind, .. } if kind == "future"),
+            "{kind}: {:?}",
+            dead.kind
+        );
+        let err = dead.last_error.as_deref().unwrap();
+        assert!(
+            err.contains("undecodable job of kind 'future'") && err.contains("from_the_future"),
+            "{kind}: {err}"
+        );
+        // The listing serialises it for the admin API.
+        let v = serde_json::to_value(dead).unwrap();
+        assert_eq!(v["kind"]["type"], "undecodable", "{kind}");
+        let stats = store.job_stats(t(0), None).await.unwrap();
+        assert_eq!((stats.dead, stats.running), (1, 1), "{kind}");
+        // Set aside for good: never claimed again.
+        assert!(
+            store
+                .claim_jobs(t(100_000), 10, Duration::seconds(30))
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
 }

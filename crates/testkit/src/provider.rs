@@ -30,6 +30,8 @@ pub enum Behaviour {
     ApplyThenFail(String),
     /// Makes the change, then answers after a delay (a slow call that lands before it answers).
     ApplyThenDelay(Duration),
+    /// Panics (a bug in an adapter): the engine must contain it.
+    Panic(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +136,7 @@ impl TestProvider {
                 tokio::time::sleep(d).await;
                 Ok(())
             }
+            Behaviour::Panic(m) => panic!("{m}"),
         }
     }
 
