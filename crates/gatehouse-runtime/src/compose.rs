@@ -109,13 +109,12 @@ impl App {
         overrides: Overrides,
     ) -> Result<App, ComposeError> {
         let resources = config.resources()?;
-        let store =
-            SqlStore::connect(&env.database_url)
-                .await
-                .map_err(|e| ComposeError::Database {
-                    url: redact_url(&env.database_url),
-                    message: e.to_string(),
-                })?;
+        let store = SqlStore::connect_with(&env.database_url, config.database.store_options())
+            .await
+            .map_err(|e| ComposeError::Database {
+                url: redact_url(&env.database_url),
+                message: e.to_string(),
+            })?;
         let store = Arc::new(store);
         let call_limit = Duration::from_secs(config.server.call_timeout_secs.unwrap_or(60));
         let waker = Arc::new(SchedulerWaker::new());

@@ -46,6 +46,8 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerSection,
     #[serde(default)]
+    pub database: DatabaseSection,
+    #[serde(default)]
     pub resources: Vec<ResourceConfig>,
 }
 
@@ -69,6 +71,32 @@ pub struct ServerSection {
     /// default 3600.
     #[serde(default)]
     pub reconcile_interval_secs: Option<u64>,
+}
+
+/// `[database]`: session settings of the store's connections (the URL itself is a secret and
+/// comes from `DATABASE_URL`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// PostgreSQL `statement_timeout` in seconds (default 30; 0 turns the limit off). A query
+    /// that runs longer fails, so a hung one cannot stall commits behind the audit-head lock.
+    #[serde(default)]
+    pub statement_timeout_secs: Option<u64>,
+}
+
+impl DatabaseSection {
+    /// The store's connection options for this section.
+    pub fn store_options(&self) -> store_sqlx::StoreOptions {
+        let statement_timeout = match self.statement_timeout_secs {
+            None => Some(store_sqlx::DEFAULT_STATEMENT_TIMEOUT),
+            Some(0) => None,
+            Some(s) => Some(std::time::Duration::from_secs(s)),
+        };
+        store_sqlx::StoreOptions {
+            statement_timeout,
+            ..store_sqlx::StoreOptions::default()
+        }
+    }
 }
 
 /// One `[[resources]]` entry.

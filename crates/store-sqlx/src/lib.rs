@@ -114,13 +114,21 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long a caller waits for a pooled connection.
     pub acquire_timeout: Duration,
+    /// PostgreSQL only: the `statement_timeout` of every pooled connection, so a hung query fails
+    /// instead of stalling every commit queued behind the audit-head lock. `None` leaves the
+    /// server's setting (by default no limit).
+    pub statement_timeout: Option<Duration>,
 }
+
+/// Default PostgreSQL `statement_timeout`: far above any query the store makes, far below "for ever".
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(30),
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
         }
     }
 }
@@ -181,9 +189,14 @@ impl SqlStore {
                 .map_err(|e| StoreError::Database(format!("SQLite migrations failed: {e}")))?;
             DbPool::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let conn = PgConnectOptions::from_str(url).map_err(|e| {
+            let mut conn = PgConnectOptions::from_str(url).map_err(|e| {
                 StoreError::Database(format!("invalid PostgreSQL URL {}: {e}", redact_url(url)))
             })?;
+            if let Some(t) = opts.statement_timeout {
+                // A startup option (`-c statement_timeout=…`): set on every connection the pool
+                // opens, with no extra round trip, and added to any `options` the URL carries.
+                conn = conn.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(opts.acquire_timeout)
