@@ -210,7 +210,7 @@ impl ResourceConfig {
             Some(t) => serde_json::to_value(t).map_err(|e| err(format!("settings: {e}")))?,
             None => serde_json::Value::Object(Default::default()),
         };
-        Ok(Resource {
+        let resource = Resource {
             id,
             description: self.description.clone(),
             provider: self.provider.clone(),
@@ -219,7 +219,25 @@ impl ResourceConfig {
             eligibility: self.eligibility.clone(),
             approval: self.approval.clone(),
             extendable: self.extendable,
-        })
+        };
+        check_provider_settings(&resource).map_err(|m| err(format!("settings: {m}")))?;
+        Ok(resource)
+    }
+}
+
+/// The providers parse a resource's settings when they first use them; parse them here too, so
+/// a typo, a missing key or a refused value stops the start instead of failing the first grant
+/// (after an approver has said yes). Providers this build does not know (test doubles, embedded
+/// adapters) check their own.
+fn check_provider_settings(resource: &Resource) -> Result<(), String> {
+    match resource.provider.as_str() {
+        "cloudconnexa" => provider_cloudconnexa::ResourceSettings::parse(resource)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        "gcp-iam" => provider_gcp_iam::GcpIamSettings::of(resource)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
     }
 }
 

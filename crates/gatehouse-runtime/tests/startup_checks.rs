@@ -66,3 +66,44 @@ async fn postgres_connections_carry_a_statement_timeout() {
         app.store.close().await;
     }
 }
+
+fn load_error(resource: &str) -> String {
+    let text = format!("[[resources]]\n{resource}\napproval = {{ mode = \"auto\" }}\n");
+    match Config::from_toml(&text, "test.toml").and_then(|c| c.resources()) {
+        Ok(_) => panic!("configuration accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Provider settings are checked when the configuration loads, not when the first grant runs:
+/// a typo, a basic GCP role or a missing network refuses to start, naming the resource and key.
+#[test]
+fn provider_settings_are_validated_at_load() {
+    let e = load_error(
+        "id = \"vpn\"\nprovider = \"cloudconnexa\"\nsettings = { network = \"dev\", gruop = \"x\" }",
+    );
+    assert!(e.contains("resource 'vpn'") && e.contains("gruop"), "{e}");
+
+    let e = load_error("id = \"vpn\"\nprovider = \"cloudconnexa\"\nsettings = { group = \"x\" }");
+    assert!(e.contains("resource 'vpn'") && e.contains("network"), "{e}");
+
+    let e = load_error(
+        "id = \"gcp\"\nprovider = \"gcp-iam\"\nsettings = { project = \"my-project-1\", role = \"roles/owner\" }",
+    );
+    assert!(
+        e.contains("resource 'gcp'") && e.contains("role") && e.contains("roles/owner"),
+        "{e}"
+    );
+
+    let e = load_error(
+        "id = \"gcp\"\nprovider = \"gcp-iam\"\nsettings = { project = \"my-project-1\", role = \"roles/iam.serviceAccountUser\", dry_rn = true }",
+    );
+    assert!(e.contains("resource 'gcp'") && e.contains("dry_rn"), "{e}");
+
+    // Valid settings still load.
+    let ok = "[[resources]]\nid = \"gcp\"\nprovider = \"gcp-iam\"\napproval = { mode = \"auto\" }\nsettings = { project = \"my-project-1\", role = \"roles/iam.serviceAccountUser\" }\n";
+    Config::from_toml(ok, "ok.toml")
+        .unwrap()
+        .resources()
+        .unwrap();
+}
