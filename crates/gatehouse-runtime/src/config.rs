@@ -117,6 +117,11 @@ pub struct ResourceConfig {
     pub approval: ApprovalPolicy,
     #[serde(default = "yes")]
     pub extendable: bool,
+    /// Kept only so the grants it still has end through its provider: not listed, not
+    /// requestable. Removing a resource that has live grants is refused at start; retire it
+    /// instead, and remove it once its grants have ended.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 fn yes() -> bool {
@@ -140,15 +145,32 @@ impl Config {
         Self::from_toml(&text, &p)
     }
 
-    /// The resources, parsed and checked.
+    /// The resources people may ask for, parsed and checked (retired ones excluded).
     pub fn resources(&self) -> Result<Vec<Resource>, ConfigError> {
-        let mut out: Vec<Resource> = Vec::new();
+        Ok(self
+            .all_resources()?
+            .into_iter()
+            .filter_map(|(r, retired)| (!retired).then_some(r))
+            .collect())
+    }
+
+    /// The resources kept with `retired = true` (revocation only), parsed and checked.
+    pub fn retired_resources(&self) -> Result<Vec<Resource>, ConfigError> {
+        Ok(self
+            .all_resources()?
+            .into_iter()
+            .filter_map(|(r, retired)| retired.then_some(r))
+            .collect())
+    }
+
+    fn all_resources(&self) -> Result<Vec<(Resource, bool)>, ConfigError> {
+        let mut out: Vec<(Resource, bool)> = Vec::new();
         for rc in &self.resources {
             let r = rc.to_resource()?;
-            if out.iter().any(|o| o.id == r.id) {
+            if out.iter().any(|(o, _)| o.id == r.id) {
                 return Err(ConfigError::DuplicateResource(r.id.to_string()));
             }
-            out.push(r);
+            out.push((r, rc.retired));
         }
         Ok(out)
     }

@@ -249,6 +249,32 @@ impl SqlStore {
     }
 }
 
+impl SqlStore {
+    /// How many live (provisioning, active, revoking) grants each resource holds: at start, a
+    /// resource dropped from the configuration must not strand any.
+    pub async fn live_grants_by_resource(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        // Same statuses as the store's own live-grant queries (`GrantStatus::is_live`).
+        let sql = db::Sql::new(
+            "SELECT resource, COUNT(*) AS n FROM grants \
+             WHERE status IN ('provisioning', 'active', 'revoking') \
+             GROUP BY resource ORDER BY resource",
+        );
+        let rows = self
+            .db
+            .fetch_all(&sql)
+            .await
+            .map_err(|e| StoreError::Database(format!("counting live grants: {e}")))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.string("resource")?,
+                    u64::try_from(r.i64("n")?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+}
+
 fn backend_of(p: &DbPool) -> Backend {
     match p {
         DbPool::Sqlite(_) => Backend::Sqlite,
