@@ -250,6 +250,41 @@ impl SqlStore {
 }
 
 impl SqlStore {
+    /// Takes (or renews) the named lease for `holder` until the database's now + `ttl`. True when
+    /// `holder` has it: the lease was free, had run out, or was already `holder`'s. One
+    /// conditional upsert, so two replicas racing for it cannot both win; the expiry is the
+    /// database's clock (PostgreSQL `clock_timestamp()`, SQLite `julianday('now')`), not each
+    /// replica's.
+    pub async fn try_take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = match self.backend() {
+            Backend::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+        };
+        let ttl_micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
+        let mut sql = db::Sql::new("INSERT INTO leases (name, holder, expires_at) VALUES (");
+        sql.bind(name)
+            .push(", ")
+            .bind(holder)
+            .push(&format!(", {now} + "))
+            .bind(ttl_micros)
+            .push(&format!(
+                ") ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                 expires_at = excluded.expires_at \
+                 WHERE leases.expires_at <= {now} OR leases.holder = excluded.holder"
+            ));
+        let n = self
+            .db
+            .execute(&sql)
+            .await
+            .map_err(|e| StoreError::Database(format!("taking lease {name}: {e}")))?;
+        Ok(n == 1)
+    }
+
     /// How many live (provisioning, active, revoking) grants each resource holds: at start, a
     /// resource dropped from the configuration must not strand any.
     pub async fn live_grants_by_resource(&self) -> Result<Vec<(String, u64)>, StoreError> {
