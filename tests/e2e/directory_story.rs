@@ -247,3 +247,55 @@ async fn eligibility_refusals_through_slack() {
         );
     }
 }
+
+/// `/readyz` reports the providers in use and the org-data index: an index that never loaded
+/// makes the server not ready, with the reason, until a reload succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_providers_and_the_org_data_index() {
+    let db = testkit::db::TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), CONFIG);
+    let index = dir.path().join("org-index.json");
+    let env = vec![
+        ("ORG_DATA_FILE", index.display().to_string()),
+        ("ORG_DATA_RELOAD_INTERVAL", "1s".to_string()),
+    ];
+    let opts = ServerOptions {
+        config: &config,
+        database_url: &db.url,
+        admin_token: Some(ADMIN_TOKEN),
+        extra_env: env,
+    };
+    let server = Server::start(&opts, dir.path());
+    let readyz = || async {
+        let r = reqwest::get(server.url("/readyz")).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap())
+    };
+
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["org_data"]["loaded"], false, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("org data"), "{body}");
+    assert_eq!(
+        body["providers"]["dry-run"]["resources"][0], "gcp-access",
+        "{body}"
+    );
+
+    // The index appears; the next reload makes the server ready.
+    std::fs::copy(fixture(), &index).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = readyz().await;
+        if status == 200 {
+            assert_eq!(body["org_data"]["loaded"], true, "{body}");
+            assert!(body["org_data"]["people"].as_u64().unwrap() > 0, "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(server.stop().success());
+}

@@ -341,3 +341,82 @@ async fn tamper(url: &str) {
         sqlx::query(sql).execute(&mut c).await.unwrap();
     }
 }
+
+/// A resource dropped from the configuration while it has a live grant: both binaries refuse to
+/// start, naming it; kept with `retired = true`, they start and the grant still ends on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_resource_with_live_grants_is_refused_until_it_is_retired() {
+    let db = testkit::db::TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), DRY_RUN_CONFIG);
+    let opts = ServerOptions {
+        config: &config,
+        database_url: &db.url,
+        admin_token: Some(ADMIN_TOKEN),
+        extra_env: vec![],
+    };
+    let server = Server::start(&opts, dir.path());
+    let api = Api::new(&server, Some(ADMIN_TOKEN));
+    let (status, req) = api
+        .post("/api/requests", Some(request_body("U1", "crashy", "4s")))
+        .await;
+    assert_eq!(status, 201, "{req}");
+    let grant_id = req["grant_id"].as_str().unwrap().to_string();
+    api.wait_for(
+        &format!("/api/grants/{grant_id}"),
+        Duration::from_secs(10),
+        |b| b["status"] == "active",
+    )
+    .await;
+    assert!(server.stop().success());
+
+    let without = dir.path().join("without.toml");
+    std::fs::write(
+        &without,
+        DRY_RUN_CONFIG.replace("id = \"crashy\"", "id = \"renamed\""),
+    )
+    .unwrap();
+    let run = |bin: &str, cfg: &std::path::Path| {
+        let mut cmd = std::process::Command::new(binary(bin));
+        cmd.arg("--config").arg(cfg).env("DATABASE_URL", &db.url);
+        if bin == "gatehouse-server" {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.output().unwrap()
+    };
+    for bin in ["gatehouse-server", "gatehouse-cleanup"] {
+        let out = run(bin, &without);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bin} started: {stderr}");
+        assert!(
+            stderr.contains("'crashy' (1 live grant)") && stderr.contains("retired = true"),
+            "{bin}: {stderr}"
+        );
+    }
+
+    // Retired: cleanup starts, and once the grant is due it is revoked through its provider.
+    let retired = dir.path().join("retired.toml");
+    std::fs::write(
+        &retired,
+        DRY_RUN_CONFIG.replace(
+            "approval = { mode = \"auto\" }",
+            "approval = { mode = \"auto\" }\nretired = true",
+        ),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let out = run("gatehouse-cleanup", &retired);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = SqlStore::connect(&db.url).await.unwrap();
+    let grant = store
+        .grant(grant_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(grant.status, GrantStatus::Expired);
+}

@@ -134,6 +134,13 @@ async fn reconcile_loop(app: App, every: Duration, shutdown: CancellationToken) 
     if !reconcilable {
         return;
     }
+    // This process's name on the reconcile lease (unique per start: a restarted replica does not
+    // inherit its previous run's lease).
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let holder = format!("pid-{}-{started}", std::process::id());
     // The first pass a minute after start: a restart storm should not hammer the providers.
     let mut wait = Duration::from_secs(60).min(every);
     loop {
@@ -141,12 +148,16 @@ async fn reconcile_loop(app: App, every: Duration, shutdown: CancellationToken) 
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }
-        let report = gatehouse_runtime::maintenance::reconcile(&app).await;
-        tracing::info!(
-            repairs = report.repairs,
-            errors = report.errors.len(),
-            "reconciliation done"
-        );
+        // One replica per period: the others find the lease taken and wait for the next one.
+        if let Some(report) =
+            gatehouse_runtime::maintenance::reconcile_under_lease(&app, &holder, every).await
+        {
+            tracing::info!(
+                repairs = report.repairs,
+                errors = report.errors.len(),
+                "reconciliation done"
+            );
+        }
         wait = every;
     }
 }

@@ -57,23 +57,73 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
+    let mut problems: Vec<String> = Vec::new();
     // The scheduler must have looked at the queue within three idle periods: a stuck or dead
     // scheduler means nothing is revoked, whatever the database says.
     if let Some(why) = s.app.waker.stalled(s.app.max_idle) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"ready": false, "message": why})),
-        )
-            .into_response();
+        problems.push(why);
     }
-    match s.app.engine.store().ready().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"ready": false, "message": e.to_string()})),
-        )
-            .into_response(),
+    if let Err(e) = s.app.engine.store().ready().await {
+        problems.push(e.to_string());
     }
+    let (providers, org_data) = dependency_readiness(&s.app, &mut problems);
+    let mut body = serde_json::json!({
+        "ready": problems.is_empty(),
+        "providers": providers,
+        "org_data": org_data,
+    });
+    if problems.is_empty() {
+        (StatusCode::OK, Json(body)).into_response()
+    } else {
+        body["message"] = serde_json::Value::String(problems.join("; "));
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// The providers in use (with the resources that use them; their settings were checked at
+/// start) and the org-data index. An index that has never loaded makes the server not ready:
+/// every `org = …` rule would refuse. A loaded index whose latest reload failed keeps serving
+/// the last good copy and stays ready (the failure is reported).
+fn dependency_readiness(
+    app: &gatehouse_runtime::App,
+    problems: &mut Vec<String>,
+) -> (serde_json::Value, serde_json::Value) {
+    let mut providers = serde_json::Map::new();
+    for r in &app.config.resources {
+        let entry = providers
+            .entry(r.provider.clone())
+            .or_insert_with(|| serde_json::json!({"resources": []}));
+        if let Some(list) = entry["resources"].as_array_mut() {
+            list.push(serde_json::Value::String(r.id.clone()));
+        }
+    }
+    let org = app
+        .adapters
+        .directory
+        .as_ref()
+        .and_then(|(dir, _)| dir.org_data().cloned());
+    let org_data = match org {
+        None => serde_json::json!({"configured": false}),
+        Some(org) => {
+            let st = org.status();
+            if !st.loaded {
+                problems.push(format!(
+                    "org data index from {} has never loaded: {}",
+                    st.source,
+                    st.last_error.as_deref().unwrap_or("no load attempted yet")
+                ));
+            }
+            serde_json::json!({
+                "configured": true,
+                "source": st.source,
+                "loaded": st.loaded,
+                "people": st.people,
+                "failures": st.failures,
+                "last_error": st.last_error,
+            })
+        }
+    };
+    (serde_json::Value::Object(providers), org_data)
 }
 
 async fn metrics_page(State(s): State<AppState>) -> Response {

@@ -266,18 +266,35 @@ impl JobResult {
 #[derive(Debug, Clone, Default)]
 pub struct ResourceCatalog {
     resources: BTreeMap<ResourceId, Resource>,
+    /// Resources kept (`retired = true`) only so their remaining grants still end through
+    /// their provider: never listed, never requestable.
+    retired: BTreeMap<ResourceId, Resource>,
 }
 
 impl ResourceCatalog {
     pub fn new(resources: impl IntoIterator<Item = Resource>) -> Self {
         Self {
             resources: resources.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            retired: BTreeMap::new(),
         }
+    }
+
+    /// Adds resources kept for revocation only.
+    pub fn with_retired(mut self, retired: impl IntoIterator<Item = Resource>) -> Self {
+        self.retired
+            .extend(retired.into_iter().map(|r| (r.id.clone(), r)));
+        self
     }
 
     pub fn get(&self, name: &str) -> Option<&Resource> {
         let id = ResourceId::parse(name).ok()?;
         self.resources.get(&id)
+    }
+
+    /// A resource that may still end grants: an offered one or a retired one.
+    pub fn get_for_revocation(&self, name: &str) -> Option<&Resource> {
+        let id = ResourceId::parse(name).ok()?;
+        self.resources.get(&id).or_else(|| self.retired.get(&id))
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Resource> {
@@ -309,6 +326,7 @@ pub struct EngineBuilder {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     resources: Vec<Resource>,
+    retired: Vec<Resource>,
     providers: HashMap<String, Arc<dyn Provider>>,
     directory: Arc<dyn Directory>,
     notifier: Arc<dyn Notifier>,
@@ -320,6 +338,13 @@ pub struct EngineBuilder {
 impl EngineBuilder {
     pub fn resources(mut self, resources: impl IntoIterator<Item = Resource>) -> Self {
         self.resources.extend(resources);
+        self
+    }
+
+    /// Resources kept for revocation only (`retired = true`): their grants still end through
+    /// their provider, but they are neither listed nor requestable.
+    pub fn retired_resources(mut self, resources: impl IntoIterator<Item = Resource>) -> Self {
+        self.retired.extend(resources);
         self
     }
 
@@ -362,7 +387,7 @@ impl EngineBuilder {
 
     /// Fails if a resource names a provider that is not registered.
     pub fn build(self) -> Result<Engine, EngineError> {
-        for r in &self.resources {
+        for r in self.resources.iter().chain(&self.retired) {
             if !self.providers.contains_key(&r.provider) {
                 return Err(EngineError::NoProvider(r.provider.clone()));
             }
@@ -370,7 +395,7 @@ impl EngineBuilder {
         Ok(Engine {
             store: self.store,
             clock: self.clock,
-            catalog: ResourceCatalog::new(self.resources),
+            catalog: ResourceCatalog::new(self.resources).with_retired(self.retired),
             providers: self.providers,
             directory: self.directory,
             notifier: self.notifier,
@@ -387,6 +412,7 @@ impl Engine {
             store,
             clock,
             resources: Vec::new(),
+            retired: Vec::new(),
             providers: HashMap::new(),
             directory: Arc::new(crate::ports::NoDirectory),
             notifier: Arc::new(crate::providers::LogNotifier),
@@ -459,6 +485,17 @@ impl Engine {
             .get(name)
             .ok_or_else(|| EngineError::UnknownResource {
                 requested: name.trim().chars().take(64).collect(),
+                valid: self.catalog.names(),
+            })
+    }
+
+    /// The resource a grant is ended through: active or retired (kept for revocation only).
+    fn resource_for_revocation(&self, name: &str) -> Result<Resource, EngineError> {
+        self.catalog
+            .get_for_revocation(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownResource {
+                requested: name.to_string(),
                 valid: self.catalog.names(),
             })
     }
@@ -1630,7 +1667,8 @@ impl Engine {
         let Some(grant) = claimed else {
             return Ok(JobResult::Retry("grant kept changing".into()));
         };
-        let resource = self.resource(grant.resource.as_str())?.clone();
+        // A retired resource still ends its grants through its provider.
+        let resource = self.resource_for_revocation(grant.resource.as_str())?;
         let provider = self
             .providers
             .get(&resource.provider)
@@ -1661,7 +1699,7 @@ impl Engine {
     /// Removes what the provider added for a grant that is no longer live (its provisioning
     /// finished, or an attempt landed, after it ended), with the recorded handle or intent.
     async fn take_back(&self, grant: Grant) -> Result<JobResult, EngineError> {
-        let resource = self.resource(grant.resource.as_str())?.clone();
+        let resource = self.resource_for_revocation(grant.resource.as_str())?;
         let provider = self
             .providers
             .get(&resource.provider)

@@ -32,6 +32,10 @@ pub enum ComposeError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Adapter(String),
+    #[error(
+        "the configuration drops resources that still have live grants: {0}. Keep each with `retired = true` (used only to revoke its grants) until they have ended"
+    )]
+    StrandedGrants(String),
 }
 
 /// Adapters a caller supplies instead of (or in addition to) those built from the environment;
@@ -109,20 +113,22 @@ impl App {
         overrides: Overrides,
     ) -> Result<App, ComposeError> {
         let resources = config.resources()?;
-        let store =
-            SqlStore::connect(&env.database_url)
-                .await
-                .map_err(|e| ComposeError::Database {
-                    url: redact_url(&env.database_url),
-                    message: e.to_string(),
-                })?;
+        let retired = config.retired_resources()?;
+        let store = SqlStore::connect_with(&env.database_url, config.database.store_options())
+            .await
+            .map_err(|e| ComposeError::Database {
+                url: redact_url(&env.database_url),
+                message: e.to_string(),
+            })?;
         let store = Arc::new(store);
+        refuse_stranded_grants(&store, &resources, &retired, &env.database_url).await?;
         let call_limit = Duration::from_secs(config.server.call_timeout_secs.unwrap_or(60));
         let waker = Arc::new(SchedulerWaker::new());
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
 
         let mut builder = Engine::builder(store.clone(), clock.clone())
             .resources(resources.clone())
+            .retired_resources(retired.clone())
             .waker(waker.clone())
             .settings(EngineSettings {
                 job_lease: chrono::Duration::seconds(
@@ -141,8 +147,11 @@ impl App {
             DryRunProvider::KIND.to_string(),
             Arc::new(DryRunProvider::new()),
         );
-        let wanted: std::collections::BTreeSet<&str> =
-            resources.iter().map(|r| r.provider.as_str()).collect();
+        let wanted: std::collections::BTreeSet<&str> = resources
+            .iter()
+            .chain(&retired)
+            .map(|r| r.provider.as_str())
+            .collect();
         for kind in wanted {
             if providers.contains_key(kind) || overrides.providers.contains_key(kind) {
                 continue;
@@ -231,6 +240,41 @@ impl App {
             max_idle,
             adapters,
         })
+    }
+}
+
+/// A grant whose resource is gone from the configuration can never be revoked (the engine no
+/// longer knows its provider): refuse to start rather than let it outlive its expiry.
+async fn refuse_stranded_grants(
+    store: &SqlStore,
+    resources: &[access_core::resource::Resource],
+    retired: &[access_core::resource::Resource],
+    url: &str,
+) -> Result<(), ComposeError> {
+    let live = store
+        .live_grants_by_resource()
+        .await
+        .map_err(|e| ComposeError::Database {
+            url: redact_url(url),
+            message: e.to_string(),
+        })?;
+    let stranded: Vec<String> = live
+        .into_iter()
+        .filter(|(id, _)| {
+            !resources
+                .iter()
+                .chain(retired)
+                .any(|r| r.id.as_str() == id.as_str())
+        })
+        .map(|(id, n)| {
+            let s = if n == 1 { "" } else { "s" };
+            format!("'{id}' ({n} live grant{s})")
+        })
+        .collect();
+    if stranded.is_empty() {
+        Ok(())
+    } else {
+        Err(ComposeError::StrandedGrants(stranded.join(", ")))
     }
 }
 

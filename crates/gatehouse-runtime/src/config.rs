@@ -46,6 +46,8 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerSection,
     #[serde(default)]
+    pub database: DatabaseSection,
+    #[serde(default)]
     pub resources: Vec<ResourceConfig>,
 }
 
@@ -71,6 +73,32 @@ pub struct ServerSection {
     pub reconcile_interval_secs: Option<u64>,
 }
 
+/// `[database]`: session settings of the store's connections (the URL itself is a secret and
+/// comes from `DATABASE_URL`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// PostgreSQL `statement_timeout` in seconds (default 30; 0 turns the limit off). A query
+    /// that runs longer fails, so a hung one cannot stall commits behind the audit-head lock.
+    #[serde(default)]
+    pub statement_timeout_secs: Option<u64>,
+}
+
+impl DatabaseSection {
+    /// The store's connection options for this section.
+    pub fn store_options(&self) -> store_sqlx::StoreOptions {
+        let statement_timeout = match self.statement_timeout_secs {
+            None => Some(store_sqlx::DEFAULT_STATEMENT_TIMEOUT),
+            Some(0) => None,
+            Some(s) => Some(std::time::Duration::from_secs(s)),
+        };
+        store_sqlx::StoreOptions {
+            statement_timeout,
+            ..store_sqlx::StoreOptions::default()
+        }
+    }
+}
+
 /// One `[[resources]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +117,11 @@ pub struct ResourceConfig {
     pub approval: ApprovalPolicy,
     #[serde(default = "yes")]
     pub extendable: bool,
+    /// Kept only so the grants it still has end through its provider: not listed, not
+    /// requestable. Removing a resource that has live grants is refused at start; retire it
+    /// instead, and remove it once its grants have ended.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 fn yes() -> bool {
@@ -112,15 +145,32 @@ impl Config {
         Self::from_toml(&text, &p)
     }
 
-    /// The resources, parsed and checked.
+    /// The resources people may ask for, parsed and checked (retired ones excluded).
     pub fn resources(&self) -> Result<Vec<Resource>, ConfigError> {
-        let mut out: Vec<Resource> = Vec::new();
+        Ok(self
+            .all_resources()?
+            .into_iter()
+            .filter_map(|(r, retired)| (!retired).then_some(r))
+            .collect())
+    }
+
+    /// The resources kept with `retired = true` (revocation only), parsed and checked.
+    pub fn retired_resources(&self) -> Result<Vec<Resource>, ConfigError> {
+        Ok(self
+            .all_resources()?
+            .into_iter()
+            .filter_map(|(r, retired)| retired.then_some(r))
+            .collect())
+    }
+
+    fn all_resources(&self) -> Result<Vec<(Resource, bool)>, ConfigError> {
+        let mut out: Vec<(Resource, bool)> = Vec::new();
         for rc in &self.resources {
             let r = rc.to_resource()?;
-            if out.iter().any(|o| o.id == r.id) {
+            if out.iter().any(|(o, _)| o.id == r.id) {
                 return Err(ConfigError::DuplicateResource(r.id.to_string()));
             }
-            out.push(r);
+            out.push((r, rc.retired));
         }
         Ok(out)
     }
@@ -182,7 +232,7 @@ impl ResourceConfig {
             Some(t) => serde_json::to_value(t).map_err(|e| err(format!("settings: {e}")))?,
             None => serde_json::Value::Object(Default::default()),
         };
-        Ok(Resource {
+        let resource = Resource {
             id,
             description: self.description.clone(),
             provider: self.provider.clone(),
@@ -191,7 +241,25 @@ impl ResourceConfig {
             eligibility: self.eligibility.clone(),
             approval: self.approval.clone(),
             extendable: self.extendable,
-        })
+        };
+        check_provider_settings(&resource).map_err(|m| err(format!("settings: {m}")))?;
+        Ok(resource)
+    }
+}
+
+/// The providers parse a resource's settings when they first use them; parse them here too, so
+/// a typo, a missing key or a refused value stops the start instead of failing the first grant
+/// (after an approver has said yes). Providers this build does not know (test doubles, embedded
+/// adapters) check their own.
+fn check_provider_settings(resource: &Resource) -> Result<(), String> {
+    match resource.provider.as_str() {
+        "cloudconnexa" => provider_cloudconnexa::ResourceSettings::parse(resource)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        "gcp-iam" => provider_gcp_iam::GcpIamSettings::of(resource)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
     }
 }
 

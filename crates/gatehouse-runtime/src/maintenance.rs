@@ -64,28 +64,42 @@ pub async fn reconcile(app: &App) -> ReconcileReport {
                     continue;
                 };
                 report.resources += 1;
-                let holders = match app
+                // Every live grant protects its membership from removal: a provisioning grant's
+                // provider call may have added it already (the grant job records it later), and a
+                // revoking grant's removal is its own job's work. Only active grants are restored
+                // when missing.
+                let live = match app
                     .engine
                     .store()
                     .grants(&GrantFilter {
-                        status: Some(GrantStatus::Active),
+                        live_only: true,
                         resource: Some(resource.id.clone()),
                         limit: Some(1000),
                         ..Default::default()
                     })
                     .await
                 {
-                    Ok(g) => g
-                        .into_iter()
-                        .filter_map(|g| g.subject.email.map(|e| e.to_string()))
-                        .collect::<Vec<_>>(),
+                    Ok(g) => g,
                     Err(e) => {
                         report.errors.push(format!("{}: {e}", resource.id));
                         continue;
                     }
                 };
+                let holders: Vec<String> = live
+                    .iter()
+                    .filter_map(|g| g.subject.email.as_ref().map(|e| e.to_string()))
+                    .collect();
+                let active: Vec<String> = live
+                    .iter()
+                    .filter(|g| g.status == GrantStatus::Active)
+                    .filter_map(|g| g.subject.email.as_ref().map(|e| e.to_string()))
+                    .collect();
                 let drift = match cc.drift(&resource, &holders).await {
-                    Ok(d) => d,
+                    Ok(mut d) => {
+                        d.missing
+                            .retain(|h| active.iter().any(|a| a.eq_ignore_ascii_case(h)));
+                        d
+                    }
                     Err(e) => {
                         report
                             .errors
@@ -131,4 +145,32 @@ pub async fn reconcile(app: &App) -> ReconcileReport {
         metrics::counter!("gatehouse_drift_repairs_total").increment(report.repairs as u64);
     }
     report
+}
+
+/// The lease that lets one replica at a time reconcile.
+pub const RECONCILE_LEASE: &str = "reconcile";
+
+/// A reconciliation pass if this replica (`holder`) gets the reconcile lease for `period`, else
+/// `None`: the replicas of one database share one pass per period instead of all sweeping at
+/// once (and racing each other's repairs). The lease's expiry comes from the database's clock.
+pub async fn reconcile_under_lease(
+    app: &App,
+    holder: &str,
+    period: std::time::Duration,
+) -> Option<ReconcileReport> {
+    match app
+        .store
+        .try_take_lease(RECONCILE_LEASE, holder, period)
+        .await
+    {
+        Ok(true) => Some(reconcile(app).await),
+        Ok(false) => {
+            tracing::debug!("another replica holds the reconcile lease; skipping this pass");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not take the reconcile lease; skipping this pass");
+            None
+        }
+    }
 }

@@ -119,13 +119,21 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long a caller waits for a pooled connection.
     pub acquire_timeout: Duration,
+    /// PostgreSQL only: the `statement_timeout` of every pooled connection, so a hung query fails
+    /// instead of stalling every commit queued behind the audit-head lock. `None` leaves the
+    /// server's setting (by default no limit).
+    pub statement_timeout: Option<Duration>,
 }
+
+/// Default PostgreSQL `statement_timeout`: far above any query the store makes, far below "for ever".
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(30),
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
         }
     }
 }
@@ -186,9 +194,14 @@ impl SqlStore {
                 .map_err(|e| StoreError::Database(format!("SQLite migrations failed: {e}")))?;
             DbPool::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let conn = PgConnectOptions::from_str(url).map_err(|e| {
+            let mut conn = PgConnectOptions::from_str(url).map_err(|e| {
                 StoreError::Database(format!("invalid PostgreSQL URL {}: {e}", redact_url(url)))
             })?;
+            if let Some(t) = opts.statement_timeout {
+                // A startup option (`-c statement_timeout=…`): set on every connection the pool
+                // opens, with no extra round trip, and added to any `options` the URL carries.
+                conn = conn.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(opts.acquire_timeout)
@@ -238,6 +251,67 @@ impl SqlStore {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         }
+    }
+}
+
+impl SqlStore {
+    /// Takes (or renews) the named lease for `holder` until the database's now + `ttl`. True when
+    /// `holder` has it: the lease was free, had run out, or was already `holder`'s. One
+    /// conditional upsert, so two replicas racing for it cannot both win; the expiry is the
+    /// database's clock (PostgreSQL `clock_timestamp()`, SQLite `julianday('now')`), not each
+    /// replica's.
+    pub async fn try_take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = match self.backend() {
+            Backend::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+        };
+        let ttl_micros = i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
+        let mut sql = db::Sql::new("INSERT INTO leases (name, holder, expires_at) VALUES (");
+        sql.bind(name)
+            .push(", ")
+            .bind(holder)
+            .push(&format!(", {now} + "))
+            .bind(ttl_micros)
+            .push(&format!(
+                ") ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                 expires_at = excluded.expires_at \
+                 WHERE leases.expires_at <= {now} OR leases.holder = excluded.holder"
+            ));
+        let n = self
+            .db
+            .execute(&sql)
+            .await
+            .map_err(|e| StoreError::Database(format!("taking lease {name}: {e}")))?;
+        Ok(n == 1)
+    }
+
+    /// How many live (provisioning, active, revoking) grants each resource holds: at start, a
+    /// resource dropped from the configuration must not strand any.
+    pub async fn live_grants_by_resource(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        // Same statuses as the store's own live-grant queries (`GrantStatus::is_live`).
+        let sql = db::Sql::new(
+            "SELECT resource, COUNT(*) AS n FROM grants \
+             WHERE status IN ('provisioning', 'active', 'revoking') \
+             GROUP BY resource ORDER BY resource",
+        );
+        let rows = self
+            .db
+            .fetch_all(&sql)
+            .await
+            .map_err(|e| StoreError::Database(format!("counting live grants: {e}")))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.string("resource")?,
+                    u64::try_from(r.i64("n")?).unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 }
 
