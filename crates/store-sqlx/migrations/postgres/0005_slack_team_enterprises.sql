@@ -1,0 +1,8 @@
+-- Which Enterprise Grid organisation a workspace belongs to (learnt from installs and from
+-- incoming payloads, which carry both ids). Kept in the store, not in memory, so that a restarted
+-- server and gatehouse-cleanup find the org-wide install's token for a workspace.
+CREATE TABLE slack_team_enterprises (
+    team_id        TEXT PRIMARY KEY NOT NULL,
+    enterprise_id  TEXT NOT NULL,
+    updated_at     BIGINT NOT NULL
+);
