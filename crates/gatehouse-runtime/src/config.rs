@@ -89,6 +89,10 @@ pub struct ResourceConfig {
     pub approval: ApprovalPolicy,
     #[serde(default = "yes")]
     pub extendable: bool,
+    #[serde(default)]
+    pub allow_guests: bool,
+    #[serde(default)]
+    pub allow_external: bool,
 }
 
 fn yes() -> bool {
@@ -191,6 +195,8 @@ impl ResourceConfig {
             eligibility: self.eligibility.clone(),
             approval: self.approval.clone(),
             extendable: self.extendable,
+            allow_guests: self.allow_guests,
+            allow_external: self.allow_external,
         })
     }
 }

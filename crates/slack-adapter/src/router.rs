@@ -278,6 +278,8 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
         team_id: scope,
         user_id: form.user_id.clone(),
         user_name: form.user_name.clone(),
+        workspace: form.team_id.clone(),
+        enterprise_id: enterprise.map(str::to_string),
     };
     let cmd = match grammar::parse(&form.text, surface) {
         Ok(c) => c,
@@ -387,9 +389,15 @@ fn caller_of(p: &Value) -> Option<Caller> {
         .unwrap_or_default()
         .to_string();
     Some(Caller {
+        workspace: team_id.clone(),
         team_id,
         user_id,
         user_name,
+        enterprise_id: p
+            .pointer("/enterprise/id")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string),
     })
 }
 
@@ -458,6 +466,15 @@ async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
                 tracing::warn!(value, "approval button without a request id");
                 return;
             };
+            if let Err(msg) = commands::admit_approver(&st.api, &st.profiles, caller).await {
+                send_reply(
+                    &st.api,
+                    &reply,
+                    &format!(":no_entry: {msg} Nothing was changed."),
+                )
+                .await;
+                return;
+            }
             let result = if action_id == action::APPROVE {
                 e.approve(id, caller.actor()).await
             } else {
@@ -589,8 +606,12 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
     let st2 = st.clone();
     let caller2 = caller.clone();
     let mut handle = tokio::spawn(async move {
-        let subject = match commands::resolve_subject(&st2.api, &st2.profiles, &caller2).await {
-            Ok(s) => s,
+        let subject = match commands::resolve_person(&st2.api, &st2.profiles, &caller2).await {
+            Ok((s, membership)) => {
+                commands::admit_requester(&st2.engine, &resource, membership)
+                    .map_err(|msg| (Field::Resource, msg))?;
+                s
+            }
             Err(msg) => return Err((Field::Resource, msg)),
         };
         let sub = Submission {
@@ -714,9 +735,11 @@ async fn handle_event(st: &Shared, envelope: &Value) {
     match event.get("type").and_then(Value::as_str) {
         Some("app_home_opened") if str_of("tab") != "messages" => {
             let caller = Caller {
-                team_id: scope,
+                team_id: scope.clone(),
                 user_id: str_of("user"),
                 user_name: String::new(),
+                workspace: team_id.clone(),
+                enterprise_id: enterprise.map(str::to_string),
             };
             publish_home(st, &caller).await;
         }
@@ -731,9 +754,11 @@ async fn handle_event(st: &Shared, envelope: &Value) {
                 return;
             }
             let caller = Caller {
-                team_id: scope,
+                team_id: scope.clone(),
                 user_id: str_of("user"),
                 user_name: String::new(),
+                workspace: team_id.clone(),
+                enterprise_id: enterprise.map(str::to_string),
             };
             let channel = str_of("channel");
             let text = match grammar::parse(&str_of("text"), Surface::DirectMessage) {

@@ -33,6 +33,18 @@ async fn grid(db: testkit::db::TestDb) -> Harness {
     )
     .await;
     h.slack.add_token(ORG_TOKEN);
+    // Members of the organisation, at home in workspace A (what users.info says on Grid).
+    for (id, name) in [
+        (ALICE, "alice"),
+        (APPROVER1, "approver1"),
+        (APPROVER2, "approver2"),
+    ] {
+        h.slack.add_user(
+            testkit::slack::FakeUser::new(id, name)
+                .email(&format!("{name}@example.com"))
+                .in_org(WS_A, ORG),
+        );
+    }
     let ins = Installations::in_memory(TokenCipher::from_keys(&[[3u8; 32]]).unwrap());
     ins.save(&Installation {
         info: InstallationInfo {
