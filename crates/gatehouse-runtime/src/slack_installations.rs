@@ -216,6 +216,25 @@ impl InstallationStore for SqlInstallationStore {
             .map_err(store_err)
     }
 
+    async fn bind_state(&self, state: &str, team: &str) -> Result<(), InstallError> {
+        match self
+            .store
+            .bind_oauth_state(state, team)
+            .await
+            .map_err(store_err)?
+        {
+            0 => Err(InstallError::Store("unknown OAuth state".into())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn state_binding(&self, state: &str) -> Result<Option<String>, InstallError> {
+        self.store
+            .oauth_state_binding(state)
+            .await
+            .map_err(store_err)
+    }
+
     async fn remember_team_enterprise(
         &self,
         team_id: &str,

@@ -313,3 +313,30 @@ async fn org_install_token_is_found_after_a_restart() {
         }
     }
 }
+
+/// Issue 11 §5 on the SQL store: a state bound to a workspace by a scoped admin refuses a
+/// callback for another workspace (tokens revoked, nothing stored) and accepts its own.
+#[tokio::test]
+async fn bound_states_install_only_into_their_workspace() {
+    for db in backends().await {
+        let kind = db.kind;
+        let store = Arc::new(SqlStore::connect(&db.url).await.unwrap());
+        let fake = FakeSlackOAuth::start().await;
+        let f = flow(store.clone(), &fake, &[[9u8; 32]], Duration::from_secs(300));
+        fake.add_code("other", Grant::workspace("T2", "Two"));
+        let (_, state) = f.start_for(Some("T1")).await.unwrap();
+        let err = f.callback(&params("other", &state)).await.unwrap_err();
+        assert!(
+            matches!(&err, InstallFailure::WrongWorkspace { expected, got } if expected == "T1" && got == "T2"),
+            "{kind}: {err:?}"
+        );
+        for t in fake.tokens() {
+            assert!(fake.is_revoked(&t.token), "{kind}: not revoked");
+        }
+        assert_eq!(count_rows(&store).await, 0, "{kind}");
+        fake.add_code("own", Grant::workspace("T1", "One"));
+        let (_, state) = f.start_for(Some("T1")).await.unwrap();
+        f.callback(&params("own", &state)).await.unwrap();
+        assert_eq!(count_rows(&store).await, 1, "{kind}");
+    }
+}

@@ -152,6 +152,10 @@ pub trait InstallationStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), InstallError>;
     /// The organisation of workspace `team_id`, if known.
     async fn team_enterprise(&self, team_id: &str) -> Result<Option<String>, InstallError>;
+    /// Binds an issued state to the workspace (or organisation) a scoped admin made it for.
+    async fn bind_state(&self, state: &str, team: &str) -> Result<(), InstallError>;
+    /// The workspace (or organisation) `state` is bound to, if any (consumed or not).
+    async fn state_binding(&self, state: &str) -> Result<Option<String>, InstallError>;
 }
 
 /// An [`InstallationStore`] in memory.
@@ -161,6 +165,7 @@ pub struct MemoryInstallationStore {
     /// state → (expires_at, consumed)
     states: Mutex<HashMap<String, (DateTime<Utc>, bool)>>,
     orgs: Mutex<HashMap<String, String>>,
+    bindings: Mutex<HashMap<String, String>>,
 }
 
 fn poisoned<T>(_: T) -> InstallError {
@@ -295,6 +300,21 @@ impl InstallationStore for MemoryInstallationStore {
 
     async fn team_enterprise(&self, team_id: &str) -> Result<Option<String>, InstallError> {
         Ok(self.orgs.lock().map_err(poisoned)?.get(team_id).cloned())
+    }
+
+    async fn bind_state(&self, state: &str, team: &str) -> Result<(), InstallError> {
+        if !self.states.lock().map_err(poisoned)?.contains_key(state) {
+            return Err(InstallError::Store("unknown OAuth state".into()));
+        }
+        self.bindings
+            .lock()
+            .map_err(poisoned)?
+            .insert(state.to_string(), team.to_string());
+        Ok(())
+    }
+
+    async fn state_binding(&self, state: &str) -> Result<Option<String>, InstallError> {
+        Ok(self.bindings.lock().map_err(poisoned)?.get(state).cloned())
     }
 }
 

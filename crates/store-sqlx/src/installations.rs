@@ -422,6 +422,31 @@ impl SqlStore {
         }
     }
 
+    /// Binds OAuth state `state` to workspace (or organisation) `team`.
+    pub async fn bind_oauth_state(&self, state: &str, team: &str) -> Result<u64, StoreError> {
+        let sql = "UPDATE oauth_states SET bound_team = $2 WHERE state = $1";
+        self.write2(sql, Some(state), Some(team), None).await
+    }
+
+    /// The workspace (or organisation) OAuth state `state` is bound to, if any.
+    pub async fn oauth_state_binding(&self, state: &str) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT bound_team FROM oauth_states WHERE state = $1";
+        let read = |e| err("read OAuth state", e);
+        let v: Option<Option<String>> = match &self.db.pool {
+            DbPool::Sqlite(p) => sqlx::query_scalar(sql)
+                .bind(state)
+                .fetch_optional(p)
+                .await
+                .map_err(read)?,
+            DbPool::Postgres(p) => sqlx::query_scalar(sql)
+                .bind(state)
+                .fetch_optional(p)
+                .await
+                .map_err(read)?,
+        };
+        Ok(v.flatten())
+    }
+
     /// Records a freshly issued OAuth state.
     pub async fn insert_oauth_state(
         &self,

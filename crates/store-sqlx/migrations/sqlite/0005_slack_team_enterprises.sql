@@ -6,3 +6,7 @@ CREATE TABLE slack_team_enterprises (
     enterprise_id  TEXT NOT NULL,
     updated_at     BIGINT NOT NULL
 );
+
+-- The workspace (or organisation) an install link was made for by a workspace-scoped admin
+-- token; the callback refuses an installation into any other.
+ALTER TABLE oauth_states ADD COLUMN bound_team TEXT;
