@@ -119,6 +119,12 @@ impl FakeUser {
         self
     }
 
+    /// Home workspace `team` (what `users.info` says as `team_id`).
+    pub fn in_team(mut self, team: &str) -> Self {
+        self.team_id = Some(team.into());
+        self
+    }
+
     /// Home workspace `team` of Enterprise Grid organisation `enterprise`.
     pub fn in_org(mut self, team: &str, enterprise: &str) -> Self {
         self.team_id = Some(team.into());
