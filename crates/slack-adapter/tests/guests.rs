@@ -131,3 +131,30 @@ async fn a_guest_approver_cannot_decide() {
     assert_eq!(h.request(req.id).await.status, RequestStatus::Pending);
     assert!(h.engine.store().decisions(req.id).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_request_form_refuses_a_guest_under_the_resource_field() {
+    let h = harness().await;
+    with_people(&h).await;
+    let values = json!({
+        "resource": {"value": {"type": "static_select", "selected_option": {"value": "dev-network"}}},
+        "duration": {"value": {"type": "plain_text_input", "value": "2h"}},
+        "justification": {"value": {"type": "plain_text_input", "value": "migration"}},
+    });
+    let p = testkit::slack::view_submission_payload(
+        GUEST,
+        slack_adapter::blocks::MODAL_CALLBACK_ID,
+        values,
+    );
+    let r = h.interaction(&p).await;
+    assert_eq!(r.json()["response_action"], "errors", "{}", r.body);
+    assert!(
+        r.json()["errors"]["resource"]
+            .as_str()
+            .unwrap()
+            .contains("Guest accounts cannot request 'dev-network'."),
+        "{}",
+        r.body
+    );
+    assert!(h.requests().await.is_empty());
+}
