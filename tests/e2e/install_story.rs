@@ -54,10 +54,17 @@ struct World {
 impl World {
     async fn start(db_url: &str, kind: &str, dir: &std::path::Path) -> World {
         let slack = FakeSlack::start().await;
-        for u in ["UALICE", "UBOB", "UCAROL"] {
+        // Each person's home workspace, as users.info reports it: a request from a workspace
+        // that is not the person's home (nor in its organisation) is an external user's.
+        for (u, team) in [
+            ("UALICE", "TALPHA"),
+            ("UBOB", "TBETA"),
+            ("UCAROL", slack::TEAM_ID),
+        ] {
             slack.add_user(
                 FakeUser::new(u, &u.to_lowercase())
-                    .email(&format!("{}@example.com", u.to_lowercase())),
+                    .email(&format!("{}@example.com", u.to_lowercase()))
+                    .in_team(team),
             );
         }
         slack.add_channel("C0GENERAL", "general");

@@ -642,6 +642,15 @@ impl Engine {
             }
         };
         self.eligibility(&s.subject, &resource).await?;
+        // A provider rule that would refuse this person at provisioning (GCP `email_domain`)
+        // refuses now: no approver is ever asked about a request that cannot be granted.
+        if let Some(reason) = self
+            .providers
+            .get(&resource.provider)
+            .and_then(|p| p.refuses_subject(&resource, &s.subject))
+        {
+            return Err(EngineError::Unavailable(reason));
+        }
         if let Some(reason) = self.unavailable_reason(&resource).await {
             return Err(EngineError::Unavailable(reason));
         }

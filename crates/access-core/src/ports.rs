@@ -410,6 +410,13 @@ pub trait Provider: Send + Sync + Debug + 'static {
         Ok(())
     }
 
+    /// Why `subject` can never be granted `resource` by this provider (GCP's `email_domain`),
+    /// shown to the person. Checked at submit, before any approver is asked, with the message
+    /// provisioning would give; must be cheap and without I/O. Default: no such rule.
+    fn refuses_subject(&self, _resource: &Resource, _subject: &Subject) -> Option<String> {
+        None
+    }
+
     /// Why `resource` cannot be requested right now, shown to the person (Cloud Connexa: "Network
     /// 'x' does not exist. …"); `None` when it can. Called for every `list` and `request`, so it
     /// must be cheap (cached). Default: always available.

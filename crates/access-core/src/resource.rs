@@ -25,6 +25,14 @@ pub struct Resource {
     /// Whether a person may extend an active grant (`extend`, the reminder's Extend button).
     #[serde(default = "yes")]
     pub extendable: bool,
+    /// Whether workspace guests (`is_restricted`, `is_ultra_restricted`) may request it.
+    /// Default no: a guest is somebody else's employee or contractor with limited access.
+    #[serde(default)]
+    pub allow_guests: bool,
+    /// Whether people from other organisations (Slack Connect, `is_stranger`, or a home team that
+    /// is not the workspace asking) may request it. Default no.
+    #[serde(default)]
+    pub allow_external: bool,
 }
 
 fn yes() -> bool {

@@ -31,6 +31,8 @@ fn resource(rules: Vec<EligibilityRule>) -> Resource {
         eligibility: rules,
         approval: ApprovalPolicy::Auto,
         extendable: false,
+        allow_guests: false,
+        allow_external: false,
     }
 }
 

@@ -122,6 +122,10 @@ pub struct ResourceConfig {
     /// instead, and remove it once its grants have ended.
     #[serde(default)]
     pub retired: bool,
+    #[serde(default)]
+    pub allow_guests: bool,
+    #[serde(default)]
+    pub allow_external: bool,
 }
 
 fn yes() -> bool {
@@ -241,6 +245,8 @@ impl ResourceConfig {
             eligibility: self.eligibility.clone(),
             approval: self.approval.clone(),
             extendable: self.extendable,
+            allow_guests: self.allow_guests,
+            allow_external: self.allow_external,
         };
         check_provider_settings(&resource).map_err(|m| err(format!("settings: {m}")))?;
         Ok(resource)

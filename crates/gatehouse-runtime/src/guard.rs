@@ -67,6 +67,14 @@ impl Provider for TimeLimitedProvider {
             .map_err(|_| self.timed_out("observe"))?
     }
 
+    fn refuses_subject(
+        &self,
+        resource: &Resource,
+        subject: &access_core::Subject,
+    ) -> Option<String> {
+        self.inner.refuses_subject(resource, subject)
+    }
+
     async fn validate(&self, resource: &Resource) -> Result<(), ProviderError> {
         tokio::time::timeout(self.limit, self.inner.validate(resource))
             .await

@@ -215,6 +215,40 @@ impl InstallationStore for SqlInstallationStore {
             .await
             .map_err(store_err)
     }
+
+    async fn bind_state(&self, state: &str, team: &str) -> Result<(), InstallError> {
+        match self
+            .store
+            .bind_oauth_state(state, team)
+            .await
+            .map_err(store_err)?
+        {
+            0 => Err(InstallError::Store("unknown OAuth state".into())),
+            _ => Ok(()),
+        }
+    }
+
+    async fn state_binding(&self, state: &str) -> Result<Option<String>, InstallError> {
+        self.store
+            .oauth_state_binding(state)
+            .await
+            .map_err(store_err)
+    }
+
+    async fn remember_team_enterprise(
+        &self,
+        team_id: &str,
+        enterprise_id: &str,
+    ) -> Result<(), InstallError> {
+        self.store
+            .remember_team_enterprise(team_id, enterprise_id, micros(Utc::now()))
+            .await
+            .map_err(store_err)
+    }
+
+    async fn team_enterprise(&self, team_id: &str) -> Result<Option<String>, InstallError> {
+        self.store.team_enterprise(team_id).await.map_err(store_err)
+    }
 }
 
 /// Why the install flow could not be built.

@@ -1455,3 +1455,81 @@ async fn the_scheduler_survives_a_panicking_job() {
         task.await.unwrap();
     }
 }
+
+/// Issue 11 §5: the GCP provider's `email_domain` is checked at submit, with provisioning's
+/// message: a person outside the domain is refused before any approver is pinged, and nothing is
+/// stored. The real GCP provider against the fake GCP.
+#[tokio::test]
+async fn gcp_email_domain_is_refused_at_submit_before_any_approver_is_asked() {
+    use provider_gcp_iam::{GcpIamConfig, GcpIamProvider};
+    const GCP_CONFIG: &str = r#"
+[[resources]]
+id = "gcp"
+provider = "gcp-iam"
+default_duration = "1h"
+max_duration = "7d"
+approval = { mode = "approvers", approvers = { users = ["UAPP1"] }, required = 1 }
+settings = { project = "p-test", role = "roles/storage.objectViewer", email_domain = "corp.example" }
+"#;
+    for db in backends().await {
+        let gcp = testkit::gcp::FakeGcp::start().await;
+        gcp.add_project("p-test");
+        let tokens =
+            gcp_auth::ServiceAccountTokenSource::from_json(&gcp.service_account_key_json())
+                .unwrap();
+        let provider = Arc::new(
+            GcpIamProvider::new(
+                GcpIamConfig {
+                    iam_url: gcp.url(),
+                    crm_url: gcp.url(),
+                    ..Default::default()
+                },
+                Arc::new(tokens),
+            )
+            .unwrap(),
+        );
+        let notifier = Arc::new(RecordingNotifier::new());
+        let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+        providers.insert("gcp-iam".into(), provider);
+        let app = App::build(
+            Config::from_toml(GCP_CONFIG, "test.toml").unwrap(),
+            Env {
+                database_url: db.url.clone(),
+                ..Env::default()
+            },
+            Overrides {
+                providers,
+                notifier: Some(notifier.clone()),
+                clock: Some(Arc::new(ManualClock::starting_now())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let err = app
+            .engine
+            .submit(ask("UOUTSIDER", "gcp", "1h"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "GCP access is only available to @corp.example accounts.",
+            "{}",
+            db.kind
+        );
+        app.engine.drain(10).await.unwrap();
+        assert!(notifier.sent().is_empty(), "{}: nobody was pinged", db.kind);
+        let stored = app
+            .engine
+            .store()
+            .requests(&Default::default())
+            .await
+            .unwrap();
+        assert!(stored.is_empty(), "{}: nothing stored", db.kind);
+
+        // Inside the domain: filed, and the approver is asked.
+        let mut inside = ask("UINSIDER", "gcp", "1h");
+        inside.subject.email = Some(Email::parse("insider@corp.example").unwrap());
+        app.engine.submit(inside).await.unwrap();
+    }
+}

@@ -216,3 +216,127 @@ async fn install_on_sql_keeps_tokens_encrypted_and_refuses_bad_states() {
         store.close().await;
     }
 }
+
+/// Issue 11 §4: which Enterprise Grid organisation a workspace belongs to is kept in the store.
+/// A restarted server (new store connection, new `Installations`, nothing in memory) and
+/// `gatehouse-cleanup` must still send notifications of an org-wide install's workspace with the
+/// org install's bot token, never `SLACK_BOT_TOKEN`: the fake Slack records which token it saw.
+#[tokio::test]
+async fn org_install_token_is_found_after_a_restart() {
+    use access_core::notification::{Notification, RequestSummary};
+    use access_core::ports::{Notifier, NotifyContext};
+    use slack_adapter::installations::{Installation, InstallationInfo};
+    use slack_adapter::{SlackConfig, SlackNotifier};
+    use testkit::slack::{self as fake, FakeSlack, FakeUser};
+
+    for db in backends().await {
+        let slack = FakeSlack::start().await;
+        slack.add_token("xoxb-org-install");
+        slack.add_user(FakeUser::new("WALICE", "alice").email("alice@example.com"));
+        let cipher = || Arc::new(TokenCipher::from_keys(&[[7u8; 32]]).unwrap());
+        let open = || async {
+            Installations::new(
+                Arc::new(SqlInstallationStore::new(Arc::new(
+                    SqlStore::connect(&db.url).await.unwrap(),
+                ))),
+                cipher(),
+            )
+        };
+        // Before the restart: the org-wide install, and a request from workspace T9 of E1 (its
+        // payload carries both ids), which is how the server learns T9 → E1.
+        let before = open().await;
+        before
+            .save(&Installation {
+                info: InstallationInfo {
+                    enterprise_id: Some("E1".into()),
+                    is_enterprise_install: true,
+                    installed_at: chrono::Utc::now(),
+                    updated_at: chrono::Utc::now(),
+                    ..Default::default()
+                },
+                bot_token: Some(Secret::new("xoxb-org-install")),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            before
+                .resolve(Some("E1"), Some("T9"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        drop(before);
+
+        // After the restart: notifications name only the workspace (or the organisation, for
+        // requests keyed by it).
+        let after = open().await;
+        let notifier = SlackNotifier::new(&SlackConfig::new(
+            fake::BOT_TOKEN,
+            "secret",
+            &slack.api_url(),
+        ))
+        .with_installations(after);
+        for team in ["T9", "E1"] {
+            let n = Notification::RequestSubmitted {
+                request: RequestSummary {
+                    id: access_core::RequestId::new(),
+                    subject: access_core::Subject {
+                        team_id: team.into(),
+                        user_id: "WALICE".into(),
+                        email: None,
+                        name: "alice".into(),
+                    },
+                    resource: access_core::ResourceId::parse("dev-network").unwrap(),
+                    resource_description: String::new(),
+                    kind: access_core::request::RequestKind::New,
+                    duration: "4h".parse().unwrap(),
+                    justification: "because".into(),
+                    status: access_core::request::RequestStatus::Pending,
+                    created_at: chrono::Utc::now(),
+                    provider: "dry-run".into(),
+                    network: None,
+                },
+                approvals_required: 1,
+            };
+            notifier
+                .notify(&n, &NotifyContext::default())
+                .await
+                .unwrap();
+            let last = slack.calls_to("chat.postMessage").pop().unwrap();
+            assert_eq!(
+                last.token.as_deref(),
+                Some("xoxb-org-install"),
+                "{}: notification for {team} after a restart",
+                db.kind
+            );
+        }
+    }
+}
+
+/// Issue 11 §5 on the SQL store: a state bound to a workspace by a scoped admin refuses a
+/// callback for another workspace (tokens revoked, nothing stored) and accepts its own.
+#[tokio::test]
+async fn bound_states_install_only_into_their_workspace() {
+    for db in backends().await {
+        let kind = db.kind;
+        let store = Arc::new(SqlStore::connect(&db.url).await.unwrap());
+        let fake = FakeSlackOAuth::start().await;
+        let f = flow(store.clone(), &fake, &[[9u8; 32]], Duration::from_secs(300));
+        fake.add_code("other", Grant::workspace("T2", "Two"));
+        let (_, state) = f.start_for(Some("T1")).await.unwrap();
+        let err = f.callback(&params("other", &state)).await.unwrap_err();
+        assert!(
+            matches!(&err, InstallFailure::WrongWorkspace { expected, got } if expected == "T1" && got == "T2"),
+            "{kind}: {err:?}"
+        );
+        for t in fake.tokens() {
+            assert!(fake.is_revoked(&t.token), "{kind}: not revoked");
+        }
+        assert_eq!(count_rows(&store).await, 0, "{kind}");
+        fake.add_code("own", Grant::workspace("T1", "One"));
+        let (_, state) = f.start_for(Some("T1")).await.unwrap();
+        f.callback(&params("own", &state)).await.unwrap();
+        assert_eq!(count_rows(&store).await, 1, "{kind}");
+    }
+}

@@ -53,6 +53,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eligibility: vec![],
         approval: ApprovalPolicy::Auto,
         extendable: true,
+        allow_guests: false,
+        allow_external: false,
     };
     let subject = Subject {
         team_id: String::new(),

@@ -62,6 +62,8 @@ fn resource(id: &str, settings: Value) -> Resource {
         eligibility: vec![],
         approval: ApprovalPolicy::Auto,
         extendable: true,
+        allow_guests: false,
+        allow_external: false,
     }
 }
 

@@ -33,6 +33,8 @@ fn resource(project: &str, role: &str, mode: &str) -> Result<Resource, Box<dyn s
         eligibility: vec![],
         approval: ApprovalPolicy::Auto,
         extendable: false,
+        allow_guests: false,
+        allow_external: false,
     })
 }
 

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use access_core::Resource;
 use access_core::notification::DeliveredSecret;
 use access_core::ports::{
     Clock, GrantOutcome, GrantRequest, LiveAccess, Provider, ProviderError, ProviderEvent,
     RevokeOutcome, RevokeRequest, SystemClock,
 };
+use access_core::{Resource, Subject};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use gcp_auth::{AccessTokenSource, AuthError, ServiceAccountTokenSource};
@@ -1259,6 +1259,20 @@ impl Provider for GcpIamProvider {
             }
         }
         Ok(out)
+    }
+
+    fn refuses_subject(&self, resource: &Resource, subject: &Subject) -> Option<String> {
+        // Same rule and message as provisioning (`email_of`), so the answer does not depend on
+        // whether an approver was asked first. Unparseable settings are `validate`'s business.
+        let s = GcpIamSettings::of(resource).ok()?;
+        let domain = s.domain()?;
+        match subject.email.as_ref() {
+            Some(e) if e.domain() == domain => None,
+            Some(_) => Some(format!("GCP access is only available to @{domain} accounts.")),
+            None => Some(
+                "Your Slack profile has no e-mail address; set one so GCP access can be granted to it.".into(),
+            ),
+        }
     }
 
     async fn validate(&self, resource: &Resource) -> Result<(), ProviderError> {

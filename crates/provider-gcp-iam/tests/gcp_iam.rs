@@ -97,6 +97,8 @@ fn resource(settings: Value) -> Resource {
         eligibility: vec![EligibilityRule::Org("Hybrid Platforms".into())],
         approval: ApprovalPolicy::Auto,
         extendable: false,
+        allow_guests: false,
+        allow_external: false,
     }
 }
 

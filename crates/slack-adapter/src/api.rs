@@ -109,6 +109,25 @@ pub struct SlackUser {
     pub tz: Option<String>,
     #[serde(default)]
     pub profile: SlackProfile,
+    /// Multi-channel guest.
+    #[serde(default)]
+    pub is_restricted: bool,
+    /// Single-channel guest.
+    #[serde(default)]
+    pub is_ultra_restricted: bool,
+    /// Seen through Slack Connect from another organisation (absent otherwise).
+    #[serde(default)]
+    pub is_stranger: bool,
+    /// Enterprise Grid membership, when the workspace is part of an organisation.
+    #[serde(default)]
+    pub enterprise_user: Option<EnterpriseUser>,
+}
+
+/// `users.info` → `user.enterprise_user` (Enterprise Grid only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct EnterpriseUser {
+    #[serde(default)]
+    pub enterprise_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -13,18 +13,93 @@ use access_core::resource::Justification;
 use access_core::subject::{Email, Subject, SubjectKey};
 use access_core::{AccessDuration, RequestId, Resource};
 
-use crate::api::{ApiError, SlackApi};
+use crate::api::{ApiError, SlackApi, SlackUser};
 use crate::blocks::{escape, slack_date};
 use crate::grammar::{self, Command, Surface};
 
 /// Who typed or clicked, as Slack told us (before the profile is read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The identity scope: the workspace, or the organisation on an org-wide Enterprise Grid
+    /// install (see the router's `for_team`).
     pub team_id: String,
     pub user_id: String,
     /// `user_name` / `user.name` from the payload: a fallback for messages only.
     pub user_name: String,
+    /// The workspace the payload came from (`team_id` / `team.id`), whatever the scope.
+    pub workspace: String,
+    /// The payload's Enterprise Grid organisation, if any.
+    pub enterprise_id: Option<String>,
 }
+
+/// What kind of member of this Slack the person is (A.11), for who may ask and who may decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// A full member of the workspace (or of its organisation).
+    Member,
+    /// A multi- or single-channel guest (`is_restricted` / `is_ultra_restricted`).
+    Guest,
+    /// Somebody from another organisation: `is_stranger` (Slack Connect), or a home workspace
+    /// that is neither the one asking nor in its Enterprise Grid organisation.
+    External,
+}
+
+impl Membership {
+    pub fn of(user: &SlackUser, caller: &Caller) -> Membership {
+        if user.is_stranger {
+            return Membership::External;
+        }
+        let home = user.team_id.as_str();
+        if !home.is_empty() && !caller.workspace.is_empty() && home != caller.workspace {
+            let same_org = user
+                .enterprise_user
+                .as_ref()
+                .map(|e| e.enterprise_id.as_str())
+                .filter(|e| !e.is_empty())
+                .is_some_and(|e| caller.enterprise_id.as_deref() == Some(e));
+            if !same_org {
+                return Membership::External;
+            }
+        }
+        if user.is_restricted || user.is_ultra_restricted {
+            Membership::Guest
+        } else {
+            Membership::Member
+        }
+    }
+}
+
+/// Refuses a guest or external person asking for `resource` unless it allows them explicitly
+/// (`allow_guests`, `allow_external`). No resource: the engine gives its own message.
+pub fn admit_requester(
+    engine: &Engine,
+    resource: &str,
+    membership: Membership,
+) -> Result<(), String> {
+    let Some(r) = engine
+        .resources()
+        .into_iter()
+        .find(|r| r.id.as_str() == resource.trim())
+    else {
+        return Ok(());
+    };
+    match membership {
+        Membership::Guest if !r.allow_guests => Err(format!(
+            "Guest accounts cannot request '{}'. Ask a full member of the workspace, or an admin if guests should be allowed (allow_guests).",
+            r.id
+        )),
+        Membership::External if !r.allow_external => Err(format!(
+            "People from outside this organisation (Slack Connect) cannot request '{}'. Ask an admin if external users should be allowed (allow_external).",
+            r.id
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Guests and people from other organisations never approve or deny, whatever the resource
+/// allows them to request: approving is a decision of the organisation that owns the resource.
+pub const NOT_A_MEMBER_APPROVER: &str =
+    "Guests and people from other organisations cannot approve or deny requests.";
 
 impl Caller {
     pub fn key(&self) -> SubjectKey {
@@ -43,23 +118,36 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// A caller whose identity scope is its workspace (no Enterprise Grid org-wide install).
+    pub fn in_workspace(team_id: &str, user_id: &str, user_name: &str) -> Self {
+        Self {
+            team_id: team_id.to_string(),
+            user_id: user_id.to_string(),
+            user_name: user_name.to_string(),
+            workspace: team_id.to_string(),
+            enterprise_id: None,
+        }
+    }
+}
+
 /// Profiles read from `users.info`, kept a few minutes so a burst of commands costs one call.
 #[derive(Debug, Default)]
 pub struct ProfileCache {
-    entries: Mutex<HashMap<String, (Subject, Instant)>>,
+    entries: Mutex<HashMap<String, (SlackUser, Instant)>>,
 }
 
 const PROFILE_TTL: Duration = Duration::from_secs(300);
 
 impl ProfileCache {
-    fn get(&self, key: &str) -> Option<Subject> {
+    fn get(&self, key: &str) -> Option<SlackUser> {
         let g = self.entries.lock().ok()?;
         g.get(key)
             .filter(|(_, at)| at.elapsed() < PROFILE_TTL)
             .map(|(s, _)| s.clone())
     }
 
-    fn put(&self, key: String, s: Subject) {
+    fn put(&self, key: String, s: SlackUser) {
         if let Ok(mut g) = self.entries.lock() {
             if g.len() > 10_000 {
                 g.retain(|_, (_, at)| at.elapsed() < PROFILE_TTL);
@@ -77,9 +165,18 @@ pub async fn resolve_subject(
     cache: &ProfileCache,
     caller: &Caller,
 ) -> Result<Subject, String> {
-    let key = format!("{}/{}", caller.team_id, caller.user_id);
-    if let Some(s) = cache.get(&key) {
-        return Ok(s);
+    resolve_person(api, cache, caller).await.map(|(s, _)| s)
+}
+
+/// The caller's `users.info` profile (cached a few minutes).
+async fn profile(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<SlackUser, String> {
+    let key = format!("{}/{}/{}", caller.team_id, caller.workspace, caller.user_id);
+    if let Some(u) = cache.get(&key) {
+        return Ok(u);
     }
     let user = api.users_info(&caller.user_id).await.map_err(|e| {
         tracing::warn!(user = %caller.user_id, error = %e, "users.info failed");
@@ -95,6 +192,17 @@ pub async fn resolve_subject(
                 .to_string(),
         }
     })?;
+    cache.put(key, user.clone());
+    Ok(user)
+}
+
+/// [`resolve_subject`], with what kind of member the person is.
+pub async fn resolve_person(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<(Subject, Membership), String> {
+    let user = profile(api, cache, caller).await?;
     if user.deleted || user.is_bot {
         return Err(
             "Only active people (not bots or deactivated accounts) can request access.".into(),
@@ -113,8 +221,21 @@ pub async fn resolve_subject(
         email: Some(email),
         name,
     };
-    cache.put(key, subject.clone());
-    Ok(subject)
+    Ok((subject, Membership::of(&user, caller)))
+}
+
+/// Whether the caller may approve or deny at all: full members only. A profile that cannot be
+/// read refuses (fail closed), with the reason.
+pub async fn admit_approver(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<(), String> {
+    let user = profile(api, cache, caller).await?;
+    match Membership::of(&user, caller) {
+        Membership::Member => Ok(()),
+        Membership::Guest | Membership::External => Err(NOT_A_MEMBER_APPROVER.to_string()),
+    }
 }
 
 /// What a field of the request form is wrong about (the modal shows it under that field).
@@ -292,7 +413,7 @@ struct Typed {
 }
 
 async fn submit(ctx: Ctx<'_>, caller: &Caller, surface: Surface, t: Typed) -> String {
-    let subject = match resolve_subject(ctx.api, ctx.profiles, caller).await {
+    let (subject, membership) = match resolve_person(ctx.api, ctx.profiles, caller).await {
         Ok(s) => s,
         Err(msg) => return msg,
     };
@@ -302,6 +423,9 @@ async fn submit(ctx: Ctx<'_>, caller: &Caller, surface: Surface, t: Typed) -> St
         justification,
         kind,
     } = t;
+    if let Err(msg) = admit_requester(ctx.engine, &resource, membership) {
+        return msg;
+    }
     match ctx
         .engine
         .submit(Submission {

@@ -142,6 +142,20 @@ pub trait InstallationStore: Send + Sync + std::fmt::Debug {
     ) -> Result<StateCheck, InstallError>;
     /// Deletes states expired at `now`; returns how many.
     async fn cleanup_states(&self, now: DateTime<Utc>) -> Result<u64, InstallError>;
+    /// Remembers that workspace `team_id` belongs to organisation `enterprise_id`. Durable in
+    /// the SQL store: a restarted server and `gatehouse-cleanup` need it to find the org-wide
+    /// install serving a workspace.
+    async fn remember_team_enterprise(
+        &self,
+        team_id: &str,
+        enterprise_id: &str,
+    ) -> Result<(), InstallError>;
+    /// The organisation of workspace `team_id`, if known.
+    async fn team_enterprise(&self, team_id: &str) -> Result<Option<String>, InstallError>;
+    /// Binds an issued state to the workspace (or organisation) a scoped admin made it for.
+    async fn bind_state(&self, state: &str, team: &str) -> Result<(), InstallError>;
+    /// The workspace (or organisation) `state` is bound to, if any (consumed or not).
+    async fn state_binding(&self, state: &str) -> Result<Option<String>, InstallError>;
 }
 
 /// An [`InstallationStore`] in memory.
@@ -150,6 +164,8 @@ pub struct MemoryInstallationStore {
     installs: Mutex<Vec<SealedInstallation>>,
     /// state → (expires_at, consumed)
     states: Mutex<HashMap<String, (DateTime<Utc>, bool)>>,
+    orgs: Mutex<HashMap<String, String>>,
+    bindings: Mutex<HashMap<String, String>>,
 }
 
 fn poisoned<T>(_: T) -> InstallError {
@@ -269,6 +285,37 @@ impl InstallationStore for MemoryInstallationStore {
         g.retain(|_, (exp, _)| *exp > now);
         Ok((before - g.len()) as u64)
     }
+
+    async fn remember_team_enterprise(
+        &self,
+        team_id: &str,
+        enterprise_id: &str,
+    ) -> Result<(), InstallError> {
+        self.orgs
+            .lock()
+            .map_err(poisoned)?
+            .insert(team_id.to_string(), enterprise_id.to_string());
+        Ok(())
+    }
+
+    async fn team_enterprise(&self, team_id: &str) -> Result<Option<String>, InstallError> {
+        Ok(self.orgs.lock().map_err(poisoned)?.get(team_id).cloned())
+    }
+
+    async fn bind_state(&self, state: &str, team: &str) -> Result<(), InstallError> {
+        if !self.states.lock().map_err(poisoned)?.contains_key(state) {
+            return Err(InstallError::Store("unknown OAuth state".into()));
+        }
+        self.bindings
+            .lock()
+            .map_err(poisoned)?
+            .insert(state.to_string(), team.to_string());
+        Ok(())
+    }
+
+    async fn state_binding(&self, state: &str) -> Result<Option<String>, InstallError> {
+        Ok(self.bindings.lock().map_err(poisoned)?.get(state).cloned())
+    }
 }
 
 /// Installations with encryption: the one type the rest of the adapter uses.
@@ -276,19 +323,11 @@ impl InstallationStore for MemoryInstallationStore {
 pub struct Installations {
     store: Arc<dyn InstallationStore>,
     cipher: Arc<TokenCipher>,
-    /// Workspace → Enterprise Grid organisation, learnt from incoming requests (which carry
-    /// both). Notifications name only the workspace; this finds the org-wide install serving it.
-    /// In memory: after a restart a workspace is known again from its next request.
-    orgs: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Installations {
     pub fn new(store: Arc<dyn InstallationStore>, cipher: Arc<TokenCipher>) -> Self {
-        Self {
-            store,
-            cipher,
-            orgs: Arc::default(),
-        }
+        Self { store, cipher }
     }
 
     /// In memory, for tests and examples.
@@ -341,7 +380,14 @@ impl Installations {
     }
 
     pub async fn save(&self, i: &Installation) -> Result<(), InstallError> {
-        self.store.save(&self.seal(i)?).await
+        self.store.save(&self.seal(i)?).await?;
+        if let (Some(t), Some(e)) = (
+            i.info.team_id.as_deref().filter(|t| !t.is_empty()),
+            i.info.enterprise_id.as_deref().filter(|e| !e.is_empty()),
+        ) {
+            self.store.remember_team_enterprise(t, e).await?;
+        }
+        Ok(())
     }
 
     /// The installation serving workspace `team_id`: its own, or else the org-wide install of
@@ -359,18 +405,23 @@ impl Installations {
             return own.map(|s| self.open(&s)).transpose();
         }
         let team = team_id.filter(|t| !t.is_empty());
+        // Workspace → organisation is kept in the store (learnt from payloads, which carry both):
+        // notifications name only the workspace, and a restarted server or gatehouse-cleanup has
+        // no memory of earlier requests.
         let enterprise = match (enterprise_id.filter(|e| !e.is_empty()), team) {
             (Some(e), Some(t)) => {
-                if let Ok(mut g) = self.orgs.lock() {
-                    if g.len() > 100_000 {
-                        g.clear();
-                    }
-                    g.insert(t.to_string(), e.to_string());
+                if self.store.team_enterprise(t).await?.as_deref() != Some(e) {
+                    self.store.remember_team_enterprise(t, e).await?;
                 }
                 Some(e.to_string())
             }
             (Some(e), None) => Some(e.to_string()),
-            (None, Some(t)) => self.orgs.lock().ok().and_then(|g| g.get(t).cloned()),
+            (None, Some(t)) => match self.store.team_enterprise(t).await? {
+                Some(e) => Some(e),
+                // People of an org-wide install are keyed by the organisation id (see
+                // `Installations::identity_scope`), so a notification may name it directly.
+                None => Some(t.to_string()),
+            },
             (None, None) => None,
         };
         let found = match enterprise {

@@ -359,6 +359,10 @@ pub enum InstallFailure {
     Identity(String),
     #[error("Could not save the installation ({0}); the tokens were revoked.")]
     Store(String),
+    #[error(
+        "This install link was made for workspace {expected} only, but Slack installed into {got}; the tokens were revoked and nothing was installed."
+    )]
+    WrongWorkspace { expected: String, got: String },
     #[error("Slack installation is not configured (SLACK_CLIENT_ID, SLACK_CLIENT_SECRET).")]
     NotConfigured,
     #[error("Gatehouse could not check the link: {0}")]
@@ -377,6 +381,7 @@ impl InstallFailure {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             InstallFailure::NotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+            InstallFailure::WrongWorkspace { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -441,6 +446,12 @@ impl InstallFlow {
 
     /// Issues a state and returns `(authorize_url, state)`.
     pub async fn start(&self) -> Result<(String, String), InstallError> {
+        self.start_for(None).await
+    }
+
+    /// [`start`](Self::start) for a workspace-scoped admin: the state is bound to `team` (a
+    /// workspace or organisation id), and the callback refuses to install anywhere else.
+    pub async fn start_for(&self, team: Option<&str>) -> Result<(String, String), InstallError> {
         // Two v4 UUIDs: 244 random bits, more than a state needs, in a URL-safe alphabet.
         let state = format!(
             "{}{}",
@@ -452,6 +463,9 @@ impl InstallFlow {
             .store()
             .issue_state(&state, now, now + ttl(self.config.state_ttl))
             .await?;
+        if let Some(t) = team {
+            self.installations.store().bind_state(&state, t).await?;
+        }
         let mut q = vec![
             ("client_id", self.config.client_id.as_str()),
             ("scope", self.config.bot_scopes.as_str()),
@@ -504,6 +518,12 @@ impl InstallFlow {
             StateCheck::Reused => return Err(InstallFailure::ReusedState),
             StateCheck::Unknown => return Err(InstallFailure::UnknownState),
         }
+        let bound = self
+            .installations
+            .store()
+            .state_binding(state)
+            .await
+            .map_err(|e| InstallFailure::StateStore(e.to_string()))?;
         let code = p
             .code
             .as_deref()
@@ -525,7 +545,7 @@ impl InstallFlow {
         .flatten()
         .filter(|t| !t.is_empty())
         .collect();
-        match self.finish(access).await {
+        match self.finish(access, bound.as_deref()).await {
             Ok(i) => Ok(i),
             Err(f) => {
                 for t in &tokens {
@@ -538,7 +558,11 @@ impl InstallFlow {
         }
     }
 
-    async fn finish(&self, a: OAuthAccess) -> Result<Installation, InstallFailure> {
+    async fn finish(
+        &self,
+        a: OAuthAccess,
+        bound: Option<&str>,
+    ) -> Result<Installation, InstallFailure> {
         let bot_token = a
             .access_token
             .clone()
@@ -599,6 +623,21 @@ impl InstallFlow {
         };
         if info.team_id.is_none() && info.enterprise_id.is_none() {
             return Err(InstallFailure::Identity("no team or enterprise".into()));
+        }
+        // A link made with a workspace-scoped admin token installs into that workspace (or,
+        // for an organisation's token, that organisation) only; the caller revokes the tokens.
+        if let Some(expected) = bound {
+            let owner = if info.is_enterprise_install {
+                info.enterprise_id.as_deref()
+            } else {
+                info.team_id.as_deref()
+            };
+            if owner != Some(expected) {
+                return Err(InstallFailure::WrongWorkspace {
+                    expected: expected.to_string(),
+                    got: owner.unwrap_or("an unknown workspace").to_string(),
+                });
+            }
         }
         let i = Installation {
             info,
@@ -926,7 +965,11 @@ async fn start_endpoint(
             "Set SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to install into workspaces.",
         );
     }
-    match flow.start().await {
+    let bound = match &scope {
+        AdminScope::Workspace(id) => Some(id.as_str()),
+        AdminScope::All => None,
+    };
+    match flow.start_for(bound).await {
         Ok((mut authorize_url, state)) => {
             // A workspace admin's link preselects their workspace.
             if let AdminScope::Workspace(id) = &scope {

@@ -71,20 +71,34 @@ pub fn router_with_installations(
 }
 
 /// The state with `api` switched to the bot token of the installation serving `team_id` (its own,
-/// or the org-wide install of `enterprise_id`), when there is one.
-async fn for_team(st: &Shared, team_id: &str, enterprise_id: Option<&str>) -> Shared {
+/// or the org-wide install of `enterprise_id`), when there is one; and the identity scope of the
+/// people writing from there. On an org-wide Enterprise Grid install a person has one user id in
+/// every workspace of the organisation, so they are keyed by (organisation, user): the scope is
+/// the enterprise id, and self-approval, double votes and the one-live-grant rule see one person
+/// whichever workspace they write from. Otherwise (single workspace) it is the workspace id.
+async fn for_team(st: &Shared, team_id: &str, enterprise_id: Option<&str>) -> (Shared, String) {
     let Some(ins) = &st.installations else {
-        return st.clone();
+        return (st.clone(), team_id.to_string());
     };
-    match ins.bot_token(enterprise_id, Some(team_id)).await {
-        Ok(Some(token)) => Arc::new(AppState {
-            api: st.api.with_token(token),
-            ..AppState::clone(st)
-        }),
-        Ok(None) => st.clone(),
+    match ins.resolve(enterprise_id, Some(team_id)).await {
+        Ok(Some(i)) => {
+            let scope = match (&i.info.enterprise_id, i.info.is_enterprise_install) {
+                (Some(e), true) if !e.is_empty() => e.clone(),
+                _ => team_id.to_string(),
+            };
+            let shared = match i.bot_token {
+                Some(token) => Arc::new(AppState {
+                    api: st.api.with_token(token),
+                    ..AppState::clone(st)
+                }),
+                None => st.clone(),
+            };
+            (shared, scope)
+        }
+        Ok(None) => (st.clone(), team_id.to_string()),
         Err(e) => {
             tracing::warn!(team_id, error = %e, "installation lookup failed; using the default token");
-            st.clone()
+            (st.clone(), team_id.to_string())
         }
     }
 }
@@ -258,13 +272,15 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
         return bad_request("malformed slash command");
     };
     let surface = Surface::from_command(&form.command).unwrap_or(Surface::Access);
+    let enterprise = Some(form.enterprise_id.as_str()).filter(|e| !e.is_empty());
+    let (st, scope) = for_team(&st, &form.team_id, enterprise).await;
     let caller = Caller {
-        team_id: form.team_id.clone(),
+        team_id: scope,
         user_id: form.user_id.clone(),
         user_name: form.user_name.clone(),
+        workspace: form.team_id.clone(),
+        enterprise_id: enterprise.map(str::to_string),
     };
-    let enterprise = Some(form.enterprise_id.as_str()).filter(|e| !e.is_empty());
-    let st = for_team(&st, &form.team_id, enterprise).await;
     let cmd = match grammar::parse(&form.text, surface) {
         Ok(c) => c,
         Err(e) => return ephemeral_ack(&e.to_string()),
@@ -373,9 +389,15 @@ fn caller_of(p: &Value) -> Option<Caller> {
         .unwrap_or_default()
         .to_string();
     Some(Caller {
+        workspace: team_id.clone(),
         team_id,
         user_id,
         user_name,
+        enterprise_id: p
+            .pointer("/enterprise/id")
+            .and_then(Value::as_str)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string),
     })
 }
 
@@ -386,11 +408,12 @@ async fn interactions_endpoint(State(st): State<Shared>, body: Bytes) -> Respons
     let Ok(p) = serde_json::from_str::<Value>(&form.payload) else {
         return bad_request("payload is not JSON");
     };
-    let Some(caller) = caller_of(&p) else {
+    let Some(mut caller) = caller_of(&p) else {
         return bad_request("payload has no user");
     };
     let enterprise = p.pointer("/enterprise/id").and_then(Value::as_str);
-    let st = for_team(&st, &caller.team_id, enterprise).await;
+    let (st, scope) = for_team(&st, &caller.team_id, enterprise).await;
+    caller.team_id = scope;
     match p.get("type").and_then(Value::as_str) {
         Some("block_actions") => {
             let st2 = st.clone();
@@ -443,6 +466,15 @@ async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
                 tracing::warn!(value, "approval button without a request id");
                 return;
             };
+            if let Err(msg) = commands::admit_approver(&st.api, &st.profiles, caller).await {
+                send_reply(
+                    &st.api,
+                    &reply,
+                    &format!(":no_entry: {msg} Nothing was changed."),
+                )
+                .await;
+                return;
+            }
             let result = if action_id == action::APPROVE {
                 e.approve(id, caller.actor()).await
             } else {
@@ -576,8 +608,12 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
     let st2 = st.clone();
     let caller2 = caller.clone();
     let mut handle = tokio::spawn(async move {
-        let subject = match commands::resolve_subject(&st2.api, &st2.profiles, &caller2).await {
-            Ok(s) => s,
+        let subject = match commands::resolve_person(&st2.api, &st2.profiles, &caller2).await {
+            Ok((s, membership)) => {
+                commands::admit_requester(&st2.engine, &resource, membership)
+                    .map_err(|msg| (Field::Resource, msg))?;
+                s
+            }
             Err(msg) => return Err((Field::Resource, msg)),
         };
         let sub = Submission {
@@ -689,7 +725,8 @@ async fn handle_event(st: &Shared, envelope: &Value) {
         .unwrap_or_default()
         .to_string();
     let enterprise = envelope.get("enterprise_id").and_then(Value::as_str);
-    let st = &for_team(st, &team_id, enterprise).await;
+    let (st, scope) = for_team(st, &team_id, enterprise).await;
+    let st = &st;
     let str_of = |k: &str| {
         event
             .get(k)
@@ -700,9 +737,11 @@ async fn handle_event(st: &Shared, envelope: &Value) {
     match event.get("type").and_then(Value::as_str) {
         Some("app_home_opened") if str_of("tab") != "messages" => {
             let caller = Caller {
-                team_id,
+                team_id: scope.clone(),
                 user_id: str_of("user"),
                 user_name: String::new(),
+                workspace: team_id.clone(),
+                enterprise_id: enterprise.map(str::to_string),
             };
             publish_home(st, &caller).await;
         }
@@ -717,9 +756,11 @@ async fn handle_event(st: &Shared, envelope: &Value) {
                 return;
             }
             let caller = Caller {
-                team_id,
+                team_id: scope.clone(),
                 user_id: str_of("user"),
                 user_name: String::new(),
+                workspace: team_id.clone(),
+                enterprise_id: enterprise.map(str::to_string),
             };
             let channel = str_of("channel");
             let text = match grammar::parse(&str_of("text"), Surface::DirectMessage) {

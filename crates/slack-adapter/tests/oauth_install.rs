@@ -760,3 +760,75 @@ async fn workspace_admins_cannot_touch_other_workspaces() {
         StatusCode::OK
     );
 }
+
+/// Issue 11 §5: an install link made with a workspace-scoped admin token installs into that
+/// workspace only. A callback that comes back for another workspace is refused, the tokens Slack
+/// handed out are revoked (`auth.revoke`), and nothing is stored.
+#[tokio::test]
+async fn a_scoped_admins_link_installs_only_into_its_own_workspace() {
+    let fake = FakeSlackOAuth::start().await;
+    let store = Arc::new(MemoryInstallationStore::default());
+    let ins = Installations::new(
+        store.clone(),
+        Arc::new(TokenCipher::from_keys(&[[42u8; 32]]).unwrap()),
+    );
+    let config = OAuthConfig {
+        client_id: slack_oauth::CLIENT_ID.into(),
+        client_secret: Secret::new(slack_oauth::CLIENT_SECRET),
+        api_url: fake.api_url(),
+        admin_token: Secret::new(ADMIN),
+        workspace_admin_tokens: slack_adapter::oauth::parse_workspace_tokens("T1=scoped-one"),
+        ..OAuthConfig::default()
+    };
+    let app = oauth_router(Arc::new(InstallFlow::new(config, ins)));
+    let scoped_start = || {
+        let app = app.clone();
+        async move {
+            let resp = app
+                .oneshot(
+                    Request::builder()
+                        .uri("/api/slack/oauth/start")
+                        .header(header::AUTHORIZATION, "Bearer scoped-one")
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            v["state"].as_str().unwrap().to_string()
+        }
+    };
+    // The person following T1's link picks workspace T2 in Slack's dialog.
+    fake.add_code("other", Grant::workspace("T2", "Two"));
+    let state = scoped_start().await;
+    let (s, page) = call(
+        &app,
+        "GET",
+        &format!("/slack/oauth/callback?code=other&state={state}"),
+        false,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("workspace T1"), "{page}");
+    let issued = all_tokens(&fake);
+    assert!(!issued.is_empty());
+    for t in &issued {
+        assert!(fake.is_revoked(t), "{t} not revoked");
+    }
+    assert!(store.all().await.unwrap().is_empty(), "nothing stored");
+
+    // Its own workspace installs.
+    fake.add_code("own", Grant::workspace("T1", "One"));
+    let state = scoped_start().await;
+    let (s, page) = call(
+        &app,
+        "GET",
+        &format!("/slack/oauth/callback?code=own&state={state}"),
+        false,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(store.all().await.unwrap().len(), 1);
+}

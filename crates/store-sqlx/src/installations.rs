@@ -368,6 +368,85 @@ impl SqlStore {
         }
     }
 
+    /// Remembers that workspace `team_id` belongs to organisation `enterprise_id` (upsert).
+    pub async fn remember_team_enterprise(
+        &self,
+        team_id: &str,
+        enterprise_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO slack_team_enterprises (team_id, enterprise_id, updated_at) \
+                   VALUES ($1, $2, $3) ON CONFLICT (team_id) DO UPDATE SET \
+                   enterprise_id = excluded.enterprise_id, updated_at = excluded.updated_at";
+        let mut tx = self.db.begin().await.map_err(|e| err("begin", e))?;
+        let res = match &mut tx {
+            Tx::Sqlite { tx, .. } => sqlx::query(sql)
+                .bind(team_id)
+                .bind(enterprise_id)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
+            Tx::Postgres(tx) => sqlx::query(sql)
+                .bind(team_id)
+                .bind(enterprise_id)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
+        };
+        match res {
+            Ok(()) => tx.commit().await.map_err(|e| err("commit", e)),
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(err("remember workspace organisation", e))
+            }
+        }
+    }
+
+    /// The organisation workspace `team_id` belongs to, if known.
+    pub async fn team_enterprise(&self, team_id: &str) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT enterprise_id FROM slack_team_enterprises WHERE team_id = $1";
+        let read = |e| err("read workspace organisation", e);
+        match &self.db.pool {
+            DbPool::Sqlite(p) => sqlx::query_scalar::<_, String>(sql)
+                .bind(team_id)
+                .fetch_optional(p)
+                .await
+                .map_err(read),
+            DbPool::Postgres(p) => sqlx::query_scalar::<_, String>(sql)
+                .bind(team_id)
+                .fetch_optional(p)
+                .await
+                .map_err(read),
+        }
+    }
+
+    /// Binds OAuth state `state` to workspace (or organisation) `team`.
+    pub async fn bind_oauth_state(&self, state: &str, team: &str) -> Result<u64, StoreError> {
+        let sql = "UPDATE oauth_states SET bound_team = $2 WHERE state = $1";
+        self.write2(sql, Some(state), Some(team), None).await
+    }
+
+    /// The workspace (or organisation) OAuth state `state` is bound to, if any.
+    pub async fn oauth_state_binding(&self, state: &str) -> Result<Option<String>, StoreError> {
+        let sql = "SELECT bound_team FROM oauth_states WHERE state = $1";
+        let read = |e| err("read OAuth state", e);
+        let v: Option<Option<String>> = match &self.db.pool {
+            DbPool::Sqlite(p) => sqlx::query_scalar(sql)
+                .bind(state)
+                .fetch_optional(p)
+                .await
+                .map_err(read)?,
+            DbPool::Postgres(p) => sqlx::query_scalar(sql)
+                .bind(state)
+                .fetch_optional(p)
+                .await
+                .map_err(read)?,
+        };
+        Ok(v.flatten())
+    }
+
     /// Records a freshly issued OAuth state.
     pub async fn insert_oauth_state(
         &self,

@@ -69,6 +69,16 @@ pub struct FakeUser {
     pub tz: String,
     pub is_bot: bool,
     pub deleted: bool,
+    /// Home workspace (`team_id`); the fake's own team when `None`.
+    pub team_id: Option<String>,
+    /// Enterprise Grid organisation: adds `enterprise_user` as Slack does (A.11).
+    pub enterprise_id: Option<String>,
+    /// Multi-channel guest.
+    pub is_restricted: bool,
+    /// Single-channel guest (Slack sets `is_restricted` too).
+    pub is_ultra_restricted: bool,
+    /// A Slack Connect user from another organisation.
+    pub is_stranger: bool,
 }
 
 impl FakeUser {
@@ -81,7 +91,45 @@ impl FakeUser {
             tz: "Europe/London".into(),
             is_bot: false,
             deleted: false,
+            team_id: None,
+            enterprise_id: None,
+            is_restricted: false,
+            is_ultra_restricted: false,
+            is_stranger: false,
         }
+    }
+
+    /// A multi-channel guest (`is_restricted`).
+    pub fn guest(mut self) -> Self {
+        self.is_restricted = true;
+        self
+    }
+
+    /// A single-channel guest: Slack sets both flags.
+    pub fn single_channel_guest(mut self) -> Self {
+        self.is_restricted = true;
+        self.is_ultra_restricted = true;
+        self
+    }
+
+    /// Seen through Slack Connect from another organisation's workspace `home_team`.
+    pub fn stranger(mut self, home_team: &str) -> Self {
+        self.is_stranger = true;
+        self.team_id = Some(home_team.into());
+        self
+    }
+
+    /// Home workspace `team` (what `users.info` says as `team_id`).
+    pub fn in_team(mut self, team: &str) -> Self {
+        self.team_id = Some(team.into());
+        self
+    }
+
+    /// Home workspace `team` of Enterprise Grid organisation `enterprise`.
+    pub fn in_org(mut self, team: &str, enterprise: &str) -> Self {
+        self.team_id = Some(team.into());
+        self.enterprise_id = Some(enterprise.into());
+        self
     }
 
     pub fn email(mut self, email: &str) -> Self {
@@ -108,12 +156,25 @@ impl FakeUser {
         if let Some(e) = &self.email {
             profile["email"] = json!(e);
         }
-        json!({
-            "id": self.id, "team_id": TEAM_ID, "name": self.name, "deleted": self.deleted,
+        let team = self.team_id.as_deref().unwrap_or(TEAM_ID);
+        let mut user = json!({
+            "id": self.id, "team_id": team, "name": self.name, "deleted": self.deleted,
             "real_name": self.real_name, "tz": self.tz, "tz_label": self.tz, "tz_offset": 0,
             "profile": profile, "is_admin": false, "is_owner": false, "is_bot": self.is_bot,
             "is_app_user": false, "updated": 1502138686,
-        })
+            "is_restricted": self.is_restricted, "is_ultra_restricted": self.is_ultra_restricted,
+        });
+        // Slack only sends `is_stranger` for Slack Connect users, and `enterprise_user` on Grid.
+        if self.is_stranger {
+            user["is_stranger"] = json!(true);
+        }
+        if let Some(e) = &self.enterprise_id {
+            user["enterprise_user"] = json!({
+                "id": self.id, "enterprise_id": e, "enterprise_name": "Grid",
+                "is_admin": false, "is_owner": false, "teams": [team],
+            });
+        }
+        user
     }
 }
 
