@@ -116,7 +116,15 @@ impl App {
                     url: redact_url(&env.database_url),
                     message: e.to_string(),
                 })?;
-        let store = Arc::new(store);
+        let audit_keys = env.audit_keyring()?;
+        match &audit_keys {
+            Some(k) => tracing::info!(key_id = k.primary_key_id(), "audit chain is keyed"),
+            None => tracing::warn!(
+                "GATEHOUSE_AUDIT_KEY is not set: the audit chain is UNKEYED and anyone with write \
+                 access to the database can rewrite it undetectably; set it in production"
+            ),
+        }
+        let store = Arc::new(store.with_audit_keys(audit_keys));
         let call_limit = Duration::from_secs(config.server.call_timeout_secs.unwrap_or(60));
         let waker = Arc::new(SchedulerWaker::new());
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
