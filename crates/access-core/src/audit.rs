@@ -594,6 +594,8 @@ impl ChainVerifier {
             if let Some((b, _)) = self.pending.take() {
                 self.first_bad = Some(b);
             } else {
+                // The rejected event was examined: it counts as checked.
+                self.checked += 1;
                 self.first_bad = Some(ChainBreak {
                     seq,
                     event_id,
