@@ -939,7 +939,10 @@ impl ExportComparer {
                             seq: cp.seq,
                             event_id: None,
                             kind: TamperKind::Diverged,
-                            reason: format!("the exported checkpoint at event {} does not verify: {e}", cp.seq),
+                            reason: format!(
+                                "the exported checkpoint at event {} does not verify: {e}",
+                                cp.seq
+                            ),
                         });
                         continue;
                     }
@@ -979,7 +982,10 @@ impl ExportComparer {
                 // The exported event is here, later than it should be: moved, not deleted.
                 let mut b = b.clone();
                 b.kind = TamperKind::Reordered;
-                b.reason = format!("{}; it is at event {} locally: rows were reordered", b.reason, l.seq);
+                b.reason = format!(
+                    "{}; it is at event {} locally: rows were reordered",
+                    b.reason, l.seq
+                );
                 self.suspect = None;
                 self.diverge(b);
                 return false;
@@ -1052,7 +1058,10 @@ impl ExportComparer {
                     seq: l.seq,
                     event_id: Some(l.id.clone()),
                     kind: TamperKind::Reordered,
-                    reason: format!("local event {} was exported as event {t}: rows were reordered", l.seq),
+                    reason: format!(
+                        "local event {} was exported as event {t}: rows were reordered",
+                        l.seq
+                    ),
                 });
                 false
             }
@@ -1064,7 +1073,10 @@ impl ExportComparer {
                         seq: l.seq,
                         event_id: Some(e.id.clone()),
                         kind: TamperKind::Deleted,
-                        reason: format!("exported event {} ({}) is not at its place locally: it was deleted", l.seq, e.id),
+                        reason: format!(
+                            "exported event {} ({}) is not at its place locally: it was deleted",
+                            l.seq, e.id
+                        ),
                     },
                     e.id.clone(),
                 ));
@@ -1085,7 +1097,12 @@ impl ExportComparer {
             .next()
             .map(|(s, _)| *s)
             .into_iter()
-            .chain(self.checkpoints.range(local_max + 1..).next().map(|(s, _)| *s))
+            .chain(
+                self.checkpoints
+                    .range(local_max + 1..)
+                    .next()
+                    .map(|(s, _)| *s),
+            )
             .min();
         if let Some(s) = beyond {
             self.diverge(ChainBreak {

@@ -180,11 +180,31 @@ pub fn events_table_resource(project: &str, dataset: &str, table: &str) -> Value
 /// they do not control. `at_micros` is an INTEGER, not a TIMESTAMP, because it is covered by the
 /// MAC and must read back exactly.
 pub const AUDIT_CHECKPOINTS: &[Column] = &[
-    col("seq", "INTEGER", "REQUIRED", "Number of events in the chain"),
+    col(
+        "seq",
+        "INTEGER",
+        "REQUIRED",
+        "Number of events in the chain",
+    ),
     col("hash", "STRING", "REQUIRED", "Hash of event `seq`"),
-    col("at_micros", "INTEGER", "REQUIRED", "When the checkpoint was made (µs since the epoch)"),
-    col("key_id", "STRING", "NULLABLE", "Id of the GATEHOUSE_AUDIT_KEY key of the MAC"),
-    col("mac", "STRING", "NULLABLE", "k1.<key id>.<HMAC-SHA256> over (seq, hash, at); null when unkeyed"),
+    col(
+        "at_micros",
+        "INTEGER",
+        "REQUIRED",
+        "When the checkpoint was made (µs since the epoch)",
+    ),
+    col(
+        "key_id",
+        "STRING",
+        "NULLABLE",
+        "Id of the GATEHOUSE_AUDIT_KEY key of the MAC",
+    ),
+    col(
+        "mac",
+        "STRING",
+        "NULLABLE",
+        "k1.<key id>.<HMAC-SHA256> over (seq, hash, at); null when unkeyed",
+    ),
 ];
 
 pub fn checkpoints_table_resource(project: &str, dataset: &str, table: &str) -> Value {

@@ -167,12 +167,21 @@ impl BigQuerySink {
             .insert_rows(&table, vec![PreparedRow { item: 0, json }], &mut out)
             .await
         {
-            Ok(()) if out.rejected.is_empty() && out.transient.is_empty() && out.refused_alone.is_empty() => {
+            Ok(())
+                if out.rejected.is_empty()
+                    && out.transient.is_empty()
+                    && out.refused_alone.is_empty() =>
+            {
                 let mut last = cpr.last.lock().unwrap_or_else(|p| p.into_inner());
                 *last = (cp.seq, Instant::now());
             }
-            Ok(()) => tracing::warn!(seq = cp.seq, "BigQuery refused the audit checkpoint row; retrying with the next batch"),
-            Err(e) => tracing::warn!(seq = cp.seq, error = %e, "audit checkpoint export failed; retrying with the next batch"),
+            Ok(()) => tracing::warn!(
+                seq = cp.seq,
+                "BigQuery refused the audit checkpoint row; retrying with the next batch"
+            ),
+            Err(e) => {
+                tracing::warn!(seq = cp.seq, error = %e, "audit checkpoint export failed; retrying with the next batch")
+            }
         }
     }
 
@@ -190,13 +199,20 @@ impl BigQuerySink {
     > {
         let c = &self.config;
         let idx = |cols: &[crate::schema::Column], name: &str| {
-            cols.iter().position(|col| col.name == name).unwrap_or(usize::MAX)
+            cols.iter()
+                .position(|col| col.name == name)
+                .unwrap_or(usize::MAX)
         };
         let cell = |r: &[Option<String>], i: usize| r.get(i).cloned().flatten();
-        let bad = |what: &str| BigQueryError::Decode(format!("exported row without a valid {what}"));
+        let bad =
+            |what: &str| BigQueryError::Decode(format!("exported row without a valid {what}"));
         let ev = ACCESS_EVENTS;
         let mut links = Vec::new();
-        for r in self.client.list_rows(&c.project, &c.dataset, &c.events_table).await? {
+        for r in self
+            .client
+            .list_rows(&c.project, &c.dataset, &c.events_table)
+            .await?
+        {
             links.push(access_core::audit::ChainLink {
                 seq: cell(&r, idx(ev, "seq"))
                     .and_then(|s| s.parse().ok())

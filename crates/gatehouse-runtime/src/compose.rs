@@ -221,7 +221,14 @@ impl App {
                     .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?;
                 let sink = Arc::new(
                     BigQuerySink::new(cfg, google_tokens()?)
-                        .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?,
+                        .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?
+                        .with_checkpoints(audit_bigquery::sink::CheckpointPolicy {
+                            keys: store.audit_keys().cloned(),
+                            every_events: config.server.audit_checkpoint_events.unwrap_or(1000),
+                            every: Duration::from_secs(
+                                config.server.audit_checkpoint_secs.unwrap_or(300),
+                            ),
+                        }),
                 );
                 adapters.bigquery = Some(sink.clone());
                 builder = builder.audit_sink(sink);
