@@ -243,8 +243,11 @@ impl AuditKeyring {
     }
 
     fn mac_with(key_id: &str, key: &[u8; 32], msg: &[u8]) -> String {
-        // HMAC accepts keys of any length; 32 bytes cannot fail.
-        let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+        // HMAC accepts keys of any length, so this cannot fail; if it ever did, the result is a
+        // MAC that matches nothing, so verification fails closed.
+        let Ok(mut m) = <HmacSha256 as Mac>::new_from_slice(key) else {
+            return format!("{KEYED_PREFIX}{key_id}.invalid");
+        };
         m.update(msg);
         format!(
             "{KEYED_PREFIX}{key_id}.{}",
