@@ -24,7 +24,7 @@ use crate::db::{Backend, Conn, Sql, Tx};
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 /// Audit verification reads the chain in pages of this many rows.
-const VERIFY_PAGE: i64 = 1000;
+const VERIFY_PAGE: i64 = 5000;
 /// Idempotency keys are kept at least this long.
 const REMEMBER_FOR: chrono::Duration = chrono::Duration::days(1);
 /// Sweep old idempotency keys on one `remember_once` call in this many.
@@ -261,9 +261,9 @@ impl SqlStore {
             Some((seq, hash)) => ChainVerifier::resume(self.audit_keys.clone(), *seq, hash),
             None => ChainVerifier::with_keys(self.audit_keys.clone()),
         };
-        let mut after = start.as_ref().map(|(s, _)| *s).unwrap_or(0);
-        'pages: loop {
-            // Keyset pages: memory stays flat however long the chain is.
+        let after = start.as_ref().map(|(s, _)| *s).unwrap_or(0);
+        // Keyset pages: memory stays flat however long the chain is.
+        let fetch = |after: i64| {
             let sql = Sql::with(
                 format!(
                     "SELECT {}, actor_id FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
@@ -271,42 +271,67 @@ impl SqlStore {
                 ),
                 vec![after.into(), head_seq.into(), VERIFY_PAGE.into()],
             );
-            let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
-            let n = rows.len();
-            for row in &rows {
-                let ev = match codec::audit_from_row(row) {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        // An unreadable row is a broken chain, not a failed check.
-                        let seq = row.i64("seq").unwrap_or(verifier.last().0 + 1);
+            async move { self.db.fetch_all(&sql).await.map_err(plain) }
+        };
+        // Checks one page; false once the chain is broken.
+        let check =
+            |rows: &[crate::db::DbRow], verifier: &mut ChainVerifier| -> Result<bool, StoreError> {
+                for row in rows {
+                    let ev = match codec::audit_from_row(row) {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            // An unreadable row is a broken chain, not a failed check.
+                            let seq = row.i64("seq").unwrap_or(verifier.last().0 + 1);
+                            verifier.reject(
+                                seq,
+                                row.string("id").ok(),
+                                audit::TamperKind::Unreadable,
+                                format!("the row does not parse: {e}"),
+                            );
+                            return Ok(false);
+                        }
+                    };
+                    // The actor_id column is a copy of the actor's id used for filtering; the link
+                    // covers the actor, so a differing column is an edit.
+                    if row.string("actor_id")? != ev.record.actor.id() {
                         verifier.reject(
-                            seq,
-                            row.string("id").ok(),
-                            audit::TamperKind::Unreadable,
-                            format!("the row does not parse: {e}"),
-                        );
-                        break 'pages;
-                    }
-                };
-                after = ev.seq;
-                // The actor_id column is a copy of the actor's id used for filtering; the link
-                // covers the actor, so a differing column is an edit.
-                if row.string("actor_id")? != ev.record.actor.id() {
-                    verifier.reject(
                         ev.seq,
                         Some(ev.record.id.to_string()),
                         audit::TamperKind::Edited,
                         "the actor_id column does not match the sealed actor: the row was edited"
                             .into(),
                     );
-                    break 'pages;
+                        return Ok(false);
+                    }
+                    if !verifier.push(&ev) {
+                        return Ok(false);
+                    }
                 }
-                if !verifier.push(&ev) {
-                    break 'pages;
-                }
-            }
-            if (n as i64) < VERIFY_PAGE {
+                Ok(true)
+            };
+        let mut rows = fetch(after).await?;
+        loop {
+            // Fetch the next page while this one is checked: the database works (SQLite on its
+            // own thread, PostgreSQL on the server) while this task hashes.
+            let next_after = match rows.last() {
+                Some(r) if rows.len() as i64 == VERIFY_PAGE => Some(r.i64("seq")?),
+                _ => None,
+            };
+            let (next, go_on) = tokio::join!(
+                async {
+                    match next_after {
+                        Some(a) => fetch(a).await.map(Some),
+                        None => Ok(None),
+                    }
+                },
+                async { check(&rows, &mut verifier) }
+            );
+            if !go_on? {
                 break;
+            }
+            match next? {
+                Some(r) => rows = r,
+                None => break,
             }
         }
         let v = verifier.finish_with_mac(Some((head_seq, head_hash.clone())), head_mac.as_deref());
