@@ -62,8 +62,13 @@ enum BigqueryCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain; exit 1 and name the first bad row if it was tampered with.
-    Verify,
+    /// Walk the hash chain; exit 1 and name the first bad row (and the kind of tampering).
+    Verify {
+        /// Also compare the local chain with the BigQuery export (events and signed
+        /// checkpoints) and report the first divergence.
+        #[arg(long)]
+        against_export: bool,
+    },
     /// Write audit events for compliance (all of them, oldest first).
     Export {
         /// Start (RFC 3339 time or YYYY-MM-DD).
@@ -114,8 +119,19 @@ async fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run { max_rounds: 1000 }) {
         Command::Run { max_rounds } => run_due(&app, max_rounds).await,
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => verify(&app).await,
+            command: AuditCommand::Verify { against_export },
+        } => {
+            let local = verify(&app).await;
+            if !against_export {
+                return local;
+            }
+            let export = verify_export(&app).await;
+            if local != ExitCode::SUCCESS {
+                local
+            } else {
+                export
+            }
+        }
         Command::Bigquery {
             command: BigqueryCommand::Init { location },
         } => bigquery_init(&app, location).await,
@@ -236,15 +252,50 @@ async fn bigquery_init(app: &App, location: Option<String>) -> ExitCode {
 async fn verify(app: &App) -> ExitCode {
     match app.engine.store().verify_audit_chain().await {
         Ok(v) if v.ok => {
-            println!("audit chain intact: {} events verified", v.events_checked);
+            println!(
+                "audit chain intact: {} events verified ({})",
+                v.events_checked,
+                if v.keyed {
+                    "keyed"
+                } else {
+                    "UNKEYED: set GATEHOUSE_AUDIT_KEY"
+                }
+            );
             ExitCode::SUCCESS
         }
         Ok(v) => {
             let bad = v.first_bad.as_ref();
             println!(
-                "audit chain BROKEN at event {}: {}",
+                "audit chain BROKEN at event {} ({}): {}",
                 bad.map(|b| b.seq).unwrap_or_default(),
+                bad.map(|b| b.kind.as_str()).unwrap_or("unknown"),
                 bad.map(|b| b.reason.as_str()).unwrap_or("unknown")
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn verify_export(app: &App) -> ExitCode {
+    let Some(sink) = app.adapters.bigquery.as_ref() else {
+        return fail(&"--against-export needs the BigQuery export (BIGQUERY_PROJECT)");
+    };
+    match gatehouse_runtime::audit_verify::verify_against_export(&app.store, sink).await {
+        Ok(c) if c.ok => {
+            println!(
+                "local chain matches the export: {} local events, {} exported, {} checkpoints",
+                c.local_events, c.exported_events, c.checkpoints
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(c) => {
+            let d = c.first_divergence.as_ref();
+            println!(
+                "local chain DIVERGES from the export at event {} ({}): {}",
+                d.map(|b| b.seq).unwrap_or_default(),
+                d.map(|b| b.kind.as_str()).unwrap_or("unknown"),
+                d.map(|b| b.reason.as_str()).unwrap_or("unknown")
             );
             ExitCode::from(1)
         }

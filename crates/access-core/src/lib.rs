@@ -40,6 +40,7 @@ pub mod engine;
 pub mod grant;
 pub mod ids;
 pub mod jobs;
+pub mod keys;
 pub mod notification;
 pub mod policy;
 pub mod ports;

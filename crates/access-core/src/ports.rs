@@ -275,6 +275,11 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn audit_event(&self, id: AuditEventId) -> Result<Option<AuditEvent>, StoreError>;
     /// Walks the whole chain (in pages) and compares it with the stored chain head.
     async fn verify_audit_chain(&self) -> Result<ChainVerification, StoreError>;
+    /// Verifies from the newest trusted checkpoint to the head (a full walk when there is
+    /// none). Stores without checkpoints walk everything.
+    async fn verify_audit_chain_incremental(&self) -> Result<ChainVerification, StoreError> {
+        self.verify_audit_chain().await
+    }
 
     async fn save_message_ref(&self, r: &MessageRef) -> Result<(), StoreError>;
     async fn message_refs(&self, request: RequestId) -> Result<Vec<MessageRef>, StoreError>;

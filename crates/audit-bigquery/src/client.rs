@@ -143,6 +143,58 @@ impl BigQueryClient {
             .map_err(|e| BigQueryError::Decode(format!("insertAll response: {e}")))
     }
 
+    /// `tabledata.list`: every row of a table in storage order, each as its cells in schema
+    /// order (BigQuery sends scalars as strings), following `pageToken` until the end.
+    pub async fn list_rows(
+        &self,
+        project: &str,
+        dataset: &str,
+        table: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, BigQueryError> {
+        #[derive(serde::Deserialize)]
+        struct Cell {
+            v: Option<serde_json::Value>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Row {
+            f: Vec<Cell>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            rows: Option<Vec<Row>>,
+            #[serde(rename = "pageToken")]
+            page_token: Option<String>,
+        }
+        let url = format!("{}/data", self.table_url(project, dataset, table));
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut q: Vec<(&str, String)> = vec![("maxResults", "10000".to_string())];
+            if let Some(t) = &token {
+                q.push(("pageToken", t.clone()));
+            }
+            let body = self.send(self.http.get(&url).query(&q)).await?;
+            let page: Page = serde_json::from_slice(&body)
+                .map_err(|e| BigQueryError::Decode(format!("tabledata.list response: {e}")))?;
+            for r in page.rows.unwrap_or_default() {
+                out.push(
+                    r.f.into_iter()
+                        .map(|c| match c.v {
+                            None | Some(serde_json::Value::Null) => None,
+                            Some(serde_json::Value::String(s)) => Some(s),
+                            Some(other) => Some(other.to_string()),
+                        })
+                        .collect(),
+                );
+            }
+            match page.page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// `tables.get`; `None` for 404.
     pub async fn get_table(
         &self,

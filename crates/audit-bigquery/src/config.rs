@@ -28,6 +28,8 @@ pub struct BigQueryConfig {
     pub grants_table: String,
     /// `BIGQUERY_EVENTS_TABLE`, default `access_events`.
     pub events_table: String,
+    /// Signed audit checkpoints, default `access_audit_checkpoints` (see `docs/audit.md`).
+    pub checkpoints_table: String,
     /// Rows per `insertAll` request (at most 500 is what Google recommends).
     pub max_rows_per_request: usize,
     /// Body bytes per `insertAll` request.
@@ -46,6 +48,7 @@ impl BigQueryConfig {
             dataset: DEFAULT_DATASET.to_string(),
             grants_table: DEFAULT_GRANTS_TABLE.to_string(),
             events_table: DEFAULT_EVENTS_TABLE.to_string(),
+            checkpoints_table: "access_audit_checkpoints".to_string(),
             max_rows_per_request: DEFAULT_MAX_ROWS_PER_REQUEST,
             max_bytes_per_request: DEFAULT_MAX_BYTES_PER_REQUEST,
             request_timeout: Duration::from_secs(30),

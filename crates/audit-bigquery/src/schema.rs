@@ -175,6 +175,46 @@ pub fn events_table_resource(project: &str, dataset: &str, table: &str) -> Value
     })
 }
 
+/// `access_audit_checkpoints`: signed statements "the chain had `seq` events ending in `hash`",
+/// written by the export so that a database administrator's rewrite is contradicted by a table
+/// they do not control. `at_micros` is an INTEGER, not a TIMESTAMP, because it is covered by the
+/// MAC and must read back exactly.
+pub const AUDIT_CHECKPOINTS: &[Column] = &[
+    col(
+        "seq",
+        "INTEGER",
+        "REQUIRED",
+        "Number of events in the chain",
+    ),
+    col("hash", "STRING", "REQUIRED", "Hash of event `seq`"),
+    col(
+        "at_micros",
+        "INTEGER",
+        "REQUIRED",
+        "When the checkpoint was made (µs since the epoch)",
+    ),
+    col(
+        "key_id",
+        "STRING",
+        "NULLABLE",
+        "Id of the GATEHOUSE_AUDIT_KEY key of the MAC",
+    ),
+    col(
+        "mac",
+        "STRING",
+        "NULLABLE",
+        "k1.<key id>.<HMAC-SHA256> over (seq, hash, at); null when unkeyed",
+    ),
+];
+
+pub fn checkpoints_table_resource(project: &str, dataset: &str, table: &str) -> Value {
+    json!({
+        "tableReference": {"projectId": project, "datasetId": dataset, "tableId": table},
+        "description": "Gatehouse: signed audit chain checkpoints",
+        "schema": {"fields": fields_json(AUDIT_CHECKPOINTS)},
+    })
+}
+
 /// Columns of `expected` missing from a table resource returned by `tables.get`.
 pub fn missing_columns(expected: &[Column], table: &Value) -> Vec<String> {
     let present: Vec<String> = table["schema"]["fields"]

@@ -36,6 +36,23 @@ use crate::schema::{
 pub struct BigQuerySink {
     config: BigQueryConfig,
     client: BigQueryClient,
+    checkpoints: Option<Arc<Checkpointer>>,
+}
+
+/// When the export publishes a signed checkpoint: after `every_events` new events, or once
+/// `every` has passed since the last one and new events were exported.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    pub keys: Option<access_core::audit::AuditKeyring>,
+    pub every_events: u64,
+    pub every: std::time::Duration,
+}
+
+#[derive(Debug)]
+struct Checkpointer {
+    policy: CheckpointPolicy,
+    /// (seq of the last published checkpoint, when).
+    last: std::sync::Mutex<(i64, Instant)>,
 }
 
 /// What `create_tables` found or did for one table.
@@ -83,7 +100,150 @@ impl BigQuerySink {
         token: Arc<dyn AccessTokenSource>,
     ) -> Result<Self, BigQueryError> {
         let client = BigQueryClient::new(&config, token)?;
-        Ok(Self { config, client })
+        Ok(Self {
+            config,
+            client,
+            checkpoints: None,
+        })
+    }
+
+    /// Publishes signed checkpoints (log line and `access_audit_checkpoints` row) as batches are
+    /// exported.
+    pub fn with_checkpoints(mut self, policy: CheckpointPolicy) -> Self {
+        self.checkpoints = Some(Arc::new(Checkpointer {
+            policy,
+            last: std::sync::Mutex::new((0, Instant::now())),
+        }));
+        self
+    }
+
+    /// After a batch went out: publish a checkpoint at its newest event when the policy says so.
+    /// A failed checkpoint insert is only a warning (the events are exported; the next batch
+    /// tries again), never a reason to re-send the batch.
+    async fn maybe_checkpoint(&self, batch: &[ExportItem]) {
+        let Some(cpr) = &self.checkpoints else {
+            return;
+        };
+        let Some(newest) = batch.iter().map(|i| &i.event).max_by_key(|e| e.seq) else {
+            return;
+        };
+        let due = {
+            let last = cpr.last.lock().unwrap_or_else(|p| p.into_inner());
+            newest.seq > last.0
+                && (u64::try_from(newest.seq - last.0).unwrap_or(0) >= cpr.policy.every_events
+                    || last.1.elapsed() >= cpr.policy.every)
+        };
+        if !due {
+            return;
+        }
+        let cp = access_core::audit::AuditCheckpoint::new(
+            newest.seq,
+            &newest.hash,
+            chrono::Utc::now(),
+            cpr.policy.keys.as_ref(),
+        );
+        access_core::audit::log_checkpoint(&cp);
+        let row = serde_json::json!({
+            "seq": cp.seq,
+            "hash": cp.hash,
+            "at_micros": cp.at.timestamp_micros(),
+            "key_id": cp.key_id,
+            "mac": cp.mac,
+        });
+        let insert_id = format!("checkpoint-{}", cp.seq);
+        let json = match serde_json::to_string(&WireRow {
+            insert_id: &insert_id,
+            json: &row,
+        }) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialise the audit checkpoint row");
+                return;
+            }
+        };
+        let mut out = Outcome::default();
+        let table = self.config.checkpoints_table.clone();
+        match self
+            .insert_rows(&table, vec![PreparedRow { item: 0, json }], &mut out)
+            .await
+        {
+            Ok(())
+                if out.rejected.is_empty()
+                    && out.transient.is_empty()
+                    && out.refused_alone.is_empty() =>
+            {
+                let mut last = cpr.last.lock().unwrap_or_else(|p| p.into_inner());
+                *last = (cp.seq, Instant::now());
+            }
+            Ok(()) => tracing::warn!(
+                seq = cp.seq,
+                "BigQuery refused the audit checkpoint row; retrying with the next batch"
+            ),
+            Err(e) => {
+                tracing::warn!(seq = cp.seq, error = %e, "audit checkpoint export failed; retrying with the next batch")
+            }
+        }
+    }
+
+    /// Reads back what was exported: the chain links of `access_events` (duplicates included;
+    /// the comparison drops them) and the checkpoints (`gatehouse-cleanup audit verify
+    /// --against-export`).
+    pub async fn read_export(
+        &self,
+    ) -> Result<
+        (
+            Vec<access_core::audit::ChainLink>,
+            Vec<access_core::audit::AuditCheckpoint>,
+        ),
+        BigQueryError,
+    > {
+        let c = &self.config;
+        let idx = |cols: &[crate::schema::Column], name: &str| {
+            cols.iter()
+                .position(|col| col.name == name)
+                .unwrap_or(usize::MAX)
+        };
+        let cell = |r: &[Option<String>], i: usize| r.get(i).cloned().flatten();
+        let bad =
+            |what: &str| BigQueryError::Decode(format!("exported row without a valid {what}"));
+        let ev = ACCESS_EVENTS;
+        let mut links = Vec::new();
+        for r in self
+            .client
+            .list_rows(&c.project, &c.dataset, &c.events_table)
+            .await?
+        {
+            links.push(access_core::audit::ChainLink {
+                seq: cell(&r, idx(ev, "seq"))
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("seq"))?,
+                id: cell(&r, idx(ev, "id")).ok_or_else(|| bad("id"))?,
+                prev_hash: cell(&r, idx(ev, "prev_hash")).ok_or_else(|| bad("prev_hash"))?,
+                hash: cell(&r, idx(ev, "hash")).ok_or_else(|| bad("hash"))?,
+            });
+        }
+        let cpc = crate::schema::AUDIT_CHECKPOINTS;
+        let mut cps = Vec::new();
+        for r in self
+            .client
+            .list_rows(&c.project, &c.dataset, &c.checkpoints_table)
+            .await?
+        {
+            let at = cell(&r, idx(cpc, "at_micros"))
+                .and_then(|s| s.parse::<i64>().ok())
+                .and_then(chrono::DateTime::from_timestamp_micros)
+                .ok_or_else(|| bad("at_micros"))?;
+            cps.push(access_core::audit::AuditCheckpoint {
+                seq: cell(&r, idx(cpc, "seq"))
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| bad("checkpoint seq"))?,
+                hash: cell(&r, idx(cpc, "hash")).ok_or_else(|| bad("checkpoint hash"))?,
+                at,
+                key_id: cell(&r, idx(cpc, "key_id")),
+                mac: cell(&r, idx(cpc, "mac")),
+            });
+        }
+        Ok((links, cps))
     }
 
     pub fn config(&self) -> &BigQueryConfig {
@@ -138,6 +298,15 @@ impl BigQuerySink {
                 &c.events_table,
                 events_table_resource(&c.project, &c.dataset, &c.events_table),
                 ACCESS_EVENTS,
+            ),
+            (
+                &c.checkpoints_table,
+                crate::schema::checkpoints_table_resource(
+                    &c.project,
+                    &c.dataset,
+                    &c.checkpoints_table,
+                ),
+                crate::schema::AUDIT_CHECKPOINTS,
             ),
         ];
         let mut out = Vec::with_capacity(plan.len());
@@ -381,6 +550,7 @@ impl AuditSink for BigQuerySink {
         for (id, why) in &rejected {
             tracing::warn!(event_id = %id, reason = %why, "BigQuery refused an audit row; it stays in the local chain");
         }
+        self.maybe_checkpoint(batch).await;
         tracing::debug!(
             events = batch.len(),
             rejected = rejected.len(),

@@ -120,7 +120,15 @@ impl App {
                 url: redact_url(&env.database_url),
                 message: e.to_string(),
             })?;
-        let store = Arc::new(store);
+        let audit_keys = env.audit_keyring()?;
+        match &audit_keys {
+            Some(k) => tracing::info!(key_id = k.primary_key_id(), "audit chain is keyed"),
+            None => tracing::warn!(
+                "GATEHOUSE_AUDIT_KEY is not set: the audit chain is UNKEYED and anyone with write \
+                 access to the database can rewrite it undetectably; set it in production"
+            ),
+        }
+        let store = Arc::new(store.with_audit_keys(audit_keys));
         refuse_stranded_grants(&store, &resources, &retired, &env.database_url).await?;
         let call_limit = Duration::from_secs(config.server.call_timeout_secs.unwrap_or(60));
         let waker = Arc::new(SchedulerWaker::new());
@@ -222,7 +230,14 @@ impl App {
                     .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?;
                 let sink = Arc::new(
                     BigQuerySink::new(cfg, google_tokens()?)
-                        .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?,
+                        .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?
+                        .with_checkpoints(audit_bigquery::sink::CheckpointPolicy {
+                            keys: store.audit_keys().cloned(),
+                            every_events: config.server.audit_checkpoint_events.unwrap_or(1000),
+                            every: Duration::from_secs(
+                                config.server.audit_checkpoint_secs.unwrap_or(300),
+                            ),
+                        }),
                 );
                 adapters.bigquery = Some(sink.clone());
                 builder = builder.audit_sink(sink);

@@ -71,6 +71,13 @@ pub struct ServerSection {
     /// default 3600.
     #[serde(default)]
     pub reconcile_interval_secs: Option<u64>,
+    /// Write a signed audit checkpoint (log line, BigQuery export) after this many new events
+    /// (default 1000) …
+    #[serde(default)]
+    pub audit_checkpoint_events: Option<u64>,
+    /// … or this many seconds after the last one if any event was added since (default 300).
+    #[serde(default)]
+    pub audit_checkpoint_secs: Option<u64>,
 }
 
 /// `[database]`: session settings of the store's connections (the URL itself is a secret and
@@ -276,6 +283,8 @@ pub struct Env {
     pub database_url: String,
     pub admin_token: Option<String>,
     pub approval_channel: Option<String>,
+    /// `GATEHOUSE_AUDIT_KEY`, unparsed (see [`Env::audit_keyring`]). Never logged.
+    pub audit_key: Option<String>,
 }
 
 impl std::fmt::Debug for Env {
@@ -287,6 +296,7 @@ impl std::fmt::Debug for Env {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("approval_channel", &self.approval_channel)
+            .field("audit_key", &self.audit_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -300,7 +310,23 @@ impl Env {
             database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
             admin_token: get("GATEHOUSE_ADMIN_TOKEN"),
             approval_channel: get("APPROVAL_CHANNEL"),
+            audit_key: get(access_core::audit::AUDIT_KEY_ENV),
         }
+    }
+
+    /// The audit keyring from `GATEHOUSE_AUDIT_KEY` (same format and parser as
+    /// `GATEHOUSE_ENCRYPTION_KEY`). `Ok(None)` when unset: the server still starts (development)
+    /// and the chain stays unkeyed; a malformed value is an error, never a silent fallback.
+    pub fn audit_keyring(&self) -> Result<Option<access_core::audit::AuditKeyring>, ConfigError> {
+        self.audit_key
+            .as_deref()
+            .map(|spec| {
+                access_core::audit::AuditKeyring::from_spec(spec).map_err(|e| ConfigError::Env {
+                    name: access_core::audit::AUDIT_KEY_ENV,
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
     }
 }
 

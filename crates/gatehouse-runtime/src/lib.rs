@@ -12,6 +12,7 @@
 //!   instead of stalling a worker.
 //! - [`telemetry`]: logging set-up.
 
+pub mod audit_verify;
 pub mod compose;
 pub mod config;
 pub mod guard;

@@ -17,16 +17,15 @@
 
 use std::fmt;
 
+use access_core::keys::{KEY_ID_LEN, KeySpecError, key_id, parse_key_list};
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 /// The environment variable holding the keys.
 pub const ENCRYPTION_KEY_ENV: &str = "GATEHOUSE_ENCRYPTION_KEY";
 
 const VERSION: u8 = 1;
-const KEY_ID_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 /// GCM tag length: the shortest valid ciphertext is a header plus a tag.
@@ -72,16 +71,6 @@ impl fmt::Debug for TokenCipher {
     }
 }
 
-fn key_id(key: &[u8]) -> [u8; KEY_ID_LEN] {
-    let mut h = Sha256::new();
-    h.update(b"gatehouse-key-id");
-    h.update(key);
-    let d = h.finalize();
-    let mut id = [0u8; KEY_ID_LEN];
-    id.copy_from_slice(&d[..KEY_ID_LEN]);
-    id
-}
-
 impl TokenCipher {
     /// From raw 32-byte keys; the first encrypts.
     pub fn from_keys(keys: &[[u8; 32]]) -> Result<Self, CryptoError> {
@@ -99,31 +88,14 @@ impl TokenCipher {
         })
     }
 
-    /// Parses the value of `GATEHOUSE_ENCRYPTION_KEY`: base64 keys (standard alphabet, padding
-    /// optional), comma-separated, whitespace ignored.
+    /// Parses the value of `GATEHOUSE_ENCRYPTION_KEY` with the shared key-list parser
+    /// ([`access_core::keys::parse_key_list`]): base64 keys, comma-separated.
     pub fn from_spec(spec: &str) -> Result<Self, CryptoError> {
-        let mut keys = Vec::new();
-        for (i, part) in spec
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .enumerate()
-        {
-            let index = i + 1;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(part)
-                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(part))
-                .map_err(|_| CryptoError::BadBase64 { index })?;
-            let key: [u8; 32] =
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| CryptoError::BadLength {
-                        index,
-                        len: bytes.len(),
-                    })?;
-            keys.push(key);
-        }
+        let keys = parse_key_list(ENCRYPTION_KEY_ENV, spec).map_err(|e| match e {
+            KeySpecError::Empty { .. } => CryptoError::NoKey,
+            KeySpecError::BadBase64 { index, .. } => CryptoError::BadBase64 { index },
+            KeySpecError::BadLength { index, len, .. } => CryptoError::BadLength { index, len },
+        })?;
         Self::from_keys(&keys)
     }
 

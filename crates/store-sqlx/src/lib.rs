@@ -144,6 +144,9 @@ pub struct SqlStore {
     db: db::Db,
     /// Counts `remember_once` calls so old keys are swept now and then, not on every call.
     remember_calls: Arc<AtomicU64>,
+    /// `GATEHOUSE_AUDIT_KEY`: seals audit events with HMAC links and verifies them. `None` in
+    /// development (unkeyed chain; the runtime warns).
+    audit_keys: Option<access_core::audit::AuditKeyring>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -225,7 +228,21 @@ impl SqlStore {
         Ok(SqlStore {
             db: db::Db::new(pool),
             remember_calls: Arc::new(AtomicU64::new(0)),
+            audit_keys: None,
         })
+    }
+
+    /// Seals (and verifies) the audit chain under `keys` from now on. The first event sealed
+    /// with a key after an unkeyed chain links to the last unkeyed hash: that event records the
+    /// switch, and everything before it keeps verifying as it did.
+    pub fn with_audit_keys(mut self, keys: Option<access_core::audit::AuditKeyring>) -> Self {
+        self.audit_keys = keys;
+        self
+    }
+
+    /// The audit keyring, if one is configured.
+    pub fn audit_keys(&self) -> Option<&access_core::audit::AuditKeyring> {
+        self.audit_keys.as_ref()
     }
 
     pub fn backend(&self) -> Backend {

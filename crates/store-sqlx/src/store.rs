@@ -24,7 +24,7 @@ use crate::db::{Arg, Backend, Conn, Sql, Tx};
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 /// Audit verification reads the chain in pages of this many rows.
-const VERIFY_PAGE: i64 = 1000;
+const VERIFY_PAGE: i64 = 5000;
 /// Idempotency keys are kept at least this long.
 const REMEMBER_FOR: chrono::Duration = chrono::Duration::days(1);
 /// Sweep old idempotency keys on one `remember_once` call in this many.
@@ -117,16 +117,22 @@ impl SqlStore {
             for mut record in change.audit {
                 // The hash covers the timestamp in microseconds; seal what will be read back.
                 record.at = audit::truncate_to_micros(record.at);
-                let ev = audit::seal(record, seq, &hash);
+                let ev = audit::seal_with(record, seq, &hash, self.audit_keys.as_ref());
                 insert_audit(&mut c, &ev).await?;
                 seq = ev.seq;
                 hash = ev.hash.clone();
                 sealed.push(ev);
             }
+            // The head's MAC means a database administrator cannot point the head at another
+            // event (after truncating the tail, say) without the key.
+            let mac = self
+                .audit_keys
+                .as_ref()
+                .map(|k| audit::head_mac(k, seq, &hash));
             let updated = c
                 .execute(&Sql::with(
-                    "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-                    vec![seq.into(), hash.into()],
+                    "UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1",
+                    vec![seq.into(), hash.into(), mac.into()],
                 ))
                 .await
                 .map_err(plain)?;
@@ -180,14 +186,192 @@ impl SqlStore {
         }
     }
 
-    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+    async fn audit_head_with_mac(
+        &self,
+    ) -> Result<Option<(i64, String, Option<String>)>, StoreError> {
         let row = self
             .db
-            .fetch_optional(&Sql::new("SELECT seq, hash FROM audit_head WHERE id = 1"))
+            .fetch_optional(&Sql::new(
+                "SELECT seq, hash, mac FROM audit_head WHERE id = 1",
+            ))
             .await
             .map_err(plain)?;
-        row.map(|r| Ok((r.i64("seq")?, r.string("hash")?)))
+        row.map(|r| Ok((r.i64("seq")?, r.string("hash")?, r.opt_string("mac")?)))
             .transpose()
+    }
+
+    /// The newest checkpoint at or below `head_seq` that can be trusted as a starting point:
+    /// with a key, its MAC must check; and the event it names must still carry its hash.
+    async fn usable_checkpoint(&self, head_seq: i64) -> Result<Option<(i64, String)>, StoreError> {
+        let rows = self
+            .db
+            .fetch_all(&Sql::with(
+                "SELECT seq, hash, at, key_id, mac FROM audit_checkpoints WHERE seq <= $1 ORDER BY seq DESC LIMIT 20",
+                vec![head_seq.into()],
+            ))
+            .await
+            .map_err(plain)?;
+        for r in &rows {
+            let cp = audit::AuditCheckpoint {
+                seq: r.i64("seq")?,
+                hash: r.string("hash")?,
+                at: codec::time(r, "at")?,
+                key_id: r.opt_string("key_id")?,
+                mac: r.opt_string("mac")?,
+            };
+            if let Some(keys) = &self.audit_keys {
+                if let Err(e) = cp.check(keys) {
+                    tracing::warn!(seq = cp.seq, error = %e, "audit checkpoint does not verify; not starting from it");
+                    continue;
+                }
+            }
+            let at_seq = self
+                .db
+                .fetch_optional(&Sql::with(
+                    "SELECT hash FROM audit_events WHERE seq = $1",
+                    vec![cp.seq.into()],
+                ))
+                .await
+                .map_err(plain)?;
+            match at_seq {
+                Some(row) if row.string("hash")? == cp.hash => return Ok(Some((cp.seq, cp.hash))),
+                // The checkpointed event changed or vanished: only a full walk can say how.
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a checkpoint (MAC'd under the signing key when there is one).
+    pub async fn save_audit_checkpoint(
+        &self,
+        cp: &audit::AuditCheckpoint,
+    ) -> Result<(), StoreError> {
+        let sql = Sql::with(
+            "INSERT INTO audit_checkpoints (seq, hash, at, key_id, mac) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (seq) DO UPDATE SET hash = excluded.hash, at = excluded.at, key_id = excluded.key_id, mac = excluded.mac",
+            vec![
+                cp.seq.into(),
+                cp.hash.clone().into(),
+                micros(cp.at).into(),
+                cp.key_id.clone().into(),
+                cp.mac.clone().into(),
+            ],
+        );
+        self.write_one(&sql).await?;
+        Ok(())
+    }
+
+    /// Verifies the chain: the full walk from the genesis (`full`), or from the newest usable
+    /// checkpoint up to the head. A successful walk records a checkpoint at the head it reached,
+    /// so the next incremental verification only reads what was added since.
+    pub async fn verify_audit(&self, full: bool) -> Result<ChainVerification, StoreError> {
+        // Read the head first and walk only up to it: events committed while we walk are past
+        // the head we hold and would otherwise look like rows the head does not know about.
+        let Some((head_seq, head_hash, head_mac)) = self.audit_head_with_mac().await? else {
+            return Ok(ChainVerification::broken(
+                0,
+                ChainBreak {
+                    seq: 0,
+                    event_id: None,
+                    kind: audit::TamperKind::HeadSwapped,
+                    reason: "the audit_head row is missing: the chain head was deleted".into(),
+                },
+            ));
+        };
+        let start = if full {
+            None
+        } else {
+            self.usable_checkpoint(head_seq).await?
+        };
+        let mut verifier = match &start {
+            Some((seq, hash)) => ChainVerifier::resume(self.audit_keys.clone(), *seq, hash),
+            None => ChainVerifier::with_keys(self.audit_keys.clone()),
+        };
+        let after = start.as_ref().map(|(s, _)| *s).unwrap_or(0);
+        // Keyset pages: memory stays flat however long the chain is.
+        let fetch = |after: i64| {
+            let sql = Sql::with(
+                format!(
+                    "SELECT {}, actor_id FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+                    codec::AUDIT_COLS
+                ),
+                vec![after.into(), head_seq.into(), VERIFY_PAGE.into()],
+            );
+            async move { self.db.fetch_all(&sql).await.map_err(plain) }
+        };
+        // Checks one page; false once the chain is broken.
+        let check =
+            |rows: &[crate::db::DbRow], verifier: &mut ChainVerifier| -> Result<bool, StoreError> {
+                for row in rows {
+                    let ev = match codec::audit_from_row(row) {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            // An unreadable row is a broken chain, not a failed check.
+                            let seq = row.i64("seq").unwrap_or(verifier.last().0 + 1);
+                            verifier.reject(
+                                seq,
+                                row.string("id").ok(),
+                                audit::TamperKind::Unreadable,
+                                format!("the row does not parse: {e}"),
+                            );
+                            return Ok(false);
+                        }
+                    };
+                    // The actor_id column is a copy of the actor's id used for filtering; the link
+                    // covers the actor, so a differing column is an edit.
+                    if row.string("actor_id")? != ev.record.actor.id() {
+                        verifier.reject(
+                        ev.seq,
+                        Some(ev.record.id.to_string()),
+                        audit::TamperKind::Edited,
+                        "the actor_id column does not match the sealed actor: the row was edited"
+                            .into(),
+                    );
+                        return Ok(false);
+                    }
+                    if !verifier.push(&ev) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            };
+        let mut rows = fetch(after).await?;
+        loop {
+            // Fetch the next page while this one is checked: the database works (SQLite on its
+            // own thread, PostgreSQL on the server) while this task hashes.
+            let next_after = match rows.last() {
+                Some(r) if rows.len() as i64 == VERIFY_PAGE => Some(r.i64("seq")?),
+                _ => None,
+            };
+            let (next, go_on) = tokio::join!(
+                async {
+                    match next_after {
+                        Some(a) => fetch(a).await.map(Some),
+                        None => Ok(None),
+                    }
+                },
+                async { check(&rows, &mut verifier) }
+            );
+            if !go_on? {
+                break;
+            }
+            match next? {
+                Some(r) => rows = r,
+                None => break,
+            }
+        }
+        let v = verifier.finish_with_mac(Some((head_seq, head_hash.clone())), head_mac.as_deref());
+        if v.ok && head_seq > 0 {
+            let cp = audit::AuditCheckpoint::new(
+                head_seq,
+                &head_hash,
+                Utc::now(),
+                self.audit_keys.as_ref(),
+            );
+            self.save_audit_checkpoint(&cp).await?;
+        }
+        Ok(v)
     }
 }
 
@@ -894,59 +1078,11 @@ impl Store for SqlStore {
     }
 
     async fn verify_audit_chain(&self) -> Result<ChainVerification, StoreError> {
-        // Read the head first and walk only up to it: events committed while we walk are past
-        // the head we hold and would otherwise look like rows the head does not know about.
-        let Some((head_seq, head_hash)) = self.audit_head().await? else {
-            return Ok(ChainVerification {
-                ok: false,
-                events_checked: 0,
-                first_bad: Some(ChainBreak {
-                    seq: 0,
-                    event_id: None,
-                    reason: "the audit_head row is missing: the chain head was deleted".into(),
-                }),
-            });
-        };
-        let mut verifier = ChainVerifier::new();
-        let mut after = 0i64;
-        'pages: loop {
-            let sql = Sql::with(
-                format!(
-                    "SELECT {} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
-                    codec::AUDIT_COLS
-                ),
-                vec![after.into(), head_seq.into(), VERIFY_PAGE.into()],
-            );
-            let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
-            let n = rows.len();
-            for row in &rows {
-                let ev = match codec::audit_from_row(row) {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        // An unreadable row is a broken chain, not a failed check.
-                        let seq = row.i64("seq").unwrap_or(verifier.last().0 + 1);
-                        let checked = u64::try_from(verifier.last().0).unwrap_or(0) + 1;
-                        return Ok(ChainVerification {
-                            ok: false,
-                            events_checked: checked,
-                            first_bad: Some(ChainBreak {
-                                seq,
-                                event_id: row.string("id").ok(),
-                                reason: format!("the row does not parse: {e}"),
-                            }),
-                        });
-                    }
-                };
-                after = ev.seq;
-                if !verifier.push(&ev) {
-                    break 'pages;
-                }
-            }
-            if (n as i64) < VERIFY_PAGE {
-                break;
-            }
-        }
-        Ok(verifier.finish(Some((head_seq, head_hash))))
+        self.verify_audit(true).await
+    }
+
+    async fn verify_audit_chain_incremental(&self) -> Result<ChainVerification, StoreError> {
+        self.verify_audit(false).await
     }
 
     async fn save_message_ref(&self, r: &MessageRef) -> Result<(), StoreError> {

@@ -38,11 +38,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 /// BigQuery's request size limit for `insertAll`.
@@ -58,6 +59,8 @@ pub struct CallCounts {
     pub tables_get: u64,
     pub datasets_get: u64,
     pub datasets_insert: u64,
+    /// `tabledata.list` calls.
+    pub tabledata_list: u64,
     /// Calls answered 503 because of the outage switch.
     pub outage_refused: u64,
     /// Calls answered 401.
@@ -169,6 +172,10 @@ impl FakeBigQuery {
             .route(
                 "/bigquery/v2/projects/{p}/datasets/{d}/tables/{t}",
                 get(tables_get),
+            )
+            .route(
+                "/bigquery/v2/projects/{p}/datasets/{d}/tables/{t}/data",
+                get(tabledata_list),
             )
             .route("/bigquery/v2/projects/{p}/datasets/{d}", get(datasets_get))
             .route("/bigquery/v2/projects/{p}/datasets", post(datasets_insert))
@@ -365,6 +372,7 @@ enum Call {
     TablesGet,
     DatasetsGet,
     DatasetsInsert,
+    TabledataList,
 }
 
 /// The checks every call goes through, in the order Google's front end applies them as far as a
@@ -379,6 +387,7 @@ async fn gate(shared: &Shared, headers: &HeaderMap, call: Call) -> Result<(), Re
             Call::TablesGet => c.tables_get += 1,
             Call::DatasetsGet => c.datasets_get += 1,
             Call::DatasetsInsert => c.datasets_insert += 1,
+            Call::TabledataList => c.tabledata_list += 1,
         }
         i.latency
     };
@@ -667,6 +676,84 @@ async fn tables_get(
         Some(table) => (StatusCode::OK, axum::Json(table_view(table))).into_response(),
         None => not_found(&format!("Not found: Table {p}:{d}.{t}")),
     }
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ListQuery {
+    #[serde(rename = "maxResults")]
+    max_results: Option<usize>,
+    #[serde(rename = "pageToken")]
+    page_token: Option<String>,
+}
+
+/// `tabledata.list`: rows in storage order as `{"f":[{"v":…}]}` in schema field order, scalar
+/// values as strings (BigQuery's wire format: INTEGER `"42"`, TIMESTAMP seconds as a float
+/// string), `totalRows` as a string, `pageToken` while more rows remain.
+async fn tabledata_list(
+    State(shared): Shared3,
+    Path((p, d, t)): Path<(String, String, String)>,
+    Query(q): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = gate(&shared, &headers, Call::TabledataList).await {
+        return r;
+    }
+    let i = shared.inner.lock().unwrap();
+    let Some(table) = i.tables.get(&key3(&p, &d, &t)) else {
+        return not_found(&format!("Not found: Table {p}:{d}.{t}"));
+    };
+    let start = match q.page_token.as_deref().map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "Invalid page token",
+                "INVALID_ARGUMENT",
+            );
+        }
+    };
+    let max = q.max_results.unwrap_or(100_000).clamp(1, 100_000);
+    let end = (start + max).min(table.rows.len());
+    let cell = |f: &Field, v: Option<&Value>| -> Value {
+        match v {
+            None | Some(Value::Null) => Value::Null,
+            Some(Value::String(s)) if f.ty == "TIMESTAMP" => parse_timestamp(s)
+                .map(|t| {
+                    Value::String(format!(
+                        "{}.{:06}",
+                        t.timestamp(),
+                        t.timestamp_subsec_micros()
+                    ))
+                })
+                .unwrap_or(Value::String(s.clone())),
+            Some(Value::String(s)) => Value::String(s.clone()),
+            Some(Value::Number(n)) => Value::String(n.to_string()),
+            Some(Value::Bool(b)) => Value::String(b.to_string()),
+            Some(other) => Value::String(other.to_string()),
+        }
+    };
+    let rows: Vec<Value> = table.rows[start.min(end)..end]
+        .iter()
+        .map(|r| {
+            let f: Vec<Value> = table
+                .schema
+                .iter()
+                .map(|field| serde_json::json!({"v": cell(field, r.json.get(&field.name))}))
+                .collect();
+            serde_json::json!({"f": f})
+        })
+        .collect();
+    let mut body = serde_json::json!({
+        "kind": "bigquery#tableDataList",
+        "totalRows": table.rows.len().to_string(),
+        "rows": rows,
+    });
+    if end < table.rows.len() {
+        body["pageToken"] = Value::String(end.to_string());
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 async fn datasets_get(
