@@ -26,14 +26,14 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditKind, AuditRecord};
 use crate::duration::{AccessDuration, DurationError};
 use crate::grant::{Grant, GrantStatus};
-use crate::ids::{GrantId, RequestId, ResourceId};
-use crate::jobs::{Job, JobKind, NewJob, backoff};
+use crate::ids::{GrantId, JobId, RequestId, ResourceId};
+use crate::jobs::{InboxItem, Job, JobKind, NewJob, backoff};
 use crate::notification::{GrantSummary, Notification, RequestSummary};
 use crate::policy::{self, ApproverError, EligibilityError};
 use crate::ports::{
     AuditSink, ChangeSet, Clock, Committed, Directory, ExportItem, GrantRequest, GrantWrite,
-    JobWaker, Notifier, NotifyContext, NotifyError, Provider, ProviderError, ProviderEvent,
-    RequestFilter, RequestWrite, RevokeRequest, Store, StoreError,
+    InboxError, InboxHandler, JobWaker, Notifier, NotifyContext, NotifyError, Provider,
+    ProviderError, ProviderEvent, RequestFilter, RequestWrite, RevokeRequest, Store, StoreError,
 };
 use crate::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestEvent, RequestKind, RequestStatus,
@@ -256,6 +256,9 @@ pub struct Engine {
     audit_sink: Option<Arc<dyn AuditSink>>,
     waker: Arc<dyn JobWaker>,
     settings: EngineSettings,
+    /// Set after construction: the chat adapter that processes inbox jobs needs the engine
+    /// itself, so it cannot be passed to the builder.
+    inbox: std::sync::OnceLock<Arc<dyn InboxHandler>>,
 }
 
 /// Builds an [`Engine`]; every port but the store and clock has a harmless default.
@@ -332,6 +335,7 @@ impl EngineBuilder {
             audit_sink: self.audit_sink,
             waker: self.waker,
             settings: self.settings,
+            inbox: std::sync::OnceLock::new(),
         })
     }
 }
@@ -353,6 +357,45 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Registers the processor of [`JobKind::Inbox`] jobs. The first registration wins (one
+    /// chat adapter per process); returns false if one was already set.
+    pub fn set_inbox_handler(&self, h: Arc<dyn InboxHandler>) -> bool {
+        self.inbox.set(h).is_ok()
+    }
+
+    /// Stores a received chat payload as a job, once per `item.key` (a replay is recognised
+    /// and not stored again), and wakes the scheduler. Returns the job's id, or `None` for a
+    /// replay. Call it before acknowledging the delivery: once it returns, a crash cannot lose it.
+    pub async fn enqueue_inbox(&self, item: InboxItem) -> Result<Option<JobId>, EngineError> {
+        let now = self.now();
+        let key = format!("inbox:{}:{}", item.source, item.key);
+        let job = NewJob::at(JobKind::Inbox { item }, now);
+        let id = job.id;
+        if self.store.enqueue_once(&key, job, now).await? {
+            self.waker.job_enqueued(now);
+            Ok(Some(id))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Runs one job now if it is still pending (the receiving process runs the inbox job it just
+    /// stored, so the answer does not wait for the scheduler's next round). A failure is settled
+    /// like any job's: retried with backoff by whichever scheduler claims it next.
+    pub async fn run_job_now(&self, id: JobId) -> Result<RunSummary, EngineError> {
+        let Some(job) = self
+            .store
+            .claim_job(id, self.now(), self.settings.job_lease)
+            .await?
+        else {
+            return Ok(RunSummary::default());
+        };
+        let result = self.run_job(&job).await;
+        let mut summary = self.settle(&job, result).await?;
+        summary.claimed = 1;
+        Ok(summary)
     }
 
     /// The current time, at the microsecond precision stores keep (so what an operation returns
@@ -1073,6 +1116,17 @@ impl Engine {
             JobKind::ExportAudit { .. } => {
                 Ok(JobResult::Fatal("export jobs run in batches".into()))
             }
+            JobKind::Inbox { item } => Ok(match self.inbox.get() {
+                Some(h) => match h.handle(item).await {
+                    Ok(()) => JobResult::done(),
+                    Err(InboxError::Transient(e)) => JobResult::Retry(e),
+                    Err(InboxError::Permanent(e)) => JobResult::Fatal(e),
+                },
+                // A process without the chat adapter (the cleanup binary) leaves it for later.
+                None => {
+                    JobResult::Retry(format!("no {} inbox handler in this process", item.source))
+                }
+            }),
         };
         result.unwrap_or_else(|e| JobResult::Retry(e.to_string()))
     }

@@ -77,6 +77,35 @@ pub async fn resolve_subject(
     cache: &ProfileCache,
     caller: &Caller,
 ) -> Result<Subject, String> {
+    lookup_subject(api, cache, caller)
+        .await
+        .map_err(ProfileError::into_message)
+}
+
+/// Why a profile could not be turned into a [`Subject`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileError {
+    /// Slack could not be reached or rate limited us: worth retrying later.
+    Transient(String),
+    /// Asking again will not help (no e-mail, a bot, a missing scope); the text says why.
+    Refused(String),
+}
+
+impl ProfileError {
+    pub fn into_message(self) -> String {
+        match self {
+            ProfileError::Transient(m) | ProfileError::Refused(m) => m,
+        }
+    }
+}
+
+/// [`resolve_subject`], telling a transient failure apart (a stored inbox job retries those
+/// instead of answering "try again").
+pub async fn lookup_subject(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<Subject, ProfileError> {
     let key = format!("{}/{}", caller.team_id, caller.user_id);
     if let Some(s) = cache.get(&key) {
         return Ok(s);
@@ -84,25 +113,29 @@ pub async fn resolve_subject(
     let user = api.users_info(&caller.user_id).await.map_err(|e| {
         tracing::warn!(user = %caller.user_id, error = %e, "users.info failed");
         match e {
-            ApiError::Slack { error, needed, .. } if error == "missing_scope" => format!(
+            ApiError::Slack { error, needed, .. } if error == "missing_scope" => ProfileError::Refused(format!(
                 "Gatehouse cannot read your Slack profile (missing scope {}). Please ask an admin to reinstall the app.",
                 needed.unwrap_or_else(|| "users:read.email".into())
+            )),
+            e if e.is_transient() => ProfileError::Transient(
+                "I couldn't reach Slack to read your profile. Please try again in a minute.".to_string(),
             ),
-            e if e.is_transient() => {
-                "I couldn't reach Slack to read your profile. Please try again in a minute.".to_string()
-            }
-            _ => "I couldn't read your Slack profile. Please try again, or contact IT support if it keeps failing."
-                .to_string(),
+            _ => ProfileError::Refused("I couldn't read your Slack profile. Please try again, or contact IT support if it keeps failing."
+                .to_string()),
         }
     })?;
     if user.deleted || user.is_bot {
-        return Err(
+        return Err(ProfileError::Refused(
             "Only active people (not bots or deactivated accounts) can request access.".into(),
-        );
+        ));
     }
     let email = match user.profile.email.as_deref().map(Email::parse) {
         Some(Ok(e)) => e,
-        _ => return Err(EligibilityError::MissingEmail.to_string()),
+        _ => {
+            return Err(ProfileError::Refused(
+                EligibilityError::MissingEmail.to_string(),
+            ));
+        }
     };
     let name = Some(user.display_name())
         .filter(|n| !n.is_empty())

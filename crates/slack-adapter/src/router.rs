@@ -17,10 +17,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use access_core::engine::{Engine, EngineError, Submission};
+use access_core::jobs::InboxItem;
+use access_core::ports::{InboxError, InboxHandler};
 use access_core::request::RequestKind;
 use access_core::{GrantId, RequestId};
 
@@ -112,6 +114,11 @@ fn routes(
         profiles: Arc::default(),
         installations,
     });
+    // Stored deliveries (DMs, events) are processed from the job queue by this router's state;
+    // the first router built in a process serves them.
+    state
+        .engine
+        .set_inbox_handler(Arc::new(SlackInbox { st: state.clone() }));
     let routes = Router::new()
         .route("/slack/commands", post(commands_endpoint))
         .route("/slack/interactions", post(interactions_endpoint))
@@ -554,6 +561,24 @@ fn modal_errors(f: Field, msg: &str) -> Response {
     axum::Json(json!({"response_action": "errors", "errors": errors})).into_response()
 }
 
+/// `slack-view:<team>/<user>:<view id>:<sha256 of the submitted values>`, when the view has an id.
+fn view_replay_key(p: &Value, caller: &Caller) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let view_id = p
+        .pointer("/view/id")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())?;
+    let values = p
+        .pointer("/view/state/values")
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let digest = hex::encode(Sha256::digest(values.as_bytes()));
+    Some(format!(
+        "slack-view:{}/{}:{view_id}:{digest}",
+        caller.team_id, caller.user_id
+    ))
+}
+
 async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
     if p.pointer("/view/callback_id").and_then(Value::as_str) != Some(blocks::MODAL_CALLBACK_ID) {
         return StatusCode::OK.into_response();
@@ -568,6 +593,25 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
         Some(&justification),
     ) {
         return modal_errors(f, &msg);
+    }
+    // A signed delivery replayed within the five-minute window passes verification. The view id
+    // stays the same when a person corrects a refused form and submits again, so the key is the
+    // view id and what was submitted: the same view with the same answers is acted on once.
+    if let Some(key) = view_replay_key(p, &caller) {
+        match st.engine.store().remember_once(&key, st.engine.now()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(user = %caller.user_id, "repeated view_submission ignored (same view and values)");
+                return StatusCode::OK.into_response();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the view submission");
+                return modal_errors(
+                    Field::Resource,
+                    "Something went wrong on our side. Please try again.",
+                );
+            }
+        }
     }
     // Within the budget, problems go back into the form; after it, the form closes and the
     // outcome arrives by DM.
@@ -637,29 +681,31 @@ async fn events_endpoint(State(st): State<Shared>, headers: HeaderMap, body: Byt
                 .get("x-slack-retry-num")
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_string);
-            let st2 = st.clone();
-            tokio::spawn(async move {
-                if !event_id.is_empty() {
-                    match st2
-                        .engine
-                        .store()
-                        .remember_once(&format!("slack-event:{event_id}"), st2.engine.now())
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::info!(event_id, retry = ?retry, "duplicate Slack event ignored");
-                            return;
-                        }
-                        Err(e) => {
-                            // Better to act twice on a DM than to drop it.
-                            tracing::warn!(event_id, error = %e, "could not record event id");
-                        }
-                    }
+            let Some(inbound) = Inbound::of_event(&v) else {
+                // Nothing to act on (a bot's message, an edit, an event we do not handle).
+                log_event(&v);
+                return StatusCode::OK.into_response();
+            };
+            // Without an event_id there is nothing to recognise a replay by: store it under a
+            // key of its own.
+            let key = if event_id.is_empty() {
+                format!("event:none:{}", uuid::Uuid::new_v4())
+            } else {
+                format!("event:{event_id}")
+            };
+            // Durable before the ack: once Slack hears 200 it will not send the event again.
+            match enqueue_and_run(&st, &key, &inbound).await {
+                Ok(true) => StatusCode::OK.into_response(),
+                Ok(false) => {
+                    tracing::info!(event_id, retry = ?retry, "duplicate Slack event ignored");
+                    StatusCode::OK.into_response()
                 }
-                handle_event(&st2, &v).await;
-            });
-            StatusCode::OK.into_response()
+                Err(e) => {
+                    // Not stored: an error makes Slack deliver it again (up to three times).
+                    tracing::error!(event_id, error = %e, "could not store a Slack event");
+                    (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+                }
+            }
         }
         Some("app_rate_limited") => {
             // The envelope carries the legacy verification token: log only the numbers.
@@ -677,55 +723,13 @@ async fn events_endpoint(State(st): State<Shared>, headers: HeaderMap, body: Byt
     }
 }
 
-async fn handle_event(st: &Shared, envelope: &Value) {
-    let Some(event) = envelope.get("event") else {
-        return;
-    };
+/// Events that need no work, only a log line.
+fn log_event(envelope: &Value) {
     let team_id = envelope
         .get("team_id")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let enterprise = envelope.get("enterprise_id").and_then(Value::as_str);
-    let st = &for_team(st, &team_id, enterprise).await;
-    let str_of = |k: &str| {
-        event
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    match event.get("type").and_then(Value::as_str) {
-        Some("app_home_opened") if str_of("tab") != "messages" => {
-            let caller = Caller {
-                team_id,
-                user_id: str_of("user"),
-                user_name: String::new(),
-            };
-            publish_home(st, &caller).await;
-        }
-        Some("message") => {
-            // Only people writing to the bot: no bot messages (ours included), no edits or joins.
-            let is_im = str_of("channel_type") == "im" || str_of("channel").starts_with('D');
-            if !is_im
-                || event.get("bot_id").is_some()
-                || event.get("subtype").is_some()
-                || str_of("user").is_empty()
-            {
-                return;
-            }
-            let caller = Caller {
-                team_id,
-                user_id: str_of("user"),
-                user_name: String::new(),
-            };
-            let channel = str_of("channel");
-            let text = match grammar::parse(&str_of("text"), Surface::DirectMessage) {
-                Ok(cmd) => commands::execute(st.ctx(), &caller, Surface::DirectMessage, cmd).await,
-                Err(e) => e.to_string(),
-            };
-            send_reply(&st.api, &ReplyTo::Channel(channel), &text).await;
-        }
+        .unwrap_or_default();
+    match envelope.pointer("/event/type").and_then(Value::as_str) {
         Some("app_uninstalled") => {
             tracing::warn!(
                 team_id,
@@ -733,9 +737,243 @@ async fn handle_event(st: &Shared, envelope: &Value) {
             );
         }
         Some("tokens_revoked") => {
-            tracing::warn!(team_id, tokens = %event.get("tokens").cloned().unwrap_or_default(), "Slack tokens revoked");
+            let tokens = envelope
+                .pointer("/event/tokens")
+                .cloned()
+                .unwrap_or_default();
+            tracing::warn!(team_id, tokens = %tokens, "Slack tokens revoked");
         }
         _ => {}
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Durable inbox: what a person said is stored as a job before Slack is acknowledged, then
+// processed from the queue (at once by this process, or after a crash by any replica), retried
+// when Slack fails transiently, at most once per Slack id.
+
+/// A stored delivery, reduced to what processing needs: no envelope, no verification token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Inbound {
+    /// A person wrote to the bot.
+    DirectMessage {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+        channel: String,
+        text: String,
+    },
+    /// A person opened the App Home tab.
+    HomeOpened {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+    },
+    /// An answer whose command already ran but which Slack did not take at first.
+    Reply {
+        team_id: String,
+        enterprise_id: Option<String>,
+        channel: String,
+        text: String,
+    },
+}
+
+impl Inbound {
+    /// The part of an `event_callback` envelope worth storing, if any.
+    fn of_event(envelope: &Value) -> Option<Inbound> {
+        let event = envelope.get("event")?;
+        let str_of = |k: &str| {
+            event
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let team_id = envelope
+            .get("team_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let enterprise_id = envelope
+            .get("enterprise_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        match event.get("type").and_then(Value::as_str) {
+            Some("app_home_opened") if str_of("tab") != "messages" => Some(Inbound::HomeOpened {
+                team_id,
+                enterprise_id,
+                user_id: str_of("user"),
+            }),
+            Some("message") => {
+                // Only people writing to the bot: no bot messages (ours included), no edits or joins.
+                let is_im = str_of("channel_type") == "im" || str_of("channel").starts_with('D');
+                if !is_im
+                    || event.get("bot_id").is_some()
+                    || event.get("subtype").is_some()
+                    || str_of("user").is_empty()
+                {
+                    return None;
+                }
+                Some(Inbound::DirectMessage {
+                    team_id,
+                    enterprise_id,
+                    user_id: str_of("user"),
+                    channel: str_of("channel"),
+                    text: str_of("text"),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+const INBOX_SOURCE: &str = "slack";
+
+/// Stores `inbound` under `key` (once) and starts processing it in this process. Returns false
+/// for a replay (already stored).
+async fn enqueue_and_run(st: &Shared, key: &str, inbound: &Inbound) -> Result<bool, EngineError> {
+    let payload = serde_json::to_string(inbound)
+        .map_err(|e| EngineError::Store(access_core::ports::StoreError::Corrupt(e.to_string())))?;
+    let item = InboxItem {
+        source: INBOX_SOURCE.into(),
+        key: key.to_string(),
+        payload,
+    };
+    let Some(job) = st.engine.enqueue_inbox(item).await? else {
+        return Ok(false);
+    };
+    let engine = st.engine.clone();
+    tokio::spawn(async move {
+        if let Err(e) = engine.run_job_now(job).await {
+            // The job stays in the queue; the scheduler runs it.
+            tracing::warn!(job = %job, error = %e, "could not run a stored Slack delivery now");
+        }
+    });
+    Ok(true)
+}
+
+/// Processes stored Slack deliveries ([`access_core::jobs::JobKind::Inbox`]).
+#[derive(Debug)]
+struct SlackInbox {
+    st: Shared,
+}
+
+#[async_trait::async_trait]
+impl InboxHandler for SlackInbox {
+    async fn handle(&self, item: &InboxItem) -> Result<(), InboxError> {
+        if item.source != INBOX_SOURCE {
+            return Err(InboxError::Permanent(format!(
+                "not a Slack delivery: {}",
+                item.source
+            )));
+        }
+        let inbound: Inbound = serde_json::from_str(&item.payload)
+            .map_err(|e| InboxError::Permanent(format!("unreadable Slack delivery: {e}")))?;
+        process(&self.st, &item.key, inbound).await
+    }
+}
+
+/// Runs one stored delivery. Safe to run again after an `Err(Transient)`: a command runs only
+/// after every call that may fail transiently before it succeeded, and its answer, once the
+/// command ran, is stored as a [`Inbound::Reply`] of its own if Slack does not take it.
+async fn process(st: &Shared, key: &str, inbound: Inbound) -> Result<(), InboxError> {
+    match inbound {
+        Inbound::HomeOpened {
+            team_id,
+            enterprise_id,
+            user_id,
+        } => {
+            let st = &for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let caller = Caller {
+                team_id,
+                user_id,
+                user_name: String::new(),
+            };
+            publish_home(st, &caller).await;
+            Ok(())
+        }
+        Inbound::DirectMessage {
+            team_id,
+            enterprise_id,
+            user_id,
+            channel,
+            text,
+        } => {
+            let st = &for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let caller = Caller {
+                team_id: team_id.clone(),
+                user_id,
+                user_name: String::new(),
+            };
+            let answer = match grammar::parse(&text, Surface::DirectMessage) {
+                Ok(cmd) => {
+                    if needs_profile(&cmd)
+                        && let Err(commands::ProfileError::Transient(m)) =
+                            commands::lookup_subject(&st.api, &st.profiles, &caller).await
+                    {
+                        return Err(InboxError::Transient(m));
+                    }
+                    commands::execute(st.ctx(), &caller, Surface::DirectMessage, cmd).await
+                }
+                Err(e) => e.to_string(),
+            };
+            answer_later(st, key, team_id, enterprise_id, channel, answer).await
+        }
+        Inbound::Reply {
+            team_id,
+            enterprise_id,
+            channel,
+            text,
+        } => {
+            let st = &for_team(st, &team_id, enterprise_id.as_deref()).await;
+            match st.api.post_message(&channel, &text, &json!([])).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_transient() => Err(InboxError::Transient(e.to_string())),
+                Err(e) => Err(InboxError::Permanent(e.to_string())),
+            }
+        }
+    }
+}
+
+/// Commands that read the caller's profile (`users.info`) before acting.
+fn needs_profile(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Request { .. } | Command::Extend { .. } | Command::List
+    )
+}
+
+/// Posts the answer of a command that already ran; when Slack does not take it now, stores it as
+/// a job of its own (retried with backoff) instead of failing the command's job, which would run
+/// the command again.
+async fn answer_later(
+    st: &Shared,
+    key: &str,
+    team_id: String,
+    enterprise_id: Option<String>,
+    channel: String,
+    text: String,
+) -> Result<(), InboxError> {
+    match st.api.post_message(&channel, &text, &json!([])).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "could not post an answer; keeping it for a retry");
+            let reply = Inbound::Reply {
+                team_id,
+                enterprise_id,
+                channel,
+                text,
+            };
+            enqueue_and_run(st, &format!("{key}:reply"), &reply)
+                .await
+                .map(|_| ())
+                .map_err(|e| InboxError::Transient(e.to_string()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not deliver a reply to Slack");
+            Ok(())
+        }
     }
 }
 
