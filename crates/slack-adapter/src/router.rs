@@ -2,10 +2,12 @@
 //!
 //! Every request passes a verification middleware first: the body is read up to the size limit (413 past
 //! it), the signature checked over the raw bytes (401 on any failure), and only then does a
-//! handler parse it. Handlers answer Slack within the acknowledgement budget no matter what: work
-//! that may be slow (Slack calls, the engine) runs in a task; if it finishes within the budget its
-//! answer goes in the acknowledgement, otherwise the acknowledgement says "working on it" and the
-//! answer follows through `response_url` or a DM.
+//! handler parse it. Handlers answer Slack within the acknowledgement budget no matter what.
+//! Slash commands and events (DMs, App Home) are stored as inbox jobs before they are
+//! acknowledged (once per `trigger_id` / `event_id`), then run at once from the queue; a command
+//! that finishes within the budget answers in the acknowledgement, otherwise the acknowledgement
+//! says "working on it" and the answer follows through `response_url` or a DM, retried with the
+//! job's backoff while Slack fails.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -188,11 +190,16 @@ fn bad_request(what: &str) -> Response {
 }
 
 /// Where a late answer goes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 enum ReplyTo {
-    ResponseUrl(String),
+    ResponseUrl {
+        url: String,
+    },
     /// A DM (or channel) message.
-    Channel(String),
+    Channel {
+        channel: String,
+    },
     /// An ephemeral message to `user` in `channel`.
     Ephemeral {
         channel: String,
@@ -200,39 +207,24 @@ enum ReplyTo {
     },
 }
 
-async fn send_reply(api: &SlackApi, to: &ReplyTo, text: &str) {
-    let result = match to {
-        ReplyTo::ResponseUrl(url) => api.respond(url, &blocks::ephemeral(text)).await,
-        ReplyTo::Channel(c) => api.post_message(c, text, &json!([])).await.map(|_| ()),
+async fn try_send_reply(
+    api: &SlackApi,
+    to: &ReplyTo,
+    text: &str,
+) -> Result<(), crate::api::ApiError> {
+    match to {
+        ReplyTo::ResponseUrl { url } => api.respond(url, &blocks::ephemeral(text)).await,
+        ReplyTo::Channel { channel } => api
+            .post_message(channel, text, &json!([]))
+            .await
+            .map(|_| ()),
         ReplyTo::Ephemeral { channel, user } => api.post_ephemeral(channel, user, text).await,
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "could not deliver a reply to Slack");
     }
 }
 
-/// Runs `work` in its own task; answers with its text if it finishes within the budget, else
-/// with a holding message, and sends the text to `late` when it is ready.
-async fn within_budget<F>(st: &Shared, late: ReplyTo, work: F) -> Response
-where
-    F: std::future::Future<Output = String> + Send + 'static,
-{
-    let mut handle = tokio::spawn(work);
-    match tokio::time::timeout(st.config.ack_budget, &mut handle).await {
-        Ok(Ok(text)) => ephemeral_ack(&text),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "command task failed");
-            ephemeral_ack("Something went wrong on our side. Please try again.")
-        }
-        Err(_) => {
-            let st = st.clone();
-            tokio::spawn(async move {
-                if let Ok(text) = handle.await {
-                    send_reply(&st.api, &late, &text).await;
-                }
-            });
-            ephemeral_ack(":hourglass_flowing_sand: Working on it… I'll reply here shortly.")
-        }
+async fn send_reply(api: &SlackApi, to: &ReplyTo, text: &str) {
+    if let Err(e) = try_send_reply(api, to, text).await {
+        tracing::warn!(error = %e, "could not deliver a reply to Slack");
     }
 }
 
@@ -282,7 +274,9 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
             user: form.user_id.clone(),
         }
     } else {
-        ReplyTo::ResponseUrl(form.response_url.clone())
+        ReplyTo::ResponseUrl {
+            url: form.response_url.clone(),
+        }
     };
     match cmd {
         Command::Help { topic } => ephemeral_ack(&grammar::help_text(surface, topic)),
@@ -308,40 +302,87 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
             {
                 return ephemeral_ack(&msg);
             }
-            // A signed request replayed within the five-minute window passes verification; Slack
-            // gives every invocation its own trigger_id, so a repeat of one is not acted on twice.
-            let replay_key = (!form.trigger_id.is_empty() && changes_state(&cmd))
-                .then(|| format!("slack-command:{}:{}", form.team_id, form.trigger_id));
-            let st2 = st.clone();
-            within_budget(&st, late, async move {
-                if let Some(key) = replay_key {
-                    match st2.engine.store().remember_once(&key, st2.engine.now()).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(user = %caller.user_id, "repeated slash command ignored (same trigger_id)");
-                            return "This command was already received and handled; the repeat was ignored."
-                                .to_string();
+            // Stored before anything is done or acknowledged: a crash, or a Slack call failing
+            // transiently, cannot lose it. Slack gives every invocation its own trigger_id, so a
+            // signed request replayed within the five-minute window is recognised and not run
+            // again. The (deprecated) verification token is not part of what is stored.
+            let key = if form.trigger_id.is_empty() {
+                format!("command:none:{}", uuid::Uuid::new_v4())
+            } else {
+                format!("command:{}:{}", form.team_id, form.trigger_id)
+            };
+            let inbound = Inbound::Command {
+                team_id: form.team_id.clone(),
+                enterprise_id: enterprise.map(str::to_string),
+                user_id: caller.user_id.clone(),
+                user_name: caller.user_name.clone(),
+                command: form.command.clone(),
+                text: form.text.clone(),
+                reply: late,
+            };
+            // Within the budget the answer goes in the acknowledgement; after it, the job posts
+            // it to response_url.
+            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            waiters().insert(key.clone(), tx);
+            let stored = enqueue_and_run(&st, &key, &inbound).await;
+            let answer = match stored {
+                Ok(true) => {
+                    match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
+                        Ok(Ok(text)) => Some(text),
+                        _ => {
+                            // Too late: the job must not hand the answer to a closed channel.
+                            waiters().remove(&key);
+                            rx.close();
+                            rx.try_recv().ok()
                         }
-                        // Better to act on a command than to drop it.
-                        Err(e) => tracing::warn!(error = %e, "could not record the command's trigger_id"),
                     }
                 }
-                commands::execute(st2.ctx(), &caller, surface, cmd).await
-            })
-            .await
+                Ok(false) => {
+                    waiters().remove(&key);
+                    tracing::warn!(user = %caller.user_id, "repeated slash command ignored (same trigger_id)");
+                    Some(
+                        "This command was already received and handled; the repeat was ignored."
+                            .to_string(),
+                    )
+                }
+                Err(e) => {
+                    waiters().remove(&key);
+                    tracing::error!(error = %e, "could not store a slash command");
+                    Some("Something went wrong on our side. Please try again.".to_string())
+                }
+            };
+            match answer {
+                Some(text) => ephemeral_ack(&text),
+                None => ephemeral_ack(
+                    ":hourglass_flowing_sand: Working on it… I'll reply here shortly.",
+                ),
+            }
         }
     }
 }
 
-/// Commands whose repetition would do something a second time.
-fn changes_state(cmd: &Command) -> bool {
-    matches!(
-        cmd,
-        Command::Request { .. }
-            | Command::Extend { .. }
-            | Command::Revoke { .. }
-            | Command::Cancel { .. }
-    )
+/// Slash commands being acknowledged by this process, by inbox key: the job hands its answer
+/// here while the acknowledgement can still carry it.
+fn waiters() -> &'static Waiters {
+    static W: std::sync::OnceLock<Waiters> = std::sync::OnceLock::new();
+    W.get_or_init(Waiters::default)
+}
+
+#[derive(Debug, Default)]
+struct Waiters(
+    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<String>>>,
+);
+
+impl Waiters {
+    fn insert(&self, key: String, tx: tokio::sync::oneshot::Sender<String>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key, tx);
+        }
+    }
+
+    fn remove(&self, key: &str) -> Option<tokio::sync::oneshot::Sender<String>> {
+        self.0.lock().ok()?.remove(key)
+    }
 }
 
 async fn open_modal(st: &Shared, trigger_id: &str, preselect: Option<&str>, on_error: ReplyTo) {
@@ -417,7 +458,9 @@ fn click_reply(p: &Value, caller: &Caller) -> ReplyTo {
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty())
     {
-        return ReplyTo::ResponseUrl(url.to_string());
+        return ReplyTo::ResponseUrl {
+            url: url.to_string(),
+        };
     }
     if let Some(c) = p.pointer("/channel/id").and_then(Value::as_str) {
         return ReplyTo::Ephemeral {
@@ -425,7 +468,9 @@ fn click_reply(p: &Value, caller: &Caller) -> ReplyTo {
             user: caller.user_id.clone(),
         };
     }
-    ReplyTo::Channel(caller.user_id.clone())
+    ReplyTo::Channel {
+        channel: caller.user_id.clone(),
+    }
 }
 
 async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
@@ -648,7 +693,14 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
             let st = st.clone();
             tokio::spawn(async move {
                 if let Ok(Err((_, msg))) = handle.await {
-                    send_reply(&st.api, &ReplyTo::Channel(caller.user_id.clone()), &msg).await;
+                    send_reply(
+                        &st.api,
+                        &ReplyTo::Channel {
+                            channel: caller.user_id.clone(),
+                        },
+                        &msg,
+                    )
+                    .await;
                 }
             });
             StatusCode::OK.into_response()
@@ -770,11 +822,23 @@ enum Inbound {
         enterprise_id: Option<String>,
         user_id: String,
     },
+    /// A slash command (its text is parsed again when processed).
+    Command {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+        user_name: String,
+        /// `/access`, `/gcp-access`, …
+        command: String,
+        text: String,
+        /// Where a late answer goes (response_url: needed to answer, valid 30 minutes).
+        reply: ReplyTo,
+    },
     /// An answer whose command already ran but which Slack did not take at first.
     Reply {
         team_id: String,
         enterprise_id: Option<String>,
-        channel: String,
+        to: ReplyTo,
         text: String,
     },
 }
@@ -918,16 +982,55 @@ async fn process(st: &Shared, key: &str, inbound: Inbound) -> Result<(), InboxEr
                 }
                 Err(e) => e.to_string(),
             };
-            answer_later(st, key, team_id, enterprise_id, channel, answer).await
+            let to = ReplyTo::Channel { channel };
+            answer_later(st, key, team_id, enterprise_id, to, answer).await
+        }
+        Inbound::Command {
+            team_id,
+            enterprise_id,
+            user_id,
+            user_name,
+            command,
+            text,
+            reply,
+        } => {
+            let st = &for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let surface = Surface::from_command(&command).unwrap_or(Surface::Access);
+            let caller = Caller {
+                team_id: team_id.clone(),
+                user_id,
+                user_name,
+            };
+            let answer = match grammar::parse(&text, surface) {
+                Ok(cmd) => {
+                    if needs_profile(&cmd)
+                        && let Err(commands::ProfileError::Transient(m)) =
+                            commands::lookup_subject(&st.api, &st.profiles, &caller).await
+                    {
+                        return Err(InboxError::Transient(m));
+                    }
+                    commands::execute(st.ctx(), &caller, surface, cmd).await
+                }
+                Err(e) => e.to_string(),
+            };
+            // The acknowledgement still waiting for it carries the answer; else it is posted.
+            let answer = match waiters().remove(key) {
+                Some(tx) => match tx.send(answer) {
+                    Ok(()) => return Ok(()),
+                    Err(answer) => answer,
+                },
+                None => answer,
+            };
+            answer_later(st, key, team_id, enterprise_id, reply, answer).await
         }
         Inbound::Reply {
             team_id,
             enterprise_id,
-            channel,
+            to,
             text,
         } => {
             let st = &for_team(st, &team_id, enterprise_id.as_deref()).await;
-            match st.api.post_message(&channel, &text, &json!([])).await {
+            match try_send_reply(&st.api, &to, &text).await {
                 Ok(_) => Ok(()),
                 Err(e) if e.is_transient() => Err(InboxError::Transient(e.to_string())),
                 Err(e) => Err(InboxError::Permanent(e.to_string())),
@@ -952,17 +1055,17 @@ async fn answer_later(
     key: &str,
     team_id: String,
     enterprise_id: Option<String>,
-    channel: String,
+    to: ReplyTo,
     text: String,
 ) -> Result<(), InboxError> {
-    match st.api.post_message(&channel, &text, &json!([])).await {
+    match try_send_reply(&st.api, &to, &text).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_transient() => {
             tracing::warn!(error = %e, "could not post an answer; keeping it for a retry");
             let reply = Inbound::Reply {
                 team_id,
                 enterprise_id,
-                channel,
+                to,
                 text,
             };
             enqueue_and_run(st, &format!("{key}:reply"), &reply)

@@ -1891,3 +1891,23 @@ async fn replayed_slash_command_is_processed_once() {
     h.run_jobs().await;
     assert_eq!(h.requests().await.len(), 1);
 }
+
+#[tokio::test]
+async fn slash_command_whose_profile_lookup_fails_transiently_is_answered_later() {
+    let h = harness().await;
+    h.slack.fail_next("users.info", Fault::ServerError);
+    let (r, url) = h
+        .command("/access", ALICE, "request dev-network 2h Deploy hotfix")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("Working on it"), "{}", r.body);
+    retry_jobs(&h).await;
+    let req = h.wait_request("dev-network").await;
+    assert_eq!(req.status, RequestStatus::Pending);
+    let answers = h.wait_responses(&url, 1).await;
+    assert!(
+        answers[0].to_string().contains("Access request submitted"),
+        "{answers:#?}"
+    );
+    assert_eq!(h.requests().await.len(), 1);
+}
