@@ -244,6 +244,9 @@ impl ResourceCatalog {
     }
 }
 
+/// How long the process that stored an inbox job has to run it before schedulers may.
+const INBOX_HEAD_START: chrono::Duration = chrono::Duration::seconds(3);
+
 /// The lifecycle engine. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Engine {
@@ -371,10 +374,15 @@ impl Engine {
     pub async fn enqueue_inbox(&self, item: InboxItem) -> Result<Option<JobId>, EngineError> {
         let now = self.now();
         let key = format!("inbox:{}:{}", item.source, item.key);
-        let job = NewJob::at(JobKind::Inbox { item }, now);
+        // The receiving process runs the job at once ([`Engine::run_job_now`] ignores `run_at`);
+        // schedulers take it only after a head start, so a batch of theirs does not grab it first
+        // (a command such as `revoke` waits for other jobs to run, which a scheduler busy with the
+        // command's own batch would not). After a crash, a scheduler answers it then.
+        let due = now + INBOX_HEAD_START;
+        let job = NewJob::at(JobKind::Inbox { item }, due);
         let id = job.id;
         if self.store.enqueue_once(&key, job, now).await? {
-            self.waker.job_enqueued(now);
+            self.waker.job_enqueued(due);
             Ok(Some(id))
         } else {
             Ok(None)
