@@ -338,7 +338,7 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
                     }
                 }
                 Ok(false) => {
-                    waiters().remove(&key);
+                    // The waiter under this key, if any, is the first delivery's.
                     tracing::warn!(user = %caller.user_id, "repeated slash command ignored (same trigger_id)");
                     Some(
                         "This command was already received and handled; the repeat was ignored."
@@ -374,9 +374,10 @@ struct Waiters(
 );
 
 impl Waiters {
+    /// A replay arriving while the first delivery waits must not take its place.
     fn insert(&self, key: String, tx: tokio::sync::oneshot::Sender<String>) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert(key, tx);
+            m.entry(key).or_insert(tx);
         }
     }
 
