@@ -84,6 +84,27 @@ impl SlackWorld {
         }
     }
 
+    /// SIGKILLs the server (a crash: no shutdown) and starts a new one on the same database and
+    /// fake Slack.
+    pub fn crash_and_restart(&mut self, db_url: &str, config: &Path, dir: &Path) {
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+        let opts = ServerOptions {
+            config,
+            database_url: db_url,
+            admin_token: Some(ADMIN_TOKEN),
+            extra_env: vec![
+                ("SLACK_BOT_TOKEN", self.slack.token().to_string()),
+                ("SLACK_SIGNING_SECRET", SIGNING_SECRET.to_string()),
+                ("SLACK_API_URL", self.slack.api_url()),
+                ("APPROVAL_CHANNEL", APPROVALS_NAME.to_string()),
+                ("RUST_LOG", "info,sqlx=warn,slack_adapter=debug".to_string()),
+            ],
+        };
+        self.server = Server::start(&opts, dir);
+        self.admin = Api::new(&self.server, Some(ADMIN_TOKEN));
+    }
+
     /// POSTs `body` with the given headers (signing is up to the caller).
     pub async fn post(
         &self,

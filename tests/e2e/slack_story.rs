@@ -1181,3 +1181,46 @@ async fn acknowledged_while_slack_hangs(w: &SlackWorld) {
     assert!(late.contains("dev-network"), "{late}");
     w.dm_containing("UKATE", "Access granted", secs(15)).await;
 }
+
+/// Issue 11, item 6: a DM acknowledged while its processing is slow (users.info hangs) and the
+/// server SIGKILLed right after the ack: after a restart the request exists and the person is
+/// answered exactly once. A short job lease lets the restarted server take over the lapsed claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_dm_survives_a_crash_after_the_ack() {
+    for db in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(
+            dir.path(),
+            &format!("[server]\njob_lease_secs = 2\n{CONFIG}"),
+        );
+        let mut w = SlackWorld::start(&db.url, db.kind, &config, dir.path(), USERS).await;
+        w.slack.set_hang("users.info", Some(secs(30)));
+        let ack = w
+            .event(
+                "EvCRASH1",
+                slack::message_im_event("UKATE", "request dev-network 1h \"crash drill\""),
+                None,
+            )
+            .await;
+        assert_eq!(ack.status, 200, "{}: {ack:?}", w.kind);
+        assert!(ack.took < SLACK_ACK_LIMIT, "{}: {:?}", w.kind, ack.took);
+        // Processing has started (the profile lookup hangs; the fake records a call only once
+        // it answers) when the server dies.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        w.crash_and_restart(&db.url, &config, dir.path());
+        w.slack.set_hang("users.info", None);
+        w.dm_containing("UKATE", "approved automatically", secs(20))
+            .await;
+        let reqs = w.requests_of("UKATE").await;
+        assert_eq!(reqs.len(), 1, "{}: {reqs:#?}", w.kind);
+        // Settle, then count: exactly one answer.
+        tokio::time::sleep(secs(3)).await;
+        assert_eq!(
+            w.dms_containing("UKATE", "approved automatically").len(),
+            1,
+            "{}: {}",
+            w.kind,
+            w.dump()
+        );
+    }
+}

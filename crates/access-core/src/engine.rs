@@ -26,14 +26,14 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditKind, AuditRecord};
 use crate::duration::{AccessDuration, DurationError};
 use crate::grant::{Grant, GrantStatus};
-use crate::ids::{GrantId, RequestId, ResourceId};
-use crate::jobs::{Job, JobKind, NewJob, backoff};
+use crate::ids::{GrantId, JobId, RequestId, ResourceId};
+use crate::jobs::{InboxItem, Job, JobKind, NewJob, backoff};
 use crate::notification::{GrantSummary, Notification, RequestSummary};
 use crate::policy::{self, ApproverError, EligibilityError};
 use crate::ports::{
     AuditSink, ChangeSet, ClaimScope, Clock, Committed, Directory, ExportItem, GrantRequest,
-    GrantWrite, JobWaker, Notifier, NotifyContext, NotifyError, Provider, ProviderError,
-    ProviderEvent, RequestFilter, RequestWrite, RevokeRequest, Store, StoreError,
+    GrantWrite, InboxError, InboxHandler, JobWaker, Notifier, NotifyContext, NotifyError, Provider,
+    ProviderError, ProviderEvent, RequestFilter, RequestWrite, RevokeRequest, Store, StoreError,
 };
 use crate::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestEvent, RequestKind, RequestStatus,
@@ -306,6 +306,9 @@ impl ResourceCatalog {
     }
 }
 
+/// How long the process that stored an inbox job has to run it before schedulers may.
+const INBOX_HEAD_START: chrono::Duration = chrono::Duration::seconds(3);
+
 /// The lifecycle engine. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Engine {
@@ -318,6 +321,9 @@ pub struct Engine {
     audit_sink: Option<Arc<dyn AuditSink>>,
     waker: Arc<dyn JobWaker>,
     settings: EngineSettings,
+    /// Set after construction: the chat adapter that processes inbox jobs needs the engine
+    /// itself, so it cannot be passed to the builder.
+    inbox: std::sync::OnceLock<Arc<dyn InboxHandler>>,
 }
 
 /// Builds an [`Engine`]; every port but the store and clock has a harmless default.
@@ -402,6 +408,7 @@ impl EngineBuilder {
             audit_sink: self.audit_sink,
             waker: self.waker,
             settings: self.settings,
+            inbox: std::sync::OnceLock::new(),
         })
     }
 }
@@ -424,6 +431,50 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Registers the processor of [`JobKind::Inbox`] jobs. The first registration wins (one
+    /// chat adapter per process); returns false if one was already set.
+    pub fn set_inbox_handler(&self, h: Arc<dyn InboxHandler>) -> bool {
+        self.inbox.set(h).is_ok()
+    }
+
+    /// Stores a received chat payload as a job, once per `item.key` (a replay is recognised
+    /// and not stored again), and wakes the scheduler. Returns the job's id, or `None` for a
+    /// replay. Call it before acknowledging the delivery: once it returns, a crash cannot lose it.
+    pub async fn enqueue_inbox(&self, item: InboxItem) -> Result<Option<JobId>, EngineError> {
+        let now = self.now();
+        let key = format!("inbox:{}:{}", item.source, item.key);
+        // The receiving process runs the job at once ([`Engine::run_job_now`] ignores `run_at`);
+        // schedulers take it only after a head start, so a batch of theirs does not grab it first
+        // (a command such as `revoke` waits for other jobs to run, which a scheduler busy with the
+        // command's own batch would not). After a crash, a scheduler answers it then.
+        let due = now + INBOX_HEAD_START;
+        let job = NewJob::at(JobKind::Inbox { item }, due);
+        let id = job.id;
+        if self.store.enqueue_once(&key, job, now).await? {
+            self.waker.job_enqueued(due);
+            Ok(Some(id))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Runs one job now if it is still pending (the receiving process runs the inbox job it just
+    /// stored, so the answer does not wait for the scheduler's next round). A failure is settled
+    /// like any job's: retried with backoff by whichever scheduler claims it next.
+    pub async fn run_job_now(&self, id: JobId) -> Result<RunSummary, EngineError> {
+        let Some(job) = self
+            .store
+            .claim_job(id, self.now(), self.settings.job_lease)
+            .await?
+        else {
+            return Ok(RunSummary::default());
+        };
+        let result = self.run_job(&job).await;
+        let mut summary = self.settle(&job, result).await?;
+        summary.claimed = 1;
+        Ok(summary)
     }
 
     /// The current time, at the microsecond precision stores keep (so what an operation returns
@@ -1131,14 +1182,16 @@ impl Engine {
         let slots = u32::try_from(self.settings.job_concurrency.max(1)).unwrap_or(u32::MAX);
         // Jobs that each take a worker slot, no more than there are slots; audit exports run
         // as one batch (one sink write), so they take one slot together and up to `limit`.
+        // A process without a chat adapter (the cleanup binary) leaves stored chat deliveries
+        // to the servers instead of spending their attempts.
+        let not_here: &'static [&'static str] = if self.inbox.get().is_some() {
+            &["export_audit"]
+        } else {
+            &["export_audit", "inbox"]
+        };
         let others = self
             .store
-            .claim_jobs_in(
-                now,
-                limit.min(slots),
-                lease,
-                ClaimScope::AllBut("export_audit"),
-            )
+            .claim_jobs_in(now, limit.min(slots), lease, ClaimScope::AllBut(not_here))
             .await?;
         let exports = self
             .store
@@ -1325,6 +1378,17 @@ impl Engine {
             JobKind::Undecodable { kind, error } => Ok(JobResult::Fatal(format!(
                 "undecodable job of kind '{kind}': {error}"
             ))),
+            JobKind::Inbox { item } => Ok(match self.inbox.get() {
+                Some(h) => match h.handle(item).await {
+                    Ok(()) => JobResult::done(),
+                    Err(InboxError::Transient(e)) => JobResult::Retry(e),
+                    Err(InboxError::Permanent(e)) => JobResult::Fatal(e),
+                },
+                // A process without the chat adapter (the cleanup binary) leaves it for later.
+                None => {
+                    JobResult::Retry(format!("no {} inbox handler in this process", item.source))
+                }
+            }),
         };
         result.unwrap_or_else(|e| JobResult::Retry(e.to_string()))
     }

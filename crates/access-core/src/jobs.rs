@@ -37,6 +37,23 @@ pub enum JobKind {
     /// job listing shows it with its stored kind.
     #[serde(skip_deserializing)]
     Undecodable { kind: String, error: String },
+    /// Something a person said in a chat tool (a DM, a slash command, a click), stored before
+    /// it was acknowledged so a crash or a failing call cannot lose it; processed by the
+    /// adapter that received it (an [`crate::ports::InboxHandler`]).
+    Inbox { item: InboxItem },
+}
+
+/// One received chat payload, verified and reduced by its adapter to the adapter's own typed
+/// form. The engine does not read `payload`: only the adapter named by `source` does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxItem {
+    /// The adapter that owns the payload (`slack`).
+    pub source: String,
+    /// The sender's own id for the delivery (a Slack `event_id`, `trigger_id`, view id): a
+    /// second delivery with the same key is not stored again.
+    pub key: String,
+    /// The adapter's typed payload, serialized by the adapter (never a credential).
+    pub payload: String,
 }
 
 impl JobKind {
@@ -50,6 +67,7 @@ impl JobKind {
             JobKind::Remind { .. } => "remind",
             JobKind::ExportAudit { .. } => "export_audit",
             JobKind::Undecodable { .. } => "undecodable",
+            JobKind::Inbox { .. } => "inbox",
         }
     }
 
@@ -62,6 +80,9 @@ impl JobKind {
             JobKind::Provision { .. } => Some(8),
             JobKind::Notify { .. } | JobKind::Remind { .. } => Some(10),
             JobKind::Undecodable { .. } => Some(1),
+            // About an hour of retries (capped backoff below): the person gets an answer once
+            // Slack is back, or the job stays visible as dead for an operator.
+            JobKind::Inbox { .. } => Some(20),
         }
     }
 
@@ -81,7 +102,7 @@ impl JobKind {
     pub fn max_backoff_secs(&self) -> u64 {
         match self {
             JobKind::Expire { .. } | JobKind::Revoke { .. } => 300,
-            JobKind::Provision { .. } => 120,
+            JobKind::Provision { .. } | JobKind::Inbox { .. } => 120,
             _ => 600,
         }
     }

@@ -7,6 +7,7 @@
 //! | [`Directory`] | `directory` (org-data index, Slack user groups) |
 //! | [`Notifier`] | `slack-adapter`, [`crate::providers::LogNotifier`] |
 //! | [`AuditSink`] | `audit-bigquery` |
+//! | [`InboxHandler`] | `slack-adapter` (stored Slack deliveries) |
 //! | [`Clock`] | [`SystemClock`], and a manual clock in tests |
 
 use std::fmt::Debug;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditEvent, AuditKind, AuditRecord, ChainVerification};
 use crate::grant::{Grant, GrantStatus};
 use crate::ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
-use crate::jobs::{Job, JobStats, JobStatus, NewJob};
+use crate::jobs::{InboxItem, Job, JobStats, JobStatus, NewJob};
 use crate::notification::{DeliveredSecret, MessageRef, Notification, RequestSummary};
 use crate::request::{AccessRequest, Decision, RequestStatus};
 use crate::resource::{EligibilityRule, Resource};
@@ -163,7 +164,8 @@ pub struct AuditFilter {
 pub enum ClaimScope {
     All,
     Only(&'static str),
-    AllBut(&'static str),
+    /// Every kind but these.
+    AllBut(&'static [&'static str]),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -287,6 +289,26 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Idempotency: records `key` (a Slack `event_id`, an interaction's action id) and returns
     /// true the first time, false for every repeat. Keys older than a day may be forgotten.
     async fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Records `key` as [`Store::remember_once`] does and, only the first time, enqueues `job`,
+    /// both in one transaction: a durable inbox where a replayed delivery hits the key and no
+    /// second job is written. Returns whether the job was enqueued.
+    async fn enqueue_once(
+        &self,
+        key: &str,
+        job: NewJob,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Claims one job by id, if it is pending (whatever its `run_at`): the receiving process
+    /// runs an inbox job it just stored at once instead of waiting for the scheduler. `None`
+    /// when another worker has it or it is finished.
+    async fn claim_job(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<Job>, StoreError>;
 
     async fn request_counts(&self) -> Result<Vec<(RequestStatus, u64)>, StoreError>;
     async fn grant_counts(&self) -> Result<Vec<(GrantStatus, u64)>, StoreError>;
@@ -507,6 +529,28 @@ pub trait Notifier: Send + Sync + Debug + 'static {
         request: &RequestSummary,
         secret: &DeliveredSecret,
     ) -> Result<(), NotifyError>;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Inbox
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    /// Try again later (Slack or the database unreachable, rate limited).
+    #[error("temporary failure processing an inbox item: {0}")]
+    Transient(String),
+    /// Cannot succeed (an unreadable payload).
+    #[error("inbox item cannot be processed: {0}")]
+    Permanent(String),
+}
+
+/// Processes stored chat payloads ([`crate::jobs::JobKind::Inbox`]). The chat adapter
+/// implements it and the runtime registers it with [`crate::engine::Engine::set_inbox_handler`],
+/// so access-core never depends on the chat tool.
+#[async_trait]
+pub trait InboxHandler: Send + Sync + Debug + 'static {
+    /// Handles one item. Must be safe to call again for the same item after a transient error.
+    async fn handle(&self, item: &InboxItem) -> Result<(), InboxError>;
 }
 
 // ------------------------------------------------------------------------------------------------

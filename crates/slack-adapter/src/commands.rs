@@ -165,7 +165,36 @@ pub async fn resolve_subject(
     cache: &ProfileCache,
     caller: &Caller,
 ) -> Result<Subject, String> {
-    resolve_person(api, cache, caller).await.map(|(s, _)| s)
+    lookup_subject(api, cache, caller)
+        .await
+        .map_err(ProfileError::into_message)
+}
+
+/// Why a profile could not be turned into a [`Subject`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileError {
+    /// Slack could not be reached or rate limited us: worth retrying later.
+    Transient(String),
+    /// Asking again will not help (no e-mail, a bot, a missing scope); the text says why.
+    Refused(String),
+}
+
+impl ProfileError {
+    pub fn into_message(self) -> String {
+        match self {
+            ProfileError::Transient(m) | ProfileError::Refused(m) => m,
+        }
+    }
+}
+
+/// [`resolve_subject`], telling a transient failure apart (a stored inbox job retries those
+/// instead of answering "try again").
+pub async fn lookup_subject(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<Subject, ProfileError> {
+    person(api, cache, caller).await.map(|(s, _)| s)
 }
 
 /// The caller's `users.info` profile (cached a few minutes).
@@ -173,7 +202,7 @@ async fn profile(
     api: &SlackApi,
     cache: &ProfileCache,
     caller: &Caller,
-) -> Result<SlackUser, String> {
+) -> Result<SlackUser, ProfileError> {
     let key = format!("{}/{}/{}", caller.team_id, caller.workspace, caller.user_id);
     if let Some(u) = cache.get(&key) {
         return Ok(u);
@@ -181,15 +210,15 @@ async fn profile(
     let user = api.users_info(&caller.user_id).await.map_err(|e| {
         tracing::warn!(user = %caller.user_id, error = %e, "users.info failed");
         match e {
-            ApiError::Slack { error, needed, .. } if error == "missing_scope" => format!(
+            ApiError::Slack { error, needed, .. } if error == "missing_scope" => ProfileError::Refused(format!(
                 "Gatehouse cannot read your Slack profile (missing scope {}). Please ask an admin to reinstall the app.",
                 needed.unwrap_or_else(|| "users:read.email".into())
+            )),
+            e if e.is_transient() => ProfileError::Transient(
+                "I couldn't reach Slack to read your profile. Please try again in a minute.".to_string(),
             ),
-            e if e.is_transient() => {
-                "I couldn't reach Slack to read your profile. Please try again in a minute.".to_string()
-            }
-            _ => "I couldn't read your Slack profile. Please try again, or contact IT support if it keeps failing."
-                .to_string(),
+            _ => ProfileError::Refused("I couldn't read your Slack profile. Please try again, or contact IT support if it keeps failing."
+                .to_string()),
         }
     })?;
     cache.put(key, user.clone());
@@ -202,15 +231,29 @@ pub async fn resolve_person(
     cache: &ProfileCache,
     caller: &Caller,
 ) -> Result<(Subject, Membership), String> {
+    person(api, cache, caller)
+        .await
+        .map_err(ProfileError::into_message)
+}
+
+async fn person(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<(Subject, Membership), ProfileError> {
     let user = profile(api, cache, caller).await?;
     if user.deleted || user.is_bot {
-        return Err(
+        return Err(ProfileError::Refused(
             "Only active people (not bots or deactivated accounts) can request access.".into(),
-        );
+        ));
     }
     let email = match user.profile.email.as_deref().map(Email::parse) {
         Some(Ok(e)) => e,
-        _ => return Err(EligibilityError::MissingEmail.to_string()),
+        _ => {
+            return Err(ProfileError::Refused(
+                EligibilityError::MissingEmail.to_string(),
+            ));
+        }
     };
     let name = Some(user.display_name())
         .filter(|n| !n.is_empty())
@@ -231,7 +274,9 @@ pub async fn admit_approver(
     cache: &ProfileCache,
     caller: &Caller,
 ) -> Result<(), String> {
-    let user = profile(api, cache, caller).await?;
+    let user = profile(api, cache, caller)
+        .await
+        .map_err(ProfileError::into_message)?;
     match Membership::of(&user, caller) {
         Membership::Member => Ok(()),
         Membership::Guest | Membership::External => Err(NOT_A_MEMBER_APPROVER.to_string()),

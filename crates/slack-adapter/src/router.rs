@@ -2,10 +2,12 @@
 //!
 //! Every request passes a verification middleware first: the body is read up to the size limit (413 past
 //! it), the signature checked over the raw bytes (401 on any failure), and only then does a
-//! handler parse it. Handlers answer Slack within the acknowledgement budget no matter what: work
-//! that may be slow (Slack calls, the engine) runs in a task; if it finishes within the budget its
-//! answer goes in the acknowledgement, otherwise the acknowledgement says "working on it" and the
-//! answer follows through `response_url` or a DM.
+//! handler parse it. Handlers answer Slack within the acknowledgement budget no matter what.
+//! Slash commands and events (DMs, App Home) are stored as inbox jobs before they are
+//! acknowledged (once per `trigger_id` / `event_id`), then run at once from the queue; a command
+//! that finishes within the budget answers in the acknowledgement, otherwise the acknowledgement
+//! says "working on it" and the answer follows through `response_url` or a DM, retried with the
+//! job's backoff while Slack fails.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,10 +19,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use access_core::engine::{Engine, EngineError, Submission};
+use access_core::jobs::InboxItem;
+use access_core::ports::{InboxError, InboxHandler};
 use access_core::request::RequestKind;
 use access_core::{GrantId, RequestId};
 
@@ -126,6 +130,11 @@ fn routes(
         profiles: Arc::default(),
         installations,
     });
+    // Stored deliveries (DMs, events) are processed from the job queue by this router's state;
+    // the first router built in a process serves them.
+    state
+        .engine
+        .set_inbox_handler(Arc::new(SlackInbox { st: state.clone() }));
     let routes = Router::new()
         .route("/slack/commands", post(commands_endpoint))
         .route("/slack/interactions", post(interactions_endpoint))
@@ -195,11 +204,16 @@ fn bad_request(what: &str) -> Response {
 }
 
 /// Where a late answer goes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 enum ReplyTo {
-    ResponseUrl(String),
+    ResponseUrl {
+        url: String,
+    },
     /// A DM (or channel) message.
-    Channel(String),
+    Channel {
+        channel: String,
+    },
     /// An ephemeral message to `user` in `channel`.
     Ephemeral {
         channel: String,
@@ -207,39 +221,24 @@ enum ReplyTo {
     },
 }
 
-async fn send_reply(api: &SlackApi, to: &ReplyTo, text: &str) {
-    let result = match to {
-        ReplyTo::ResponseUrl(url) => api.respond(url, &blocks::ephemeral(text)).await,
-        ReplyTo::Channel(c) => api.post_message(c, text, &json!([])).await.map(|_| ()),
+async fn try_send_reply(
+    api: &SlackApi,
+    to: &ReplyTo,
+    text: &str,
+) -> Result<(), crate::api::ApiError> {
+    match to {
+        ReplyTo::ResponseUrl { url } => api.respond(url, &blocks::ephemeral(text)).await,
+        ReplyTo::Channel { channel } => api
+            .post_message(channel, text, &json!([]))
+            .await
+            .map(|_| ()),
         ReplyTo::Ephemeral { channel, user } => api.post_ephemeral(channel, user, text).await,
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "could not deliver a reply to Slack");
     }
 }
 
-/// Runs `work` in its own task; answers with its text if it finishes within the budget, else
-/// with a holding message, and sends the text to `late` when it is ready.
-async fn within_budget<F>(st: &Shared, late: ReplyTo, work: F) -> Response
-where
-    F: std::future::Future<Output = String> + Send + 'static,
-{
-    let mut handle = tokio::spawn(work);
-    match tokio::time::timeout(st.config.ack_budget, &mut handle).await {
-        Ok(Ok(text)) => ephemeral_ack(&text),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "command task failed");
-            ephemeral_ack("Something went wrong on our side. Please try again.")
-        }
-        Err(_) => {
-            let st = st.clone();
-            tokio::spawn(async move {
-                if let Ok(text) = handle.await {
-                    send_reply(&st.api, &late, &text).await;
-                }
-            });
-            ephemeral_ack(":hourglass_flowing_sand: Working on it… I'll reply here shortly.")
-        }
+async fn send_reply(api: &SlackApi, to: &ReplyTo, text: &str) {
+    if let Err(e) = try_send_reply(api, to, text).await {
+        tracing::warn!(error = %e, "could not deliver a reply to Slack");
     }
 }
 
@@ -291,7 +290,9 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
             user: form.user_id.clone(),
         }
     } else {
-        ReplyTo::ResponseUrl(form.response_url.clone())
+        ReplyTo::ResponseUrl {
+            url: form.response_url.clone(),
+        }
     };
     match cmd {
         Command::Help { topic } => ephemeral_ack(&grammar::help_text(surface, topic)),
@@ -317,40 +318,88 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
             {
                 return ephemeral_ack(&msg);
             }
-            // A signed request replayed within the five-minute window passes verification; Slack
-            // gives every invocation its own trigger_id, so a repeat of one is not acted on twice.
-            let replay_key = (!form.trigger_id.is_empty() && changes_state(&cmd))
-                .then(|| format!("slack-command:{}:{}", form.team_id, form.trigger_id));
-            let st2 = st.clone();
-            within_budget(&st, late, async move {
-                if let Some(key) = replay_key {
-                    match st2.engine.store().remember_once(&key, st2.engine.now()).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::warn!(user = %caller.user_id, "repeated slash command ignored (same trigger_id)");
-                            return "This command was already received and handled; the repeat was ignored."
-                                .to_string();
+            // Stored before anything is done or acknowledged: a crash, or a Slack call failing
+            // transiently, cannot lose it. Slack gives every invocation its own trigger_id, so a
+            // signed request replayed within the five-minute window is recognised and not run
+            // again. The (deprecated) verification token is not part of what is stored.
+            let key = if form.trigger_id.is_empty() {
+                format!("command:none:{}", uuid::Uuid::new_v4())
+            } else {
+                format!("command:{}:{}", form.team_id, form.trigger_id)
+            };
+            let inbound = Inbound::Command {
+                team_id: form.team_id.clone(),
+                enterprise_id: enterprise.map(str::to_string),
+                user_id: caller.user_id.clone(),
+                user_name: caller.user_name.clone(),
+                command: form.command.clone(),
+                text: form.text.clone(),
+                reply: late,
+            };
+            // Within the budget the answer goes in the acknowledgement; after it, the job posts
+            // it to response_url.
+            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            waiters().insert(key.clone(), tx);
+            let stored = enqueue_and_run(&st, &key, &inbound).await;
+            let answer = match stored {
+                Ok(true) => {
+                    match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
+                        Ok(Ok(text)) => Some(text),
+                        _ => {
+                            // Too late: the job must not hand the answer to a closed channel.
+                            waiters().remove(&key);
+                            rx.close();
+                            rx.try_recv().ok()
                         }
-                        // Better to act on a command than to drop it.
-                        Err(e) => tracing::warn!(error = %e, "could not record the command's trigger_id"),
                     }
                 }
-                commands::execute(st2.ctx(), &caller, surface, cmd).await
-            })
-            .await
+                Ok(false) => {
+                    // The waiter under this key, if any, is the first delivery's.
+                    tracing::warn!(user = %caller.user_id, "repeated slash command ignored (same trigger_id)");
+                    Some(
+                        "This command was already received and handled; the repeat was ignored."
+                            .to_string(),
+                    )
+                }
+                Err(e) => {
+                    waiters().remove(&key);
+                    tracing::error!(error = %e, "could not store a slash command");
+                    Some("Something went wrong on our side. Please try again.".to_string())
+                }
+            };
+            match answer {
+                Some(text) => ephemeral_ack(&text),
+                None => ephemeral_ack(
+                    ":hourglass_flowing_sand: Working on it… I'll reply here shortly.",
+                ),
+            }
         }
     }
 }
 
-/// Commands whose repetition would do something a second time.
-fn changes_state(cmd: &Command) -> bool {
-    matches!(
-        cmd,
-        Command::Request { .. }
-            | Command::Extend { .. }
-            | Command::Revoke { .. }
-            | Command::Cancel { .. }
-    )
+/// Slash commands being acknowledged by this process, by inbox key: the job hands its answer
+/// here while the acknowledgement can still carry it.
+fn waiters() -> &'static Waiters {
+    static W: std::sync::OnceLock<Waiters> = std::sync::OnceLock::new();
+    W.get_or_init(Waiters::default)
+}
+
+#[derive(Debug, Default)]
+struct Waiters(
+    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<String>>>,
+);
+
+impl Waiters {
+    /// A replay arriving while the first delivery waits must not take its place.
+    fn insert(&self, key: String, tx: tokio::sync::oneshot::Sender<String>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.entry(key).or_insert(tx);
+        }
+    }
+
+    fn remove(&self, key: &str) -> Option<tokio::sync::oneshot::Sender<String>> {
+        self.0.lock().ok()?.remove(key)
+    }
 }
 
 async fn open_modal(st: &Shared, trigger_id: &str, preselect: Option<&str>, on_error: ReplyTo) {
@@ -433,7 +482,9 @@ fn click_reply(p: &Value, caller: &Caller) -> ReplyTo {
         .and_then(Value::as_str)
         .filter(|u| !u.is_empty())
     {
-        return ReplyTo::ResponseUrl(url.to_string());
+        return ReplyTo::ResponseUrl {
+            url: url.to_string(),
+        };
     }
     if let Some(c) = p.pointer("/channel/id").and_then(Value::as_str) {
         return ReplyTo::Ephemeral {
@@ -441,7 +492,9 @@ fn click_reply(p: &Value, caller: &Caller) -> ReplyTo {
             user: caller.user_id.clone(),
         };
     }
-    ReplyTo::Channel(caller.user_id.clone())
+    ReplyTo::Channel {
+        channel: caller.user_id.clone(),
+    }
 }
 
 async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
@@ -588,6 +641,24 @@ fn modal_errors(f: Field, msg: &str) -> Response {
     axum::Json(json!({"response_action": "errors", "errors": errors})).into_response()
 }
 
+/// `slack-view:<team>/<user>:<view id>:<sha256 of the submitted values>`, when the view has an id.
+fn view_replay_key(p: &Value, caller: &Caller) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let view_id = p
+        .pointer("/view/id")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())?;
+    let values = p
+        .pointer("/view/state/values")
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let digest = hex::encode(Sha256::digest(values.as_bytes()));
+    Some(format!(
+        "slack-view:{}/{}:{view_id}:{digest}",
+        caller.team_id, caller.user_id
+    ))
+}
+
 async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
     if p.pointer("/view/callback_id").and_then(Value::as_str) != Some(blocks::MODAL_CALLBACK_ID) {
         return StatusCode::OK.into_response();
@@ -602,6 +673,25 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
         Some(&justification),
     ) {
         return modal_errors(f, &msg);
+    }
+    // A signed delivery replayed within the five-minute window passes verification. The view id
+    // stays the same when a person corrects a refused form and submits again, so the key is the
+    // view id and what was submitted: the same view with the same answers is acted on once.
+    if let Some(key) = view_replay_key(p, &caller) {
+        match st.engine.store().remember_once(&key, st.engine.now()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(user = %caller.user_id, "repeated view_submission ignored (same view and values)");
+                return StatusCode::OK.into_response();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the view submission");
+                return modal_errors(
+                    Field::Resource,
+                    "Something went wrong on our side. Please try again.",
+                );
+            }
+        }
     }
     // Within the budget, problems go back into the form; after it, the form closes and the
     // outcome arrives by DM.
@@ -642,7 +732,14 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
             let st = st.clone();
             tokio::spawn(async move {
                 if let Ok(Err((_, msg))) = handle.await {
-                    send_reply(&st.api, &ReplyTo::Channel(caller.user_id.clone()), &msg).await;
+                    send_reply(
+                        &st.api,
+                        &ReplyTo::Channel {
+                            channel: caller.user_id.clone(),
+                        },
+                        &msg,
+                    )
+                    .await;
                 }
             });
             StatusCode::OK.into_response()
@@ -675,29 +772,31 @@ async fn events_endpoint(State(st): State<Shared>, headers: HeaderMap, body: Byt
                 .get("x-slack-retry-num")
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_string);
-            let st2 = st.clone();
-            tokio::spawn(async move {
-                if !event_id.is_empty() {
-                    match st2
-                        .engine
-                        .store()
-                        .remember_once(&format!("slack-event:{event_id}"), st2.engine.now())
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::info!(event_id, retry = ?retry, "duplicate Slack event ignored");
-                            return;
-                        }
-                        Err(e) => {
-                            // Better to act twice on a DM than to drop it.
-                            tracing::warn!(event_id, error = %e, "could not record event id");
-                        }
-                    }
+            let Some(inbound) = Inbound::of_event(&v) else {
+                // Nothing to act on (a bot's message, an edit, an event we do not handle).
+                log_event(&v);
+                return StatusCode::OK.into_response();
+            };
+            // Without an event_id there is nothing to recognise a replay by: store it under a
+            // key of its own.
+            let key = if event_id.is_empty() {
+                format!("event:none:{}", uuid::Uuid::new_v4())
+            } else {
+                format!("event:{event_id}")
+            };
+            // Durable before the ack: once Slack hears 200 it will not send the event again.
+            match enqueue_and_run(&st, &key, &inbound).await {
+                Ok(true) => StatusCode::OK.into_response(),
+                Ok(false) => {
+                    tracing::info!(event_id, retry = ?retry, "duplicate Slack event ignored");
+                    StatusCode::OK.into_response()
                 }
-                handle_event(&st2, &v).await;
-            });
-            StatusCode::OK.into_response()
+                Err(e) => {
+                    // Not stored: an error makes Slack deliver it again (up to three times).
+                    tracing::error!(event_id, error = %e, "could not store a Slack event");
+                    (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+                }
+            }
         }
         Some("app_rate_limited") => {
             // The envelope carries the legacy verification token: log only the numbers.
@@ -715,60 +814,13 @@ async fn events_endpoint(State(st): State<Shared>, headers: HeaderMap, body: Byt
     }
 }
 
-async fn handle_event(st: &Shared, envelope: &Value) {
-    let Some(event) = envelope.get("event") else {
-        return;
-    };
+/// Events that need no work, only a log line.
+fn log_event(envelope: &Value) {
     let team_id = envelope
         .get("team_id")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let enterprise = envelope.get("enterprise_id").and_then(Value::as_str);
-    let (st, scope) = for_team(st, &team_id, enterprise).await;
-    let st = &st;
-    let str_of = |k: &str| {
-        event
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    match event.get("type").and_then(Value::as_str) {
-        Some("app_home_opened") if str_of("tab") != "messages" => {
-            let caller = Caller {
-                team_id: scope.clone(),
-                user_id: str_of("user"),
-                user_name: String::new(),
-                workspace: team_id.clone(),
-                enterprise_id: enterprise.map(str::to_string),
-            };
-            publish_home(st, &caller).await;
-        }
-        Some("message") => {
-            // Only people writing to the bot: no bot messages (ours included), no edits or joins.
-            let is_im = str_of("channel_type") == "im" || str_of("channel").starts_with('D');
-            if !is_im
-                || event.get("bot_id").is_some()
-                || event.get("subtype").is_some()
-                || str_of("user").is_empty()
-            {
-                return;
-            }
-            let caller = Caller {
-                team_id: scope.clone(),
-                user_id: str_of("user"),
-                user_name: String::new(),
-                workspace: team_id.clone(),
-                enterprise_id: enterprise.map(str::to_string),
-            };
-            let channel = str_of("channel");
-            let text = match grammar::parse(&str_of("text"), Surface::DirectMessage) {
-                Ok(cmd) => commands::execute(st.ctx(), &caller, Surface::DirectMessage, cmd).await,
-                Err(e) => e.to_string(),
-            };
-            send_reply(&st.api, &ReplyTo::Channel(channel), &text).await;
-        }
+        .unwrap_or_default();
+    match envelope.pointer("/event/type").and_then(Value::as_str) {
         Some("app_uninstalled") => {
             tracing::warn!(
                 team_id,
@@ -776,9 +828,301 @@ async fn handle_event(st: &Shared, envelope: &Value) {
             );
         }
         Some("tokens_revoked") => {
-            tracing::warn!(team_id, tokens = %event.get("tokens").cloned().unwrap_or_default(), "Slack tokens revoked");
+            let tokens = envelope
+                .pointer("/event/tokens")
+                .cloned()
+                .unwrap_or_default();
+            tracing::warn!(team_id, tokens = %tokens, "Slack tokens revoked");
         }
         _ => {}
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Durable inbox: what a person said is stored as a job before Slack is acknowledged, then
+// processed from the queue (at once by this process, or after a crash by any replica), retried
+// when Slack fails transiently, at most once per Slack id.
+
+/// A stored delivery, reduced to what processing needs: no envelope, no verification token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Inbound {
+    /// A person wrote to the bot.
+    DirectMessage {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+        channel: String,
+        text: String,
+    },
+    /// A person opened the App Home tab.
+    HomeOpened {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+    },
+    /// A slash command (its text is parsed again when processed).
+    Command {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+        user_name: String,
+        /// `/access`, `/gcp-access`, …
+        command: String,
+        text: String,
+        /// Where a late answer goes (response_url: needed to answer, valid 30 minutes).
+        reply: ReplyTo,
+    },
+    /// An answer whose command already ran but which Slack did not take at first.
+    Reply {
+        team_id: String,
+        enterprise_id: Option<String>,
+        to: ReplyTo,
+        text: String,
+    },
+}
+
+impl Inbound {
+    /// The part of an `event_callback` envelope worth storing, if any.
+    fn of_event(envelope: &Value) -> Option<Inbound> {
+        let event = envelope.get("event")?;
+        let str_of = |k: &str| {
+            event
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let team_id = envelope
+            .get("team_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let enterprise_id = envelope
+            .get("enterprise_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        match event.get("type").and_then(Value::as_str) {
+            Some("app_home_opened") if str_of("tab") != "messages" => Some(Inbound::HomeOpened {
+                team_id,
+                enterprise_id,
+                user_id: str_of("user"),
+            }),
+            Some("message") => {
+                // Only people writing to the bot: no bot messages (ours included), no edits or joins.
+                let is_im = str_of("channel_type") == "im" || str_of("channel").starts_with('D');
+                if !is_im
+                    || event.get("bot_id").is_some()
+                    || event.get("subtype").is_some()
+                    || str_of("user").is_empty()
+                {
+                    return None;
+                }
+                Some(Inbound::DirectMessage {
+                    team_id,
+                    enterprise_id,
+                    user_id: str_of("user"),
+                    channel: str_of("channel"),
+                    text: str_of("text"),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+const INBOX_SOURCE: &str = "slack";
+
+/// Stores `inbound` under `key` (once) and starts processing it in this process. Returns false
+/// for a replay (already stored).
+async fn enqueue_and_run(st: &Shared, key: &str, inbound: &Inbound) -> Result<bool, EngineError> {
+    let payload = serde_json::to_string(inbound)
+        .map_err(|e| EngineError::Store(access_core::ports::StoreError::Corrupt(e.to_string())))?;
+    let item = InboxItem {
+        source: INBOX_SOURCE.into(),
+        key: key.to_string(),
+        payload,
+    };
+    let Some(job) = st.engine.enqueue_inbox(item).await? else {
+        return Ok(false);
+    };
+    let engine = st.engine.clone();
+    tokio::spawn(async move {
+        if let Err(e) = engine.run_job_now(job).await {
+            // The job stays in the queue; the scheduler runs it.
+            tracing::warn!(job = %job, error = %e, "could not run a stored Slack delivery now");
+        }
+    });
+    Ok(true)
+}
+
+/// Processes stored Slack deliveries ([`access_core::jobs::JobKind::Inbox`]).
+#[derive(Debug)]
+struct SlackInbox {
+    st: Shared,
+}
+
+#[async_trait::async_trait]
+impl InboxHandler for SlackInbox {
+    async fn handle(&self, item: &InboxItem) -> Result<(), InboxError> {
+        if item.source != INBOX_SOURCE {
+            return Err(InboxError::Permanent(format!(
+                "not a Slack delivery: {}",
+                item.source
+            )));
+        }
+        let inbound: Inbound = serde_json::from_str(&item.payload)
+            .map_err(|e| InboxError::Permanent(format!("unreadable Slack delivery: {e}")))?;
+        process(&self.st, &item.key, inbound).await
+    }
+}
+
+/// The person writing from `workspace`, keyed within `scope` (see [`for_team`]).
+fn scoped_caller(
+    scope: String,
+    workspace: &str,
+    enterprise_id: &Option<String>,
+    user_id: String,
+    user_name: String,
+) -> Caller {
+    Caller {
+        team_id: scope,
+        user_id,
+        user_name,
+        workspace: workspace.to_string(),
+        enterprise_id: enterprise_id.clone().filter(|e| !e.is_empty()),
+    }
+}
+
+/// Runs one stored delivery. Safe to run again after an `Err(Transient)`: a command runs only
+/// after every call that may fail transiently before it succeeded, and its answer, once the
+/// command ran, is stored as a [`Inbound::Reply`] of its own if Slack does not take it.
+async fn process(st: &Shared, key: &str, inbound: Inbound) -> Result<(), InboxError> {
+    match inbound {
+        Inbound::HomeOpened {
+            team_id,
+            enterprise_id,
+            user_id,
+        } => {
+            let (st, scope) = for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let caller = scoped_caller(scope, &team_id, &enterprise_id, user_id, String::new());
+            publish_home(&st, &caller).await;
+            Ok(())
+        }
+        Inbound::DirectMessage {
+            team_id,
+            enterprise_id,
+            user_id,
+            channel,
+            text,
+        } => {
+            let (st, scope) = for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let st = &st;
+            let caller = scoped_caller(scope, &team_id, &enterprise_id, user_id, String::new());
+            let answer = match grammar::parse(&text, Surface::DirectMessage) {
+                Ok(cmd) => {
+                    if needs_profile(&cmd)
+                        && let Err(commands::ProfileError::Transient(m)) =
+                            commands::lookup_subject(&st.api, &st.profiles, &caller).await
+                    {
+                        return Err(InboxError::Transient(m));
+                    }
+                    commands::execute(st.ctx(), &caller, Surface::DirectMessage, cmd).await
+                }
+                Err(e) => e.to_string(),
+            };
+            let to = ReplyTo::Channel { channel };
+            answer_later(st, key, team_id, enterprise_id, to, answer).await
+        }
+        Inbound::Command {
+            team_id,
+            enterprise_id,
+            user_id,
+            user_name,
+            command,
+            text,
+            reply,
+        } => {
+            let (st, scope) = for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let st = &st;
+            let surface = Surface::from_command(&command).unwrap_or(Surface::Access);
+            let caller = scoped_caller(scope, &team_id, &enterprise_id, user_id, user_name);
+            let answer = match grammar::parse(&text, surface) {
+                Ok(cmd) => {
+                    if needs_profile(&cmd)
+                        && let Err(commands::ProfileError::Transient(m)) =
+                            commands::lookup_subject(&st.api, &st.profiles, &caller).await
+                    {
+                        return Err(InboxError::Transient(m));
+                    }
+                    commands::execute(st.ctx(), &caller, surface, cmd).await
+                }
+                Err(e) => e.to_string(),
+            };
+            // The acknowledgement still waiting for it carries the answer; else it is posted.
+            let answer = match waiters().remove(key) {
+                Some(tx) => match tx.send(answer) {
+                    Ok(()) => return Ok(()),
+                    Err(answer) => answer,
+                },
+                None => answer,
+            };
+            answer_later(st, key, team_id, enterprise_id, reply, answer).await
+        }
+        Inbound::Reply {
+            team_id,
+            enterprise_id,
+            to,
+            text,
+        } => {
+            let (st, _) = for_team(st, &team_id, enterprise_id.as_deref()).await;
+            match try_send_reply(&st.api, &to, &text).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_transient() => Err(InboxError::Transient(e.to_string())),
+                Err(e) => Err(InboxError::Permanent(e.to_string())),
+            }
+        }
+    }
+}
+
+/// Commands that read the caller's profile (`users.info`) before acting.
+fn needs_profile(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Request { .. } | Command::Extend { .. } | Command::List
+    )
+}
+
+/// Posts the answer of a command that already ran; when Slack does not take it now, stores it as
+/// a job of its own (retried with backoff) instead of failing the command's job, which would run
+/// the command again.
+async fn answer_later(
+    st: &Shared,
+    key: &str,
+    team_id: String,
+    enterprise_id: Option<String>,
+    to: ReplyTo,
+    text: String,
+) -> Result<(), InboxError> {
+    match try_send_reply(&st.api, &to, &text).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_transient() => {
+            tracing::warn!(error = %e, "could not post an answer; keeping it for a retry");
+            let reply = Inbound::Reply {
+                team_id,
+                enterprise_id,
+                to,
+                text,
+            };
+            enqueue_and_run(st, &format!("{key}:reply"), &reply)
+                .await
+                .map(|_| ())
+                .map_err(|e| InboxError::Transient(e.to_string()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not deliver a reply to Slack");
+            Ok(())
+        }
     }
 }
 

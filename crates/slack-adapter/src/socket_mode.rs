@@ -242,6 +242,10 @@ impl SocketMode {
                     let sink = sink.clone();
                     tokio::spawn(async move {
                         let ack = dispatch(&handlers, &kind, &v).await;
+                        if ack.is_null() {
+                            // Not stored: left unacknowledged so Slack delivers it again.
+                            return;
+                        }
                         if let Err(e) = send(&sink, &ack).await {
                             tracing::warn!(error = %e, "Socket Mode: acknowledgement not sent");
                         }
@@ -263,7 +267,8 @@ async fn send(sink: &Mutex<Sink>, v: &Value) -> Result<(), String> {
 }
 
 /// Replays one envelope as the HTTP request Slack would have sent, and turns the handler's answer
-/// into the acknowledgement.
+/// into the acknowledgement; `Null` (no acknowledgement) for an event the handler could not store
+/// (5xx), which Slack then redelivers.
 pub async fn dispatch(handlers: &Router, kind: &str, envelope: &Value) -> Value {
     let envelope_id = envelope
         .get("envelope_id")
@@ -318,7 +323,13 @@ pub async fn dispatch(handlers: &Router, kind: &str, envelope: &Value) -> Value 
             let bytes = axum::body::to_bytes(resp.into_body(), 1024 * 1024)
                 .await
                 .unwrap_or_default();
-            if !status.is_success() {
+            if status.is_server_error() && kind == "events_api" {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    "Socket Mode: event not stored; leaving it unacknowledged"
+                );
+                return Value::Null;
+            } else if !status.is_success() {
                 tracing::warn!(
                     kind,
                     status = status.as_u16(),

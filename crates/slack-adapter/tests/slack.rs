@@ -1758,3 +1758,156 @@ async fn a_late_progress_update_never_rolls_back_a_decided_message() {
     assert!(m.buttons().is_empty());
     assert_eq!(m.history.len(), 1, "the stale progress update was not sent");
 }
+
+// ------------------------------------------------------------------------------------------------
+// Durable inbox (issue 11, item 6): nothing the person said is lost, nothing is done twice.
+
+/// Runs due jobs after letting the retry backoff pass.
+async fn retry_jobs(h: &Harness) {
+    for _ in 0..5 {
+        h.clock.advance(chrono::Duration::minutes(5));
+        h.run_jobs().await;
+    }
+}
+
+#[tokio::test]
+async fn dm_whose_profile_lookup_fails_transiently_still_becomes_a_request() {
+    let h = harness().await;
+    h.slack.fail_next("users.info", Fault::ServerError);
+    h.slack.fail_next(
+        "users.info",
+        Fault::RateLimit {
+            retry_after_secs: 1,
+        },
+    );
+    let r = h
+        .event(
+            "EvFLAKY1",
+            fake::message_im_event(ALICE, "request dev-network 2h \"Deploy hotfix\""),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    retry_jobs(&h).await;
+    let req = h.wait_request("dev-network").await;
+    assert_eq!(req.status, RequestStatus::Pending);
+    let answers: Vec<String> = h
+        .slack
+        .dms_to(ALICE)
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|t| t.contains("Access request submitted"))
+            .count(),
+        1,
+        "one answer, once Slack is back: {answers:#?}"
+    );
+    assert!(
+        !answers.iter().any(|t| t.contains("couldn't reach Slack")),
+        "a transient failure is retried, not reported: {answers:#?}"
+    );
+    assert_eq!(h.requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn dm_whose_answer_fails_to_post_is_answered_later_and_acted_on_once() {
+    let h = harness().await;
+    h.slack.fail_next("chat.postMessage", Fault::ServerError);
+    h.slack.fail_next("chat.postMessage", Fault::RateLimited200);
+    let r = h
+        .event(
+            "EvFLAKY2",
+            fake::message_im_event(ALICE, "request dev-network 2h \"Deploy hotfix\""),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let req = h.wait_request("dev-network").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    retry_jobs(&h).await;
+    let answers: Vec<String> = h
+        .slack
+        .dms_to(ALICE)
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|t| t.contains("Access request submitted"))
+            .count(),
+        1,
+        "{answers:#?}"
+    );
+    let all = h.requests().await;
+    assert_eq!(all.len(), 1, "submitted once: {all:#?}");
+    assert_eq!(all[0].id, req.id);
+}
+
+#[tokio::test]
+async fn replayed_view_submission_is_processed_once() {
+    let h = harness().await;
+    let values = json!({
+        "resource": {"value": {"type": "static_select", "selected_option": {"value": "gcp-access"}}},
+        "duration": {"value": {"type": "plain_text_input", "value": "1h"}},
+        "justification": {"value": {"type": "plain_text_input", "value": "Debug CI"}},
+    });
+    let p = fake::view_submission_payload(ALICE, slack_adapter::blocks::MODAL_CALLBACK_ID, values);
+    let first = h.interaction(&p).await;
+    assert_eq!(first.status, StatusCode::OK);
+    h.wait_request("gcp-access").await;
+    h.run_jobs().await;
+    // The same signed delivery again, within the five-minute window.
+    let again = h.interaction(&p).await;
+    assert_eq!(again.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.run_jobs().await;
+    let all = h.requests().await;
+    assert_eq!(all.len(), 1, "a replay must not submit again: {all:#?}");
+}
+
+#[tokio::test]
+async fn replayed_slash_command_is_processed_once() {
+    let h = harness().await;
+    let url = h.slack.response_url();
+    let trigger = h.slack.trigger_id();
+    let body = fake::SlashCommand::new(
+        "/access",
+        ALICE,
+        "request gcp-access 1h Debug CI",
+        &url,
+        &trigger,
+    )
+    .body();
+    let r = h.post("/slack/commands", FORM, body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    h.wait_request("gcp-access").await;
+    h.run_jobs().await;
+    let r = h.post("/slack/commands", FORM, body).await;
+    assert_eq!(r.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.run_jobs().await;
+    assert_eq!(h.requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn slash_command_whose_profile_lookup_fails_transiently_is_answered_later() {
+    let h = harness().await;
+    h.slack.fail_next("users.info", Fault::ServerError);
+    let (r, url) = h
+        .command("/access", ALICE, "request dev-network 2h Deploy hotfix")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("Working on it"), "{}", r.body);
+    retry_jobs(&h).await;
+    let req = h.wait_request("dev-network").await;
+    assert_eq!(req.status, RequestStatus::Pending);
+    let answers = h.wait_responses(&url, 1).await;
+    assert!(
+        answers[0].to_string().contains("Access request submitted"),
+        "{answers:#?}"
+    );
+    assert_eq!(h.requests().await.len(), 1);
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use access_core::audit::{self, AuditEvent, ChainBreak, ChainVerification, ChainVerifier};
 use access_core::grant::{Grant, GrantStatus};
 use access_core::ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
-use access_core::jobs::{Job, JobKind, JobStats};
+use access_core::jobs::{Job, JobKind, JobStats, NewJob};
 use access_core::notification::MessageRef;
 use access_core::ports::{
     AuditFilter, ChangeSet, ClaimScope, Committed, GrantFilter, GrantWrite, JobFilter,
@@ -754,7 +754,17 @@ impl Store for SqlStore {
         let scope = match scope {
             ClaimScope::All => String::new(),
             ClaimScope::Only(k) => format!("AND kind = '{}'", k.replace('\'', "")),
-            ClaimScope::AllBut(k) => format!("AND kind <> '{}'", k.replace('\'', "")),
+            ClaimScope::AllBut(kinds) => {
+                let list: Vec<String> = kinds
+                    .iter()
+                    .map(|k| format!("'{}'", k.replace('\'', "")))
+                    .collect();
+                if list.is_empty() {
+                    String::new()
+                } else {
+                    format!("AND kind NOT IN ({})", list.join(", "))
+                }
+            }
         };
         let pick = format!(
             "SELECT id FROM jobs WHERE ((status = 'pending' AND run_at <= $3) \
@@ -1137,6 +1147,75 @@ impl Store for SqlStore {
         }
         tx.commit().await.map_err(plain)?;
         Ok(inserted)
+    }
+
+    async fn enqueue_once(
+        &self,
+        key: &str,
+        job: NewJob,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let first = tx
+            .conn()
+            .execute(&Sql::with(
+                "INSERT INTO idempotency_keys (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                vec![key.into(), micros(now).into()],
+            ))
+            .await
+            .map_err(plain)?
+            == 1;
+        if first {
+            let change = ChangeSet {
+                jobs: vec![job],
+                ..ChangeSet::default()
+            };
+            if let Err(e) = self.apply(&mut tx, change).await {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed inbox write failed");
+                }
+                return Err(e);
+            }
+        }
+        tx.commit().await.map_err(plain)?;
+        Ok(first)
+    }
+
+    async fn claim_job(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<Job>, StoreError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let locked_until = now.checked_add_signed(lease).unwrap_or(now);
+        let sql = Sql::with(
+            format!(
+                "UPDATE jobs SET status = 'running', locked_until = $1, claim_token = $2, \
+                 attempts = attempts + 1, updated_at = $3 WHERE id = $4 AND status = 'pending' \
+                 RETURNING {}",
+                codec::JOB_COLS
+            ),
+            vec![
+                micros(locked_until).into(),
+                token.into(),
+                micros(now).into(),
+                id.to_string().into(),
+            ],
+        );
+        let mut tx = self.begin().await?;
+        let rows = tx.conn().fetch_all(&sql).await.map_err(plain)?;
+        let job = match rows.first().map(codec::job_from_row).transpose() {
+            Ok(j) => j,
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after an unreadable job failed");
+                }
+                return Err(e);
+            }
+        };
+        tx.commit().await.map_err(plain)?;
+        Ok(job)
     }
 
     async fn request_counts(&self) -> Result<Vec<(RequestStatus, u64)>, StoreError> {

@@ -560,6 +560,67 @@ async fn remember_once_is_true_once() {
     }
 }
 
+#[tokio::test]
+async fn inbox_job_is_stored_once_per_key_and_claimable_by_id() {
+    use access_core::jobs::InboxItem;
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let item = |payload: &str| InboxItem {
+            source: "slack".into(),
+            key: "event:Ev1".into(),
+            payload: payload.into(),
+        };
+        let first = NewJob::at(JobKind::Inbox { item: item("{}") }, t(0));
+        let first_id = first.id;
+        assert!(
+            store
+                .enqueue_once("inbox:slack:event:Ev1", first, t(0))
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        // A replay hits the key: no second job.
+        let again = NewJob::at(
+            JobKind::Inbox {
+                item: item("{\"x\":1}"),
+            },
+            t(1),
+        );
+        assert!(
+            !store
+                .enqueue_once("inbox:slack:event:Ev1", again, t(1))
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        let jobs = store.jobs(&Default::default()).await.unwrap();
+        let inbox: Vec<_> = jobs.iter().filter(|j| j.kind.name() == "inbox").collect();
+        assert_eq!(inbox.len(), 1, "{kind}");
+        assert_eq!(inbox[0].kind, JobKind::Inbox { item: item("{}") }, "{kind}");
+        // Claimed by id even before it is due; a second claim finds nothing.
+        let lease = chrono::Duration::seconds(60);
+        let claimed = store
+            .claim_job(first_id, t(-10), lease)
+            .await
+            .unwrap()
+            .expect("claimed");
+        assert_eq!(claimed.status, JobStatus::Running, "{kind}");
+        assert_eq!(claimed.attempts, 1, "{kind}");
+        assert!(
+            store
+                .claim_job(first_id, t(-10), lease)
+                .await
+                .unwrap()
+                .is_none(),
+            "{kind}"
+        );
+        assert!(
+            store.claim_jobs(t(5), 10, lease).await.unwrap().is_empty(),
+            "{kind}"
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // compare-and-set, duplicates, atomicity
 
@@ -1147,7 +1208,7 @@ async fn claims_can_be_scoped_by_kind() {
                 t(1),
                 1,
                 Duration::seconds(30),
-                ClaimScope::AllBut("export_audit"),
+                ClaimScope::AllBut(&["export_audit"]),
             )
             .await
             .unwrap();
