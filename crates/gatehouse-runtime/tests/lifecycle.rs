@@ -1533,3 +1533,37 @@ settings = { project = "p-test", role = "roles/storage.objectViewer", email_doma
         app.engine.submit(inside).await.unwrap();
     }
 }
+
+/// Issue 11 §6: a process without a chat adapter (the cleanup binary, an embedding service)
+/// leaves stored chat deliveries to the servers: it does not claim them, so they keep every
+/// attempt for the process that can answer the person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleanup_binary_leaves_inbox_jobs_to_the_servers() {
+    for h in each_backend().await {
+        let id = h
+            .engine
+            .enqueue_inbox(access_core::jobs::InboxItem {
+                source: "slack".into(),
+                key: "event:T1:Ev1".into(),
+                payload: "{}".into(),
+            })
+            .await
+            .unwrap()
+            .expect("stored once");
+        h.travel(Duration::minutes(5));
+        let summary = h.run().await;
+        assert_eq!(summary.claimed, 0, "{}", h.kind);
+        let jobs = h
+            .engine
+            .store()
+            .jobs(&JobFilter {
+                kind: Some("inbox".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let job = jobs.iter().find(|j| j.id == id).expect("the inbox job");
+        assert_eq!(job.status, JobStatus::Pending, "{}", h.kind);
+        assert_eq!(job.attempts, 0, "{}: no attempt spent", h.kind);
+    }
+}

@@ -130,8 +130,9 @@ fn routes(
         profiles: Arc::default(),
         installations,
     });
-    // Stored deliveries (DMs, events) are processed from the job queue by this router's state;
-    // the first router built in a process serves them.
+    // Stored deliveries (DMs, events, commands) are processed from the job queue by a router's
+    // state; the last router built in a process serves them (the server's HTTP and Socket Mode
+    // routers share one configuration and installation store).
     state
         .engine
         .set_inbox_handler(Arc::new(SlackInbox { st: state.clone() }));
