@@ -1188,20 +1188,25 @@ impl Store for SqlStore {
         lease: chrono::Duration,
     ) -> Result<Option<Job>, StoreError> {
         let token = uuid::Uuid::new_v4().to_string();
-        let locked_until = now.checked_add_signed(lease).unwrap_or(now);
+        let lease_micros = lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
+        // The lease is measured by the lease clock, as in `claim_jobs_in`: a claim taken here
+        // must not look lapsed to another replica's claimer.
+        let clock = self.lease_clock(5);
+        let mut args: Vec<Arg> = vec![
+            lease_micros.into(),
+            token.into(),
+            micros(now).into(),
+            id.to_string().into(),
+        ];
+        self.push_lease_clock_arg(&mut args);
         let sql = Sql::with(
             format!(
-                "UPDATE jobs SET status = 'running', locked_until = $1, claim_token = $2, \
+                "UPDATE jobs SET status = 'running', locked_until = {clock} + $1, claim_token = $2, \
                  attempts = attempts + 1, updated_at = $3 WHERE id = $4 AND status = 'pending' \
                  RETURNING {}",
                 codec::JOB_COLS
             ),
-            vec![
-                micros(locked_until).into(),
-                token.into(),
-                micros(now).into(),
-                id.to_string().into(),
-            ],
+            args,
         );
         let mut tx = self.begin().await?;
         let rows = tx.conn().fetch_all(&sql).await.map_err(plain)?;
