@@ -323,7 +323,7 @@ pub struct Engine {
     settings: EngineSettings,
     /// Set after construction: the chat adapter that processes inbox jobs needs the engine
     /// itself, so it cannot be passed to the builder.
-    inbox: std::sync::OnceLock<Arc<dyn InboxHandler>>,
+    inbox: std::sync::RwLock<Option<Arc<dyn InboxHandler>>>,
 }
 
 /// Builds an [`Engine`]; every port but the store and clock has a harmless default.
@@ -408,7 +408,7 @@ impl EngineBuilder {
             audit_sink: self.audit_sink,
             waker: self.waker,
             settings: self.settings,
-            inbox: std::sync::OnceLock::new(),
+            inbox: std::sync::RwLock::new(None),
         })
     }
 }
@@ -433,10 +433,16 @@ impl Engine {
         &self.store
     }
 
-    /// Registers the processor of [`JobKind::Inbox`] jobs. The first registration wins (one
-    /// chat adapter per process); returns false if one was already set.
+    /// Registers the processor of [`JobKind::Inbox`] jobs. The last registration wins: a chat
+    /// adapter built again (e.g. with its installations) replaces the one built before it, so
+    /// stored deliveries are processed as that adapter would. Returns false if it replaced one.
     pub fn set_inbox_handler(&self, h: Arc<dyn InboxHandler>) -> bool {
-        self.inbox.set(h).is_ok()
+        let mut slot = self.inbox.write().unwrap_or_else(|e| e.into_inner());
+        slot.replace(h).is_none()
+    }
+
+    fn inbox_handler(&self) -> Option<Arc<dyn InboxHandler>> {
+        self.inbox.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stores a received chat payload as a job, once per `item.key` (a replay is recognised
@@ -1184,7 +1190,7 @@ impl Engine {
         // as one batch (one sink write), so they take one slot together and up to `limit`.
         // A process without a chat adapter (the cleanup binary) leaves stored chat deliveries
         // to the servers instead of spending their attempts.
-        let not_here: &'static [&'static str] = if self.inbox.get().is_some() {
+        let not_here: &'static [&'static str] = if self.inbox_handler().is_some() {
             &["export_audit"]
         } else {
             &["export_audit", "inbox"]
@@ -1378,7 +1384,7 @@ impl Engine {
             JobKind::Undecodable { kind, error } => Ok(JobResult::Fatal(format!(
                 "undecodable job of kind '{kind}': {error}"
             ))),
-            JobKind::Inbox { item } => Ok(match self.inbox.get() {
+            JobKind::Inbox { item } => Ok(match self.inbox_handler() {
                 Some(h) => match h.handle(item).await {
                     Ok(()) => JobResult::done(),
                     Err(InboxError::Transient(e)) => JobResult::Retry(e),

@@ -130,8 +130,9 @@ fn routes(
         profiles: Arc::default(),
         installations,
     });
-    // Stored deliveries (DMs, events) are processed from the job queue by this router's state;
-    // the first router built in a process serves them.
+    // Stored deliveries (DMs, events, commands, clicks) are processed from the job queue by
+    // this router's state; the last router built in a process serves them (one built again with
+    // its installations must scope identities as the router that stored them does).
     state
         .engine
         .set_inbox_handler(Arc::new(SlackInbox { st: state.clone() }));
@@ -464,11 +465,7 @@ async fn interactions_endpoint(State(st): State<Shared>, body: Bytes) -> Respons
     let (st, scope) = for_team(&st, &caller.team_id, enterprise).await;
     caller.team_id = scope;
     match p.get("type").and_then(Value::as_str) {
-        Some("block_actions") => {
-            let st2 = st.clone();
-            tokio::spawn(async move { block_action(&st2, &caller, &p).await });
-            StatusCode::OK.into_response()
-        }
+        Some("block_actions") => block_actions(&st, &caller, &p).await,
         Some("view_submission") => view_submission(&st, caller, &p).await,
         _ => StatusCode::OK.into_response(),
     }
@@ -497,36 +494,94 @@ fn click_reply(p: &Value, caller: &Caller) -> ReplyTo {
     }
 }
 
-async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
+/// A button click: stored (keyed by who clicked what, when) before the acknowledgement, then
+/// processed from the inbox, so a crash after the ack does not lose an approval and a replayed
+/// delivery is acted on once.
+async fn block_actions(st: &Shared, caller: &Caller, p: &Value) -> Response {
     let Some(a) = p.pointer("/actions/0") else {
-        return;
+        return StatusCode::OK.into_response();
     };
-    let action_id = a
-        .get("action_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let value = a
-        .get("value")
+    let str_of = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let action_id = str_of(a, "action_id");
+    let reply = click_reply(p, caller);
+    if action_id == action::OPEN_MODAL {
+        // A trigger_id expires three seconds after the click: a stored click could not use it
+        // later, so the form is opened at once (losing it loses nothing the person said).
+        let st = st.clone();
+        let trigger = str_of(p, "trigger_id");
+        tokio::spawn(async move { open_modal(&st, &trigger, None, reply).await });
+        return StatusCode::OK.into_response();
+    }
+    // The message (or published Home view) the button was on: one extension per button each.
+    let anchor = p
+        .pointer("/container/message_ts")
+        .or_else(|| p.pointer("/view/hash"))
+        .or_else(|| p.pointer("/view/id"))
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let reply = click_reply(p, caller);
-    let from_home = p.pointer("/container/type").and_then(Value::as_str) == Some("view");
+    let inbound = Inbound::Action {
+        team_id: caller.workspace.clone(),
+        enterprise_id: caller.enterprise_id.clone(),
+        user_id: caller.user_id.clone(),
+        user_name: caller.user_name.clone(),
+        action_id: action_id.clone(),
+        value: str_of(a, "value"),
+        reply,
+        from_home: p.pointer("/container/type").and_then(Value::as_str) == Some("view"),
+        anchor,
+    };
+    // action_ts is per click: a replayed delivery carries the same one, a second click another.
+    let action_ts = str_of(a, "action_ts");
+    let key = if action_ts.is_empty() {
+        format!("action:none:{}", uuid::Uuid::new_v4())
+    } else {
+        format!(
+            "action:{}:{}:{action_ts}:{action_id}",
+            caller.team_id, caller.user_id
+        )
+    };
+    match enqueue_and_run(st, &key, &inbound).await {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => {
+            tracing::info!(user = %caller.user_id, action_id, "repeated block_actions ignored (same click)");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            // Not stored: Slack shows the person that the click failed, so they can click again.
+            tracing::error!(action_id, error = %e, "could not store a Slack click");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+    }
+}
+
+/// Acts on a stored click; the text (if any) is the answer to the clicker alone. Fails
+/// transiently only before anything changed (the profile lookups), so a retry is safe.
+async fn click(
+    st: &Shared,
+    caller: &Caller,
+    action_id: &str,
+    value: &str,
+    anchor: &str,
+) -> Result<Option<String>, InboxError> {
     let e = &st.engine;
-    let text: Option<String> = match action_id {
+    let text = match action_id {
         action::APPROVE | action::DENY => {
             let Ok(id) = value.parse::<RequestId>() else {
                 tracing::warn!(value, "approval button without a request id");
-                return;
+                return Ok(None);
             };
-            if let Err(msg) = commands::admit_approver(&st.api, &st.profiles, caller).await {
-                send_reply(
-                    &st.api,
-                    &reply,
-                    &format!(":no_entry: {msg} Nothing was changed."),
-                )
-                .await;
-                return;
+            match commands::check_approver(&st.api, &st.profiles, caller).await {
+                Ok(()) => {}
+                Err(commands::ProfileError::Transient(m)) => return Err(InboxError::Transient(m)),
+                Err(commands::ProfileError::Refused(msg)) => {
+                    return Ok(Some(format!(":no_entry: {msg} Nothing was changed.")));
+                }
             }
             let result = if action_id == action::APPROVE {
                 e.approve(id, caller.actor()).await
@@ -552,14 +607,15 @@ async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
             Err(_) => "That button no longer works; use `/access cancel <resource>`.".into(),
         }),
         action::EXTEND => {
+            // The profile first: a transient failure must be retried before the click is
+            // remembered, or the retry would be taken for a double click.
+            if let Err(commands::ProfileError::Transient(m)) =
+                commands::lookup_subject(&st.api, &st.profiles, caller).await
+            {
+                return Err(InboxError::Transient(m));
+            }
             // A double click must not extend twice: one extension per button per message (or
             // per published Home view).
-            let anchor = p
-                .pointer("/container/message_ts")
-                .or_else(|| p.pointer("/view/hash"))
-                .or_else(|| p.pointer("/view/id"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
             let key = format!(
                 "slack-click:{}/{}:extend:{value}:{anchor}",
                 caller.team_id, caller.user_id
@@ -570,7 +626,7 @@ async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
                 )),
                 _ => {
                     let cmd = Command::Extend {
-                        resource: value.clone(),
+                        resource: value.to_string(),
                         duration: None,
                         justification: None,
                     };
@@ -578,26 +634,12 @@ async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
                 }
             }
         }
-        action::OPEN_MODAL => {
-            let trigger = p
-                .get("trigger_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            open_modal(st, &trigger, None, reply.clone()).await;
-            None
-        }
         other => {
             tracing::debug!(action_id = other, "ignored action");
             None
         }
     };
-    if let Some(t) = text {
-        send_reply(&st.api, &reply, &t).await;
-    }
-    if from_home {
-        publish_home(st, caller).await;
-    }
+    Ok(text)
 }
 
 /// The ephemeral text for a click that did not count.
@@ -873,6 +915,22 @@ enum Inbound {
         /// Where a late answer goes (response_url: needed to answer, valid 30 minutes).
         reply: ReplyTo,
     },
+    /// A button click (approve, deny, revoke, cancel, extend).
+    Action {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+        user_name: String,
+        action_id: String,
+        /// The button's value: a request id, a grant id or a resource.
+        value: String,
+        /// Where the answer to the clicker goes.
+        reply: ReplyTo,
+        /// Clicked in the App Home (which is published again afterwards).
+        from_home: bool,
+        /// The message or Home view the button was on.
+        anchor: String,
+    },
     /// An answer whose command already ran but which Slack did not take at first.
     Reply {
         team_id: String,
@@ -1068,6 +1126,29 @@ async fn process(st: &Shared, key: &str, inbound: Inbound) -> Result<(), InboxEr
                 None => answer,
             };
             answer_later(st, key, team_id, enterprise_id, reply, answer).await
+        }
+        Inbound::Action {
+            team_id,
+            enterprise_id,
+            user_id,
+            user_name,
+            action_id,
+            value,
+            reply,
+            from_home,
+            anchor,
+        } => {
+            let (st, scope) = for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let st = &st;
+            let caller = scoped_caller(scope, &team_id, &enterprise_id, user_id, user_name);
+            let text = click(st, &caller, &action_id, &value, &anchor).await?;
+            if from_home {
+                publish_home(st, &caller).await;
+            }
+            match text {
+                Some(t) => answer_later(st, key, team_id, enterprise_id, reply, t).await,
+                None => Ok(()),
+            }
         }
         Inbound::Reply {
             team_id,
