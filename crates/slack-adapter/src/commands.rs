@@ -236,6 +236,16 @@ pub async fn resolve_person(
         .map_err(ProfileError::into_message)
 }
 
+/// [`resolve_person`], telling a transient failure apart (a stored form submission retries those
+/// instead of refusing).
+pub async fn lookup_person(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<(Subject, Membership), ProfileError> {
+    person(api, cache, caller).await
+}
+
 async fn person(
     api: &SlackApi,
     cache: &ProfileCache,

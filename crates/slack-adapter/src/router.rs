@@ -344,14 +344,18 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
             let stored = enqueue_and_run(&st, &key, &inbound).await;
             let answer = match stored {
                 Ok(true) => {
-                    match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
-                        Ok(Ok(text)) => Some(text),
+                    let answer = match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
+                        Ok(Ok(answer)) => Some(answer),
                         _ => {
                             // Too late: the job must not hand the answer to a closed channel.
                             waiters().remove(&key);
                             rx.close();
                             rx.try_recv().ok()
                         }
+                    };
+                    match answer {
+                        Some(Answer::Text(text)) => Some(text),
+                        _ => None,
                     }
                 }
                 Ok(false) => {
@@ -385,21 +389,38 @@ fn waiters() -> &'static Waiters {
     W.get_or_init(Waiters::default)
 }
 
+/// What a stored delivery's job hands to the acknowledgement still waiting for it.
+#[derive(Debug)]
+enum Answer {
+    /// A slash command's answer.
+    Text(String),
+    /// A form submission's outcome: filed, or what is wrong with which field.
+    Form(Result<(), (Field, String)>),
+}
+
 #[derive(Debug, Default)]
 struct Waiters(
-    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<String>>>,
+    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<Answer>>>,
 );
 
 impl Waiters {
     /// A replay arriving while the first delivery waits must not take its place.
-    fn insert(&self, key: String, tx: tokio::sync::oneshot::Sender<String>) {
+    fn insert(&self, key: String, tx: tokio::sync::oneshot::Sender<Answer>) {
         if let Ok(mut m) = self.0.lock() {
             m.entry(key).or_insert(tx);
         }
     }
 
-    fn remove(&self, key: &str) -> Option<tokio::sync::oneshot::Sender<String>> {
+    fn remove(&self, key: &str) -> Option<tokio::sync::oneshot::Sender<Answer>> {
         self.0.lock().ok()?.remove(key)
+    }
+
+    /// Gives `answer` to the acknowledgement waiting under `key`; returns it when none took it.
+    fn hand_over(&self, key: &str, answer: Answer) -> Option<Answer> {
+        match self.remove(key) {
+            Some(tx) => tx.send(answer).err(),
+            None => Some(answer),
+        }
     }
 }
 
@@ -716,76 +737,53 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
     ) {
         return modal_errors(f, &msg);
     }
-    // A signed delivery replayed within the five-minute window passes verification. The view id
-    // stays the same when a person corrects a refused form and submits again, so the key is the
-    // view id and what was submitted: the same view with the same answers is acted on once.
-    if let Some(key) = view_replay_key(p, &caller) {
-        match st.engine.store().remember_once(&key, st.engine.now()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(user = %caller.user_id, "repeated view_submission ignored (same view and values)");
-                return StatusCode::OK.into_response();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not record the view submission");
-                return modal_errors(
-                    Field::Resource,
-                    "Something went wrong on our side. Please try again.",
-                );
-            }
-        }
-    }
+    // Stored before anything is done or acknowledged: a crash, or a Slack call failing
+    // transiently, cannot lose it. A signed delivery replayed within the five-minute window
+    // passes verification. The view id stays the same when a person corrects a refused form and
+    // submits again, so the key is the view id and what was submitted: the same view with the
+    // same answers is acted on once.
+    let key = view_replay_key(p, &caller)
+        .unwrap_or_else(|| format!("slack-view:none:{}", uuid::Uuid::new_v4()));
+    let inbound = Inbound::Submission {
+        team_id: caller.workspace.clone(),
+        enterprise_id: caller.enterprise_id.clone(),
+        user_id: caller.user_id.clone(),
+        user_name: caller.user_name.clone(),
+        resource,
+        duration,
+        justification,
+    };
     // Within the budget, problems go back into the form; after it, the form closes and the
-    // outcome arrives by DM.
-    let st2 = st.clone();
-    let caller2 = caller.clone();
-    let mut handle = tokio::spawn(async move {
-        let subject = match commands::resolve_person(&st2.api, &st2.profiles, &caller2).await {
-            Ok((s, membership)) => {
-                commands::admit_requester(&st2.engine, &resource, membership)
-                    .map_err(|msg| (Field::Resource, msg))?;
-                s
-            }
-            Err(msg) => return Err((Field::Resource, msg)),
-        };
-        let sub = Submission {
-            subject,
-            resource,
-            duration,
-            justification,
-            kind: RequestKind::New,
-        };
-        st2.engine
-            .submit(sub)
-            .await
-            .map_err(|e| (commands::field_of(&e), e.to_string()))
-    });
-    match tokio::time::timeout(st.config.ack_budget, &mut handle).await {
-        Ok(Ok(Ok(_))) => StatusCode::OK.into_response(),
-        Ok(Ok(Err((f, msg)))) => modal_errors(f, &msg),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "modal submission task failed");
-            modal_errors(
+    // outcome arrives by DM (from the job).
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    waiters().insert(key.clone(), tx);
+    match enqueue_and_run(st, &key, &inbound).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(user = %caller.user_id, "repeated view_submission ignored (same view and values)");
+            return StatusCode::OK.into_response();
+        }
+        Err(e) => {
+            waiters().remove(&key);
+            tracing::warn!(error = %e, "could not store the view submission");
+            return modal_errors(
                 Field::Resource,
                 "Something went wrong on our side. Please try again.",
-            )
+            );
         }
-        Err(_) => {
-            let st = st.clone();
-            tokio::spawn(async move {
-                if let Ok(Err((_, msg))) = handle.await {
-                    send_reply(
-                        &st.api,
-                        &ReplyTo::Channel {
-                            channel: caller.user_id.clone(),
-                        },
-                        &msg,
-                    )
-                    .await;
-                }
-            });
-            StatusCode::OK.into_response()
+    }
+    let answer = match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
+        Ok(Ok(answer)) => Some(answer),
+        _ => {
+            // Too late: the job must not hand the outcome to a closed channel.
+            waiters().remove(&key);
+            rx.close();
+            rx.try_recv().ok()
         }
+    };
+    match answer {
+        Some(Answer::Form(Err((f, msg)))) => modal_errors(f, &msg),
+        _ => StatusCode::OK.into_response(),
     }
 }
 
@@ -930,6 +928,16 @@ enum Inbound {
         from_home: bool,
         /// The message or Home view the button was on.
         anchor: String,
+    },
+    /// A request form (modal) submission, its values already prechecked.
+    Submission {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+        user_name: String,
+        resource: String,
+        duration: Option<String>,
+        justification: String,
     },
     /// An answer whose command already ran but which Slack did not take at first.
     Reply {
@@ -1118,12 +1126,10 @@ async fn process(st: &Shared, key: &str, inbound: Inbound) -> Result<(), InboxEr
                 Err(e) => e.to_string(),
             };
             // The acknowledgement still waiting for it carries the answer; else it is posted.
-            let answer = match waiters().remove(key) {
-                Some(tx) => match tx.send(answer) {
-                    Ok(()) => return Ok(()),
-                    Err(answer) => answer,
-                },
-                None => answer,
+            let answer = match waiters().hand_over(key, Answer::Text(answer)) {
+                None => return Ok(()),
+                Some(Answer::Text(answer)) => answer,
+                Some(Answer::Form(_)) => return Ok(()),
             };
             answer_later(st, key, team_id, enterprise_id, reply, answer).await
         }
@@ -1148,6 +1154,52 @@ async fn process(st: &Shared, key: &str, inbound: Inbound) -> Result<(), InboxEr
             match text {
                 Some(t) => answer_later(st, key, team_id, enterprise_id, reply, t).await,
                 None => Ok(()),
+            }
+        }
+        Inbound::Submission {
+            team_id,
+            enterprise_id,
+            user_id,
+            user_name,
+            resource,
+            duration,
+            justification,
+        } => {
+            let (st, scope) = for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let st = &st;
+            let caller = scoped_caller(scope, &team_id, &enterprise_id, user_id, user_name);
+            let outcome = match commands::lookup_person(&st.api, &st.profiles, &caller).await {
+                Err(commands::ProfileError::Transient(m)) => return Err(InboxError::Transient(m)),
+                Err(commands::ProfileError::Refused(msg)) => Err((Field::Resource, msg)),
+                Ok((subject, membership)) => {
+                    match commands::admit_requester(&st.engine, &resource, membership) {
+                        Err(msg) => Err((Field::Resource, msg)),
+                        Ok(()) => {
+                            let sub = Submission {
+                                subject,
+                                resource,
+                                duration,
+                                justification,
+                                kind: RequestKind::New,
+                            };
+                            st.engine
+                                .submit(sub)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| (commands::field_of(&e), e.to_string()))
+                        }
+                    }
+                }
+            };
+            // The acknowledgement still waiting shows a refusal in the form; after it, by DM.
+            match waiters().hand_over(key, Answer::Form(outcome)) {
+                Some(Answer::Form(Err((_, msg)))) => {
+                    let to = ReplyTo::Channel {
+                        channel: caller.user_id.clone(),
+                    };
+                    answer_later(st, key, team_id, enterprise_id, to, msg).await
+                }
+                _ => Ok(()),
             }
         }
         Inbound::Reply {

@@ -1983,3 +1983,30 @@ async fn replayed_click_is_acted_on_once() {
         "a replay is not processed again (no 'already approved' refusal): {said:#?}"
     );
 }
+
+#[tokio::test]
+async fn view_submission_whose_profile_lookup_fails_transiently_still_files_the_request() {
+    let h = harness().await;
+    h.slack.fail_next("users.info", Fault::ServerError);
+    let values = json!({
+        "resource": {"value": {"type": "static_select", "selected_option": {"value": "gcp-access"}}},
+        "duration": {"value": {"type": "plain_text_input", "value": "1h"}},
+        "justification": {"value": {"type": "plain_text_input", "value": "Debug CI"}},
+    });
+    let p = fake::view_submission_payload(ALICE, slack_adapter::blocks::MODAL_CALLBACK_ID, values);
+    let r = h.interaction(&p).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.is_empty(),
+        "stored, so the form closes instead of showing a transient failure: {}",
+        r.body
+    );
+    retry_jobs(&h).await;
+    h.wait_request("gcp-access").await;
+    assert_eq!(h.requests().await.len(), 1);
+    let dms: Vec<String> = h.slack.dms_to(ALICE).iter().map(|m| m.all_text()).collect();
+    assert!(
+        !dms.iter().any(|t| t.contains("couldn't reach Slack")),
+        "a transient failure is retried, not reported: {dms:#?}"
+    );
+}
