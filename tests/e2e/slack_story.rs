@@ -1224,3 +1224,62 @@ async fn slack_dm_survives_a_crash_after_the_ack() {
         );
     }
 }
+
+/// An Approve click is stored before its acknowledgement: when the server dies while the click
+/// is being processed (the approver's profile lookup hangs), the restarted server approves the
+/// request, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_approval_click_survives_a_crash_after_the_ack() {
+    for db in backends().await {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(
+            dir.path(),
+            &format!("[server]\njob_lease_secs = 2\n{CONFIG}"),
+        );
+        let mut w = SlackWorld::start(&db.url, db.kind, &config, dir.path(), USERS).await;
+        let (ack, _) = w
+            .slash("/access", "UKATE", "request gcp-access 1h crash drill")
+            .await;
+        assert!(ack.ack_text().contains("submitted"), "{}", ack.ack_text());
+        let id = w.only_request_of("UKATE").await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let m = w.approval_message(&id).await;
+        // The approver's profile has not been read yet: the click's processing hangs on it.
+        w.slack.set_hang("users.info", Some(secs(30)));
+        w.click("UAPP1", "gatehouse_approve", &id, &m).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        w.crash_and_restart(&db.url, &config, dir.path());
+        w.slack.set_hang("users.info", None);
+        let m = wait_approval_text(&w, &id, "APPROVED after the crash", |t| {
+            t.contains("APPROVED")
+        })
+        .await;
+        assert!(
+            m.all_text().contains("Approved by <@UAPP1>"),
+            "{}: {}",
+            w.kind,
+            m.all_text()
+        );
+        w.dm_containing("UKATE", "Access approved", secs(20)).await;
+        // Settle, then count: one decision, one approval DM.
+        tokio::time::sleep(secs(3)).await;
+        let d = w.request_detail(&id).await;
+        assert_eq!(d["request"]["status"], "active", "{}: {d:#}", w.kind);
+        assert_eq!(
+            d["decisions"].as_array().map(Vec::len),
+            Some(1),
+            "{}: {d:#}",
+            w.kind
+        );
+        assert_eq!(
+            w.dms_containing("UKATE", "Access approved").len(),
+            1,
+            "{}: {}",
+            w.kind,
+            w.dump()
+        );
+        assert_eq!(w.current_approval(&id).history.len(), 1, "{}", w.kind);
+    }
+}

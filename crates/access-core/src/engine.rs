@@ -433,17 +433,16 @@ impl Engine {
         &self.store
     }
 
-    /// Registers the processor of [`JobKind::Inbox`] jobs (one chat adapter per process). A
-    /// later registration replaces an earlier one: a router rebuilt with other settings (its
-    /// installations, say) must be the one that processes what it stored.
-    pub fn set_inbox_handler(&self, h: Arc<dyn InboxHandler>) {
-        if let Ok(mut slot) = self.inbox.write() {
-            *slot = Some(h);
-        }
+    /// Registers the processor of [`JobKind::Inbox`] jobs. The last registration wins: a chat
+    /// adapter built again (e.g. with its installations) replaces the one built before it, so
+    /// stored deliveries are processed as that adapter would. Returns false if it replaced one.
+    pub fn set_inbox_handler(&self, h: Arc<dyn InboxHandler>) -> bool {
+        let mut slot = self.inbox.write().unwrap_or_else(|e| e.into_inner());
+        slot.replace(h).is_none()
     }
 
     fn inbox_handler(&self) -> Option<Arc<dyn InboxHandler>> {
-        self.inbox.read().ok().and_then(|h| h.clone())
+        self.inbox.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stores a received chat payload as a job, once per `item.key` (a replay is recognised

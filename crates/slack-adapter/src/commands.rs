@@ -236,6 +236,16 @@ pub async fn resolve_person(
         .map_err(ProfileError::into_message)
 }
 
+/// [`resolve_person`], telling a transient failure apart (a stored form submission retries those
+/// instead of refusing).
+pub async fn lookup_person(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<(Subject, Membership), ProfileError> {
+    person(api, cache, caller).await
+}
+
 async fn person(
     api: &SlackApi,
     cache: &ProfileCache,
@@ -274,12 +284,24 @@ pub async fn admit_approver(
     cache: &ProfileCache,
     caller: &Caller,
 ) -> Result<(), String> {
-    let user = profile(api, cache, caller)
+    check_approver(api, cache, caller)
         .await
-        .map_err(ProfileError::into_message)?;
+        .map_err(ProfileError::into_message)
+}
+
+/// [`admit_approver`], telling a transient failure apart (a stored click retries those instead
+/// of refusing the approver).
+pub async fn check_approver(
+    api: &SlackApi,
+    cache: &ProfileCache,
+    caller: &Caller,
+) -> Result<(), ProfileError> {
+    let user = profile(api, cache, caller).await?;
     match Membership::of(&user, caller) {
         Membership::Member => Ok(()),
-        Membership::Guest | Membership::External => Err(NOT_A_MEMBER_APPROVER.to_string()),
+        Membership::Guest | Membership::External => {
+            Err(ProfileError::Refused(NOT_A_MEMBER_APPROVER.to_string()))
+        }
     }
 }
 

@@ -130,9 +130,9 @@ fn routes(
         profiles: Arc::default(),
         installations,
     });
-    // Stored deliveries (DMs, events, commands) are processed from the job queue by a router's
-    // state; the last router built in a process serves them (the server's HTTP and Socket Mode
-    // routers share one configuration and installation store).
+    // Stored deliveries (DMs, events, commands, clicks) are processed from the job queue by
+    // this router's state; the last router built in a process serves them (one built again with
+    // its installations must scope identities as the router that stored them does).
     state
         .engine
         .set_inbox_handler(Arc::new(SlackInbox { st: state.clone() }));
@@ -344,14 +344,18 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
             let stored = enqueue_and_run(&st, &key, &inbound).await;
             let answer = match stored {
                 Ok(true) => {
-                    match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
-                        Ok(Ok(text)) => Some(text),
+                    let answer = match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
+                        Ok(Ok(answer)) => Some(answer),
                         _ => {
                             // Too late: the job must not hand the answer to a closed channel.
                             waiters().remove(&key);
                             rx.close();
                             rx.try_recv().ok()
                         }
+                    };
+                    match answer {
+                        Some(Answer::Text(text)) => Some(text),
+                        _ => None,
                     }
                 }
                 Ok(false) => {
@@ -385,21 +389,38 @@ fn waiters() -> &'static Waiters {
     W.get_or_init(Waiters::default)
 }
 
+/// What a stored delivery's job hands to the acknowledgement still waiting for it.
+#[derive(Debug)]
+enum Answer {
+    /// A slash command's answer.
+    Text(String),
+    /// A form submission's outcome: filed, or what is wrong with which field.
+    Form(Result<(), (Field, String)>),
+}
+
 #[derive(Debug, Default)]
 struct Waiters(
-    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<String>>>,
+    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::oneshot::Sender<Answer>>>,
 );
 
 impl Waiters {
     /// A replay arriving while the first delivery waits must not take its place.
-    fn insert(&self, key: String, tx: tokio::sync::oneshot::Sender<String>) {
+    fn insert(&self, key: String, tx: tokio::sync::oneshot::Sender<Answer>) {
         if let Ok(mut m) = self.0.lock() {
             m.entry(key).or_insert(tx);
         }
     }
 
-    fn remove(&self, key: &str) -> Option<tokio::sync::oneshot::Sender<String>> {
+    fn remove(&self, key: &str) -> Option<tokio::sync::oneshot::Sender<Answer>> {
         self.0.lock().ok()?.remove(key)
+    }
+
+    /// Gives `answer` to the acknowledgement waiting under `key`; returns it when none took it.
+    fn hand_over(&self, key: &str, answer: Answer) -> Option<Answer> {
+        match self.remove(key) {
+            Some(tx) => tx.send(answer).err(),
+            None => Some(answer),
+        }
     }
 }
 
@@ -465,11 +486,7 @@ async fn interactions_endpoint(State(st): State<Shared>, body: Bytes) -> Respons
     let (st, scope) = for_team(&st, &caller.team_id, enterprise).await;
     caller.team_id = scope;
     match p.get("type").and_then(Value::as_str) {
-        Some("block_actions") => {
-            let st2 = st.clone();
-            tokio::spawn(async move { block_action(&st2, &caller, &p).await });
-            StatusCode::OK.into_response()
-        }
+        Some("block_actions") => block_actions(&st, &caller, &p).await,
         Some("view_submission") => view_submission(&st, caller, &p).await,
         _ => StatusCode::OK.into_response(),
     }
@@ -498,36 +515,94 @@ fn click_reply(p: &Value, caller: &Caller) -> ReplyTo {
     }
 }
 
-async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
+/// A button click: stored (keyed by who clicked what, when) before the acknowledgement, then
+/// processed from the inbox, so a crash after the ack does not lose an approval and a replayed
+/// delivery is acted on once.
+async fn block_actions(st: &Shared, caller: &Caller, p: &Value) -> Response {
     let Some(a) = p.pointer("/actions/0") else {
-        return;
+        return StatusCode::OK.into_response();
     };
-    let action_id = a
-        .get("action_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let value = a
-        .get("value")
+    let str_of = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let action_id = str_of(a, "action_id");
+    let reply = click_reply(p, caller);
+    if action_id == action::OPEN_MODAL {
+        // A trigger_id expires three seconds after the click: a stored click could not use it
+        // later, so the form is opened at once (losing it loses nothing the person said).
+        let st = st.clone();
+        let trigger = str_of(p, "trigger_id");
+        tokio::spawn(async move { open_modal(&st, &trigger, None, reply).await });
+        return StatusCode::OK.into_response();
+    }
+    // The message (or published Home view) the button was on: one extension per button each.
+    let anchor = p
+        .pointer("/container/message_ts")
+        .or_else(|| p.pointer("/view/hash"))
+        .or_else(|| p.pointer("/view/id"))
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let reply = click_reply(p, caller);
-    let from_home = p.pointer("/container/type").and_then(Value::as_str) == Some("view");
+    let inbound = Inbound::Action {
+        team_id: caller.workspace.clone(),
+        enterprise_id: caller.enterprise_id.clone(),
+        user_id: caller.user_id.clone(),
+        user_name: caller.user_name.clone(),
+        action_id: action_id.clone(),
+        value: str_of(a, "value"),
+        reply,
+        from_home: p.pointer("/container/type").and_then(Value::as_str) == Some("view"),
+        anchor,
+    };
+    // action_ts is per click: a replayed delivery carries the same one, a second click another.
+    let action_ts = str_of(a, "action_ts");
+    let key = if action_ts.is_empty() {
+        format!("action:none:{}", uuid::Uuid::new_v4())
+    } else {
+        format!(
+            "action:{}:{}:{action_ts}:{action_id}",
+            caller.team_id, caller.user_id
+        )
+    };
+    match enqueue_and_run(st, &key, &inbound).await {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => {
+            tracing::info!(user = %caller.user_id, action_id, "repeated block_actions ignored (same click)");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            // Not stored: Slack shows the person that the click failed, so they can click again.
+            tracing::error!(action_id, error = %e, "could not store a Slack click");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+    }
+}
+
+/// Acts on a stored click; the text (if any) is the answer to the clicker alone. Fails
+/// transiently only before anything changed (the profile lookups), so a retry is safe.
+async fn click(
+    st: &Shared,
+    caller: &Caller,
+    action_id: &str,
+    value: &str,
+    anchor: &str,
+) -> Result<Option<String>, InboxError> {
     let e = &st.engine;
-    let text: Option<String> = match action_id {
+    let text = match action_id {
         action::APPROVE | action::DENY => {
             let Ok(id) = value.parse::<RequestId>() else {
                 tracing::warn!(value, "approval button without a request id");
-                return;
+                return Ok(None);
             };
-            if let Err(msg) = commands::admit_approver(&st.api, &st.profiles, caller).await {
-                send_reply(
-                    &st.api,
-                    &reply,
-                    &format!(":no_entry: {msg} Nothing was changed."),
-                )
-                .await;
-                return;
+            match commands::check_approver(&st.api, &st.profiles, caller).await {
+                Ok(()) => {}
+                Err(commands::ProfileError::Transient(m)) => return Err(InboxError::Transient(m)),
+                Err(commands::ProfileError::Refused(msg)) => {
+                    return Ok(Some(format!(":no_entry: {msg} Nothing was changed.")));
+                }
             }
             let result = if action_id == action::APPROVE {
                 e.approve(id, caller.actor()).await
@@ -553,14 +628,15 @@ async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
             Err(_) => "That button no longer works; use `/access cancel <resource>`.".into(),
         }),
         action::EXTEND => {
+            // The profile first: a transient failure must be retried before the click is
+            // remembered, or the retry would be taken for a double click.
+            if let Err(commands::ProfileError::Transient(m)) =
+                commands::lookup_subject(&st.api, &st.profiles, caller).await
+            {
+                return Err(InboxError::Transient(m));
+            }
             // A double click must not extend twice: one extension per button per message (or
             // per published Home view).
-            let anchor = p
-                .pointer("/container/message_ts")
-                .or_else(|| p.pointer("/view/hash"))
-                .or_else(|| p.pointer("/view/id"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
             let key = format!(
                 "slack-click:{}/{}:extend:{value}:{anchor}",
                 caller.team_id, caller.user_id
@@ -571,7 +647,7 @@ async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
                 )),
                 _ => {
                     let cmd = Command::Extend {
-                        resource: value.clone(),
+                        resource: value.to_string(),
                         duration: None,
                         justification: None,
                     };
@@ -579,26 +655,12 @@ async fn block_action(st: &Shared, caller: &Caller, p: &Value) {
                 }
             }
         }
-        action::OPEN_MODAL => {
-            let trigger = p
-                .get("trigger_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            open_modal(st, &trigger, None, reply.clone()).await;
-            None
-        }
         other => {
             tracing::debug!(action_id = other, "ignored action");
             None
         }
     };
-    if let Some(t) = text {
-        send_reply(&st.api, &reply, &t).await;
-    }
-    if from_home {
-        publish_home(st, caller).await;
-    }
+    Ok(text)
 }
 
 /// The ephemeral text for a click that did not count.
@@ -675,76 +737,53 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
     ) {
         return modal_errors(f, &msg);
     }
-    // A signed delivery replayed within the five-minute window passes verification. The view id
-    // stays the same when a person corrects a refused form and submits again, so the key is the
-    // view id and what was submitted: the same view with the same answers is acted on once.
-    if let Some(key) = view_replay_key(p, &caller) {
-        match st.engine.store().remember_once(&key, st.engine.now()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(user = %caller.user_id, "repeated view_submission ignored (same view and values)");
-                return StatusCode::OK.into_response();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not record the view submission");
-                return modal_errors(
-                    Field::Resource,
-                    "Something went wrong on our side. Please try again.",
-                );
-            }
-        }
-    }
+    // Stored before anything is done or acknowledged: a crash, or a Slack call failing
+    // transiently, cannot lose it. A signed delivery replayed within the five-minute window
+    // passes verification. The view id stays the same when a person corrects a refused form and
+    // submits again, so the key is the view id and what was submitted: the same view with the
+    // same answers is acted on once.
+    let key = view_replay_key(p, &caller)
+        .unwrap_or_else(|| format!("slack-view:none:{}", uuid::Uuid::new_v4()));
+    let inbound = Inbound::Submission {
+        team_id: caller.workspace.clone(),
+        enterprise_id: caller.enterprise_id.clone(),
+        user_id: caller.user_id.clone(),
+        user_name: caller.user_name.clone(),
+        resource,
+        duration,
+        justification,
+    };
     // Within the budget, problems go back into the form; after it, the form closes and the
-    // outcome arrives by DM.
-    let st2 = st.clone();
-    let caller2 = caller.clone();
-    let mut handle = tokio::spawn(async move {
-        let subject = match commands::resolve_person(&st2.api, &st2.profiles, &caller2).await {
-            Ok((s, membership)) => {
-                commands::admit_requester(&st2.engine, &resource, membership)
-                    .map_err(|msg| (Field::Resource, msg))?;
-                s
-            }
-            Err(msg) => return Err((Field::Resource, msg)),
-        };
-        let sub = Submission {
-            subject,
-            resource,
-            duration,
-            justification,
-            kind: RequestKind::New,
-        };
-        st2.engine
-            .submit(sub)
-            .await
-            .map_err(|e| (commands::field_of(&e), e.to_string()))
-    });
-    match tokio::time::timeout(st.config.ack_budget, &mut handle).await {
-        Ok(Ok(Ok(_))) => StatusCode::OK.into_response(),
-        Ok(Ok(Err((f, msg)))) => modal_errors(f, &msg),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "modal submission task failed");
-            modal_errors(
+    // outcome arrives by DM (from the job).
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    waiters().insert(key.clone(), tx);
+    match enqueue_and_run(st, &key, &inbound).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(user = %caller.user_id, "repeated view_submission ignored (same view and values)");
+            return StatusCode::OK.into_response();
+        }
+        Err(e) => {
+            waiters().remove(&key);
+            tracing::warn!(error = %e, "could not store the view submission");
+            return modal_errors(
                 Field::Resource,
                 "Something went wrong on our side. Please try again.",
-            )
+            );
         }
-        Err(_) => {
-            let st = st.clone();
-            tokio::spawn(async move {
-                if let Ok(Err((_, msg))) = handle.await {
-                    send_reply(
-                        &st.api,
-                        &ReplyTo::Channel {
-                            channel: caller.user_id.clone(),
-                        },
-                        &msg,
-                    )
-                    .await;
-                }
-            });
-            StatusCode::OK.into_response()
+    }
+    let answer = match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
+        Ok(Ok(answer)) => Some(answer),
+        _ => {
+            // Too late: the job must not hand the outcome to a closed channel.
+            waiters().remove(&key);
+            rx.close();
+            rx.try_recv().ok()
         }
+    };
+    match answer {
+        Some(Answer::Form(Err((f, msg)))) => modal_errors(f, &msg),
+        _ => StatusCode::OK.into_response(),
     }
 }
 
@@ -873,6 +912,32 @@ enum Inbound {
         text: String,
         /// Where a late answer goes (response_url: needed to answer, valid 30 minutes).
         reply: ReplyTo,
+    },
+    /// A button click (approve, deny, revoke, cancel, extend).
+    Action {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+        user_name: String,
+        action_id: String,
+        /// The button's value: a request id, a grant id or a resource.
+        value: String,
+        /// Where the answer to the clicker goes.
+        reply: ReplyTo,
+        /// Clicked in the App Home (which is published again afterwards).
+        from_home: bool,
+        /// The message or Home view the button was on.
+        anchor: String,
+    },
+    /// A request form (modal) submission, its values already prechecked.
+    Submission {
+        team_id: String,
+        enterprise_id: Option<String>,
+        user_id: String,
+        user_name: String,
+        resource: String,
+        duration: Option<String>,
+        justification: String,
     },
     /// An answer whose command already ran but which Slack did not take at first.
     Reply {
@@ -1061,14 +1126,81 @@ async fn process(st: &Shared, key: &str, inbound: Inbound) -> Result<(), InboxEr
                 Err(e) => e.to_string(),
             };
             // The acknowledgement still waiting for it carries the answer; else it is posted.
-            let answer = match waiters().remove(key) {
-                Some(tx) => match tx.send(answer) {
-                    Ok(()) => return Ok(()),
-                    Err(answer) => answer,
-                },
-                None => answer,
+            let answer = match waiters().hand_over(key, Answer::Text(answer)) {
+                None => return Ok(()),
+                Some(Answer::Text(answer)) => answer,
+                Some(Answer::Form(_)) => return Ok(()),
             };
             answer_later(st, key, team_id, enterprise_id, reply, answer).await
+        }
+        Inbound::Action {
+            team_id,
+            enterprise_id,
+            user_id,
+            user_name,
+            action_id,
+            value,
+            reply,
+            from_home,
+            anchor,
+        } => {
+            let (st, scope) = for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let st = &st;
+            let caller = scoped_caller(scope, &team_id, &enterprise_id, user_id, user_name);
+            let text = click(st, &caller, &action_id, &value, &anchor).await?;
+            if from_home {
+                publish_home(st, &caller).await;
+            }
+            match text {
+                Some(t) => answer_later(st, key, team_id, enterprise_id, reply, t).await,
+                None => Ok(()),
+            }
+        }
+        Inbound::Submission {
+            team_id,
+            enterprise_id,
+            user_id,
+            user_name,
+            resource,
+            duration,
+            justification,
+        } => {
+            let (st, scope) = for_team(st, &team_id, enterprise_id.as_deref()).await;
+            let st = &st;
+            let caller = scoped_caller(scope, &team_id, &enterprise_id, user_id, user_name);
+            let outcome = match commands::lookup_person(&st.api, &st.profiles, &caller).await {
+                Err(commands::ProfileError::Transient(m)) => return Err(InboxError::Transient(m)),
+                Err(commands::ProfileError::Refused(msg)) => Err((Field::Resource, msg)),
+                Ok((subject, membership)) => {
+                    match commands::admit_requester(&st.engine, &resource, membership) {
+                        Err(msg) => Err((Field::Resource, msg)),
+                        Ok(()) => {
+                            let sub = Submission {
+                                subject,
+                                resource,
+                                duration,
+                                justification,
+                                kind: RequestKind::New,
+                            };
+                            st.engine
+                                .submit(sub)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| (commands::field_of(&e), e.to_string()))
+                        }
+                    }
+                }
+            };
+            // The acknowledgement still waiting shows a refusal in the form; after it, by DM.
+            match waiters().hand_over(key, Answer::Form(outcome)) {
+                Some(Answer::Form(Err((_, msg)))) => {
+                    let to = ReplyTo::Channel {
+                        channel: caller.user_id.clone(),
+                    };
+                    answer_later(st, key, team_id, enterprise_id, to, msg).await
+                }
+                _ => Ok(()),
+            }
         }
         Inbound::Reply {
             team_id,

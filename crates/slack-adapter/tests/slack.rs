@@ -1911,3 +1911,102 @@ async fn slash_command_whose_profile_lookup_fails_transiently_is_answered_later(
     );
     assert_eq!(h.requests().await.len(), 1);
 }
+
+#[tokio::test]
+async fn approve_click_whose_profile_lookup_fails_transiently_is_still_acted_on() {
+    let h = harness().await;
+    let req = pending(&h, "dev-network").await;
+    let m = h.approval_message(req.id);
+    // The approver's profile (users.info) is read before the decision: Slack fails twice.
+    h.slack.fail_next("users.info", Fault::ServerError);
+    h.slack.fail_next(
+        "users.info",
+        Fault::RateLimit {
+            retry_after_secs: 1,
+        },
+    );
+    let (r, url) = h
+        .click(
+            APPROVER1,
+            action::APPROVE,
+            &req.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    retry_jobs(&h).await;
+    // Approved, then granted by the jobs the retries ran.
+    h.wait_status(req.id, RequestStatus::Active).await;
+    h.run_jobs().await;
+    let m = h.approval_message(req.id);
+    assert!(
+        m.all_text().contains("Approved by <@UAPPROVER1>"),
+        "the message is updated: {}",
+        m.all_text()
+    );
+    assert!(m.buttons().is_empty());
+    let said: Vec<Value> = h.slack.responses(&url);
+    assert!(
+        said.is_empty(),
+        "a transient failure is retried, not reported to the approver: {said:#?}"
+    );
+    assert_eq!(h.engine.store().decisions(req.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn replayed_click_is_acted_on_once() {
+    let h = harness().await;
+    let req = pending(&h, "dev-network").await;
+    let m = h.approval_message(req.id);
+    let url = h.slack.response_url();
+    let p = fake::block_actions_payload(
+        APPROVER1,
+        action::APPROVE,
+        &req.id.to_string(),
+        APPROVALS,
+        &m.ts,
+        &url,
+        &h.slack.trigger_id(),
+    );
+    assert_eq!(h.interaction(&p).await.status, StatusCode::OK);
+    h.wait_status(req.id, RequestStatus::Approved).await;
+    // The same signed delivery again (same action_ts), within the five-minute window.
+    assert_eq!(h.interaction(&p).await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.run_jobs().await;
+    assert_eq!(h.engine.store().decisions(req.id).await.unwrap().len(), 1);
+    let said = h.slack.responses(&url);
+    assert!(
+        said.is_empty(),
+        "a replay is not processed again (no 'already approved' refusal): {said:#?}"
+    );
+}
+
+#[tokio::test]
+async fn view_submission_whose_profile_lookup_fails_transiently_still_files_the_request() {
+    let h = harness().await;
+    h.slack.fail_next("users.info", Fault::ServerError);
+    let values = json!({
+        "resource": {"value": {"type": "static_select", "selected_option": {"value": "gcp-access"}}},
+        "duration": {"value": {"type": "plain_text_input", "value": "1h"}},
+        "justification": {"value": {"type": "plain_text_input", "value": "Debug CI"}},
+    });
+    let p = fake::view_submission_payload(ALICE, slack_adapter::blocks::MODAL_CALLBACK_ID, values);
+    let r = h.interaction(&p).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.is_empty(),
+        "stored, so the form closes instead of showing a transient failure: {}",
+        r.body
+    );
+    retry_jobs(&h).await;
+    h.wait_request("gcp-access").await;
+    assert_eq!(h.requests().await.len(), 1);
+    let dms: Vec<String> = h.slack.dms_to(ALICE).iter().map(|m| m.all_text()).collect();
+    assert!(
+        !dms.iter().any(|t| t.contains("couldn't reach Slack")),
+        "a transient failure is retried, not reported: {dms:#?}"
+    );
+}

@@ -1218,6 +1218,26 @@ pub fn interaction_body(payload: &Value) -> String {
     serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
 }
 
+/// A click's `action_ts`: like Slack's, `seconds.microseconds` and different for every click
+/// (two clicks in the same microsecond get consecutive values).
+pub fn action_ts() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    let micros = loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(p) => prev = p,
+        }
+    };
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
 /// A `block_actions` payload for a button click on a channel message (external-apis.md A.4).
 pub fn block_actions_payload(
     user_id: &str,
@@ -1245,7 +1265,7 @@ pub fn block_actions_payload(
         "actions": [{
             "action_id": action_id, "block_id": "b", "type": "button",
             "text": {"type": "plain_text", "text": "Button", "emoji": true},
-            "value": value, "action_ts": format!("{}.000001", now_ts()),
+            "value": value, "action_ts": action_ts(),
         }]
     })
 }
@@ -1268,7 +1288,7 @@ pub fn home_block_actions_payload(
         "actions": [{
             "action_id": action_id, "block_id": "b", "type": "button",
             "text": {"type": "plain_text", "text": "Button"}, "value": value,
-            "action_ts": format!("{}.000001", now_ts()),
+            "action_ts": action_ts(),
         }]
     })
 }
