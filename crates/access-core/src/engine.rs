@@ -1280,11 +1280,7 @@ impl Engine {
         {
             Ok(result) => (result, false),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-text panic payload".into());
+                let what = panic_message(panic.as_ref());
                 tracing::error!(job = %job.id, kind = job.kind.name(), panic = %what, "job panicked; failing this attempt");
                 (JobResult::Retry(format!("panicked: {what}")), true)
             }
@@ -1747,21 +1743,7 @@ impl Engine {
             return Ok(JobResult::Retry("grant kept changing".into()));
         };
         // A retired resource still ends its grants through its provider.
-        let resource = self.resource_for_revocation(grant.resource.as_str())?;
-        let provider = self
-            .providers
-            .get(&resource.provider)
-            .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
-        let outcome = match provider
-            .revoke(&RevokeRequest {
-                grant_id,
-                subject: grant.subject.clone(),
-                resource: resource.clone(),
-                handle: grant.provider_handle.clone(),
-                intent: grant.provider_intent.clone(),
-            })
-            .await
-        {
+        let outcome = match self.revoke_at_provider(&grant).await? {
             Ok(o) => o,
             Err(e) => return Ok(JobResult::Retry(e.to_string())),
         };
@@ -1775,15 +1757,18 @@ impl Engine {
         })
     }
 
-    /// Removes what the provider added for a grant that is no longer live (its provisioning
-    /// finished, or an attempt landed, after it ended), with the recorded handle or intent.
-    async fn take_back(&self, grant: Grant) -> Result<JobResult, EngineError> {
+    /// Asks the grant's provider to remove what it added, by the recorded handle or, without
+    /// one, by the intent. A provider error is the caller's to retry.
+    async fn revoke_at_provider(
+        &self,
+        grant: &Grant,
+    ) -> Result<Result<crate::ports::RevokeOutcome, ProviderError>, EngineError> {
         let resource = self.resource_for_revocation(grant.resource.as_str())?;
         let provider = self
             .providers
             .get(&resource.provider)
             .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
-        let outcome = match provider
+        Ok(provider
             .revoke(&RevokeRequest {
                 grant_id: grant.id,
                 subject: grant.subject.clone(),
@@ -1791,8 +1776,13 @@ impl Engine {
                 handle: grant.provider_handle.clone(),
                 intent: grant.provider_intent.clone(),
             })
-            .await
-        {
+            .await)
+    }
+
+    /// Removes what the provider added for a grant that is no longer live (its provisioning
+    /// finished, or an attempt landed, after it ended), with the recorded handle or intent.
+    async fn take_back(&self, grant: Grant) -> Result<JobResult, EngineError> {
+        let outcome = match self.revoke_at_provider(&grant).await? {
             Ok(o) => o,
             Err(e) => return Ok(JobResult::Retry(e.to_string())),
         };
@@ -2186,4 +2176,13 @@ mod tests {
             "This request has already been denied."
         );
     }
+}
+
+/// The text of a caught panic (`panic!` payloads are `&str` or `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into())
 }

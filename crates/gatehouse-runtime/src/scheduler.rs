@@ -120,11 +120,7 @@ impl JobScheduler {
             let outcome = match pass.await {
                 Ok(outcome) => outcome,
                 Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-text panic payload".into());
+                    let what = access_core::engine::panic_message(panic.as_ref());
                     tracing::error!(panic = %what, "a job pass panicked; the scheduler goes on");
                     metrics::counter!("gatehouse_scheduler_panics_total").increment(1);
                     tokio::select! {

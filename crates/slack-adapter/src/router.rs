@@ -339,25 +339,14 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
             };
             // Within the budget the answer goes in the acknowledgement; after it, the job posts
             // it to response_url.
-            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            let (tx, rx) = tokio::sync::oneshot::channel();
             waiters().insert(key.clone(), tx);
             let stored = enqueue_and_run(&st, &key, &inbound).await;
             let answer = match stored {
-                Ok(true) => {
-                    let answer = match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
-                        Ok(Ok(answer)) => Some(answer),
-                        _ => {
-                            // Too late: the job must not hand the answer to a closed channel.
-                            waiters().remove(&key);
-                            rx.close();
-                            rx.try_recv().ok()
-                        }
-                    };
-                    match answer {
-                        Some(Answer::Text(text)) => Some(text),
-                        _ => None,
-                    }
-                }
+                Ok(true) => match await_answer(&st, &key, rx).await {
+                    Some(Answer::Text(text)) => Some(text),
+                    _ => None,
+                },
                 Ok(false) => {
                     // The waiter under this key, if any, is the first delivery's.
                     tracing::warn!(user = %caller.user_id, "repeated slash command ignored (same trigger_id)");
@@ -378,6 +367,24 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
                     ":hourglass_flowing_sand: Working on it… I'll reply here shortly.",
                 ),
             }
+        }
+    }
+}
+
+/// The answer the stored job hands over while the acknowledgement can still carry it, or
+/// `None` when the budget ran out (the job then answers on its own).
+async fn await_answer(
+    st: &Shared,
+    key: &str,
+    mut rx: tokio::sync::oneshot::Receiver<Answer>,
+) -> Option<Answer> {
+    match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
+        Ok(Ok(answer)) => Some(answer),
+        _ => {
+            // Too late: the job must not hand the answer to a closed channel.
+            waiters().remove(key);
+            rx.close();
+            rx.try_recv().ok()
         }
     }
 }
@@ -755,7 +762,7 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
     };
     // Within the budget, problems go back into the form; after it, the form closes and the
     // outcome arrives by DM (from the job).
-    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::oneshot::channel();
     waiters().insert(key.clone(), tx);
     match enqueue_and_run(st, &key, &inbound).await {
         Ok(true) => {}
@@ -772,16 +779,7 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
             );
         }
     }
-    let answer = match tokio::time::timeout(st.config.ack_budget, &mut rx).await {
-        Ok(Ok(answer)) => Some(answer),
-        _ => {
-            // Too late: the job must not hand the outcome to a closed channel.
-            waiters().remove(&key);
-            rx.close();
-            rx.try_recv().ok()
-        }
-    };
-    match answer {
+    match await_answer(&st, &key, rx).await {
         Some(Answer::Form(Err((f, msg)))) => modal_errors(f, &msg),
         _ => StatusCode::OK.into_response(),
     }

@@ -1122,15 +1122,7 @@ impl Store for SqlStore {
 
     async fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let inserted = tx
-            .conn()
-            .execute(&Sql::with(
-                "INSERT INTO idempotency_keys (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                vec![key.into(), micros(now).into()],
-            ))
-            .await
-            .map_err(plain)?
-            == 1;
+        let inserted = insert_idempotency_key(&mut tx, key, now).await?;
         if self.remember_calls.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
             let cutoff = now.checked_sub_signed(REMEMBER_FOR).unwrap_or(now);
             let swept = tx
@@ -1156,15 +1148,7 @@ impl Store for SqlStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let first = tx
-            .conn()
-            .execute(&Sql::with(
-                "INSERT INTO idempotency_keys (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                vec![key.into(), micros(now).into()],
-            ))
-            .await
-            .map_err(plain)?
-            == 1;
+        let first = insert_idempotency_key(&mut tx, key, now).await?;
         if first {
             let change = ChangeSet {
                 jobs: vec![job],
@@ -1294,4 +1278,21 @@ fn prefixed(table: &str, cols: &str) -> String {
         .map(|c| format!("{table}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Records `key` once; false if it was already there (a replay).
+async fn insert_idempotency_key(
+    tx: &mut Tx,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    Ok(tx
+        .conn()
+        .execute(&Sql::with(
+            "INSERT INTO idempotency_keys (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            vec![key.into(), micros(now).into()],
+        ))
+        .await
+        .map_err(plain)?
+        == 1)
 }
