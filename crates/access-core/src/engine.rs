@@ -2130,6 +2130,15 @@ pub fn reminder_time(
     (at > now).then_some(at)
 }
 
+/// The text of a caught panic (`panic!` payloads are `&str` or `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2178,11 +2187,3 @@ mod tests {
     }
 }
 
-/// The text of a caught panic (`panic!` payloads are `&str` or `String`).
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-text panic payload".into())
-}

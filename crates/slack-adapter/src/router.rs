@@ -779,7 +779,7 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
             );
         }
     }
-    match await_answer(&st, &key, rx).await {
+    match await_answer(st, &key, rx).await {
         Some(Answer::Form(Err((f, msg)))) => modal_errors(f, &msg),
         _ => StatusCode::OK.into_response(),
     }
