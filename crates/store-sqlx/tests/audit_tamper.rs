@@ -361,3 +361,25 @@ async fn an_unkeyed_store_still_verifies_and_says_so() {
         named(&v, TamperKind::UnknownKey, 4, db.kind);
     }
 }
+
+/// SQLite's typing lets an administrator write a value of another type into a column (a BLOB
+/// where the details are); the walk names the unreadable row instead of failing the check.
+#[tokio::test]
+async fn a_value_of_another_type_is_named_unreadable() {
+    for (db, store) in chains().await {
+        if db.kind != "sqlite" {
+            continue; // PostgreSQL's column types refuse it
+        }
+        raw(
+            &store,
+            "UPDATE audit_events SET details = X'00ff' WHERE seq = 6",
+        )
+        .await;
+        named(
+            &store.verify_audit_chain().await.unwrap(),
+            TamperKind::Unreadable,
+            6,
+            db.kind,
+        );
+    }
+}
