@@ -219,6 +219,18 @@ async fn eligibility_refusals_through_slack() {
             "{}: refused requests leave nothing: {requests}",
             db.kind
         );
+        // The granted request's message is delivered before this server stops; otherwise the
+        // next server delivers it (nothing is lost) and it would be read as the next reply.
+        assert!(
+            slack
+                .wait_until(Duration::from_secs(15), |s| s
+                    .dms_to("U05DLEE")
+                    .iter()
+                    .any(|m| m.all_text().contains("Access granted")))
+                .await,
+            "{}: the oncall-db grant was never announced",
+            db.kind
+        );
         drop(server);
 
         // Without any org data the org rule cannot be decided: nothing is granted on a guess.
