@@ -1444,13 +1444,7 @@ impl Engine {
             // that finds no handle knows what to remove.
             let intent = match provider.intent(&req).await {
                 Ok(v) => v,
-                Err(ProviderError::Transient(e)) => return Ok(JobResult::Retry(e)),
-                Err(e) => {
-                    let message = e.to_string();
-                    self.with_retries(|| self.fail_provisioning(request_id, &message))
-                        .await?;
-                    return Ok(JobResult::done());
-                }
+                Err(e) => return self.provisioning_refused(request_id, e).await,
             };
             let mut g = grant.clone();
             g.provider_intent = intent.clone();
@@ -1472,13 +1466,7 @@ impl Engine {
         }
         let outcome = match provider.grant(&req).await {
             Ok(o) => o,
-            Err(ProviderError::Transient(e)) => return Ok(JobResult::Retry(e)),
-            Err(e) => {
-                let message = e.to_string();
-                self.with_retries(|| self.fail_provisioning(request_id, &message))
-                    .await?;
-                return Ok(JobResult::done());
-            }
+            Err(e) => return self.provisioning_refused(request_id, e).await,
         };
         let instructions = outcome.instructions.clone();
         let events = outcome.events.clone();
@@ -1524,6 +1512,22 @@ impl Engine {
                 }
             }
         }
+        Ok(JobResult::done())
+    }
+
+    /// A provider error while provisioning: a transient one is retried; any other fails the
+    /// request, with the provider's text (which also queues the take-back of a recorded intent).
+    async fn provisioning_refused(
+        &self,
+        request_id: RequestId,
+        e: ProviderError,
+    ) -> Result<JobResult, EngineError> {
+        if let ProviderError::Transient(e) = e {
+            return Ok(JobResult::Retry(e));
+        }
+        let message = e.to_string();
+        self.with_retries(|| self.fail_provisioning(request_id, &message))
+            .await?;
         Ok(JobResult::done())
     }
 
