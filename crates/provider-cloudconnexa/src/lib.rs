@@ -48,7 +48,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `examples/grant_once.rs` grants and revokes access for one e-mail from the command line.
+//! `examples/connexa_grant_once.rs` grants and revokes access for one e-mail from the command line.
 
 pub mod client;
 pub mod error;

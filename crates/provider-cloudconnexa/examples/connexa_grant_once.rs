@@ -4,7 +4,7 @@
 //! export CLOUDCONNEXA_API_URL=https://acme.api.openvpn.com
 //! export CLOUDCONNEXA_CLIENT_ID=…  CLOUDCONNEXA_CLIENT_SECRET=…
 //! export NETWORK_GROUP_MAPPING='{"dev-network": "developers"}'   # optional
-//! cargo run -p provider-cloudconnexa --example grant_once -- jane@example.com dev-network 30
+//! cargo run -p provider-cloudconnexa --example connexa_grant_once -- jane@example.com dev-network 30
 //! ```
 //!
 //! Arguments: e-mail, network name, seconds to hold the access before revoking (default 10;
@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let mut args = std::env::args().skip(1);
     let (Some(email), Some(network)) = (args.next(), args.next()) else {
-        eprintln!("usage: grant_once <email> <network> [hold-seconds]");
+        eprintln!("usage: connexa_grant_once <email> <network> [hold-seconds]");
         std::process::exit(2);
     };
     let hold: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
@@ -68,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         subject: subject.clone(),
         resource: resource.clone(),
         expires_at: chrono::Utc::now() + chrono::Duration::seconds(hold as i64),
-        justification: "grant_once example".into(),
+        justification: "connexa_grant_once example".into(),
         existing: None,
         intent: None,
     };

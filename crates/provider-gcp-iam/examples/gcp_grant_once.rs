@@ -2,15 +2,15 @@
 //!
 //! ```sh
 //! # try it without touching anything (no credentials needed):
-//! GCP_ACCESS_DRY_RUN=true cargo run -p provider-gcp-iam --example grant_once -- \
+//! GCP_ACCESS_DRY_RUN=true cargo run -p provider-gcp-iam --example gcp_grant_once -- \
 //!     my-project-123 roles/browser jane.doe@example.com 4 "Need to debug CI infrastructure issues"
 //!
 //! # for real (the bot's key; see docs/providers/gcp-iam.md for the permissions it needs):
-//! GCP_SERVICE_ACCOUNT_JSON=/path/to/bot-key.json cargo run -p provider-gcp-iam --example grant_once -- \
+//! GCP_SERVICE_ACCOUNT_JSON=/path/to/bot-key.json cargo run -p provider-gcp-iam --example gcp_grant_once -- \
 //!     my-project-123 projects/my-project-123/roles/chat_bot_user jane.doe@example.com 4 "why"
 //!
 //! # revoke with the handle it printed:
-//! cargo run -p provider-gcp-iam --example grant_once -- revoke '<handle JSON>'
+//! cargo run -p provider-gcp-iam --example gcp_grant_once -- revoke '<handle JSON>'
 //! ```
 //!
 //! Set `GCP_MODE=user_binding` to bind the person's own account instead of creating a service
@@ -83,7 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let [project, role, email, hours, justification] = args.as_slice() else {
-        return Err("usage: grant_once PROJECT ROLE EMAIL HOURS \"JUSTIFICATION\" | grant_once revoke HANDLE".into());
+        return Err("usage: gcp_grant_once PROJECT ROLE EMAIL HOURS \"JUSTIFICATION\" | gcp_grant_once revoke HANDLE".into());
     };
     let hours: i64 = hours.parse()?;
     let out = provider
@@ -104,7 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{}\nKey written to ./{}\n", secret.warning, secret.filename);
     }
     println!(
-        "To revoke:\n  cargo run -p provider-gcp-iam --example grant_once -- revoke '{}'",
+        "To revoke:\n  cargo run -p provider-gcp-iam --example gcp_grant_once -- revoke '{}'",
         out.handle
     );
     Ok(())
