@@ -1272,6 +1272,22 @@ async fn a_failed_secret_delivery_after_activation_is_reported() {
     }
 }
 
+/// Issue 12: one "granted" message per grant. A key that could not be delivered after the
+/// activation is its own message, not a second "access granted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_secret_delivery_sends_one_granted_message_and_one_key_message() {
+    for h in each_backend().await {
+        h.provider.hand_out_secrets(true);
+        h.notifier.fail_secrets(true);
+        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        h.run().await;
+        assert_eq!(h.grant_of(&r).await.status, GrantStatus::Active, "{}", h.kind);
+        let names = h.notifier.names();
+        let granted = names.iter().filter(|n| **n == "access_granted").count();
+        assert_eq!(granted, 1, "{}: {names:?}", h.kind);
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // The job queue: leases, capacity, panics, per-request order (issue 11, section 3)
 
