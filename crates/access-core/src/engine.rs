@@ -1498,13 +1498,11 @@ impl Engine {
                 tracing::warn!(request = %request_id, error = %e, "could not deliver the secret; the person can request again");
                 let g = self.store.grant(grant_id).await?;
                 if let Some(g) = g {
+                    // Its own message: the activation already queued the one "granted" message.
                     self.commit(ChangeSet {
-                        jobs: vec![self.notify_job(Notification::AccessGranted {
+                        jobs: vec![self.notify_job(Notification::SecretNotDelivered {
                             request: self.summary(request),
                             grant: GrantSummary::of(&g),
-                            instructions: instructions.clone(),
-                            extended: false,
-                            secret_delivery_failed: true,
                         })],
                         ..Default::default()
                     })

@@ -1259,15 +1259,11 @@ async fn a_failed_secret_delivery_after_activation_is_reported() {
             h.kind
         );
         assert!(h.notifier.secrets().is_empty());
-        let told = h.notifier.sent().into_iter().any(|n| {
-            matches!(
-                n,
-                Notification::AccessGranted {
-                    secret_delivery_failed: true,
-                    ..
-                }
-            )
-        });
+        let told = h
+            .notifier
+            .sent()
+            .into_iter()
+            .any(|n| matches!(n, Notification::SecretNotDelivered { .. }));
         assert!(told, "{}: {:?}", h.kind, h.notifier.names());
     }
 }
@@ -1281,10 +1277,28 @@ async fn a_failed_secret_delivery_sends_one_granted_message_and_one_key_message(
         h.notifier.fail_secrets(true);
         let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
         h.run().await;
-        assert_eq!(h.grant_of(&r).await.status, GrantStatus::Active, "{}", h.kind);
+        assert_eq!(
+            h.grant_of(&r).await.status,
+            GrantStatus::Active,
+            "{}",
+            h.kind
+        );
         let names = h.notifier.names();
         let granted = names.iter().filter(|n| **n == "access_granted").count();
         assert_eq!(granted, 1, "{}: {names:?}", h.kind);
+        let key = names
+            .iter()
+            .filter(|n| **n == "secret_not_delivered")
+            .count();
+        assert_eq!(key, 1, "{}: {names:?}", h.kind);
+        // The one "granted" message does not claim a failure it could not know about yet.
+        assert!(h.notifier.sent().iter().all(|n| !matches!(
+            n,
+            access_core::notification::Notification::AccessGranted {
+                secret_delivery_failed: true,
+                ..
+            }
+        )));
     }
 }
 

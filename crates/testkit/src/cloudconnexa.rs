@@ -248,13 +248,9 @@ impl FakeCloudConnexa {
             seq: 0,
         }));
         let fault_slot = crate::faults::FaultSlot::new(crate::faults::Service::CloudConnexa);
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(st.clone())
-            .layer(axum::middleware::from_fn_with_state(
-                fault_slot.clone(),
-                crate::faults::layer,
-            ));
+        let app = Router::new().fallback(handle).with_state(st.clone()).layer(
+            axum::middleware::from_fn_with_state(fault_slot.clone(), crate::faults::layer),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

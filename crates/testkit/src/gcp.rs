@@ -776,11 +776,7 @@ fn find_sa<'a>(p: &'a mut Project, sa: &str, window: Duration) -> Option<&'a mut
         .find(|(e, a)| *e == sa || a.unique_id == sa)
         .map(|(e, _)| e.clone())?;
     let acc = p.accounts.get_mut(&key)?;
-    if acc.hidden(window) {
-        None
-    } else {
-        Some(acc)
-    }
+    if acc.hidden(window) { None } else { Some(acc) }
 }
 
 fn sa_missing(sa: &str) -> Response {
@@ -830,10 +826,7 @@ async fn create_sa(
             );
         }
         let quota = st.account_quota;
-        let hidden_for = match (
-            crate::faults::injected(&headers),
-            st.fault_slot.get(),
-        ) {
+        let hidden_for = match (crate::faults::injected(&headers), st.fault_slot.get()) {
             (Some(crate::faults::FaultKind::NotFoundAfterCreate), Some(inj)) => {
                 inj.plan().not_found_window
             }
@@ -994,11 +987,7 @@ async fn list_sa(
         None => no_project(&project),
         Some(p) => {
             // Reads are eventually consistent: brand-new accounts may be missing from a listing.
-            let visible: Vec<&Sa> = p
-                .accounts
-                .values()
-                .filter(|a| !a.hidden(window))
-                .collect();
+            let visible: Vec<&Sa> = p.accounts.values().filter(|a| !a.hidden(window)).collect();
             let page: Vec<Value> = visible
                 .iter()
                 .skip(start)
