@@ -17,7 +17,8 @@
 //! | `RowErrors` | – | – | – | `insertAll`: HTTP 200 with `insertErrors` (`backendError` on some rows, `stopped` on the rest): nothing inserted |
 //!
 //! A kind that does not apply to a call is never chosen for it; a call whose chosen share found
-//! no applicable kind passes. Every injected fault is counted by service and kind
+//! no applicable kind passes. A call-specific kind (409, not-found window, row errors) takes half
+//! of its calls' faults. Every injected fault is counted by service and kind
 //! ([`FaultInjector::counts`], [`FaultInjector::table`]).
 
 use std::collections::BTreeMap;
@@ -74,6 +75,14 @@ impl FaultKind {
         FaultKind::NotFoundAfterCreate,
         FaultKind::RowErrors,
     ];
+
+    /// Shown only by some calls of one service.
+    pub fn call_specific(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Conflict | FaultKind::NotFoundAfterCreate | FaultKind::RowErrors
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -189,7 +198,17 @@ impl FaultInjector {
         if choices.is_empty() {
             return None;
         }
-        let k = choices[(Self::next(&mut st) % choices.len() as u64) as usize];
+        // A kind only some calls can show (an etag conflict on setIamPolicy, a not-found window
+        // after a create, row errors on insertAll) takes half of those calls' faults, so a short
+        // run still sees it several times.
+        let (special, common): (Vec<FaultKind>, Vec<FaultKind>) =
+            choices.iter().partition(|k| k.call_specific());
+        let pool = if !special.is_empty() && (common.is_empty() || Self::next(&mut st) & 1 == 1) {
+            special
+        } else {
+            common
+        };
+        let k = pool[(Self::next(&mut st) % pool.len() as u64) as usize];
         *st.counts.entry((service, k)).or_default() += 1;
         Some(k)
     }
