@@ -431,7 +431,8 @@ async fn run(db: TestDb, lifecycles: usize, rate: f64, seed: u64) -> (Outcome, S
     out.exported_rows = rows.len();
     out.secs = started.elapsed().as_secs_f64();
     let table = inj.table();
-    for k in FaultKind::ALL {
+    // At the 20 % (and above) the run must have seen every kind; a 5 % run may not.
+    for k in FaultKind::ALL.into_iter().filter(|_| rate >= 0.2) {
         assert!(
             inj.count_of(k) > 0,
             "{kind}: no {} injected:\n{table}",

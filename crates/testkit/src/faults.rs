@@ -447,3 +447,99 @@ pub async fn layer(State(slot): State<FaultSlot>, req: Request, next: Next) -> R
         Some(kind) => error_response(slot.service, kind),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_replays_the_same_faults_at_about_the_rate() {
+        let kinds = [
+            FaultKind::ServerError,
+            FaultKind::Timeout,
+            FaultKind::Conflict,
+        ];
+        let run = |seed| {
+            let inj = FaultInjector::new(FaultPlan::new(0.2, seed));
+            (0..5000)
+                .map(|_| inj.pick(Service::Gcp, &kinds))
+                .collect::<Vec<_>>()
+        };
+        let a = run(7);
+        assert_eq!(a, run(7));
+        assert_ne!(a, run(8));
+        let hit = a.iter().filter(|k| k.is_some()).count() as f64 / a.len() as f64;
+        assert!((0.17..0.23).contains(&hit), "{hit}");
+        // Only applicable kinds, and the call-specific one takes about half.
+        assert!(a.iter().flatten().all(|k| kinds.contains(k)));
+        let conflicts = a
+            .iter()
+            .flatten()
+            .filter(|k| **k == FaultKind::Conflict)
+            .count() as f64;
+        let share = conflicts / a.iter().flatten().count() as f64;
+        assert!((0.4..0.6).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn nothing_is_injected_when_disabled_or_not_applicable() {
+        let inj = FaultInjector::new(FaultPlan::new(1.0, 1));
+        assert_eq!(inj.pick(Service::Slack, &[]), None);
+        inj.set_enabled(false);
+        assert_eq!(inj.pick(Service::Slack, &[FaultKind::Reset]), None);
+        assert!(inj.counts().is_empty());
+    }
+
+    fn only(kind: FaultKind) -> Arc<FaultInjector> {
+        FaultInjector::new(FaultPlan {
+            kinds: vec![kind],
+            ..FaultPlan::new(1.0, 3)
+        })
+    }
+
+    /// The failures as a client sees them on the wire.
+    #[tokio::test]
+    async fn slack_and_cloud_connexa_answer_in_their_own_formats() {
+        let slack = crate::slack::FakeSlack::start().await;
+        let http = reqwest::Client::new();
+        let call = || {
+            http.post(format!("{}/chat.postMessage", slack.api_url()))
+                .bearer_auth(slack.token())
+                .form(&[("channel", "C1"), ("text", "hi")])
+                .send()
+        };
+        let inj = only(FaultKind::RateLimited);
+        slack.set_fault_injector(Some(inj.clone()));
+        let r = call().await.unwrap();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body, json!({"ok": false, "error": "ratelimited"}));
+        assert_eq!(inj.count_of(FaultKind::RateLimited), 1);
+
+        // A reset: the client gets no usable answer (whether the post landed is a coin toss).
+        slack.set_fault_injector(Some(only(FaultKind::Reset)));
+        let outcome = match call().await {
+            Err(_) => None,
+            Ok(r) => r.bytes().await.ok(),
+        };
+        assert!(outcome.is_none(), "a reset delivered {outcome:?}");
+
+        slack.set_fault_injector(None);
+        let r = call().await.unwrap();
+        assert_eq!(r.status(), 200);
+
+        let cc =
+            crate::cloudconnexa::FakeCloudConnexa::start(crate::cloudconnexa::FakeConfig::fast())
+                .await;
+        cc.set_fault_injector(Some(only(FaultKind::RateLimited)));
+        let r = http
+            .get(format!("{}/api/v1/users", cc.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(r.headers().get("retry-after").is_none());
+        assert!(r.bytes().await.unwrap().is_empty(), "C.6: an empty body");
+    }
+}
