@@ -373,6 +373,14 @@ async fn run(db: TestDb, lifecycles: usize, rate: f64, seed: u64) -> (Outcome, S
         let g = store.grant(g.id).await.unwrap().unwrap();
         assert_eq!(g.status, GrantStatus::Revoked, "{kind}: grant {}", g.id);
     }
+    for g in &live {
+        let told = w
+            .slack
+            .dms_to(&g.subject.user_id)
+            .iter()
+            .any(|m| m.all_text().contains("revoked"));
+        assert!(told, "{kind}: {} was not told the access ended", g.subject.user_id);
+    }
     out.ended_dms = (0..lifecycles)
         .map(|i| {
             w.slack
@@ -468,7 +476,7 @@ async fn lifecycles_survive_injected_faults() {
             eprintln!(
                 "\n== faults: {kind}, rate {:.0} %, seed {seed}, {:.1} s ==\n{table}\
                  outcomes: {} lifecycles, {} active, {} failed (told: {} granted DMs, {} failure DMs, \
-                 {} duplicates), {} revoked DMs, {} dead jobs, {} leftovers before reconcile, \
+                 {} duplicates), {} revoked DMs for {} grants, {} dead jobs, {} leftovers before reconcile, \
                  {} repairs, {} audit events = {} exported rows\n",
                 rate * 100.0,
                 o.secs,
@@ -479,6 +487,7 @@ async fn lifecycles_survive_injected_faults() {
                 o.failed_dms,
                 o.duplicate_dms,
                 o.ended_dms,
+                o.active,
                 o.dead_jobs,
                 o.orphans_before_reconcile,
                 o.reconcile_repairs,
