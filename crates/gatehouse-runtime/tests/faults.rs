@@ -38,7 +38,7 @@ use testkit::db::{TestDb, backends};
 use testkit::faults::{FaultInjector, FaultKind, FaultPlan};
 use testkit::gcp::FakeGcp;
 use testkit::provider::ManualClock;
-use testkit::slack::{FakeSlack, FakeUser};
+use testkit::slack::{FakeSlack, FakeUser, dm_id};
 
 const PROJECT: &str = "gatehouse-faults";
 const BQ_PROJECT: &str = "gatehouse-audit";
@@ -221,6 +221,8 @@ struct Outcome {
     active: usize,
     failed: usize,
     granted_dms: usize,
+    keys_delivered: usize,
+    keys_not_delivered: usize,
     failed_dms: usize,
     duplicate_dms: usize,
     ended_dms: usize,
@@ -321,6 +323,26 @@ async fn run(db: TestDb, lifecycles: usize, rate: f64, seed: u64) -> (Outcome, S
         match now.status {
             RequestStatus::Active => {
                 out.active += 1;
+                if i % 2 == 1 {
+                    // A GCP grant: the key file reached the person, or they were told it did
+                    // not (one "granted" message either way, checked above).
+                    let files = w
+                        .slack
+                        .files()
+                        .iter()
+                        .filter(|f| f.channel_id.as_deref() == Some(dm_id(&user_id(i)).as_str()))
+                        .count();
+                    let not_delivered = dms
+                        .iter()
+                        .filter(|t| t.contains("Key file not delivered"))
+                        .count();
+                    assert!(
+                        files + not_delivered >= 1,
+                        "{kind}: request {i}: no key file and no word about it: {dms:?}"
+                    );
+                    out.keys_delivered += files.min(1);
+                    out.keys_not_delivered += not_delivered.min(1);
+                }
                 assert!(
                     granted >= 1,
                     "{kind}: request {i} active, no granted DM: {dms:?}"
@@ -379,7 +401,11 @@ async fn run(db: TestDb, lifecycles: usize, rate: f64, seed: u64) -> (Outcome, S
             .dms_to(&g.subject.user_id)
             .iter()
             .any(|m| m.all_text().contains("revoked"));
-        assert!(told, "{kind}: {} was not told the access ended", g.subject.user_id);
+        assert!(
+            told,
+            "{kind}: {} was not told the access ended",
+            g.subject.user_id
+        );
     }
     out.ended_dms = (0..lifecycles)
         .map(|i| {
@@ -477,7 +503,8 @@ async fn lifecycles_survive_injected_faults() {
                 "\n== faults: {kind}, rate {:.0} %, seed {seed}, {:.1} s ==\n{table}\
                  outcomes: {} lifecycles, {} active, {} failed (told: {} granted DMs, {} failure DMs, \
                  {} duplicates), {} revoked DMs for {} grants, {} dead jobs, {} leftovers before reconcile, \
-                 {} repairs, {} audit events = {} exported rows\n",
+                 {} repairs, {} audit events = {} exported rows; GCP keys: {} delivered, {} not \
+                 (told)\n",
                 rate * 100.0,
                 o.secs,
                 o.lifecycles,
@@ -493,6 +520,8 @@ async fn lifecycles_survive_injected_faults() {
                 o.reconcile_repairs,
                 o.audit_events,
                 o.exported_rows,
+                o.keys_delivered,
+                o.keys_not_delivered,
             );
         }
     }

@@ -1302,6 +1302,31 @@ async fn a_failed_secret_delivery_sends_one_granted_message_and_one_key_message(
     }
 }
 
+/// A secret delivery that fails transiently (a 5xx or rate limit on the upload) is tried again at
+/// once: the secret exists only in this memory, so giving up on the first hiccup loses the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transient_secret_delivery_failure_is_retried() {
+    for h in each_backend().await {
+        h.provider.hand_out_secrets(true);
+        h.notifier.fail_secrets_transiently(2);
+        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        h.run().await;
+        assert_eq!(
+            h.grant_of(&r).await.status,
+            GrantStatus::Active,
+            "{}",
+            h.kind
+        );
+        assert_eq!(h.notifier.secrets(), vec![r.id], "{}", h.kind);
+        let names = h.notifier.names();
+        assert!(
+            !names.contains(&"secret_not_delivered"),
+            "{}: {names:?}",
+            h.kind
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // The job queue: leases, capacity, panics, per-request order (issue 11, section 3)
 
