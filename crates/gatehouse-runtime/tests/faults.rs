@@ -271,6 +271,8 @@ async fn run(db: TestDb, lifecycles: usize, rate: f64, seed: u64) -> (Outcome, S
     let w = world(db, lifecycles).await;
     let inj = FaultInjector::new(FaultPlan {
         hang: Duration::from_secs(5),
+        // Each call-specific kind (409, not-found window, insertErrors) at least twice.
+        at_least: 2,
         ..FaultPlan::new(rate, seed)
     });
     w.inject(&inj);

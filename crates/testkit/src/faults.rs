@@ -108,6 +108,10 @@ pub struct FaultPlan {
     pub hang: Duration,
     /// How long a created service account stays invisible under `NotFoundAfterCreate`.
     pub not_found_window: Duration,
+    /// The first calls that can show a call-specific kind (409, not-found window, row errors)
+    /// get it until it has been injected this often, whatever the rate: a short run sees every
+    /// kind for sure (0: no such floor).
+    pub at_least: u64,
 }
 
 impl FaultPlan {
@@ -119,6 +123,7 @@ impl FaultPlan {
             seed,
             hang: Duration::from_secs(3),
             not_found_window: Duration::from_millis(1500),
+            at_least: 0,
         }
     }
 }
@@ -184,6 +189,14 @@ impl FaultInjector {
         }
         let mut st = self.state.lock().unwrap();
         *st.calls.entry(service).or_default() += 1;
+        if let Some(k) = self.plan.kinds.iter().copied().find(|k| {
+            k.call_specific()
+                && applicable.contains(k)
+                && st.counts.get(&(service, *k)).copied().unwrap_or(0) < self.plan.at_least
+        }) {
+            *st.counts.entry((service, k)).or_default() += 1;
+            return Some(k);
+        }
         let roll = (Self::next(&mut st) >> 11) as f64 / (1u64 << 53) as f64;
         if roll >= self.plan.rate {
             return None;
@@ -488,6 +501,26 @@ mod tests {
         inj.set_enabled(false);
         assert_eq!(inj.pick(Service::Slack, &[FaultKind::Reset]), None);
         assert!(inj.counts().is_empty());
+    }
+
+    #[test]
+    fn a_floor_makes_each_call_specific_kind_appear() {
+        let inj = FaultInjector::new(FaultPlan {
+            at_least: 2,
+            ..FaultPlan::new(0.0, 5)
+        });
+        let set_policy = [FaultKind::ServerError, FaultKind::Conflict];
+        assert_eq!(
+            inj.pick(Service::Gcp, &set_policy),
+            Some(FaultKind::Conflict)
+        );
+        assert_eq!(
+            inj.pick(Service::Gcp, &set_policy),
+            Some(FaultKind::Conflict)
+        );
+        // Then the rate (0 here) decides again.
+        assert_eq!(inj.pick(Service::Gcp, &set_policy), None);
+        assert_eq!(inj.pick(Service::Gcp, &[FaultKind::ServerError]), None);
     }
 
     fn only(kind: FaultKind) -> Arc<FaultInjector> {
