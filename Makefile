@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= gatehouse.example.toml
 
-.PHONY: run test test-sqlite test-postgres lint fmt bench deny doc clean-db
+.PHONY: run test test-sqlite test-postgres lint fmt bench deny doc clean-db faults
 
 ## run: start the server on SQLite (gatehouse.db) with the example configuration.
 ##      The admin API uses GATEHOUSE_ADMIN_TOKEN (a development token is set if you have none).
@@ -20,6 +20,14 @@ test:
 ## test-postgres: the same suite with the local PostgreSQL as well.
 test-postgres:
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} $(MAKE) test
+
+## faults: the long fault drill (more lifecycles at 5, 20 and 35 % injected faults, SQLite and, with
+##         TEST_DATABASE_URL, PostgreSQL); prints faults injected by kind and the outcomes.
+##         FAULTS_SEED and FAULTS_LIFECYCLES override the seed (12) and lifecycles per run (80).
+faults:
+	GATEHOUSE_FAULTS_LONG=1 GATEHOUSE_FAULTS_SEED=$${FAULTS_SEED:-12} \
+	GATEHOUSE_FAULTS_LIFECYCLES=$${FAULTS_LIFECYCLES:-80} \
+	$(CARGO) test -p gatehouse-runtime --test faults -- --nocapture
 
 ## lint: formatting and clippy, warnings are errors.
 lint:

@@ -1490,21 +1490,15 @@ impl Engine {
         // is lost: the person was told access is ready and asks again for a new key (GCP
         // re-issues one for a live grant); the account it belongs to is removed with the grant.
         if let (Some(secret), Activation::Activated { request }) = (&outcome.secret, &activated) {
-            if let Err(e) = self
-                .notifier
-                .deliver_secret(&self.summary(request), secret)
-                .await
-            {
+            if let Err(e) = self.deliver_secret(&self.summary(request), secret).await {
                 tracing::warn!(request = %request_id, error = %e, "could not deliver the secret; the person can request again");
                 let g = self.store.grant(grant_id).await?;
                 if let Some(g) = g {
+                    // Its own message: the activation already queued the one "granted" message.
                     self.commit(ChangeSet {
-                        jobs: vec![self.notify_job(Notification::AccessGranted {
+                        jobs: vec![self.notify_job(Notification::SecretNotDelivered {
                             request: self.summary(request),
                             grant: GrantSummary::of(&g),
-                            instructions: instructions.clone(),
-                            extended: false,
-                            secret_delivery_failed: true,
                         })],
                         ..Default::default()
                     })
@@ -1513,6 +1507,29 @@ impl Engine {
             }
         }
         Ok(JobResult::done())
+    }
+
+    /// Hands a secret over, trying again at once after a transient failure (a 5xx or rate limit
+    /// on the upload): the secret lives only in this memory, so the queue cannot retry it later.
+    /// A retry after an ambiguous failure may deliver the same file twice, to the same person.
+    async fn deliver_secret(
+        &self,
+        request: &RequestSummary,
+        secret: &crate::notification::DeliveredSecret,
+    ) -> Result<(), crate::ports::NotifyError> {
+        const ATTEMPTS: u32 = 3;
+        let mut attempt = 1;
+        loop {
+            match self.notifier.deliver_secret(request, secret).await {
+                Err(crate::ports::NotifyError::Transient(e)) if attempt < ATTEMPTS => {
+                    tracing::info!(request = %request.id, attempt, error = %e, "secret delivery failed; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
+                        .await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A provider error while provisioning: a transient one is retried; any other fails the

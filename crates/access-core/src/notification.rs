@@ -126,10 +126,18 @@ pub enum Notification {
         grant: GrantSummary,
         instructions: String,
         extended: bool,
-        /// A secret (key file) came with the grant and could not be delivered: tell the person to
-        /// ask again (the GCP document's upload-failure warning).
+        /// A secret (key file) came with the grant and could not be delivered. The engine now
+        /// says so with [`Notification::SecretNotDelivered`] (one "granted" message per grant);
+        /// this flag is only read from jobs queued by older versions.
         #[serde(default)]
         secret_delivery_failed: bool,
+    },
+    /// To the requester, after [`Notification::AccessGranted`]: the grant is active but the
+    /// secret (key file) that came with it could not be delivered; asking again issues a new one
+    /// (the GCP document's upload-failure warning). Never the secret itself.
+    SecretNotDelivered {
+        request: RequestSummary,
+        grant: GrantSummary,
     },
     /// To the requester (and approvers' message): approved but provisioning failed.
     AccessFailed {
@@ -161,6 +169,7 @@ impl Notification {
             | Notification::RequestCancelled { request, .. }
             | Notification::RequestTimedOut { request }
             | Notification::AccessGranted { request, .. }
+            | Notification::SecretNotDelivered { request, .. }
             | Notification::AccessFailed { request, .. } => Some(request.id),
             Notification::ExpiryReminder { .. }
             | Notification::AccessExpired { .. }
@@ -178,6 +187,7 @@ impl Notification {
             Notification::RequestCancelled { .. } => "request_cancelled",
             Notification::RequestTimedOut { .. } => "request_timed_out",
             Notification::AccessGranted { .. } => "access_granted",
+            Notification::SecretNotDelivered { .. } => "secret_not_delivered",
             Notification::AccessFailed { .. } => "access_failed",
             Notification::ExpiryReminder { .. } => "expiry_reminder",
             Notification::AccessExpired { .. } => "access_expired",

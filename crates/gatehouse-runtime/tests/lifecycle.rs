@@ -1259,16 +1259,71 @@ async fn a_failed_secret_delivery_after_activation_is_reported() {
             h.kind
         );
         assert!(h.notifier.secrets().is_empty());
-        let told = h.notifier.sent().into_iter().any(|n| {
-            matches!(
-                n,
-                Notification::AccessGranted {
-                    secret_delivery_failed: true,
-                    ..
-                }
-            )
-        });
+        let told = h
+            .notifier
+            .sent()
+            .into_iter()
+            .any(|n| matches!(n, Notification::SecretNotDelivered { .. }));
         assert!(told, "{}: {:?}", h.kind, h.notifier.names());
+    }
+}
+
+/// Issue 12: one "granted" message per grant. A key that could not be delivered after the
+/// activation is its own message, not a second "access granted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_secret_delivery_sends_one_granted_message_and_one_key_message() {
+    for h in each_backend().await {
+        h.provider.hand_out_secrets(true);
+        h.notifier.fail_secrets(true);
+        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        h.run().await;
+        assert_eq!(
+            h.grant_of(&r).await.status,
+            GrantStatus::Active,
+            "{}",
+            h.kind
+        );
+        let names = h.notifier.names();
+        let granted = names.iter().filter(|n| **n == "access_granted").count();
+        assert_eq!(granted, 1, "{}: {names:?}", h.kind);
+        let key = names
+            .iter()
+            .filter(|n| **n == "secret_not_delivered")
+            .count();
+        assert_eq!(key, 1, "{}: {names:?}", h.kind);
+        // The one "granted" message does not claim a failure it could not know about yet.
+        assert!(h.notifier.sent().iter().all(|n| !matches!(
+            n,
+            access_core::notification::Notification::AccessGranted {
+                secret_delivery_failed: true,
+                ..
+            }
+        )));
+    }
+}
+
+/// A secret delivery that fails transiently (a 5xx or rate limit on the upload) is tried again at
+/// once: the secret exists only in this memory, so giving up on the first hiccup loses the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transient_secret_delivery_failure_is_retried() {
+    for h in each_backend().await {
+        h.provider.hand_out_secrets(true);
+        h.notifier.fail_secrets_transiently(2);
+        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        h.run().await;
+        assert_eq!(
+            h.grant_of(&r).await.status,
+            GrantStatus::Active,
+            "{}",
+            h.kind
+        );
+        assert_eq!(h.notifier.secrets(), vec![r.id], "{}", h.kind);
+        let names = h.notifier.names();
+        assert!(
+            !names.contains(&"secret_not_delivered"),
+            "{}: {names:?}",
+            h.kind
+        );
     }
 }
 

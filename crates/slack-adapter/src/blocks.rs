@@ -455,6 +455,24 @@ pub fn dm_granted(
     }
 }
 
+/// The key file that came with a grant could not be uploaded: access is active (the "granted"
+/// message said so), the person asks again for a new key.
+pub fn dm_secret_not_delivered(r: &RequestSummary, g: &GrantSummary) -> Message {
+    simple(
+        format!(
+            "Your access to {} is active, but its key file could not be delivered.",
+            r.resource
+        ),
+        format!(
+            ":warning: *Key file not delivered*\nYour access to *{}* is active until {}, but we \
+             could not upload its key file. Please run the command again to retrieve your \
+             credentials.",
+            r.resource,
+            slack_date(g.expires_at)
+        ),
+    )
+}
+
 pub fn dm_failed(r: &RequestSummary, reason: &str) -> Message {
     simple(
         format!(

@@ -292,6 +292,13 @@ impl Notifier for SlackNotifier {
                 );
                 self.dm(&request.subject, &m).await?;
             }
+            Notification::SecretNotDelivered { request, grant } => {
+                self.dm(
+                    &request.subject,
+                    &blocks::dm_secret_not_delivered(request, grant),
+                )
+                .await?;
+            }
             Notification::AccessFailed { request, reason } => {
                 self.update_approval(
                     ctx,

@@ -2010,3 +2010,62 @@ async fn view_submission_whose_profile_lookup_fails_transiently_still_files_the_
         "a transient failure is retried, not reported: {dms:#?}"
     );
 }
+
+/// A key file that could not be delivered is its own DM (not a second "access granted"): it says
+/// the access is active and how to get a new key.
+#[tokio::test]
+async fn an_undelivered_key_is_its_own_direct_message() {
+    let h = harness().await;
+    h.command("/access", ALICE, "request gcp-access 2h deploy")
+        .await;
+    let request = h.wait_request("gcp-access").await;
+    h.run_jobs().await;
+    let status = h
+        .engine
+        .status(&access_core::SubjectKey {
+            team_id: fake::TEAM_ID.into(),
+            user_id: ALICE.into(),
+        })
+        .await
+        .unwrap();
+    let grant = GrantSummary::of(&status.grants[0]);
+    let granted_before = h
+        .slack
+        .dms_to(ALICE)
+        .iter()
+        .filter(|m| m.all_text().contains("Access granted"))
+        .count();
+    let summary = access_core::notification::RequestSummary::of(&request, "GCP");
+    h.notifier
+        .notify(
+            &Notification::SecretNotDelivered {
+                request: summary,
+                grant,
+            },
+            &NotifyContext::default(),
+        )
+        .await
+        .unwrap();
+    let dms = h.slack.dms_to(ALICE);
+    let key = dms
+        .iter()
+        .find(|m| m.all_text().contains("Key file not delivered"))
+        .expect("a key-not-delivered DM");
+    assert!(
+        key.all_text().contains("is active until"),
+        "{}",
+        key.all_text()
+    );
+    assert!(
+        key.all_text().contains("run the command again"),
+        "{}",
+        key.all_text()
+    );
+    assert_eq!(
+        dms.iter()
+            .filter(|m| m.all_text().contains("Access granted"))
+            .count(),
+        granted_before,
+        "no second 'granted' message"
+    );
+}

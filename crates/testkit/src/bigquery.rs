@@ -122,6 +122,7 @@ struct Inner {
 struct Shared {
     token: Option<String>,
     inner: Mutex<Inner>,
+    faults: crate::faults::FaultSlot,
 }
 
 /// The running fake. Dropping it stops the server.
@@ -159,6 +160,7 @@ impl FakeBigQuery {
         let shared = Arc::new(Shared {
             token,
             inner: Mutex::new(Inner::default()),
+            faults: crate::faults::FaultSlot::new(crate::faults::Service::BigQuery),
         });
         let app = Router::new()
             .route(
@@ -189,7 +191,11 @@ impl FakeBigQuery {
             })
             // The fake checks the 10 MiB limit itself so it can answer the way BigQuery does.
             .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES * 2))
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                shared.faults.clone(),
+                crate::faults::layer,
+            ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake bigquery");
@@ -198,6 +204,11 @@ impl FakeBigQuery {
             let _ = axum::serve(listener, app).await;
         });
         Self { addr, shared, task }
+    }
+
+    /// Every call from now on consults `injector` (`None`: no more injected faults).
+    pub fn set_fault_injector(&self, injector: Option<Arc<crate::faults::FaultInjector>>) {
+        self.shared.faults.set(injector);
     }
 
     /// `http://127.0.0.1:{port}`: what `BIGQUERY_API_URL` should be set to.
@@ -562,6 +573,20 @@ async fn insert_all(
         checked.push(result);
     }
     inner.row_errors.retain(|_, e| e.remaining != Some(0));
+    // An injected `insertErrors` answer: BigQuery failed some rows (`backendError`), and without
+    // skipInvalidRows the rest are `stopped`: nothing of the request is inserted.
+    if crate::faults::injected(&headers) == Some(crate::faults::FaultKind::RowErrors) {
+        let n = checked.len();
+        for (index, r) in checked.iter_mut().enumerate() {
+            if r.is_ok() && (index % 2 == 0 || n == 1) {
+                *r = Err(vec![row_error(
+                    "backendError",
+                    "",
+                    "Error encountered during execution. Retrying may solve the problem.",
+                )]);
+            }
+        }
+    }
 
     let dedup_window = inner.dedup_window;
     let any_bad = checked.iter().any(Result::is_err);

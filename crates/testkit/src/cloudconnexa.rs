@@ -218,6 +218,7 @@ impl St {
 #[derive(Debug)]
 pub struct FakeCloudConnexa {
     addr: SocketAddr,
+    fault_slot: crate::faults::FaultSlot,
     st: Arc<Mutex<St>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -246,7 +247,10 @@ impl FakeCloudConnexa {
             calls: Vec::new(),
             seq: 0,
         }));
-        let app = Router::new().fallback(handle).with_state(st.clone());
+        let fault_slot = crate::faults::FaultSlot::new(crate::faults::Service::CloudConnexa);
+        let app = Router::new().fallback(handle).with_state(st.clone()).layer(
+            axum::middleware::from_fn_with_state(fault_slot.clone(), crate::faults::layer),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -259,11 +263,17 @@ impl FakeCloudConnexa {
         });
         let fake = Self {
             addr,
+            fault_slot,
             st,
             shutdown: Some(tx),
         };
         fake.seed_group(&default_group);
         fake
+    }
+
+    /// Every call from now on (token calls excepted) consults `injector` (`None`: no more).
+    pub fn set_fault_injector(&self, injector: Option<Arc<crate::faults::FaultInjector>>) {
+        self.fault_slot.set(injector);
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, St> {

@@ -187,7 +187,17 @@ struct Sa {
     display_name: String,
     description: String,
     created: Instant,
+    /// Invisible this long after `created` whatever the fake's window (an injected
+    /// `NotFoundAfterCreate`).
+    hidden_for: Duration,
     keys: Vec<Key>,
+}
+
+impl Sa {
+    /// Still in its eventual-consistency window: reads and policies do not see it yet.
+    fn hidden(&self, window: Duration) -> bool {
+        self.created.elapsed() < window.max(self.hidden_for)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -219,6 +229,7 @@ struct GcpState {
     calls: Vec<GcpCall>,
     concurrent_writes: u64,
     next_unique: u64,
+    fault_slot: crate::faults::FaultSlot,
 }
 
 /// The fake. Dropping it stops the server.
@@ -243,6 +254,7 @@ impl FakeGcp {
             .await
             .expect("bind fake GCP");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let fault_slot = crate::faults::FaultSlot::new(crate::faults::Service::Gcp);
         let mut signing_keys = HashMap::new();
         signing_keys.insert(
             BOT_EMAIL.to_string(),
@@ -261,6 +273,7 @@ impl FakeGcp {
             calls: Vec::new(),
             concurrent_writes: 0,
             next_unique: 100_000_000_000_000_000,
+            fault_slot: fault_slot.clone(),
         }));
         let app = Router::new()
             .route("/token", post(token))
@@ -281,7 +294,11 @@ impl FakeGcp {
                 axum::routing::delete(delete_key),
             )
             .route("/v1/projects/{name}", post(policy_call))
-            .with_state(state.clone());
+            .with_state(state.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                fault_slot,
+                crate::faults::layer,
+            ));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -355,6 +372,11 @@ impl FakeGcp {
             .get(project)
             .map(|p| render_policy(p, 3))
             .unwrap_or(Value::Null)
+    }
+
+    /// Every call from now on (token calls excepted) consults `injector` (`None`: no more).
+    pub fn set_fault_injector(&self, injector: Option<Arc<crate::faults::FaultInjector>>) {
+        self.st().fault_slot.set(injector);
     }
 
     /// Seconds during which a new service account is invisible to reads and key creation.
@@ -455,6 +477,7 @@ impl FakeGcp {
                 display_name: display_name.into(),
                 description: description.into(),
                 created: Instant::now() - Duration::from_secs(86_400),
+                hidden_for: Duration::ZERO,
                 keys: vec![],
             },
         );
@@ -753,11 +776,7 @@ fn find_sa<'a>(p: &'a mut Project, sa: &str, window: Duration) -> Option<&'a mut
         .find(|(e, a)| *e == sa || a.unique_id == sa)
         .map(|(e, _)| e.clone())?;
     let acc = p.accounts.get_mut(&key)?;
-    if acc.created.elapsed() < window {
-        None
-    } else {
-        Some(acc)
-    }
+    if acc.hidden(window) { None } else { Some(acc) }
 }
 
 fn sa_missing(sa: &str) -> Response {
@@ -807,6 +826,12 @@ async fn create_sa(
             );
         }
         let quota = st.account_quota;
+        let hidden_for = match (crate::faults::injected(&headers), st.fault_slot.get()) {
+            (Some(crate::faults::FaultKind::NotFoundAfterCreate), Some(inj)) => {
+                inj.plan().not_found_window
+            }
+            _ => Duration::ZERO,
+        };
         st.next_unique += 1;
         let unique_id = st.next_unique.to_string();
         let Some(p) = st.projects.get_mut(&project) else {
@@ -835,6 +860,7 @@ async fn create_sa(
             display_name: display,
             description,
             created: Instant::now(),
+            hidden_for,
             keys: vec![],
         };
         let out = sa_json(&project, &sa);
@@ -961,11 +987,7 @@ async fn list_sa(
         None => no_project(&project),
         Some(p) => {
             // Reads are eventually consistent: brand-new accounts may be missing from a listing.
-            let visible: Vec<&Sa> = p
-                .accounts
-                .values()
-                .filter(|a| a.created.elapsed() >= window)
-                .collect();
+            let visible: Vec<&Sa> = p.accounts.values().filter(|a| !a.hidden(window)).collect();
             let page: Vec<Value> = visible
                 .iter()
                 .skip(start)
@@ -1237,7 +1259,7 @@ fn set_policy(st: &mut GcpState, project: &str, body: &Value) -> Response {
         .flat_map(|p| {
             p.accounts
                 .values()
-                .map(|a| (a.email.clone(), a.created.elapsed() >= window))
+                .map(|a| (a.email.clone(), !a.hidden(window)))
         })
         .collect();
     let known_domains: Vec<String> = st

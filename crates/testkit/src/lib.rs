@@ -9,6 +9,7 @@
 pub mod bigquery;
 pub mod cloudconnexa;
 pub mod db;
+pub mod faults;
 pub mod gcp;
 pub mod gcs;
 pub mod provider;

@@ -283,6 +283,8 @@ pub struct RecordingNotifier {
     /// Secret deliveries fail (Slack refused the file).
     fail_secrets: std::sync::atomic::AtomicBool,
     fail_transient: std::sync::atomic::AtomicUsize,
+    /// The next N secret deliveries fail with a transient error (a 5xx, a rate limit).
+    fail_secrets_transient: std::sync::atomic::AtomicUsize,
 }
 
 impl RecordingNotifier {
@@ -302,6 +304,11 @@ impl RecordingNotifier {
     /// Secret deliveries fail from now on (or succeed again).
     pub fn fail_secrets(&self, on: bool) {
         self.fail_secrets.store(on, Ordering::SeqCst);
+    }
+
+    /// The next `n` secret deliveries fail with a transient error.
+    pub fn fail_secrets_transiently(&self, n: usize) {
+        self.fail_secrets_transient.store(n, Ordering::SeqCst);
     }
 
     /// Requests whose secret was delivered, in order.
@@ -341,6 +348,15 @@ impl access_core::ports::Notifier for RecordingNotifier {
         if self.fail_secrets.load(Ordering::SeqCst) {
             return Err(access_core::ports::NotifyError::Permanent(
                 "injected: file upload refused".into(),
+            ));
+        }
+        if self
+            .fail_secrets_transient
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(access_core::ports::NotifyError::Transient(
+                "injected: upload answered 503".into(),
             ));
         }
         self.secrets.lock().unwrap().push(request.id);

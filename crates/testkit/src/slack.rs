@@ -295,6 +295,7 @@ struct Shared {
 pub struct FakeSlack {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    faults: crate::faults::FaultSlot,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -315,6 +316,7 @@ impl FakeSlack {
         let mut bot = FakeUser::new(BOT_USER_ID, "gatehouse");
         bot.is_bot = true;
         users.insert(BOT_USER_ID.to_string(), bot);
+        let faults = crate::faults::FaultSlot::new(crate::faults::Service::Slack);
         let shared = Arc::new(Shared {
             base: format!("http://{addr}"),
             inner: Mutex::new(Inner {
@@ -340,11 +342,25 @@ impl FakeSlack {
             .route("/api/{method}", any(api))
             .route("/upload/{file_id}", post(upload))
             .route("/response/{id}", post(response_url))
-            .with_state(shared.clone());
+            .with_state(shared.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                faults.clone(),
+                crate::faults::layer,
+            ));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeSlack { addr, shared, task }
+        FakeSlack {
+            addr,
+            shared,
+            faults,
+            task,
+        }
+    }
+
+    /// Every call from now on consults `injector` (`None`: no more injected faults).
+    pub fn set_fault_injector(&self, injector: Option<Arc<crate::faults::FaultInjector>>) {
+        self.faults.set(injector);
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
