@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= gatehouse.example.toml
 
-.PHONY: run test test-sqlite test-postgres lint fmt bench deny doc clean-db
+.PHONY: run test test-sqlite test-postgres chaos lint fmt bench deny doc clean-db
 
 ## run: start the server on SQLite (gatehouse.db) with the example configuration.
 ##      The admin API uses GATEHOUSE_ADMIN_TOKEN (a development token is set if you have none).
@@ -20,6 +20,15 @@ test:
 ## test-postgres: the same suite with the local PostgreSQL as well.
 test-postgres:
 	TEST_DATABASE_URL=$${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} $(MAKE) test
+
+## chaos: the long crash and replica tests (docs/reliability.md): the release server, 1,000
+##        lifecycles and at least 20 SIGKILLs per database (PostgreSQL too, and the replica test,
+##        when TEST_DATABASE_URL is set). Prints a table of figures per run and writes them to
+##        target/chaos/*.json. CHAOS_SEED=<n> replays a run's random choices. The short forms run
+##        in `make test`.
+chaos:
+	$(CARGO) build --release --bin gatehouse-server
+	CHAOS_LONG=1 $(CARGO) test -p gatehouse-e2e --test chaos -- --include-ignored --nocapture --test-threads=1
 
 ## lint: formatting and clippy, warnings are errors.
 lint:

@@ -238,6 +238,8 @@ async fn crash_test(db: &TestDb) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "open defect: the SQLite server wedges after a few crash/restarts under load \
+            (docs/reliability.d/chaos.md, finding 2); runs in `make chaos`"]
 async fn crash_test_sqlite() {
     crash_test(&TestDb::sqlite()).await;
 }
@@ -334,12 +336,12 @@ async fn replicas_postgres() {
     check::check(&world, &lcs, s.workers, &mut rep).await;
 
     // One replica at a time reconciles: passes (from all logs) at least half a period apart
-    // (the lease is the 4 s period; a pass is logged when it ends).
+    // (the lease is the 60 s period; a pass is logged when it ends).
     let passes = check::reconcile_passes(&logs);
     let mut close = 0;
     for pair in passes.windows(2) {
         let gap = (pair[1].0 - pair[0].0).num_milliseconds();
-        if gap < 2_000 {
+        if gap < 30_000 {
             close += 1;
             rep.fail(format!(
                 "reconciliation by replica-{} and replica-{} {gap} ms apart",

@@ -32,13 +32,14 @@ pub const RESOURCES: [&str; 3] = [VPN, GCP, DRY];
 
 /// Short job leases (renewed every second by a live server) so that a job whose server was
 /// SIGKILLed is taken again within 3 s; with the default 120 s a revocation claimed at the moment
-/// of a crash waits two minutes (docs/operations.md, "Job leases"). Reconciliation every 4 s so
-/// drift repair races the lifecycles.
+/// of a crash waits two minutes (docs/operations.md, "Job leases"). Reconciliation as often as
+/// the server allows (every 60 s; the first pass a minute after start) so drift repair races the
+/// lifecycles of the longer runs.
 pub const CONFIG: &str = r#"
 [server]
 max_idle_secs = 1
 job_lease_secs = 3
-reconcile_interval_secs = 4
+reconcile_interval_secs = 60
 call_timeout_secs = 10
 
 [[resources]]
@@ -165,7 +166,10 @@ impl Launch {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .env("DATABASE_URL", &self.database_url)
-            .env("RUST_LOG", "info,sqlx=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            )
             .env("GATEHOUSE_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));
