@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= gatehouse.example.toml
 
-.PHONY: run test test-sqlite test-postgres lint fmt bench deny doc clean-db faults
+.PHONY: run test test-sqlite test-postgres chaos faults lint fmt bench deny doc clean-db
 
 ## run: start the server on SQLite (gatehouse.db) with the example configuration.
 ##      The admin API uses GATEHOUSE_ADMIN_TOKEN (a development token is set if you have none).
@@ -28,6 +28,16 @@ faults:
 	GATEHOUSE_FAULTS_LONG=1 GATEHOUSE_FAULTS_SEED=$${FAULTS_SEED:-12} \
 	GATEHOUSE_FAULTS_LIFECYCLES=$${FAULTS_LIFECYCLES:-80} \
 	$(CARGO) test -p gatehouse-runtime --test faults -- --nocapture
+
+## chaos: the long crash and replica tests (docs/reliability.md): the release server, 1,000
+##        lifecycles and at least 20 SIGKILLs per database (PostgreSQL too, and the replica test,
+##        when TEST_DATABASE_URL is set). Prints a table of figures per run and writes them to
+##        target/chaos/*.json. CHAOS_SEED=<n> replays a run's random choices. Then the long fault
+##        drill (`make faults`). The short forms of both run in `make test`.
+chaos:
+	$(CARGO) build --release --bin gatehouse-server
+	CHAOS_LONG=1 $(CARGO) test -p gatehouse-e2e --test chaos -- --include-ignored --nocapture --test-threads=1
+	$(MAKE) faults
 
 ## lint: formatting and clippy, warnings are errors.
 lint:

@@ -239,16 +239,33 @@ impl Db {
         }
     }
 
+    /// Starts a write transaction. Safe to give up on (drop) at any moment: the BEGIN runs in a
+    /// task of its own, so a caller that leaves (a request whose client hung up, a time-out
+    /// around a store call) cannot strand an open transaction. sqlx rolls back a BEGIN whose
+    /// caller left before it was acknowledged, but not one whose caller left between the
+    /// acknowledgement and the `Transaction` being made: that connection went back to the pool
+    /// inside the transaction, and on SQLite kept the write lock for good ("database is locked"
+    /// for every later write, in every process). Here the task finishes making the
+    /// `Transaction`, and dropping its unclaimed result rolls it back.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match &self.pool {
             DbPool::Sqlite(p) => {
                 let guard = self.writer.clone().lock_owned().await;
+                let p = p.clone();
                 // IMMEDIATE takes the write lock up front: a deferred transaction that reads and
                 // then writes can fail with SQLITE_BUSY on the upgrade no matter the busy timeout.
-                let tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                let tx = tokio::spawn(async move { p.begin_with("BEGIN IMMEDIATE").await })
+                    .await
+                    .map_err(begin_task_failed)??;
                 Ok(Tx::Sqlite { tx, _writer: guard })
             }
-            DbPool::Postgres(p) => Ok(Tx::Postgres(p.begin().await?)),
+            DbPool::Postgres(p) => {
+                let p = p.clone();
+                let tx = tokio::spawn(async move { p.begin().await })
+                    .await
+                    .map_err(begin_task_failed)??;
+                Ok(Tx::Postgres(tx))
+            }
         }
     }
 
@@ -292,6 +309,10 @@ impl Db {
             }
         }
     }
+}
+
+fn begin_task_failed(e: tokio::task::JoinError) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("the task starting a transaction failed: {e}"))
 }
 
 /// A result row of either kind. Getters name the column, so a schema drift is a clear
@@ -361,5 +382,117 @@ impl DbRow {
         let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(text)
             .map_err(|e| StoreError::Corrupt(format!("page of rows: {e}")))?;
         Ok(rows.into_iter().map(DbRow::Json).collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use sqlx::Connection;
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+    };
+
+    use super::*;
+
+    /// Found by the chaos test (tests/chaos): a writer that gave up while its `BEGIN IMMEDIATE`
+    /// waited for the lock (a request whose client hung up, a time-out around a store call) left
+    /// the BEGIN to complete on a pooled connection, which went back to the pool inside the
+    /// transaction — holding SQLite's write lock for good, so every later write in every process
+    /// failed with "database is locked" and the server stopped taking requests.
+    #[tokio::test]
+    async fn a_begin_given_up_while_waiting_does_not_keep_the_write_lock() {
+        let db_file = testkit::db::TestDb::sqlite();
+        let opts = SqliteConnectOptions::from_str(&db_file.url)
+            .unwrap()
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts.clone())
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let db = Db::new(DbPool::Sqlite(pool));
+
+        // Another process holds the write lock for a moment.
+        let mut other = SqliteConnection::connect_with(&opts).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        // A writer gives up while its BEGIN waits.
+        let gave_up = tokio::time::timeout(Duration::from_millis(300), db.begin()).await;
+        assert!(gave_up.is_err(), "BEGIN should still be waiting");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        // The abandoned BEGIN goes through now; whatever it opened must be given back.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        let quick = opts.clone().busy_timeout(Duration::from_secs(2));
+        let mut writer = SqliteConnection::connect_with(&quick).await.unwrap();
+        let r = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut writer)
+            .await;
+        assert!(
+            r.is_ok(),
+            "the write lock is still held by an abandoned transaction: {r:?}"
+        );
+        // And the store itself can still write.
+        let mut tx = tokio::time::timeout(Duration::from_secs(5), db.begin())
+            .await
+            .expect("begin after an abandoned one")
+            .unwrap();
+        match &mut tx {
+            Tx::Sqlite { tx, .. } => {
+                sqlx::query("INSERT INTO t VALUES (2)")
+                    .execute(&mut **tx)
+                    .await
+                    .unwrap();
+            }
+            Tx::Postgres(_) => unreachable!(),
+        }
+        tx.commit().await.unwrap();
+    }
+
+    /// The same, at every point of `begin`: callers give up after 0–3 ms, hundreds of times
+    /// (sqlx rolls back a BEGIN whose caller left before it was acknowledged, but not one whose
+    /// caller left between the acknowledgement and the `Transaction` being made).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn begins_given_up_at_any_moment_leave_no_transaction_open() {
+        let db_file = testkit::db::TestDb::sqlite();
+        let opts = SqliteConnectOptions::from_str(&db_file.url)
+            .unwrap()
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.clone())
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let db = Db::new(DbPool::Sqlite(pool));
+        for i in 0..400u64 {
+            let wait = Duration::from_micros((i * 7919) % 3000);
+            let _ = tokio::time::timeout(wait, db.begin()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let quick = opts.clone().busy_timeout(Duration::from_secs(2));
+        let mut writer = SqliteConnection::connect_with(&quick).await.unwrap();
+        let r = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut writer)
+            .await;
+        assert!(
+            r.is_ok(),
+            "a given-up BEGIN left the write lock held: {r:?}"
+        );
     }
 }

@@ -491,6 +491,12 @@ impl FakeSlack {
             .collect()
     }
 
+    /// Messages (DMs included) for which `pred` holds, filtered under the lock: cheap polling of
+    /// a fake holding thousands of messages (the chaos test polls it from many tasks).
+    pub fn messages_where(&self, pred: impl Fn(&FakeMessage) -> bool) -> Vec<FakeMessage> {
+        self.with(|i| i.messages.iter().filter(|m| pred(m)).cloned().collect())
+    }
+
     /// DMs the bot sent to `user`.
     pub fn dms_to(&self, user: &str) -> Vec<FakeMessage> {
         self.messages_in(&dm_id(user))
