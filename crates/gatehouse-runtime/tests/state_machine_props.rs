@@ -316,7 +316,10 @@ impl World {
             );
         }
         let chain = store.verify_audit_chain().await.unwrap();
-        prop_assert!(chain.ok, "step {step} ({op:?}): audit chain broken: {chain:?}");
+        prop_assert!(
+            chain.ok,
+            "step {step} ({op:?}): audit chain broken: {chain:?}"
+        );
         Ok(())
     }
 }
