@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use access_core::engine::{Engine, Submission};
 use access_core::jobs::{JobKind, JobStatus};
@@ -109,25 +110,26 @@ enum Op {
 }
 
 fn behaviour(i: usize) -> Behaviour {
+    // Mostly working, as providers are: failures are interesting only between successes.
     match i {
-        0 => Behaviour::Succeed,
-        1 => Behaviour::FailTransient("503 from the provider".into()),
-        2 => Behaviour::FailPermanent("403 from the provider".into()),
-        _ => Behaviour::ApplyThenFail("the answer timed out".into()),
+        0 => Behaviour::FailTransient("503 from the provider".into()),
+        1 => Behaviour::FailPermanent("403 from the provider".into()),
+        2 => Behaviour::ApplyThenFail("the answer timed out".into()),
+        _ => Behaviour::Succeed,
     }
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..USERS.len(), 0..RESOURCES.len(), 0..DURATIONS.len(), prop::bool::weighted(0.3))
+        6 => (0..USERS.len(), 0..RESOURCES.len(), 0..DURATIONS.len(), prop::bool::weighted(0.4))
             .prop_map(|(user, resource, duration, extend)| Op::Submit { user, resource, duration, extend }),
-        3 => (0..64usize, 0..APPROVERS.len()).prop_map(|(request, approver)| Op::Approve { request, approver }),
+        4 => (0..64usize, 0..APPROVERS.len()).prop_map(|(request, approver)| Op::Approve { request, approver }),
         1 => (0..64usize, 0..APPROVERS.len()).prop_map(|(request, approver)| Op::Deny { request, approver }),
         1 => (0..64usize).prop_map(|request| Op::Cancel { request }),
         1 => (0..64usize).prop_map(|grant| Op::Revoke { grant }),
         3 => prop_oneof![Just(1i64), Just(20), Just(61), Just(125), Just(300)].prop_map(|minutes| Op::Tick { minutes }),
-        3 => Just(Op::Drain),
-        1 => (0..4usize, 0..4usize).prop_map(|(grant, revoke)| Op::Provider { grant, revoke }),
+        4 => Just(Op::Drain),
+        1 => (0..8usize, 0..8usize).prop_map(|(grant, revoke)| Op::Provider { grant, revoke }),
         1 => Just(Op::Crash),
     ]
 }
@@ -148,6 +150,18 @@ fn actor(user: &str) -> Actor {
         user_id: user.into(),
         name: user.into(),
     }
+}
+
+/// What the generated sequences reached, printed after a run: a property test whose operations
+/// never got a grant live would prove nothing.
+#[derive(Default)]
+struct Reached {
+    steps: AtomicU64,
+    crashes: AtomicU64,
+    grants: AtomicU64,
+    granted: AtomicU64,
+    extended: AtomicU64,
+    ended: AtomicU64,
 }
 
 struct World {
@@ -262,6 +276,7 @@ impl World {
                 self.provider.on_revoke(behaviour(revoke));
             }
             Op::Crash => {
+                REACHED.crashes.fetch_add(1, Ordering::Relaxed);
                 self.engine =
                     engine(&self.db_url, &self.clock, &self.provider, &self.notifier).await;
             }
@@ -274,6 +289,33 @@ impl World {
         } else {
             self.requests.get(i % self.requests.len())
         }
+    }
+
+    /// Counts what the case reached (once, at its end).
+    async fn tally(&self, steps: usize) {
+        let store = self.engine.store();
+        let all = store.grants(&GrantFilter::default()).await.unwrap();
+        let r = &REACHED;
+        r.steps.fetch_add(steps as u64, Ordering::Relaxed);
+        r.grants.fetch_add(all.len() as u64, Ordering::Relaxed);
+        let n =
+            |f: &dyn Fn(&access_core::Grant) -> bool| all.iter().filter(|g| f(g)).count() as u64;
+        r.granted
+            .fetch_add(n(&|g| g.granted_at.is_some()), Ordering::Relaxed);
+        r.ended.fetch_add(
+            n(&|g| matches!(g.status, GrantStatus::Expired | GrantStatus::Revoked)),
+            Ordering::Relaxed,
+        );
+        let extended = store
+            .audit_events(&access_core::ports::AuditFilter {
+                kind: Some(access_core::AuditKind::AccessExtended),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len();
+        r.extended.fetch_add(extended as u64, Ordering::Relaxed);
     }
 
     async fn check(&self, step: usize, op: &Op) -> Result<(), TestCaseError> {
@@ -345,7 +387,7 @@ fn run(kind: &'static str, default_cases: u32) {
         max_shrink_iters: 200,
         ..PropConfig::default()
     });
-    let result = runner.run(&prop::collection::vec(op(), 1..40), |ops| {
+    let result = runner.run(&prop::collection::vec(op(), 1..60), |ops| {
         rt.block_on(async {
             let db = match (kind, &pg_url) {
                 ("postgres", Some(url)) => TestDb::postgres(url).await,
@@ -356,13 +398,35 @@ fn run(kind: &'static str, default_cases: u32) {
                 w.apply(op).await;
                 w.check(step, op).await?;
             }
+            w.tally(ops.len()).await;
             Ok(())
         })
     });
     if let Err(e) = result {
         panic!("{kind}: {e}");
     }
+    let r = &REACHED;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    eprintln!(
+        "{kind}: {} cases, {} steps, {} crashes; {} grants, {} provisioned, {} extensions, {} expired or revoked",
+        cases(default_cases),
+        get(&r.steps),
+        get(&r.crashes),
+        get(&r.grants),
+        get(&r.granted),
+        get(&r.extended),
+        get(&r.ended),
+    );
 }
+
+static REACHED: Reached = Reached {
+    steps: AtomicU64::new(0),
+    crashes: AtomicU64::new(0),
+    grants: AtomicU64::new(0),
+    granted: AtomicU64::new(0),
+    extended: AtomicU64::new(0),
+    ended: AtomicU64::new(0),
+};
 
 #[test]
 fn state_machine_invariants_hold_on_sqlite() {
