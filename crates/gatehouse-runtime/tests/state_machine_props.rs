@@ -152,8 +152,8 @@ fn actor(user: &str) -> Actor {
     }
 }
 
-/// What the generated sequences reached, printed after a run: a property test whose operations
-/// never got a grant live would prove nothing.
+/// What the generated sequences reached (passing cases, shrinking included), printed after a run:
+/// a property test whose operations never got a grant live would prove nothing.
 #[derive(Default)]
 struct Reached {
     steps: AtomicU64,
@@ -171,6 +171,7 @@ struct World {
     notifier: Arc<RecordingNotifier>,
     engine: Arc<Engine>,
     requests: Vec<(RequestId, usize)>,
+    crashes: u64,
 }
 
 async fn engine(
@@ -213,6 +214,7 @@ impl World {
             notifier,
             engine,
             requests: Vec::new(),
+            crashes: 0,
         }
     }
 
@@ -276,7 +278,7 @@ impl World {
                 self.provider.on_revoke(behaviour(revoke));
             }
             Op::Crash => {
-                REACHED.crashes.fetch_add(1, Ordering::Relaxed);
+                self.crashes += 1;
                 self.engine =
                     engine(&self.db_url, &self.clock, &self.provider, &self.notifier).await;
             }
@@ -292,11 +294,11 @@ impl World {
     }
 
     /// Counts what the case reached (once, at its end).
-    async fn tally(&self, steps: usize) {
+    async fn tally(&self, steps: usize, r: &Reached) {
         let store = self.engine.store();
         let all = store.grants(&GrantFilter::default()).await.unwrap();
-        let r = &REACHED;
         r.steps.fetch_add(steps as u64, Ordering::Relaxed);
+        r.crashes.fetch_add(self.crashes, Ordering::Relaxed);
         r.grants.fetch_add(all.len() as u64, Ordering::Relaxed);
         let n =
             |f: &dyn Fn(&access_core::Grant) -> bool| all.iter().filter(|g| f(g)).count() as u64;
@@ -387,6 +389,7 @@ fn run(kind: &'static str, default_cases: u32) {
         max_shrink_iters: 200,
         ..PropConfig::default()
     });
+    let reached = Reached::default();
     let result = runner.run(&prop::collection::vec(op(), 1..60), |ops| {
         rt.block_on(async {
             let db = match (kind, &pg_url) {
@@ -398,14 +401,14 @@ fn run(kind: &'static str, default_cases: u32) {
                 w.apply(op).await;
                 w.check(step, op).await?;
             }
-            w.tally(ops.len()).await;
+            w.tally(ops.len(), &reached).await;
             Ok(())
         })
     });
     if let Err(e) = result {
         panic!("{kind}: {e}");
     }
-    let r = &REACHED;
+    let r = &reached;
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     eprintln!(
         "{kind}: {} cases, {} steps, {} crashes; {} grants, {} provisioned, {} extensions, {} expired or revoked",
@@ -418,15 +421,6 @@ fn run(kind: &'static str, default_cases: u32) {
         get(&r.ended),
     );
 }
-
-static REACHED: Reached = Reached {
-    steps: AtomicU64::new(0),
-    crashes: AtomicU64::new(0),
-    grants: AtomicU64::new(0),
-    granted: AtomicU64::new(0),
-    extended: AtomicU64::new(0),
-    ended: AtomicU64::new(0),
-};
 
 #[test]
 fn state_machine_invariants_hold_on_sqlite() {
