@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= gatehouse.example.toml
 
-.PHONY: run test test-sqlite test-postgres chaos faults lint fmt bench deny doc clean-db
+.PHONY: run test test-sqlite test-postgres chaos faults fuzz lint fmt bench deny doc clean-db
 
 ## run: start the server on SQLite (gatehouse.db) with the example configuration.
 ##      The admin API uses GATEHOUSE_ADMIN_TOKEN (a development token is set if you have none).
@@ -59,6 +59,22 @@ deny:
 
 doc:
 	$(CARGO) doc --workspace --no-deps
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= duration command_grammar slack_signature slack_payload org_index iam_condition
+
+## fuzz: every libFuzzer target in fuzz/ for FUZZ_SECONDS seconds each (default 60), one after
+##       another; stops at the first crash (its input is in fuzz/artifacts/<target>/). Installs
+##       cargo-fuzz if missing. RUSTC_BOOTSTRAP=1 lets the stable toolchain take the
+##       sanitizer-coverage flags cargo-fuzz passes. New inputs go to fuzz/corpus/<target>/
+##       (not committed); fuzz/seeds/<target>/ are the committed starting points.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t seeds/$$t && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
+	done
 
 clean-db:
 	rm -f gatehouse.db gatehouse.db-wal gatehouse.db-shm

@@ -276,13 +276,35 @@ fn split_duration(rest: &str) -> (Option<String>, &str) {
     (Some(first.to_string()), after)
 }
 
-/// A token that is a duration, or is plainly meant as one (digits only, like `0` or `999`, which
-/// the engine then refuses with the bounds).
+/// A token that is a duration, or is plainly meant as one: digits only (`0`, `999`) or
+/// number-and-unit groups (`0h`, `400d`, `99999999999999h`), which the engine then refuses with a
+/// message (zero, too long, out of bounds) rather than the person silently getting the default
+/// duration with the token as the first word of their justification.
 fn looks_like_duration(token: &str) -> bool {
     if token.chars().all(|c| c.is_ascii_digit()) {
         return true;
     }
-    token.parse::<access_core::AccessDuration>().is_ok()
+    if token.parse::<access_core::AccessDuration>().is_ok() {
+        return true;
+    }
+    // `<digits><unit>` repeated, units as the duration parser spells them.
+    let mut rest = token;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let after = &rest[digits..];
+        let letters = after.len()
+            - after
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
+        if digits == 0 || letters == 0 {
+            return false;
+        }
+        if !UNIT_WORDS.contains(&after[..letters].to_ascii_lowercase().as_str()) {
+            return false;
+        }
+        rest = &after[letters..];
+    }
+    true
 }
 
 fn is_blank_justification(s: &str) -> bool {

@@ -267,12 +267,51 @@ struct SlashForm {
     enterprise_id: String,
 }
 
+impl SlashForm {
+    fn read(body: &[u8]) -> Result<SlashForm, &'static str> {
+        serde_urlencoded::from_bytes::<SlashForm>(body).map_err(|_| "malformed slash command")
+    }
+
+    fn enterprise(&self) -> Option<&str> {
+        Some(self.enterprise_id.as_str()).filter(|e| !e.is_empty())
+    }
+
+    /// Where a late answer goes: `response_url`, or an ephemeral message in the channel.
+    fn late_reply(&self) -> ReplyTo {
+        if self.response_url.is_empty() {
+            ReplyTo::Ephemeral {
+                channel: self.channel_id.clone(),
+                user: self.user_id.clone(),
+            }
+        } else {
+            ReplyTo::ResponseUrl {
+                url: self.response_url.clone(),
+            }
+        }
+    }
+
+    /// The delivery stored for this command (its text is parsed again when processed). The
+    /// (deprecated) verification token is not part of it.
+    fn inbound(&self) -> Inbound {
+        Inbound::Command {
+            team_id: self.team_id.clone(),
+            enterprise_id: self.enterprise().map(str::to_string),
+            user_id: self.user_id.clone(),
+            user_name: self.user_name.clone(),
+            command: self.command.clone(),
+            text: self.text.clone(),
+            reply: self.late_reply(),
+        }
+    }
+}
+
 async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
-    let Ok(form) = serde_urlencoded::from_bytes::<SlashForm>(&body) else {
-        return bad_request("malformed slash command");
+    let form = match SlashForm::read(&body) {
+        Ok(f) => f,
+        Err(why) => return bad_request(why),
     };
     let surface = Surface::from_command(&form.command).unwrap_or(Surface::Access);
-    let enterprise = Some(form.enterprise_id.as_str()).filter(|e| !e.is_empty());
+    let enterprise = form.enterprise();
     let (st, scope) = for_team(&st, &form.team_id, enterprise).await;
     let caller = Caller {
         team_id: scope,
@@ -285,16 +324,7 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
         Ok(c) => c,
         Err(e) => return ephemeral_ack(&e.to_string()),
     };
-    let late = if form.response_url.is_empty() {
-        ReplyTo::Ephemeral {
-            channel: form.channel_id.clone(),
-            user: form.user_id.clone(),
-        }
-    } else {
-        ReplyTo::ResponseUrl {
-            url: form.response_url.clone(),
-        }
-    };
+    let late = form.late_reply();
     match cmd {
         Command::Help { topic } => ephemeral_ack(&grammar::help_text(surface, topic)),
         Command::OpenModal => {
@@ -322,21 +352,13 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
             // Stored before anything is done or acknowledged: a crash, or a Slack call failing
             // transiently, cannot lose it. Slack gives every invocation its own trigger_id, so a
             // signed request replayed within the five-minute window is recognised and not run
-            // again. The (deprecated) verification token is not part of what is stored.
+            // again.
             let key = if form.trigger_id.is_empty() {
                 format!("command:none:{}", uuid::Uuid::new_v4())
             } else {
                 format!("command:{}:{}", form.team_id, form.trigger_id)
             };
-            let inbound = Inbound::Command {
-                team_id: form.team_id.clone(),
-                enterprise_id: enterprise.map(str::to_string),
-                user_id: caller.user_id.clone(),
-                user_name: caller.user_name.clone(),
-                command: form.command.clone(),
-                text: form.text.clone(),
-                reply: late,
-            };
+            let inbound = form.inbound();
             // Within the budget the answer goes in the acknowledgement; after it, the job posts
             // it to response_url.
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -479,15 +501,19 @@ fn caller_of(p: &Value) -> Option<Caller> {
     })
 }
 
+/// The interaction payload and who sent it, or why the body is refused.
+fn read_interaction(body: &[u8]) -> Result<(Value, Caller), &'static str> {
+    let form =
+        serde_urlencoded::from_bytes::<InteractionForm>(body).map_err(|_| "missing payload")?;
+    let p = serde_json::from_str::<Value>(&form.payload).map_err(|_| "payload is not JSON")?;
+    let caller = caller_of(&p).ok_or("payload has no user")?;
+    Ok((p, caller))
+}
+
 async fn interactions_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
-    let Ok(form) = serde_urlencoded::from_bytes::<InteractionForm>(&body) else {
-        return bad_request("missing payload");
-    };
-    let Ok(p) = serde_json::from_str::<Value>(&form.payload) else {
-        return bad_request("payload is not JSON");
-    };
-    let Some(mut caller) = caller_of(&p) else {
-        return bad_request("payload has no user");
+    let (p, mut caller) = match read_interaction(&body) {
+        Ok(x) => x,
+        Err(why) => return bad_request(why),
     };
     let enterprise = p.pointer("/enterprise/id").and_then(Value::as_str);
     let (st, scope) = for_team(&st, &caller.team_id, enterprise).await;
@@ -525,47 +551,80 @@ fn click_reply(p: &Value, caller: &Caller) -> ReplyTo {
 /// A button click: stored (keyed by who clicked what, when) before the acknowledgement, then
 /// processed from the inbox, so a crash after the ack does not lose an approval and a replayed
 /// delivery is acted on once.
+/// One button click of a `block_actions` payload.
+#[derive(Debug)]
+struct Click {
+    action_id: String,
+    value: String,
+    /// Per click: a replayed delivery carries the same one, a second click another.
+    action_ts: String,
+    trigger_id: String,
+    reply: ReplyTo,
+    from_home: bool,
+    /// The message (or published Home view) the button was on: one extension per button each.
+    anchor: String,
+}
+
+impl Click {
+    /// The first action of the payload, if any.
+    fn of(p: &Value, caller: &Caller) -> Option<Click> {
+        let a = p.pointer("/actions/0")?;
+        let str_of = |v: &Value, k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Some(Click {
+            action_id: str_of(a, "action_id"),
+            value: str_of(a, "value"),
+            action_ts: str_of(a, "action_ts"),
+            trigger_id: str_of(p, "trigger_id"),
+            reply: click_reply(p, caller),
+            from_home: p.pointer("/container/type").and_then(Value::as_str) == Some("view"),
+            anchor: p
+                .pointer("/container/message_ts")
+                .or_else(|| p.pointer("/view/hash"))
+                .or_else(|| p.pointer("/view/id"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
+    /// The delivery stored for this click.
+    fn inbound(&self, caller: &Caller) -> Inbound {
+        Inbound::Action {
+            team_id: caller.workspace.clone(),
+            enterprise_id: caller.enterprise_id.clone(),
+            user_id: caller.user_id.clone(),
+            user_name: caller.user_name.clone(),
+            action_id: self.action_id.clone(),
+            value: self.value.clone(),
+            reply: self.reply.clone(),
+            from_home: self.from_home,
+            anchor: self.anchor.clone(),
+        }
+    }
+}
+
 async fn block_actions(st: &Shared, caller: &Caller, p: &Value) -> Response {
-    let Some(a) = p.pointer("/actions/0") else {
+    let Some(click) = Click::of(p, caller) else {
         return StatusCode::OK.into_response();
     };
-    let str_of = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let action_id = str_of(a, "action_id");
-    let reply = click_reply(p, caller);
-    if action_id == action::OPEN_MODAL {
+    if click.action_id == action::OPEN_MODAL {
         // A trigger_id expires three seconds after the click: a stored click could not use it
         // later, so the form is opened at once (losing it loses nothing the person said).
         let st = st.clone();
-        let trigger = str_of(p, "trigger_id");
-        tokio::spawn(async move { open_modal(&st, &trigger, None, reply).await });
+        tokio::spawn(async move { open_modal(&st, &click.trigger_id, None, click.reply).await });
         return StatusCode::OK.into_response();
     }
-    // The message (or published Home view) the button was on: one extension per button each.
-    let anchor = p
-        .pointer("/container/message_ts")
-        .or_else(|| p.pointer("/view/hash"))
-        .or_else(|| p.pointer("/view/id"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let inbound = Inbound::Action {
-        team_id: caller.workspace.clone(),
-        enterprise_id: caller.enterprise_id.clone(),
-        user_id: caller.user_id.clone(),
-        user_name: caller.user_name.clone(),
-        action_id: action_id.clone(),
-        value: str_of(a, "value"),
-        reply,
-        from_home: p.pointer("/container/type").and_then(Value::as_str) == Some("view"),
-        anchor,
-    };
-    // action_ts is per click: a replayed delivery carries the same one, a second click another.
-    let action_ts = str_of(a, "action_ts");
+    let inbound = click.inbound(caller);
+    let Click {
+        action_id,
+        action_ts,
+        ..
+    } = click;
     let key = if action_ts.is_empty() {
         format!("action:none:{}", uuid::Uuid::new_v4())
     } else {
@@ -729,18 +788,55 @@ fn view_replay_key(p: &Value, caller: &Caller) -> Option<String> {
     ))
 }
 
-async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
-    if p.pointer("/view/callback_id").and_then(Value::as_str) != Some(blocks::MODAL_CALLBACK_ID) {
-        return StatusCode::OK.into_response();
+/// What the request form said (raw, as typed), if the payload is the request form's.
+#[derive(Debug)]
+struct FormValues {
+    resource: String,
+    duration: Option<String>,
+    justification: String,
+}
+
+impl FormValues {
+    fn of(p: &Value) -> Option<FormValues> {
+        if p.pointer("/view/callback_id").and_then(Value::as_str) != Some(blocks::MODAL_CALLBACK_ID)
+        {
+            return None;
+        }
+        Some(FormValues {
+            resource: state_value(p, modal_block::RESOURCE).unwrap_or_default(),
+            duration: state_value(p, modal_block::DURATION),
+            justification: state_value(p, modal_block::JUSTIFICATION).unwrap_or_default(),
+        })
     }
-    let resource = state_value(p, modal_block::RESOURCE).unwrap_or_default();
-    let duration = state_value(p, modal_block::DURATION);
-    let justification = state_value(p, modal_block::JUSTIFICATION).unwrap_or_default();
+
+    /// The delivery stored for this submission (after the precheck passed).
+    fn inbound(self, caller: &Caller) -> Inbound {
+        Inbound::Submission {
+            team_id: caller.workspace.clone(),
+            enterprise_id: caller.enterprise_id.clone(),
+            user_id: caller.user_id.clone(),
+            user_name: caller.user_name.clone(),
+            resource: self.resource,
+            duration: self.duration,
+            justification: self.justification,
+        }
+    }
+}
+
+async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
+    let Some(form) = FormValues::of(p) else {
+        return StatusCode::OK.into_response();
+    };
+    let FormValues {
+        resource,
+        duration,
+        justification,
+    } = &form;
     if let Err((f, msg)) = commands::precheck(
         &st.engine,
-        &resource,
+        resource,
         duration.as_deref(),
-        Some(&justification),
+        Some(justification),
     ) {
         return modal_errors(f, &msg);
     }
@@ -751,15 +847,7 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
     // same answers is acted on once.
     let key = view_replay_key(p, &caller)
         .unwrap_or_else(|| format!("slack-view:none:{}", uuid::Uuid::new_v4()));
-    let inbound = Inbound::Submission {
-        team_id: caller.workspace.clone(),
-        enterprise_id: caller.enterprise_id.clone(),
-        user_id: caller.user_id.clone(),
-        user_name: caller.user_name.clone(),
-        resource,
-        duration,
-        justification,
-    };
+    let inbound = form.inbound(&caller);
     // Within the budget, problems go back into the form; after it, the form closes and the
     // outcome arrives by DM (from the job).
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -996,6 +1084,73 @@ impl Inbound {
 }
 
 const INBOX_SOURCE: &str = "slack";
+
+/// The Slack endpoints whose bodies [`decode`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/slack/commands` (form-encoded slash command).
+    Commands,
+    /// `/slack/interactions` (form-encoded `payload` JSON: clicks, form submissions).
+    Interactions,
+    /// `/slack/events` (Events API JSON envelope).
+    Events,
+}
+
+/// What an endpoint makes of a (verified) body before it looks anything up or acts, using the
+/// endpoints' own decoding: `Err` is the reason of a 400; `Ok(None)` is acknowledged with nothing
+/// stored (help, the form opening, a URL check, an event not acted on, a click without an
+/// action); `Ok(Some(json))` is the delivery the endpoint would store in the inbox, exactly as
+/// stored (a slash command's `request` is prechecked against the catalogue first, which this does
+/// not do). Public for the fuzz targets in `fuzz/`; the server itself only uses the endpoints.
+pub fn decode(endpoint: Endpoint, body: &[u8]) -> Result<Option<String>, &'static str> {
+    let inbound = match endpoint {
+        Endpoint::Commands => {
+            let form = SlashForm::read(body)?;
+            let surface = Surface::from_command(&form.command).unwrap_or(Surface::Access);
+            match grammar::parse(&form.text, surface) {
+                Err(_) | Ok(Command::Help { .. } | Command::OpenModal) => None,
+                Ok(_) => Some(form.inbound()),
+            }
+        }
+        Endpoint::Interactions => {
+            let (p, caller) = read_interaction(body)?;
+            match p.get("type").and_then(Value::as_str) {
+                Some("block_actions") => Click::of(&p, &caller)
+                    .filter(|c| c.action_id != action::OPEN_MODAL)
+                    .map(|c| c.inbound(&caller)),
+                Some("view_submission") => {
+                    // The replay key is computed from the payload too.
+                    let _ = view_replay_key(&p, &caller);
+                    FormValues::of(&p).map(|f| f.inbound(&caller))
+                }
+                _ => None,
+            }
+        }
+        Endpoint::Events => {
+            let v = serde_json::from_slice::<Value>(body).map_err(|_| "body is not JSON")?;
+            match v.get("type").and_then(Value::as_str) {
+                Some("event_callback") => {
+                    let inbound = Inbound::of_event(&v);
+                    if inbound.is_none() {
+                        log_event(&v);
+                    }
+                    inbound
+                }
+                _ => None,
+            }
+        }
+    };
+    inbound
+        .map(|i| serde_json::to_string(&i).map_err(|_| "delivery does not serialise"))
+        .transpose()
+}
+
+/// Reads a stored delivery as the inbox handler does and writes it again: what is stored must
+/// read back (the fuzz targets check the round trip is exact). `Err` carries the reader's error.
+pub fn reread_delivery(payload: &str) -> Result<String, String> {
+    let inbound: Inbound = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+    serde_json::to_string(&inbound).map_err(|e| e.to_string())
+}
 
 /// Stores `inbound` under `key` (once) and starts processing it in this process. Returns false
 /// for a replay (already stored).

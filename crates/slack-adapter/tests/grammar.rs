@@ -95,6 +95,43 @@ fn duration_spellings() {
     }
 }
 
+/// Found by the `command_grammar` fuzz target: `0 hours` was split off as a duration (and refused
+/// by the engine with "longer than zero"), but `0h`, `0hours` or an overflowing `99999999999999h`
+/// were taken as the first word of the justification, so the person silently got the default
+/// duration instead of being told. A token shaped like a duration is one, whatever its value.
+#[test]
+fn a_duration_the_engine_will_refuse_is_still_a_duration() {
+    for (text, d, why) in [
+        ("request db 0h fix it", "0h", "fix it"),
+        ("request db 0hours fix it", "0hours", "fix it"),
+        ("request db 0 hours fix it", "0hours", "fix it"),
+        ("request db 0h0m fix it", "0h0m", "fix it"),
+        (
+            "request db 99999999999999h fix it",
+            "99999999999999h",
+            "fix it",
+        ),
+        ("request db 400d \"long one\"", "400d", "\"long one\""),
+    ] {
+        assert_eq!(
+            parse(text, Surface::Access),
+            Ok(req("db", Some(d), why)),
+            "{text}"
+        );
+    }
+    // Not shaped like a duration: still the justification.
+    for text in [
+        "request db 2d2 reasons",
+        "request db 3rd attempt",
+        "request db 4x4 tests",
+    ] {
+        match parse(text, Surface::Access).unwrap() {
+            Command::Request { duration, .. } => assert_eq!(duration, None, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn verbs_are_case_insensitive_and_mentions_are_ignored() {
     assert_eq!(
