@@ -18,6 +18,7 @@
 //! while working on this file).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,27 +66,34 @@ fn cpu_secs(pid: u32, tick: f64) -> Option<f64> {
     Some((utime + stime) / tick)
 }
 
-/// CPU seconds of every process named `postgres` (the postmaster, its helpers and backends).
-/// Backends that exit between two readings take their time with them; the server's pool keeps
-/// its connections for the whole step, so that loss is the pool's reconnects only.
-fn postgres_cpu_secs(tick: f64) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
+/// The PostgreSQL backends serving the server under test: its connections carry an
+/// `application_name` of their own, so other clients of the same PostgreSQL (other test runs on a
+/// shared machine) are not counted.
+async fn pg_backends(admin_url: &str, app: &str) -> Vec<u32> {
+    use sqlx::Connection;
+    let Ok(mut c) = sqlx::PgConnection::connect(admin_url).await else {
+        return vec![];
     };
-    let mut total = 0.0;
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-            continue;
-        };
-        if comm.trim() == "postgres" {
-            total += cpu_secs(pid, tick).unwrap_or(0.0);
-        }
-    }
-    total
+    let pids: Vec<i32> =
+        sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1")
+            .bind(app)
+            .fetch_all(&mut c)
+            .await
+            .unwrap_or_default();
+    let _ = c.close().await;
+    pids.into_iter().map(|p| p as u32).collect()
+}
+
+/// CPU seconds of those backends. A backend the pool opened during the step counts from zero;
+/// one that closed during it takes its time with it (the pool keeps its connections, so that is
+/// rare). PostgreSQL's own background processes (WAL writer, checkpointer) are not counted: on a
+/// shared server they also work for everybody else.
+async fn pg_cpu(admin_url: &str, app: &str, tick: f64) -> HashMap<u32, f64> {
+    pg_backends(admin_url, app)
+        .await
+        .into_iter()
+        .filter_map(|p| cpu_secs(p, tick).map(|c| (p, c)))
+        .collect()
 }
 
 /// (VmRSS, VmHWM) in MiB.
@@ -246,6 +254,10 @@ struct Outcome {
     drain_wait: Duration,
     server_cpu: f64,
     pg_cpu: Option<f64>,
+    /// Server CPU while idle before the step, ms per second.
+    idle_ms_per_s: f64,
+    /// The same for the PostgreSQL backends.
+    pg_idle_ms_per_s: Option<f64>,
     rss_mib: f64,
     hwm_mib: f64,
     /// Wall time of the sending phase.
@@ -257,6 +269,13 @@ struct Outcome {
 struct Prepared {
     user: String,
     body: String,
+}
+
+fn fastrand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ std::process::id())
+        .unwrap_or(0)
 }
 
 fn user_id(step_tag: &str, i: usize) -> String {
@@ -276,6 +295,11 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
         Backend::Sqlite => TestDb::sqlite(),
         Backend::Postgres => TestDb::postgres(pg_base.unwrap()).await,
     };
+    let app = format!("gh-load-{:08x}", fastrand_u32());
+    let db_url = match backend {
+        Backend::Sqlite => db.url.clone(),
+        Backend::Postgres => format!("{}&application_name={app}", db.url),
+    };
     let dir = tempfile::tempdir().unwrap();
     let slack = FakeSlack::start().await;
     slack.add_channel(APPROVALS_ID, APPROVALS_NAME);
@@ -288,7 +312,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
         let u = user_id(&tag, i);
         slack.add_user(FakeUser::new(&u, &u.to_lowercase()).email(&format!("{u}@example.com")));
     }
-    let server = Server::start(&db.url, &slack, dir.path());
+    let server = Server::start(&db_url, &slack, dir.path());
     let pid = server.pid();
     let url = format!("{}/slack/commands", server.base);
     let http = reqwest::Client::builder()
@@ -316,8 +340,29 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
         slack.set_hang("*", Some(Duration::from_millis(step.slow_ms)));
     }
     let cmds = Arc::new(prepare(&slack, &tag, 0..n));
+    // Idle cost: the scheduler's polling and the maintenance loops, for reading cpu/cmd at low
+    // rates (it is included in cpu/cmd, not subtracted).
+    let pg_idle0 = match pg_base {
+        Some(b) if backend == Backend::Postgres => Some(pg_cpu(b, &app, tick).await),
+        _ => None,
+    };
+    let idle0 = cpu_secs(pid, tick).unwrap();
+    let idle_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_ms_per_s =
+        (cpu_secs(pid, tick).unwrap() - idle0) * 1e3 / idle_start.elapsed().as_secs_f64();
+    let pg0 = match pg_base {
+        Some(b) if backend == Backend::Postgres => Some(pg_cpu(b, &app, tick).await),
+        _ => None,
+    };
+    let pg_idle_ms_per_s = pg_idle0.zip(pg0.as_ref()).map(|(a, b)| {
+        b.iter()
+            .map(|(p, c)| c - a.get(p).copied().unwrap_or(0.0))
+            .sum::<f64>()
+            * 1e3
+            / idle_start.elapsed().as_secs_f64()
+    });
     let cpu0 = cpu_secs(pid, tick).unwrap();
-    let pg0 = (backend == Backend::Postgres).then(|| postgres_cpu_secs(tick));
 
     // Open loop: command i is due at start + i/rate whatever happened to the earlier ones.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -351,7 +396,25 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
     settle(&slack).await;
     let drain_wait = drain_start.elapsed();
     let cpu1 = cpu_secs(pid, tick).unwrap();
-    let pg1 = (backend == Backend::Postgres).then(|| postgres_cpu_secs(tick));
+    let pg_cpu = match (pg_base, &pg0) {
+        (Some(b), Some(before)) => {
+            let after = pg_cpu(b, &app, tick).await;
+            let gone = before.keys().filter(|p| !after.contains_key(p)).count();
+            if gone > 0 {
+                println!(
+                    "          note: {gone} PostgreSQL backend(s) closed during the step; \
+                     their CPU is not counted"
+                );
+            }
+            Some(
+                after
+                    .iter()
+                    .map(|(p, c)| c - before.get(p).copied().unwrap_or(0.0))
+                    .sum::<f64>(),
+            )
+        }
+        _ => None,
+    };
     let (rss, hwm) = rss_mib(pid);
 
     // After the CPU reading: these look-ups cost the server time of their own.
@@ -377,7 +440,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
     lag_ms.sort_by(f64::total_cmp);
 
     // Approval latency: the approval message names the requester as <@user>.
-    let due_of: std::collections::HashMap<&str, Instant> = results
+    let due_of: HashMap<&str, Instant> = results
         .iter()
         .map(|(i, due, ..)| (cmds[*i].user.as_str(), *due))
         .collect();
@@ -423,7 +486,9 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
         drained,
         drain_wait,
         server_cpu: cpu1 - cpu0,
-        pg_cpu: pg0.zip(pg1).map(|(a, b)| b - a),
+        pg_cpu,
+        idle_ms_per_s,
+        pg_idle_ms_per_s,
         rss_mib: rss,
         hwm_mib: hwm,
         send_wall,
@@ -587,6 +652,8 @@ fn row_json(backend: Backend, step: &Step, o: &Outcome) -> Value {
         "drain_wait_s": o.drain_wait.as_secs_f64(),
         "server_cpu_s": o.server_cpu,
         "server_cpu_ms_per_command": cpu_per_cmd(o.server_cpu, o),
+        "server_idle_cpu_ms_per_s": o.idle_ms_per_s,
+        "postgres_idle_cpu_ms_per_s": o.pg_idle_ms_per_s,
         "postgres_cpu_s": o.pg_cpu,
         "postgres_cpu_ms_per_command": o.pg_cpu.map(|c| cpu_per_cmd(c, o)),
         "rss_mib": o.rss_mib,
