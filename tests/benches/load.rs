@@ -254,6 +254,8 @@ struct Outcome {
     drain_wait: Duration,
     server_cpu: f64,
     pg_cpu: Option<f64>,
+    /// This process (generator + fake Slack): what the server did not get of the machine.
+    bench_cpu: f64,
     /// Server CPU while idle before the step, ms per second.
     idle_ms_per_s: f64,
     /// The same for the PostgreSQL backends.
@@ -363,6 +365,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
             / idle_start.elapsed().as_secs_f64()
     });
     let cpu0 = cpu_secs(pid, tick).unwrap();
+    let me0 = cpu_secs(std::process::id(), tick).unwrap_or(f64::NAN);
 
     // Open loop: command i is due at start + i/rate whatever happened to the earlier ones.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -396,6 +399,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
     settle(&slack).await;
     let drain_wait = drain_start.elapsed();
     let cpu1 = cpu_secs(pid, tick).unwrap();
+    let me1 = cpu_secs(std::process::id(), tick).unwrap_or(f64::NAN);
     let pg_cpu = match (pg_base, &pg0) {
         (Some(b), Some(before)) => {
             let after = pg_cpu(b, &app, tick).await;
@@ -487,6 +491,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
         drain_wait,
         server_cpu: cpu1 - cpu0,
         pg_cpu,
+        bench_cpu: me1 - me0,
         idle_ms_per_s,
         pg_idle_ms_per_s,
         rss_mib: rss,
@@ -655,6 +660,7 @@ fn row_json(backend: Backend, step: &Step, o: &Outcome) -> Value {
         "server_idle_cpu_ms_per_s": o.idle_ms_per_s,
         "postgres_idle_cpu_ms_per_s": o.pg_idle_ms_per_s,
         "postgres_cpu_s": o.pg_cpu,
+        "generator_and_fake_slack_cpu_ms_per_command": cpu_per_cmd(o.bench_cpu, o),
         "postgres_cpu_ms_per_command": o.pg_cpu.map(|c| cpu_per_cmd(c, o)),
         "rss_mib": o.rss_mib,
         "peak_rss_mib": o.hwm_mib,
@@ -669,7 +675,7 @@ fn cpu_per_cmd(cpu: f64, o: &Outcome) -> f64 {
 
 fn print_header() {
     println!(
-        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>6}",
+        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6}",
         "backend",
         "rate/s",
         "slack",
@@ -684,6 +690,7 @@ fn print_header() {
         "appr p99",
         "cpu/cmd",
         "pg/cmd",
+        "gen/cmd",
         "RSS"
     );
 }
@@ -701,7 +708,7 @@ fn fmt_ms(v: f64) -> String {
 fn print_row(backend: Backend, step: &Step, o: &Outcome) {
     let p = |v: &[f64], q| fmt_ms(percentile(v, q));
     println!(
-        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>6}{}",
+        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6}{}",
         backend.name(),
         step.rate,
         if step.slow_ms > 0 {
@@ -721,6 +728,7 @@ fn print_row(backend: Backend, step: &Step, o: &Outcome) {
         format!("{:.2}", cpu_per_cmd(o.server_cpu, o)),
         o.pg_cpu
             .map_or("-".into(), |c| format!("{:.2}", cpu_per_cmd(c, o))),
+        format!("{:.2}", cpu_per_cmd(o.bench_cpu, o)),
         format!("{:.0}M", o.hwm_mib),
         if o.drained {
             String::new()
@@ -864,8 +872,10 @@ fn main() {
     println!(
         "load: slash commands, open loop, {secs} s per rate, fresh server and database per rate; \
          ack latency from the intended send time; cpu/cmd = server utime+stime per command \
-         including its jobs (ms); defer = acks that overran the 2 s ack budget (\"Working on it\"); lag99 = generator lateness p99 (ms); appr = intended send → \
-         approval message at Slack (ms); RSS = peak"
+         including its jobs (ms); defer = acks that overran the 2 s ack budget \
+         (\"Working on it\"); lag99 = generator lateness p99 (ms); appr = intended send → \
+         approval message at Slack (ms); pg/cmd = the server's PostgreSQL backends per command \
+         (ms); gen/cmd = this process (generator + fake Slack) per command (ms); RSS = peak"
     );
     print_header();
     rt.block_on(async {
