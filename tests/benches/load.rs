@@ -544,15 +544,27 @@ async fn send(http: &reqwest::Client, url: &str, c: &Prepared) -> Result<Ack, St
         .body(c.body.clone())
         .send()
         .await
-        .map_err(|e| format!("{e}"))?;
+        .map_err(|e| chain(&e))?;
     let status = r.status().as_u16();
-    let text = r.text().await.map_err(|e| format!("{e}"))?;
+    let text = r.text().await.map_err(|e| chain(&e))?;
     match status {
         200 if text.contains("Access request submitted for") => Ok(Ack::Submitted),
         200 if text.contains("Working on it") => Ok(Ack::Deferred),
         200 => Err(format!("200 with an unexpected reply: {text}")),
         _ => Err(format!("{status}: {text}")),
     }
+}
+
+/// An error with its sources: reqwest's own text ("error sending request") hides the cause.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 async fn wait_posts(slack: &FakeSlack, want: usize, timeout: Duration) -> bool {
