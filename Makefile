@@ -48,9 +48,14 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## bench: performance targets (release build); prints medians.
+## bench: performance targets (release build); prints medians and the slash-command load table
+##        (docs/performance.md). PostgreSQL runs too when TEST_DATABASE_URL (or
+##        BENCH_DATABASE_URL) is set. Only the bench targets are built: unit tests are not
+##        compiled a second time in release.
 bench:
-	$(CARGO) bench --workspace
+	@# The load bench drives the real server binary: build it first so it measures this code.
+	$(CARGO) build --release -p gatehouse-server --bin gatehouse-server
+	$(CARGO) bench --workspace --bench '*'
 
 ## deny: licenses, bans and sources (advisories need the internet: run `cargo deny check` where it is reachable).
 deny:

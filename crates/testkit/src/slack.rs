@@ -461,6 +461,18 @@ impl FakeSlack {
         });
     }
 
+    /// How many calls of `method` (`*` for all) were received, without copying them: cheap
+    /// enough to poll while a load benchmark has recorded hundreds of thousands of calls.
+    pub fn call_count(&self, method: &str) -> usize {
+        self.with(|i| {
+            if method == "*" {
+                i.calls.len()
+            } else {
+                i.calls.iter().filter(|c| c.method == method).count()
+            }
+        })
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.with(|i| i.calls.clone())
     }
