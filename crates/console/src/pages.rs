@@ -74,6 +74,7 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/console/login", get(login_page).post(login))
         .route("/console/static/console.css", get(css))
         .route("/console/static/console.js", get(js))
+        .route("/console/static/favicon.svg", get(favicon))
         .merge(protected)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
@@ -103,6 +104,10 @@ async fn security_headers(req: Request, next: Next) -> Response {
 
 async fn css() -> Response {
     static_file("text/css; charset=utf-8", views::CSS)
+}
+
+async fn favicon() -> Response {
+    static_file("image/svg+xml", views::FAVICON)
 }
 
 async fn js() -> Response {

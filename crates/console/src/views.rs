@@ -30,3 +30,4 @@ pub(crate) fn environment() -> Environment<'static> {
 
 pub(crate) const CSS: &str = include_str!("../static/console.css");
 pub(crate) const JS: &str = include_str!("../static/console.js");
+pub(crate) const FAVICON: &str = include_str!("../static/favicon.svg");
