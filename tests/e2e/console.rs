@@ -217,11 +217,7 @@ async fn console_actions_need_a_session_and_the_form_token() {
             .await;
         assert_eq!(r.status, 303, "{}", r.body);
         let (_, req) = api.get(&format!("/api/requests/{request_id}")).await;
-        assert_eq!(
-            req["request"]["status"].as_str().unwrap() != "pending",
-            true,
-            "{req}"
-        );
+        assert_ne!(req["request"]["status"], "pending", "{req}");
         let decided = req["request"]["decided_by"].to_string();
         assert!(decided.contains("UAPPROVER"), "{decided}");
         assert!(!decided.contains("someone-else"), "{decided}");

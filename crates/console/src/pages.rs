@@ -932,11 +932,11 @@ fn audit_row(e: &AuditEvent) -> Value {
 }
 
 /// The audit trail spans every workspace: only an all-workspace identity reads it.
-fn audit_allowed(s: &ConsoleState, session: &Session) -> Result<(), Response> {
+fn audit_refusal(s: &ConsoleState, session: &Session) -> Option<Response> {
     if session.identity.scope == Scope::All {
-        Ok(())
+        None
     } else {
-        Err(refusal(
+        Some(refusal(
             s,
             session,
             StatusCode::FORBIDDEN,
@@ -961,7 +961,7 @@ async fn audit_page(
     q: AuditQuery,
     verification: Option<access_core::audit::ChainVerification>,
 ) -> Response {
-    if let Err(r) = audit_allowed(s, session) {
+    if let Some(r) = audit_refusal(s, session) {
         return r;
     }
     let (rows, error) = match q.filter() {
@@ -1002,7 +1002,7 @@ async fn verify(
     axum::Extension(session): axum::Extension<Session>,
     axum::Form(f): axum::Form<VerifyForm>,
 ) -> Response {
-    if let Err(r) = audit_allowed(&s, &session) {
+    if let Some(r) = audit_refusal(&s, &session) {
         return r;
     }
     let store = s.engine.store();
@@ -1034,7 +1034,7 @@ async fn audit_export(
     axum::Extension(session): axum::Extension<Session>,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    if let Err(r) = audit_allowed(&s, &session) {
+    if let Some(r) = audit_refusal(&s, &session) {
         return r;
     }
     let csv = match q.format.as_str() {
