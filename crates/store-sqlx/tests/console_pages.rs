@@ -120,7 +120,8 @@ async fn keyset_pages_cover_every_row_once_with_filters() {
 
         let mut seen = Vec::new();
         let mut before = None;
-        loop {
+        for round in 0.. {
+            assert!(round < 20, "{kind}: paging does not end (a page repeats)");
             let page = store
                 .requests_page(&PageQuery {
                     before: before.clone(),

@@ -1,0 +1,154 @@
+//! Console list pages at depth (`make bench`): with `CONSOLE_BENCH_GRANTS` grants and requests
+//! (default 100,000) on SQLite — or PostgreSQL when `TEST_DATABASE_URL` is set — the first page
+//! and a page near the end must cost the same (keyset paging, no OFFSET). Prints medians of 21
+//! runs per query.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use access_core::duration::AccessDuration;
+use access_core::grant::{Grant, GrantStatus};
+use access_core::ids::{GrantId, RequestId, ResourceId};
+use access_core::ports::{ChangeSet, GrantWrite, PageCursor, PageQuery, RequestWrite, Store};
+use access_core::request::{AccessRequest, RequestKind, RequestStatus};
+use access_core::resource::Justification;
+use access_core::subject::Subject;
+use chrono::{DateTime, Utc};
+use store_sqlx::SqlStore;
+
+fn rows(i: usize, base: DateTime<Utc>) -> (AccessRequest, Grant) {
+    let at = base + chrono::Duration::seconds(i as i64);
+    let subject = Subject {
+        team_id: format!("T{}", i % 3),
+        user_id: format!("U{:06}", i % 5000),
+        email: None,
+        name: "Person".into(),
+    };
+    let resource = ResourceId::parse(["db", "vpn", "gcp"][i % 3]).unwrap();
+    let r = AccessRequest {
+        id: RequestId::new(),
+        subject: subject.clone(),
+        resource: resource.clone(),
+        kind: RequestKind::New,
+        duration: AccessDuration::from_secs(3600).unwrap(),
+        justification: Justification::parse("benchmark row").unwrap(),
+        status: if i % 50 == 0 {
+            RequestStatus::Pending
+        } else {
+            RequestStatus::Expired
+        },
+        created_at: at,
+        updated_at: at,
+        pending_until: None,
+        grant_id: None,
+        decided_by: None,
+        failure: None,
+        version: 0,
+    };
+    let g = Grant {
+        id: GrantId::new(),
+        subject,
+        resource,
+        status: if i % 10 == 0 {
+            GrantStatus::Active
+        } else {
+            GrantStatus::Expired
+        },
+        provider_handle: serde_json::json!({}),
+        created_at: at,
+        granted_at: Some(at),
+        expires_at: at + chrono::Duration::hours(1),
+        ended_at: None,
+        request_id: r.id,
+        revoked_by: None,
+        version: 0,
+        provider_intent: serde_json::Value::Null,
+        takeback_pending: false,
+    };
+    (r, g)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let n: usize = std::env::var("CONSOLE_BENCH_GRANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = std::env::temp_dir().join(format!("gatehouse-console-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (url, backend) = match std::env::var("TEST_DATABASE_URL") {
+            Ok(u) => (u, "postgres"),
+            Err(_) => (format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()), "sqlite"),
+        };
+        let store = SqlStore::connect(&url).await.unwrap();
+        let base = Utc::now() - chrono::Duration::days(30);
+        let mut left = n;
+        let mut i = 0;
+        let mut deep = None;
+        while left > 0 {
+            let k = left.min(2000);
+            let (requests, grants): (Vec<_>, Vec<_>) = (i..i + k).map(|j| rows(j, base)).unzip();
+            if i == 0 {
+                // Near the end of a newest-first walk: the oldest rows.
+                let g: &Grant = &grants[60];
+                deep = Some(PageCursor { created_at: g.created_at, id: g.id.to_string() });
+            }
+            store
+                .commit(ChangeSet {
+                    requests: requests.into_iter().map(RequestWrite::Insert).collect(),
+                    grants: grants.into_iter().map(GrantWrite::Insert).collect(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            left -= k;
+            i += k;
+        }
+        let deep = deep.unwrap();
+        println!("console pages: {n} grants and requests on {backend} (medians of 21 runs, 50 rows a page)");
+        let time = |label: &'static str, f: Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = usize> + '_>> + '_>| async move {
+            let mut v = Vec::new();
+            let mut rows = 0;
+            for _ in 0..21 {
+                let t = Instant::now();
+                rows = f().await;
+                v.push(t.elapsed());
+            }
+            println!("  {label:<44} {:>9.3} ms  ({rows} rows)", median(v).as_secs_f64() * 1e3);
+        };
+        let s = &store;
+        let deep2 = deep.clone();
+        time("grants, first page", Box::new(move || Box::pin(async move {
+            s.grants_page(&PageQuery { limit: 50, ..PageQuery::default() }).await.unwrap().len()
+        }))).await;
+        time("grants, page near the end (row ~99,950)", Box::new(move || { let c = deep2.clone(); Box::pin(async move {
+            s.grants_page(&PageQuery { before: Some(c), limit: 50, ..PageQuery::default() }).await.unwrap().len()
+        })})).await;
+        time("active grants (console default), first page", Box::new(move || Box::pin(async move {
+            s.grants_page(&PageQuery { live_only: true, limit: 50, ..PageQuery::default() }).await.unwrap().len()
+        }))).await;
+        let deep3 = deep.clone();
+        time("history, one resource, near the end", Box::new(move || { let c = deep3.clone(); Box::pin(async move {
+            s.requests_page(&PageQuery { resource: Some(ResourceId::parse("vpn").unwrap()), before: Some(c), limit: 50, ..PageQuery::default() }).await.unwrap().len()
+        })})).await;
+        time("pending requests, first page", Box::new(move || Box::pin(async move {
+            s.requests_page(&PageQuery { status: Some(RequestStatus::Pending), limit: 50, ..PageQuery::default() }).await.unwrap().len()
+        }))).await;
+        time("history, one person, first page", Box::new(move || Box::pin(async move {
+            s.requests_page(&PageQuery { person: Some("U000007".into()), limit: 50, ..PageQuery::default() }).await.unwrap().len()
+        }))).await;
+        time("charts: 30 days of figures", Box::new(move || Box::pin(async move {
+            s.daily_stats(Utc::now(), 30, None).await.unwrap().active_at_end_of_day.len()
+        }))).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
