@@ -20,7 +20,7 @@ fn rows(i: usize, base: DateTime<Utc>) -> (AccessRequest, Grant) {
     let at = base + chrono::Duration::seconds(i as i64);
     let subject = Subject {
         team_id: format!("T{}", i % 3),
-        user_id: format!("U{:06}", i % 5000),
+        user_id: format!("U{i:06}"),
         email: None,
         name: "Person".into(),
     };
@@ -45,6 +45,7 @@ fn rows(i: usize, base: DateTime<Utc>) -> (AccessRequest, Grant) {
         failure: None,
         version: 0,
     };
+    let active = i % 10 == 0;
     let g = Grant {
         id: GrantId::new(),
         subject,
@@ -58,7 +59,7 @@ fn rows(i: usize, base: DateTime<Utc>) -> (AccessRequest, Grant) {
         created_at: at,
         granted_at: Some(at),
         expires_at: at + chrono::Duration::hours(1),
-        ended_at: None,
+        ended_at: (!active).then(|| at + chrono::Duration::hours(1)),
         request_id: r.id,
         revoked_by: None,
         version: 0,
@@ -83,12 +84,10 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let dir = std::env::temp_dir().join(format!("gatehouse-console-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (url, backend) = match std::env::var("TEST_DATABASE_URL") {
-            Ok(u) => (u, "postgres"),
-            Err(_) => (format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()), "sqlite"),
-        };
+        // Its own SQLite file, or its own PostgreSQL schema (dropped at the end), never the
+        // shared database's default schema.
+        let db = testkit::db::backends().await.pop().unwrap();
+        let (url, backend) = (db.url.clone(), db.kind);
         let store = SqlStore::connect(&url).await.unwrap();
         let base = Utc::now() - chrono::Duration::days(30);
         let mut left = n;
@@ -115,40 +114,51 @@ fn main() {
         }
         let deep = deep.unwrap();
         println!("console pages: {n} grants and requests on {backend} (medians of 21 runs, 50 rows a page)");
-        let time = |label: &'static str, f: Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = usize> + '_>> + '_>| async move {
-            let mut v = Vec::new();
-            let mut rows = 0;
-            for _ in 0..21 {
-                let t = Instant::now();
-                rows = f().await;
-                v.push(t.elapsed());
-            }
-            println!("  {label:<44} {:>9.3} ms  ({rows} rows)", median(v).as_secs_f64() * 1e3);
-        };
+        macro_rules! time {
+            ($label:expr, $e:expr) => {{
+                let mut v = Vec::new();
+                let mut rows = 0;
+                for _ in 0..21 {
+                    let t = Instant::now();
+                    rows = $e;
+                    v.push(t.elapsed());
+                }
+                println!("  {:<44} {:>9.3} ms  ({rows} rows)", $label, median(v).as_secs_f64() * 1e3);
+            }};
+        }
         let s = &store;
-        let deep2 = deep.clone();
-        time("grants, first page", Box::new(move || Box::pin(async move {
-            s.grants_page(&PageQuery { limit: 50, ..PageQuery::default() }).await.unwrap().len()
-        }))).await;
-        time("grants, page near the end (row ~99,950)", Box::new(move || { let c = deep2.clone(); Box::pin(async move {
-            s.grants_page(&PageQuery { before: Some(c), limit: 50, ..PageQuery::default() }).await.unwrap().len()
-        })})).await;
-        time("active grants (console default), first page", Box::new(move || Box::pin(async move {
-            s.grants_page(&PageQuery { live_only: true, limit: 50, ..PageQuery::default() }).await.unwrap().len()
-        }))).await;
-        let deep3 = deep.clone();
-        time("history, one resource, near the end", Box::new(move || { let c = deep3.clone(); Box::pin(async move {
-            s.requests_page(&PageQuery { resource: Some(ResourceId::parse("vpn").unwrap()), before: Some(c), limit: 50, ..PageQuery::default() }).await.unwrap().len()
-        })})).await;
-        time("pending requests, first page", Box::new(move || Box::pin(async move {
-            s.requests_page(&PageQuery { status: Some(RequestStatus::Pending), limit: 50, ..PageQuery::default() }).await.unwrap().len()
-        }))).await;
-        time("history, one person, first page", Box::new(move || Box::pin(async move {
-            s.requests_page(&PageQuery { person: Some("U000007".into()), limit: 50, ..PageQuery::default() }).await.unwrap().len()
-        }))).await;
-        time("charts: 30 days of figures", Box::new(move || Box::pin(async move {
-            s.daily_stats(Utc::now(), 30, None).await.unwrap().active_at_end_of_day.len()
-        }))).await;
-        let _ = std::fs::remove_dir_all(&dir);
+        time!("grants, first page", s.grants_page(&PageQuery { limit: 50, ..PageQuery::default() }).await.unwrap().len());
+        time!(format!("grants, page near the end (row ~{})", n - 60), s
+            .grants_page(&PageQuery { before: Some(deep.clone()), limit: 50, ..PageQuery::default() })
+            .await
+            .unwrap()
+            .len());
+        time!("active grants (console default), first page", s
+            .grants_page(&PageQuery { live_only: true, limit: 50, ..PageQuery::default() })
+            .await
+            .unwrap()
+            .len());
+        time!("history, one resource, near the end", s
+            .requests_page(&PageQuery {
+                resource: Some(ResourceId::parse("vpn").unwrap()),
+                before: Some(deep.clone()),
+                limit: 50,
+                ..PageQuery::default()
+            })
+            .await
+            .unwrap()
+            .len());
+        time!("pending requests, first page", s
+            .requests_page(&PageQuery { status: Some(RequestStatus::Pending), limit: 50, ..PageQuery::default() })
+            .await
+            .unwrap()
+            .len());
+        time!("history, one person, first page", s
+            .requests_page(&PageQuery { person: Some("U000007".into()), limit: 50, ..PageQuery::default() })
+            .await
+            .unwrap()
+            .len());
+        time!("charts: 30 days of figures", s.daily_stats(Utc::now(), 30, None).await.unwrap().active_at_end_of_day.len());
+        drop(db);
     });
 }

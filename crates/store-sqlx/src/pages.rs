@@ -1,7 +1,7 @@
 //! Keyset pages and chart figures for the web console.
 //!
 //! Pages are ordered `(created_at, id)` descending and continue from the last row of the previous
-//! page (`created_at < t OR (created_at = t AND id < id)`), so page N costs what page 1 costs on
+//! page (`created_at <= t AND (created_at < t OR id < id)`), so page N costs what page 1 costs on
 //! the `*_created` indexes however deep the operator pages: no OFFSET anywhere.
 
 use access_core::grant::{Grant, GrantStatus};
@@ -24,7 +24,9 @@ fn push_filters<S>(sql: &mut Sql, q: &PageQuery<S>, status: Option<&str>) {
         sql.push(" AND status = ").bind(s);
     }
     if q.live_only {
-        sql.push(" AND status IN ('provisioning', 'active', 'revoking')");
+        // Provisioning, active, revoking: written as "not final" to match the partial indexes
+        // of migration 0012 (GrantStatus is a closed set of six).
+        sql.push(" AND status NOT IN ('revoked', 'expired', 'failed')");
     }
     if let Some(r) = &q.resource {
         sql.push(" AND resource = ").bind(r.as_str());
@@ -47,13 +49,16 @@ fn push_filters<S>(sql: &mut Sql, q: &PageQuery<S>, status: Option<&str>) {
     }
     if let Some(c) = &q.before {
         let t = micros(c.created_at);
-        sql.push(" AND (created_at < ")
+        // `created_at <= t` first: a plain range the index can seek to. Written only as the OR
+        // below, SQLite walked the index from the newest row to the cursor (56 ms at row
+        // 100,000 against 1 ms for the first page, `cargo bench --bench console_pages`).
+        sql.push(" AND created_at <= ")
             .bind(t)
-            .push(" OR (created_at = ")
+            .push(" AND (created_at < ")
             .bind(t)
-            .push(" AND id < ")
+            .push(" OR id < ")
             .bind(c.id.as_str())
-            .push("))");
+            .push(")");
     }
     sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .bind(i64::from(q.limit.clamp(1, MAX_PAGE)));
