@@ -1,7 +1,7 @@
 //! The console's routes and handlers.
 //!
 //! Every route but the sign-in page, the static files and the sign-in POST passes through
-//! [`require_session`]: no valid session → a GET is sent to the sign-in page (303) and a POST is
+//! `require_session`: no valid session → a GET is sent to the sign-in page (303) and a POST is
 //! refused (401); a POST whose `csrf` field is missing or wrong is refused (403) before any
 //! handler runs, so no action can skip the check.
 

@@ -212,7 +212,7 @@ async fn keyset_pages_cover_every_row_once_with_filters() {
         );
 
         // Grants: live ones only, one team.
-        let grants = vec![
+        let grants = [
             grant_for(&all[0], GrantStatus::Active, Some(t(0)), None),
             grant_for(&all[1], GrantStatus::Expired, Some(t(100)), Some(t(200))),
             grant_for(&all[2], GrantStatus::Revoking, Some(t(200)), None),
@@ -257,7 +257,7 @@ async fn daily_stats_count_grants_approvals_and_live_grants() {
     const DAY: i64 = 86_400;
     for (kind, store, _db) in stores().await {
         // Day 0: two db grants and one vpn; day 1: one vpn.
-        let rs = vec![
+        let rs = [
             request("T1", "U1", "db", t(3600)),
             request("T1", "U2", "db", t(7200)),
             request("T1", "U3", "vpn", t(7200)),
@@ -265,7 +265,7 @@ async fn daily_stats_count_grants_approvals_and_live_grants() {
         ];
         // Live at the end of day 0: the first (still active) and the third (ends on day 1);
         // the second ended on day 0. At the end of day 1: the first and the fourth.
-        let gs = vec![
+        let gs = [
             grant_for(&rs[0], GrantStatus::Active, Some(t(3600)), None),
             grant_for(&rs[1], GrantStatus::Expired, Some(t(7200)), Some(t(8000))),
             grant_for(
