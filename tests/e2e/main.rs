@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_api;
+mod console;
+mod console_browser;
+mod console_helpers;
 mod directory_story;
 mod helpers;
 mod install_story;

@@ -8,8 +8,10 @@
 //! # Layout
 //! - [`admin`]: the admin API handlers and their JSON error mapping.
 //! - [`observability`]: health, readiness and metrics.
+//! - [`console_hooks`]: what the web console (`/console`, crate `console`) needs from the adapters.
 
 pub mod admin;
+pub mod console_hooks;
 pub mod observability;
 
 use std::sync::Arc;
@@ -47,10 +49,21 @@ pub fn app(app: App) -> Router {
             None => slack_adapter::router(engine, cfg),
         }
     });
+    // The web console reads its tokens from the same variables as the admin API (plus
+    // GATEHOUSE_CONSOLE_USERS); without any token it answers 404.
+    let console_state = console::ConsoleState::new(
+        state.app.engine.clone(),
+        console::auth_from(|k| match k {
+            "GATEHOUSE_ADMIN_TOKEN" => state.app.env.admin_token.clone(),
+            _ => std::env::var(k).ok(),
+        }),
+        Arc::new(console_hooks::ServerHooks::new(state.app.clone())),
+    );
     let mut router = Router::new()
         .merge(observability::routes())
         .nest("/api", admin::routes(state.clone()))
-        .with_state(state);
+        .with_state(state)
+        .merge(console::router(console_state));
     if let Some(slack) = slack {
         router = router.merge(slack);
     }

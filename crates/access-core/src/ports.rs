@@ -144,6 +144,61 @@ pub struct GrantFilter {
     pub limit: Option<u32>,
 }
 
+/// Where a keyset page starts: the last row of the previous page (lists are newest first, ordered
+/// by `(created_at, id)` descending). Unlike an offset, reading page 1,000 costs what page 1 costs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: String,
+}
+
+/// One page of requests or grants for the console: filters plus a keyset cursor.
+/// `S` is [`RequestStatus`] or [`GrantStatus`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageQuery<S> {
+    pub status: Option<S>,
+    /// Only provisioning, active and revoking grants (grants only).
+    pub live_only: bool,
+    pub resource: Option<ResourceId>,
+    /// Workspace scope: only this Slack team's people.
+    pub team_id: Option<String>,
+    /// A person: their Slack user id or their e-mail address (exact).
+    pub person: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+    pub before: Option<PageCursor>,
+    pub limit: u32,
+}
+
+impl<S> Default for PageQuery<S> {
+    fn default() -> Self {
+        Self {
+            status: None,
+            live_only: false,
+            resource: None,
+            team_id: None,
+            person: None,
+            since: None,
+            until: None,
+            before: None,
+            limit: 50,
+        }
+    }
+}
+
+/// Daily figures for the console's charts, over a window of days (UTC).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DailyStats {
+    /// `(day, resource, grants created that day)`.
+    pub grants_per_day: Vec<(chrono::NaiveDate, String, u64)>,
+    /// `(day, requests approved that day, mean seconds from request to first approval)`.
+    pub approve_secs: Vec<(chrono::NaiveDate, u64, f64)>,
+    /// `(day, grants live at the end of that day)`.
+    pub active_at_end_of_day: Vec<(chrono::NaiveDate, u64)>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditFilter {
     /// Events after this sequence number (paging cursor).
@@ -200,6 +255,21 @@ pub trait Store: Send + Sync + Debug + 'static {
         resource: &ResourceId,
     ) -> Result<Option<Grant>, StoreError>;
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError>;
+    /// One keyset page of requests, newest first (the console's history).
+    async fn requests_page(
+        &self,
+        q: &PageQuery<RequestStatus>,
+    ) -> Result<Vec<AccessRequest>, StoreError>;
+    /// One keyset page of grants, newest first.
+    async fn grants_page(&self, q: &PageQuery<GrantStatus>) -> Result<Vec<Grant>, StoreError>;
+    /// Chart figures for the `days` days ending with the day of `now` (UTC), optionally for one
+    /// Slack team.
+    async fn daily_stats(
+        &self,
+        now: DateTime<Utc>,
+        days: u32,
+        team_id: Option<&str>,
+    ) -> Result<DailyStats, StoreError>;
 
     /// Claims up to `limit` jobs due at `now` (pending with `run_at <= now`, or running with a
     /// lapsed claim), marks them running for `lease`, counts the attempt. Leases are measured by
@@ -253,6 +323,9 @@ pub trait Store: Send + Sync + Debug + 'static {
         error: &str,
         run_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// An operator's retry of a dead job: pending again at `run_at` with its attempts reset.
+    /// `Ok(false)` when the job is not dead (already retried, or never failed).
+    async fn revive_job(&self, id: JobId, run_at: DateTime<Utc>) -> Result<bool, StoreError>;
     /// Gives up on a claimed job: it stays visible as dead.
     async fn bury_job(&self, id: JobId, claim_token: &str, error: &str)
     -> Result<bool, StoreError>;

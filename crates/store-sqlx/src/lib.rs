@@ -91,6 +91,7 @@
 mod codec;
 mod db;
 mod installations;
+mod pages;
 mod store;
 
 use std::str::FromStr;

@@ -763,6 +763,29 @@ impl Store for SqlStore {
         rows.iter().map(codec::grant_from_row).collect()
     }
 
+    async fn requests_page(
+        &self,
+        q: &access_core::ports::PageQuery<RequestStatus>,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        crate::pages::requests_page(&self.db, q).await
+    }
+
+    async fn grants_page(
+        &self,
+        q: &access_core::ports::PageQuery<GrantStatus>,
+    ) -> Result<Vec<Grant>, StoreError> {
+        crate::pages::grants_page(&self.db, q).await
+    }
+
+    async fn daily_stats(
+        &self,
+        now: DateTime<Utc>,
+        days: u32,
+        team_id: Option<&str>,
+    ) -> Result<access_core::ports::DailyStats, StoreError> {
+        crate::pages::daily_stats(&self.db, now, days, team_id).await
+    }
+
     async fn claim_jobs_in(
         &self,
         now: DateTime<Utc>,
@@ -979,6 +1002,19 @@ impl Store for SqlStore {
                 micros(Utc::now()).into(),
                 id.to_string().into(),
                 claim_token.into(),
+            ],
+        );
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    async fn revive_job(&self, id: JobId, run_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let sql = Sql::with(
+            "UPDATE jobs SET status = 'pending', run_at = $1, attempts = 0, locked_until = NULL, \
+             claim_token = NULL, updated_at = $2 WHERE id = $3 AND status = 'dead'",
+            vec![
+                micros(run_at).into(),
+                micros(Utc::now()).into(),
+                id.to_string().into(),
             ],
         );
         Ok(self.write_one(&sql).await? == 1)
