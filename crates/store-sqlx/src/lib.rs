@@ -103,7 +103,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub use db::{Backend, DbPool};
+pub use db::{Backend, DbPool, StoreStats};
 pub use installations::{InstallationRow, OAuthStateCheck};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -247,6 +247,12 @@ impl SqlStore {
 
     pub fn backend(&self) -> Backend {
         self.db.backend()
+    }
+
+    /// Statements and commits this store (and its clones) has sent since it was opened. Take a
+    /// snapshot before and after an operation and subtract to count what the operation cost.
+    pub fn stats(&self) -> StoreStats {
+        self.db.counters.snapshot()
     }
 
     /// The underlying pool, for tables this crate does not wrap yet (Slack installations, OAuth
