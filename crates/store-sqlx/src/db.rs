@@ -169,10 +169,12 @@ pub(crate) struct Counters {
 
 impl Counters {
     fn statement(&self) {
+        if std::env::var("H13_TRACE").is_ok() { eprintln!("STMT {}", std::backtrace::Backtrace::force_capture().to_string().lines().filter(|l| l.contains("at ./") || l.contains("crates/")).take(6).collect::<Vec<_>>().join(" | ")); }
         self.statements.fetch_add(1, Ordering::Relaxed);
     }
 
     fn commit(&self) {
+        if std::env::var("H13_TRACE").is_ok() { eprintln!("COMMIT"); }
         self.commits.fetch_add(1, Ordering::Relaxed);
     }
 

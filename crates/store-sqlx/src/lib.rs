@@ -147,6 +147,9 @@ pub struct SqlStore {
     /// `GATEHOUSE_AUDIT_KEY`: seals audit events with HMAC links and verifies them. `None` in
     /// development (unkeyed chain; the runtime warns).
     audit_keys: Option<access_core::audit::AuditKeyring>,
+    /// The audit chain head this store last committed: a hint that saves reading the head on
+    /// every commit (checked against the stored head when it is advanced).
+    audit_head: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -229,6 +232,7 @@ impl SqlStore {
             db: db::Db::new(pool),
             remember_calls: Arc::new(AtomicU64::new(0)),
             audit_keys: None,
+            audit_head: Arc::default(),
         })
     }
 

@@ -29,6 +29,9 @@ const VERIFY_PAGE: i64 = 5000;
 const REMEMBER_FOR: chrono::Duration = chrono::Duration::days(1);
 /// Sweep old idempotency keys on one `remember_once` call in this many.
 const SWEEP_EVERY: u64 = 256;
+/// Rows per multi-row `INSERT` (13 columns × 500 stays far below both backends' limits on bound
+/// parameters).
+const ROWS_PER_INSERT: usize = 500;
 const LIVE_STATUSES: &str = "('provisioning', 'active', 'revoking')";
 
 fn limit(l: Option<u32>) -> i64 {
@@ -79,7 +82,6 @@ impl SqlStore {
     }
 
     async fn apply(&self, tx: &mut Tx, change: ChangeSet) -> Result<Committed, StoreError> {
-        let backend = self.backend();
         let mut c = tx.conn();
 
         for w in &change.requests {
@@ -98,27 +100,63 @@ impl SqlStore {
             insert_decision(&mut c, d).await?;
         }
 
-        let mut sealed = Vec::with_capacity(change.audit.len());
-        if !change.audit.is_empty() {
-            // On PostgreSQL, FOR UPDATE serialises every commit that writes audit records on this
-            // one row; in READ COMMITTED the waiting transaction then reads the head its
-            // predecessor wrote, so the chain never forks. SQLite is already serialised by
-            // BEGIN IMMEDIATE.
-            let head_sql = match backend {
-                Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-                Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
-            };
-            let head = c
-                .fetch_optional(&Sql::new(head_sql))
-                .await
-                .map_err(plain)?
-                .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
-            let (mut seq, mut hash) = (head.i64("seq")?, head.string("hash")?);
-            for mut record in change.audit {
+        let sealed = if change.audit.is_empty() {
+            Vec::new()
+        } else {
+            self.append_audit(&mut c, change.audit).await?
+        };
+
+        if !change.jobs.is_empty() {
+            insert_jobs(&mut c, &change.jobs).await?;
+        }
+        Ok(Committed { audit: sealed })
+    }
+
+    /// Seals `records` after the chain head and writes them: the head is advanced in one
+    /// statement and the events inserted in one more. The head is taken from the last commit of
+    /// this store when it has one, and the `UPDATE` checks it is still the stored head (another
+    /// process, or a concurrent commit on PostgreSQL, may have moved it): if not, the head is read
+    /// (`FOR UPDATE` on PostgreSQL) and the records sealed again. On PostgreSQL the `UPDATE`
+    /// takes the row lock either way, so commits that write audit records are serialised on the
+    /// head row and, in READ COMMITTED, a waiting `UPDATE` re-checks its condition against the
+    /// head its predecessor committed: the chain never forks. SQLite is serialised by
+    /// `BEGIN IMMEDIATE`.
+    async fn append_audit(
+        &self,
+        c: &mut Conn<'_>,
+        records: Vec<audit::AuditRecord>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let records: Vec<audit::AuditRecord> = records
+            .into_iter()
+            .map(|mut r| {
                 // The hash covers the timestamp in microseconds; seal what will be read back.
-                record.at = audit::truncate_to_micros(record.at);
-                let ev = audit::seal_with(record, seq, &hash, self.audit_keys.as_ref());
-                insert_audit(&mut c, &ev).await?;
+                r.at = audit::truncate_to_micros(r.at);
+                r
+            })
+            .collect();
+        let mut known = self.known_head();
+        for _ in 0..2 {
+            let (start_seq, start_hash) = match &known {
+                Some(h) => h.clone(),
+                None => {
+                    let head_sql = match self.backend() {
+                        Backend::Postgres => {
+                            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+                        }
+                        Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+                    };
+                    let head = c
+                        .fetch_optional(&Sql::new(head_sql))
+                        .await
+                        .map_err(plain)?
+                        .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
+                    (head.i64("seq")?, head.string("hash")?)
+                }
+            };
+            let (mut seq, mut hash) = (start_seq, start_hash.clone());
+            let mut sealed = Vec::with_capacity(records.len());
+            for record in &records {
+                let ev = audit::seal_with(record.clone(), seq, &hash, self.audit_keys.as_ref());
                 seq = ev.seq;
                 hash = ev.hash.clone();
                 sealed.push(ev);
@@ -129,46 +167,53 @@ impl SqlStore {
                 .audit_keys
                 .as_ref()
                 .map(|k| audit::head_mac(k, seq, &hash));
-            let updated = c
-                .execute(&Sql::with(
-                    "UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1",
-                    vec![seq.into(), hash.into(), mac.into()],
-                ))
-                .await
-                .map_err(plain)?;
-            if updated != 1 {
+            let from_memory = known.is_some();
+            let mut update = Sql::with(
+                "UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1",
+                vec![seq.into(), hash.into(), mac.into()],
+            );
+            if from_memory {
+                update
+                    .push(" AND seq = ")
+                    .bind(start_seq)
+                    .push(" AND hash = ")
+                    .bind(start_hash);
+            }
+            let updated = c.execute(&update).await.map_err(plain)?;
+            if updated == 1 {
+                for chunk in sealed.chunks(ROWS_PER_INSERT) {
+                    insert_audit(c, chunk).await?;
+                }
+                return Ok(sealed);
+            }
+            if !from_memory {
                 return Err(StoreError::Corrupt("audit_head row is missing".into()));
             }
+            // The head moved since this store last wrote it: read it and seal again.
+            known = None;
         }
+        Err(StoreError::Corrupt("audit_head row is missing".into()))
+    }
 
-        let now = micros(Utc::now());
-        for (i, j) in change.jobs.iter().enumerate() {
-            let payload = codec::to_json(&j.kind)?;
-            // Enqueue order among jobs of one ordering key: the wall clock, then the position in
-            // this change set (two jobs of one commit share the microsecond).
-            let order_seq = j.kind.order_key().map(|_| {
-                now.saturating_mul(1000)
-                    .saturating_add(i64::try_from(i % 1000).unwrap_or(0))
-            });
-            let sql = Sql::with(
-                "INSERT INTO jobs (id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at, order_key, order_seq) \
-                 VALUES ($1, $2, $3, 'pending', $4, 0, $5, $6, $6, $7, $8)",
-                vec![
-                    j.id.to_string().into(),
-                    j.kind.name().into(),
-                    payload.into(),
-                    micros(j.run_at).into(),
-                    j.kind.max_attempts().map(i64::from).into(),
-                    now.into(),
-                    j.kind.order_key().into(),
-                    order_seq.into(),
-                ],
-            );
-            c.execute(&sql)
-                .await
-                .map_err(|e| db_err(e, || format!("job {} already exists", j.id)))?;
+    /// The chain head this store last committed, if any (a hint: [`Self::append_audit`] checks
+    /// it against the stored head in the same statement that advances it).
+    fn known_head(&self) -> Option<(i64, String)> {
+        self.audit_head
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().cloned())
+    }
+
+    /// Remembers the head a commit wrote (never moving the hint backwards).
+    fn remember_head(&self, committed: &Committed) {
+        let Some(last) = committed.audit.last() else {
+            return;
+        };
+        if let Ok(mut g) = self.audit_head.lock() {
+            if g.as_ref().is_none_or(|(seq, _)| *seq < last.seq) {
+                *g = Some((last.seq, last.hash.clone()));
+            }
         }
-        Ok(Committed { audit: sealed })
     }
 
     /// One write statement. On PostgreSQL a single statement is its own transaction, so it runs
@@ -589,12 +634,19 @@ async fn insert_decision(c: &mut Conn<'_>, d: &Decision) -> Result<(), StoreErro
     Ok(())
 }
 
-async fn insert_audit(c: &mut Conn<'_>, ev: &AuditEvent) -> Result<(), StoreError> {
-    let r = &ev.record;
-    let sql = Sql::with(
+/// Inserts sealed events, several rows per statement.
+async fn insert_audit(c: &mut Conn<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    let mut sql = Sql::new(
         "INSERT INTO audit_events (seq, id, at, kind, actor, actor_id, subject, resource, request_id, grant_id, \
-         details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        vec![
+         details, prev_hash, hash) VALUES ",
+    );
+    for (i, ev) in events.iter().enumerate() {
+        let r = &ev.record;
+        sql.push(if i == 0 { "(" } else { ", (" });
+        let values: [Arg; 13] = [
             ev.seq.into(),
             r.id.to_string().into(),
             micros(r.at).into(),
@@ -608,11 +660,69 @@ async fn insert_audit(c: &mut Conn<'_>, ev: &AuditEvent) -> Result<(), StoreErro
             codec::to_json(&r.details)?.into(),
             ev.prev_hash.clone().into(),
             ev.hash.clone().into(),
-        ],
-    );
-    c.execute(&sql)
-        .await
-        .map_err(|e| db_err(e, || format!("audit event {} (seq {})", r.id, ev.seq)))?;
+        ];
+        for (j, v) in values.into_iter().enumerate() {
+            if j > 0 {
+                sql.push(", ");
+            }
+            sql.bind(v);
+        }
+        sql.push(")");
+    }
+    c.execute(&sql).await.map_err(|e| {
+        db_err(e, || {
+            format!(
+                "audit event {} (seq {}) or one after it",
+                first.record.id, first.seq
+            )
+        })
+    })?;
+    Ok(())
+}
+
+/// Inserts new jobs, several rows per statement.
+async fn insert_jobs(c: &mut Conn<'_>, jobs: &[NewJob]) -> Result<(), StoreError> {
+    let now = micros(Utc::now());
+    for (n, chunk) in jobs.chunks(ROWS_PER_INSERT).enumerate() {
+        let mut sql = Sql::new(
+            "INSERT INTO jobs (id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at, order_key, order_seq) VALUES ",
+        );
+        for (k, j) in chunk.iter().enumerate() {
+            let i = n * ROWS_PER_INSERT + k;
+            let payload = codec::to_json(&j.kind)?;
+            // Enqueue order among jobs of one ordering key: the wall clock, then the position in
+            // this change set (two jobs of one commit share the microsecond).
+            let order_seq = j.kind.order_key().map(|_| {
+                now.saturating_mul(1000)
+                    .saturating_add(i64::try_from(i % 1000).unwrap_or(0))
+            });
+            sql.push(if k == 0 { "(" } else { ", (" })
+                .bind(j.id.to_string())
+                .push(", ")
+                .bind(j.kind.name())
+                .push(", ")
+                .bind(payload)
+                .push(", 'pending', ")
+                .bind(micros(j.run_at))
+                .push(", 0, ")
+                .bind(j.kind.max_attempts().map(i64::from))
+                .push(", ")
+                .bind(now)
+                .push(", ")
+                .bind(now)
+                .push(", ")
+                .bind(j.kind.order_key())
+                .push(", ")
+                .bind(order_seq)
+                .push(")");
+        }
+        c.execute(&sql).await.map_err(|e| {
+            db_err(e, || match chunk {
+                [j] => format!("job {} already exists", j.id),
+                _ => format!("one of jobs {}… already exists", chunk[0].id),
+            })
+        })?;
+    }
     Ok(())
 }
 
@@ -635,6 +745,7 @@ impl Store for SqlStore {
                 tx.commit()
                     .await
                     .map_err(|e| db_err(e, || "commit".to_string()))?;
+                self.remember_head(&committed);
                 Ok(committed)
             }
             Err(e) => {
