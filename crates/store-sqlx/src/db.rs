@@ -169,12 +169,10 @@ pub(crate) struct Counters {
 
 impl Counters {
     fn statement(&self) {
-        if std::env::var("H13_TRACE").is_ok() { eprintln!("STMT {}", std::backtrace::Backtrace::force_capture().to_string().lines().filter(|l| l.contains("at ./") || l.contains("crates/")).take(6).collect::<Vec<_>>().join(" | ")); }
         self.statements.fetch_add(1, Ordering::Relaxed);
     }
 
     fn commit(&self) {
-        if std::env::var("H13_TRACE").is_ok() { eprintln!("COMMIT"); }
         self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -372,11 +370,15 @@ impl Db {
         match &self.pool {
             DbPool::Sqlite(p) => {
                 let mut c = p.acquire().await?;
-                self.conn(ConnKind::Sqlite(&mut c)).fetch_optional(sql).await
+                self.conn(ConnKind::Sqlite(&mut c))
+                    .fetch_optional(sql)
+                    .await
             }
             DbPool::Postgres(p) => {
                 let mut c = p.acquire().await?;
-                self.conn(ConnKind::Postgres(&mut c)).fetch_optional(sql).await
+                self.conn(ConnKind::Postgres(&mut c))
+                    .fetch_optional(sql)
+                    .await
             }
         }
     }
