@@ -317,6 +317,9 @@ const INBOX_HEAD_START: chrono::Duration = chrono::Duration::seconds(3);
 struct RunHere {
     token: String,
     follow_ups: std::sync::Mutex<Vec<Job>>,
+    /// Jobs of this claim already run inline (a revocation asked for from a chat command), to
+    /// be settled with the rest.
+    finished: std::sync::Mutex<Vec<(Job, JobResult)>>,
 }
 
 tokio::task_local! {
@@ -338,6 +341,10 @@ pub struct Engine {
     /// Set after construction: the chat adapter that processes inbox jobs needs the engine
     /// itself, so it cannot be passed to the builder.
     inbox: std::sync::RwLock<Option<Arc<dyn InboxHandler>>>,
+    /// Bounds the notifications run in-process after the jobs that caused them
+    /// ([`Engine::run_claimed`]) to `job_concurrency` batches at once, as a scheduler pass would:
+    /// a burst of commands must not starve the answers of the next ones.
+    follow_up_slots: tokio::sync::Semaphore,
 }
 
 /// Builds an [`Engine`]; every port but the store and clock has a harmless default.
@@ -421,6 +428,7 @@ impl EngineBuilder {
             notifier: self.notifier,
             audit_sink: self.audit_sink,
             waker: self.waker,
+            follow_up_slots: tokio::sync::Semaphore::new(self.settings.job_concurrency.max(1)),
             settings: self.settings,
             inbox: std::sync::RwLock::new(None),
         })
@@ -520,6 +528,7 @@ impl Engine {
         let here = Arc::new(RunHere {
             token: token.clone(),
             follow_ups: std::sync::Mutex::new(Vec::new()),
+            finished: std::sync::Mutex::new(Vec::new()),
         });
         let work = async {
             let (result, _) = RUN_HERE
@@ -530,6 +539,12 @@ impl Engine {
                 .lock()
                 .map(|mut f| std::mem::take(&mut *f))
                 .unwrap_or_default();
+            // Closed never: an error would only mean running without the bound.
+            let _slot = if follow_ups.is_empty() {
+                None
+            } else {
+                self.follow_up_slots.acquire().await.ok()
+            };
             let results: Vec<(Job, (JobResult, Vec<MessageRef>))> =
                 futures::future::join_all(follow_ups.into_iter().map(|j| async move {
                     let out = match &j.kind {
@@ -546,7 +561,16 @@ impl Engine {
                 claimed: 1 + results.len(),
                 ..Default::default()
             };
-            let (ran, outcomes): (Vec<Job>, Vec<_>) = results.into_iter().unzip();
+            let inline = here
+                .finished
+                .lock()
+                .map(|mut f| std::mem::take(&mut *f))
+                .unwrap_or_default();
+            summary.claimed += inline.len();
+            let (ran, outcomes): (Vec<Job>, Vec<_>) = results
+                .into_iter()
+                .chain(inline.into_iter().map(|(j, r)| (j, (r, Vec::new()))))
+                .unzip();
             let mut done: Vec<(JobId, String)> = Vec::new();
             let mut refs: Vec<MessageRef> = Vec::new();
             let mut rest: Vec<(&Job, JobResult)> = Vec::new();
@@ -675,11 +699,9 @@ impl Engine {
         let here = RUN_HERE.try_with(Arc::clone).ok();
         let mut claimed: Vec<Job> = Vec::new();
         if let Some(here) = &here {
-            for j in cs
-                .jobs
-                .iter()
-                .filter(|j| j.run_at <= now && matches!(j.kind, JobKind::Notify { .. }))
-            {
+            for j in cs.jobs.iter().filter(|j| {
+                j.run_at <= now && matches!(j.kind, JobKind::Notify { .. } | JobKind::Revoke { .. })
+            }) {
                 claimed.push(Job {
                     id: j.id,
                     kind: j.kind.clone(),
@@ -1248,9 +1270,24 @@ impl Engine {
         cs.grants.push(GrantWrite::Update(updated.clone()));
         cs.audit
             .push(self.grant_audit(AuditKind::RevocationRequested, &by, &grant));
-        cs.jobs
-            .push(NewJob::at(JobKind::Revoke { grant_id: id }, self.now()));
+        let revoke = NewJob::at(JobKind::Revoke { grant_id: id }, self.now());
+        let revoke_id = revoke.id;
+        cs.jobs.push(revoke);
         self.commit(cs).await?;
+        // Asked for from a job this process runs (a chat command): the revocation was written
+        // claimed by it and runs now, not after a scheduler's claim; it is settled with that job.
+        if let Ok(here) = RUN_HERE.try_with(Arc::clone) {
+            let job = here.follow_ups.lock().ok().and_then(|mut f| {
+                let i = f.iter().position(|j| j.id == revoke_id)?;
+                Some(f.remove(i))
+            });
+            if let Some(job) = job {
+                let (result, _) = self.run_job_caught(&job).await;
+                if let Ok(mut f) = here.finished.lock() {
+                    f.push((job, result));
+                }
+            }
+        }
         Ok(Grant {
             version: updated.version + 1,
             ..updated
