@@ -28,7 +28,7 @@ use crate::duration::{AccessDuration, DurationError};
 use crate::grant::{Grant, GrantStatus};
 use crate::ids::{GrantId, JobId, RequestId, ResourceId};
 use crate::jobs::{InboxItem, Job, JobKind, NewJob, backoff};
-use crate::notification::{GrantSummary, Notification, RequestSummary};
+use crate::notification::{GrantSummary, MessageRef, Notification, RequestSummary};
 use crate::policy::{self, ApproverError, EligibilityError};
 use crate::ports::{
     AuditSink, ChangeSet, ClaimScope, Clock, Committed, Directory, ExportItem, GrantRequest,
@@ -309,6 +309,23 @@ impl ResourceCatalog {
 /// How long the process that stored an inbox job has to run it before schedulers may.
 const INBOX_HEAD_START: chrono::Duration = chrono::Duration::seconds(3);
 
+/// A job this process is running right after storing it ([`Engine::run_claimed`]): the
+/// notifications its commits cause are written already claimed under the same token and run by
+/// this process once the job is done, and all of them are marked done together, so one slash
+/// command costs one write for its notifications instead of a scheduler round and a write each.
+#[derive(Debug)]
+struct RunHere {
+    token: String,
+    follow_ups: std::sync::Mutex<Vec<Job>>,
+    /// Jobs of this claim already run inline (a revocation asked for from a chat command), to
+    /// be settled with the rest.
+    finished: std::sync::Mutex<Vec<(Job, JobResult)>>,
+}
+
+tokio::task_local! {
+    static RUN_HERE: Arc<RunHere>;
+}
+
 /// The lifecycle engine. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Engine {
@@ -324,6 +341,10 @@ pub struct Engine {
     /// Set after construction: the chat adapter that processes inbox jobs needs the engine
     /// itself, so it cannot be passed to the builder.
     inbox: std::sync::RwLock<Option<Arc<dyn InboxHandler>>>,
+    /// Bounds the notifications run in-process after the jobs that caused them
+    /// ([`Engine::run_claimed`]) to `job_concurrency` batches at once, as a scheduler pass would:
+    /// a burst of commands must not starve the answers of the next ones.
+    follow_up_slots: tokio::sync::Semaphore,
 }
 
 /// Builds an [`Engine`]; every port but the store and clock has a harmless default.
@@ -407,6 +428,7 @@ impl EngineBuilder {
             notifier: self.notifier,
             audit_sink: self.audit_sink,
             waker: self.waker,
+            follow_up_slots: tokio::sync::Semaphore::new(self.settings.job_concurrency.max(1)),
             settings: self.settings,
             inbox: std::sync::RwLock::new(None),
         })
@@ -481,6 +503,106 @@ impl Engine {
         let mut summary = self.settle(&job, result).await?;
         summary.claimed = 1;
         Ok(summary)
+    }
+
+    /// [`Self::enqueue_inbox`], with the job written already claimed by this process, which
+    /// must then run it with [`Self::run_claimed`] (one write instead of a write and a claim;
+    /// should the process die first, the lease lapses and a scheduler answers it). `None` for a
+    /// replay.
+    pub async fn enqueue_inbox_claimed(&self, item: InboxItem) -> Result<Option<Job>, EngineError> {
+        let now = self.now();
+        let key = format!("inbox:{}:{}", item.source, item.key);
+        let mut job = NewJob::at(JobKind::Inbox { item }, now + INBOX_HEAD_START);
+        job.id = JobId::for_key(&key);
+        Ok(self
+            .store
+            .enqueue_claimed_once(&key, job, now, self.settings.job_lease)
+            .await?)
+    }
+
+    /// Runs a job this process holds the claim of (from [`Self::enqueue_inbox_claimed`]), then
+    /// the notifications its commits caused, and settles them all: the successes together in
+    /// one write with the messages they posted. Leases are renewed while it runs.
+    pub async fn run_claimed(&self, job: Job) -> Result<RunSummary, EngineError> {
+        let token = job.claim_token.clone().unwrap_or_default();
+        let here = Arc::new(RunHere {
+            token: token.clone(),
+            follow_ups: std::sync::Mutex::new(Vec::new()),
+            finished: std::sync::Mutex::new(Vec::new()),
+        });
+        let work = async {
+            let (result, _) = RUN_HERE
+                .scope(here.clone(), self.run_job_caught(&job))
+                .await;
+            let follow_ups = here
+                .follow_ups
+                .lock()
+                .map(|mut f| std::mem::take(&mut *f))
+                .unwrap_or_default();
+            // Closed never: an error would only mean running without the bound.
+            let _slot = if follow_ups.is_empty() {
+                None
+            } else {
+                self.follow_up_slots.acquire().await.ok()
+            };
+            let results: Vec<(Job, (JobResult, Vec<MessageRef>))> =
+                futures::future::join_all(follow_ups.into_iter().map(|j| async move {
+                    let out = match &j.kind {
+                        JobKind::Notify { notification } => self
+                            .deliver_collect(notification)
+                            .await
+                            .unwrap_or_else(|e| (JobResult::Retry(e.to_string()), Vec::new())),
+                        _ => (self.run_job_caught(&j).await.0, Vec::new()),
+                    };
+                    (j, out)
+                }))
+                .await;
+            let mut summary = RunSummary {
+                claimed: 1 + results.len(),
+                ..Default::default()
+            };
+            let inline = here
+                .finished
+                .lock()
+                .map(|mut f| std::mem::take(&mut *f))
+                .unwrap_or_default();
+            summary.claimed += inline.len();
+            let (ran, outcomes): (Vec<Job>, Vec<_>) = results
+                .into_iter()
+                .chain(inline.into_iter().map(|(j, r)| (j, (r, Vec::new()))))
+                .unzip();
+            let mut done: Vec<(JobId, String)> = Vec::new();
+            let mut refs: Vec<MessageRef> = Vec::new();
+            let mut rest: Vec<(&Job, JobResult)> = Vec::new();
+            for (j, (r, posted)) in
+                std::iter::once((&job, (result, Vec::new()))).chain(ran.iter().zip(outcomes))
+            {
+                match r {
+                    JobResult::Done { revocation_lag } => {
+                        done.push((j.id, token.clone()));
+                        refs.extend(posted);
+                        *summary.done.entry(j.kind.name().to_string()).or_default() += 1;
+                        summary.revocation_lag_secs.extend(revocation_lag);
+                    }
+                    other => {
+                        // A failed notification posted nothing worth keeping, or it is posted
+                        // again on the retry.
+                        rest.push((j, other));
+                    }
+                }
+            }
+            if !done.is_empty() {
+                self.store
+                    .complete_jobs_with_refs(&done, &refs, self.now())
+                    .await?;
+            }
+            for (j, r) in rest {
+                summary.merge(self.settle(j, r).await?);
+            }
+            Ok::<_, EngineError>(summary)
+        };
+        self.with_heartbeat(std::slice::from_ref(&token), work)
+            .await
     }
 
     /// The current time, at the microsecond precision stores keep (so what an operation returns
@@ -574,10 +696,47 @@ impl Engine {
                     .push(NewJob::at(JobKind::ExportAudit { event_id: a.id }, now));
             }
         }
-        let run_ats: Vec<DateTime<Utc>> = cs.jobs.iter().map(|j| j.run_at).collect();
+        let here = RUN_HERE.try_with(Arc::clone).ok();
+        let mut claimed: Vec<Job> = Vec::new();
+        if let Some(here) = &here {
+            for j in cs.jobs.iter().filter(|j| {
+                j.run_at <= now && matches!(j.kind, JobKind::Notify { .. } | JobKind::Revoke { .. })
+            }) {
+                claimed.push(Job {
+                    id: j.id,
+                    kind: j.kind.clone(),
+                    status: crate::jobs::JobStatus::Running,
+                    run_at: j.run_at,
+                    attempts: 1,
+                    last_error: None,
+                    created_at: now,
+                    locked_until: Some(now + self.settings.job_lease),
+                    claim_token: Some(here.token.clone()),
+                });
+            }
+            if !claimed.is_empty() {
+                cs.claimed = Some(crate::ports::ClaimAtInsert {
+                    token: here.token.clone(),
+                    lease: self.settings.job_lease,
+                    ids: claimed.iter().map(|j| j.id).collect(),
+                });
+            }
+        }
+        // Only jobs left for a scheduler wake it.
+        let run_ats: Vec<DateTime<Utc>> = cs
+            .jobs
+            .iter()
+            .filter(|j| !claimed.iter().any(|c| c.id == j.id))
+            .map(|j| j.run_at)
+            .collect();
         let committed = self.store.commit(cs).await?;
         for at in run_ats {
             self.waker.job_enqueued(at);
+        }
+        if let Some(here) = here {
+            if let Ok(mut f) = here.follow_ups.lock() {
+                f.extend(claimed);
+            }
         }
         Ok(committed)
     }
@@ -651,9 +810,9 @@ impl Engine {
             None => None,
         };
         let duration = resource.durations.check(requested)?;
-        let live = self
+        let (live, pending) = self
             .store
-            .live_grant(&s.subject.key(), &resource.id)
+            .live_grant_and_pending(&s.subject.key(), &resource.id)
             .await?;
         let now = self.now();
         let justification = match s.kind {
@@ -711,19 +870,10 @@ impl Engine {
         if let Some(reason) = self.unavailable_reason(&resource).await {
             return Err(EngineError::Unavailable(reason));
         }
-        let pending = self
-            .store
-            .requests(&RequestFilter {
-                status: Some(RequestStatus::Pending),
-                resource: Some(resource.id.clone()),
-                subject: Some(s.subject.key()),
-                limit: Some(1),
-            })
-            .await?;
-        if let Some(p) = pending.first() {
+        if let Some(p) = pending {
             return Err(EngineError::AlreadyPending {
                 resource: resource.id.to_string(),
-                request: p.id,
+                request: p,
             });
         }
 
@@ -1120,9 +1270,24 @@ impl Engine {
         cs.grants.push(GrantWrite::Update(updated.clone()));
         cs.audit
             .push(self.grant_audit(AuditKind::RevocationRequested, &by, &grant));
-        cs.jobs
-            .push(NewJob::at(JobKind::Revoke { grant_id: id }, self.now()));
+        let revoke = NewJob::at(JobKind::Revoke { grant_id: id }, self.now());
+        let revoke_id = revoke.id;
+        cs.jobs.push(revoke);
         self.commit(cs).await?;
+        // Asked for from a job this process runs (a chat command): the revocation was written
+        // claimed by it and runs now, not after a scheduler's claim; it is settled with that job.
+        if let Ok(here) = RUN_HERE.try_with(Arc::clone) {
+            let job = here.follow_ups.lock().ok().and_then(|mut f| {
+                let i = f.iter().position(|j| j.id == revoke_id)?;
+                Some(f.remove(i))
+            });
+            if let Some(job) = job {
+                let (result, _) = self.run_job_caught(&job).await;
+                if let Ok(mut f) = here.finished.lock() {
+                    f.push((job, result));
+                }
+            }
+        }
         Ok(Grant {
             version: updated.version + 1,
             ..updated
@@ -1958,20 +2123,30 @@ impl Engine {
     }
 
     async fn deliver(&self, n: &Notification) -> Result<JobResult, EngineError> {
+        let (result, refs) = self.deliver_collect(n).await?;
+        for r in refs {
+            self.store.save_message_ref(&r).await?;
+        }
+        Ok(result)
+    }
+
+    /// Delivers `n`; returns the outcome and the messages posted (for the caller to record).
+    async fn deliver_collect(
+        &self,
+        n: &Notification,
+    ) -> Result<(JobResult, Vec<MessageRef>), EngineError> {
         let mut ctx = NotifyContext::default();
-        if let Some(id) = n.request_id() {
+        if let Some(id) = n
+            .request_id()
+            .filter(|_| self.notifier.reads_message_refs(n))
+        {
             ctx.message_refs = self.store.message_refs(id).await?;
         }
-        match self.notifier.notify(n, &ctx).await {
-            Ok(refs) => {
-                for r in refs {
-                    self.store.save_message_ref(&r).await?;
-                }
-                Ok(JobResult::done())
-            }
-            Err(NotifyError::Transient(e)) => Ok(JobResult::Retry(e)),
-            Err(NotifyError::Permanent(e)) => Ok(JobResult::Fatal(e)),
-        }
+        Ok(match self.notifier.notify(n, &ctx).await {
+            Ok(refs) => (JobResult::done(), refs),
+            Err(NotifyError::Transient(e)) => (JobResult::Retry(e), Vec::new()),
+            Err(NotifyError::Permanent(e)) => (JobResult::Fatal(e), Vec::new()),
+        })
     }
 
     async fn remind(

@@ -89,6 +89,20 @@ pub struct ChangeSet {
     /// Appended to the hash chain in order.
     pub audit: Vec<AuditRecord>,
     pub jobs: Vec<NewJob>,
+    /// Some of `jobs` written already claimed by the committing process, which runs them right
+    /// after the commit instead of handing them to a scheduler.
+    pub claimed: Option<ClaimAtInsert>,
+}
+
+/// Jobs of a [`ChangeSet`] written `running`, under `token`, leased for `lease` on the store's
+/// lease clock (as [`Store::claim_jobs`] would claim them, attempt 1): no scheduler takes them
+/// while the process that wrote them runs them; should it die, the lease lapses and any
+/// scheduler does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimAtInsert {
+    pub token: String,
+    pub lease: chrono::Duration,
+    pub ids: Vec<JobId>,
 }
 
 impl ChangeSet {
@@ -383,6 +397,59 @@ pub trait Store: Send + Sync + Debug + 'static {
         lease: chrono::Duration,
     ) -> Result<Option<Job>, StoreError>;
 
+    /// [`Self::enqueue_once`] and [`Self::claim_job`] in one: the job is written already claimed
+    /// (as [`ClaimAtInsert`] describes), for the receiving process to run at once. `None` for a
+    /// repeated key. The job's id must be [`JobId::for_key`]`(key)` (a store may recognise a
+    /// repeat by it). The default makes the two calls.
+    async fn enqueue_claimed_once(
+        &self,
+        key: &str,
+        job: NewJob,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<Job>, StoreError> {
+        let id = job.id;
+        if !self.enqueue_once(key, job, now).await? {
+            return Ok(None);
+        }
+        self.claim_job(id, now, lease).await
+    }
+
+    /// What filing a request needs to know, in one read: the live grant of `subject` on
+    /// `resource` (as [`Self::live_grant`]) and the id of the subject's newest pending request
+    /// for it. The default makes two calls.
+    async fn live_grant_and_pending(
+        &self,
+        subject: &SubjectKey,
+        resource: &ResourceId,
+    ) -> Result<(Option<Grant>, Option<RequestId>), StoreError> {
+        let live = self.live_grant(subject, resource).await?;
+        let pending = self
+            .requests(&RequestFilter {
+                status: Some(RequestStatus::Pending),
+                resource: Some(resource.clone()),
+                subject: Some(subject.clone()),
+                limit: Some(1),
+            })
+            .await?;
+        Ok((live, pending.first().map(|r| r.id)))
+    }
+
+    /// Records the messages that finished jobs posted and marks the jobs done (as
+    /// [`Self::complete_jobs`]), in one write. Returns how many jobs were still owned by their
+    /// claim. The default makes one call per message, then completes the jobs.
+    async fn complete_jobs_with_refs(
+        &self,
+        jobs: &[(JobId, String)],
+        refs: &[MessageRef],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        for r in refs {
+            self.save_message_ref(r).await?;
+        }
+        self.complete_jobs(jobs, now).await
+    }
+
     async fn request_counts(&self) -> Result<Vec<(RequestStatus, u64)>, StoreError>;
     async fn grant_counts(&self) -> Result<Vec<(GrantStatus, u64)>, StoreError>;
     /// Database reachable and migrations applied.
@@ -594,6 +661,12 @@ pub trait Notifier: Send + Sync + Debug + 'static {
         n: &Notification,
         ctx: &NotifyContext,
     ) -> Result<Vec<MessageRef>, NotifyError>;
+
+    /// Whether delivering `n` reads [`NotifyContext::message_refs`]: when it does not, the engine
+    /// does not read them from the store. The default is true.
+    fn reads_message_refs(&self, _n: &Notification) -> bool {
+        true
+    }
 
     /// Hands a secret to the person, once. Never retried from the queue (the secret is not kept):
     /// on failure the person is told to ask again.

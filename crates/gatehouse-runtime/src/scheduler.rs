@@ -17,16 +17,36 @@ use tokio_util::sync::CancellationToken;
 
 /// Wakes the scheduler when a job is enqueued, and tells readiness when the scheduler last
 /// looked at the queue.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SchedulerWaker {
     notify: Notify,
     /// Unix milliseconds of the scheduler's last look at the queue; 0 until it started.
     last_look_ms: AtomicI64,
+    /// When the sleeping scheduler looks at the queue next (unix microseconds, by the engine's
+    /// clock): a job due no earlier needs no wake-up (it would cost a pass that finds nothing).
+    /// `i64::MAX` while a pass runs or before the first sleep: every job wakes it then.
+    looks_next_us: AtomicI64,
+}
+
+impl Default for SchedulerWaker {
+    fn default() -> Self {
+        Self {
+            notify: Notify::new(),
+            last_look_ms: AtomicI64::new(0),
+            looks_next_us: AtomicI64::new(i64::MAX),
+        }
+    }
 }
 
 impl SchedulerWaker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The scheduler sleeps until `at` (engine clock) unless woken; `None`: it is busy.
+    fn sleeps_until(&self, at: Option<DateTime<Utc>>) {
+        let us = at.map_or(i64::MAX, |t| t.timestamp_micros());
+        self.looks_next_us.store(us, Ordering::SeqCst);
     }
 
     pub async fn notified(&self) {
@@ -67,7 +87,11 @@ impl SchedulerWaker {
 }
 
 impl JobWaker for SchedulerWaker {
-    fn job_enqueued(&self, _run_at: DateTime<Utc>) {
+    fn job_enqueued(&self, run_at: DateTime<Utc>) {
+        // A job due after the scheduler's next look is found by that look.
+        if run_at.timestamp_micros() >= self.looks_next_us.load(Ordering::SeqCst) {
+            return;
+        }
         // notify_one stores a permit if the scheduler is busy, so a wake-up is never lost.
         self.notify.notify_one();
     }
@@ -116,6 +140,7 @@ impl JobScheduler {
                 break;
             }
             self.waker.looked();
+            self.waker.sleeps_until(None);
             let pass = AssertUnwindSafe(self.engine.run_due(self.batch)).catch_unwind();
             let outcome = match pass.await {
                 Ok(outcome) => outcome,
@@ -151,6 +176,13 @@ impl JobScheduler {
             if wait.is_zero() {
                 continue;
             }
+            // Jobs enqueued from here on wake it only if due before it looks again. One enqueued
+            // between `time_to_next`'s read and this line saw "busy" and stored a permit.
+            self.waker.sleeps_until(
+                chrono::Duration::from_std(wait)
+                    .ok()
+                    .and_then(|w| self.engine.now().checked_add_signed(w)),
+            );
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.waker.notified() => {}

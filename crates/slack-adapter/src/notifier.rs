@@ -159,6 +159,19 @@ fn is_slack_user(id: &str) -> bool {
 
 #[async_trait]
 impl Notifier for SlackNotifier {
+    /// Only the notifications that rewrite the approval message read the earlier messages.
+    fn reads_message_refs(&self, n: &Notification) -> bool {
+        matches!(
+            n,
+            Notification::ApprovalProgress { .. }
+                | Notification::RequestApproved { .. }
+                | Notification::RequestDenied { .. }
+                | Notification::RequestCancelled { .. }
+                | Notification::RequestTimedOut { .. }
+                | Notification::AccessFailed { .. }
+        )
+    }
+
     async fn notify(
         &self,
         n: &Notification,

@@ -1162,14 +1162,16 @@ async fn enqueue_and_run(st: &Shared, key: &str, inbound: &Inbound) -> Result<bo
         key: key.to_string(),
         payload,
     };
-    let Some(job) = st.engine.enqueue_inbox(item).await? else {
+    // Stored already claimed by this process, which runs it at once (no claim round trip).
+    let Some(job) = st.engine.enqueue_inbox_claimed(item).await? else {
         return Ok(false);
     };
     let engine = st.engine.clone();
     tokio::spawn(async move {
-        if let Err(e) = engine.run_job_now(job).await {
-            // The job stays in the queue; the scheduler runs it.
-            tracing::warn!(job = %job, error = %e, "could not run a stored Slack delivery now");
+        let id = job.id;
+        if let Err(e) = engine.run_claimed(job).await {
+            // The job stays in the queue; a scheduler runs it once the claim lapses.
+            tracing::warn!(job = %id, error = %e, "could not run a stored Slack delivery now");
         }
     });
     Ok(true)

@@ -8,6 +8,7 @@
 //! types on both.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use access_core::ports::StoreError;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow};
@@ -137,29 +138,82 @@ fn pg_query<'q>(sql: &'q Sql) -> Query<'q, Postgres, PgArguments> {
     q
 }
 
+/// What a store has sent to its database since it was opened: the figures behind
+/// "statements per operation" (docs/performance.md). Every statement is a round trip (to
+/// SQLite's worker thread, or over the network to PostgreSQL); `commits` counts write
+/// transactions, an autocommitted single write included. Reads outside a transaction count as
+/// statements only. `BEGIN`/`COMMIT` themselves are not counted as statements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub statements: u64,
+    pub commits: u64,
+}
+
+impl std::ops::Sub for StoreStats {
+    type Output = StoreStats;
+    fn sub(self, rhs: StoreStats) -> StoreStats {
+        StoreStats {
+            statements: self.statements.saturating_sub(rhs.statements),
+            commits: self.commits.saturating_sub(rhs.commits),
+        }
+    }
+}
+
+/// The counters behind [`StoreStats`]: two relaxed atomic adds per statement, cheap enough to
+/// keep on in production.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    statements: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Counters {
+    fn statement(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn commit(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StoreStats {
+        StoreStats {
+            statements: self.statements.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A connection of either kind, borrowed from a pool or a transaction.
-pub(crate) enum Conn<'a> {
+pub(crate) struct Conn<'a> {
+    kind: ConnKind<'a>,
+    counters: &'a Counters,
+}
+
+enum ConnKind<'a> {
     Sqlite(&'a mut SqliteConnection),
     Postgres(&'a mut PgConnection),
 }
 
 impl Conn<'_> {
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
-        match self {
-            Conn::Sqlite(c) => Ok(sqlite_query(sql).execute(&mut **c).await?.rows_affected()),
-            Conn::Postgres(c) => Ok(pg_query(sql).execute(&mut **c).await?.rows_affected()),
+        self.counters.statement();
+        match &mut self.kind {
+            ConnKind::Sqlite(c) => Ok(sqlite_query(sql).execute(&mut **c).await?.rows_affected()),
+            ConnKind::Postgres(c) => Ok(pg_query(sql).execute(&mut **c).await?.rows_affected()),
         }
     }
 
     pub async fn fetch_all(&mut self, sql: &Sql) -> Result<Vec<DbRow>, sqlx::Error> {
-        match self {
-            Conn::Sqlite(c) => Ok(sqlite_query(sql)
+        self.counters.statement();
+        match &mut self.kind {
+            ConnKind::Sqlite(c) => Ok(sqlite_query(sql)
                 .fetch_all(&mut **c)
                 .await?
                 .into_iter()
                 .map(DbRow::Sqlite)
                 .collect()),
-            Conn::Postgres(c) => Ok(pg_query(sql)
+            ConnKind::Postgres(c) => Ok(pg_query(sql)
                 .fetch_all(&mut **c)
                 .await?
                 .into_iter()
@@ -169,12 +223,13 @@ impl Conn<'_> {
     }
 
     pub async fn fetch_optional(&mut self, sql: &Sql) -> Result<Option<DbRow>, sqlx::Error> {
-        match self {
-            Conn::Sqlite(c) => Ok(sqlite_query(sql)
+        self.counters.statement();
+        match &mut self.kind {
+            ConnKind::Sqlite(c) => Ok(sqlite_query(sql)
                 .fetch_optional(&mut **c)
                 .await?
                 .map(DbRow::Sqlite)),
-            Conn::Postgres(c) => Ok(pg_query(sql)
+            ConnKind::Postgres(c) => Ok(pg_query(sql)
                 .fetch_optional(&mut **c)
                 .await?
                 .map(DbRow::Postgres)),
@@ -183,7 +238,14 @@ impl Conn<'_> {
 }
 
 /// A write transaction. On SQLite it also holds the process-wide writer lock.
-pub(crate) enum Tx {
+pub(crate) struct Tx {
+    kind: TxKind,
+    counters: Arc<Counters>,
+}
+
+/// The driver's transaction, for code that runs its own typed queries (installations). Those
+/// statements are not counted in [`StoreStats`].
+pub(crate) enum TxKind {
     Sqlite {
         tx: Transaction<'static, Sqlite>,
         _writer: OwnedMutexGuard<()>,
@@ -192,24 +254,33 @@ pub(crate) enum Tx {
 }
 
 impl Tx {
+    pub fn kind_mut(&mut self) -> &mut TxKind {
+        &mut self.kind
+    }
+
     pub fn conn(&mut self) -> Conn<'_> {
-        match self {
-            Tx::Sqlite { tx, .. } => Conn::Sqlite(tx),
-            Tx::Postgres(tx) => Conn::Postgres(tx),
+        let kind = match &mut self.kind {
+            TxKind::Sqlite { tx, .. } => ConnKind::Sqlite(tx),
+            TxKind::Postgres(tx) => ConnKind::Postgres(tx),
+        };
+        Conn {
+            kind,
+            counters: &self.counters,
         }
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite { tx, _writer } => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
+        self.counters.commit();
+        match self.kind {
+            TxKind::Sqlite { tx, _writer } => tx.commit().await,
+            TxKind::Postgres(tx) => tx.commit().await,
         }
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Sqlite { tx, _writer } => tx.rollback().await,
-            Tx::Postgres(tx) => tx.rollback().await,
+        match self.kind {
+            TxKind::Sqlite { tx, _writer } => tx.rollback().await,
+            TxKind::Postgres(tx) => tx.rollback().await,
         }
     }
 }
@@ -222,6 +293,7 @@ pub(crate) struct Db {
     /// sleeping) is faster than letting them spin on `SQLITE_BUSY`. `BEGIN IMMEDIATE` still
     /// guards against writers in other processes (the cleanup binary).
     writer: Arc<Mutex<()>>,
+    pub counters: Arc<Counters>,
 }
 
 impl Db {
@@ -229,6 +301,14 @@ impl Db {
         Self {
             pool,
             writer: Arc::new(Mutex::new(())),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    fn conn<'a>(&'a self, kind: ConnKind<'a>) -> Conn<'a> {
+        Conn {
+            kind,
+            counters: &self.counters,
         }
     }
 
@@ -248,7 +328,7 @@ impl Db {
     /// for every later write, in every process). Here the task finishes making the
     /// `Transaction`, and dropping its unclaimed result rolls it back.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        match &self.pool {
+        let kind = match &self.pool {
             DbPool::Sqlite(p) => {
                 let guard = self.writer.clone().lock_owned().await;
                 let p = p.clone();
@@ -257,16 +337,20 @@ impl Db {
                 let tx = tokio::spawn(async move { p.begin_with("BEGIN IMMEDIATE").await })
                     .await
                     .map_err(begin_task_failed)??;
-                Ok(Tx::Sqlite { tx, _writer: guard })
+                TxKind::Sqlite { tx, _writer: guard }
             }
             DbPool::Postgres(p) => {
                 let p = p.clone();
                 let tx = tokio::spawn(async move { p.begin().await })
                     .await
                     .map_err(begin_task_failed)??;
-                Ok(Tx::Postgres(tx))
+                TxKind::Postgres(tx)
             }
-        }
+        };
+        Ok(Tx {
+            kind,
+            counters: self.counters.clone(),
+        })
     }
 
     /// Runs one read on a pooled connection.
@@ -274,25 +358,27 @@ impl Db {
         match &self.pool {
             DbPool::Sqlite(p) => {
                 let mut c = p.acquire().await?;
-                Conn::Sqlite(&mut c).fetch_all(sql).await
+                self.conn(ConnKind::Sqlite(&mut c)).fetch_all(sql).await
             }
             DbPool::Postgres(p) => {
                 let mut c = p.acquire().await?;
-                Conn::Postgres(&mut c).fetch_all(sql).await
+                self.conn(ConnKind::Postgres(&mut c)).fetch_all(sql).await
             }
         }
     }
 
-    /// Runs one statement on a pooled connection, outside any explicit transaction.
+    /// Runs one write on a pooled connection, outside any explicit transaction (it commits on
+    /// its own, and counts as a commit).
     pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        self.counters.commit();
         match &self.pool {
             DbPool::Sqlite(p) => {
                 let mut c = p.acquire().await?;
-                Conn::Sqlite(&mut c).execute(sql).await
+                self.conn(ConnKind::Sqlite(&mut c)).execute(sql).await
             }
             DbPool::Postgres(p) => {
                 let mut c = p.acquire().await?;
-                Conn::Postgres(&mut c).execute(sql).await
+                self.conn(ConnKind::Postgres(&mut c)).execute(sql).await
             }
         }
     }
@@ -301,11 +387,15 @@ impl Db {
         match &self.pool {
             DbPool::Sqlite(p) => {
                 let mut c = p.acquire().await?;
-                Conn::Sqlite(&mut c).fetch_optional(sql).await
+                self.conn(ConnKind::Sqlite(&mut c))
+                    .fetch_optional(sql)
+                    .await
             }
             DbPool::Postgres(p) => {
                 let mut c = p.acquire().await?;
-                Conn::Postgres(&mut c).fetch_optional(sql).await
+                self.conn(ConnKind::Postgres(&mut c))
+                    .fetch_optional(sql)
+                    .await
             }
         }
     }

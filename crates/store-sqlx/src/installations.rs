@@ -11,7 +11,7 @@ use access_core::ports::StoreError;
 use sqlx::Row;
 
 use crate::SqlStore;
-use crate::db::{DbPool, Tx};
+use crate::db::{DbPool, TxKind};
 
 /// One row of `slack_installations`. Token fields hold ciphertext.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -171,8 +171,8 @@ impl SqlStore {
         let mut tx = self.db.begin().await.map_err(|e| err("begin", e))?;
         let mut row = row.clone();
         let res: Result<(), sqlx::Error> = async {
-            match &mut tx {
-                Tx::Sqlite { tx, .. } => {
+            match tx.kind_mut() {
+                TxKind::Sqlite { tx, .. } => {
                     let prev: Option<i64> = sqlx::query_scalar(&previous)
                         .bind(row.enterprise_id.clone())
                         .bind(row.team_id.clone())
@@ -190,7 +190,7 @@ impl SqlStore {
                         .execute(&mut **tx)
                         .await?;
                 }
-                Tx::Postgres(tx) => {
+                TxKind::Postgres(tx) => {
                     let prev: Option<i64> = sqlx::query_scalar(&previous)
                         .bind(row.enterprise_id.clone())
                         .bind(row.team_id.clone())
@@ -340,15 +340,15 @@ impl SqlStore {
         c: Option<&str>,
     ) -> Result<u64, StoreError> {
         let mut tx = self.db.begin().await.map_err(|e| err("begin", e))?;
-        let res = match &mut tx {
-            Tx::Sqlite { tx, .. } => {
+        let res = match tx.kind_mut() {
+            TxKind::Sqlite { tx, .. } => {
                 let mut q = sqlx::query(sql).bind(a).bind(b);
                 if let Some(c) = c {
                     q = q.bind(c);
                 }
                 q.execute(&mut **tx).await.map(|r| r.rows_affected())
             }
-            Tx::Postgres(tx) => {
+            TxKind::Postgres(tx) => {
                 let mut q = sqlx::query(sql).bind(a).bind(b);
                 if let Some(c) = c {
                     q = q.bind(c);
@@ -379,15 +379,15 @@ impl SqlStore {
                    VALUES ($1, $2, $3) ON CONFLICT (team_id) DO UPDATE SET \
                    enterprise_id = excluded.enterprise_id, updated_at = excluded.updated_at";
         let mut tx = self.db.begin().await.map_err(|e| err("begin", e))?;
-        let res = match &mut tx {
-            Tx::Sqlite { tx, .. } => sqlx::query(sql)
+        let res = match tx.kind_mut() {
+            TxKind::Sqlite { tx, .. } => sqlx::query(sql)
                 .bind(team_id)
                 .bind(enterprise_id)
                 .bind(now)
                 .execute(&mut **tx)
                 .await
                 .map(|_| ()),
-            Tx::Postgres(tx) => sqlx::query(sql)
+            TxKind::Postgres(tx) => sqlx::query(sql)
                 .bind(team_id)
                 .bind(enterprise_id)
                 .bind(now)
@@ -457,15 +457,15 @@ impl SqlStore {
         let sql = "INSERT INTO oauth_states (state, created_at, expires_at, consumed) \
                    VALUES ($1, $2, $3, FALSE)";
         let mut tx = self.db.begin().await.map_err(|e| err("begin", e))?;
-        let res = match &mut tx {
-            Tx::Sqlite { tx, .. } => sqlx::query(sql)
+        let res = match tx.kind_mut() {
+            TxKind::Sqlite { tx, .. } => sqlx::query(sql)
                 .bind(state)
                 .bind(created_at)
                 .bind(expires_at)
                 .execute(&mut **tx)
                 .await
                 .map(|r| r.rows_affected()),
-            Tx::Postgres(tx) => sqlx::query(sql)
+            TxKind::Postgres(tx) => sqlx::query(sql)
                 .bind(state)
                 .bind(created_at)
                 .bind(expires_at)
@@ -494,8 +494,8 @@ impl SqlStore {
         let look = "SELECT consumed, expires_at FROM oauth_states WHERE state = $1";
         let mut tx = self.db.begin().await.map_err(|e| err("begin", e))?;
         let res: Result<OAuthStateCheck, sqlx::Error> = async {
-            let (n, found): (u64, Option<(bool, i64)>) = match &mut tx {
-                Tx::Sqlite { tx, .. } => {
+            let (n, found): (u64, Option<(bool, i64)>) = match tx.kind_mut() {
+                TxKind::Sqlite { tx, .. } => {
                     let n = sqlx::query(update)
                         .bind(state)
                         .bind(now)
@@ -508,7 +508,7 @@ impl SqlStore {
                         .await?;
                     (n, f)
                 }
-                Tx::Postgres(tx) => {
+                TxKind::Postgres(tx) => {
                     let n = sqlx::query(update)
                         .bind(state)
                         .bind(now)
@@ -546,13 +546,13 @@ impl SqlStore {
     pub async fn cleanup_oauth_states(&self, now: i64) -> Result<u64, StoreError> {
         let sql = "DELETE FROM oauth_states WHERE expires_at <= $1";
         let mut tx = self.db.begin().await.map_err(|e| err("begin", e))?;
-        let res = match &mut tx {
-            Tx::Sqlite { tx, .. } => sqlx::query(sql)
+        let res = match tx.kind_mut() {
+            TxKind::Sqlite { tx, .. } => sqlx::query(sql)
                 .bind(now)
                 .execute(&mut **tx)
                 .await
                 .map(|r| r.rows_affected()),
-            Tx::Postgres(tx) => sqlx::query(sql)
+            TxKind::Postgres(tx) => sqlx::query(sql)
                 .bind(now)
                 .execute(&mut **tx)
                 .await

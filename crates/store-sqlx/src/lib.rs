@@ -104,7 +104,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-pub use db::{Backend, DbPool};
+pub use db::{Backend, DbPool, StoreStats};
 pub use installations::{InstallationRow, OAuthStateCheck};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -148,6 +148,9 @@ pub struct SqlStore {
     /// `GATEHOUSE_AUDIT_KEY`: seals audit events with HMAC links and verifies them. `None` in
     /// development (unkeyed chain; the runtime warns).
     audit_keys: Option<access_core::audit::AuditKeyring>,
+    /// The audit chain head this store last committed: a hint that saves reading the head on
+    /// every commit (checked against the stored head when it is advanced).
+    audit_head: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -230,6 +233,7 @@ impl SqlStore {
             db: db::Db::new(pool),
             remember_calls: Arc::new(AtomicU64::new(0)),
             audit_keys: None,
+            audit_head: Arc::default(),
         })
     }
 
@@ -248,6 +252,12 @@ impl SqlStore {
 
     pub fn backend(&self) -> Backend {
         self.db.backend()
+    }
+
+    /// Statements and commits this store (and its clones) has sent since it was opened. Take a
+    /// snapshot before and after an operation and subtract to count what the operation cost.
+    pub fn stats(&self) -> StoreStats {
+        self.db.counters.snapshot()
     }
 
     /// The underlying pool, for tables this crate does not wrap yet (Slack installations, OAuth

@@ -9,8 +9,8 @@ use access_core::ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
 use access_core::jobs::{Job, JobKind, JobStats, NewJob};
 use access_core::notification::MessageRef;
 use access_core::ports::{
-    AuditFilter, ChangeSet, ClaimScope, Committed, GrantFilter, GrantWrite, JobFilter,
-    RequestFilter, RequestWrite, Store, StoreError,
+    AuditFilter, ChangeSet, ClaimAtInsert, ClaimScope, Committed, GrantFilter, GrantWrite,
+    JobFilter, RequestFilter, RequestWrite, Store, StoreError,
 };
 use access_core::request::{AccessRequest, Decision, RequestStatus};
 use access_core::subject::SubjectKey;
@@ -29,6 +29,9 @@ const VERIFY_PAGE: i64 = 5000;
 const REMEMBER_FOR: chrono::Duration = chrono::Duration::days(1);
 /// Sweep old idempotency keys on one `remember_once` call in this many.
 const SWEEP_EVERY: u64 = 256;
+/// Rows per multi-row `INSERT` (13 columns × 500 stays far below both backends' limits on bound
+/// parameters).
+const ROWS_PER_INSERT: usize = 500;
 const LIVE_STATUSES: &str = "('provisioning', 'active', 'revoking')";
 
 fn limit(l: Option<u32>) -> i64 {
@@ -79,7 +82,6 @@ impl SqlStore {
     }
 
     async fn apply(&self, tx: &mut Tx, change: ChangeSet) -> Result<Committed, StoreError> {
-        let backend = self.backend();
         let mut c = tx.conn();
 
         for w in &change.requests {
@@ -98,27 +100,69 @@ impl SqlStore {
             insert_decision(&mut c, d).await?;
         }
 
-        let mut sealed = Vec::with_capacity(change.audit.len());
-        if !change.audit.is_empty() {
-            // On PostgreSQL, FOR UPDATE serialises every commit that writes audit records on this
-            // one row; in READ COMMITTED the waiting transaction then reads the head its
-            // predecessor wrote, so the chain never forks. SQLite is already serialised by
-            // BEGIN IMMEDIATE.
-            let head_sql = match backend {
-                Backend::Postgres => "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
-                Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
-            };
-            let head = c
-                .fetch_optional(&Sql::new(head_sql))
-                .await
-                .map_err(plain)?
-                .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
-            let (mut seq, mut hash) = (head.i64("seq")?, head.string("hash")?);
-            for mut record in change.audit {
+        let sealed = if change.audit.is_empty() {
+            Vec::new()
+        } else {
+            self.append_audit(&mut c, change.audit).await?
+        };
+
+        if !change.jobs.is_empty() {
+            insert_jobs(
+                &mut c,
+                self.backend(),
+                &change.jobs,
+                change.claimed.as_ref(),
+            )
+            .await?;
+        }
+        Ok(Committed { audit: sealed })
+    }
+
+    /// Seals `records` after the chain head and writes them: the head is advanced in one
+    /// statement and the events inserted in one more. The head is taken from the last commit of
+    /// this store when it has one, and the `UPDATE` checks it is still the stored head (another
+    /// process, or a concurrent commit on PostgreSQL, may have moved it): if not, the head is read
+    /// (`FOR UPDATE` on PostgreSQL) and the records sealed again. On PostgreSQL the `UPDATE`
+    /// takes the row lock either way, so commits that write audit records are serialised on the
+    /// head row and, in READ COMMITTED, a waiting `UPDATE` re-checks its condition against the
+    /// head its predecessor committed: the chain never forks. SQLite is serialised by
+    /// `BEGIN IMMEDIATE`.
+    async fn append_audit(
+        &self,
+        c: &mut Conn<'_>,
+        records: Vec<audit::AuditRecord>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let records: Vec<audit::AuditRecord> = records
+            .into_iter()
+            .map(|mut r| {
                 // The hash covers the timestamp in microseconds; seal what will be read back.
-                record.at = audit::truncate_to_micros(record.at);
-                let ev = audit::seal_with(record, seq, &hash, self.audit_keys.as_ref());
-                insert_audit(&mut c, &ev).await?;
+                r.at = audit::truncate_to_micros(r.at);
+                r
+            })
+            .collect();
+        let mut known = self.known_head();
+        for _ in 0..2 {
+            let (start_seq, start_hash) = match &known {
+                Some(h) => h.clone(),
+                None => {
+                    let head_sql = match self.backend() {
+                        Backend::Postgres => {
+                            "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+                        }
+                        Backend::Sqlite => "SELECT seq, hash FROM audit_head WHERE id = 1",
+                    };
+                    let head = c
+                        .fetch_optional(&Sql::new(head_sql))
+                        .await
+                        .map_err(plain)?
+                        .ok_or_else(|| StoreError::Corrupt("audit_head row is missing".into()))?;
+                    (head.i64("seq")?, head.string("hash")?)
+                }
+            };
+            let (mut seq, mut hash) = (start_seq, start_hash.clone());
+            let mut sealed = Vec::with_capacity(records.len());
+            for record in &records {
+                let ev = audit::seal_with(record.clone(), seq, &hash, self.audit_keys.as_ref());
                 seq = ev.seq;
                 hash = ev.hash.clone();
                 sealed.push(ev);
@@ -129,46 +173,53 @@ impl SqlStore {
                 .audit_keys
                 .as_ref()
                 .map(|k| audit::head_mac(k, seq, &hash));
-            let updated = c
-                .execute(&Sql::with(
-                    "UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1",
-                    vec![seq.into(), hash.into(), mac.into()],
-                ))
-                .await
-                .map_err(plain)?;
-            if updated != 1 {
+            let from_memory = known.is_some();
+            let mut update = Sql::with(
+                "UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1",
+                vec![seq.into(), hash.into(), mac.into()],
+            );
+            if from_memory {
+                update
+                    .push(" AND seq = ")
+                    .bind(start_seq)
+                    .push(" AND hash = ")
+                    .bind(start_hash);
+            }
+            let updated = c.execute(&update).await.map_err(plain)?;
+            if updated == 1 {
+                for chunk in sealed.chunks(ROWS_PER_INSERT) {
+                    insert_audit(c, chunk).await?;
+                }
+                return Ok(sealed);
+            }
+            if !from_memory {
                 return Err(StoreError::Corrupt("audit_head row is missing".into()));
             }
+            // The head moved since this store last wrote it: read it and seal again.
+            known = None;
         }
+        Err(StoreError::Corrupt("audit_head row is missing".into()))
+    }
 
-        let now = micros(Utc::now());
-        for (i, j) in change.jobs.iter().enumerate() {
-            let payload = codec::to_json(&j.kind)?;
-            // Enqueue order among jobs of one ordering key: the wall clock, then the position in
-            // this change set (two jobs of one commit share the microsecond).
-            let order_seq = j.kind.order_key().map(|_| {
-                now.saturating_mul(1000)
-                    .saturating_add(i64::try_from(i % 1000).unwrap_or(0))
-            });
-            let sql = Sql::with(
-                "INSERT INTO jobs (id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at, order_key, order_seq) \
-                 VALUES ($1, $2, $3, 'pending', $4, 0, $5, $6, $6, $7, $8)",
-                vec![
-                    j.id.to_string().into(),
-                    j.kind.name().into(),
-                    payload.into(),
-                    micros(j.run_at).into(),
-                    j.kind.max_attempts().map(i64::from).into(),
-                    now.into(),
-                    j.kind.order_key().into(),
-                    order_seq.into(),
-                ],
-            );
-            c.execute(&sql)
-                .await
-                .map_err(|e| db_err(e, || format!("job {} already exists", j.id)))?;
+    /// The chain head this store last committed, if any (a hint: [`Self::append_audit`] checks
+    /// it against the stored head in the same statement that advances it).
+    fn known_head(&self) -> Option<(i64, String)> {
+        self.audit_head
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().cloned())
+    }
+
+    /// Remembers the head a commit wrote (never moving the hint backwards).
+    fn remember_head(&self, committed: &Committed) {
+        let Some(last) = committed.audit.last() else {
+            return;
+        };
+        if let Ok(mut g) = self.audit_head.lock() {
+            if g.as_ref().is_none_or(|(seq, _)| *seq < last.seq) {
+                *g = Some((last.seq, last.hash.clone()));
+            }
         }
-        Ok(Committed { audit: sealed })
     }
 
     /// One write statement. On PostgreSQL a single statement is its own transaction, so it runs
@@ -589,12 +640,19 @@ async fn insert_decision(c: &mut Conn<'_>, d: &Decision) -> Result<(), StoreErro
     Ok(())
 }
 
-async fn insert_audit(c: &mut Conn<'_>, ev: &AuditEvent) -> Result<(), StoreError> {
-    let r = &ev.record;
-    let sql = Sql::with(
+/// Inserts sealed events, several rows per statement.
+async fn insert_audit(c: &mut Conn<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    let mut sql = Sql::new(
         "INSERT INTO audit_events (seq, id, at, kind, actor, actor_id, subject, resource, request_id, grant_id, \
-         details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        vec![
+         details, prev_hash, hash) VALUES ",
+    );
+    for (i, ev) in events.iter().enumerate() {
+        let r = &ev.record;
+        sql.push(if i == 0 { "(" } else { ", (" });
+        let values: [Arg; 13] = [
             ev.seq.into(),
             r.id.to_string().into(),
             micros(r.at).into(),
@@ -608,11 +666,113 @@ async fn insert_audit(c: &mut Conn<'_>, ev: &AuditEvent) -> Result<(), StoreErro
             codec::to_json(&r.details)?.into(),
             ev.prev_hash.clone().into(),
             ev.hash.clone().into(),
-        ],
-    );
-    c.execute(&sql)
-        .await
-        .map_err(|e| db_err(e, || format!("audit event {} (seq {})", r.id, ev.seq)))?;
+        ];
+        for (j, v) in values.into_iter().enumerate() {
+            if j > 0 {
+                sql.push(", ");
+            }
+            sql.bind(v);
+        }
+        sql.push(")");
+    }
+    c.execute(&sql).await.map_err(|e| {
+        db_err(e, || {
+            format!(
+                "audit event {} (seq {}) or one after it",
+                first.record.id, first.seq
+            )
+        })
+    })?;
+    Ok(())
+}
+
+/// Inserts new jobs, several rows per statement; those `claimed` names are written running
+/// under its token, leased on the lease clock (`now()` on PostgreSQL, the host clock on SQLite).
+async fn insert_jobs(
+    c: &mut Conn<'_>,
+    backend: Backend,
+    jobs: &[NewJob],
+    claimed: Option<&ClaimAtInsert>,
+) -> Result<(), StoreError> {
+    let now = micros(Utc::now());
+    for (n, chunk) in jobs.chunks(ROWS_PER_INSERT).enumerate() {
+        let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) VALUES "));
+        for (k, j) in chunk.iter().enumerate() {
+            sql.push(if k == 0 { "(" } else { ", (" });
+            push_job_values(&mut sql, backend, j, n * ROWS_PER_INSERT + k, now, claimed)?;
+            sql.push(")");
+        }
+        c.execute(&sql).await.map_err(|e| {
+            db_err(e, || match chunk {
+                [j] => format!("job {} already exists", j.id),
+                _ => format!("one of jobs {}… already exists", chunk[0].id),
+            })
+        })?;
+    }
+    Ok(())
+}
+
+const JOB_INSERT_COLS: &str = "id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at, \
+     order_key, order_seq, claim_token, locked_until";
+
+/// The values of one new job, in [`JOB_INSERT_COLS`] order (`i`: its position in the change
+/// set).
+fn push_job_values(
+    sql: &mut Sql,
+    backend: Backend,
+    j: &NewJob,
+    i: usize,
+    now: i64,
+    claimed: Option<&ClaimAtInsert>,
+) -> Result<(), StoreError> {
+    let payload = codec::to_json(&j.kind)?;
+    // Enqueue order among jobs of one ordering key: the wall clock, then the position in
+    // this change set (two jobs of one commit share the microsecond).
+    let order_seq = j.kind.order_key().map(|_| {
+        now.saturating_mul(1000)
+            .saturating_add(i64::try_from(i % 1000).unwrap_or(0))
+    });
+    let claim = claimed.filter(|cl| cl.ids.contains(&j.id));
+    sql.bind(j.id.to_string())
+        .push(", ")
+        .bind(j.kind.name())
+        .push(", ")
+        .bind(payload)
+        .push(if claim.is_some() {
+            ", 'running', "
+        } else {
+            ", 'pending', "
+        })
+        .bind(micros(j.run_at))
+        .push(if claim.is_some() { ", 1, " } else { ", 0, " })
+        .bind(j.kind.max_attempts().map(i64::from))
+        .push(", ")
+        .bind(now)
+        .push(", ")
+        .bind(now)
+        .push(", ")
+        .bind(j.kind.order_key())
+        .push(", ")
+        .bind(order_seq)
+        .push(", ");
+    match claim {
+        None => {
+            sql.push("NULL, NULL");
+        }
+        Some(cl) => {
+            let lease = cl.lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
+            sql.bind(cl.token.as_str()).push(", ");
+            match backend {
+                Backend::Postgres => {
+                    sql.push("(EXTRACT(EPOCH FROM now()) * 1000000)::BIGINT + ")
+                        .bind(lease);
+                }
+                Backend::Sqlite => {
+                    sql.bind(micros(Utc::now()).saturating_add(lease));
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -635,6 +795,7 @@ impl Store for SqlStore {
                 tx.commit()
                     .await
                     .map_err(|e| db_err(e, || "commit".to_string()))?;
+                self.remember_head(&committed);
                 Ok(committed)
             }
             Err(e) => {
@@ -738,6 +899,46 @@ impl Store for SqlStore {
             .as_ref()
             .map(codec::grant_from_row)
             .transpose()
+    }
+
+    async fn live_grant_and_pending(
+        &self,
+        subject: &SubjectKey,
+        resource: &ResourceId,
+    ) -> Result<(Option<Grant>, Option<RequestId>), StoreError> {
+        // One row whether or not there is a live grant: its columns are NULL when there is none.
+        let sql = Sql::with(
+            format!(
+                "SELECT {}, (SELECT r.id FROM requests r WHERE r.status = 'pending' \
+                 AND r.team_id = $1 AND r.user_id = $2 AND r.resource = $3 \
+                 ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS pending_request \
+                 FROM (SELECT 1 AS one) AS one LEFT JOIN grants g ON g.status IN {LIVE_STATUSES} \
+                 AND g.team_id = $1 AND g.user_id = $2 AND g.resource = $3",
+                prefixed("g", codec::GRANT_COLS)
+            ),
+            vec![
+                subject.team_id.as_str().into(),
+                subject.user_id.as_str().into(),
+                resource.as_str().into(),
+            ],
+        );
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        let Some(first) = rows.first() else {
+            return Ok((None, None));
+        };
+        let pending = first
+            .opt_string("pending_request")?
+            .map(|id| {
+                id.parse::<RequestId>()
+                    .map_err(|e| StoreError::Corrupt(format!("pending_request: {e}")))
+            })
+            .transpose()?;
+        // At most one live grant per subject and resource (a unique index): the first row.
+        let live = match first.opt_string("id")? {
+            Some(_) => Some(codec::grant_from_row(first)?),
+            None => None,
+        };
+        Ok((live, pending))
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
@@ -954,36 +1155,69 @@ impl Store for SqlStore {
         if jobs.is_empty() {
             return Ok(0);
         }
-        // One transaction (one fsync on SQLite) for the whole batch; jobs claimed together share a
-        // claim token, so this is usually one statement per 500 jobs.
-        let mut by_token: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-        for (id, token) in jobs {
-            by_token
-                .entry(token.as_str())
-                .or_default()
-                .push(id.to_string());
-        }
         let mut tx = self.begin().await?;
-        let mut done = 0;
-        for (token, ids) in by_token {
-            for chunk in ids.chunks(500) {
-                let mut sql = Sql::with(
-                    "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
-                     WHERE status = 'running' AND claim_token = $2 AND id IN (",
-                    vec![micros(now).into(), token.into()],
-                );
-                for (i, id) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        sql.push(", ");
-                    }
-                    sql.bind(id.as_str());
-                }
-                sql.push(")");
-                done += tx.conn().execute(&sql).await.map_err(plain)?;
-            }
-        }
+        let done = complete_in(&mut tx, jobs, now).await?;
         tx.commit().await.map_err(plain)?;
         Ok(done)
+    }
+
+    async fn complete_jobs_with_refs(
+        &self,
+        jobs: &[(JobId, String)],
+        refs: &[MessageRef],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if refs.is_empty() {
+            return self.complete_jobs(jobs, now).await;
+        }
+        // One transaction: the messages jobs posted and the jobs' completion.
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::new(
+            "INSERT INTO message_refs (request_id, purpose, team_id, channel, ts) VALUES ",
+        );
+        // One row per (request, purpose, channel): a repeat in one statement would be an error
+        // on PostgreSQL (ON CONFLICT cannot touch a row twice); the last one wins, as it would
+        // one call at a time.
+        let mut unique: Vec<&MessageRef> = Vec::new();
+        for r in refs {
+            unique.retain(|u| {
+                !(u.request_id == r.request_id && u.purpose == r.purpose && u.channel == r.channel)
+            });
+            unique.push(r);
+        }
+        for (i, r) in unique.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" })
+                .bind(r.request_id.to_string())
+                .push(", ")
+                .bind(r.purpose.as_str())
+                .push(", ")
+                .bind(r.team_id.as_str())
+                .push(", ")
+                .bind(r.channel.as_str())
+                .push(", ")
+                .bind(r.ts.as_str())
+                .push(")");
+        }
+        sql.push(
+            " ON CONFLICT (request_id, purpose, channel) DO UPDATE SET team_id = excluded.team_id, ts = excluded.ts",
+        );
+        let saved = tx.conn().execute(&sql).await.map_err(plain);
+        let done = match saved {
+            Ok(_) => complete_in(&mut tx, jobs, now).await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(done) => {
+                tx.commit().await.map_err(plain)?;
+                Ok(done)
+            }
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed job completion failed");
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn retry_job(
@@ -1236,6 +1470,48 @@ impl Store for SqlStore {
         Ok(first)
     }
 
+    async fn enqueue_claimed_once(
+        &self,
+        key: &str,
+        job: NewJob,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<Job>, StoreError> {
+        // One statement: the job's id is derived from the key ([`JobId::for_key`]), so a repeat
+        // conflicts on the primary key; a key recorded in the idempotency table (by
+        // `enqueue_once`, as items were stored before) is a repeat too.
+        if job.id != JobId::for_key(key) {
+            return Err(StoreError::Database(format!(
+                "job {} of inbox key {key:?}: its id must be JobId::for_key(key)",
+                job.id
+            )));
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        let claim = ClaimAtInsert {
+            token: token.clone(),
+            lease,
+            ids: vec![job.id],
+        };
+        let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) SELECT "));
+        push_job_values(&mut sql, self.backend(), &job, 0, micros(now), Some(&claim))?;
+        sql.push(" WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE key = ")
+            .bind(key)
+            .push(") ON CONFLICT (id) DO NOTHING");
+        let first = self.write_one(&sql).await? == 1;
+        Ok(first.then(|| Job {
+            id: job.id,
+            kind: job.kind,
+            status: access_core::jobs::JobStatus::Running,
+            run_at: job.run_at,
+            attempts: 1,
+            last_error: None,
+            created_at: now,
+            // As this process reckons it; the stored lease is on the lease clock.
+            locked_until: Some(now + lease),
+            claim_token: Some(token),
+        }))
+    }
+
     async fn claim_job(
         &self,
         id: JobId,
@@ -1349,6 +1625,41 @@ fn prefixed(table: &str, cols: &str) -> String {
         .map(|c| format!("{table}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Marks claimed jobs done within `tx`; jobs claimed together share a claim token, so this is
+/// usually one statement per 500 jobs.
+async fn complete_in(
+    tx: &mut Tx,
+    jobs: &[(JobId, String)],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut by_token: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (id, token) in jobs {
+        by_token
+            .entry(token.as_str())
+            .or_default()
+            .push(id.to_string());
+    }
+    let mut done = 0;
+    for (token, ids) in by_token {
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::with(
+                "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
+                 WHERE status = 'running' AND claim_token = $2 AND id IN (",
+                vec![micros(now).into(), token.into()],
+            );
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(id.as_str());
+            }
+            sql.push(")");
+            done += tx.conn().execute(&sql).await.map_err(plain)?;
+        }
+    }
+    Ok(done)
 }
 
 /// Records `key` once; false if it was already there (a replay).

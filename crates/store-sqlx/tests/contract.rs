@@ -674,6 +674,7 @@ async fn stale_version_conflicts_and_rolls_back_everything() {
                     audit(AuditKind::AccessDenied, &r, t(3)),
                 ],
                 jobs: vec![NewJob::at(JobKind::Expire { grant_id: g.id }, t(100))],
+                claimed: None,
             })
             .await
             .unwrap_err();

@@ -279,9 +279,27 @@ impl Harness {
         );
     }
 
-    /// Runs every due job (notifications, provisioning).
+    /// Runs every due job (notifications, provisioning), after the work this process runs on
+    /// its own (a command's job and the notifications it caused) is finished.
     pub async fn run_jobs(&self) {
+        self.wait_running().await;
         self.engine.drain(20).await.unwrap();
+        self.wait_running().await;
+    }
+
+    /// Waits (up to 10 s) until no job is running.
+    pub async fn wait_running(&self) {
+        let running = access_core::ports::JobFilter {
+            status: Some(access_core::jobs::JobStatus::Running),
+            ..Default::default()
+        };
+        for _ in 0..1000 {
+            if self.engine.store().jobs(&running).await.unwrap().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("jobs still running after 10 s");
     }
 
     pub async fn wait_responses(&self, url: &str, n: usize) -> Vec<Value> {
