@@ -266,7 +266,7 @@ async fn run_one(
             break Some(Utc::now());
         }
         polls += 1;
-        if polls % 10 == 0
+        if polls.is_multiple_of(10)
             && grant_of(world, user, res, &rid)
                 .await
                 .is_some_and(|g| g["status"] == "failed")

@@ -197,7 +197,10 @@ async fn crash_test(db: &TestDb) {
     world.stop.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
 
-    let mut rep = Report::default();
+    let mut rep = Report {
+        strict: s.long,
+        ..Report::default()
+    };
     header(&mut rep, db.kind, &s, &bin);
     let kills = plans.kills.load(Ordering::SeqCst);
     let downtime: i64 = world
@@ -323,7 +326,10 @@ async fn replicas_postgres() {
     world.stop.store(true, Ordering::Relaxed);
     sampler.await.unwrap();
 
-    let mut rep = Report::default();
+    let mut rep = Report {
+        strict: s.long,
+        ..Report::default()
+    };
     header(&mut rep, db.kind, &s, &bin);
     rep.row("replicas", 3);
     rep.row(
