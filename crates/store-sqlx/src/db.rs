@@ -538,14 +538,14 @@ mod tests {
             .await
             .expect("begin after an abandoned one")
             .unwrap();
-        match &mut tx {
-            Tx::Sqlite { tx, .. } => {
+        match &mut tx.kind {
+            TxKind::Sqlite { tx, .. } => {
                 sqlx::query("INSERT INTO t VALUES (2)")
                     .execute(&mut **tx)
                     .await
                     .unwrap();
             }
-            Tx::Postgres(_) => unreachable!(),
+            TxKind::Postgres(_) => unreachable!(),
         }
         tx.commit().await.unwrap();
     }
