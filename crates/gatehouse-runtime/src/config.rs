@@ -122,8 +122,10 @@ pub struct ResourceConfig {
     #[serde(default)]
     pub eligibility: Vec<EligibilityRule>,
     pub approval: ApprovalPolicy,
-    #[serde(default = "yes")]
-    pub extendable: bool,
+    /// `None`: the provider's default (true, except GCP's service-account-key mode, whose IAM
+    /// binding carries its end and cannot be lengthened).
+    #[serde(default)]
+    pub extendable: Option<bool>,
     /// Kept only so the grants it still has end through its provider: not listed, not
     /// requestable. Removing a resource that has live grants is refused at start; retire it
     /// instead, and remove it once its grants have ended.
@@ -133,10 +135,6 @@ pub struct ResourceConfig {
     pub allow_guests: bool,
     #[serde(default)]
     pub allow_external: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Config {
@@ -243,7 +241,7 @@ impl ResourceConfig {
             Some(t) => serde_json::to_value(t).map_err(|e| err(format!("settings: {e}")))?,
             None => serde_json::Value::Object(Default::default()),
         };
-        let resource = Resource {
+        let mut resource = Resource {
             id,
             description: self.description.clone(),
             provider: self.provider.clone(),
@@ -251,11 +249,23 @@ impl ResourceConfig {
             durations,
             eligibility: self.eligibility.clone(),
             approval: self.approval.clone(),
-            extendable: self.extendable,
+            extendable: self.extendable.unwrap_or(true),
             allow_guests: self.allow_guests,
             allow_external: self.allow_external,
         };
         check_provider_settings(&resource).map_err(|m| err(format!("settings: {m}")))?;
+        if pins_its_end(&resource) {
+            if self.extendable == Some(true) {
+                return Err(err(
+                    "extendable = true is not possible with provider 'gcp-iam' in \
+                     mode 'service_account_key': the key's IAM binding carries its end, so an \
+                     approved extension would only issue a second key with the same end. Remove \
+                     the line (such resources are not extendable), or use mode 'user_binding'"
+                        .into(),
+                ));
+            }
+            resource.extendable = false;
+        }
         Ok(resource)
     }
 }
@@ -274,6 +284,14 @@ fn check_provider_settings(resource: &Resource) -> Result<(), String> {
             .map_err(|e| e.to_string()),
         _ => Ok(()),
     }
+}
+
+/// GCP's key mode fixes a grant's end in the IAM condition of the account it creates: a new
+/// request re-issues a key with that end instead of lengthening it (found by the crash test).
+fn pins_its_end(resource: &Resource) -> bool {
+    resource.provider == "gcp-iam"
+        && provider_gcp_iam::GcpIamSettings::of(resource)
+            .is_ok_and(|s| s.mode == provider_gcp_iam::AccessMode::ServiceAccountKey)
 }
 
 /// Secrets and deployment settings from the environment (names from the source documents where
@@ -412,6 +430,31 @@ approval = { mode = "approvers", approvers = { users = ["U1"] }, required = 2 }
                 .to_string()
                 .contains("2 approvals required")
         );
+    }
+
+    /// Found by the crash test: `extendable = true` on GCP's key mode re-issued a key with the
+    /// old end instead of extending. Not extendable by default there, and refused when asked.
+    #[test]
+    fn gcp_key_mode_is_not_extendable() {
+        let gcp = |mode: &str, extendable: &str| {
+            format!(
+                "[[resources]]\nid='g'\nprovider='gcp-iam'\napproval={{mode='auto'}}\n\
+                 settings={{project='my-project-1', role='roles/browser', mode='{mode}'}}\n{extendable}\n"
+            )
+        };
+        let resources = |toml: String| Config::from_toml(&toml, "x").unwrap().resources();
+        let key_default = resources(gcp("service_account_key", "")).unwrap();
+        assert!(!key_default[0].extendable);
+        let e = resources(gcp("service_account_key", "extendable = true")).unwrap_err();
+        assert!(
+            e.to_string().contains("extendable = true is not possible"),
+            "{e}"
+        );
+        assert!(
+            !resources(gcp("service_account_key", "extendable = false")).unwrap()[0].extendable
+        );
+        assert!(resources(gcp("user_binding", "")).unwrap()[0].extendable);
+        assert!(resources(gcp("user_binding", "extendable = true")).unwrap()[0].extendable);
     }
 
     #[test]
