@@ -1749,7 +1749,16 @@ impl Engine {
             // ran before this write landed); the take-back job uses this one.
             if request.status == RequestStatus::Approved {
                 let mut failed = request.transition(RequestEvent::ProvisioningFailed, now)?;
-                failed.failure = Some("Access ended while it was being provisioned.".into());
+                let reason = "Access ended while it was being provisioned.";
+                failed.failure = Some(reason.into());
+                // A revoke says so itself; an expiry that outran provisioning says nothing
+                // (there was no access to call expired), so this is the person's answer.
+                if !matches!(grant.status, GrantStatus::Revoking | GrantStatus::Revoked) {
+                    cs.jobs.push(self.notify_job(Notification::AccessFailed {
+                        request: self.summary(&failed),
+                        reason: reason.into(),
+                    }));
+                }
                 cs.requests.push(RequestWrite::Update(failed));
                 cs.audit.push(
                     self.audit(AuditKind::GrantFailed, &Actor::System, &request)
@@ -2083,14 +2092,17 @@ impl Engine {
             );
         }
         let summary = GrantSummary::of(&g);
-        cs.jobs.push(self.notify_job(if revoked_now {
-            Notification::AccessRevoked {
+        if revoked_now {
+            cs.jobs.push(self.notify_job(Notification::AccessRevoked {
                 grant: summary,
                 revoked_by: actor,
-            }
-        } else {
-            Notification::AccessExpired { grant: summary }
-        }));
+            }));
+        } else if grant.granted_at.is_some() {
+            cs.jobs
+                .push(self.notify_job(Notification::AccessExpired { grant: summary }));
+        }
+        // (A grant that expired before it was ever active has nothing to call "expired": its
+        // provisioning fails and says "ended before it could be provisioned".)
         self.commit(cs).await?;
         Ok(if revoked_now {
             Ended::Revoked

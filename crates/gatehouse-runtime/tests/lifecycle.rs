@@ -900,6 +900,13 @@ async fn revoked_while_provisioning_is_taken_back() {
         assert!(!g.provider_handle.is_null(), "{}: handle recorded", h.kind);
         assert!(h.engine.dead_jobs().await.unwrap().is_empty(), "{}", h.kind);
         assert!(h.engine.store().verify_audit_chain().await.unwrap().ok);
+        // One answer to the person: the revocation's.
+        let names = h.notifier.names();
+        let ends = names
+            .iter()
+            .filter(|n| ["access_revoked", "access_failed", "access_expired"].contains(n))
+            .collect::<Vec<_>>();
+        assert_eq!(ends, [&"access_revoked"], "{}: {names:?}", h.kind);
         // Not blocked by the one-live-grant index.
         let again = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
         h.run().await;
@@ -948,6 +955,12 @@ async fn expired_while_provisioning_is_taken_back() {
             h.kind
         );
         assert!(h.engine.dead_jobs().await.unwrap().is_empty(), "{}", h.kind);
+        // Found by the crash test: the person was told "expired" about access never granted,
+        // and never that it could not be provisioned.
+        let names = h.notifier.names();
+        assert!(names.contains(&"access_failed"), "{}: {names:?}", h.kind);
+        assert!(!names.contains(&"access_expired"), "{}: {names:?}", h.kind);
+        assert!(!names.contains(&"access_granted"), "{}: {names:?}", h.kind);
     }
 }
 
