@@ -1094,7 +1094,10 @@ async fn gcp_story(db: &TestDb) {
         slack
             .dms_to(JANE)
             .into_iter()
-            .find(|m| m.text.contains("has been revoked"))
+            // The notification, not the reply above (which says "revoked" too and may come first).
+            .find(|m| {
+                m.text.contains("has been revoked") && m.all_text().contains("Access revoked")
+            })
     })
     .await;
     let all_revoke_texts = format!("{revoke_text}\n{}", revoked_dm.all_text());

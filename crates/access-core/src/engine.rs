@@ -596,8 +596,14 @@ impl Engine {
                     .complete_jobs_with_refs(&done, &refs, self.now())
                     .await?;
             }
+            let failed = !rest.is_empty();
             for (j, r) in rest {
                 summary.merge(self.settle(j, r).await?);
+            }
+            if failed {
+                // A retry is for a scheduler, which must learn when it is due (it was not woken
+                // for jobs this process ran itself).
+                self.waker.job_enqueued(self.now());
             }
             Ok::<_, EngineError>(summary)
         };

@@ -151,6 +151,19 @@ impl FromStr for ResourceId {
     }
 }
 
+impl JobId {
+    /// The id of the job stored for an idempotency key (an inbox delivery): a function of the
+    /// key (the first 16 bytes of its SHA-256, marked as a custom UUID), so storing the same key
+    /// again conflicts on the job's primary key.
+    pub fn for_key(key: &str) -> JobId {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        JobId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,18 +186,5 @@ mod tests {
         assert_eq!(id.to_string().parse::<RequestId>().unwrap(), id);
         let err = "nope".parse::<GrantId>().unwrap_err();
         assert_eq!(err.to_string(), "'nope' is not a valid grant id");
-    }
-}
-
-impl JobId {
-    /// The id of the job stored for an idempotency key (an inbox delivery): a function of the
-    /// key (the first 16 bytes of its SHA-256, marked as a custom UUID), so storing the same key
-    /// again conflicts on the job's primary key.
-    pub fn for_key(key: &str) -> JobId {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        JobId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
     }
 }

@@ -9,6 +9,7 @@
 //! of `run_due` until one claims nothing, then `next_job_at`), once per batch of wake-ups, so the
 //! jobs the engine hands to the scheduler are counted too. The test reads the database only
 //! through a second store, whose statements are not counted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

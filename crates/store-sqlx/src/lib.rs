@@ -59,6 +59,12 @@
 //!   concurrent commits never look like tampering; a missing head row is reported as a break.
 //! - `request_counts`/`grant_counts`: every status, zeros included.
 //! - `remember_once`: keys are kept at least a day; one call in 256 sweeps older ones.
+//! - Round trips (docs/performance.md): the audit head is advanced in one statement from the
+//!   head this store last committed (checked in the `UPDATE`; read only when it moved), a change
+//!   set's audit events and jobs are multi-row inserts, jobs named by
+//!   [`ClaimAtInsert`](access_core::ports::ClaimAtInsert) are written already claimed, and
+//!   `enqueue_claimed_once` stores an inbox item in one statement (its job id derives from the
+//!   key). [`SqlStore::stats`] counts statements and commits.
 //!
 //! # Layout
 //!

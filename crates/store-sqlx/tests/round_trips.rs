@@ -13,7 +13,7 @@ use access_core::ports::{ChangeSet, ClaimAtInsert, JobFilter, RequestWrite, Stor
 use access_core::request::{AccessRequest, Actor, RequestKind, RequestStatus};
 use access_core::resource::Justification;
 use access_core::subject::{Email, Subject};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use store_sqlx::{SqlStore, StoreStats};
 use testkit::db::{TestDb, backends};
 
