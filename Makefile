@@ -53,8 +53,8 @@ fmt:
 ##        BENCH_DATABASE_URL) is set. Only the bench targets are built: unit tests are not
 ##        compiled a second time in release.
 bench:
-	@# The load bench drives the real server binary: build it first so it measures this code.
-	$(CARGO) build --release -p gatehouse-server --bin gatehouse-server
+	@# One invocation: the load bench (bins/gatehouse-server/benches/load.rs) gets the server
+	@# binary from it, built with the same features, so nothing is compiled twice.
 	$(CARGO) bench --workspace --bench '*'
 
 ## deny: licenses, bans and sources (advisories need the internet: run `cargo deny check` where it is reachable).

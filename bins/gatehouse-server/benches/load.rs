@@ -133,29 +133,13 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().to_path_buf()
 }
 
-/// `target/release/gatehouse-server`, built if missing (`make bench` builds it first, so the
-/// numbers are always of the current code).
+/// The server binary cargo built for this bench (same profile, same features), or
+/// `BENCH_LOAD_SERVER` (another build, e.g. a debug one while working on this file).
 fn server_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("BENCH_LOAD_SERVER") {
-        return PathBuf::from(p);
+    match std::env::var("BENCH_LOAD_SERVER") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => PathBuf::from(env!("CARGO_BIN_EXE_gatehouse-server")),
     }
-    let path = target_dir().join("release").join("gatehouse-server");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "gatehouse-server",
-                "--bin",
-                "gatehouse-server",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build --release failed");
-    }
-    path
 }
 
 struct Server {
@@ -876,7 +860,7 @@ fn main() {
     let tick = clock_tick();
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let _ = server_binary();
+    println!("load: server {}", server_binary().display());
 
     // One small runtime for the generator and the fake Slack: they share the machine with the
     // server under test, so they must stay cheap.
