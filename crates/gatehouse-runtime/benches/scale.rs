@@ -202,8 +202,7 @@ const GRANT_COLS: &str = "id, team_id, user_id, email, name, resource, status, p
      granted_at, expires_at, ended_at, request_id, revoked_by, version, provider_intent, takeback_pending";
 const JOB_COLS: &str = "id, kind, payload, status, run_at, attempts, max_attempts, last_error, created_at, \
      updated_at, locked_until, claim_token, order_key, order_seq";
-const AUDIT_COLS: &str =
-    "seq, id, at, kind, actor, actor_id, subject, resource, request_id, grant_id, details, prev_hash, hash";
+const AUDIT_COLS: &str = "seq, id, at, kind, actor, actor_id, subject, resource, request_id, grant_id, details, prev_hash, hash";
 
 fn ask(user: &str, duration: &str) -> Submission {
     Submission {
@@ -567,7 +566,10 @@ fn server_binary() -> PathBuf {
         .args(["build", "--release", "--bin", "gatehouse-server"])
         .status()
         .unwrap();
-    assert!(status.success(), "cargo build --release --bin gatehouse-server failed");
+    assert!(
+        status.success(),
+        "cargo build --release --bin gatehouse-server failed"
+    );
     let path = dir.join("gatehouse-server");
     assert!(path.exists(), "{} not found", path.display());
     path

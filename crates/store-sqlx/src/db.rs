@@ -222,6 +222,9 @@ pub(crate) struct Db {
     /// sleeping) is faster than letting them spin on `SQLITE_BUSY`. `BEGIN IMMEDIATE` still
     /// guards against writers in other processes (the cleanup binary).
     writer: Arc<Mutex<()>>,
+    /// Statements run outside a transaction plus transactions begun: a cheap hook that lets
+    /// tests bound how many round trips a code path costs (`SqlStore::statements`).
+    statements: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Db {
@@ -229,7 +232,17 @@ impl Db {
         Self {
             pool,
             writer: Arc::new(Mutex::new(())),
+            statements: Arc::default(),
         }
+    }
+
+    pub fn statements(&self) -> u64 {
+        self.statements.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.statements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn backend(&self) -> Backend {
@@ -240,6 +253,7 @@ impl Db {
     }
 
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.count();
         match &self.pool {
             DbPool::Sqlite(p) => {
                 let guard = self.writer.clone().lock_owned().await;
@@ -254,6 +268,7 @@ impl Db {
 
     /// Runs one read on a pooled connection.
     pub async fn fetch_all(&self, sql: &Sql) -> Result<Vec<DbRow>, sqlx::Error> {
+        self.count();
         match &self.pool {
             DbPool::Sqlite(p) => {
                 let mut c = p.acquire().await?;
@@ -268,6 +283,7 @@ impl Db {
 
     /// Runs one statement on a pooled connection, outside any explicit transaction.
     pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        self.count();
         match &self.pool {
             DbPool::Sqlite(p) => {
                 let mut c = p.acquire().await?;
@@ -281,6 +297,7 @@ impl Db {
     }
 
     pub async fn fetch_optional(&self, sql: &Sql) -> Result<Option<DbRow>, sqlx::Error> {
+        self.count();
         match &self.pool {
             DbPool::Sqlite(p) => {
                 let mut c = p.acquire().await?;

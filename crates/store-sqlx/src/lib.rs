@@ -249,6 +249,13 @@ impl SqlStore {
         self.db.backend()
     }
 
+    /// Statements this store (and its clones) ran outside a transaction, plus transactions it
+    /// began. For tests that bound a code path's round trips (an idle scheduler tick, an
+    /// export batch); not a metric.
+    pub fn statements(&self) -> u64 {
+        self.db.statements()
+    }
+
     /// The underlying pool, for tables this crate does not wrap yet (Slack installations, OAuth
     /// states). Writes to the store's own tables must go through [`access_core::ports::Store`].
     pub fn pool(&self) -> &DbPool {
