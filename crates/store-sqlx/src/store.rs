@@ -1478,6 +1478,34 @@ mod plans {
         }
     }
 
+    /// JIT compilation cost ~0.85 s per job claim once the queue was large (see
+    /// `connect_with`): the store's PostgreSQL connections run without it.
+    #[tokio::test]
+    async fn postgres_connections_run_without_jit() {
+        for db in testkit::db::backends().await {
+            if db.kind != "postgres" {
+                continue;
+            }
+            let store = SqlStore::connect(&db.url).await.unwrap();
+            let row = store
+                .db
+                .fetch_optional(&Sql::new("SELECT current_setting('jit') AS jit"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(row.string("jit").unwrap(), "off");
+            // The URL's own options (the test schema's search_path) still apply.
+            let row = store
+                .db
+                .fetch_optional(&Sql::new("SELECT current_schema() AS s"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(row.string("s").unwrap().starts_with("gh_test_"));
+            store.close().await;
+        }
+    }
+
     #[tokio::test]
     async fn hot_reads_use_indexes_on_both_backends() {
         for db in testkit::db::backends().await {
