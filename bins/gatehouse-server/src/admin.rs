@@ -281,6 +281,8 @@ struct ListQuery {
     team_id: Option<String>,
     user_id: Option<String>,
     limit: Option<u32>,
+    /// Keyset paging: the id of the last entry of the previous page.
+    before: Option<String>,
 }
 
 /// The parsed filter: status (of either kind), resource, subject, limit (at most 1000).
@@ -290,6 +292,21 @@ type ListFilter<S> = (
     Option<SubjectKey>,
     Option<u32>,
 );
+
+/// `before=<id>`: a well-formed id of an existing entry, or a 400 that says which.
+fn parse_cursor<T: FromStr>(raw: Option<&str>, what: &str) -> Result<Option<T>, ApiError> {
+    raw.map(|r| {
+        r.parse()
+            .map_err(|_| ApiError::bad_request(format!("before: '{r}' is not a valid {what} id")))
+    })
+    .transpose()
+}
+
+fn unknown_cursor(what: &str, id: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!(
+        "before: no {what} {id} (the cursor is the id of the last entry of the previous page)"
+    ))
+}
 
 impl ListQuery {
     fn parse<S: FromStr<Err = String>>(self) -> Result<ListFilter<S>, ApiError> {
@@ -317,14 +334,22 @@ async fn list_requests(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<access_core::AccessRequest>>, ApiError> {
+    let before: Option<RequestId> = parse_cursor(q.before.as_deref(), "request")?;
     let (status, resource, subject, limit) = q.parse::<RequestStatus>()?;
+    let store = s.app.engine.store();
+    if let Some(b) = before
+        && store.request(b).await?.is_none()
+    {
+        return Err(unknown_cursor("request", b));
+    }
     let filter = RequestFilter {
         status,
         resource,
         subject,
         limit,
+        before,
     };
-    Ok(Json(s.app.engine.store().requests(&filter).await?))
+    Ok(Json(store.requests(&filter).await?))
 }
 
 async fn get_request(
@@ -392,15 +417,23 @@ async fn list_grants(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<access_core::Grant>>, ApiError> {
+    let before: Option<GrantId> = parse_cursor(q.before.as_deref(), "grant")?;
     let (status, resource, subject, limit) = q.parse::<GrantStatus>()?;
+    let store = s.app.engine.store();
+    if let Some(b) = before
+        && store.grant(b).await?.is_none()
+    {
+        return Err(unknown_cursor("grant", b));
+    }
     let filter = GrantFilter {
         status,
         live_only: false,
         resource,
         subject,
         limit,
+        before,
     };
-    Ok(Json(s.app.engine.store().grants(&filter).await?))
+    Ok(Json(store.grants(&filter).await?))
 }
 
 async fn get_grant(

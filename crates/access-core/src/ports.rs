@@ -146,6 +146,11 @@ pub struct RequestFilter {
     pub subject: Option<SubjectKey>,
     /// Newest first; 100 when unset.
     pub limit: Option<u32>,
+    /// Keyset paging: only requests after this one in the list's order (older, or as old with
+    /// a smaller id). The last id of a page asks for the next page; no request has that id →
+    /// an empty page.
+    #[serde(default)]
+    pub before: Option<RequestId>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -155,7 +160,11 @@ pub struct GrantFilter {
     pub live_only: bool,
     pub resource: Option<ResourceId>,
     pub subject: Option<SubjectKey>,
+    /// Newest first; 100 when unset.
     pub limit: Option<u32>,
+    /// Keyset paging, as [`RequestFilter::before`].
+    #[serde(default)]
+    pub before: Option<GrantId>,
 }
 
 /// Where a keyset page starts: the last row of the previous page (lists are newest first, ordered
@@ -362,6 +371,35 @@ pub trait Store: Send + Sync + Debug + 'static {
 
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
     async fn audit_event(&self, id: AuditEventId) -> Result<Option<AuditEvent>, StoreError>;
+
+    /// The events among `ids` that exist, in any order (the export reads a claimed batch with
+    /// a few statements instead of one per event). The default reads them one by one.
+    async fn audit_events_by_id(
+        &self,
+        ids: &[AuditEventId],
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.audit_event(*id).await?);
+        }
+        Ok(out)
+    }
+    /// The requests among `ids` that exist, in any order; as [`Store::audit_events_by_id`].
+    async fn requests_by_id(&self, ids: &[RequestId]) -> Result<Vec<AccessRequest>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.request(*id).await?);
+        }
+        Ok(out)
+    }
+    /// The grants among `ids` that exist, in any order; as [`Store::audit_events_by_id`].
+    async fn grants_by_id(&self, ids: &[GrantId]) -> Result<Vec<Grant>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.grant(*id).await?);
+        }
+        Ok(out)
+    }
     /// Walks the whole chain (in pages) and compares it with the stored chain head.
     async fn verify_audit_chain(&self) -> Result<ChainVerification, StoreError>;
     /// Verifies from the newest trusted checkpoint to the head (a full walk when there is
@@ -430,6 +468,7 @@ pub trait Store: Send + Sync + Debug + 'static {
                 resource: Some(resource.clone()),
                 subject: Some(subject.clone()),
                 limit: Some(1),
+                before: None,
             })
             .await?;
         Ok((live, pending.first().map(|r| r.id)))
