@@ -989,6 +989,7 @@ async fn app_home_lists_access_and_its_buttons_work() {
         text: String::new(),
         blocks: view["blocks"].clone(),
         history: vec![],
+        metadata: None,
     };
     let text = msg.all_text();
     assert!(
