@@ -101,6 +101,24 @@ pub enum Tagged {
     Unsure,
 }
 
+/// Pages of 200 channels read at most when looking a channel name up.
+pub const LIST_MAX_PAGES: u32 = 25;
+
+#[derive(Deserialize)]
+struct ChannelPage {
+    #[serde(default)]
+    channels: Vec<ChannelEntry>,
+    #[serde(default)]
+    response_metadata: Option<ResponseMetadata>,
+}
+
+#[derive(Deserialize)]
+struct ChannelEntry {
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
 #[derive(Deserialize)]
 struct HistoryPage {
     #[serde(default)]
@@ -395,6 +413,38 @@ impl SlackApi {
             }
         }
         Ok(Tagged::Unsure)
+    }
+
+    /// `conversations.list` (form POST, public and private channels, archived left out): the id
+    /// of the channel named `name`, following `next_cursor` for at most [`LIST_MAX_PAGES`] pages.
+    pub async fn channel_id_by_name(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let mut cursor: Option<String> = None;
+        for _ in 0..LIST_MAX_PAGES {
+            let mut form = vec![
+                ("types", "public_channel,private_channel".to_string()),
+                ("exclude_archived", "true".to_string()),
+                ("limit", "200".to_string()),
+            ];
+            if let Some(c) = &cursor {
+                form.push(("cursor", c.clone()));
+            }
+            let v = self.call("conversations.list", Body::Form(&form)).await?;
+            let page: ChannelPage = serde_json::from_value(v).map_err(|_| ApiError::Server {
+                method: "conversations.list".into(),
+                status: 200,
+            })?;
+            if let Some(c) = page.channels.iter().find(|c| c.name == name) {
+                return Ok(Some(c.id.clone()));
+            }
+            cursor = page
+                .response_metadata
+                .and_then(|r| r.next_cursor)
+                .filter(|c| !c.is_empty());
+            if cursor.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(None)
     }
 
     /// `chat.update` (JSON): replaces a message for everyone.

@@ -187,14 +187,27 @@ impl SlackNotifier {
         } else if looks_like_conversation_id(channel) {
             channel.to_string()
         } else {
-            self.channel_ids
+            let key = (team_id.to_string(), channel.to_string());
+            let known = self
+                .channel_ids
                 .lock()
                 .ok()
-                .and_then(|ids| {
-                    ids.get(&(team_id.to_string(), channel.to_string()))
-                        .cloned()
-                })
-                .ok_or(Lookup::NameOnly)?
+                .and_then(|ids| ids.get(&key).cloned());
+            match known {
+                Some(id) => id,
+                // Not posted there by this process yet (a restart): look the name up once.
+                None => {
+                    let id = api
+                        .channel_id_by_name(channel)
+                        .await
+                        .map_err(Lookup::Failed)?
+                        .ok_or(Lookup::NameOnly)?;
+                    if let Ok(mut ids) = self.channel_ids.lock() {
+                        ids.insert(key, id.clone());
+                    }
+                    id
+                }
+            }
         };
         let oldest = job.created_at - chrono::Duration::seconds(LOOKBACK_MARGIN_SECS);
         match api.find_tagged(&id, oldest, tag).await {
@@ -290,7 +303,7 @@ fn looks_like_conversation_id(c: &str) -> bool {
 enum Lookup {
     #[error("{0}")]
     Failed(ApiError),
-    #[error("the channel is configured by name and its id is not known yet")]
+    #[error("no channel of that name is visible to the bot (conversations.list)")]
     NameOnly,
     #[error("more messages since the job was created than are read")]
     TooBusy,

@@ -404,7 +404,8 @@ impl FakeSlack {
     }
 
     /// Restricts `token` to `scopes` (tokens start with every scope). Only the scopes a method
-    /// of the fake checks matter: `channels:history`, `groups:history`, `im:history`.
+    /// of the fake checks matter: `channels:history`, `groups:history`, `im:history`
+    /// (conversations.history), `channels:read`, `groups:read` (conversations.list).
     pub fn set_token_scopes(&self, token: &str, scopes: &[&str]) {
         self.with(|i| {
             i.token_scopes.insert(
@@ -1018,6 +1019,55 @@ fn dispatch(
             )
         }
         "conversations.history" => conversations_history(i, args, token),
+        "conversations.list" => {
+            // Both channel types are asked for; each needs its own read scope.
+            let types = s(args, "types").unwrap_or("public_channel");
+            for (t, needed) in [
+                ("public_channel", "channels:read"),
+                ("private_channel", "groups:read"),
+            ] {
+                if types.split(',').any(|x| x.trim() == t)
+                    && let Some(granted) = i.token_scopes.get(token)
+                    && !granted.iter().any(|g| g == needed)
+                {
+                    return (
+                        StatusCode::OK,
+                        json!({"ok": false, "error": "missing_scope", "needed": needed, "provided": granted.join(",")}),
+                    );
+                }
+            }
+            let limit = s(args, "limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(100)
+                .clamp(1, 1000);
+            let start = match s(args, "cursor") {
+                None => 0,
+                Some(c) => match c
+                    .strip_prefix("bmV4dF9vZmZzZXQ6")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(n) => n,
+                    None => return envelope_err("invalid_cursor"),
+                },
+            };
+            let mut all: Vec<(&String, &String)> = i.channels.iter().collect();
+            all.sort();
+            let page: Vec<Value> = all
+                .iter()
+                .skip(start)
+                .take(limit)
+                .map(|(id, name)| {
+                    json!({"id": id, "name": name, "is_channel": !id.starts_with('G'),
+                                          "is_private": id.starts_with('G'), "is_archived": false})
+                })
+                .collect();
+            let next = if start + page.len() < all.len() {
+                format!("bmV4dF9vZmZzZXQ6{}", start + page.len())
+            } else {
+                String::new()
+            };
+            ok(json!({"channels": page, "response_metadata": {"next_cursor": next}}))
+        }
         "chat.update" => {
             let (Some(channel), Some(ts)) = (s(args, "channel"), s(args, "ts")) else {
                 return missing("channel/ts");
