@@ -47,8 +47,10 @@ pub struct SlackNotifier {
 const LOOKBACK_MARGIN_SECS: i64 = 300;
 
 /// A re-run whose look-up failed transiently (5xx, time-out, rate limit) is retried as a job up to
-/// this attempt; from then on it posts without looking (at-least-once beats never).
-const LOOKUP_ATTEMPTS: u32 = 4;
+/// this attempt; from then on it posts without looking (at-least-once beats never). Notification
+/// jobs have 10 attempts; the backoff makes attempts 2–8 span a few minutes, long enough for a
+/// Slack hiccup or the 1-a-minute `conversations.history` throttle of distributed apps to pass.
+const LOOKUP_ATTEMPTS: u32 = 8;
 
 /// (channel, ts) of a posted message.
 type MessageKey = (String, String);
