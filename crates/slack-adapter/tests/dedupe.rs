@@ -3,6 +3,7 @@
 //! the earlier attempt by the job id in its message metadata (`conversations.history`); without
 //! the `*:history` scopes it posts again (at-least-once) and says so in the log.
 //! Every test runs on SQLite and, with `TEST_DATABASE_URL`, on PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

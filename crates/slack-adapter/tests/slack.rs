@@ -1396,6 +1396,7 @@ async fn deleted_approval_messages_do_not_block_the_dm() {
             channel: APPROVALS.into(),
             ts: "1.000001".into(),
         }],
+        job: None,
     };
     let n = Notification::RequestDenied {
         request: s,
@@ -1726,6 +1727,7 @@ async fn a_late_progress_update_never_rolls_back_a_decided_message() {
         .unwrap();
     let ctx = NotifyContext {
         message_refs: refs.clone(),
+        job: None,
     };
     let a1 = access_core::Actor::User {
         team_id: fake::TEAM_ID.into(),
