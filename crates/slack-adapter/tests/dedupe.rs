@@ -359,3 +359,71 @@ async fn without_history_scopes_a_retry_posts_again_and_says_why() {
         logs.0.lock().unwrap().clear();
     }
 }
+
+/// The look-up follows `next_cursor` through a busy window, respects `oldest`, and gives up
+/// (unsure, so the caller posts) past its page budget.
+#[tokio::test]
+async fn the_look_up_pages_through_history_within_the_window() {
+    let slack = testkit::slack::FakeSlack::start().await;
+    slack.add_channel("C0BUSY", "busy");
+    let config = slack_adapter::SlackConfig::new(slack.token(), SECRET, &slack.api_url());
+    let api = slack_adapter::api::SlackApi::new(&config);
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let posted = api
+        .post_message_tagged("C0BUSY", "tagged", &serde_json::json!([]), Some("job-1"))
+        .await
+        .unwrap();
+    // Newer messages push the tagged one to the third page of 50.
+    for i in 0..120 {
+        api.post_message_tagged(
+            "C0BUSY",
+            &format!("m{i}"),
+            &serde_json::json!([]),
+            Some("other"),
+        )
+        .await
+        .unwrap();
+    }
+    use slack_adapter::api::Tagged;
+    assert_eq!(
+        api.find_tagged("C0BUSY", before, "job-1").await.unwrap(),
+        Tagged::Found(posted.ts.clone())
+    );
+    let history = slack.calls_to("conversations.history");
+    assert_eq!(history.len(), 3, "followed the cursor");
+    assert!(
+        history
+            .iter()
+            .all(|c| c.args["include_all_metadata"] == "true")
+    );
+    assert_eq!(
+        api.find_tagged("C0BUSY", before, "job-2").await.unwrap(),
+        Tagged::NotFound
+    );
+    // A window that starts after the message does not show it.
+    let ts: f64 = posted.ts.parse().unwrap();
+    let after = chrono::DateTime::from_timestamp_micros((ts * 1e6) as i64 + 1).unwrap();
+    let n = slack.calls_to("conversations.history").len();
+    assert_eq!(
+        api.find_tagged("C0BUSY", after, "job-1").await.unwrap(),
+        Tagged::NotFound
+    );
+    assert_eq!(slack.calls_to("conversations.history").len(), n + 3);
+    // More than 6 pages of 50 newer messages: unsure.
+    for i in 0..200 {
+        api.post_message_tagged("C0BUSY", &format!("n{i}"), &serde_json::json!([]), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        api.find_tagged("C0BUSY", before, "job-1").await.unwrap(),
+        Tagged::Unsure
+    );
+    // History of a channel the token may not read.
+    slack.set_token_scopes(slack.token(), &["chat:write"]);
+    let e = api
+        .find_tagged("C0BUSY", before, "job-1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("missing_scope"));
+}
