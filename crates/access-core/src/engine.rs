@@ -549,7 +549,7 @@ impl Engine {
                 futures::future::join_all(follow_ups.into_iter().map(|j| async move {
                     let out = match &j.kind {
                         JobKind::Notify { notification } => self
-                            .deliver_collect(notification)
+                            .deliver_collect(notification, &j)
                             .await
                             .unwrap_or_else(|e| (JobResult::Retry(e.to_string()), Vec::new())),
                         _ => (self.run_job_caught(&j).await.0, Vec::new()),
@@ -1539,11 +1539,11 @@ impl Engine {
                 .with_retries(|| self.time_out(*request_id))
                 .await
                 .map(|_| JobResult::done()),
-            JobKind::Notify { notification } => self.deliver(notification).await,
+            JobKind::Notify { notification } => self.deliver(notification, job).await,
             JobKind::Remind {
                 grant_id,
                 expires_at,
-            } => self.remind(*grant_id, *expires_at).await,
+            } => self.remind(*grant_id, *expires_at, job).await,
             JobKind::ExportAudit { .. } => {
                 Ok(JobResult::Fatal("export jobs run in batches".into()))
             }
@@ -2140,20 +2140,25 @@ impl Engine {
         Ok(())
     }
 
-    async fn deliver(&self, n: &Notification) -> Result<JobResult, EngineError> {
-        let (result, refs) = self.deliver_collect(n).await?;
+    async fn deliver(&self, n: &Notification, job: &Job) -> Result<JobResult, EngineError> {
+        let (result, refs) = self.deliver_collect(n, job).await?;
         for r in refs {
             self.store.save_message_ref(&r).await?;
         }
         Ok(result)
     }
 
-    /// Delivers `n`; returns the outcome and the messages posted (for the caller to record).
+    /// Delivers `n` from `job`; returns the outcome and the messages posted (for the caller to
+    /// record). The job goes along so a re-run can find what an earlier attempt posted.
     async fn deliver_collect(
         &self,
         n: &Notification,
+        job: &Job,
     ) -> Result<(JobResult, Vec<MessageRef>), EngineError> {
-        let mut ctx = NotifyContext::default();
+        let mut ctx = NotifyContext {
+            job: Some(crate::ports::NotifyJob::of(job)),
+            ..Default::default()
+        };
         if let Some(id) = n
             .request_id()
             .filter(|_| self.notifier.reads_message_refs(n))
@@ -2171,6 +2176,7 @@ impl Engine {
         &self,
         grant_id: GrantId,
         expires_at: DateTime<Utc>,
+        job: &Job,
     ) -> Result<JobResult, EngineError> {
         let Some(grant) = self.store.grant(grant_id).await? else {
             return Ok(JobResult::done());
@@ -2183,10 +2189,13 @@ impl Engine {
             .catalog
             .get(grant.resource.as_str())
             .is_some_and(|r| r.extendable);
-        self.deliver(&Notification::ExpiryReminder {
-            grant: GrantSummary::of(&grant),
-            can_extend,
-        })
+        self.deliver(
+            &Notification::ExpiryReminder {
+                grant: GrantSummary::of(&grant),
+                can_extend,
+            },
+            job,
+        )
         .await
     }
 

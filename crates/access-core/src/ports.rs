@@ -681,6 +681,33 @@ impl Directory for NoDirectory {
 #[derive(Debug, Clone, Default)]
 pub struct NotifyContext {
     pub message_refs: Vec<MessageRef>,
+    /// The durable job delivering the notification (`None` when delivered outside a job).
+    pub job: Option<NotifyJob>,
+}
+
+/// The job a notification is delivered from: lets the notifier tag what it posts and, on a
+/// re-run, find a message an earlier attempt posted without living to record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyJob {
+    pub id: JobId,
+    pub created_at: DateTime<Utc>,
+    /// Attempts started so far, this one included (a claim taken over from a dead process
+    /// counts as a new attempt).
+    pub attempt: u32,
+    /// An earlier attempt may have posted: a later attempt, a takeover, or a revived dead job
+    /// (its attempts restart at 0 but its last error stays).
+    pub may_have_posted: bool,
+}
+
+impl NotifyJob {
+    pub fn of(job: &Job) -> NotifyJob {
+        NotifyJob {
+            id: job.id,
+            created_at: job.created_at,
+            attempt: job.attempts,
+            may_have_posted: job.attempts > 1 || job.last_error.is_some(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

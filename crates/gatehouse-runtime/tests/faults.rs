@@ -367,6 +367,12 @@ async fn run(db: TestDb, lifecycles: usize, rate: f64, seed: u64) -> (Outcome, S
             other => panic!("{kind}: request {i} ended {other:?}, not active or failed"),
         }
         out.duplicate_dms += granted.saturating_sub(1) + failed.saturating_sub(1);
+        // A retried post looks for its earlier attempt's message first (docs/reliability.d/
+        // dedupe.md): a lost answer must not double a DM.
+        assert!(
+            granted <= 1 && failed <= 1,
+            "{kind}: request {i}: a DM posted twice: {dms:?}"
+        );
     }
 
     // Every live grant is revoked by its holder; the revocations must all go through.
@@ -406,6 +412,21 @@ async fn run(db: TestDb, lifecycles: usize, rate: f64, seed: u64) -> (Outcome, S
         assert!(
             told,
             "{kind}: {} was not told the access ended",
+            g.subject.user_id
+        );
+    }
+    for g in &live {
+        let revoked: Vec<String> = w
+            .slack
+            .dms_to(&g.subject.user_id)
+            .iter()
+            .map(|m| m.all_text())
+            .filter(|t| t.contains("revoked"))
+            .collect();
+        assert_eq!(
+            revoked.len(),
+            1,
+            "{kind}: {}: one \"revoked\" DM per grant: {revoked:?}",
             g.subject.user_id
         );
     }

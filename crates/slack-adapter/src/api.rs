@@ -84,6 +84,73 @@ impl From<ApiError> for access_core::ports::NotifyError {
     }
 }
 
+/// `metadata.event_type` of every message a notification job posts.
+pub const NOTIFICATION_EVENT: &str = "gatehouse_notification";
+/// Messages per `conversations.history` page when looking for a tagged message.
+pub const HISTORY_PAGE: u32 = 50;
+/// Pages read at most when looking for a tagged message.
+pub const HISTORY_MAX_PAGES: u32 = 6;
+
+/// What [`SlackApi::find_tagged`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tagged {
+    /// The ts of the message that carries the job's tag.
+    Found(String),
+    NotFound,
+    /// The window holds more messages than are read; the tag may be further back.
+    Unsure,
+}
+
+/// Pages of 200 channels read at most when looking a channel name up.
+pub const LIST_MAX_PAGES: u32 = 25;
+
+#[derive(Deserialize)]
+struct ChannelPage {
+    #[serde(default)]
+    channels: Vec<ChannelEntry>,
+    #[serde(default)]
+    response_metadata: Option<ResponseMetadata>,
+}
+
+#[derive(Deserialize)]
+struct ChannelEntry {
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct HistoryPage {
+    #[serde(default)]
+    messages: Vec<HistoryMessage>,
+    #[serde(default)]
+    has_more: bool,
+    #[serde(default)]
+    response_metadata: Option<ResponseMetadata>,
+}
+
+#[derive(Deserialize)]
+struct HistoryMessage {
+    #[serde(default)]
+    ts: String,
+    #[serde(default)]
+    metadata: Option<MessageMetadata>,
+}
+
+#[derive(Deserialize)]
+struct MessageMetadata {
+    #[serde(default)]
+    event_type: String,
+    #[serde(default)]
+    event_payload: Value,
+}
+
+#[derive(Deserialize)]
+struct ResponseMetadata {
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
 /// A posted message: where it is and its timestamp (its id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
@@ -261,8 +328,25 @@ impl SlackApi {
         text: &str,
         blocks: &Value,
     ) -> Result<Posted, ApiError> {
+        self.post_message_tagged(channel, text, blocks, None).await
+    }
+
+    /// [`Self::post_message`] carrying message metadata that names the notification job
+    /// `job` ([`NOTIFICATION_EVENT`]), so a re-run of the job can find the message with
+    /// [`Self::find_tagged`] (Slack has no idempotency key for chat.postMessage).
+    pub async fn post_message_tagged(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &Value,
+        job: Option<&str>,
+    ) -> Result<Posted, ApiError> {
         let mut body = json!({"channel": channel, "text": text, "unfurl_links": false});
         with_blocks(&mut body, blocks);
+        if let Some(job) = job {
+            body["metadata"] =
+                json!({"event_type": NOTIFICATION_EVENT, "event_payload": {"job": job}});
+        }
         let v = self.call("chat.postMessage", Body::Json(&body)).await?;
         Ok(Posted {
             channel: v
@@ -276,6 +360,91 @@ impl SlackApi {
                 .unwrap_or_default()
                 .to_string(),
         })
+    }
+
+    /// `conversations.history` (form POST) of `channel` (an id: `C…`, `G…`, `D…`) from `oldest`
+    /// on, newest first, following `next_cursor` within that window: the ts of the first
+    /// message whose metadata names notification job `job`. Reads at most
+    /// [`HISTORY_MAX_PAGES`] pages of [`HISTORY_PAGE`] messages; a busier window is
+    /// [`Tagged::Unsure`].
+    pub async fn find_tagged(
+        &self,
+        channel: &str,
+        oldest: chrono::DateTime<chrono::Utc>,
+        job: &str,
+    ) -> Result<Tagged, ApiError> {
+        let oldest = format!(
+            "{}.{:06}",
+            oldest.timestamp(),
+            oldest.timestamp_subsec_micros()
+        );
+        let mut cursor: Option<String> = None;
+        for _ in 0..HISTORY_MAX_PAGES {
+            let mut form = vec![
+                ("channel", channel.to_string()),
+                ("oldest", oldest.clone()),
+                ("limit", HISTORY_PAGE.to_string()),
+                ("include_all_metadata", "true".to_string()),
+            ];
+            if let Some(c) = &cursor {
+                form.push(("cursor", c.clone()));
+            }
+            let v = self
+                .call("conversations.history", Body::Form(&form))
+                .await?;
+            let page: HistoryPage = serde_json::from_value(v).map_err(|_| ApiError::Server {
+                method: "conversations.history".into(),
+                status: 200,
+            })?;
+            if let Some(m) = page.messages.iter().find(|m| {
+                m.metadata.as_ref().is_some_and(|md| {
+                    md.event_type == NOTIFICATION_EVENT
+                        && md.event_payload.get("job").and_then(Value::as_str) == Some(job)
+                })
+            }) {
+                return Ok(Tagged::Found(m.ts.clone()));
+            }
+            cursor = page
+                .response_metadata
+                .and_then(|r| r.next_cursor)
+                .filter(|c| !c.is_empty());
+            if !page.has_more || cursor.is_none() {
+                return Ok(Tagged::NotFound);
+            }
+        }
+        Ok(Tagged::Unsure)
+    }
+
+    /// `conversations.list` (form POST, public and private channels, archived left out): the id
+    /// of the channel named `name`, following `next_cursor` for at most [`LIST_MAX_PAGES`] pages.
+    pub async fn channel_id_by_name(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let mut cursor: Option<String> = None;
+        for _ in 0..LIST_MAX_PAGES {
+            let mut form = vec![
+                ("types", "public_channel,private_channel".to_string()),
+                ("exclude_archived", "true".to_string()),
+                ("limit", "200".to_string()),
+            ];
+            if let Some(c) = &cursor {
+                form.push(("cursor", c.clone()));
+            }
+            let v = self.call("conversations.list", Body::Form(&form)).await?;
+            let page: ChannelPage = serde_json::from_value(v).map_err(|_| ApiError::Server {
+                method: "conversations.list".into(),
+                status: 200,
+            })?;
+            if let Some(c) = page.channels.iter().find(|c| c.name == name) {
+                return Ok(Some(c.id.clone()));
+            }
+            cursor = page
+                .response_metadata
+                .and_then(|r| r.next_cursor)
+                .filter(|c| !c.is_empty());
+            if cursor.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(None)
     }
 
     /// `chat.update` (JSON): replaces a message for everyone.

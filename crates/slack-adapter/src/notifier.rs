@@ -1,18 +1,19 @@
 //! [`SlackNotifier`]: the `Notifier` port on Slack. The engine runs it from durable jobs and
 //! retries on [`NotifyError::Transient`], so every method here is safe to run twice: updates
-//! (`chat.update`) are idempotent, and a DM sent twice is the worst case.
+//! (`chat.update`) are idempotent, and a new message is posted at most once per job as far as
+//! Slack lets us know (see [`SlackNotifier::post_once`] and `docs/reliability.d/dedupe.md`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use access_core::notification::{DeliveredSecret, MessageRef, Notification, RequestSummary};
-use access_core::ports::{Clock, Notifier, NotifyContext, NotifyError, SystemClock};
+use access_core::ports::{Clock, Notifier, NotifyContext, NotifyError, NotifyJob, SystemClock};
 use access_core::subject::Subject;
 
-use crate::api::{ApiError, SlackApi};
+use crate::api::{ApiError, Posted, SlackApi, Tagged};
 use crate::blocks::{self, ApprovalState, Message};
 use crate::config::SlackConfig;
 use crate::installations::Installations;
@@ -33,7 +34,23 @@ pub struct SlackNotifier {
     shown: Arc<Mutex<HashMap<MessageKey, Arc<tokio::sync::Mutex<u32>>>>>,
     /// Installed workspaces: each is served with its own bot token; others use `api`'s.
     installations: Option<Installations>,
+    /// (team, channel name) → channel id, learnt from chat.postMessage answers:
+    /// conversations.history takes ids only, and approval channels are often configured by name.
+    channel_ids: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// Reasons a re-run could not look for its earlier post, already logged at warn level
+    /// (each is logged once per workspace; later ones at debug).
+    fallbacks_logged: Arc<Mutex<HashSet<String>>>,
 }
+
+/// How far back before a job was created its earlier post is looked for: Slack's clock and ours
+/// may differ, and a message's ts is Slack's.
+const LOOKBACK_MARGIN_SECS: i64 = 300;
+
+/// A re-run whose look-up failed transiently (5xx, time-out, rate limit) is retried as a job up to
+/// this attempt; from then on it posts without looking (at-least-once beats never). Notification
+/// jobs have 10 attempts; the backoff makes attempts 2–8 span a few minutes, long enough for a
+/// Slack hiccup or the 1-a-minute `conversations.history` throttle of distributed apps to pass.
+const LOOKUP_ATTEMPTS: u32 = 8;
 
 /// (channel, ts) of a posted message.
 type MessageKey = (String, String);
@@ -56,6 +73,8 @@ impl SlackNotifier {
             clock: Arc::new(SystemClock),
             shown: Arc::default(),
             installations: None,
+            channel_ids: Arc::default(),
+            fallbacks_logged: Arc::default(),
         }
     }
 
@@ -91,17 +110,132 @@ impl SlackNotifier {
     }
 
     /// A DM to a person. Subjects created outside Slack (API scripts) have no DM; they are skipped.
-    async fn dm(&self, to: &Subject, m: &Message) -> Result<(), NotifyError> {
+    async fn dm(&self, ctx: &NotifyContext, to: &Subject, m: &Message) -> Result<(), NotifyError> {
         if !is_slack_user(&to.user_id) {
             tracing::debug!(user = %to.user_id, "not a Slack user id; no DM sent");
             return Ok(());
         }
-        self.api_for(&to.team_id)
-            .await?
-            .post_message(&to.user_id, &m.text, &m.blocks)
+        let api = self.api_for(&to.team_id).await?;
+        self.post_once(&api, ctx, &to.team_id, &to.user_id, m)
             .await
             .map(|_| ())
             .map_err(NotifyError::from)
+    }
+
+    /// Posts `m` to `channel` (id, name or user id) tagged with the job's id in the message
+    /// metadata. Slack has no idempotency key for chat.postMessage, so a job whose earlier
+    /// attempt may have posted (its answer lost, or its process died before the job was marked
+    /// done) first reads the channel's history since the job was created and, when the tagged
+    /// message is there, answers with it instead of posting again. A first attempt only posts.
+    /// A look-up that cannot be made (missing `*:history` scope, channel known only by name,
+    /// a permanent error, or still failing at attempt [`LOOKUP_ATTEMPTS`]) posts anyway.
+    async fn post_once(
+        &self,
+        api: &SlackApi,
+        ctx: &NotifyContext,
+        team_id: &str,
+        channel: &str,
+        m: &Message,
+    ) -> Result<Posted, ApiError> {
+        let Some(job) = &ctx.job else {
+            return api.post_message(channel, &m.text, &m.blocks).await;
+        };
+        let tag = job.id.to_string();
+        if job.may_have_posted {
+            match self.find_earlier(api, job, team_id, channel, &tag).await {
+                Ok(Some(posted)) => {
+                    tracing::info!(job = %tag, channel = %posted.channel, ts = %posted.ts, attempt = job.attempt,
+                        "an earlier attempt already posted this message; not posting it again");
+                    return Ok(posted);
+                }
+                Ok(None) => {}
+                Err(Lookup::Failed(e)) if e.is_transient() && job.attempt < LOOKUP_ATTEMPTS => {
+                    tracing::info!(job = %tag, attempt = job.attempt, error = %e,
+                        "could not check for an earlier post; retrying the job before posting");
+                    return Err(e);
+                }
+                Err(why) => self.log_fallback(team_id, &tag, &why),
+            }
+        }
+        let posted = api
+            .post_message_tagged(channel, &m.text, &m.blocks, Some(&tag))
+            .await?;
+        if !looks_like_conversation_id(channel) && !is_slack_user(channel) {
+            if let Ok(mut ids) = self.channel_ids.lock() {
+                if ids.len() > 10_000 {
+                    ids.clear();
+                }
+                ids.insert(
+                    (team_id.to_string(), channel.to_string()),
+                    posted.channel.clone(),
+                );
+            }
+        }
+        Ok(posted)
+    }
+
+    /// The message job `tag` posted to `channel` in an earlier attempt, if Slack shows one.
+    async fn find_earlier(
+        &self,
+        api: &SlackApi,
+        job: &NotifyJob,
+        team_id: &str,
+        channel: &str,
+        tag: &str,
+    ) -> Result<Option<Posted>, Lookup> {
+        // conversations.history takes conversation ids only.
+        let id = if is_slack_user(channel) {
+            api.open_dm(channel).await.map_err(Lookup::Failed)?
+        } else if looks_like_conversation_id(channel) {
+            channel.to_string()
+        } else {
+            let key = (team_id.to_string(), channel.to_string());
+            let known = self
+                .channel_ids
+                .lock()
+                .ok()
+                .and_then(|ids| ids.get(&key).cloned());
+            match known {
+                Some(id) => id,
+                // Not posted there by this process yet (a restart): look the name up once.
+                None => {
+                    let id = api
+                        .channel_id_by_name(channel)
+                        .await
+                        .map_err(Lookup::Failed)?
+                        .ok_or(Lookup::NameOnly)?;
+                    if let Ok(mut ids) = self.channel_ids.lock() {
+                        ids.insert(key, id.clone());
+                    }
+                    id
+                }
+            }
+        };
+        let oldest = job.created_at - chrono::Duration::seconds(LOOKBACK_MARGIN_SECS);
+        match api.find_tagged(&id, oldest, tag).await {
+            Ok(Tagged::Found(ts)) => Ok(Some(Posted { channel: id, ts })),
+            Ok(Tagged::NotFound) => Ok(None),
+            Ok(Tagged::Unsure) => Err(Lookup::TooBusy),
+            Err(e) => Err(Lookup::Failed(e)),
+        }
+    }
+
+    /// Says once per workspace and reason that a re-run posts without having looked.
+    fn log_fallback(&self, team_id: &str, job: &str, why: &Lookup) {
+        let reason = why.reason();
+        let first = self
+            .fallbacks_logged
+            .lock()
+            .map(|mut l| l.insert(format!("{team_id}:{reason}")))
+            .unwrap_or(true);
+        if first {
+            tracing::warn!(team = %team_id, job, reason = %reason, detail = %why,
+                "cannot check Slack for an earlier post of a retried notification; posting it \
+                 (it may show twice). Further cases for this reason are logged at debug level");
+        } else {
+            tracing::debug!(team = %team_id, job, reason = %reason, detail = %why,
+                "posting a retried notification without checking for an earlier post");
+        }
     }
 
     /// Rewrites every approval message of the request in place. A message that is gone (deleted,
@@ -157,6 +291,36 @@ fn is_slack_user(id: &str) -> bool {
     id.starts_with('U') || id.starts_with('W')
 }
 
+/// A conversation id (`C…` public, `G…` private, `D…` DM), not a channel name: names are
+/// lower case, ids upper-case letters and digits.
+fn looks_like_conversation_id(c: &str) -> bool {
+    c.len() >= 9
+        && matches!(c.as_bytes()[0], b'C' | b'G' | b'D')
+        && c.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// Why a re-run could not learn whether its earlier attempt posted.
+#[derive(Debug, thiserror::Error)]
+enum Lookup {
+    #[error("{0}")]
+    Failed(ApiError),
+    #[error("no channel of that name is visible to the bot (conversations.list)")]
+    NameOnly,
+    #[error("more messages since the job was created than are read")]
+    TooBusy,
+}
+
+impl Lookup {
+    fn reason(&self) -> String {
+        match self {
+            Lookup::Failed(e) => e.code().unwrap_or("unreachable").to_string(),
+            Lookup::NameOnly => "channel_name".into(),
+            Lookup::TooBusy => "busy_channel".into(),
+        }
+    }
+}
+
 #[async_trait]
 impl Notifier for SlackNotifier {
     /// Only the notifications that rewrite the approval message read the earlier messages.
@@ -184,6 +348,7 @@ impl Notifier for SlackNotifier {
                 approvals_required,
             } => {
                 self.dm(
+                    ctx,
                     &request.subject,
                     &blocks::dm_submitted(request, *approvals_required),
                 )
@@ -206,7 +371,8 @@ impl Notifier for SlackNotifier {
                         approvals_required: *approvals_required,
                     },
                 );
-                let posted = self.api_for(&request.subject.team_id).await?.post_message(channel, &m.text, &m.blocks).await.map_err(|e| match e {
+                let api = self.api_for(&request.subject.team_id).await?;
+                let posted = self.post_once(&api, ctx, &request.subject.team_id, channel, &m).await.map_err(|e| match e {
                     // A wrong channel will not fix itself; say which one.
                     ApiError::Slack { ref error, .. } if error == "channel_not_found" || error == "not_in_channel" => {
                         NotifyError::Permanent(format!(
@@ -247,8 +413,12 @@ impl Notifier for SlackNotifier {
                     },
                 )
                 .await?;
-                self.dm(&request.subject, &blocks::dm_approved(request, approved_by))
-                    .await?;
+                self.dm(
+                    ctx,
+                    &request.subject,
+                    &blocks::dm_approved(request, approved_by),
+                )
+                .await?;
             }
             Notification::RequestDenied {
                 request,
@@ -262,6 +432,7 @@ impl Notifier for SlackNotifier {
                 };
                 self.update_approval(ctx, request, state).await?;
                 self.dm(
+                    ctx,
                     &request.subject,
                     &blocks::dm_denied(request, denied_by, reason.as_deref()),
                 )
@@ -277,6 +448,7 @@ impl Notifier for SlackNotifier {
                 };
                 self.update_approval(ctx, request, state).await?;
                 self.dm(
+                    ctx,
                     &request.subject,
                     &blocks::dm_cancelled(request, cancelled_by),
                 )
@@ -285,7 +457,7 @@ impl Notifier for SlackNotifier {
             Notification::RequestTimedOut { request } => {
                 self.update_approval(ctx, request, ApprovalState::TimedOut { at: now })
                     .await?;
-                self.dm(&request.subject, &blocks::dm_timed_out(request))
+                self.dm(ctx, &request.subject, &blocks::dm_timed_out(request))
                     .await?;
             }
             Notification::AccessGranted {
@@ -303,10 +475,11 @@ impl Notifier for SlackNotifier {
                     *secret_delivery_failed,
                     now,
                 );
-                self.dm(&request.subject, &m).await?;
+                self.dm(ctx, &request.subject, &m).await?;
             }
             Notification::SecretNotDelivered { request, grant } => {
                 self.dm(
+                    ctx,
                     &request.subject,
                     &blocks::dm_secret_not_delivered(request, grant),
                 )
@@ -322,21 +495,23 @@ impl Notifier for SlackNotifier {
                     },
                 )
                 .await?;
-                self.dm(&request.subject, &blocks::dm_failed(request, reason))
+                self.dm(ctx, &request.subject, &blocks::dm_failed(request, reason))
                     .await?;
             }
             Notification::ExpiryReminder { grant, can_extend } => {
                 self.dm(
+                    ctx,
                     &grant.subject,
                     &blocks::dm_reminder(grant, *can_extend, now),
                 )
                 .await?;
             }
             Notification::AccessExpired { grant } => {
-                self.dm(&grant.subject, &blocks::dm_expired(grant)).await?;
+                self.dm(ctx, &grant.subject, &blocks::dm_expired(grant))
+                    .await?;
             }
             Notification::AccessRevoked { grant, revoked_by } => {
-                self.dm(&grant.subject, &blocks::dm_revoked(grant, revoked_by))
+                self.dm(ctx, &grant.subject, &blocks::dm_revoked(grant, revoked_by))
                     .await?;
             }
         }

@@ -36,9 +36,12 @@ use crate::installations::{
 /// Slack's authorize page.
 pub const DEFAULT_AUTHORIZE_URL: &str = "https://slack.com/oauth/v2/authorize";
 /// Bot scopes of the app manifest in `docs/slack-app.md`: commands, DMs and approval messages,
-/// profile look-ups (e-mail), secret files, user groups as approvers, private approval channels.
+/// profile look-ups (e-mail), secret files, user groups as approvers, private approval channels,
+/// and reading back what a retried notification may already have posted (`channels:read`,
+/// `channels:history`, `groups:history`; `im:history` doubles for DMs).
 pub const DEFAULT_BOT_SCOPES: &str = "commands,chat:write,chat:write.public,im:write,im:history,\
-     users:read,users:read.email,usergroups:read,files:write,groups:read";
+     users:read,users:read.email,usergroups:read,files:write,groups:read,channels:read,\
+     channels:history,groups:history";
 
 /// OAuth settings.
 #[derive(Clone)]

@@ -989,6 +989,7 @@ async fn app_home_lists_access_and_its_buttons_work() {
         text: String::new(),
         blocks: view["blocks"].clone(),
         history: vec![],
+        metadata: None,
     };
     let text = msg.all_text();
     assert!(
@@ -1395,6 +1396,7 @@ async fn deleted_approval_messages_do_not_block_the_dm() {
             channel: APPROVALS.into(),
             ts: "1.000001".into(),
         }],
+        job: None,
     };
     let n = Notification::RequestDenied {
         request: s,
@@ -1725,6 +1727,7 @@ async fn a_late_progress_update_never_rolls_back_a_decided_message() {
         .unwrap();
     let ctx = NotifyContext {
         message_refs: refs.clone(),
+        job: None,
     };
     let a1 = access_core::Actor::User {
         team_id: fake::TEAM_ID.into(),

@@ -13,7 +13,13 @@
 //!   announced or never received bytes;
 //! - `chat.postMessage` / `chat.update` refuse `blocks: []` with `invalid_blocks`;
 //! - `response_url` answers plain text `ok` and takes at most five posts;
-//! - `trigger_id`s expire after 3 s and work once.
+//! - `trigger_id`s expire after 3 s and work once;
+//! - `chat.postMessage` keeps `metadata` (`event_type` + `event_payload`, else
+//!   `invalid_metadata_format`); `conversations.history` (form/query only, ids only) answers
+//!   newest first within `oldest`/`latest` (`inclusive`), pages with `limit`, `has_more` and
+//!   `response_metadata.next_cursor`, shows metadata only with `include_all_metadata`, and
+//!   refuses a token without the channel type's `*:history` scope with `missing_scope`
+//!   (`needed`/`provided`), see [`FakeSlack::set_token_scopes`].
 //!
 //! ```no_run
 //! # async fn t() {
@@ -191,6 +197,9 @@ pub enum Fault {
     ServerError,
     /// Sleep this long before answering (normally).
     Hang(Duration),
+    /// Serve the call (its effect lands), then hold the answer back this long: a client that
+    /// gives up sooner sees a time-out for a call that happened (a lost answer).
+    LoseAnswer(Duration),
 }
 
 /// One recorded call.
@@ -221,6 +230,8 @@ pub struct FakeMessage {
     pub blocks: Value,
     /// Earlier versions (text, blocks), oldest first.
     pub history: Vec<(String, Value)>,
+    /// `metadata` given to chat.postMessage (`{"event_type", "event_payload"}`).
+    pub metadata: Option<Value>,
 }
 
 impl FakeMessage {
@@ -266,6 +277,8 @@ struct PendingUpload {
 #[derive(Debug)]
 struct Inner {
     tokens: HashSet<String>,
+    /// Granted scopes of tokens that do not have them all (see `set_token_scopes`).
+    token_scopes: HashMap<String, Vec<String>>,
     users: HashMap<String, FakeUser>,
     /// id → name
     channels: HashMap<String, String>,
@@ -321,6 +334,7 @@ impl FakeSlack {
             base: format!("http://{addr}"),
             inner: Mutex::new(Inner {
                 tokens: HashSet::from([BOT_TOKEN.to_string()]),
+                token_scopes: HashMap::new(),
                 users,
                 channels: HashMap::new(),
                 usergroups: HashMap::new(),
@@ -387,6 +401,18 @@ impl FakeSlack {
 
     pub fn add_token(&self, token: &str) {
         self.with(|i| i.tokens.insert(token.to_string()));
+    }
+
+    /// Restricts `token` to `scopes` (tokens start with every scope). Only the scopes a method
+    /// of the fake checks matter: `channels:history`, `groups:history`, `im:history`
+    /// (conversations.history), `channels:read`, `groups:read` (conversations.list).
+    pub fn set_token_scopes(&self, token: &str, scopes: &[&str]) {
+        self.with(|i| {
+            i.token_scopes.insert(
+                token.to_string(),
+                scopes.iter().map(|s| s.to_string()).collect(),
+            )
+        });
     }
 
     pub fn add_user(&self, user: FakeUser) {
@@ -662,6 +688,8 @@ async fn apply_fault(
         h
     };
     match fault? {
+        // Served first; the caller holds the answer back.
+        Fault::LoseAnswer(_) => None,
         Fault::Hang(d) => {
             tokio::time::sleep(d).await;
             None
@@ -756,6 +784,10 @@ async fn api(
     };
 
     let (fault, hang) = take_fault(&shared, &method);
+    let lose_answer = match &fault {
+        Some(Fault::LoseAnswer(d)) => Some(*d),
+        _ => None,
+    };
     if let Some((status, h, b)) = apply_fault(fault, hang).await {
         record(&shared, call, status.as_u16(), &b);
         return (status, h, b).into_response();
@@ -766,11 +798,15 @@ async fn api(
         match token {
             None => envelope_err("not_authed"),
             Some(t) if !i.tokens.contains(&t) => envelope_err("invalid_auth"),
-            Some(_) => dispatch(&mut i, &shared.base, &method, &args),
+            Some(t) => dispatch(&mut i, &shared.base, &method, &args, &t),
         }
     };
     let b = v.to_string();
     record(&shared, call, status.as_u16(), &b);
+    if let Some(d) = lose_answer {
+        // The effect has landed; the client stops waiting before this answer comes.
+        tokio::time::sleep(d).await;
+    }
     (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -803,6 +839,107 @@ fn next_ts(i: &mut Inner) -> String {
 
 /// A `blocks` argument that is an empty array: Slack's Block Kit validation refuses it
 /// (`invalid_blocks`); a text-only message must leave the field out.
+/// `conversations.history`: ids only; newest first; `oldest`/`latest` exclusive unless
+/// `inclusive`; `limit` (default 100, at most 999) per page, `cursor` from
+/// `response_metadata.next_cursor`.
+fn conversations_history(
+    i: &mut Inner,
+    args: &Map<String, Value>,
+    token: &str,
+) -> (StatusCode, Value) {
+    let Some(channel) = s(args, "channel") else {
+        return envelope_err("channel_not_found");
+    };
+    let known = i.channels.contains_key(channel) || i.users.keys().any(|u| dm_id(u) == channel);
+    if !known {
+        return envelope_err("channel_not_found");
+    }
+    let needed = match channel.as_bytes()[0] {
+        b'D' => "im:history",
+        b'G' => "groups:history",
+        _ => "channels:history",
+    };
+    if let Some(granted) = i.token_scopes.get(token)
+        && !granted.iter().any(|g| g == needed)
+    {
+        return (
+            StatusCode::OK,
+            json!({"ok": false, "error": "missing_scope", "needed": needed, "provided": granted.join(",")}),
+        );
+    }
+    let flag = |k: &str| {
+        args.get(k)
+            .is_some_and(|v| matches!(v.as_str(), Some("true" | "1")) || v == &json!(true))
+    };
+    let inclusive = flag("inclusive");
+    let with_metadata = flag("include_all_metadata");
+    let ts_of = |k: &str| -> Result<Option<f64>, ()> {
+        match s(args, k) {
+            None => Ok(None),
+            Some(v) => v.parse::<f64>().map(Some).map_err(|_| ()),
+        }
+    };
+    let (Ok(oldest), Ok(latest)) = (ts_of("oldest"), ts_of("latest")) else {
+        return envelope_err("invalid_ts_oldest");
+    };
+    let limit = match s(args, "limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) => n.clamp(1, 999),
+        Some(Err(_)) => return envelope_err("invalid_limit"),
+    };
+    let start = match s(args, "cursor") {
+        None => 0,
+        Some(c) => match c
+            .strip_prefix("bmV4dF9vZmZzZXQ6")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => n,
+            None => return envelope_err("invalid_cursor"),
+        },
+    };
+    let mut in_window: Vec<&FakeMessage> = i
+        .messages
+        .iter()
+        .filter(|m| m.channel == channel)
+        .filter(|m| {
+            let ts: f64 = m.ts.parse().unwrap_or(0.0);
+            let after = oldest.is_none_or(|o| if inclusive { ts >= o } else { ts > o });
+            let before = latest.is_none_or(|l| if inclusive { ts <= l } else { ts < l });
+            after && before
+        })
+        .collect();
+    // Newest first; ts strings of the fake sort as numbers of equal width.
+    in_window.sort_by(|a, b| {
+        let (x, y): (f64, f64) = (a.ts.parse().unwrap_or(0.0), b.ts.parse().unwrap_or(0.0));
+        y.total_cmp(&x)
+    });
+    let page: Vec<Value> = in_window
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|m| {
+            let mut v = json!({"type": "message", "subtype": "bot_message", "bot_id": "B0BOT",
+                               "user": BOT_USER_ID, "text": m.text, "ts": m.ts, "blocks": m.blocks});
+            if with_metadata && let Some(md) = &m.metadata {
+                v["metadata"] = md.clone();
+            }
+            v
+        })
+        .collect();
+    let has_more = start + page.len() < in_window.len();
+    let next_cursor = if has_more {
+        format!("bmV4dF9vZmZzZXQ6{}", start + page.len())
+    } else {
+        String::new()
+    };
+    let mut v = json!({"ok": true, "messages": page, "has_more": has_more, "pin_count": 0,
+                       "channel_actions_ts": null, "channel_actions_count": 0});
+    if has_more {
+        v["response_metadata"] = json!({"next_cursor": next_cursor});
+    }
+    (StatusCode::OK, v)
+}
+
 fn empty_blocks(args: &Map<String, Value>) -> bool {
     args.contains_key("blocks") && blocks_arg(args).as_array().is_some_and(Vec::is_empty)
 }
@@ -821,6 +958,7 @@ fn dispatch(
     base: &str,
     method: &str,
     args: &Map<String, Value>,
+    token: &str,
 ) -> (StatusCode, Value) {
     let ok = |v: Value| {
         let mut v = v;
@@ -847,6 +985,25 @@ fn dispatch(
             let Some(id) = resolve_channel(i, channel) else {
                 return envelope_err("channel_not_found");
             };
+            // A JSON object (JSON body) or a JSON string (form body).
+            let metadata = match args.get("metadata") {
+                None => None,
+                Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+                    Ok(v) => Some(v),
+                    Err(_) => return envelope_err("invalid_metadata_format"),
+                },
+                Some(v) => Some(v.clone()),
+            };
+            if let Some(m) = &metadata {
+                let well_formed = m
+                    .get("event_type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !t.is_empty())
+                    && m.get("event_payload").is_some_and(Value::is_object);
+                if !well_formed {
+                    return envelope_err("invalid_metadata_format");
+                }
+            }
             let ts = next_ts(i);
             i.messages.push(FakeMessage {
                 channel: id.clone(),
@@ -854,11 +1011,62 @@ fn dispatch(
                 text: text.clone(),
                 blocks,
                 history: vec![],
+                metadata,
             });
             ok(
                 json!({"channel": id, "ts": ts, "message": {"text": text, "type": "message", "subtype": "bot_message",
                       "bot_id": "B0BOT", "ts": ts}}),
             )
+        }
+        "conversations.history" => conversations_history(i, args, token),
+        "conversations.list" => {
+            // Both channel types are asked for; each needs its own read scope.
+            let types = s(args, "types").unwrap_or("public_channel");
+            for (t, needed) in [
+                ("public_channel", "channels:read"),
+                ("private_channel", "groups:read"),
+            ] {
+                if types.split(',').any(|x| x.trim() == t)
+                    && let Some(granted) = i.token_scopes.get(token)
+                    && !granted.iter().any(|g| g == needed)
+                {
+                    return (
+                        StatusCode::OK,
+                        json!({"ok": false, "error": "missing_scope", "needed": needed, "provided": granted.join(",")}),
+                    );
+                }
+            }
+            let limit = s(args, "limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(100)
+                .clamp(1, 1000);
+            let start = match s(args, "cursor") {
+                None => 0,
+                Some(c) => match c
+                    .strip_prefix("bmV4dF9vZmZzZXQ6")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(n) => n,
+                    None => return envelope_err("invalid_cursor"),
+                },
+            };
+            let mut all: Vec<(&String, &String)> = i.channels.iter().collect();
+            all.sort();
+            let page: Vec<Value> = all
+                .iter()
+                .skip(start)
+                .take(limit)
+                .map(|(id, name)| {
+                    json!({"id": id, "name": name, "is_channel": !id.starts_with('G'),
+                                          "is_private": id.starts_with('G'), "is_archived": false})
+                })
+                .collect();
+            let next = if start + page.len() < all.len() {
+                format!("bmV4dF9vZmZzZXQ6{}", start + page.len())
+            } else {
+                String::new()
+            };
+            ok(json!({"channels": page, "response_metadata": {"next_cursor": next}}))
         }
         "chat.update" => {
             let (Some(channel), Some(ts)) = (s(args, "channel"), s(args, "ts")) else {
