@@ -739,6 +739,7 @@ async fn app_home_self_revoke(w: &SlackWorld) {
         text: String::new(),
         blocks: home["blocks"].clone(),
         history: vec![],
+        metadata: None,
     };
     let text = home_msg.all_text();
     assert!(
