@@ -623,6 +623,34 @@ mod tests {
         tx.commit().await.unwrap();
     }
 
+    /// The writer lock records who holds it (the warning of a writer that waits too long names
+    /// that call site), and forgets it when the transaction ends, however it ends.
+    #[tokio::test]
+    async fn the_writer_lock_records_its_holder_until_the_transaction_ends() {
+        let db_file = testkit::db::TestDb::sqlite();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(SqliteConnectOptions::from_str(&db_file.url).unwrap())
+            .await
+            .unwrap();
+        let db = Db::new(DbPool::Sqlite(pool));
+        let line = line!() + 1;
+        let tx = db.begin().await.unwrap();
+        let (at, _) = db.holder.lock().unwrap().expect("holder recorded");
+        assert_eq!((at.file(), at.line()), (file!(), line));
+        tx.commit().await.unwrap();
+        assert!(
+            db.holder.lock().unwrap().is_none(),
+            "holder kept after commit"
+        );
+        let tx = db.begin().await.unwrap();
+        drop(tx);
+        assert!(
+            db.holder.lock().unwrap().is_none(),
+            "holder kept after drop"
+        );
+    }
+
     /// The same, at every point of `begin`: callers give up after 0–3 ms, hundreds of times
     /// (sqlx rolls back a BEGIN whose caller left before it was acknowledged, but not one whose
     /// caller left between the acknowledgement and the `Transaction` being made).
