@@ -1419,24 +1419,41 @@ impl Engine {
     }
 
     /// Runs `work` while renewing the leases of the claims `tokens` every third of a lease.
+    ///
+    /// The renewals run beside `work`, never instead of it: `work` is polled while a renewal
+    /// waits. A loop that renewed in the body of a `select!` stopped polling `work` for the
+    /// length of the renewal; when the beat fired while `work` was inside a store transaction
+    /// (on SQLite: holding the store's writer lock), the renewal waited for that lock and the
+    /// transaction waited to be polled — for ever. The chaos test's SQLite server wedged that
+    /// way (docs/reliability.d/chaos.md, finding 2).
     async fn with_heartbeat<T>(&self, tokens: &[String], work: impl Future<Output = T>) -> T {
         let lease = self.settings.job_lease;
         let every = (lease / 3)
             .to_std()
             .unwrap_or_default()
             .max(std::time::Duration::from_millis(50));
-        let mut work = std::pin::pin!(work);
+        // `select!` polls both on every wake-up; the beat never ends, so this returns `work`'s
+        // output, dropping a renewal in flight (a store call is safe to drop at any point).
+        tokio::select! {
+            out = work => out,
+            never = self.renew_for_ever(tokens, lease, every) => match never {},
+        }
+    }
+
+    /// Renews the leases of `tokens` every `every`, for ever (see [`Self::with_heartbeat`]).
+    async fn renew_for_ever(
+        &self,
+        tokens: &[String],
+        lease: chrono::Duration,
+        every: std::time::Duration,
+    ) -> std::convert::Infallible {
         loop {
-            tokio::select! {
-                out = &mut work => return out,
-                _ = tokio::time::sleep(every) => {
-                    for token in tokens {
-                        match self.store.renew_lease(token, lease).await {
-                            Ok(n) => tracing::debug!(renewed = n, "job leases renewed"),
-                            // The next beat tries again; the lease is three beats long.
-                            Err(e) => tracing::warn!(error = %e, "could not renew job leases"),
-                        }
-                    }
+            tokio::time::sleep(every).await;
+            for token in tokens {
+                match self.store.renew_lease(token, lease).await {
+                    Ok(n) => tracing::debug!(renewed = n, "job leases renewed"),
+                    // The next beat tries again; the lease is three beats long.
+                    Err(e) => tracing::warn!(error = %e, "could not renew job leases"),
                 }
             }
         }

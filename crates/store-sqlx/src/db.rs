@@ -7,8 +7,11 @@
 //! the same way, and rows are read through [`DbRow`], which asks the driver for the same Rust
 //! types on both.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
 
 use access_core::ports::StoreError;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow};
@@ -248,7 +251,7 @@ pub(crate) struct Tx {
 pub(crate) enum TxKind {
     Sqlite {
         tx: Transaction<'static, Sqlite>,
-        _writer: OwnedMutexGuard<()>,
+        _writer: WriterGuard,
     },
     Postgres(Transaction<'static, Postgres>),
 }
@@ -285,6 +288,28 @@ impl Tx {
     }
 }
 
+/// Who holds the SQLite writer lock: the code that called [`Db::begin`] and since when.
+type Holder = Option<(&'static Location<'static>, Instant)>;
+
+/// How long a writer waits for the writer lock before it names the holder in a warning (and
+/// again every as long). Transactions here last milliseconds; a wait this long means the holder
+/// is stuck on something outside the database, and without the warning that is a silent hang.
+const WRITER_WAIT_WARN: Duration = Duration::from_secs(10);
+
+/// The in-process SQLite writer lock, held for the life of a [`Tx`]; records its holder.
+pub(crate) struct WriterGuard {
+    _guard: OwnedMutexGuard<()>,
+    holder: Arc<StdMutex<Holder>>,
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        if let Ok(mut h) = self.holder.lock() {
+            *h = None;
+        }
+    }
+}
+
 /// Pools plus the SQLite writer lock.
 #[derive(Debug, Clone)]
 pub(crate) struct Db {
@@ -293,6 +318,8 @@ pub(crate) struct Db {
     /// sleeping) is faster than letting them spin on `SQLITE_BUSY`. `BEGIN IMMEDIATE` still
     /// guards against writers in other processes (the cleanup binary).
     writer: Arc<Mutex<()>>,
+    /// The current holder of `writer`, for the warning of a writer that waits too long.
+    holder: Arc<StdMutex<Holder>>,
     pub counters: Arc<Counters>,
 }
 
@@ -301,6 +328,7 @@ impl Db {
         Self {
             pool,
             writer: Arc::new(Mutex::new(())),
+            holder: Arc::new(StdMutex::new(None)),
             counters: Arc::new(Counters::default()),
         }
     }
@@ -327,10 +355,19 @@ impl Db {
     /// inside the transaction, and on SQLite kept the write lock for good ("database is locked"
     /// for every later write, in every process). Here the task finishes making the
     /// `Transaction`, and dropping its unclaimed result rolls it back.
-    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+    ///
+    /// On SQLite a writer that has waited [`WRITER_WAIT_WARN`] for the in-process writer lock
+    /// logs a warning naming the holder's call site and how long it has held the lock.
+    #[track_caller]
+    pub fn begin(&self) -> impl Future<Output = Result<Tx, sqlx::Error>> + Send + '_ {
+        let caller = Location::caller();
+        self.begin_at(caller)
+    }
+
+    async fn begin_at(&self, caller: &'static Location<'static>) -> Result<Tx, sqlx::Error> {
         let kind = match &self.pool {
             DbPool::Sqlite(p) => {
-                let guard = self.writer.clone().lock_owned().await;
+                let guard = self.writer_lock(caller).await;
                 let p = p.clone();
                 // IMMEDIATE takes the write lock up front: a deferred transaction that reads and
                 // then writes can fail with SQLITE_BUSY on the upgrade no matter the busy timeout.
@@ -351,6 +388,42 @@ impl Db {
             kind,
             counters: self.counters.clone(),
         })
+    }
+
+    /// Takes the SQLite writer lock for `caller`, warning while it waits too long.
+    async fn writer_lock(&self, caller: &'static Location<'static>) -> WriterGuard {
+        let started = Instant::now();
+        let lock = self.writer.clone().lock_owned();
+        tokio::pin!(lock);
+        let guard = loop {
+            match tokio::time::timeout(WRITER_WAIT_WARN, &mut lock).await {
+                Ok(g) => break g,
+                Err(_) => {
+                    let holder = self.holder.lock().ok().and_then(|h| *h);
+                    match holder {
+                        Some((at, since)) => tracing::warn!(
+                            waiter = %caller,
+                            waited_ms = started.elapsed().as_millis() as u64,
+                            holder = %at,
+                            held_ms = since.elapsed().as_millis() as u64,
+                            "waiting for the SQLite writer lock: its holder has not finished its transaction"
+                        ),
+                        None => tracing::warn!(
+                            waiter = %caller,
+                            waited_ms = started.elapsed().as_millis() as u64,
+                            "waiting for the SQLite writer lock (holder unknown)"
+                        ),
+                    }
+                }
+            }
+        };
+        if let Ok(mut h) = self.holder.lock() {
+            *h = Some((caller, Instant::now()));
+        }
+        WriterGuard {
+            _guard: guard,
+            holder: self.holder.clone(),
+        }
     }
 
     /// Runs one read on a pooled connection.
@@ -548,6 +621,34 @@ mod tests {
             TxKind::Postgres(_) => unreachable!(),
         }
         tx.commit().await.unwrap();
+    }
+
+    /// The writer lock records who holds it (the warning of a writer that waits too long names
+    /// that call site), and forgets it when the transaction ends, however it ends.
+    #[tokio::test]
+    async fn the_writer_lock_records_its_holder_until_the_transaction_ends() {
+        let db_file = testkit::db::TestDb::sqlite();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(SqliteConnectOptions::from_str(&db_file.url).unwrap())
+            .await
+            .unwrap();
+        let db = Db::new(DbPool::Sqlite(pool));
+        let line = line!() + 1;
+        let tx = db.begin().await.unwrap();
+        let (at, _) = db.holder.lock().unwrap().expect("holder recorded");
+        assert_eq!((at.file(), at.line()), (file!(), line));
+        tx.commit().await.unwrap();
+        assert!(
+            db.holder.lock().unwrap().is_none(),
+            "holder kept after commit"
+        );
+        let tx = db.begin().await.unwrap();
+        drop(tx);
+        assert!(
+            db.holder.lock().unwrap().is_none(),
+            "holder kept after drop"
+        );
     }
 
     /// The same, at every point of `begin`: callers give up after 0–3 ms, hundreds of times

@@ -77,8 +77,11 @@ impl SqlStore {
         }
     }
 
-    async fn begin(&self) -> Result<Tx, StoreError> {
-        self.db.begin().await.map_err(plain)
+    /// `#[track_caller]` so the writer-lock warning of `Db::begin` names the store method.
+    #[track_caller]
+    fn begin(&self) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
+        let begun = self.db.begin();
+        async move { begun.await.map_err(plain) }
     }
 
     async fn apply(&self, tx: &mut Tx, change: ChangeSet) -> Result<Committed, StoreError> {
