@@ -449,6 +449,16 @@ fn cursor_of(created_at: DateTime<Utc>, id: &str) -> String {
     format!("{}_{id}", created_at.timestamp_micros())
 }
 
+/// The cursor of the page after `rows` (keyed by each row's creation time and id), or `None`
+/// when `rows` is not a full page: there is nothing after it.
+fn next_cursor<T>(rows: &[T], key: impl Fn(&T) -> (DateTime<Utc>, String)) -> Option<String> {
+    if rows.len() as u32 != PAGE {
+        return None;
+    }
+    let (created_at, id) = key(rows.last()?);
+    Some(cursor_of(created_at, &id))
+}
+
 /// A query string from pairs, percent-encoding values.
 fn query_string(pairs: &[(&str, &str)]) -> String {
     let mut out = String::new();
@@ -518,15 +528,8 @@ async fn pending(
         Err(e) => return store_failure(&s, &session, e),
     };
     let now = s.engine.now();
-    let next = (rows.len() as u32 == PAGE)
-        .then(|| rows.last())
-        .flatten()
-        .map(|r| {
-            format!(
-                "/console/pending?before={}",
-                cursor_of(r.created_at, &r.id.to_string())
-            )
-        });
+    let next = next_cursor(&rows, |r| (r.created_at, r.id.to_string()))
+        .map(|c| format!("/console/pending?before={c}"));
     let ctx = merge(
         page_ctx(&session, "pending", notice_for(q.ok.as_deref()), None),
         minijinja::context! {
@@ -646,15 +649,8 @@ async fn grants(
         Err(e) => return store_failure(&s, &session, e),
     };
     let now = s.engine.now();
-    let next = (rows.len() as u32 == PAGE)
-        .then(|| rows.last())
-        .flatten()
-        .map(|g| {
-            format!(
-                "/console/grants?before={}",
-                cursor_of(g.created_at, &g.id.to_string())
-            )
-        });
+    let next = next_cursor(&rows, |g| (g.created_at, g.id.to_string()))
+        .map(|c| format!("/console/grants?before={c}"));
     let ctx = merge(
         page_ctx(&session, "grants", notice_for(q.ok.as_deref()), None),
         minijinja::context! {
@@ -825,23 +821,19 @@ async fn history(
         }
     };
     let now = s.engine.now();
-    let next = (rows.len() as u32 == PAGE)
-        .then(|| rows.last())
-        .flatten()
-        .map(|r| {
-            let c = cursor_of(r.created_at, &r.id.to_string());
-            format!(
-                "/console/history{}",
-                query_string(&[
-                    ("person", &q.person),
-                    ("resource", &q.resource),
-                    ("status", &q.status),
-                    ("since", &q.since),
-                    ("until", &q.until),
-                    ("before", &c),
-                ])
-            )
-        });
+    let next = next_cursor(&rows, |r| (r.created_at, r.id.to_string())).map(|c| {
+        format!(
+            "/console/history{}",
+            query_string(&[
+                ("person", &q.person),
+                ("resource", &q.resource),
+                ("status", &q.status),
+                ("since", &q.since),
+                ("until", &q.until),
+                ("before", &c),
+            ])
+        )
+    });
     let ctx = merge(
         page_ctx(&session, "history", None, error),
         minijinja::context! {
