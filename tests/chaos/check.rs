@@ -17,7 +17,7 @@ pub struct Report {
     pub failures: Vec<String>,
     /// Findings that fail the long form but only warn in the short one (`make test`), because
     /// they depend on the machine's speed or on where a kill lands and have open defects
-    /// (docs/reliability.d/chaos.md): late removals, doubled messages, slow lifecycles.
+    /// (docs/reliability.md): late removals, doubled messages, slow lifecycles.
     pub warnings: Vec<String>,
     pub strict: bool,
 }

@@ -1425,7 +1425,7 @@ impl Engine {
     /// length of the renewal; when the beat fired while `work` was inside a store transaction
     /// (on SQLite: holding the store's writer lock), the renewal waited for that lock and the
     /// transaction waited to be polled — for ever. The chaos test's SQLite server wedged that
-    /// way (docs/reliability.d/chaos.md, finding 2).
+    /// way (docs/reliability.md, finding 2).
     async fn with_heartbeat<T>(&self, tokens: &[String], work: impl Future<Output = T>) -> T {
         let lease = self.settings.job_lease;
         let every = (lease / 3)

@@ -367,8 +367,8 @@ async fn run(db: TestDb, lifecycles: usize, rate: f64, seed: u64) -> (Outcome, S
             other => panic!("{kind}: request {i} ended {other:?}, not active or failed"),
         }
         out.duplicate_dms += granted.saturating_sub(1) + failed.saturating_sub(1);
-        // A retried post looks for its earlier attempt's message first (docs/reliability.d/
-        // dedupe.md): a lost answer must not double a DM.
+        // A retried post looks for its earlier attempt's message first (docs/reliability.md, "One
+        // Slack message per notification"): a lost answer must not double a DM.
         assert!(
             granted <= 1 && failed <= 1,
             "{kind}: request {i}: a DM posted twice: {dms:?}"

@@ -1,6 +1,6 @@
 //! Lease renewals while a job pass runs never stall the pass.
 //!
-//! Found by the chaos test (docs/reliability.d/chaos.md, finding 2): the renewal ran in the body
+//! Found by the chaos test (docs/reliability.md, finding 2): the renewal ran in the body
 //! of a `select!` loop, so while it ran the pass was not polled. A beat that fired while the pass
 //! was inside a store transaction (on SQLite: holding the store's writer lock) waited for that
 //! lock, and the transaction waited to be polled: the server stopped writing for good.
