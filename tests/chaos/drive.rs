@@ -275,6 +275,13 @@ async fn run_one(
         }
         if Instant::now() > deadline {
             lc.problems.push("access not granted within 120 s".into());
+            // The grant is approved and may still land: wait for it to end (its expiry is a few
+            // seconds) before this person's next lifecycle starts, so a late grant is not taken
+            // for access without approval in the next one (finding 9), nor refuses its request.
+            if let Some(g) = until_async_grant(world, user, res, &rid).await {
+                lc.grant_id = g["id"].as_str().map(String::from);
+                lc.status = g["status"].as_str().unwrap_or_default().to_string();
+            }
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
