@@ -280,7 +280,13 @@ async fn run_one(
             // for access without approval in the next one (finding 9), nor refuses its request.
             if let Some(g) = until_async_grant(world, user, res, &rid).await {
                 lc.grant_id = g["id"].as_str().map(String::from);
-                lc.status = g["status"].as_str().unwrap_or_default().to_string();
+                lc.status = if provisioning_failed(world, &rid).await {
+                    "failed".into()
+                } else {
+                    // Landed late and ended: checked like any grant, but not timed.
+                    lc.appeared = world.appearances_of(mail, res) - appeared_before;
+                    g["status"].as_str().unwrap_or_default().to_string()
+                };
             }
             return;
         }
@@ -390,15 +396,7 @@ async fn run_one(
 
     // A grant whose provisioning outran its expiry ("ended during provisioning") was never
     // granted: no granted message comes, the ended one may.
-    let audit = world
-        .admin_get(&format!("/api/audit?request_id={rid}&limit=1000"))
-        .await;
-    if audit["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|e| e["kind"] == "grant_failed")
-    {
+    if provisioning_failed(world, &rid).await {
         lc.status = "failed".into();
         lc.lateness_ms = None;
         return;
@@ -429,6 +427,18 @@ async fn grant_of(world: &World, user: &str, res: &str, rid: &str) -> Option<Val
         .flatten()
         .find(|g| g["request_id"] == rid)
         .cloned()
+}
+
+/// Whether the request's provisioning failed (its grant ended before it was provisioned).
+async fn provisioning_failed(world: &World, rid: &str) -> bool {
+    let audit = world
+        .admin_get(&format!("/api/audit?request_id={rid}&limit=1000"))
+        .await;
+    audit["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["kind"] == "grant_failed")
 }
 
 /// Polls the admin API until the lifecycle's grant has ended (its status may lag the provider).
