@@ -241,9 +241,6 @@ async fn crash_test(db: &TestDb) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "the wedge (docs/reliability.md, finding 2) is fixed, but 1 of 3 short runs \
-            failed on access seen while its lifecycle was Requested (finding 9, not explained \
-            yet); runs in `make chaos`"]
 async fn crash_test_sqlite() {
     crash_test(&TestDb::sqlite()).await;
 }

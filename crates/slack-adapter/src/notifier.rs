@@ -1,7 +1,7 @@
 //! [`SlackNotifier`]: the `Notifier` port on Slack. The engine runs it from durable jobs and
 //! retries on [`NotifyError::Transient`], so every method here is safe to run twice: updates
 //! (`chat.update`) are idempotent, and a new message is posted at most once per job as far as
-//! Slack lets us know (see [`SlackNotifier::post_once`] and `docs/reliability.md`).
+//! Slack lets us know (see `SlackNotifier::post_once` and `docs/reliability.md`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
