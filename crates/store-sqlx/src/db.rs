@@ -561,20 +561,18 @@ mod tests {
 
     use super::*;
 
-    /// Found by the chaos test (tests/chaos): a writer that gave up while its `BEGIN IMMEDIATE`
-    /// waited for the lock (a request whose client hung up, a time-out around a store call) left
-    /// the BEGIN to complete on a pooled connection, which went back to the pool inside the
-    /// transaction — holding SQLite's write lock for good, so every later write in every process
-    /// failed with "database is locked" and the server stopped taking requests.
-    #[tokio::test]
-    async fn a_begin_given_up_while_waiting_does_not_keep_the_write_lock() {
+    /// A store `Db` on a fresh WAL-mode SQLite file with a table `t`, and the options to open
+    /// other connections to it (another process, as far as SQLite's locks go).
+    async fn wal_db_with_table(
+        max_connections: u32,
+    ) -> (testkit::db::TestDb, SqliteConnectOptions, Db) {
         let db_file = testkit::db::TestDb::sqlite();
         let opts = SqliteConnectOptions::from_str(&db_file.url)
             .unwrap()
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
-            .max_connections(2)
+            .max_connections(max_connections)
             .connect_with(opts.clone())
             .await
             .unwrap();
@@ -582,7 +580,17 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
-        let db = Db::new(DbPool::Sqlite(pool));
+        (db_file, opts, Db::new(DbPool::Sqlite(pool)))
+    }
+
+    /// Found by the chaos test (tests/chaos): a writer that gave up while its `BEGIN IMMEDIATE`
+    /// waited for the lock (a request whose client hung up, a time-out around a store call) left
+    /// the BEGIN to complete on a pooled connection, which went back to the pool inside the
+    /// transaction — holding SQLite's write lock for good, so every later write in every process
+    /// failed with "database is locked" and the server stopped taking requests.
+    #[tokio::test]
+    async fn a_begin_given_up_while_waiting_does_not_keep_the_write_lock() {
+        let (_db_file, opts, db) = wal_db_with_table(2).await;
 
         // Another process holds the write lock for a moment.
         let mut other = SqliteConnection::connect_with(&opts).await.unwrap();
@@ -656,21 +664,7 @@ mod tests {
     /// caller left between the acknowledgement and the `Transaction` being made).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn begins_given_up_at_any_moment_leave_no_transaction_open() {
-        let db_file = testkit::db::TestDb::sqlite();
-        let opts = SqliteConnectOptions::from_str(&db_file.url)
-            .unwrap()
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts.clone())
-            .await
-            .unwrap();
-        sqlx::query("CREATE TABLE t (x INTEGER)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let db = Db::new(DbPool::Sqlite(pool));
+        let (_db_file, opts, db) = wal_db_with_table(4).await;
         for i in 0..400u64 {
             let wait = Duration::from_micros((i * 7919) % 3000);
             let _ = tokio::time::timeout(wait, db.begin()).await;
