@@ -162,12 +162,26 @@ pub struct SubjectStatus {
     pub pending: Vec<AccessRequest>,
 }
 
+/// A class of jobs with worker slots of its own in the continuous scheduler
+/// ([`Engine::claim_lane`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobLane {
+    /// Every kind but audit exports: provisioning, notifications, reminders, time-outs, inbox
+    /// items, and expiries and revocations too while there are slots.
+    Work,
+    /// Expiries and revocations only. Slots of their own, so access is taken back on time even
+    /// while every work slot is held by slow provisioning or chat calls (chaos finding 4).
+    Revocations,
+    /// Audit exports, shipped as one batch per claim.
+    Export,
+}
+
 /// Tunables.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// How long a claimed job is reserved for its worker before another may take it over.
     pub job_lease: chrono::Duration,
-    /// Jobs run at once by one `run_due` call.
+    /// Jobs run at once by one `run_due` call, and by each lane of the continuous scheduler.
     pub job_concurrency: usize,
     /// Global fallback channel for approval messages.
     pub approval_channel: Option<String>,
@@ -1386,23 +1400,14 @@ impl Engine {
             .collect();
 
         let work = async {
-            let results: Vec<(Job, JobResult, bool)> = futures::stream::iter(others)
-                .map(|job| async move {
-                    let (result, panicked) = self.run_job_caught(&job).await;
-                    (job, result, panicked)
-                })
+            let results: Vec<Result<RunSummary, EngineError>> = futures::stream::iter(others)
+                .map(|job| async move { self.run_and_settle(&job).await })
                 .buffer_unordered(self.settings.job_concurrency.max(1))
                 .collect()
                 .await;
             let mut summary = RunSummary::default();
-            for (job, result, panicked) in results {
-                if panicked {
-                    *summary
-                        .panicked
-                        .entry(job.kind.name().to_string())
-                        .or_default() += 1;
-                }
-                summary.merge(self.settle(&job, result).await?);
+            for result in results {
+                summary.merge(result?);
             }
             if !exports.is_empty() {
                 summary.merge(self.run_exports(exports).await?);
@@ -1415,6 +1420,81 @@ impl Engine {
             self.with_heartbeat(&tokens, work).await?
         };
         summary.merge(s);
+        Ok(summary)
+    }
+
+    /// Runs one claimed job and records its outcome (a panic counted in `panicked`).
+    async fn run_and_settle(&self, job: &Job) -> Result<RunSummary, EngineError> {
+        let (result, panicked) = self.run_job_caught(job).await;
+        let mut summary = self.settle(job, result).await?;
+        if panicked {
+            *summary
+                .panicked
+                .entry(job.kind.name().to_string())
+                .or_default() += 1;
+        }
+        Ok(summary)
+    }
+
+    /// How many jobs of each lane a worker of this engine runs at once (`job_concurrency`).
+    pub fn job_concurrency(&self) -> usize {
+        self.settings.job_concurrency.max(1)
+    }
+
+    /// Claims up to `limit` due jobs of one lane for a continuous worker (the server's
+    /// `JobScheduler`), which then runs each with [`Self::run_lane_job`] (or, for the export
+    /// lane, all together with [`Self::run_lane_exports`]) while it goes on claiming for the
+    /// slots that are free. Unlike [`Self::run_due`], nothing waits for the slowest job of a
+    /// batch before the next due job is claimed.
+    pub async fn claim_lane(&self, lane: JobLane, limit: u32) -> Result<Vec<Job>, EngineError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let scope = match lane {
+            // A process without a chat adapter (the cleanup binary) leaves stored chat
+            // deliveries to the servers instead of spending their attempts.
+            JobLane::Work if self.inbox_handler().is_some() => {
+                ClaimScope::AllBut(&["export_audit"])
+            }
+            JobLane::Work => ClaimScope::AllBut(&["export_audit", "inbox"]),
+            JobLane::Revocations => ClaimScope::OneOf(&["expire", "revoke"]),
+            JobLane::Export => ClaimScope::Only("export_audit"),
+        };
+        Ok(self
+            .store
+            .claim_jobs_in(self.now(), limit, self.settings.job_lease, scope)
+            .await?)
+    }
+
+    /// Runs one job claimed by [`Self::claim_lane`] and settles it, renewing its lease while it
+    /// runs. A panic inside the job fails the attempt like an error (see [`Self::run_due`]).
+    pub async fn run_lane_job(&self, job: Job) -> Result<RunSummary, EngineError> {
+        let mut summary = match job.claim_token.clone() {
+            Some(token) => {
+                self.with_heartbeat(std::slice::from_ref(&token), self.run_and_settle(&job))
+                    .await?
+            }
+            None => self.run_and_settle(&job).await?,
+        };
+        summary.claimed = 1;
+        Ok(summary)
+    }
+
+    /// Ships export jobs claimed by [`Self::claim_lane`] (`JobLane::Export`) as one batch,
+    /// renewing their lease while it runs.
+    pub async fn run_lane_exports(&self, jobs: Vec<Job>) -> Result<RunSummary, EngineError> {
+        let claimed = jobs.len();
+        let tokens: Vec<String> = jobs
+            .first()
+            .and_then(|j| j.claim_token.clone())
+            .into_iter()
+            .collect();
+        let mut summary = if tokens.is_empty() {
+            self.run_exports(jobs).await?
+        } else {
+            self.with_heartbeat(&tokens, self.run_exports(jobs)).await?
+        };
+        summary.claimed = claimed;
         Ok(summary)
     }
 

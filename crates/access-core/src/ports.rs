@@ -244,6 +244,8 @@ pub enum ClaimScope {
     Only(&'static str),
     /// Every kind but these.
     AllBut(&'static [&'static str]),
+    /// Only these kinds.
+    OneOf(&'static [&'static str]),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -142,11 +142,11 @@ impl App {
                 job_lease: chrono::Duration::seconds(
                     config.server.job_lease_secs.unwrap_or(120) as i64
                 ),
+                job_concurrency: config.server.job_concurrency.unwrap_or(8).max(1),
                 approval_channel: env
                     .approval_channel
                     .clone()
                     .or_else(|| config.server.approval_channel.clone()),
-                ..EngineSettings::default()
             });
 
         let mut adapters = Adapters::default();

@@ -60,6 +60,10 @@ pub struct ServerSection {
     /// Seconds a claimed job is reserved for its worker (default 120).
     #[serde(default)]
     pub job_lease_secs: Option<u64>,
+    /// Jobs the scheduler runs at once (default 8); expiries and revocations have half as many
+    /// slots again of their own, so a full queue of slow jobs cannot hold them up.
+    #[serde(default)]
+    pub job_concurrency: Option<usize>,
     /// Longest a provider or notifier call may take before it counts as a failure (default 60).
     #[serde(default)]
     pub call_timeout_secs: Option<u64>,

@@ -3,16 +3,16 @@
 //! revocation happens within about a second of `expires_at`. Jobs enqueued by another replica
 //! are picked up at the latest after `max_idle` (that replica's own scheduler normally runs them).
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use access_core::engine::{Engine, RunSummary};
+use access_core::engine::{Engine, EngineError, JobLane, RunSummary};
+use access_core::jobs::Job;
 use access_core::ports::JobWaker;
 use chrono::{DateTime, Utc};
-use futures::FutureExt;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Wakes the scheduler when a job is enqueued, and tells readiness when the scheduler last
@@ -105,6 +105,42 @@ pub struct JobScheduler {
     batch: u32,
 }
 
+/// Jobs running per lane. Each lane has its own slots: `job_concurrency` for work, half as many
+/// (at least one) kept for expiries and revocations, one export batch.
+#[derive(Debug, Default)]
+struct Slots {
+    work: usize,
+    revocations: usize,
+    export: usize,
+}
+
+impl Slots {
+    fn running(&mut self, lane: JobLane) -> &mut usize {
+        match lane {
+            JobLane::Work => &mut self.work,
+            JobLane::Revocations => &mut self.revocations,
+            JobLane::Export => &mut self.export,
+        }
+    }
+}
+
+/// What a finished job task hands back to the loop: its lane and how it ended (a panic outside
+/// the job itself — the engine catches the job's own — as its message).
+type Finished = (JobLane, Result<Result<RunSummary, EngineError>, String>);
+
+/// Runs one task's work, a panic caught so the loop always learns which slot is free again.
+async fn caught(
+    lane: JobLane,
+    work: impl std::future::Future<Output = Result<RunSummary, EngineError>>,
+) -> Finished {
+    use futures::FutureExt;
+    let out = std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|p| access_core::engine::panic_message(p.as_ref()));
+    (lane, out)
+}
+
 impl JobScheduler {
     pub fn new(engine: Arc<Engine>, waker: Arc<SchedulerWaker>) -> Self {
         Self {
@@ -120,34 +156,48 @@ impl JobScheduler {
         self
     }
 
-    /// Jobs claimed per pass at most (the engine further limits a pass to its concurrency).
+    /// Audit export jobs shipped per batch at most.
     pub fn batch(mut self, n: u32) -> Self {
         self.batch = n.max(1);
         self
     }
 
-    /// Runs until `shutdown` is cancelled. A batch that has started is finished (in-flight jobs
-    /// complete); jobs not yet claimed stay due for the next start or another replica.
+    fn capacity(&self, lane: JobLane) -> usize {
+        let work = self.engine.job_concurrency();
+        match lane {
+            JobLane::Work => work,
+            JobLane::Revocations => work.div_ceil(2),
+            JobLane::Export => 1,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled; then waits for the jobs already running (jobs not
+    /// yet claimed stay due for the next start or another replica).
     ///
-    /// Supervised: a panic in a pass (the engine already catches those of single jobs) is
-    /// logged and counted (`gatehouse_scheduler_panics_total`) and the loop goes on; the jobs
-    /// that pass had claimed are taken again when their lease lapses. Each look at the queue is
-    /// recorded for `/readyz`.
+    /// A continuous worker: each claimed job runs in its own task, and the loop claims again as
+    /// soon as a slot is free or a job comes due. An earlier version ran a batch and claimed
+    /// the next only when the whole batch was done, so a due expiry waited for the slowest job
+    /// of the batch (a provisioning call near its time limit): removals 5–9 s late in the
+    /// chaos runs (docs/reliability.md, finding 4). Expiries and revocations also have slots
+    /// of their own, claimed when every work slot is busy.
+    ///
+    /// Supervised: a panic in a job task (the engine already catches those of the job itself)
+    /// is logged and counted (`gatehouse_scheduler_panics_total`) and the loop goes on; the job
+    /// is taken again when its lease lapses. Each look at the queue is recorded for `/readyz`.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("job scheduler started");
+        let mut tasks: JoinSet<Finished> = JoinSet::new();
+        let mut slots = Slots::default();
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
             self.waker.looked();
             self.waker.sleeps_until(None);
-            let pass = AssertUnwindSafe(self.engine.run_due(self.batch)).catch_unwind();
-            let outcome = match pass.await {
-                Ok(outcome) => outcome,
-                Err(panic) => {
-                    let what = access_core::engine::panic_message(panic.as_ref());
-                    tracing::error!(panic = %what, "a job pass panicked; the scheduler goes on");
-                    metrics::counter!("gatehouse_scheduler_panics_total").increment(1);
+            let (claimed, filled) = match self.claim(&mut tasks, &mut slots).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming due jobs failed; retrying shortly");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = shutdown.cancelled() => break,
@@ -155,26 +205,21 @@ impl JobScheduler {
                     continue;
                 }
             };
-            match outcome {
-                Ok(summary) => {
-                    record_metrics(&summary);
-                    if summary.claimed > 0 {
-                        continue; // there may be more due right now
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "running due jobs failed; retrying shortly");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                    continue;
-                }
+            while let Some(done) = tasks.try_join_next() {
+                finished(done, &mut slots);
             }
-            let wait = self.time_to_next().await;
+            if filled {
+                continue; // a lane took all it asked for: there may be more due right now
+            }
+            let mut wait = self.time_to_next().await;
             self.waker.looked();
             if wait.is_zero() {
-                continue;
+                if claimed > 0 {
+                    continue;
+                }
+                // Due, yet nothing was claimable: its lane is full (a finishing job wakes the
+                // loop) or the lease clock has not quite reached it. Never a busy loop.
+                wait = Duration::from_millis(250).min(self.max_idle);
             }
             // Jobs enqueued from here on wake it only if due before it looks again. One enqueued
             // between `time_to_next`'s read and this line saw "busy" and stored a permit.
@@ -184,12 +229,75 @@ impl JobScheduler {
                     .and_then(|w| self.engine.now().checked_add_signed(w)),
             );
             tokio::select! {
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(done, &mut slots),
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.waker.notified() => {}
                 _ = shutdown.cancelled() => break,
             }
         }
+        // In-flight jobs complete (the server bounds this wait).
+        while let Some(done) = tasks.join_next().await {
+            finished(done, &mut slots);
+        }
         tracing::info!("job scheduler stopped");
+    }
+
+    /// Claims due jobs for every lane with free slots and starts them. Returns how many were
+    /// claimed and whether a lane took all it asked for (more may be due).
+    async fn claim(
+        &self,
+        tasks: &mut JoinSet<Finished>,
+        slots: &mut Slots,
+    ) -> Result<(usize, bool), EngineError> {
+        let mut claimed = 0;
+        let mut filled = false;
+        let free =
+            |slots: &mut Slots, lane| self.capacity(lane).saturating_sub(*slots.running(lane));
+        let work_free = free(slots, JobLane::Work);
+        if work_free > 0 {
+            let jobs = self
+                .engine
+                .claim_lane(JobLane::Work, as_u32(work_free))
+                .await?;
+            filled |= jobs.len() == work_free;
+            claimed += jobs.len();
+            for job in jobs {
+                self.start(tasks, slots, JobLane::Work, job);
+            }
+        }
+        // Work slots all busy: due expiries and revocations take slots of their own. (While
+        // work slots are free they are claimed there, in due order, with everything else.)
+        let revocations_free = free(slots, JobLane::Revocations);
+        if free(slots, JobLane::Work) == 0 && revocations_free > 0 {
+            let jobs = self
+                .engine
+                .claim_lane(JobLane::Revocations, as_u32(revocations_free))
+                .await?;
+            filled |= jobs.len() == revocations_free;
+            claimed += jobs.len();
+            for job in jobs {
+                self.start(tasks, slots, JobLane::Revocations, job);
+            }
+        }
+        if free(slots, JobLane::Export) > 0 {
+            let jobs = self.engine.claim_lane(JobLane::Export, self.batch).await?;
+            if !jobs.is_empty() {
+                filled |= jobs.len() == self.batch as usize;
+                claimed += jobs.len();
+                *slots.running(JobLane::Export) += 1;
+                let engine = self.engine.clone();
+                tasks.spawn(caught(JobLane::Export, async move {
+                    engine.run_lane_exports(jobs).await
+                }));
+            }
+        }
+        Ok((claimed, filled))
+    }
+
+    fn start(&self, tasks: &mut JoinSet<Finished>, slots: &mut Slots, lane: JobLane, job: Job) {
+        *slots.running(lane) += 1;
+        let engine = self.engine.clone();
+        tasks.spawn(caught(lane, async move { engine.run_lane_job(job).await }));
     }
 
     async fn time_to_next(&self) -> Duration {
@@ -215,6 +323,35 @@ impl JobScheduler {
                         .min(self.max_idle)
                 }
             }
+        }
+    }
+}
+
+fn as_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Books a finished job task: frees its slot and records its outcome.
+fn finished(done: Result<Finished, tokio::task::JoinError>, slots: &mut Slots) {
+    let (lane, outcome) = match done {
+        Ok(f) => f,
+        // Tasks are never aborted and their panics are caught inside them.
+        Err(e) => {
+            tracing::error!(error = %e, "a job task was lost");
+            return;
+        }
+    };
+    let running = slots.running(lane);
+    *running = running.saturating_sub(1);
+    match outcome {
+        Ok(Ok(summary)) => record_metrics(&summary),
+        // The job stays claimed until its lease lapses, then runs again.
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "recording a job's outcome failed; it runs again after its lease")
+        }
+        Err(what) => {
+            tracing::error!(panic = %what, "a job task panicked; the scheduler goes on");
+            metrics::counter!("gatehouse_scheduler_panics_total").increment(1);
         }
     }
 }

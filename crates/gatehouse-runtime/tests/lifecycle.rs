@@ -8,7 +8,7 @@ use std::sync::Arc;
 use access_core::audit::AuditKind;
 use access_core::engine::{Engine, EngineError, Submission};
 use access_core::jobs::JobStatus;
-use access_core::ports::{AuditFilter, GrantFilter, JobFilter, Provider};
+use access_core::ports::{AuditFilter, GrantFilter, JobFilter, JobWaker, Provider};
 use access_core::request::RequestKind;
 use access_core::{Actor, Email, GrantStatus, RequestStatus, Subject};
 use chrono::Duration;
@@ -1385,7 +1385,7 @@ async fn a_job_slower_than_its_lease_is_not_run_twice() {
         let h = harness_with(db, &config).await;
         h.provider
             .on_grant(Behaviour::Delay(std::time::Duration::from_millis(2_500)));
-        h.engine.submit(ask("USLOW", "auto", "1h")).await.unwrap();
+        h.engine.submit(ask("USLOW", "auto", "8h")).await.unwrap();
         let engine = h.engine.clone();
         let first = tokio::spawn(async move { engine.run_due(100).await.unwrap() });
         tokio::time::sleep(std::time::Duration::from_millis(1_700)).await;
@@ -1519,6 +1519,116 @@ async fn the_scheduler_survives_a_panicking_job() {
             }
         }
         assert!(active, "{}: the retry never ran", h.kind);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}
+
+/// The test configuration with calls allowed 30 s (slow calls must not time out) and `extra`
+/// in `[server]`.
+fn slow_config(extra: &str) -> String {
+    CONFIG.replacen(
+        "call_timeout_secs = 2",
+        &format!("call_timeout_secs = 30\n{extra}"),
+        1,
+    )
+}
+
+/// Polls `cond` every 50 ms for up to `limit`; true when it held.
+async fn within(limit: std::time::Duration, cond: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+/// Chaos finding 4: an expiry that comes due while the scheduler runs a slow job is taken back
+/// at once, not after that job. The scheduler used to claim a batch and claim again only when
+/// the whole batch was done, so the expiry waited for the slow provisioning call (here 6 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_due_expiry_does_not_wait_for_a_slow_job() {
+    for db in backends().await {
+        let h = harness_with(db, &slow_config("")).await;
+        let held = h.engine.submit(ask("UHELD", "auto", "1h")).await.unwrap();
+        h.run().await;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(
+            gatehouse_runtime::JobScheduler::new(h.engine.clone(), h.waker.clone())
+                .max_idle(std::time::Duration::from_millis(200))
+                .run(shutdown.clone()),
+        );
+        h.provider
+            .on_grant(Behaviour::Delay(std::time::Duration::from_secs(6)));
+        h.engine.submit(ask("USLOW", "auto", "8h")).await.unwrap();
+        assert!(
+            within(std::time::Duration::from_secs(3), || h
+                .provider
+                .count("grant")
+                == 2)
+            .await,
+            "{}: the slow grant never started",
+            h.kind
+        );
+        // The held grant's expiry comes due while the slow grant runs.
+        h.travel(Duration::minutes(61));
+        h.waker.job_enqueued(h.engine.now());
+        let ok = within(std::time::Duration::from_secs(2), || {
+            h.provider.count("revoke") == 1
+        })
+        .await;
+        assert!(
+            ok,
+            "{}: the expiry of {} waited for the slow job",
+            h.kind, held.id
+        );
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}
+
+/// Expiries and revocations have worker slots of their own: with every work slot held by slow
+/// provisioning calls, a due expiry is still taken back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiries_have_slots_of_their_own() {
+    for db in backends().await {
+        let h = harness_with(db, &slow_config("job_concurrency = 2")).await;
+        let held = h.engine.submit(ask("UHELD", "auto", "1h")).await.unwrap();
+        h.run().await;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(
+            gatehouse_runtime::JobScheduler::new(h.engine.clone(), h.waker.clone())
+                .max_idle(std::time::Duration::from_millis(200))
+                .run(shutdown.clone()),
+        );
+        h.provider
+            .on_grant(Behaviour::Delay(std::time::Duration::from_secs(6)));
+        h.engine.submit(ask("USLOW1", "auto", "8h")).await.unwrap();
+        h.engine.submit(ask("USLOW2", "auto", "8h")).await.unwrap();
+        assert!(
+            within(std::time::Duration::from_secs(3), || h
+                .provider
+                .count("grant")
+                == 3)
+            .await,
+            "{}: the slow grants did not both start",
+            h.kind
+        );
+        h.travel(Duration::minutes(61));
+        h.waker.job_enqueued(h.engine.now());
+        assert!(
+            within(std::time::Duration::from_secs(2), || h
+                .provider
+                .count("revoke")
+                == 1)
+            .await,
+            "{}: the expiry of {} waited for a work slot",
+            h.kind,
+            held.id
+        );
         shutdown.cancel();
         task.await.unwrap();
     }

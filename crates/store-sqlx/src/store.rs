@@ -1083,16 +1083,15 @@ impl Store for SqlStore {
             ClaimScope::All => String::new(),
             ClaimScope::Only(k) => format!("AND kind = '{}'", k.replace('\'', "")),
             ClaimScope::AllBut(kinds) => {
-                let list: Vec<String> = kinds
-                    .iter()
-                    .map(|k| format!("'{}'", k.replace('\'', "")))
-                    .collect();
-                if list.is_empty() {
+                if kinds.is_empty() {
                     String::new()
                 } else {
-                    format!("AND kind NOT IN ({})", list.join(", "))
+                    format!("AND kind NOT IN ({})", quoted_kinds(kinds))
                 }
             }
+            // No kinds: nothing may be claimed.
+            ClaimScope::OneOf([]) => return Ok(Vec::new()),
+            ClaimScope::OneOf(kinds) => format!("AND kind IN ({})", quoted_kinds(kinds)),
         };
         let pick = format!(
             "SELECT id FROM jobs WHERE ((status = 'pending' AND run_at <= $3) \
@@ -1770,6 +1769,15 @@ async fn insert_idempotency_key(
         .await
         .map_err(plain)?
         == 1)
+}
+
+/// `'a', 'b'` for an SQL `IN` list of job kind names (compile-time constants, never input).
+fn quoted_kinds(kinds: &[&str]) -> String {
+    kinds
+        .iter()
+        .map(|k| format!("'{}'", k.replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The hot reads at scale (issue 13) are answered from indexes on both databases: no full scan
