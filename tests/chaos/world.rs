@@ -256,7 +256,11 @@ impl World {
         }
         slack.add_user(FakeUser::new(APPROVER, "approver").email("approver@example.com"));
         slack.add_channel(APPROVALS_ID, APPROVALS_NAME);
-        let cc = FakeCloudConnexa::start(FakeConfig::without_rate_limit()).await;
+        // The real API's rate-limit shape (headers on every answer, 429 beyond them) at test
+        // speed. A fake that sent no headers held our client at its cautious no-header default
+        // of one write per 4 s: every Cloud Connexa grant queued behind the others, most
+        // outran their few-second expiry and some took over 120 s (finding 10).
+        let cc = FakeCloudConnexa::start(FakeConfig::fast()).await;
         cc.seed_network(NETWORK);
         let gcp = FakeGcp::start().await;
         gcp.add_project(PROJECT);

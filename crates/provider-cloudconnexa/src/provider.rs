@@ -1128,11 +1128,15 @@ impl Provider for CloudConnexaProvider {
     }
 
     async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
-        let Some(h) = GrantHandle::parse(&req.handle) else {
-            return self.revoke_by_intent(req).await;
-        };
-        let _person = self.person_locks.lock(&h.email.to_ascii_lowercase()).await;
-        self.remove_membership(&h, &req.subject, req.grant_id).await
+        // Ahead of grants for the credential's rate-limit tokens (see `ratelimit::urgent`).
+        crate::ratelimit::urgent(async {
+            let Some(h) = GrantHandle::parse(&req.handle) else {
+                return self.revoke_by_intent(req).await;
+            };
+            let _person = self.person_locks.lock(&h.email.to_ascii_lowercase()).await;
+            self.remove_membership(&h, &req.subject, req.grant_id).await
+        })
+        .await
     }
 
     async fn observe(&self, resource: &Resource) -> Result<Vec<LiveAccess>, ProviderError> {

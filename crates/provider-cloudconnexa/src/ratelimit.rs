@@ -12,6 +12,7 @@
 //! all firing at once and stampeding the server.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -23,6 +24,31 @@ pub(crate) const MIN_RATE: f64 = 1.0 / 86_400.0;
 pub(crate) const MAX_RATE: f64 = 1_000_000.0;
 /// The longest a caller sleeps before checking the buckets again.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+tokio::task_local! {
+    /// Set (by [`urgent`]) around calls that take access away.
+    static URGENT: bool;
+}
+
+/// Runs `work` with its Cloud Connexa calls ahead of every other waiting call for the
+/// credential's tokens. Revocations run this way: with the real limits (a burst of 20, then one
+/// call per 15 s) a queue of grants would otherwise hold a due revocation back for minutes.
+pub async fn urgent<F: std::future::Future>(work: F) -> F::Output {
+    URGENT.scope(true, work).await
+}
+
+fn is_urgent() -> bool {
+    URGENT.try_with(|u| *u).unwrap_or(false)
+}
+
+/// Counts an urgent caller as waiting until dropped.
+struct UrgentWaiter<'a>(&'a AtomicUsize);
+
+impl Drop for UrgentWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Reads (GET) and writes (everything else) are throttled separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +209,8 @@ pub struct RateLimiter {
     server: Mutex<Option<Bucket>>,
     /// Signalled when an answer changed the buckets, to wake waiters early.
     changed: tokio::sync::Notify,
+    /// Urgent callers ([`urgent`]) waiting for a token; while there are any, others wait.
+    urgent_waiting: AtomicUsize,
 }
 
 /// A reserved slot; hand it back with [`RateLimiter::observe`] once the answer arrived (or
@@ -202,6 +230,7 @@ impl RateLimiter {
             write: Mutex::new(Bucket::new(cfg.write_per_sec, cfg.initial_burst)),
             server: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
+            urgent_waiting: AtomicUsize::new(0),
         }
     }
 
@@ -217,10 +246,36 @@ impl RateLimiter {
     /// server allows, and check again. So the first headers (which usually lift the cautious
     /// defaults) release calls queued before them at once, and a correction (another replica
     /// spent tokens of the same credential) slows calls that are already waiting.
+    ///
+    /// Inside [`urgent`], a caller goes before every waiting caller that is not: those let the
+    /// tokens pass while an urgent one waits.
     pub async fn acquire(&self, class: CallClass) -> Permit {
+        let urgent = is_urgent();
+        let _waiting = urgent.then(|| {
+            self.urgent_waiting.fetch_add(1, Ordering::SeqCst);
+            UrgentWaiter(&self.urgent_waiting)
+        });
+        let permit = self.acquire_in_turn(class, urgent).await;
+        if urgent {
+            // The others may go again once no urgent caller waits (the guard is dropped on
+            // return, before they look).
+            self.changed.notify_waiters();
+        }
+        permit
+    }
+
+    async fn acquire_in_turn(&self, class: CallClass, urgent: bool) -> Permit {
         loop {
             // Created before the check, so a change signalled right after it is not missed.
             let changed = self.changed.notified();
+            if !urgent && self.urgent_waiting.load(Ordering::SeqCst) > 0 {
+                // Not our turn: wake when the urgent caller got its token (or check again soon).
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = changed => {}
+                }
+                continue;
+            }
             let wait = {
                 let now = Instant::now();
                 let (Ok(mut own), Ok(mut server)) = (self.bucket(class).lock(), self.server.lock())
@@ -381,6 +436,46 @@ mod tests {
         assert_eq!(r.remaining, Some(19.0));
         assert!((r.rate_per_sec().unwrap() - 1.0 / 15.0).abs() < 1e-9);
         assert_eq!(RateHeaders::parse(&HeaderMap::new()).rate_per_sec(), None);
+    }
+
+    /// Chaos finding 4/10: a revocation queued behind grants for the credential's write tokens
+    /// goes first. Ten grants wait for tokens at 10 per second; a revocation arriving after
+    /// them takes the next token.
+    #[tokio::test]
+    async fn an_urgent_call_takes_the_next_token() {
+        let lim = std::sync::Arc::new(RateLimiter::new(&RateLimitConfig {
+            write_per_sec: 10.0,
+            ..Default::default()
+        }));
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for n in 0..10 {
+            let (lim, order) = (lim.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let p = lim.acquire(CallClass::Write).await;
+                order.lock().unwrap().push(format!("grant {n}"));
+                lim.release(p);
+            }));
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (l, o) = (lim.clone(), order.clone());
+        tasks.push(tokio::spawn(urgent(async move {
+            let p = l.acquire(CallClass::Write).await;
+            o.lock().unwrap().push("revoke".to_string());
+            l.release(p);
+        })));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        // The first grant had the initial token; the revocation the next one.
+        assert_eq!(
+            order.get(1).map(String::as_str),
+            Some("revoke"),
+            "{order:?}"
+        );
+        assert_eq!(order.len(), 11);
     }
 
     #[tokio::test]
