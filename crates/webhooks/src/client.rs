@@ -89,7 +89,13 @@ pub struct WebhookEndpoint {
     pub format: WebhookFormat,
     /// Splunk HEC token (`format = SplunkHec` only).
     pub hec_token: Option<Secret>,
+    /// Bounds a whole attempt (connect, send, answer); a receiver slower than that counts as a
+    /// failed attempt and is retried.
+    pub timeout: Duration,
 }
+
+/// The attempt time limit unless configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Is `url`'s host this machine? Plain HTTP is allowed there only: the signature proves who
 /// sent a delivery but hides nothing, and audit events name people and their access.
@@ -102,6 +108,7 @@ pub fn is_loopback(url: &reqwest::Url) -> bool {
 }
 
 impl WebhookEndpoint {
+    /// Checks the URL (https, or http to a loopback host), the secret and the HEC token.
     pub fn new(
         id: &str,
         url: &str,
@@ -133,6 +140,7 @@ impl WebhookEndpoint {
             secret,
             format,
             hec_token,
+            timeout: DEFAULT_TIMEOUT,
         })
     }
 }
@@ -145,15 +153,9 @@ pub struct WebhookClient {
 }
 
 impl WebhookClient {
-    /// `timeout` bounds a whole attempt (connect, send, answer); a receiver slower than that
-    /// counts as a failed attempt and is retried.
-    pub fn new(
-        endpoints: Vec<WebhookEndpoint>,
-        timeout: Duration,
-    ) -> Result<Self, WebhookConfigError> {
+    pub fn new(endpoints: Vec<WebhookEndpoint>) -> Result<Self, WebhookConfigError> {
         let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .connect_timeout(Duration::from_secs(10))
             // A redirect would send the signed audit trail somewhere not configured.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("gatehouse-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -206,6 +208,7 @@ impl WebhookTransport for WebhookClient {
         let mut req = self
             .http
             .post(ep.url.clone())
+            .timeout(ep.timeout)
             .header(CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
             .header(WEBHOOK_ID_HEADER, webhook)
