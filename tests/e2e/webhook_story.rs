@@ -138,7 +138,14 @@ async fn siem_status(api: &Api) -> Value {
 
 /// A request typed in Slack and approved with a click; returns when it is active.
 async fn request_and_approve(server: &Server, slack: &FakeSlack, api: &Api, why: &str) {
-    let (status, ack, _) = slash(server, slack, "/access", DANA, &format!("request guarded 1h {why}")).await;
+    let (status, ack, _) = slash(
+        server,
+        slack,
+        "/access",
+        DANA,
+        &format!("request guarded 1h {why}"),
+    )
+    .await;
     assert_eq!(status, 200, "{ack}");
     let (message, _) = eventually("the approval message", Duration::from_secs(10), || {
         slack
@@ -196,17 +203,29 @@ async fn webhook_story(db: &TestDb) {
     wait_caught_up(&api, &siem, &format!("{kind}: first delivery")).await;
     let kinds: Vec<String> = chain(&api).await.into_iter().map(|e| e.2).collect();
     for k in ["access_requested", "access_approved", "access_granted"] {
-        assert!(kinds.iter().any(|x| x == k), "{kind}: {k} missing from {kinds:?}");
+        assert!(
+            kinds.iter().any(|x| x == k),
+            "{kind}: {k} missing from {kinds:?}"
+        );
     }
     for a in siem.attempts() {
         assert!(a.signature_ok, "{kind}: signature verified by the receiver");
-        assert_eq!(a.status, 200, "{kind}: fresh timestamp within the replay window");
+        assert_eq!(
+            a.status, 200,
+            "{kind}: fresh timestamp within the replay window"
+        );
         assert_eq!(a.headers["x-gatehouse-webhook-id"], "siem");
-        let header = a.headers["x-gatehouse-signature"].to_str().unwrap().to_string();
+        let header = a.headers["x-gatehouse-signature"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let mut tampered = a.body.to_vec();
         let last = tampered.len() - 2;
         tampered[last] ^= 1;
-        assert!(!siem.would_accept(&header, &tampered), "{kind}: tampered body refused");
+        assert!(
+            !siem.would_accept(&header, &tampered),
+            "{kind}: tampered body refused"
+        );
     }
     // Splunk HEC: its own envelope and `Authorization: Splunk <token>`, filtered kinds only.
     let (hec_kinds, _) = eventually("HEC events", Duration::from_secs(15), || {
@@ -214,9 +233,16 @@ async fn webhook_story(db: &TestDb) {
         (k.len() >= 2).then_some(k)
     })
     .await;
-    assert_eq!(hec_kinds, vec!["access_requested", "access_granted"], "{kind}");
+    assert_eq!(
+        hec_kinds,
+        vec!["access_requested", "access_granted"],
+        "{kind}"
+    );
     let hec_call = &hec.attempts()[0];
-    assert_eq!(hec_call.headers["authorization"], format!("Splunk {HEC_TOKEN}").as_str());
+    assert_eq!(
+        hec_call.headers["authorization"],
+        format!("Splunk {HEC_TOKEN}").as_str()
+    );
     let first: Value = serde_json::Deserializer::from_slice(&hec_call.body)
         .into_iter::<Value>()
         .next()
@@ -227,7 +253,12 @@ async fn webhook_story(db: &TestDb) {
 
     // --- A failure is retried: nothing lost, nothing doubled -------------------------------
     siem.fail_next(1, Fault::Status(503));
-    siem.fail_next(1, Fault::RateLimited { retry_after_secs: 1 });
+    siem.fail_next(
+        1,
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
     let (status, _, _) = slash(&server, &slack, "/access", DANA, "revoke guarded").await;
     assert_eq!(status, 200);
     wait_caught_up(&api, &siem, &format!("{kind}: after a 503 and a 429")).await;
@@ -243,9 +274,10 @@ async fn webhook_story(db: &TestDb) {
     request_and_approve(&server, &slack, &api, "second look").await;
     let (disabled, _) = api
         .wait_for("/api/webhooks", Duration::from_secs(30), |b| {
-            b["webhooks"]
-                .as_array()
-                .is_some_and(|w| w.iter().any(|w| w["id"] == "siem" && w["state"] == "disabled"))
+            b["webhooks"].as_array().is_some_and(|w| {
+                w.iter()
+                    .any(|w| w["id"] == "siem" && w["state"] == "disabled")
+            })
         })
         .await;
     let st = disabled["webhooks"]
@@ -259,9 +291,16 @@ async fn webhook_story(db: &TestDb) {
     assert_eq!(st["max_failures"], 3);
     assert_eq!(st["last_error"], "HTTP 500: receiver failure");
     assert!(st["backlog"].as_i64().unwrap() > 0, "{kind}: {st}");
-    assert_eq!(metric(&server, "gatehouse_webhooks_disabled", &[]).await, Some(1.0), "{kind}");
+    assert_eq!(
+        metric(&server, "gatehouse_webhooks_disabled", &[]).await,
+        Some(1.0),
+        "{kind}"
+    );
     let first_log = server.log_text();
-    assert!(first_log.contains("WEBHOOK DISABLED"), "{kind}: the alert is logged");
+    assert!(
+        first_log.contains("WEBHOOK DISABLED"),
+        "{kind}: the alert is logged"
+    );
     let kinds: Vec<String> = chain(&api).await.into_iter().map(|e| e.2).collect();
     assert!(kinds.iter().any(|k| k == "webhook_disabled"), "{kind}");
     // The other webhook hears about it.
@@ -282,7 +321,11 @@ async fn webhook_story(db: &TestDb) {
     let (status, _, _) = slash(&server, &slack, "/access", DANA, "revoke guarded").await;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(siem.attempts().len(), failed_attempts, "{kind}: nothing sent while disabled");
+    assert_eq!(
+        siem.attempts().len(),
+        failed_attempts,
+        "{kind}: nothing sent while disabled"
+    );
 
     // --- Enabled through the admin API, it catches up ---------------------------------------
     siem.heal();
@@ -290,7 +333,10 @@ async fn webhook_story(db: &TestDb) {
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"], "webhook_not_found");
     let (status, body) = api
-        .post("/api/webhooks/siem/enable", Some(serde_json::json!({"by": "ops-oncall"})))
+        .post(
+            "/api/webhooks/siem/enable",
+            Some(serde_json::json!({"by": "ops-oncall"})),
+        )
         .await;
     assert_eq!(status, 200, "{kind}: {body}");
     assert_eq!(body["state"], "enabled");
@@ -299,17 +345,27 @@ async fn webhook_story(db: &TestDb) {
     assert_eq!(body["error"], "already_enabled");
     wait_caught_up(&api, &siem, &format!("{kind}: catch-up after enable")).await;
     let events = audit_events(&api).await;
-    let enabled = events.iter().find(|e| e["kind"] == "webhook_enabled").unwrap();
+    let enabled = events
+        .iter()
+        .find(|e| e["kind"] == "webhook_enabled")
+        .unwrap();
     assert_eq!(enabled["details"]["webhook"], "siem");
     assert_eq!(enabled["actor"]["name"], "ops-oncall", "{enabled}");
-    assert_eq!(metric(&server, "gatehouse_webhooks_disabled", &[]).await, Some(0.0), "{kind}");
+    assert_eq!(
+        metric(&server, "gatehouse_webhooks_disabled", &[]).await,
+        Some(0.0),
+        "{kind}"
+    );
     let delivered = metric(
         &server,
         "gatehouse_webhook_deliveries_total",
         &["webhook=\"siem\"", "outcome=\"delivered\""],
     )
     .await;
-    assert!(delivered.is_some_and(|n| n >= 1.0), "{kind}: deliveries counted: {delivered:?}");
+    assert!(
+        delivered.is_some_and(|n| n >= 1.0),
+        "{kind}: deliveries counted: {delivered:?}"
+    );
 
     // The secrets never reach the log or the database.
     for s in [SIEM_SECRET, HEC_SECRET, HEC_TOKEN] {

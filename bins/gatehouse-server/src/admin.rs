@@ -172,10 +172,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/jobs", get(jobs))
         .route("/resources", get(resources))
         .route("/webhooks", get(crate::webhooks_api::list))
-        .route(
-            "/webhooks/{id}/enable",
-            post(crate::webhooks_api::enable),
-        )
+        .route("/webhooks/{id}/enable", post(crate::webhooks_api::enable))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -17,7 +17,9 @@
 use std::time::Duration;
 
 use access_core::audit::AuditKind;
-use access_core::webhooks::{DEFAULT_BATCH_SIZE, DEFAULT_MAX_FAILURES, MAX_BATCH_SIZE, WebhookSpec};
+use access_core::webhooks::{
+    DEFAULT_BATCH_SIZE, DEFAULT_MAX_FAILURES, MAX_BATCH_SIZE, WebhookSpec,
+};
 use serde::Deserialize;
 use webhooks::{Secret, WebhookEndpoint, WebhookFormat};
 
@@ -130,9 +132,13 @@ impl WebhookConfig {
             ))
         })?;
         let hec_token = match (&self.token_env, format) {
-            (Some(name), WebhookFormat::SplunkHec) => Some(Secret::new(env.var(name).ok_or_else(
-                || err(format!("the environment variable {name} (token_env) is not set")),
-            )?)),
+            (Some(name), WebhookFormat::SplunkHec) => {
+                Some(Secret::new(env.var(name).ok_or_else(|| {
+                    err(format!(
+                        "the environment variable {name} (token_env) is not set"
+                    ))
+                })?))
+            }
             (None, WebhookFormat::SplunkHec) => {
                 return Err(err(
                     "format \"splunk_hec\" needs token_env (the variable holding the HEC token)"
@@ -141,7 +147,7 @@ impl WebhookConfig {
             }
             (Some(_), WebhookFormat::Gatehouse) => {
                 return Err(err(
-                    "token_env is only used with format = \"splunk_hec\"".to_string(),
+                    "token_env is only used with format = \"splunk_hec\"".to_string()
                 ));
             }
             (None, WebhookFormat::Gatehouse) => None,
@@ -245,7 +251,9 @@ secret_env = "NOT_SET_ANYWHERE_12345""#
                 "NOT_SET_ANYWHERE_12345 (secret_env) is not set",
             ),
             (
-                format!("{base}\nurl = \"https://a.example\"\nevents = [\"access_granted\", \"nope\"]"),
+                format!(
+                    "{base}\nurl = \"https://a.example\"\nevents = [\"access_granted\", \"nope\"]"
+                ),
                 "unknown event kind 'nope'",
             ),
             (
@@ -279,7 +287,10 @@ secret_env = "NOT_SET_ANYWHERE_12345""#
         .unwrap()
         .webhooks(&env())
         .unwrap_err();
-        assert!(two.to_string().contains("two webhooks have this id"), "{two}");
+        assert!(
+            two.to_string().contains("two webhooks have this id"),
+            "{two}"
+        );
         let hec = parse(
             r#"id = "splunk"
 url = "https://splunk.example.com:8088/services/collector/event"

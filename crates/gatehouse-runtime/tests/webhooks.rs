@@ -20,7 +20,7 @@ use gatehouse_runtime::config::Env;
 use gatehouse_runtime::{App, Config};
 use testkit::db::{TestDb, backends};
 use testkit::provider::{ManualClock, RecordingNotifier, TestProvider};
-use testkit::webhook_receiver::{Fault, FakeWebhookReceiver};
+use testkit::webhook_receiver::{FakeWebhookReceiver, Fault};
 
 const SECRET: &str = "whsec_test_0123456789";
 const OTHER_SECRET: &str = "whsec_other_abcdef";
@@ -78,7 +78,8 @@ async fn build(db: &TestDb, clock: Arc<ManualClock>, config_text: &str) -> App {
         ..Env::default()
     };
     env.vars.insert("SIEM_SECRET".into(), SECRET.into());
-    env.vars.insert("AUDIT_COPY_SECRET".into(), OTHER_SECRET.into());
+    env.vars
+        .insert("AUDIT_COPY_SECRET".into(), OTHER_SECRET.into());
     App::build(
         Config::from_toml(config_text, "test.toml").unwrap(),
         env,
@@ -223,14 +224,20 @@ async fn audit_events_arrive_signed_in_chain_order() {
             // The documented Rust snippet's verifier agrees; a tampered body or a stale
             // timestamp would not pass.
             let header = a.headers["x-gatehouse-signature"].to_str().unwrap();
-            assert_eq!(webhooks::verify(SECRET.as_bytes(), header, &a.body, t, 300), Ok(()));
+            assert_eq!(
+                webhooks::verify(SECRET.as_bytes(), header, &a.body, t, 300),
+                Ok(())
+            );
             let mut tampered = a.body.to_vec();
             let at = tampered.iter().position(|b| *b == b'U').unwrap();
             tampered[at] = b'X';
             assert!(!siem.would_accept(header, &tampered), "{k}");
             assert!(webhooks::verify(SECRET.as_bytes(), header, &tampered, t, 300).is_err());
             assert!(webhooks::verify(SECRET.as_bytes(), header, &a.body, t + 301, 300).is_err());
-            assert!(!copy.would_accept(header, &a.body), "another webhook's secret");
+            assert!(
+                !copy.would_accept(header, &a.body),
+                "another webhook's secret"
+            );
         }
         // The body carries the envelope.
         let body: serde_json::Value = serde_json::from_slice(&attempts[0].body).unwrap();
@@ -245,7 +252,11 @@ async fn audit_events_arrive_signed_in_chain_order() {
         let kinds: Vec<String> = copy.accepted_events().into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, vec!["access_granted", "access_granted"], "{k}");
         let st = h.state("audit-copy").await;
-        assert_eq!(st.cursor_seq, chain.last().unwrap().1, "{k}: skipped kinds move the cursor");
+        assert_eq!(
+            st.cursor_seq,
+            chain.last().unwrap().1,
+            "{k}: skipped kinds move the cursor"
+        );
 
         let st = h.state("siem").await;
         assert!(st.enabled);
@@ -277,10 +288,18 @@ async fn failed_deliveries_are_retried_without_losing_or_doubling_events() {
         // Events keep being written meanwhile; their jobs wait behind the retrying one.
         h.engine.submit(ask("U2", "auto")).await.unwrap();
         h.run().await;
-        assert!(siem.accepted_events().is_empty(), "{k}: nothing overtakes the retry");
+        assert!(
+            siem.accepted_events().is_empty(),
+            "{k}: nothing overtakes the retry"
+        );
 
         // 429 with Retry-After: the next attempt waits at least that long.
-        siem.fail_next(1, Fault::RateLimited { retry_after_secs: 900 });
+        siem.fail_next(
+            1,
+            Fault::RateLimited {
+                retry_after_secs: 900,
+            },
+        );
         h.clock.advance(Duration::minutes(11));
         h.run().await;
         assert_eq!(h.state("siem").await.consecutive_failures, 2, "{k}");
@@ -296,7 +315,11 @@ async fn failed_deliveries_are_retried_without_losing_or_doubling_events() {
         );
         h.clock.advance(Duration::minutes(14));
         h.run().await;
-        assert_eq!(h.state("siem").await.consecutive_failures, 2, "{k}: not due yet");
+        assert_eq!(
+            h.state("siem").await.consecutive_failures,
+            2,
+            "{k}: not due yet"
+        );
 
         // A receiver that hangs past the attempt's time limit is a failure too.
         siem.fail_next(1, Fault::Hang(std::time::Duration::from_secs(3)));
@@ -305,7 +328,10 @@ async fn failed_deliveries_are_retried_without_losing_or_doubling_events() {
         let st = h.state("siem").await;
         assert_eq!(st.consecutive_failures, 3, "{k}");
         assert!(
-            st.last_error.as_deref().unwrap().starts_with("no answer in time"),
+            st.last_error
+                .as_deref()
+                .unwrap()
+                .starts_with("no answer in time"),
             "{k}: {:?}",
             st.last_error
         );
@@ -350,7 +376,10 @@ async fn a_webhook_failing_repeatedly_is_disabled_until_an_admin_enables_it() {
         assert_eq!(st.consecutive_failures, 3);
         assert!(st.disabled_at.is_some());
         assert_eq!(siem.attempts().len(), 3, "{k}");
-        assert!(h.pending_delivery_jobs("siem").await.is_empty(), "{k}: no more attempts");
+        assert!(
+            h.pending_delivery_jobs("siem").await.is_empty(),
+            "{k}: no more attempts"
+        );
         // The alert: an audit event (which the other webhook receives), and the state shows
         // in the admin listing.
         let chain = h.chain().await;
@@ -367,9 +396,14 @@ async fn a_webhook_failing_repeatedly_is_disabled_until_an_admin_enables_it() {
             .unwrap();
         assert_eq!(event[0].record.details["webhook"], "siem");
         assert_eq!(event[0].record.details["consecutive_failures"], 3);
-        assert_eq!(event[0].record.details["last_error"], "HTTP 500: receiver failure");
+        assert_eq!(
+            event[0].record.details["last_error"],
+            "HTTP 500: receiver failure"
+        );
         assert!(
-            copy.accepted_events().iter().any(|e| e.kind == "webhook_disabled"),
+            copy.accepted_events()
+                .iter()
+                .any(|e| e.kind == "webhook_disabled"),
             "{k}"
         );
         let listed = h.engine.webhook_statuses().await.unwrap();
@@ -381,7 +415,16 @@ async fn a_webhook_failing_repeatedly_is_disabled_until_an_admin_enables_it() {
         let clock = h.clock.clone();
         let app2 = build(&h.db, clock.clone(), &text).await;
         let engine2 = app2.engine.clone();
-        assert!(!app2.store.webhook_state("siem").await.unwrap().unwrap().enabled, "{k}");
+        assert!(
+            !app2
+                .store
+                .webhook_state("siem")
+                .await
+                .unwrap()
+                .unwrap()
+                .enabled,
+            "{k}"
+        );
         engine2.submit(ask("U2", "auto")).await.unwrap();
         engine2.drain(50).await.unwrap();
         clock.advance(Duration::hours(1));
@@ -391,10 +434,11 @@ async fn a_webhook_failing_repeatedly_is_disabled_until_an_admin_enables_it() {
         // An admin enables it (the receiver is fixed): it catches up from the kept cursor,
         // every event once and in order, its own disable and enable included.
         siem.heal();
-        let admin = Actor::Admin {
-            name: "ops".into(),
-        };
-        assert_eq!(engine2.enable_webhook("siem", &admin).await.unwrap(), Some(true));
+        let admin = Actor::Admin { name: "ops".into() };
+        assert_eq!(
+            engine2.enable_webhook("siem", &admin).await.unwrap(),
+            Some(true)
+        );
         assert_eq!(
             engine2.enable_webhook("siem", &admin).await.unwrap(),
             Some(false),

@@ -79,12 +79,18 @@ impl SqlStore {
 
     /// `#[track_caller]` so the writer-lock warning of `Db::begin` names the store method.
     #[track_caller]
-    pub(crate) fn begin(&self) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
+    pub(crate) fn begin(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
         let begun = self.db.begin();
         async move { begun.await.map_err(plain) }
     }
 
-    pub(crate) async fn apply(&self, tx: &mut Tx, change: ChangeSet) -> Result<Committed, StoreError> {
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut Tx,
+        change: ChangeSet,
+    ) -> Result<Committed, StoreError> {
         let mut c = tx.conn();
 
         for w in &change.requests {

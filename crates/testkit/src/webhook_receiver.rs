@@ -110,10 +110,10 @@ fn events_of(body: &[u8]) -> Vec<ReceivedEvent> {
         kind: v["kind"].as_str().unwrap_or_default().to_string(),
     };
     // The gatehouse envelope, or HEC's concatenated objects with the event under "event".
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        if let Some(list) = v["events"].as_array() {
-            return list.iter().map(one).collect();
-        }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
+        && let Some(list) = v["events"].as_array()
+    {
+        return list.iter().map(one).collect();
     }
     serde_json::Deserializer::from_slice(body)
         .into_iter::<serde_json::Value>()

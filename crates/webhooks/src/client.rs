@@ -104,7 +104,8 @@ pub fn is_loopback(url: &reqwest::Url) -> bool {
         return false;
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl WebhookEndpoint {
@@ -130,8 +131,7 @@ impl WebhookEndpoint {
         if secret.expose().is_empty() {
             return Err(WebhookConfigError::EmptySecret { id: id.to_string() });
         }
-        if format == WebhookFormat::SplunkHec && hec_token.as_ref().is_none_or(|t| t.0.is_empty())
-        {
+        if format == WebhookFormat::SplunkHec && hec_token.as_ref().is_none_or(|t| t.0.is_empty()) {
             return Err(WebhookConfigError::MissingHecToken { id: id.to_string() });
         }
         Ok(Self {
@@ -288,13 +288,25 @@ mod tests {
             WebhookConfigError::BadUrl { .. }
         ));
         assert!(matches!(
-            WebhookEndpoint::new("w", "https://a.example", Secret::new(""), WebhookFormat::Gatehouse, None)
-                .unwrap_err(),
+            WebhookEndpoint::new(
+                "w",
+                "https://a.example",
+                Secret::new(""),
+                WebhookFormat::Gatehouse,
+                None
+            )
+            .unwrap_err(),
             WebhookConfigError::EmptySecret { .. }
         ));
         assert!(matches!(
-            WebhookEndpoint::new("w", "https://a.example", s(), WebhookFormat::SplunkHec, None)
-                .unwrap_err(),
+            WebhookEndpoint::new(
+                "w",
+                "https://a.example",
+                s(),
+                WebhookFormat::SplunkHec,
+                None
+            )
+            .unwrap_err(),
             WebhookConfigError::MissingHecToken { .. }
         ));
     }
@@ -310,7 +322,10 @@ mod tests {
         )
         .unwrap();
         let shown = format!("{ep:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("hec-token-1"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hec-token-1"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -321,7 +336,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, "Thu, 01 Jan 2026 00:00:30 GMT".parse().unwrap());
+        h.insert(
+            RETRY_AFTER,
+            "Thu, 01 Jan 2026 00:00:30 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h, now), None);

@@ -47,17 +47,26 @@ impl Engine {
         job: &Job,
     ) -> Result<JobResult, EngineError> {
         let Some(hooks) = &self.webhooks else {
-            tracing::warn!(webhook = id, "webhook delivery job, but no webhooks are configured; dropping it");
+            tracing::warn!(
+                webhook = id,
+                "webhook delivery job, but no webhooks are configured; dropping it"
+            );
             return Ok(JobResult::done());
         };
         let Some(spec) = hooks.spec(id) else {
             // Removed from the configuration since the job was enqueued.
-            tracing::warn!(webhook = id, "webhook no longer configured; dropping its delivery job");
+            tracing::warn!(
+                webhook = id,
+                "webhook no longer configured; dropping its delivery job"
+            );
             return Ok(JobResult::done());
         };
         for _ in 0..BATCHES_PER_JOB {
             let Some(state) = hooks.store.webhook_state(id).await? else {
-                tracing::warn!(webhook = id, "webhook has no stored state; dropping its delivery job");
+                tracing::warn!(
+                    webhook = id,
+                    "webhook has no stored state; dropping its delivery job"
+                );
                 return Ok(JobResult::done());
             };
             if !state.enabled {
@@ -217,17 +226,26 @@ impl Engine {
     /// Enables a disabled webhook again (an admin fixed the receiver): its failure count resets
     /// and it catches up from its kept cursor. `None`: no webhook of that name is configured;
     /// `Some(false)`: it was already enabled (nothing written).
-    pub async fn enable_webhook(&self, id: &str, actor: &Actor) -> Result<Option<bool>, EngineError> {
+    pub async fn enable_webhook(
+        &self,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<Option<bool>, EngineError> {
         let Some(hooks) = &self.webhooks else {
             return Ok(None);
         };
         if hooks.spec(id).is_none() {
             return Ok(None);
         }
-        hooks.store.ensure_webhooks(&[id.to_string()], self.now()).await?;
+        hooks
+            .store
+            .ensure_webhooks(&[id.to_string()], self.now())
+            .await?;
         let record = AuditRecord::new(AuditKind::WebhookEnabled, actor.clone(), self.now())
             .details(serde_json::json!({ "webhook": id }));
-        Ok(Some(self.set_webhook_enabled(hooks, id, true, record).await?))
+        Ok(Some(
+            self.set_webhook_enabled(hooks, id, true, record).await?,
+        ))
     }
 
     /// The configured webhooks with their stored state, in configuration order.
