@@ -81,7 +81,7 @@ pub enum WebhookConfigError {
 }
 
 /// Where and how one webhook is sent.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookEndpoint {
     pub id: String,
     pub url: reqwest::Url,
@@ -92,6 +92,30 @@ pub struct WebhookEndpoint {
     /// Bounds a whole attempt (connect, send, answer); a receiver slower than that counts as a
     /// failed attempt and is retried.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The query string and user info may carry a token: shown as `?…` / left out.
+        let mut shown = format!(
+            "{}://{}{}",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or_default(),
+            self.url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        shown.push_str(self.url.path());
+        if self.url.query().is_some() {
+            shown.push_str("?…");
+        }
+        f.debug_struct("WebhookEndpoint")
+            .field("id", &self.id)
+            .field("url", &shown)
+            .field("secret", &self.secret)
+            .field("format", &self.format)
+            .field("hec_token", &self.hec_token)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The attempt time limit unless configured.
@@ -315,17 +339,17 @@ mod tests {
     fn secrets_do_not_show_in_debug() {
         let ep = WebhookEndpoint::new(
             "w",
-            "https://a.example",
+            "https://user:pw-in-url@a.example/hook?token=tok-in-query",
             Secret::new("hunter2"),
             WebhookFormat::SplunkHec,
             Some(Secret::new("hec-token-1")),
         )
         .unwrap();
         let shown = format!("{ep:?}");
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("hec-token-1"),
-            "{shown}"
-        );
+        for secret in ["hunter2", "hec-token-1", "pw-in-url", "tok-in-query"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("https://a.example/hook?…"), "{shown}");
     }
 
     #[test]
