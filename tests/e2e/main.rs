@@ -15,3 +15,4 @@ mod provider_stories;
 mod slack_helpers;
 mod slack_story;
 mod story_helpers;
+mod webhook_story;

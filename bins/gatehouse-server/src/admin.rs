@@ -171,6 +171,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/audit/verify", get(verify))
         .route("/jobs", get(jobs))
         .route("/resources", get(resources))
+        .route("/webhooks", get(crate::webhooks_api::list))
+        .route("/webhooks/{id}/enable", post(crate::webhooks_api::enable))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

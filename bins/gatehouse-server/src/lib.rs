@@ -9,10 +9,12 @@
 //! - [`admin`]: the admin API handlers and their JSON error mapping.
 //! - [`observability`]: health, readiness and metrics.
 //! - [`console_hooks`]: what the web console (`/console`, crate `console`) needs from the adapters.
+//! - [`webhooks_api`]: event webhooks in the admin API and the metrics.
 
 pub mod admin;
 pub mod console_hooks;
 pub mod observability;
+pub mod webhooks_api;
 
 use std::sync::Arc;
 

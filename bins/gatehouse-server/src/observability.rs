@@ -180,6 +180,7 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: export backlog unavailable"),
     }
+    crate::webhooks_api::refresh_metrics(&s).await;
     match &s.metrics.handle {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -41,10 +41,14 @@ pub enum AuditKind {
     ProviderEvent,
     /// A reconciliation repair.
     DriftRepaired,
+    /// An event webhook was disabled after repeated delivery failures (`details.webhook`).
+    WebhookDisabled,
+    /// An event webhook was enabled again by an admin; it catches up from its cursor.
+    WebhookEnabled,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 14] = [
+    pub const ALL: [AuditKind; 16] = [
         AuditKind::AccessRequested,
         AuditKind::ApprovalRecorded,
         AuditKind::AccessApproved,
@@ -59,6 +63,8 @@ impl AuditKind {
         AuditKind::AccessExpired,
         AuditKind::ProviderEvent,
         AuditKind::DriftRepaired,
+        AuditKind::WebhookDisabled,
+        AuditKind::WebhookEnabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +83,8 @@ impl AuditKind {
             AuditKind::AccessExpired => "access_expired",
             AuditKind::ProviderEvent => "provider_event",
             AuditKind::DriftRepaired => "drift_repaired",
+            AuditKind::WebhookDisabled => "webhook_disabled",
+            AuditKind::WebhookEnabled => "webhook_enabled",
         }
     }
 

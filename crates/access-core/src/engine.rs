@@ -42,6 +42,8 @@ use crate::request::{
 use crate::resource::{ApprovalPolicy, Justification, JustificationError, Resource};
 use crate::subject::{Subject, SubjectKey};
 
+mod webhook_delivery;
+
 /// How many times an operation re-reads and retries after losing a compare-and-set.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -246,6 +248,9 @@ enum JobResult {
     Retry(String),
     /// Give up now (retrying cannot help).
     Fatal(String),
+    /// Try again at the given time rather than after the kind's backoff (a receiver's
+    /// `Retry-After`).
+    RetryAt(String, DateTime<Utc>),
 }
 
 /// What [`Engine::activate`] did.
@@ -359,6 +364,8 @@ pub struct Engine {
     /// ([`Engine::run_claimed`]) to `job_concurrency` batches at once, as a scheduler pass would:
     /// a burst of commands must not starve the answers of the next ones.
     follow_up_slots: tokio::sync::Semaphore,
+    /// Event webhooks: the audit trail pushed to SIEMs and ticketing bridges.
+    webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 /// Builds an [`Engine`]; every port but the store and clock has a harmless default.
@@ -374,6 +381,7 @@ pub struct EngineBuilder {
     audit_sink: Option<Arc<dyn AuditSink>>,
     waker: Arc<dyn JobWaker>,
     settings: EngineSettings,
+    webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 impl EngineBuilder {
@@ -426,6 +434,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Event webhooks (none when empty).
+    pub fn webhooks(mut self, w: crate::webhooks::Webhooks) -> Self {
+        self.webhooks = (!w.specs.is_empty()).then_some(w);
+        self
+    }
+
     /// Fails if a resource names a provider that is not registered.
     pub fn build(self) -> Result<Engine, EngineError> {
         for r in self.resources.iter().chain(&self.retired) {
@@ -445,6 +459,7 @@ impl EngineBuilder {
             follow_up_slots: tokio::sync::Semaphore::new(self.settings.job_concurrency.max(1)),
             settings: self.settings,
             inbox: std::sync::RwLock::new(None),
+            webhooks: self.webhooks,
         })
     }
 }
@@ -462,6 +477,7 @@ impl Engine {
             audit_sink: None,
             waker: Arc::new(crate::ports::NoWaker),
             settings: EngineSettings::default(),
+            webhooks: None,
         }
     }
 
@@ -715,6 +731,9 @@ impl Engine {
                 cs.jobs
                     .push(NewJob::at(JobKind::ExportAudit { event_id: a.id }, now));
             }
+        }
+        if let Some(hooks) = &self.webhooks {
+            webhook_delivery::enqueue_deliveries(hooks, &mut cs, now);
         }
         let here = RUN_HERE.try_with(Arc::clone).ok();
         let mut claimed: Vec<Job> = Vec::new();
@@ -1609,6 +1628,10 @@ impl Engine {
                 self.store.bury_job(job.id, &token, &err).await?;
                 *s.dead.entry(name).or_default() += 1;
             }
+            JobResult::RetryAt(err, at) => {
+                self.store.retry_job(job.id, &token, &err, at).await?;
+                *s.retried.entry(name).or_default() += 1;
+            }
         }
         Ok(s)
     }
@@ -1659,6 +1682,7 @@ impl Engine {
                     JobResult::Retry(format!("no {} inbox handler in this process", item.source))
                 }
             }),
+            JobKind::DeliverWebhook { webhook } => self.deliver_webhook(webhook, job).await,
         };
         result.unwrap_or_else(|e| JobResult::Retry(e.to_string()))
     }

@@ -41,6 +41,9 @@ pub enum JobKind {
     /// it was acknowledged so a crash or a failing call cannot lose it; processed by the
     /// adapter that received it (an [`crate::ports::InboxHandler`]).
     Inbox { item: InboxItem },
+    /// Deliver the audit events after a webhook's cursor to it (see [`crate::webhooks`]). One
+    /// job runs per webhook at a time; a job finding nothing new is done at once.
+    DeliverWebhook { webhook: String },
 }
 
 /// One received chat payload, verified and reduced by its adapter to the adapter's own typed
@@ -68,6 +71,7 @@ impl JobKind {
             JobKind::ExportAudit { .. } => "export_audit",
             JobKind::Undecodable { .. } => "undecodable",
             JobKind::Inbox { .. } => "inbox",
+            JobKind::DeliverWebhook { .. } => "deliver_webhook",
         }
     }
 
@@ -83,6 +87,9 @@ impl JobKind {
             // About an hour of retries (capped backoff below): the person gets an answer once
             // Slack is back, or the job stays visible as dead for an operator.
             JobKind::Inbox { .. } => Some(20),
+            // The webhook's own count of consecutive failures decides when to stop (it disables
+            // the webhook), and it survives the job.
+            JobKind::DeliverWebhook { .. } => None,
         }
     }
 
@@ -94,6 +101,8 @@ impl JobKind {
             JobKind::Notify { notification } => {
                 notification.request_id().map(|r| format!("notify:{r}"))
             }
+            // One delivery per webhook at a time, in order: the cursor is the webhook's.
+            JobKind::DeliverWebhook { webhook } => Some(format!("webhook:{webhook}")),
             _ => None,
         }
     }

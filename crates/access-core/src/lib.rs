@@ -48,6 +48,7 @@ pub mod providers;
 pub mod request;
 pub mod resource;
 pub mod subject;
+pub mod webhooks;
 
 pub use audit::{AuditEvent, AuditKind, AuditRecord};
 pub use duration::{AccessDuration, DurationBounds};

@@ -244,7 +244,18 @@ impl App {
             }
             None => {}
         }
+        let hooks = config.webhooks(&env)?;
+        if !hooks.specs.is_empty() {
+            let client = webhooks::WebhookClient::new(hooks.endpoints)
+                .map_err(|e| ComposeError::Adapter(e.to_string()))?;
+            builder = builder.webhooks(access_core::webhooks::Webhooks {
+                specs: hooks.specs,
+                transport: Arc::new(client),
+                store: store.clone(),
+            });
+        }
         let engine = Arc::new(builder.build()?);
+        engine.register_webhooks().await?;
         let max_idle = Duration::from_secs(config.server.max_idle_secs.unwrap_or(30));
         Ok(App {
             engine,

@@ -37,6 +37,8 @@ pub enum ConfigError {
     DuplicateResource(String),
     #[error("environment variable {name}: {message}")]
     Env { name: &'static str, message: String },
+    #[error("webhook '{id}': {message}")]
+    Webhook { id: String, message: String },
 }
 
 /// The whole configuration file.
@@ -49,6 +51,9 @@ pub struct Config {
     pub database: DatabaseSection,
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
+    /// Event webhooks (docs/webhooks.md).
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhook_config::WebhookConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -307,6 +312,9 @@ pub struct Env {
     pub approval_channel: Option<String>,
     /// `GATEHOUSE_AUDIT_KEY`, unparsed (see [`Env::audit_keyring`]). Never logged.
     pub audit_key: Option<String>,
+    /// Variables the configuration names (webhook `secret_env`, `token_env`) given directly,
+    /// ahead of the process environment (see [`Env::var`]): embedders and tests. Never logged.
+    pub vars: std::collections::HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Env {
@@ -319,6 +327,7 @@ impl std::fmt::Debug for Env {
             )
             .field("approval_channel", &self.approval_channel)
             .field("audit_key", &self.audit_key.as_ref().map(|_| "<redacted>"))
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -333,7 +342,18 @@ impl Env {
             admin_token: get("GATEHOUSE_ADMIN_TOKEN"),
             approval_channel: get("APPROVAL_CHANNEL"),
             audit_key: get(access_core::audit::AUDIT_KEY_ENV),
+            vars: Default::default(),
         }
+    }
+
+    /// A variable the configuration names by `*_env`: from [`Env::vars`], else the process
+    /// environment; blank counts as unset.
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.vars
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+            .filter(|v| !v.trim().is_empty())
     }
 
     /// The audit keyring from `GATEHOUSE_AUDIT_KEY` (same format and parser as

@@ -21,6 +21,7 @@ pub mod reports;
 pub mod scheduler;
 pub mod slack_installations;
 pub mod telemetry;
+pub mod webhook_config;
 
 pub use compose::{App, ComposeError};
 pub use config::{Config, ConfigError};

@@ -73,7 +73,18 @@ fn check(snippet: &str) -> Result<(), String> {
     };
     let config = Config::from_toml(&text, "snippet").map_err(|e| e.to_string())?;
     config.resources().map_err(|e| e.to_string())?;
-    Ok(())
+    check_webhooks(&config)
+}
+
+/// `[[webhooks]]` entries are checked as at start, with every variable they name set.
+fn check_webhooks(config: &Config) -> Result<(), String> {
+    let mut env = gatehouse_runtime::config::Env::default();
+    for w in &config.webhooks {
+        for name in std::iter::once(&w.secret_env).chain(&w.token_env) {
+            env.vars.insert(name.clone(), "doc-snippet-value".into());
+        }
+    }
+    config.webhooks(&env).map(|_| ()).map_err(|e| e.to_string())
 }
 
 #[test]
@@ -111,6 +122,8 @@ fn the_example_configuration_and_its_commented_resources_are_valid() {
         .collect::<Vec<_>>()
         .join("\n");
     let config = Config::from_toml(&uncommented, "gatehouse.example.toml (uncommented)").unwrap();
+    check_webhooks(&config).unwrap();
+    assert!(!config.webhooks.is_empty(), "a commented webhook example");
     let resources = config.resources().unwrap();
     let vpn = resources
         .iter()

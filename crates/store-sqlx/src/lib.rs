@@ -99,6 +99,7 @@ mod db;
 mod installations;
 mod pages;
 mod store;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;

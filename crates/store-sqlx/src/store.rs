@@ -79,12 +79,18 @@ impl SqlStore {
 
     /// `#[track_caller]` so the writer-lock warning of `Db::begin` names the store method.
     #[track_caller]
-    fn begin(&self) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
+    pub(crate) fn begin(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
         let begun = self.db.begin();
         async move { begun.await.map_err(plain) }
     }
 
-    async fn apply(&self, tx: &mut Tx, change: ChangeSet) -> Result<Committed, StoreError> {
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut Tx,
+        change: ChangeSet,
+    ) -> Result<Committed, StoreError> {
         let mut c = tx.conn();
 
         for w in &change.requests {
@@ -214,7 +220,7 @@ impl SqlStore {
     }
 
     /// Remembers the head a commit wrote (never moving the hint backwards).
-    fn remember_head(&self, committed: &Committed) {
+    pub(crate) fn remember_head(&self, committed: &Committed) {
         let Some(last) = committed.audit.last() else {
             return;
         };
@@ -228,7 +234,7 @@ impl SqlStore {
     /// One write statement. On PostgreSQL a single statement is its own transaction, so it runs
     /// in autocommit (one round trip instead of three); on SQLite it still goes through the writer
     /// lock and `BEGIN IMMEDIATE`, which keep writers from failing with `SQLITE_BUSY`.
-    async fn write_one(&self, sql: &Sql) -> Result<u64, StoreError> {
+    pub(crate) async fn write_one(&self, sql: &Sql) -> Result<u64, StoreError> {
         match self.backend() {
             Backend::Postgres => self.db.execute(sql).await.map_err(plain),
             Backend::Sqlite => {

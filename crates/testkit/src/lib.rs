@@ -16,3 +16,4 @@ pub mod provider;
 pub mod slack;
 pub mod slack_oauth;
 pub mod slack_socket;
+pub mod webhook_receiver;
