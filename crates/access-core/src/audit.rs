@@ -41,10 +41,15 @@ pub enum AuditKind {
     ProviderEvent,
     /// A reconciliation repair.
     DriftRepaired,
+    /// Break-glass: access granted at once without approval (`request … --emergency …`).
+    EmergencyGranted,
+    /// Break-glass: an approver reviewed an emergency grant (`details.outcome`: `reviewed` or
+    /// `revoked`).
+    EmergencyReviewed,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 14] = [
+    pub const ALL: [AuditKind; 16] = [
         AuditKind::AccessRequested,
         AuditKind::ApprovalRecorded,
         AuditKind::AccessApproved,
@@ -59,6 +64,8 @@ impl AuditKind {
         AuditKind::AccessExpired,
         AuditKind::ProviderEvent,
         AuditKind::DriftRepaired,
+        AuditKind::EmergencyGranted,
+        AuditKind::EmergencyReviewed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +84,8 @@ impl AuditKind {
             AuditKind::AccessExpired => "access_expired",
             AuditKind::ProviderEvent => "provider_event",
             AuditKind::DriftRepaired => "drift_repaired",
+            AuditKind::EmergencyGranted => "emergency_granted",
+            AuditKind::EmergencyReviewed => "emergency_reviewed",
         }
     }
 
