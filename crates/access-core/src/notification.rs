@@ -171,6 +171,8 @@ pub enum Notification {
     EmergencyReviewed {
         request: RequestSummary,
         review: crate::emergency::EmergencyReview,
+        /// The grant's end as granted (the notices show it).
+        expires_at: DateTime<Utc>,
     },
 }
 

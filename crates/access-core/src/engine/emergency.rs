@@ -274,6 +274,7 @@ impl Engine {
         cs.jobs.push(self.notify_job(Notification::EmergencyReviewed {
             request: self.summary(&request),
             review: review.clone(),
+            expires_at: record.expires_at,
         }));
         self.commit(cs).await?;
         Ok(EmergencyAccess {
