@@ -89,6 +89,11 @@ impl From<EngineError> for ApiError {
             | EngineError::RevocationInProgress { .. } => StatusCode::CONFLICT,
             EngineError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::NoProvider(_) | EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::NotEmergency(_) => StatusCode::NOT_FOUND,
+            EngineError::SelfReview => StatusCode::FORBIDDEN,
+            EngineError::EmergencyNotAllowed { .. }
+            | EngineError::EmergencyAlreadyLive { .. }
+            | EngineError::AlreadyReviewed { .. } => StatusCode::CONFLICT,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = ?e, "admin API internal error");
@@ -171,6 +176,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/audit/verify", get(verify))
         .route("/jobs", get(jobs))
         .route("/resources", get(resources))
+        .merge(crate::admin_emergency::routes())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -57,6 +57,10 @@ pub struct ServerSection {
     /// Where approval messages go when a resource names no channel (`APPROVAL_CHANNEL` overrides).
     #[serde(default)]
     pub approval_channel: Option<String>,
+    /// Where break-glass notices go besides the resource's approvers' channel
+    /// (`SECURITY_CHANNEL` overrides). Optional.
+    #[serde(default)]
+    pub security_channel: Option<String>,
     /// Seconds a claimed job is reserved for its worker (default 120).
     #[serde(default)]
     pub job_lease_secs: Option<u64>,
@@ -135,6 +139,14 @@ pub struct ResourceConfig {
     pub allow_guests: bool,
     #[serde(default)]
     pub allow_external: bool,
+    /// Break-glass: `request <resource> --emergency <justification>` grants at once, without
+    /// approval (default false). Needs approval mode `approvers`: they review it afterwards.
+    #[serde(default)]
+    pub emergency: bool,
+    /// The longest an emergency grant lasts (default 1h, or the resource's bounds if 1h is
+    /// outside them); must lie within min_duration..max_duration.
+    #[serde(default)]
+    pub emergency_duration: Option<String>,
 }
 
 impl Config {
@@ -252,6 +264,7 @@ impl ResourceConfig {
             extendable: self.extendable.unwrap_or(true),
             allow_guests: self.allow_guests,
             allow_external: self.allow_external,
+            emergency: self.emergency_policy(&durations).map_err(err)?,
         };
         check_provider_settings(&resource).map_err(|m| err(format!("settings: {m}")))?;
         if pins_its_end(&resource) {
@@ -267,6 +280,50 @@ impl ResourceConfig {
             resource.extendable = false;
         }
         Ok(resource)
+    }
+}
+
+impl ResourceConfig {
+    /// `emergency` and `emergency_duration`, checked: break-glass needs approvers (who review
+    /// it), and its duration lies within the resource's bounds.
+    fn emergency_policy(
+        &self,
+        durations: &DurationBounds,
+    ) -> Result<Option<access_core::resource::EmergencyPolicy>, String> {
+        if !self.emergency {
+            return match &self.emergency_duration {
+                Some(_) => Err(
+                    "emergency_duration is set but emergency is not true; add `emergency = true` \
+                     to allow break-glass access, or remove emergency_duration"
+                        .into(),
+                ),
+                None => Ok(None),
+            };
+        }
+        if self.approval.is_auto() {
+            return Err(
+                "emergency = true needs approval mode 'approvers': an auto-approved resource needs \
+                 no break-glass, and nobody would review the emergency grants"
+                    .into(),
+            );
+        }
+        let duration = match &self.emergency_duration {
+            Some(s) => {
+                let d = s
+                    .parse::<AccessDuration>()
+                    .map_err(|e| format!("emergency_duration: {e}"))?;
+                if d < durations.min || d > durations.max {
+                    return Err(format!(
+                        "emergency_duration ({d}) is outside {}..{} (min_duration..max_duration)",
+                        durations.min, durations.max
+                    ));
+                }
+                d
+            }
+            None => access_core::resource::EmergencyPolicy::DEFAULT_DURATION
+                .clamp(durations.min, durations.max),
+        };
+        Ok(Some(access_core::resource::EmergencyPolicy { duration }))
     }
 }
 
@@ -301,6 +358,8 @@ pub struct Env {
     pub database_url: String,
     pub admin_token: Option<String>,
     pub approval_channel: Option<String>,
+    /// `SECURITY_CHANNEL`: where break-glass notices go (overrides `[server] security_channel`).
+    pub security_channel: Option<String>,
     /// `GATEHOUSE_AUDIT_KEY`, unparsed (see [`Env::audit_keyring`]). Never logged.
     pub audit_key: Option<String>,
 }
@@ -314,6 +373,7 @@ impl std::fmt::Debug for Env {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("approval_channel", &self.approval_channel)
+            .field("security_channel", &self.security_channel)
             .field("audit_key", &self.audit_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -328,6 +388,7 @@ impl Env {
             database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
             admin_token: get("GATEHOUSE_ADMIN_TOKEN"),
             approval_channel: get("APPROVAL_CHANNEL"),
+            security_channel: get("SECURITY_CHANNEL"),
             audit_key: get(access_core::audit::AUDIT_KEY_ENV),
         }
     }
