@@ -198,7 +198,8 @@ pub fn parse(text: &str, surface: Surface) -> Result<Command, ParseError> {
             let (flag_after_resource, rest) = take_emergency_flag(rest);
             let (duration, justification) = split_duration(rest);
             let (flag_after_duration, justification) = take_emergency_flag(justification);
-            if flag_before || flag_after_resource || flag_after_duration {
+            let (flag_at_end, justification) = take_trailing_emergency_flag(justification);
+            if flag_before || flag_after_resource || flag_after_duration || flag_at_end {
                 if is_blank_justification(justification) {
                     return Err(err(ParseErrorKind::MissingEmergencyJustification {
                         resource: resource.to_string(),
@@ -353,6 +354,19 @@ fn take_emergency_flag(rest: &str) -> (bool, &str) {
         (true, after)
     } else {
         (false, rest)
+    }
+}
+
+/// Strips a trailing `--emergency` (`request prod-db outage --emergency`).
+fn take_trailing_emergency_flag(rest: &str) -> (bool, &str) {
+    let trimmed = rest.trim_end();
+    let start = trimmed
+        .rfind(char::is_whitespace)
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    match take_emergency_flag(&trimmed[start..]) {
+        (true, _) => (true, trimmed[..start].trim_end()),
+        (false, _) => (false, rest),
     }
 }
 
