@@ -519,6 +519,78 @@ approval = { mode = "approvers", approvers = { users = ["U1"] }, required = 2 }
     }
 
     #[test]
+    fn break_glass_settings_are_checked_at_start() {
+        let r = |approval: &str, extra: &str| {
+            Config::from_toml(
+                &format!(
+                    "[[resources]]\nid='p'\nprovider='dry-run'\nmin_duration='5m'\nmax_duration='8h'\n\
+                     approval={approval}\n{extra}\n"
+                ),
+                "x",
+            )
+            .unwrap()
+            .resources()
+        };
+        let approvers = "{mode='approvers', approvers={users=['U1']}}";
+        assert_eq!(r(approvers, "").unwrap()[0].emergency, None, "off by default");
+        let on = r(approvers, "emergency = true").unwrap();
+        assert_eq!(on[0].emergency.unwrap().duration.secs(), 3600, "1h by default");
+        let short = Config::from_toml(
+            "[[resources]]\nid='p'\nprovider='dry-run'\ndefault_duration='30m'\nmax_duration='30m'\n\
+             approval={mode='approvers', approvers={users=['U1']}}\nemergency=true\n",
+            "x",
+        )
+        .unwrap()
+        .resources()
+        .unwrap();
+        assert_eq!(
+            short[0].emergency.unwrap().duration.secs(),
+            1800,
+            "the default stays within max_duration"
+        );
+        let set = r(approvers, "emergency = true\nemergency_duration = '2h'").unwrap();
+        assert_eq!(set[0].emergency.unwrap().duration.secs(), 7200);
+        for (approval, extra, message) in [
+            (
+                "{mode='auto'}",
+                "emergency = true",
+                "resource 'p': emergency = true needs approval mode 'approvers'",
+            ),
+            (
+                approvers,
+                "emergency_duration = '2h'",
+                "resource 'p': emergency_duration is set but emergency is not true",
+            ),
+            (
+                approvers,
+                "emergency = true\nemergency_duration = '9h'",
+                "resource 'p': emergency_duration (9h) is outside 5m..8h",
+            ),
+            (
+                approvers,
+                "emergency = true\nemergency_duration = '1m'",
+                "resource 'p': emergency_duration (1m) is outside 5m..8h",
+            ),
+            (
+                approvers,
+                "emergency = true\nemergency_duration = 'soon'",
+                "resource 'p': emergency_duration: 'soon' is not a duration",
+            ),
+        ] {
+            let e = r(approval, extra).unwrap_err().to_string();
+            assert!(e.starts_with(message), "{extra}: {e}");
+        }
+        assert!(
+            Config::from_toml("[server]\nsecurity_channel = 'security-alerts'\n", "x")
+                .unwrap()
+                .server
+                .security_channel
+                .as_deref()
+                == Some("security-alerts")
+        );
+    }
+
+    #[test]
     fn urls_are_redacted() {
         assert_eq!(
             redact_url("postgres://u:pw@h:5432/db"),
