@@ -85,7 +85,7 @@ enum AuditCommand {
         output: Option<PathBuf>,
     },
     /// The monthly access report: grants per resource and person, durations, approvers,
-    /// self-revocations, failures.
+    /// self-revocations, failures, break-glass grants still unreviewed.
     Report {
         /// YYYY-MM.
         #[arg(long)]
