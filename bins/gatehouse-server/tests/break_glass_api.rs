@@ -48,7 +48,12 @@ fn person(u: &str) -> Subject {
     }
 }
 
-async fn call(router: &axum::Router, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value, String) {
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value, String) {
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -68,7 +73,11 @@ async fn call(router: &axum::Router, method: &str, path: &str, body: Option<Valu
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8_lossy(&bytes).to_string();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
 }
 
 fn gauge(metrics: &str) -> Option<f64> {
@@ -113,11 +122,16 @@ async fn unreviewed_emergency_grants_are_listed_counted_and_reviewed_by_an_admin
             .submit_emergency(ask("prod-db", Some("4h")))
             .await
             .unwrap();
-        assert_eq!(emergency.duration.secs(), 1800, "{kind}: cut to emergency_duration");
+        assert_eq!(
+            emergency.duration.secs(),
+            1800,
+            "{kind}: cut to emergency_duration"
+        );
         let ordinary = engine.submit(ask("dev", None)).await.unwrap();
         engine.drain(10).await.unwrap();
 
-        let (status, list, text) = call(&router, "GET", "/api/emergency?reviewed=false", None).await;
+        let (status, list, text) =
+            call(&router, "GET", "/api/emergency?reviewed=false", None).await;
         assert_eq!(status, StatusCode::OK, "{kind}: {text}");
         let list = list.as_array().unwrap().clone();
         assert_eq!(list.len(), 1, "{kind}: {text}");
@@ -132,9 +146,13 @@ async fn unreviewed_emergency_grants_are_listed_counted_and_reviewed_by_an_admin
 
         // Bad input changes nothing.
         let path = format!("/api/emergency/{}/review", emergency.id);
-        let (status, e, _) = call(&router, "POST", &path, Some(json!({"outcome": "approved"}))).await;
+        let (status, e, _) =
+            call(&router, "POST", &path, Some(json!({"outcome": "approved"}))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}");
-        assert_eq!(e["message"], "unknown outcome 'approved'; use reviewed or revoked");
+        assert_eq!(
+            e["message"],
+            "unknown outcome 'approved'; use reviewed or revoked"
+        );
         let (status, e, _) = call(
             &router,
             "POST",
@@ -148,8 +166,13 @@ async fn unreviewed_emergency_grants_are_listed_counted_and_reviewed_by_an_admin
         assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}");
 
         // An admin reviews it.
-        let (status, reviewed, text) =
-            call(&router, "POST", &path, Some(json!({"by": "alice", "outcome": "reviewed"}))).await;
+        let (status, reviewed, text) = call(
+            &router,
+            "POST",
+            &path,
+            Some(json!({"by": "alice", "outcome": "reviewed"})),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{kind}: {text}");
         assert_eq!(reviewed["review"]["outcome"], "reviewed");
         assert_eq!(reviewed["review"]["by"]["name"], "alice");

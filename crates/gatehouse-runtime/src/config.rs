@@ -532,9 +532,17 @@ approval = { mode = "approvers", approvers = { users = ["U1"] }, required = 2 }
             .resources()
         };
         let approvers = "{mode='approvers', approvers={users=['U1']}}";
-        assert_eq!(r(approvers, "").unwrap()[0].emergency, None, "off by default");
+        assert_eq!(
+            r(approvers, "").unwrap()[0].emergency,
+            None,
+            "off by default"
+        );
         let on = r(approvers, "emergency = true").unwrap();
-        assert_eq!(on[0].emergency.unwrap().duration.secs(), 3600, "1h by default");
+        assert_eq!(
+            on[0].emergency.unwrap().duration.secs(),
+            3600,
+            "1h by default"
+        );
         let short = Config::from_toml(
             "[[resources]]\nid='p'\nprovider='dry-run'\ndefault_duration='30m'\nmax_duration='30m'\n\
              approval={mode='approvers', approvers={users=['U1']}}\nemergency=true\n",

@@ -114,7 +114,10 @@ async fn the_monthly_report_lists_unreviewed_emergency_grants() {
             "{kind}: {text}"
         );
         assert!(
-            text.contains(&format!("UNREVIEWED 2026-11-20 09:00 T1/UBOB prod-db (request {})", forgotten.id)),
+            text.contains(&format!(
+                "UNREVIEWED 2026-11-20 09:00 T1/UBOB prod-db (request {})",
+                forgotten.id
+            )),
             "{kind}: {text}"
         );
 
@@ -134,6 +137,9 @@ async fn the_monthly_report_lists_unreviewed_emergency_grants() {
             .unwrap();
         report.note_reviews(&later);
         assert_eq!(report.emergency_unreviewed.len(), 1, "{kind}");
-        assert_eq!(report.emergency_unreviewed[0].request_id, forgotten.id.to_string());
+        assert_eq!(
+            report.emergency_unreviewed[0].request_id,
+            forgotten.id.to_string()
+        );
     }
 }

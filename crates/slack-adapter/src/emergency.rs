@@ -19,11 +19,11 @@ pub async fn submit(
     duration: Option<String>,
     justification: String,
 ) -> String {
-    let (subject, membership) =
-        match commands::resolve_person(ctx.api, ctx.profiles, caller).await {
-            Ok(s) => s,
-            Err(msg) => return msg,
-        };
+    let (subject, membership) = match commands::resolve_person(ctx.api, ctx.profiles, caller).await
+    {
+        Ok(s) => s,
+        Err(msg) => return msg,
+    };
     if let Err(msg) = commands::admit_requester(ctx.engine, &resource, membership) {
         return msg;
     }

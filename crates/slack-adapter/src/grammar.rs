@@ -349,7 +349,8 @@ fn take_emergency_flag(rest: &str) -> (bool, &str) {
     let (word, after) = split_word(rest);
     let flag = word.trim_start_matches(['-', '\u{2014}', '\u{2013}']);
     let dashed = flag.len() < word.len();
-    if dashed && (flag.eq_ignore_ascii_case("emergency") || flag.eq_ignore_ascii_case("break-glass"))
+    if dashed
+        && (flag.eq_ignore_ascii_case("emergency") || flag.eq_ignore_ascii_case("break-glass"))
     {
         (true, after)
     } else {

@@ -38,7 +38,10 @@ fn emergency_resource(id: &str, eligibility: serde_json::Value) -> Resource {
 fn resources() -> Vec<Resource> {
     vec![
         emergency_resource("prod-db", json!([])),
-        emergency_resource("partners-only", json!([{"email_domain": ["other.example"]}])),
+        emergency_resource(
+            "partners-only",
+            json!([{"email_domain": ["other.example"]}]),
+        ),
         resource("dev-network", approvers(1), json!([])),
     ]
 }
@@ -57,8 +60,11 @@ async fn harnesses() -> Vec<(String, Harness)> {
         )
         .await;
         h.slack.add_channel(SECURITY, SECURITY_NAME);
-        h.slack
-            .add_user(FakeUser::new(GUEST, "guest").email("guest@example.com").guest());
+        h.slack.add_user(
+            FakeUser::new(GUEST, "guest")
+                .email("guest@example.com")
+                .guest(),
+        );
         out.push((kind, h));
     }
     out
@@ -112,7 +118,11 @@ async fn audit_kinds(h: &Harness, req: &AccessRequest) -> Vec<AuditKind> {
 async fn emergency_request_is_granted_at_once_capped_and_announced_loudly() {
     for (kind, h) in harnesses().await {
         let req = break_glass(&h, &kind).await;
-        assert_eq!(req.duration.secs(), 3600, "{kind}: 8h cut to the emergency 1h");
+        assert_eq!(
+            req.duration.secs(),
+            3600,
+            "{kind}: 8h cut to the emergency 1h"
+        );
         assert_eq!(
             req.justification.as_str(),
             "Production outage, incident INC-42"
@@ -157,7 +167,10 @@ async fn emergency_request_is_granted_at_once_capped_and_announced_loudly() {
                 "Production outage, incident INC-42",
                 "review",
             ] {
-                assert!(text.contains(part), "{kind}: {part} missing in {channel}: {text}");
+                assert!(
+                    text.contains(part),
+                    "{kind}: {part} missing in {channel}: {text}"
+                );
             }
             assert_eq!(
                 m.buttons(),
@@ -191,7 +204,11 @@ async fn emergency_request_is_granted_at_once_capped_and_announced_loudly() {
 
         // Unreviewed: listed.
         let store = h.engine.store();
-        assert_eq!(store.emergency_unreviewed_count().await.unwrap(), 1, "{kind}");
+        assert_eq!(
+            store.emergency_unreviewed_count().await.unwrap(),
+            1,
+            "{kind}"
+        );
         let listed = store
             .emergency_accesses(&EmergencyFilter {
                 reviewed: Some(false),
@@ -235,7 +252,9 @@ async fn refusals_grant_nothing() {
             "{kind}"
         );
         // No justification.
-        let (r, _) = h.command("/access", ALICE, "request prod-db 30m --emergency").await;
+        let (r, _) = h
+            .command("/access", ALICE, "request prod-db 30m --emergency")
+            .await;
         assert!(
             r.text().starts_with(
                 "Break-glass access needs a justification: say what the emergency is. Nothing was granted."
@@ -248,7 +267,8 @@ async fn refusals_grant_nothing() {
             .command("/access", ALICE, "request partners-only --emergency outage")
             .await;
         assert!(
-            r.text().contains("limited to e-mail addresses in @other.example"),
+            r.text()
+                .contains("limited to e-mail addresses in @other.example"),
             "{kind}: {}",
             r.body
         );
@@ -326,10 +346,23 @@ async fn an_approver_reviews_and_the_requester_cannot() {
         );
         h.run_jobs().await;
         let store = h.engine.store();
-        assert!(store.emergency_access(req.id).await.unwrap().unwrap().review.is_none());
+        assert!(
+            store
+                .emergency_access(req.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .review
+                .is_none()
+        );
         assert_eq!(h.slack.calls_to("chat.update").len(), updates, "{kind}");
         assert_eq!(
-            store.grant(req.grant_id.unwrap()).await.unwrap().unwrap().status,
+            store
+                .grant(req.grant_id.unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
             GrantStatus::Active,
             "{kind}: Mallory's Revoke now did nothing"
         );
@@ -346,15 +379,34 @@ async fn an_approver_reviews_and_the_requester_cannot() {
             .await;
         assert_eq!(r.status, StatusCode::OK);
         h.run_jobs().await;
-        assert!(h.slack.responses(&url).is_empty(), "{kind}: no ephemeral on success");
+        assert!(
+            h.slack.responses(&url).is_empty(),
+            "{kind}: no ephemeral on success"
+        );
         let record = store.emergency_access(req.id).await.unwrap().unwrap();
         let review = record.review.expect("reviewed");
         assert_eq!(review.outcome, ReviewOutcome::Reviewed);
-        assert_eq!(review.by.id(), format!("slack:{}/{APPROVER1}", testkit::slack::TEAM_ID));
-        assert!(audit_kinds(&h, &req).await.contains(&AuditKind::EmergencyReviewed));
-        assert_eq!(store.emergency_unreviewed_count().await.unwrap(), 0, "{kind}");
         assert_eq!(
-            store.grant(req.grant_id.unwrap()).await.unwrap().unwrap().status,
+            review.by.id(),
+            format!("slack:{}/{APPROVER1}", testkit::slack::TEAM_ID)
+        );
+        assert!(
+            audit_kinds(&h, &req)
+                .await
+                .contains(&AuditKind::EmergencyReviewed)
+        );
+        assert_eq!(
+            store.emergency_unreviewed_count().await.unwrap(),
+            0,
+            "{kind}"
+        );
+        assert_eq!(
+            store
+                .grant(req.grant_id.unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
             GrantStatus::Active,
             "{kind}: a reviewed grant runs its course"
         );
@@ -366,7 +418,10 @@ async fn an_approver_reviews_and_the_requester_cannot() {
                 text.contains("REVIEWED") && text.contains("Reviewed by <@UAPPROVER1>"),
                 "{kind}: {text}"
             );
-            assert!(!text.contains("<!here>"), "{kind}: the update does not ping again");
+            assert!(
+                !text.contains("<!here>"),
+                "{kind}: the update does not ping again"
+            );
         }
 
         // The other approver, late, on the security channel's copy.
@@ -388,7 +443,12 @@ async fn an_approver_reviews_and_the_requester_cannot() {
         );
         h.run_jobs().await;
         assert_eq!(
-            store.grant(req.grant_id.unwrap()).await.unwrap().unwrap().status,
+            store
+                .grant(req.grant_id.unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
             GrantStatus::Active,
             "{kind}"
         );
@@ -448,7 +508,11 @@ async fn revoke_now_ends_the_access_and_counts_as_the_review() {
             "{kind}: the holder is told: {:#?}",
             h.slack.dms_to(ALICE)
         );
-        assert_eq!(store.emergency_unreviewed_count().await.unwrap(), 0, "{kind}");
+        assert_eq!(
+            store.emergency_unreviewed_count().await.unwrap(),
+            0,
+            "{kind}"
+        );
     }
 }
 
@@ -461,15 +525,39 @@ fn the_emergency_flag_is_found_wherever_it_is_typed() {
         justification: justification.into(),
     };
     for (text, want) in [
-        ("request prod-db --emergency db down", emergency(None, "db down")),
-        ("request prod-db 2h --emergency db down", emergency(Some("2h"), "db down")),
-        ("request prod-db --emergency 30m db down", emergency(Some("30m"), "db down")),
-        ("request --emergency prod-db 2 hours db down", emergency(Some("2hours"), "db down")),
+        (
+            "request prod-db --emergency db down",
+            emergency(None, "db down"),
+        ),
+        (
+            "request prod-db 2h --emergency db down",
+            emergency(Some("2h"), "db down"),
+        ),
+        (
+            "request prod-db --emergency 30m db down",
+            emergency(Some("30m"), "db down"),
+        ),
+        (
+            "request --emergency prod-db 2 hours db down",
+            emergency(Some("2hours"), "db down"),
+        ),
         // Phones and macOS turn `--` into a dash.
-        ("request prod-db \u{2014}emergency db down", emergency(None, "db down")),
-        ("request prod-db \u{2013}Emergency db down", emergency(None, "db down")),
-        ("request prod-db db down --emergency", emergency(None, "db down")),
-        ("req prod-db --break-glass \"db down\"", emergency(None, "\"db down\"")),
+        (
+            "request prod-db \u{2014}emergency db down",
+            emergency(None, "db down"),
+        ),
+        (
+            "request prod-db \u{2013}Emergency db down",
+            emergency(None, "db down"),
+        ),
+        (
+            "request prod-db db down --emergency",
+            emergency(None, "db down"),
+        ),
+        (
+            "req prod-db --break-glass \"db down\"",
+            emergency(None, "\"db down\""),
+        ),
     ] {
         assert_eq!(parse(text, Surface::Access), Ok(want), "{text}");
     }

@@ -31,7 +31,9 @@ fn db_err(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
 pub(crate) async fn apply(c: &mut Conn<'_>, w: &EmergencyWrite) -> Result<(), StoreError> {
     match w {
         EmergencyWrite::Insert(e) => insert(c, e).await,
-        EmergencyWrite::Review { request_id, review } => record_review(c, *request_id, review).await,
+        EmergencyWrite::Review { request_id, review } => {
+            record_review(c, *request_id, review).await
+        }
     }
 }
 
@@ -67,7 +69,10 @@ async fn insert(c: &mut Conn<'_>, e: &EmergencyAccess) -> Result<(), StoreError>
     );
     c.execute(&sql).await.map_err(|err| {
         db_err(err, || {
-            format!("emergency record of request {} already exists", e.request_id)
+            format!(
+                "emergency record of request {} already exists",
+                e.request_id
+            )
         })
     })?;
     Ok(())

@@ -71,7 +71,10 @@ async fn emergency_records_are_written_reviewed_once_and_listed() {
     for db in backends().await {
         let kind = db.kind;
         let store = SqlStore::connect(&db.url).await.unwrap();
-        let (a, b) = (request("U1", "prod-db", t(0)), request("U2", "prod-db", t(10)));
+        let (a, b) = (
+            request("U1", "prod-db", t(0)),
+            request("U2", "prod-db", t(10)),
+        );
         let rec_a = record(&a);
         for (r, rec) in [(&a, rec_a.clone()), (&b, record(&b))] {
             store
@@ -85,8 +88,15 @@ async fn emergency_records_are_written_reviewed_once_and_listed() {
         }
         let stored = store.emergency_access(a.id).await.unwrap().unwrap();
         assert_eq!(stored, rec_a, "{kind}: round trip");
-        assert_eq!(store.emergency_access(RequestId::new()).await.unwrap(), None);
-        assert_eq!(store.emergency_unreviewed_count().await.unwrap(), 2, "{kind}");
+        assert_eq!(
+            store.emergency_access(RequestId::new()).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.emergency_unreviewed_count().await.unwrap(),
+            2,
+            "{kind}"
+        );
 
         let review = EmergencyReview {
             by: reviewer("UAPP"),
@@ -137,7 +147,11 @@ async fn emergency_records_are_written_reviewed_once_and_listed() {
             "{kind}"
         );
         let r = store.emergency_access(a.id).await.unwrap().unwrap();
-        assert_eq!(r.review.unwrap().by, reviewer("UAPP"), "{kind}: first review kept");
+        assert_eq!(
+            r.review.unwrap().by,
+            reviewer("UAPP"),
+            "{kind}: first review kept"
+        );
 
         let unreviewed = store
             .emergency_accesses(&EmergencyFilter {
@@ -180,6 +194,10 @@ async fn emergency_records_are_written_reviewed_once_and_listed() {
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(store.emergency_unreviewed_count().await.unwrap(), 1, "{kind}");
+        assert_eq!(
+            store.emergency_unreviewed_count().await.unwrap(),
+            1,
+            "{kind}"
+        );
     }
 }

@@ -62,7 +62,11 @@ impl Engine {
         let duration = emergency_duration(&resource, policy, requested)?;
         let justification = Justification::parse(&s.justification)?;
         let now = self.now();
-        match self.store.live_grant(&s.subject.key(), &resource.id).await? {
+        match self
+            .store
+            .live_grant(&s.subject.key(), &resource.id)
+            .await?
+        {
             None => {}
             Some(g) if g.status == GrantStatus::Revoking || g.expires_at <= now => {
                 return Err(EngineError::RevocationInProgress {
@@ -138,7 +142,8 @@ impl Engine {
             // plan_approval inserts a grant when there is no live one.
             return Err(EngineError::Busy);
         };
-        cs.requests.insert(0, RequestWrite::Insert(approved.clone()));
+        cs.requests
+            .insert(0, RequestWrite::Insert(approved.clone()));
         cs.audit.push(
             self.audit(AuditKind::EmergencyGranted, &requester, &approved)
                 .details(json!({
@@ -240,9 +245,9 @@ impl Engine {
         let grant = self.store.grant(record.grant_id).await?;
         let grant_status = grant.as_ref().map(|g| g.status);
         if outcome == ReviewOutcome::Revoked {
-            if let Some(g) = grant.filter(|g| {
-                matches!(g.status, GrantStatus::Active | GrantStatus::Provisioning)
-            }) {
+            if let Some(g) = grant
+                .filter(|g| matches!(g.status, GrantStatus::Active | GrantStatus::Provisioning))
+            {
                 // As `revoke_grant` does, by an approver: the grant shows `revoking` until the
                 // provider confirms, and the revoke job tells the holder who ended it.
                 let mut updated = g.clone();
@@ -271,11 +276,12 @@ impl Engine {
                     "granted_at": record.granted_at.to_rfc3339(),
                 })),
         );
-        cs.jobs.push(self.notify_job(Notification::EmergencyReviewed {
-            request: self.summary(&request),
-            review: review.clone(),
-            expires_at: record.expires_at,
-        }));
+        cs.jobs
+            .push(self.notify_job(Notification::EmergencyReviewed {
+                request: self.summary(&request),
+                review: review.clone(),
+                expires_at: record.expires_at,
+            }));
         self.commit(cs).await?;
         Ok(EmergencyAccess {
             review: Some(review),
