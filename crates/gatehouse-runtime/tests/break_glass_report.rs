@@ -21,7 +21,7 @@ const CONFIG: &str = r#"
 id = "prod-db"
 provider = "dry-run"
 max_duration = "8h"
-approval = { mode = "approvers", approvers = { users = ["UBOSS"] } }
+approval = { mode = "approvers", approvers = { users = ["UBOSS", "UOPS"] } }
 emergency = true
 "#;
 
@@ -141,5 +141,63 @@ async fn the_monthly_report_lists_unreviewed_emergency_grants() {
             report.emergency_unreviewed[0].request_id,
             forgotten.id.to_string()
         );
+    }
+}
+
+fn approver(u: &str) -> Actor {
+    Actor::User {
+        team_id: "T1".into(),
+        user_id: u.into(),
+        name: u.into(),
+    }
+}
+
+/// Two approvers clicking at the same moment: one review, one audit event, one answer saying
+/// who was first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_reviews_yield_one_review() {
+    for db in testkit::db::backends().await {
+        let kind = db.kind;
+        let app = App::build(
+            Config::from_toml(CONFIG, "t").unwrap(),
+            Env {
+                database_url: db.url.clone(),
+                ..Env::default()
+            },
+            Overrides::default(),
+        )
+        .await
+        .unwrap();
+        let e = app.engine.clone();
+        for round in 0..5 {
+            let r = e
+                .submit_emergency(ask(&format!("URACE{round}")))
+                .await
+                .unwrap();
+            let (a, b) = tokio::join!(
+                e.review_emergency(r.id, approver("UBOSS"), ReviewOutcome::Reviewed),
+                e.review_emergency(r.id, approver("UOPS"), ReviewOutcome::Revoked),
+            );
+            assert_eq!(
+                usize::from(a.is_ok()) + usize::from(b.is_ok()),
+                1,
+                "{kind}: {a:?} {b:?}"
+            );
+            let loser = a.err().or(b.err()).unwrap();
+            assert!(
+                matches!(loser, access_core::EngineError::AlreadyReviewed { .. }),
+                "{kind}: {loser:?}"
+            );
+            let reviews = e
+                .store()
+                .audit_events(&AuditFilter {
+                    request_id: Some(r.id),
+                    kind: Some(access_core::audit::AuditKind::EmergencyReviewed),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(reviews.len(), 1, "{kind}");
+        }
     }
 }
