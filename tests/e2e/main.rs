@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_api;
+mod break_glass_story;
 mod console;
 mod console_browser;
 mod console_helpers;

@@ -85,7 +85,7 @@ enum AuditCommand {
         output: Option<PathBuf>,
     },
     /// The monthly access report: grants per resource and person, durations, approvers,
-    /// self-revocations, failures.
+    /// self-revocations, failures, break-glass grants still unreviewed.
     Report {
         /// YYYY-MM.
         #[arg(long)]
@@ -382,7 +382,32 @@ async fn report(app: &App, month: Month, format: &str) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };
-    let report = MonthlyReport::from_events(month, &events);
+    let mut report = MonthlyReport::from_events(month, &events);
+    // Break-glass grants reviewed after the month are not listed as unreviewed.
+    let mut after = None;
+    while !report.emergency_unreviewed.is_empty() {
+        let page = app
+            .engine
+            .store()
+            .audit_events(&access_core::ports::AuditFilter {
+                after_seq: after,
+                since: Some(month.end()),
+                kind: Some(access_core::audit::AuditKind::EmergencyReviewed),
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await;
+        match page {
+            Ok(page) => {
+                report.note_reviews(&page);
+                after = page.last().map(|e| e.seq);
+                if page.len() < 1000 {
+                    break;
+                }
+            }
+            Err(e) => return fail(&e),
+        }
+    }
     match format {
         "json" => match serde_json::to_string_pretty(&report) {
             Ok(j) => println!("{j}"),

@@ -89,6 +89,11 @@ impl From<EngineError> for ApiError {
             | EngineError::RevocationInProgress { .. } => StatusCode::CONFLICT,
             EngineError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::NoProvider(_) | EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::NotEmergency(_) => StatusCode::NOT_FOUND,
+            EngineError::SelfReview => StatusCode::FORBIDDEN,
+            EngineError::EmergencyNotAllowed { .. }
+            | EngineError::EmergencyAlreadyLive { .. }
+            | EngineError::AlreadyReviewed { .. } => StatusCode::CONFLICT,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = ?e, "admin API internal error");
@@ -173,6 +178,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/resources", get(resources))
         .route("/webhooks", get(crate::webhooks_api::list))
         .route("/webhooks/{id}/enable", post(crate::webhooks_api::enable))
+        .merge(crate::admin_emergency::routes())
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 

@@ -7,11 +7,13 @@
 //!
 //! # Layout
 //! - [`admin`]: the admin API handlers and their JSON error mapping.
+//! - [`admin_emergency`]: break-glass grants in the admin API.
 //! - [`observability`]: health, readiness and metrics.
 //! - [`console_hooks`]: what the web console (`/console`, crate `console`) needs from the adapters.
 //! - [`webhooks_api`]: event webhooks in the admin API and the metrics.
 
 pub mod admin;
+pub mod admin_emergency;
 pub mod console_hooks;
 pub mod observability;
 pub mod webhooks_api;

@@ -181,6 +181,11 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "metrics: export backlog unavailable"),
     }
     crate::webhooks_api::refresh_metrics(&s).await;
+    // Break-glass grants no approver has reviewed yet: alert on this staying above zero.
+    match store.emergency_unreviewed_count().await {
+        Ok(n) => metrics::gauge!("gatehouse_emergency_grants_unreviewed").set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "metrics: unreviewed emergency grants unavailable"),
+    }
     match &s.metrics.handle {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -45,10 +45,15 @@ pub enum AuditKind {
     WebhookDisabled,
     /// An event webhook was enabled again by an admin; it catches up from its cursor.
     WebhookEnabled,
+    /// Break-glass: access granted at once without approval (`request … --emergency …`).
+    EmergencyGranted,
+    /// Break-glass: an approver reviewed an emergency grant (`details.outcome`: `reviewed` or
+    /// `revoked`).
+    EmergencyReviewed,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 16] = [
+    pub const ALL: [AuditKind; 18] = [
         AuditKind::AccessRequested,
         AuditKind::ApprovalRecorded,
         AuditKind::AccessApproved,
@@ -65,6 +70,8 @@ impl AuditKind {
         AuditKind::DriftRepaired,
         AuditKind::WebhookDisabled,
         AuditKind::WebhookEnabled,
+        AuditKind::EmergencyGranted,
+        AuditKind::EmergencyReviewed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +92,8 @@ impl AuditKind {
             AuditKind::DriftRepaired => "drift_repaired",
             AuditKind::WebhookDisabled => "webhook_disabled",
             AuditKind::WebhookEnabled => "webhook_enabled",
+            AuditKind::EmergencyGranted => "emergency_granted",
+            AuditKind::EmergencyReviewed => "emergency_reviewed",
         }
     }
 

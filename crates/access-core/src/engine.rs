@@ -43,6 +43,7 @@ use crate::resource::{ApprovalPolicy, Justification, JustificationError, Resourc
 use crate::subject::{Subject, SubjectKey};
 
 mod webhook_delivery;
+mod emergency;
 
 /// How many times an operation re-reads and retries after losing a compare-and-set.
 const CONFLICT_RETRIES: usize = 8;
@@ -114,6 +115,30 @@ pub enum EngineError {
     Busy,
     #[error("Something went wrong on our side (storage). Please try again.")]
     Store(#[from] StoreError),
+    #[error(
+        "Break-glass access is not enabled for '{resource}': nothing was granted. Ask for it the usual way (`request {resource} <duration> <justification>`) so an approver can decide."
+    )]
+    EmergencyNotAllowed { resource: String },
+    #[error(
+        "You already have access to '{resource}' until {}: break-glass is for when you have none. Use `extend {resource}` for more time.",
+        expires_at.format("%Y-%m-%d %H:%M UTC")
+    )]
+    EmergencyAlreadyLive {
+        resource: String,
+        expires_at: DateTime<Utc>,
+    },
+    #[error("Request {0} was not a break-glass request; there is nothing to review.")]
+    NotEmergency(RequestId),
+    #[error("This emergency access has already been {} by {by}.", match outcome {
+        crate::emergency::ReviewOutcome::Reviewed => "reviewed",
+        crate::emergency::ReviewOutcome::Revoked => "revoked",
+    })]
+    AlreadyReviewed {
+        by: String,
+        outcome: crate::emergency::ReviewOutcome,
+    },
+    #[error("You cannot review your own emergency access; another approver must.")]
+    SelfReview,
 }
 
 impl EngineError {
@@ -142,6 +167,11 @@ impl EngineError {
             EngineError::Unavailable(_) => "unavailable",
             EngineError::Busy => "busy",
             EngineError::Store(_) => "internal",
+            EngineError::EmergencyNotAllowed { .. } => "emergency_not_allowed",
+            EngineError::EmergencyAlreadyLive { .. } => "emergency_already_live",
+            EngineError::NotEmergency(_) => "not_emergency",
+            EngineError::AlreadyReviewed { .. } => "already_reviewed",
+            EngineError::SelfReview => "not_approver",
         }
     }
 }
@@ -187,6 +217,8 @@ pub struct EngineSettings {
     pub job_concurrency: usize,
     /// Global fallback channel for approval messages.
     pub approval_channel: Option<String>,
+    /// Where break-glass notices go besides the approvers' channel (`[server] security_channel`).
+    pub security_channel: Option<String>,
 }
 
 impl Default for EngineSettings {
@@ -195,6 +227,7 @@ impl Default for EngineSettings {
             job_lease: chrono::Duration::seconds(120),
             job_concurrency: 8,
             approval_channel: None,
+            security_channel: None,
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - [`audit`]: audit events and the hash chain.
 //! - [`jobs`]: the durable job queue's vocabulary and backoff.
 //! - [`notification`]: what people are told.
+//! - [`emergency`]: break-glass grants and their review.
 //! - [`ports`]: `Store`, `Provider`, `Directory`, `Notifier`, `AuditSink`, `Clock`.
 //! - [`engine`]: submit, approve, deny, cancel, revoke, extend, expire, time out — each one
 //!   transaction that writes the new state, its audit event and the jobs it causes.
@@ -36,6 +37,7 @@
 
 pub mod audit;
 pub mod duration;
+pub mod emergency;
 pub mod engine;
 pub mod grant;
 pub mod ids;

@@ -156,6 +156,24 @@ pub enum Notification {
         grant: GrantSummary,
         revoked_by: Actor,
     },
+    /// Break-glass: to the resource's approvers' channel and the security channel, loudly, with
+    /// Reviewed and Revoke now buttons. The notifier returns the messages it posted (purpose
+    /// `emergency`) so the review updates them in place.
+    EmergencyAccessGranted {
+        request: RequestSummary,
+        grant: GrantSummary,
+        /// The resource's approval channel (or the global one); `None`: the notifier's default.
+        approvers_channel: Option<String>,
+        /// `[server] security_channel` / `SECURITY_CHANNEL`, when configured.
+        security_channel: Option<String>,
+    },
+    /// Break-glass: an approver reviewed the grant (or revoked it); the notices are updated.
+    EmergencyReviewed {
+        request: RequestSummary,
+        review: crate::emergency::EmergencyReview,
+        /// The grant's end as granted (the notices show it).
+        expires_at: DateTime<Utc>,
+    },
 }
 
 impl Notification {
@@ -170,7 +188,9 @@ impl Notification {
             | Notification::RequestTimedOut { request }
             | Notification::AccessGranted { request, .. }
             | Notification::SecretNotDelivered { request, .. }
-            | Notification::AccessFailed { request, .. } => Some(request.id),
+            | Notification::AccessFailed { request, .. }
+            | Notification::EmergencyAccessGranted { request, .. }
+            | Notification::EmergencyReviewed { request, .. } => Some(request.id),
             Notification::ExpiryReminder { .. }
             | Notification::AccessExpired { .. }
             | Notification::AccessRevoked { .. } => None,
@@ -192,6 +212,8 @@ impl Notification {
             Notification::ExpiryReminder { .. } => "expiry_reminder",
             Notification::AccessExpired { .. } => "access_expired",
             Notification::AccessRevoked { .. } => "access_revoked",
+            Notification::EmergencyAccessGranted { .. } => "emergency_access_granted",
+            Notification::EmergencyReviewed { .. } => "emergency_reviewed",
         }
     }
 }

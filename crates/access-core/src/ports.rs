@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AuditKind, AuditRecord, ChainVerification};
+use crate::emergency::{EmergencyAccess, EmergencyFilter, EmergencyWrite};
 use crate::grant::{Grant, GrantStatus};
 use crate::ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
 use crate::jobs::{InboxItem, Job, JobStats, JobStatus, NewJob};
@@ -92,6 +93,8 @@ pub struct ChangeSet {
     /// Some of `jobs` written already claimed by the committing process, which runs them right
     /// after the commit instead of handing them to a scheduler.
     pub claimed: Option<ClaimAtInsert>,
+    /// Break-glass records and their reviews.
+    pub emergency: Vec<EmergencyWrite>,
 }
 
 /// Jobs of a [`ChangeSet`] written `running`, under `token`, leased for `lease` on the store's
@@ -112,6 +115,7 @@ impl ChangeSet {
             && self.decisions.is_empty()
             && self.audit.is_empty()
             && self.jobs.is_empty()
+            && self.emergency.is_empty()
     }
 }
 
@@ -495,6 +499,19 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn grant_counts(&self) -> Result<Vec<(GrantStatus, u64)>, StoreError>;
     /// Database reachable and migrations applied.
     async fn ready(&self) -> Result<(), StoreError>;
+
+    /// The break-glass record of a request, if it was an emergency request.
+    async fn emergency_access(
+        &self,
+        request: RequestId,
+    ) -> Result<Option<EmergencyAccess>, StoreError>;
+    /// Break-glass records, newest first.
+    async fn emergency_accesses(
+        &self,
+        filter: &EmergencyFilter,
+    ) -> Result<Vec<EmergencyAccess>, StoreError>;
+    /// How many break-glass grants no approver has reviewed yet (the metric).
+    async fn emergency_unreviewed_count(&self) -> Result<u64, StoreError>;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -33,6 +33,36 @@ pub struct Resource {
     /// is not the workspace asking) may request it. Default no.
     #[serde(default)]
     pub allow_external: bool,
+    /// Break-glass: whether a person may take this resource at once, without approval, in an
+    /// emergency (`request <resource> --emergency <justification>`), and for how long at most.
+    /// `None` (the default): never.
+    #[serde(default)]
+    pub emergency: Option<EmergencyPolicy>,
+}
+
+/// How a resource allows break-glass access (see `docs/break-glass.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmergencyPolicy {
+    /// The longest an emergency grant lasts: a longer requested duration is cut to it, no
+    /// duration means it.
+    #[serde(default = "default_emergency_duration")]
+    pub duration: AccessDuration,
+}
+
+impl EmergencyPolicy {
+    pub const DEFAULT_DURATION: AccessDuration = AccessDuration::const_secs(3600);
+}
+
+impl Default for EmergencyPolicy {
+    fn default() -> Self {
+        Self {
+            duration: Self::DEFAULT_DURATION,
+        }
+    }
+}
+
+fn default_emergency_duration() -> AccessDuration {
+    EmergencyPolicy::DEFAULT_DURATION
 }
 
 fn yes() -> bool {

@@ -33,6 +33,7 @@ fn resource(rules: Vec<EligibilityRule>) -> Resource {
         extendable: false,
         allow_guests: false,
         allow_external: false,
+        emergency: None,
     }
 }
 

@@ -147,6 +147,11 @@ impl App {
                     .approval_channel
                     .clone()
                     .or_else(|| config.server.approval_channel.clone()),
+                security_channel: env
+                    .security_channel
+                    .clone()
+                    .or_else(|| config.server.security_channel.clone())
+                    .filter(|c| !c.trim().is_empty()),
             });
 
         let mut adapters = Adapters::default();

@@ -62,6 +62,10 @@ pub struct ServerSection {
     /// Where approval messages go when a resource names no channel (`APPROVAL_CHANNEL` overrides).
     #[serde(default)]
     pub approval_channel: Option<String>,
+    /// Where break-glass notices go besides the resource's approvers' channel
+    /// (`SECURITY_CHANNEL` overrides). Optional.
+    #[serde(default)]
+    pub security_channel: Option<String>,
     /// Seconds a claimed job is reserved for its worker (default 120).
     #[serde(default)]
     pub job_lease_secs: Option<u64>,
@@ -144,6 +148,14 @@ pub struct ResourceConfig {
     pub allow_guests: bool,
     #[serde(default)]
     pub allow_external: bool,
+    /// Break-glass: `request <resource> --emergency <justification>` grants at once, without
+    /// approval (default false). Needs approval mode `approvers`: they review it afterwards.
+    #[serde(default)]
+    pub emergency: bool,
+    /// The longest an emergency grant lasts (default 1h, or the resource's bounds if 1h is
+    /// outside them); must lie within min_duration..max_duration.
+    #[serde(default)]
+    pub emergency_duration: Option<String>,
 }
 
 impl Config {
@@ -261,6 +273,7 @@ impl ResourceConfig {
             extendable: self.extendable.unwrap_or(true),
             allow_guests: self.allow_guests,
             allow_external: self.allow_external,
+            emergency: self.emergency_policy(&durations).map_err(err)?,
         };
         check_provider_settings(&resource).map_err(|m| err(format!("settings: {m}")))?;
         if pins_its_end(&resource) {
@@ -276,6 +289,50 @@ impl ResourceConfig {
             resource.extendable = false;
         }
         Ok(resource)
+    }
+}
+
+impl ResourceConfig {
+    /// `emergency` and `emergency_duration`, checked: break-glass needs approvers (who review
+    /// it), and its duration lies within the resource's bounds.
+    fn emergency_policy(
+        &self,
+        durations: &DurationBounds,
+    ) -> Result<Option<access_core::resource::EmergencyPolicy>, String> {
+        if !self.emergency {
+            return match &self.emergency_duration {
+                Some(_) => Err(
+                    "emergency_duration is set but emergency is not true; add `emergency = true` \
+                     to allow break-glass access, or remove emergency_duration"
+                        .into(),
+                ),
+                None => Ok(None),
+            };
+        }
+        if self.approval.is_auto() {
+            return Err(
+                "emergency = true needs approval mode 'approvers': an auto-approved resource needs \
+                 no break-glass, and nobody would review the emergency grants"
+                    .into(),
+            );
+        }
+        let duration = match &self.emergency_duration {
+            Some(s) => {
+                let d = s
+                    .parse::<AccessDuration>()
+                    .map_err(|e| format!("emergency_duration: {e}"))?;
+                if d < durations.min || d > durations.max {
+                    return Err(format!(
+                        "emergency_duration ({d}) is outside {}..{} (min_duration..max_duration)",
+                        durations.min, durations.max
+                    ));
+                }
+                d
+            }
+            None => access_core::resource::EmergencyPolicy::DEFAULT_DURATION
+                .clamp(durations.min, durations.max),
+        };
+        Ok(Some(access_core::resource::EmergencyPolicy { duration }))
     }
 }
 
@@ -310,6 +367,8 @@ pub struct Env {
     pub database_url: String,
     pub admin_token: Option<String>,
     pub approval_channel: Option<String>,
+    /// `SECURITY_CHANNEL`: where break-glass notices go (overrides `[server] security_channel`).
+    pub security_channel: Option<String>,
     /// `GATEHOUSE_AUDIT_KEY`, unparsed (see [`Env::audit_keyring`]). Never logged.
     pub audit_key: Option<String>,
     /// Variables the configuration names (webhook `secret_env`, `token_env`) given directly,
@@ -326,6 +385,7 @@ impl std::fmt::Debug for Env {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("approval_channel", &self.approval_channel)
+            .field("security_channel", &self.security_channel)
             .field("audit_key", &self.audit_key.as_ref().map(|_| "<redacted>"))
             .field("vars", &self.vars.keys().collect::<Vec<_>>())
             .finish()
@@ -341,6 +401,7 @@ impl Env {
             database_url: get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string()),
             admin_token: get("GATEHOUSE_ADMIN_TOKEN"),
             approval_channel: get("APPROVAL_CHANNEL"),
+            security_channel: get("SECURITY_CHANNEL"),
             audit_key: get(access_core::audit::AUDIT_KEY_ENV),
             vars: Default::default(),
         }
@@ -479,6 +540,86 @@ approval = { mode = "approvers", approvers = { users = ["U1"] }, required = 2 }
         );
         assert!(resources(gcp("user_binding", "")).unwrap()[0].extendable);
         assert!(resources(gcp("user_binding", "extendable = true")).unwrap()[0].extendable);
+    }
+
+    #[test]
+    fn break_glass_settings_are_checked_at_start() {
+        let r = |approval: &str, extra: &str| {
+            Config::from_toml(
+                &format!(
+                    "[[resources]]\nid='p'\nprovider='dry-run'\nmin_duration='5m'\nmax_duration='8h'\n\
+                     approval={approval}\n{extra}\n"
+                ),
+                "x",
+            )
+            .unwrap()
+            .resources()
+        };
+        let approvers = "{mode='approvers', approvers={users=['U1']}}";
+        assert_eq!(
+            r(approvers, "").unwrap()[0].emergency,
+            None,
+            "off by default"
+        );
+        let on = r(approvers, "emergency = true").unwrap();
+        assert_eq!(
+            on[0].emergency.unwrap().duration.secs(),
+            3600,
+            "1h by default"
+        );
+        let short = Config::from_toml(
+            "[[resources]]\nid='p'\nprovider='dry-run'\ndefault_duration='30m'\nmax_duration='30m'\n\
+             approval={mode='approvers', approvers={users=['U1']}}\nemergency=true\n",
+            "x",
+        )
+        .unwrap()
+        .resources()
+        .unwrap();
+        assert_eq!(
+            short[0].emergency.unwrap().duration.secs(),
+            1800,
+            "the default stays within max_duration"
+        );
+        let set = r(approvers, "emergency = true\nemergency_duration = '2h'").unwrap();
+        assert_eq!(set[0].emergency.unwrap().duration.secs(), 7200);
+        for (approval, extra, message) in [
+            (
+                "{mode='auto'}",
+                "emergency = true",
+                "resource 'p': emergency = true needs approval mode 'approvers'",
+            ),
+            (
+                approvers,
+                "emergency_duration = '2h'",
+                "resource 'p': emergency_duration is set but emergency is not true",
+            ),
+            (
+                approvers,
+                "emergency = true\nemergency_duration = '9h'",
+                "resource 'p': emergency_duration (9h) is outside 5m..8h",
+            ),
+            (
+                approvers,
+                "emergency = true\nemergency_duration = '1m'",
+                "resource 'p': emergency_duration (1m) is outside 5m..8h",
+            ),
+            (
+                approvers,
+                "emergency = true\nemergency_duration = 'soon'",
+                "resource 'p': emergency_duration: 'soon' is not a duration",
+            ),
+        ] {
+            let e = r(approval, extra).unwrap_err().to_string();
+            assert!(e.starts_with(message), "{extra}: {e}");
+        }
+        assert!(
+            Config::from_toml("[server]\nsecurity_channel = 'security-alerts'\n", "x")
+                .unwrap()
+                .server
+                .security_channel
+                .as_deref()
+                == Some("security-alerts")
+        );
     }
 
     #[test]

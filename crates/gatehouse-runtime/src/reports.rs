@@ -159,6 +159,23 @@ pub struct MonthlyReport {
     pub approvers: BTreeMap<String, u64>,
     /// Provisioning failures with their reasons.
     pub failure_reasons: Vec<String>,
+    /// Break-glass grants taken this month.
+    #[serde(default)]
+    pub emergency_grants: u64,
+    /// This month's break-glass grants that no approver has reviewed, oldest first (reviews
+    /// after the month count once given to [`MonthlyReport::note_reviews`]).
+    #[serde(default)]
+    pub emergency_unreviewed: Vec<UnreviewedEmergency>,
+}
+
+/// A break-glass grant nobody has reviewed yet.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnreviewedEmergency {
+    pub request_id: String,
+    pub at: DateTime<Utc>,
+    pub person: String,
+    pub resource: String,
+    pub justification: String,
 }
 
 impl MonthlyReport {
@@ -221,6 +238,23 @@ impl MonthlyReport {
                         }
                     }
                 }
+                AuditKind::EmergencyGranted => {
+                    r.emergency_grants += 1;
+                    r.emergency_unreviewed.push(UnreviewedEmergency {
+                        request_id: rec.request_id.map(|x| x.to_string()).unwrap_or_default(),
+                        at: rec.at,
+                        person: person.clone(),
+                        resource: resource.clone(),
+                        justification: rec.details["justification"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    });
+                }
+                AuditKind::EmergencyReviewed => {
+                    let id = rec.request_id.map(|x| x.to_string()).unwrap_or_default();
+                    r.emergency_unreviewed.retain(|u| u.request_id != id);
+                }
                 AuditKind::GrantFailed => {
                     r.failures += 1;
                     let reason = rec.details["reason"].as_str().unwrap_or("unknown");
@@ -236,6 +270,22 @@ impl MonthlyReport {
             }
         }
         r
+    }
+
+    /// Counts the reviews that came after the month (`emergency_reviewed` events from its end
+    /// to now): a grant reviewed since is no longer listed as unreviewed.
+    pub fn note_reviews(&mut self, later: &[AuditEvent]) {
+        for e in later
+            .iter()
+            .filter(|e| e.record.kind == AuditKind::EmergencyReviewed)
+        {
+            let id = e
+                .record
+                .request_id
+                .map(|x| x.to_string())
+                .unwrap_or_default();
+            self.emergency_unreviewed.retain(|u| u.request_id != id);
+        }
     }
 
     /// A plain-text rendering for people.
@@ -280,6 +330,23 @@ impl MonthlyReport {
             s += "\nFailures:\n";
             for f in &self.failure_reasons {
                 s += &format!("  {f}\n");
+            }
+        }
+        if self.emergency_grants > 0 {
+            s += &format!(
+                "\nBreak-glass grants: {} ({} unreviewed)\n",
+                self.emergency_grants,
+                self.emergency_unreviewed.len()
+            );
+            for u in &self.emergency_unreviewed {
+                s += &format!(
+                    "  UNREVIEWED {} {} {} (request {}): {}\n",
+                    u.at.format("%Y-%m-%d %H:%M"),
+                    u.person,
+                    u.resource,
+                    u.request_id,
+                    u.justification
+                );
             }
         }
         s

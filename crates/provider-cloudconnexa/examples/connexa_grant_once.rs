@@ -55,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         extendable: true,
         allow_guests: false,
         allow_external: false,
+        emergency: None,
     };
     let subject = Subject {
         team_id: String::new(),

@@ -64,6 +64,7 @@ fn resource(id: &str, settings: Value) -> Resource {
         extendable: true,
         allow_guests: false,
         allow_external: false,
+        emergency: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn resource(project: &str, role: &str, mode: &str) -> Result<Resource, Box<dyn s
         extendable: false,
         allow_guests: false,
         allow_external: false,
+        emergency: None,
     })
 }
 

@@ -99,6 +99,7 @@ fn resource(settings: Value) -> Resource {
         extendable: false,
         allow_guests: false,
         allow_external: false,
+        emergency: None,
     }
 }
 

@@ -17,7 +17,14 @@ pub mod action {
     pub const REVOKE: &str = "gatehouse_revoke";
     pub const CANCEL: &str = "gatehouse_cancel";
     pub const OPEN_MODAL: &str = "gatehouse_open_request_modal";
+    /// Break-glass notice: the approver looked at the emergency grant and it stands.
+    pub const EMERGENCY_REVIEWED: &str = "gatehouse_emergency_reviewed";
+    /// Break-glass notice: the approver ends the emergency grant now.
+    pub const EMERGENCY_REVOKE: &str = "gatehouse_emergency_revoke";
 }
+
+mod emergency;
+pub use emergency::emergency_notice;
 
 /// `callback_id` of the request modal.
 pub const MODAL_CALLBACK_ID: &str = "gatehouse_request";

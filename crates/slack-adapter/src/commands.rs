@@ -468,6 +468,18 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
             }
         }
         Command::Cancel { target } => cancel(engine, caller, surface, &target).await,
+        Command::EmergencyRequest {
+            resource,
+            duration,
+            justification,
+        } => {
+            // The duration is cut to the emergency duration, not refused, so only the resource
+            // and the justification are checked here.
+            if let Err((_, msg)) = precheck(engine, &resource, None, Some(&justification)) {
+                return msg;
+            }
+            crate::emergency::submit(ctx, caller, resource, duration, justification).await
+        }
     }
 }
 

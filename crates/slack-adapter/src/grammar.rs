@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! request <resource> [duration] <justification>   justification quoted ("…", “…”) or not
+//! request <resource> [duration] --emergency <justification>   break-glass (docs/break-glass.md)
 //! status | list | help [manage]
 //! revoke <resource>
 //! extend <resource> [duration] [justification]
@@ -72,6 +73,13 @@ pub enum Command {
     },
     /// A slash command with no text: show the request form.
     OpenModal,
+    /// `request <resource> [duration] --emergency <justification>`: break-glass access, granted
+    /// at once without approval where the resource allows it.
+    EmergencyRequest {
+        resource: String,
+        duration: Option<String>,
+        justification: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +103,10 @@ pub enum ParseErrorKind {
     MissingCancelTarget,
     UnknownCommand {
         word: String,
+    },
+    /// `request <resource> --emergency` without saying what the emergency is.
+    MissingEmergencyJustification {
+        resource: String,
     },
 }
 
@@ -137,6 +149,12 @@ impl fmt::Display for ParseError {
                 f,
                 "Unknown command `{word}`. Use `{p}help` for available commands."
             ),
+            ParseErrorKind::MissingEmergencyJustification { resource } => write!(
+                f,
+                "Break-glass access needs a justification: say what the emergency is. Nothing was granted.\n\
+                 Usage: `{p}request {resource} [duration] --emergency <justification>`, for example \
+                 `{p}request {resource} --emergency Production outage, incident INC-1234`."
+            ),
         }
     }
 }
@@ -170,11 +188,29 @@ pub fn parse(text: &str, surface: Surface) -> Result<Command, ParseError> {
         "status" | "my" | "mine" => Ok(Command::Status),
         "list" | "resources" | "networks" => Ok(Command::List),
         "request" | "req" => {
+            // `--emergency` may come first (`request --emergency prod …`), after the resource or
+            // after the duration.
+            let (flag_before, rest) = take_emergency_flag(rest);
             let (resource, rest) = split_word(rest);
             if resource.is_empty() {
                 return Err(err(ParseErrorKind::MissingResource { verb: "request" }));
             }
+            let (flag_after_resource, rest) = take_emergency_flag(rest);
             let (duration, justification) = split_duration(rest);
+            let (flag_after_duration, justification) = take_emergency_flag(justification);
+            let (flag_at_end, justification) = take_trailing_emergency_flag(justification);
+            if flag_before || flag_after_resource || flag_after_duration || flag_at_end {
+                if is_blank_justification(justification) {
+                    return Err(err(ParseErrorKind::MissingEmergencyJustification {
+                        resource: resource.to_string(),
+                    }));
+                }
+                return Ok(Command::EmergencyRequest {
+                    resource: resource.to_string(),
+                    duration,
+                    justification: justification.trim().to_string(),
+                });
+            }
             if is_blank_justification(justification) {
                 return Err(err(ParseErrorKind::MissingJustification {
                     resource: resource.to_string(),
@@ -307,6 +343,34 @@ fn looks_like_duration(token: &str) -> bool {
     true
 }
 
+/// Strips a leading `--emergency` (or `—emergency`/`–emergency`: phones and macOS turn `--` into
+/// a dash) and says whether it was there.
+fn take_emergency_flag(rest: &str) -> (bool, &str) {
+    let (word, after) = split_word(rest);
+    let flag = word.trim_start_matches(['-', '\u{2014}', '\u{2013}']);
+    let dashed = flag.len() < word.len();
+    if dashed
+        && (flag.eq_ignore_ascii_case("emergency") || flag.eq_ignore_ascii_case("break-glass"))
+    {
+        (true, after)
+    } else {
+        (false, rest)
+    }
+}
+
+/// Strips a trailing `--emergency` (`request prod-db outage --emergency`).
+fn take_trailing_emergency_flag(rest: &str) -> (bool, &str) {
+    let trimmed = rest.trim_end();
+    let start = trimmed
+        .rfind(char::is_whitespace)
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    match take_emergency_flag(&trimmed[start..]) {
+        (true, _) => (true, trimmed[..start].trim_end()),
+        (false, _) => (false, rest),
+    }
+}
+
 fn is_blank_justification(s: &str) -> bool {
     access_core::resource::strip_quotes(s.trim())
         .trim()
@@ -324,6 +388,7 @@ pub fn help_text(surface: Surface, topic: HelpTopic) -> String {
          • `{p}revoke <resource>`: give access back early\n\
          • `{p}extend <resource> [duration]`: ask for more time on active access\n\
          • `{p}cancel <resource>`: withdraw a pending request\n\
+         • `{p}request <resource> [duration] --emergency <reason>`: break-glass access at once, where a resource allows it (approvers and security are told, and review it)\n\
          • `{p}help`: show this message"
     );
     if surface == Surface::Access {

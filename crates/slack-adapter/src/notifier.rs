@@ -20,6 +20,8 @@ use crate::installations::Installations;
 
 /// `MessageRef::purpose` of the approval message in the approvers' channel.
 pub const PURPOSE_APPROVAL: &str = "approval";
+/// `MessageRef::purpose` of a break-glass notice (approvers' and security channels).
+pub const PURPOSE_EMERGENCY: &str = "emergency";
 
 /// Posts notifications to Slack.
 #[derive(Debug, Clone)]
@@ -287,6 +289,63 @@ impl SlackNotifier {
     }
 }
 
+impl SlackNotifier {
+    /// Posts the break-glass notice to the approvers' channel (the notifier's approval channel
+    /// when the resource names none) and to the security channel. Each post stands alone: a
+    /// channel that refuses for good is logged and skipped so the other still gets the alarm;
+    /// a transient failure retries the job, which finds what it already posted (`post_once`).
+    async fn post_emergency(
+        &self,
+        ctx: &NotifyContext,
+        request: &RequestSummary,
+        expires_at: DateTime<Utc>,
+        approvers_channel: Option<&str>,
+        security_channel: Option<&str>,
+    ) -> Result<Vec<MessageRef>, NotifyError> {
+        let m = blocks::emergency_notice(request, expires_at, None);
+        let team = &request.subject.team_id;
+        let api = self.api_for(team).await?;
+        let mut channels: Vec<&str> = Vec::new();
+        for c in [
+            approvers_channel
+                .filter(|c| !c.is_empty())
+                .unwrap_or(&self.approval_channel),
+            security_channel.unwrap_or_default(),
+        ] {
+            let c = c.trim().trim_start_matches('#');
+            if !c.is_empty() && !channels.contains(&c) {
+                channels.push(c);
+            }
+        }
+        let mut refs = Vec::new();
+        let mut refused = Vec::new();
+        for channel in &channels {
+            match self.post_once(&api, ctx, team, channel, &m).await {
+                Ok(posted) => refs.push(MessageRef {
+                    request_id: request.id,
+                    purpose: PURPOSE_EMERGENCY.to_string(),
+                    team_id: team.clone(),
+                    channel: posted.channel,
+                    ts: posted.ts,
+                }),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => {
+                    tracing::error!(request = %request.id, channel, error = %e,
+                        "could not post the break-glass notice to this channel (invite the bot or fix the channel)");
+                    refused.push(format!("'{channel}': {e}"));
+                }
+            }
+        }
+        if refs.is_empty() {
+            return Err(NotifyError::Permanent(format!(
+                "break-glass notice could not be posted anywhere: {}",
+                refused.join("; ")
+            )));
+        }
+        Ok(refs)
+    }
+}
+
 fn is_slack_user(id: &str) -> bool {
     id.starts_with('U') || id.starts_with('W')
 }
@@ -333,6 +392,7 @@ impl Notifier for SlackNotifier {
                 | Notification::RequestCancelled { .. }
                 | Notification::RequestTimedOut { .. }
                 | Notification::AccessFailed { .. }
+                | Notification::EmergencyReviewed { .. }
         )
     }
 
@@ -513,6 +573,47 @@ impl Notifier for SlackNotifier {
             Notification::AccessRevoked { grant, revoked_by } => {
                 self.dm(ctx, &grant.subject, &blocks::dm_revoked(grant, revoked_by))
                     .await?;
+            }
+            Notification::EmergencyAccessGranted {
+                request,
+                grant,
+                approvers_channel,
+                security_channel,
+            } => {
+                return self
+                    .post_emergency(
+                        ctx,
+                        request,
+                        grant.expires_at,
+                        approvers_channel.as_deref(),
+                        security_channel.as_deref(),
+                    )
+                    .await;
+            }
+            Notification::EmergencyReviewed {
+                request,
+                review,
+                expires_at,
+            } => {
+                let m = blocks::emergency_notice(request, *expires_at, Some(review));
+                for mr in ctx
+                    .message_refs
+                    .iter()
+                    .filter(|m| m.purpose == PURPOSE_EMERGENCY && m.request_id == request.id)
+                {
+                    match self
+                        .api_for(&mr.team_id)
+                        .await?
+                        .update_message(&mr.channel, &mr.ts, &m.text, &m.blocks)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(e) if e.is_transient() => return Err(e.into()),
+                        Err(e) => {
+                            tracing::warn!(request = %request.id, error = %e, "could not update a break-glass notice")
+                        }
+                    }
+                }
             }
         }
         Ok(vec![])

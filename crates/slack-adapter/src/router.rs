@@ -721,10 +721,14 @@ async fn click(
                 }
             }
         }
-        other => {
-            tracing::debug!(action_id = other, "ignored action");
-            None
-        }
+        other => match crate::emergency::outcome_of(other) {
+            // Break-glass notice: Reviewed / Revoke now.
+            Some(outcome) => crate::emergency::click(st.ctx(), caller, outcome, value).await?,
+            None => {
+                tracing::debug!(action_id = other, "ignored action");
+                None
+            }
+        },
     };
     Ok(text)
 }
@@ -1377,7 +1381,10 @@ async fn process(st: &Shared, key: &str, inbound: Inbound) -> Result<(), InboxEr
 fn needs_profile(cmd: &Command) -> bool {
     matches!(
         cmd,
-        Command::Request { .. } | Command::Extend { .. } | Command::List
+        Command::Request { .. }
+            | Command::Extend { .. }
+            | Command::List
+            | Command::EmergencyRequest { .. }
     )
 }
 

@@ -23,7 +23,7 @@ pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-fn corrupt(col: &str, what: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(col: &str, what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column {col}: {what}"))
 }
 
@@ -49,7 +49,7 @@ pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Database(format!("cannot serialise value: {e}")))
 }
 
-fn from_json<T: DeserializeOwned>(col: &str, s: &str) -> Result<T, StoreError> {
+pub(crate) fn from_json<T: DeserializeOwned>(col: &str, s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| corrupt(col, e))
 }
 
@@ -68,7 +68,7 @@ fn parse_enum_name<T: DeserializeOwned>(col: &str, s: &str) -> Result<T, StoreEr
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| corrupt(col, e))
 }
 
-fn resource(row: &DbRow, col: &str) -> Result<ResourceId, StoreError> {
+pub(crate) fn resource(row: &DbRow, col: &str) -> Result<ResourceId, StoreError> {
     let s = row.string(col)?;
     ResourceId::parse(&s).map_err(|e| corrupt(col, e))
 }
@@ -82,14 +82,14 @@ where
         .transpose()
 }
 
-fn uuid<T: std::str::FromStr>(row: &DbRow, col: &str) -> Result<T, StoreError>
+pub(crate) fn uuid<T: std::str::FromStr>(row: &DbRow, col: &str) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
 {
     row.string(col)?.parse::<T>().map_err(|e| corrupt(col, e))
 }
 
-fn subject(row: &DbRow) -> Result<Subject, StoreError> {
+pub(crate) fn subject(row: &DbRow) -> Result<Subject, StoreError> {
     let email = row
         .opt_string("email")?
         .map(|e| Email::parse(&e).map_err(|err| corrupt("email", err)))
@@ -102,7 +102,7 @@ fn subject(row: &DbRow) -> Result<Subject, StoreError> {
     })
 }
 
-fn opt_actor(row: &DbRow, col: &str) -> Result<Option<Actor>, StoreError> {
+pub(crate) fn opt_actor(row: &DbRow, col: &str) -> Result<Option<Actor>, StoreError> {
     row.opt_string(col)?
         .map(|s| from_json::<Actor>(col, &s))
         .transpose()

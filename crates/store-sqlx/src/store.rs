@@ -108,6 +108,9 @@ impl SqlStore {
         for d in &change.decisions {
             insert_decision(&mut c, d).await?;
         }
+        for w in &change.emergency {
+            crate::emergency::apply(&mut c, w).await?;
+        }
 
         let sealed = if change.audit.is_empty() {
             Vec::new()
@@ -1643,6 +1646,24 @@ impl Store for SqlStore {
             .into_iter()
             .map(|s| Ok((s, counts.get(s.as_str()).copied().unwrap_or(0))))
             .collect()
+    }
+
+    async fn emergency_access(
+        &self,
+        request: RequestId,
+    ) -> Result<Option<access_core::emergency::EmergencyAccess>, StoreError> {
+        self.emergency_one(request).await
+    }
+
+    async fn emergency_accesses(
+        &self,
+        filter: &access_core::emergency::EmergencyFilter,
+    ) -> Result<Vec<access_core::emergency::EmergencyAccess>, StoreError> {
+        self.emergency_list(filter).await
+    }
+
+    async fn emergency_unreviewed_count(&self) -> Result<u64, StoreError> {
+        self.emergency_unreviewed().await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

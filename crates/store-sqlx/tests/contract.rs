@@ -675,10 +675,24 @@ async fn stale_version_conflicts_and_rolls_back_everything() {
                 ],
                 jobs: vec![NewJob::at(JobKind::Expire { grant_id: g.id }, t(100))],
                 claimed: None,
+                emergency: vec![access_core::emergency::EmergencyWrite::Insert(
+                    access_core::emergency::EmergencyAccess {
+                        request_id: r.id,
+                        grant_id: g.id,
+                        subject: r.subject.clone(),
+                        resource: r.resource.clone(),
+                        duration: r.duration,
+                        justification: "outage".into(),
+                        granted_at: t(2),
+                        expires_at: t(100),
+                        review: None,
+                    },
+                )],
             })
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)), "{kind}: {err:?}");
+        assert_eq!(count(&store, "emergency_grants").await, 0, "{kind}");
         assert_eq!(
             (
                 count(&store, "audit_events").await,

@@ -1,0 +1,102 @@
+//! Break-glass from Slack: `request <resource> [duration] --emergency <justification>` and the
+//! Reviewed / Revoke now buttons of the notice (`docs/break-glass.md`).
+
+use access_core::emergency::ReviewOutcome;
+use access_core::engine::{EngineError, Submission};
+use access_core::ports::InboxError;
+use access_core::{AccessRequest, RequestId};
+
+use crate::blocks::action;
+use crate::commands::{self, Caller, Ctx};
+
+/// Files a break-glass request for the caller: their profile is read, guests and external
+/// people are held to the resource's `allow_guests` / `allow_external` as for any request, and
+/// the engine grants at once (or refuses, granting nothing).
+pub async fn submit(
+    ctx: Ctx<'_>,
+    caller: &Caller,
+    resource: String,
+    duration: Option<String>,
+    justification: String,
+) -> String {
+    let (subject, membership) = match commands::resolve_person(ctx.api, ctx.profiles, caller).await
+    {
+        Ok(s) => s,
+        Err(msg) => return msg,
+    };
+    if let Err(msg) = commands::admit_requester(ctx.engine, &resource, membership) {
+        return msg;
+    }
+    match ctx
+        .engine
+        .submit_emergency(Submission {
+            subject,
+            resource,
+            duration,
+            justification,
+            kind: access_core::request::RequestKind::New,
+        })
+        .await
+    {
+        Ok(r) => granted_text(&r),
+        Err(e @ EngineError::EmergencyNotAllowed { .. }) => format!(":no_entry: {e}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The answer to a break-glass request that was granted.
+pub fn granted_text(r: &AccessRequest) -> String {
+    format!(
+        ":rotating_light: Break-glass access to {} for {} granted without approval. Setting it up \
+         now; I'll message you with how to use it. The approvers and security have been alerted \
+         and will review this access.",
+        r.resource,
+        r.duration.human()
+    )
+}
+
+/// The outcome a notice button stands for, if `action_id` is one of them.
+pub fn outcome_of(action_id: &str) -> Option<ReviewOutcome> {
+    match action_id {
+        action::EMERGENCY_REVIEWED => Some(ReviewOutcome::Reviewed),
+        action::EMERGENCY_REVOKE => Some(ReviewOutcome::Revoked),
+        _ => None,
+    }
+}
+
+/// A click on Reviewed or Revoke now. Success shows in the updated notices; refusals go to the
+/// clicker alone. Fails transiently only before anything changed (the profile lookup).
+pub async fn click(
+    ctx: Ctx<'_>,
+    caller: &Caller,
+    outcome: ReviewOutcome,
+    value: &str,
+) -> Result<Option<String>, InboxError> {
+    let Ok(id) = value.parse::<RequestId>() else {
+        tracing::warn!(value, "break-glass review button without a request id");
+        return Ok(None);
+    };
+    match commands::check_approver(ctx.api, ctx.profiles, caller).await {
+        Ok(()) => {}
+        Err(commands::ProfileError::Transient(m)) => return Err(InboxError::Transient(m)),
+        Err(commands::ProfileError::Refused(msg)) => {
+            return Ok(Some(format!(":no_entry: {msg} Nothing was changed.")));
+        }
+    }
+    Ok(
+        match ctx
+            .engine
+            .review_emergency(id, caller.actor(), outcome)
+            .await
+        {
+            Ok(_) => None,
+            Err(
+                e @ (EngineError::SelfReview
+                | EngineError::NotApprover(_)
+                | EngineError::AlreadyReviewed { .. }
+                | EngineError::NotEmergency(_)),
+            ) => Some(format!(":no_entry: {e} Nothing was changed.")),
+            Err(e) => Some(e.to_string()),
+        },
+    )
+}
