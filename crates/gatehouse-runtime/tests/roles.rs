@@ -449,9 +449,9 @@ async fn each_role_is_requested_by_name_with_its_own_policy_and_binding() {
         assert!(
             events
                 .iter()
-                .any(|e| e.kind == access_core::AuditKind::AccessGranted),
+                .any(|e| e.record.kind == access_core::AuditKind::AccessGranted),
             "{k}: {:?}",
-            events.iter().map(|e| e.kind).collect::<Vec<_>>()
+            events.iter().map(|e| e.record.kind).collect::<Vec<_>>()
         );
         w.app.store.close().await;
     }
