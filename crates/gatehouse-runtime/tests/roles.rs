@@ -417,6 +417,15 @@ async fn each_role_is_requested_by_name_with_its_own_policy_and_binding() {
             "{k}: {status}"
         );
 
+        // Verbs that name a held resource want the role too.
+        for verb in ["revoke gcp-access", "extend gcp-access 1h"] {
+            assert_eq!(
+                w.command(ALICE, verb).await,
+                "'gcp-access' has several roles; say which one: gcp-access:editor, gcp-access:viewer.",
+                "{k}: {verb}"
+            );
+        }
+
         // Giving the viewer role back leaves the editor role's binding alone.
         let ack = w.command(ALICE, "revoke gcp-access:viewer").await;
         assert!(
