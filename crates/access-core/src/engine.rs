@@ -51,7 +51,10 @@ const CONFLICT_RETRIES: usize = 8;
 /// Why an operation was refused. `Display` is the text shown to the person.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("Unknown resource '{requested}'. Valid resources: {}.", valid.join(", "))]
+    /// `valid` lists what may be asked instead: every resource, or (when `requested` names a
+    /// resource with roles, or one of its roles) that resource's roles, which the text then
+    /// says (docs/roles.md).
+    #[error("{}", unknown_resource_text(requested, valid))]
     UnknownResource {
         requested: String,
         valid: Vec<String>,
@@ -314,6 +317,31 @@ impl JobResult {
     }
 }
 
+/// The text of [`EngineError::UnknownResource`]: a role list when every valid name is a role of
+/// the resource the person named (`gcp-access`, `gcp-access:admin`), else the resource list.
+fn unknown_resource_text(requested: &str, valid: &[String]) -> String {
+    let base = requested
+        .split_once(crate::ids::ROLE_SEPARATOR)
+        .map_or(requested, |(b, _)| b);
+    let prefix = format!("{base}{}", crate::ids::ROLE_SEPARATOR);
+    let roles_of_base =
+        !base.is_empty() && !valid.is_empty() && valid.iter().all(|v| v.starts_with(&prefix));
+    match (roles_of_base, requested == base) {
+        (true, true) => format!(
+            "'{base}' has several roles; say which one: {}.",
+            valid.join(", ")
+        ),
+        (true, false) => format!(
+            "Unknown role '{requested}'. Roles of '{base}': {}.",
+            valid.join(", ")
+        ),
+        _ => format!(
+            "Unknown resource '{requested}'. Valid resources: {}.",
+            valid.join(", ")
+        ),
+    }
+}
+
 /// The resources from configuration.
 #[derive(Debug, Clone, Default)]
 pub struct ResourceCatalog {
@@ -355,6 +383,34 @@ impl ResourceCatalog {
 
     pub fn names(&self) -> Vec<String> {
         self.resources.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// The offered roles of resource `base` (`gcp-access` → `gcp-access:editor`,
+    /// `gcp-access:viewer`); empty for a resource without roles.
+    pub fn roles_of(&self, base: &str) -> Vec<String> {
+        self.resources
+            .keys()
+            .filter(|k| k.role().is_some() && k.base() == base)
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    /// The refusal for a name that is not offered: when it names a resource with roles (bare,
+    /// or with a role it does not have), the valid choices are that resource's roles.
+    pub fn unknown(&self, name: &str) -> EngineError {
+        let requested: String = name.trim().chars().take(64 * 2 + 1).collect();
+        let base = requested
+            .split_once(crate::ids::ROLE_SEPARATOR)
+            .map_or(requested.as_str(), |(b, _)| b);
+        let roles = self.roles_of(base);
+        EngineError::UnknownResource {
+            valid: if roles.is_empty() {
+                self.names()
+            } else {
+                roles
+            },
+            requested,
+        }
     }
 }
 
@@ -731,10 +787,7 @@ impl Engine {
     fn resource(&self, name: &str) -> Result<&Resource, EngineError> {
         self.catalog
             .get(name)
-            .ok_or_else(|| EngineError::UnknownResource {
-                requested: name.trim().chars().take(64).collect(),
-                valid: self.catalog.names(),
-            })
+            .ok_or_else(|| self.catalog.unknown(name))
     }
 
     /// The resource a grant is ended through: active or retired (kept for revocation only).
@@ -742,10 +795,7 @@ impl Engine {
         self.catalog
             .get_for_revocation(name)
             .cloned()
-            .ok_or_else(|| EngineError::UnknownResource {
-                requested: name.to_string(),
-                valid: self.catalog.names(),
-            })
+            .ok_or_else(|| self.catalog.unknown(name))
     }
 
     fn summary(&self, r: &AccessRequest) -> RequestSummary {
@@ -2586,6 +2636,31 @@ mod tests {
             e.to_string(),
             "Unknown resource 'nope'. Valid resources: a, b."
         );
+        // A resource with roles: the bare name, or a role it does not have, lists its roles.
+        let catalog = ResourceCatalog::new(
+            ["gcp-access:viewer", "gcp-access:editor", "dev-network"].map(|id| {
+                serde_json::from_value::<Resource>(serde_json::json!({
+                    "id": id, "provider": "dry-run", "approval": {"mode": "auto"},
+                    "durations": {"default": "1h", "min": "1m", "max": "8h"},
+                }))
+                .unwrap()
+            }),
+        );
+        assert_eq!(
+            catalog.unknown("gcp-access").to_string(),
+            "'gcp-access' has several roles; say which one: gcp-access:editor, gcp-access:viewer."
+        );
+        assert_eq!(
+            catalog.unknown(" gcp-access:admin ").to_string(),
+            "Unknown role 'gcp-access:admin'. Roles of 'gcp-access': gcp-access:editor, gcp-access:viewer."
+        );
+        assert_eq!(
+            catalog.unknown("nope:x").to_string(),
+            "Unknown resource 'nope:x'. Valid resources: dev-network, gcp-access:editor, gcp-access:viewer."
+        );
+        assert!(catalog.get("gcp-access:editor").is_some());
+        assert!(catalog.get("gcp-access").is_none());
+        assert_eq!(catalog.roles_of("dev-network"), Vec::<String>::new());
         assert_eq!(
             EngineError::AlreadyDecided {
                 status: RequestStatus::Denied

@@ -84,34 +84,75 @@ pub struct IdParseError {
     pub input: String,
 }
 
-/// The name of a requestable resource (`gcp-access`, `dev-network`): lower-case letters, digits,
-/// `-`, `_` and `.`, starting with a letter or digit, at most 64 characters.
+/// The name of a requestable resource (`gcp-access`, `dev-network`), or of one role of a resource
+/// that offers several (`gcp-access:editor`, docs/roles.md).
+///
+/// A name is lower-case letters, digits, `-`, `_` and `.`, starting with a letter or digit, at
+/// most 64 characters; a role's id is two such names joined by exactly one `:`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ResourceId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "'{0}' is not a valid resource name (use lower-case letters, digits, '-', '_' or '.', at most 64 characters)"
+    "'{0}' is not a valid resource name (use lower-case letters, digits, '-', '_' or '.', at most 64 characters; a role is written resource:role)"
 )]
 pub struct ResourceIdError(pub String);
+
+/// Separates a resource's name from one of its roles.
+pub const ROLE_SEPARATOR: char = ':';
+
+/// One name: what a resource or a role may be called.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
+        })
+}
 
 impl ResourceId {
     pub fn parse(raw: &str) -> Result<Self, ResourceIdError> {
         let s = raw.trim();
-        let valid = !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && s.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
-            });
+        let valid = match s.split_once(ROLE_SEPARATOR) {
+            None => valid_name(s),
+            Some((resource, role)) => valid_name(resource) && valid_name(role),
+        };
         if valid {
             Ok(Self(s.to_string()))
         } else {
             Err(ResourceIdError(raw.chars().take(80).collect()))
         }
+    }
+
+    /// The id of role `role` of this resource (`gcp-access` + `editor` → `gcp-access:editor`).
+    /// Refused when this id is a role already or `role` is not a valid name.
+    pub fn with_role(&self, role: &str) -> Result<Self, ResourceIdError> {
+        if self.role().is_some() || !valid_name(role) {
+            return Err(ResourceIdError(
+                format!("{}{ROLE_SEPARATOR}{role}", self.0)
+                    .chars()
+                    .take(80)
+                    .collect(),
+            ));
+        }
+        Ok(Self(format!("{}{ROLE_SEPARATOR}{role}", self.0)))
+    }
+
+    /// The resource this id names: itself, or for a role the resource that offers it
+    /// (`gcp-access:editor` → `gcp-access`).
+    pub fn base(&self) -> &str {
+        self.0
+            .split_once(ROLE_SEPARATOR)
+            .map_or(self.0.as_str(), |(base, _)| base)
+    }
+
+    /// The role, for a role's id (`gcp-access:editor` → `editor`).
+    pub fn role(&self) -> Option<&str> {
+        self.0.split_once(ROLE_SEPARATOR).map(|(_, role)| role)
     }
 
     pub fn as_str(&self) -> &str {
@@ -178,6 +219,39 @@ mod tests {
         assert!(ResourceId::parse("-lead").is_err());
         assert!(ResourceId::parse("has space").is_err());
         assert!(ResourceId::parse(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn role_ids_parse() {
+        let editor = ResourceId::parse("gcp-access:editor").unwrap();
+        assert_eq!(editor.base(), "gcp-access");
+        assert_eq!(editor.role(), Some("editor"));
+        let plain = ResourceId::parse("gcp-access").unwrap();
+        assert_eq!(plain.base(), "gcp-access");
+        assert_eq!(plain.role(), None);
+        assert_eq!(
+            plain.with_role("viewer").unwrap().as_str(),
+            "gcp-access:viewer"
+        );
+        assert!(editor.with_role("x").is_err(), "a role has no roles");
+        assert!(plain.with_role("Bad").is_err());
+        assert!(plain.with_role("").is_err());
+        for bad in [
+            ":editor",
+            "gcp-access:",
+            "a:b:c",
+            "gcp-access::editor",
+            "gcp-access:Editor",
+            "gcp-access:-x",
+            "gcp access:x",
+        ] {
+            assert!(ResourceId::parse(bad).is_err(), "{bad}");
+        }
+        let long = format!("{}:{}", "a".repeat(64), "b".repeat(64));
+        assert!(ResourceId::parse(&long).is_ok());
+        assert!(ResourceId::parse(&format!("{long}b")).is_err());
+        let json = serde_json::to_string(&editor).unwrap();
+        assert_eq!(serde_json::from_str::<ResourceId>(&json).unwrap(), editor);
     }
 
     #[test]

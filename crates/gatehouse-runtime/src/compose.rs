@@ -199,6 +199,21 @@ impl App {
                 }
             }
         }
+        if let Some(cc) = &adapters.cloudconnexa {
+            // The configuration compared the roles' groups without NETWORK_GROUP_MAPPING; with
+            // the provider built, compare the groups it will really use.
+            let all: Vec<&access_core::resource::Resource> =
+                resources.iter().chain(&retired).collect();
+            for r in all.iter().filter(|r| r.id.role().is_some()) {
+                let family = all.iter().copied().filter(|o| o.id.base() == r.id.base());
+                crate::config::refuse_shared_access(family, &|o| {
+                    (o.provider == CloudConnexaProvider::KIND)
+                        .then(|| cc.group_name_for(o).ok())
+                        .flatten()
+                        .map(|g| format!("Cloud Connexa group {g}"))
+                })?;
+            }
+        }
         providers.extend(overrides.providers);
         for (name, p) in providers {
             builder = builder.provider_named(&name, TimeLimitedProvider::wrap(p, call_limit));

@@ -156,6 +156,39 @@ pub struct ResourceConfig {
     /// outside them); must lie within min_duration..max_duration.
     #[serde(default)]
     pub emergency_duration: Option<String>,
+    /// `[[resources.roles]]`: roles or levels of this resource, each requested as
+    /// `<resource>:<role>` (docs/roles.md). A resource with roles is offered only through them.
+    #[serde(default)]
+    pub roles: Vec<RoleConfig>,
+}
+
+/// One `[[resources.roles]]` entry (docs/roles.md): a role or level of its resource, offered as
+/// its own resource `<resource>:<id>`. What it leaves out is its resource's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// The role's name (`editor`): requested as `gcp-access:editor`.
+    pub id: String,
+    /// Default: the resource's description followed by the role in parentheses.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Provider settings merged over the resource's, key by key (GCP: `role`; Cloud Connexa:
+    /// `group`).
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
+    pub default_duration: Option<String>,
+    pub min_duration: Option<String>,
+    pub max_duration: Option<String>,
+    /// Replaces the resource's rules (not added to them).
+    #[serde(default)]
+    pub eligibility: Option<Vec<EligibilityRule>>,
+    #[serde(default)]
+    pub approval: Option<ApprovalPolicy>,
+    #[serde(default)]
+    pub extendable: Option<bool>,
+    /// This role alone is kept only so its grants end (see [`ResourceConfig::retired`]).
+    #[serde(default)]
+    pub retired: bool,
 }
 
 impl Config {
@@ -196,23 +229,172 @@ impl Config {
     fn all_resources(&self) -> Result<Vec<(Resource, bool)>, ConfigError> {
         let mut out: Vec<(Resource, bool)> = Vec::new();
         for rc in &self.resources {
-            let r = rc.to_resource()?;
-            if out.iter().any(|(o, _)| o.id == r.id) {
-                return Err(ConfigError::DuplicateResource(r.id.to_string()));
+            let entries = if rc.roles.is_empty() {
+                vec![(rc.to_resource()?, rc.retired)]
+            } else {
+                let roles = rc.role_resources()?;
+                refuse_shared_access(roles.iter().map(|(r, _)| r), &configured_access)?;
+                roles
+            };
+            // A resource and its roles share one name: two entries may not use it.
+            if let Some((r, _)) = entries.first()
+                && out.iter().any(|(o, _)| o.id.base() == r.id.base())
+            {
+                return Err(ConfigError::DuplicateResource(r.id.base().to_string()));
             }
-            out.push((r, rc.retired));
+            out.extend(entries);
         }
         Ok(out)
     }
 }
 
+/// What a resource's grants hold at its provider, when two resources could hold the same thing:
+/// a GCP role in a project, a Cloud Connexa group (named, or the network's `{network}-users`;
+/// the server checks again with `NETWORK_GROUP_MAPPING` once the provider is built).
+fn configured_access(resource: &Resource) -> Option<String> {
+    match resource.provider.as_str() {
+        "gcp-iam" => provider_gcp_iam::GcpIamSettings::of(resource)
+            .ok()
+            .map(|s| format!("GCP role {} in project {}", s.role, s.project)),
+        "cloudconnexa" => provider_cloudconnexa::ResourceSettings::parse(resource)
+            .ok()
+            .map(|s| format!("Cloud Connexa group {}", s.group_name(&Default::default()))),
+        _ => None,
+    }
+}
+
+/// Two roles of one resource must not hold the same access at the provider: one role's
+/// revocation or reconciliation would take away what the other still grants (docs/roles.md).
+pub fn refuse_shared_access<'r>(
+    roles: impl IntoIterator<Item = &'r Resource>,
+    access: &dyn Fn(&Resource) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<(String, &ResourceId)> = Vec::new();
+    for r in roles {
+        let Some(what) = access(r) else { continue };
+        if let Some((_, other)) = seen.iter().find(|(w, _)| *w == what) {
+            return Err(ConfigError::Resource {
+                id: r.id.to_string(),
+                message: format!(
+                    "roles '{other}' and '{}' both grant {what}: a person holding both would lose \
+                     one when the other ends. Give each role its own (GCP: settings.role; Cloud \
+                     Connexa: settings.group)",
+                    r.id
+                ),
+            });
+        }
+        seen.push((what, &r.id));
+    }
+    Ok(())
+}
+
 impl ResourceConfig {
+    /// The resource this entry offers when it has no roles.
     pub fn to_resource(&self) -> Result<Resource, ConfigError> {
+        self.build(self.resource_id()?)
+    }
+
+    /// The entry's own id: one name, never a role's `resource:role`.
+    fn resource_id(&self) -> Result<ResourceId, ConfigError> {
+        let id = ResourceId::parse(&self.id).map_err(|e| ConfigError::Resource {
+            id: self.id.clone(),
+            message: e.to_string(),
+        })?;
+        if id.role().is_some() {
+            return Err(ConfigError::Resource {
+                id: self.id.clone(),
+                message: "':' separates a resource from one of its roles; a resource's id cannot \
+                          contain it. Declare roles with [[resources.roles]] (docs/roles.md)"
+                    .into(),
+            });
+        }
+        Ok(id)
+    }
+
+    /// The resources this entry's roles offer, each with whether it is retired: the entry's
+    /// fields with the role's over them, named `<resource>:<role>`.
+    pub fn role_resources(&self) -> Result<Vec<(Resource, bool)>, ConfigError> {
+        let base = self.resource_id()?;
+        let mut out: Vec<(Resource, bool)> = Vec::new();
+        for role in &self.roles {
+            let id = base
+                .with_role(role.id.trim())
+                .map_err(|_| ConfigError::Resource {
+                    id: self.id.clone(),
+                    message: format!(
+                        "role '{}' is not a valid role name (use lower-case letters, digits, '-', \
+                     '_' or '.', starting with a letter or digit, at most 64 characters)",
+                        role.id
+                    ),
+                })?;
+            if out.iter().any(|(r, _)| r.id == id) {
+                return Err(ConfigError::Resource {
+                    id: self.id.clone(),
+                    message: format!("two roles are named '{}'", role.id.trim()),
+                });
+            }
+            let mut settings = self.settings.clone().unwrap_or_default();
+            if let Some(over) = &role.settings {
+                settings.extend(over.clone());
+            }
+            let entry = ResourceConfig {
+                id: id.to_string(),
+                description: match &role.description {
+                    Some(d) => d.clone(),
+                    None if self.description.is_empty() => String::new(),
+                    None => format!("{} ({})", self.description, role.id.trim()),
+                },
+                provider: self.provider.clone(),
+                settings: Some(settings),
+                default_duration: role
+                    .default_duration
+                    .clone()
+                    .or_else(|| self.default_duration.clone()),
+                min_duration: role
+                    .min_duration
+                    .clone()
+                    .or_else(|| self.min_duration.clone()),
+                max_duration: role
+                    .max_duration
+                    .clone()
+                    .or_else(|| self.max_duration.clone()),
+                eligibility: role
+                    .eligibility
+                    .clone()
+                    .unwrap_or_else(|| self.eligibility.clone()),
+                approval: role
+                    .approval
+                    .clone()
+                    .unwrap_or_else(|| self.approval.clone()),
+                extendable: role.extendable.or(self.extendable),
+                retired: self.retired || role.retired,
+                allow_guests: self.allow_guests,
+                allow_external: self.allow_external,
+                roles: Vec::new(),
+                // Break-glass is the resource's; a role approved automatically has no approval
+                // to break through (and nobody to review), so it does not take it.
+                emergency: false,
+                emergency_duration: None,
+            };
+            let breaks_glass = self.emergency && !entry.approval.is_auto();
+            let entry = ResourceConfig {
+                emergency: breaks_glass,
+                emergency_duration: self
+                    .emergency_duration
+                    .clone()
+                    .filter(|_| breaks_glass),
+                ..entry
+            };
+            out.push((entry.build(id)?, entry.retired));
+        }
+        Ok(out)
+    }
+
+    fn build(&self, id: ResourceId) -> Result<Resource, ConfigError> {
         let err = |message: String| ConfigError::Resource {
             id: self.id.clone(),
             message,
         };
-        let id = ResourceId::parse(&self.id).map_err(|e| err(e.to_string()))?;
         let dur = |v: &Option<String>,
                    fallback: AccessDuration,
                    what: &str|
@@ -540,6 +722,162 @@ approval = { mode = "approvers", approvers = { users = ["U1"] }, required = 2 }
         );
         assert!(resources(gcp("user_binding", "")).unwrap()[0].extendable);
         assert!(resources(gcp("user_binding", "extendable = true")).unwrap()[0].extendable);
+    }
+
+    const ROLES: &str = r#"
+[[resources]]
+id = "gcp-access"
+description = "GCP project"
+provider = "gcp-iam"
+default_duration = "1h"
+max_duration = "8h"
+eligibility = ["anyone"]
+approval = { mode = "auto" }
+settings = { project = "my-project-1", role = "roles/browser", mode = "user_binding" }
+
+[[resources.roles]]
+id = "viewer"
+settings = { role = "roles/viewer.custom" }
+
+[[resources.roles]]
+id = "editor"
+description = "Edit the project"
+settings = { role = "roles/editor.custom" }
+max_duration = "2h"
+eligibility = [{ email_domain = ["example.com"] }]
+approval = { mode = "approvers", approvers = { users = ["U1"] } }
+extendable = false
+"#;
+
+    /// Issue 17 item 3: every role is its own resource `<resource>:<role>`, with the resource's
+    /// fields where it says nothing; the resource itself is not offered bare.
+    #[test]
+    fn roles_become_resources() {
+        let rs = Config::from_toml(ROLES, "x").unwrap().resources().unwrap();
+        let ids: Vec<&str> = rs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["gcp-access:viewer", "gcp-access:editor"]);
+        let (viewer, editor) = (&rs[0], &rs[1]);
+        assert_eq!(viewer.description, "GCP project (viewer)");
+        assert_eq!(viewer.settings["role"], "roles/viewer.custom");
+        assert_eq!(viewer.settings["project"], "my-project-1");
+        assert_eq!(viewer.settings["mode"], "user_binding");
+        assert_eq!(viewer.durations.max.secs(), 8 * 3600);
+        assert!(viewer.approval.is_auto());
+        assert_eq!(viewer.eligibility, vec![EligibilityRule::Anyone]);
+        assert!(viewer.extendable);
+        assert_eq!(editor.description, "Edit the project");
+        assert_eq!(editor.settings["role"], "roles/editor.custom");
+        assert_eq!(editor.durations.max.secs(), 2 * 3600);
+        assert_eq!(editor.durations.default.secs(), 3600);
+        assert_eq!(editor.approval.required_approvals(), 1);
+        assert_eq!(editor.eligibility.len(), 1);
+        assert!(!editor.extendable);
+    }
+
+    #[test]
+    fn bad_roles_are_refused_with_their_name() {
+        let err = |text: String| {
+            Config::from_toml(&text, "x")
+                .and_then(|c| c.resources())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(ROLES.replace("id = \"editor\"", "id = \"Editor!\""));
+        assert_eq!(
+            e,
+            "resource 'gcp-access': role 'Editor!' is not a valid role name (use lower-case \
+             letters, digits, '-', '_' or '.', starting with a letter or digit, at most 64 characters)"
+        );
+        let e = err(ROLES.replace("id = \"editor\"", "id = \"a:b\""));
+        assert!(e.contains("role 'a:b' is not a valid role name"), "{e}");
+        let e = err(ROLES.replace("id = \"editor\"", "id = \"viewer\""));
+        assert_eq!(e, "resource 'gcp-access': two roles are named 'viewer'");
+        let e = err(ROLES.replace("id = \"gcp-access\"", "id = \"gcp-access:all\""));
+        assert!(
+            e.starts_with(
+                "resource 'gcp-access:all': ':' separates a resource from one of its roles"
+            ),
+            "{e}"
+        );
+        // A role's own settings and bounds are checked like a resource's, under the role's name.
+        let e = err(ROLES.replace("roles/editor.custom", "roles/owner"));
+        assert!(
+            e.starts_with("resource 'gcp-access:editor': settings:") && e.contains("basic role"),
+            "{e}"
+        );
+        let e = err(ROLES.replace("max_duration = \"2h\"", "max_duration = \"30m\""));
+        assert!(
+            e.starts_with("resource 'gcp-access:editor': default_duration (1h)"),
+            "{e}"
+        );
+        let e = err(ROLES.replace("extendable = false", "colour = \"red\""));
+        assert!(e.contains("colour"), "{e}");
+        // Two roles granting the same GCP role would take each other's access away.
+        let e = err(ROLES.replace("roles/editor.custom", "roles/viewer.custom"));
+        assert!(
+            e.starts_with(
+                "resource 'gcp-access:editor': roles 'gcp-access:viewer' and 'gcp-access:editor' \
+                 both grant GCP role roles/viewer.custom in project my-project-1"
+            ),
+            "{e}"
+        );
+        // Same for two roles of a Cloud Connexa network without their own groups.
+        let vpn = r#"
+[[resources]]
+id = "dev-network"
+provider = "cloudconnexa"
+approval = { mode = "auto" }
+settings = { network = "dev" }
+[[resources.roles]]
+id = "users"
+[[resources.roles]]
+id = "admins"
+"#;
+        let e = err(vpn.to_string());
+        assert!(
+            e.contains("both grant Cloud Connexa group dev-users"),
+            "{e}"
+        );
+        let fixed = vpn.replace(
+            "id = \"admins\"",
+            "id = \"admins\"\nsettings = { group = \"dev-admins\" }",
+        );
+        let rs = Config::from_toml(&fixed, "x").unwrap().resources().unwrap();
+        assert_eq!(rs[1].settings["group"], "dev-admins");
+        assert_eq!(rs[1].settings["network"], "dev");
+        // A resource and another's roles cannot share a name.
+        let e = err(format!(
+            "{ROLES}\n[[resources]]\nid = \"gcp-access\"\nprovider = \"dry-run\"\napproval = {{ mode = \"auto\" }}\n"
+        ));
+        assert_eq!(e, "two resources are named 'gcp-access'");
+    }
+
+    /// A role can be retired alone (its grants still end); retiring the resource retires all.
+    #[test]
+    fn roles_retire_alone_or_together() {
+        let one = ROLES.replace("extendable = false", "extendable = false\nretired = true");
+        let c = Config::from_toml(&one, "x").unwrap();
+        let offered: Vec<String> = c
+            .resources()
+            .unwrap()
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(offered, ["gcp-access:viewer"]);
+        let retired: Vec<String> = c
+            .retired_resources()
+            .unwrap()
+            .iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        assert_eq!(retired, ["gcp-access:editor"]);
+        let all = ROLES.replace(
+            "eligibility = [\"anyone\"]",
+            "eligibility = [\"anyone\"]\nretired = true",
+        );
+        let c = Config::from_toml(&all, "x").unwrap();
+        assert!(c.resources().unwrap().is_empty());
+        assert_eq!(c.retired_resources().unwrap().len(), 2);
     }
 
     #[test]

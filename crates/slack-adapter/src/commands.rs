@@ -322,11 +322,10 @@ pub fn precheck(
     justification: Option<&str>,
 ) -> Result<(), (Field, String)> {
     let Some(r) = engine.catalog().get(resource) else {
-        let e = EngineError::UnknownResource {
-            requested: resource.trim().chars().take(64).collect(),
-            valid: engine.catalog().names(),
-        };
-        return Err((Field::Resource, e.to_string()));
+        return Err((
+            Field::Resource,
+            engine.catalog().unknown(resource).to_string(),
+        ));
     };
     let requested = match duration.map(str::trim).filter(|d| !d.is_empty()) {
         Some(d) => Some(
@@ -572,11 +571,15 @@ pub async fn status_text(engine: &Engine, caller: &Caller, surface: Surface) -> 
             .get(resource.as_str())
             .filter(|r| r.provider == "cloudconnexa")
             .map(|r| {
-                r.settings
+                let network = r
+                    .settings
                     .get("network")
                     .and_then(|n| n.as_str())
-                    .unwrap_or(r.id.as_str())
-                    .to_string()
+                    .unwrap_or(r.id.as_str());
+                match r.id.role() {
+                    Some(role) => format!("{network} ({role})"),
+                    None => network.to_string(),
+                }
             })
     };
     if !status.grants.is_empty() && surface == Surface::VpnAccess {
@@ -649,15 +652,20 @@ fn describe(r: &Resource) -> String {
 /// How messages name what a resource gives: the GCP document's "GCP workspace access", the Cloud
 /// Connexa document's "VPN access to `network`", or "access to `resource`".
 pub fn access_noun(r: &access_core::Resource) -> String {
+    // A role of a resource (docs/roles.md) says which role, so holding two stays readable.
+    let role =
+        r.id.role()
+            .map(|role| format!(" ({role})"))
+            .unwrap_or_default();
     match r.provider.as_str() {
-        "gcp-iam" => "GCP workspace access".to_string(),
+        "gcp-iam" => format!("GCP workspace access{role}"),
         "cloudconnexa" => {
             let network = r
                 .settings
                 .get("network")
                 .and_then(|n| n.as_str())
                 .unwrap_or(r.id.as_str());
-            format!("VPN access to {network}")
+            format!("VPN access to {network}{role}")
         }
         _ => format!("access to {}", r.id),
     }

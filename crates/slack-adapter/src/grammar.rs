@@ -1,7 +1,8 @@
 //! The command grammar, shared by `/access …`, `/vpn-access …` and direct messages to the bot.
 //!
 //! ```text
-//! request <resource> [duration] <justification>   justification quoted ("…", “…”) or not
+//! request <resource> [duration] <justification>   justification quoted ("…", “…”) or not;
+//!                                                 <resource> may be a role: gcp-access:editor
 //! request <resource> [duration] --emergency <justification>   break-glass (docs/break-glass.md)
 //! status | list | help [manage]
 //! revoke <resource>
@@ -382,9 +383,9 @@ pub fn help_text(surface: Surface, topic: HelpTopic) -> String {
     let p = surface.prefix();
     let mut s = format!(
         "*Gatehouse: temporary access on request*\n\
-         • `{p}request <resource> [duration] <reason>`: request temporary access, e.g. `{p}request dev-network 4 Running database migration` or `{p}request gcp-access \"Need to debug CI infrastructure issues\"` (duration like 30m, 4h, 2d; a bare number means hours)\n\
+         • `{p}request <resource> [duration] <reason>`: request temporary access, e.g. `{p}request dev-network 4 Running database migration` or `{p}request gcp-access \"Need to debug CI infrastructure issues\"` (duration like 30m, 4h, 2d; a bare number means hours); a resource with several roles is requested as `<resource>:<role>`, e.g. `{p}request gcp-access:editor 4h Deploying the fix`\n\
          • `{p}status`: your active access with time left, and your pending requests\n\
-         • `{p}list`: resources you can request\n\
+         • `{p}list`: resources (and their roles) you can request\n\
          • `{p}revoke <resource>`: give access back early\n\
          • `{p}extend <resource> [duration]`: ask for more time on active access\n\
          • `{p}cancel <resource>`: withdraw a pending request\n\

@@ -77,6 +77,34 @@ fn unquoted_justification_without_duration() {
     );
 }
 
+/// Issue 17 item 3: a role is part of the resource word (`gcp-access:editor`), on every surface
+/// and with every verb that names a resource.
+#[test]
+fn a_role_is_part_of_the_resource_word() {
+    for s in ALL {
+        assert_eq!(
+            parse("request gcp-access:editor 4h \"Deploying the fix\"", s).unwrap(),
+            req("gcp-access:editor", Some("4h"), "\"Deploying the fix\"")
+        );
+        assert_eq!(
+            parse("revoke gcp-access:viewer", s).unwrap(),
+            Command::Revoke {
+                resource: "gcp-access:viewer".into()
+            }
+        );
+        assert_eq!(
+            parse("cancel dev-network:admins", s).unwrap(),
+            Command::Cancel {
+                target: "dev-network:admins".into()
+            }
+        );
+    }
+    assert!(
+        help_text(Surface::Access, HelpTopic::General)
+            .contains("`/access request gcp-access:editor 4h Deploying the fix`")
+    );
+}
+
 #[test]
 fn duration_spellings() {
     for (text, d) in [
