@@ -774,6 +774,20 @@ extendable = false
         assert!(!editor.extendable);
     }
 
+    /// A resource's break-glass carries over to its roles that have approvers (who review the
+    /// emergency grants), not to those approved automatically.
+    #[test]
+    fn roles_with_approvers_inherit_break_glass() {
+        let text = ROLES.replacen(
+            "approval = { mode = \"auto\" }\n",
+            "approval = { mode = \"auto\" }\nemergency = true\nemergency_duration = \"30m\"\n",
+            1,
+        );
+        let rs = Config::from_toml(&text, "x").unwrap().resources().unwrap();
+        assert!(rs[0].emergency.is_none(), "viewer is approved automatically");
+        assert_eq!(rs[1].emergency.unwrap().duration.secs(), 1800, "editor");
+    }
+
     #[test]
     fn bad_roles_are_refused_with_their_name() {
         let err = |text: String| {
