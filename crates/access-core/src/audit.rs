@@ -41,10 +41,13 @@ pub enum AuditKind {
     ProviderEvent,
     /// A reconciliation repair.
     DriftRepaired,
+    /// Someone outside the admin group tried an admin command (`/access admin …`); nothing
+    /// changed. `details.command` says which.
+    AdminCommandRefused,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 14] = [
+    pub const ALL: [AuditKind; 15] = [
         AuditKind::AccessRequested,
         AuditKind::ApprovalRecorded,
         AuditKind::AccessApproved,
@@ -59,6 +62,7 @@ impl AuditKind {
         AuditKind::AccessExpired,
         AuditKind::ProviderEvent,
         AuditKind::DriftRepaired,
+        AuditKind::AdminCommandRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +81,7 @@ impl AuditKind {
             AuditKind::AccessExpired => "access_expired",
             AuditKind::ProviderEvent => "provider_event",
             AuditKind::DriftRepaired => "drift_repaired",
+            AuditKind::AdminCommandRefused => "admin_command_refused",
         }
     }
 
