@@ -146,6 +146,8 @@ impl App {
                     .approval_channel
                     .clone()
                     .or_else(|| config.server.approval_channel.clone()),
+                admins: config.server.admin_set()?,
+                request_limits: config.server.rate_limits.request_limits()?,
                 ..EngineSettings::default()
             });
 
@@ -199,7 +201,10 @@ impl App {
             builder = builder.provider_named(&name, TimeLimitedProvider::wrap(p, call_limit));
         }
 
-        let slack = SlackConfig::from_env();
+        let mut slack = SlackConfig::from_env();
+        slack.workspace_limiter = Arc::new(slack_adapter::ratelimit::WorkspaceLimiter::new(
+            config.server.rate_limits.workspace_limits(),
+        ));
         adapters.slack_install =
             crate::slack_installations::install_flow_from_env(store.clone())
                 .map_err(|e| ComposeError::Adapter(format!("Slack installation: {e}")))?;

@@ -468,6 +468,7 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
             }
         }
         Command::Cancel { target } => cancel(engine, caller, surface, &target).await,
+        Command::Admin(a) => crate::admin_commands::execute(ctx, caller, surface, a).await,
     }
 }
 
