@@ -1,6 +1,7 @@
 //! `/access admin …` (issue 17 item 4, docs/admin-commands.md), end to end through Slack against
 //! the fake Slack: signed slash command (or DM) → router → inbox job → engine → answer; on
 //! SQLite and, with `TEST_DATABASE_URL`, PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Rate limits (issue 17 item 5, docs/rate-limits.md), end to end through Slack against the fake
 //! Slack: the per-person request limits (counted in the database, on SQLite and PostgreSQL) on
 //! the slash command, DMs and the request form; the per-workspace limit on the Slack endpoints.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
