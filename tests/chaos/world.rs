@@ -42,6 +42,13 @@ job_lease_secs = 3
 reconcile_interval_secs = 60
 call_timeout_secs = 10
 
+# Each simulated person runs lifecycle after lifecycle, far faster than a person would:
+# the per-person and per-workspace limits (docs/rate-limits.md) are not what this test is about.
+[server.rate_limits]
+requests_per_person = 0
+pending_per_person = 0
+workspace_burst = 0
+
 [[resources]]
 id = "chaos-vpn"
 description = "Chaos VPN (Cloud Connexa)"

@@ -94,6 +94,10 @@ impl From<EngineError> for ApiError {
             EngineError::EmergencyNotAllowed { .. }
             | EngineError::EmergencyAlreadyLive { .. }
             | EngineError::AlreadyReviewed { .. } => StatusCode::CONFLICT,
+            EngineError::NotAdmin(_) => StatusCode::FORBIDDEN,
+            EngineError::RateLimited { .. } | EngineError::TooManyPending { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = ?e, "admin API internal error");

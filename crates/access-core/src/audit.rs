@@ -50,10 +50,13 @@ pub enum AuditKind {
     /// Break-glass: an approver reviewed an emergency grant (`details.outcome`: `reviewed` or
     /// `revoked`).
     EmergencyReviewed,
+    /// Someone outside the admin group tried an admin command (`/access admin …`); nothing
+    /// changed. `details.command` says which.
+    AdminCommandRefused,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 18] = [
+    pub const ALL: [AuditKind; 19] = [
         AuditKind::AccessRequested,
         AuditKind::ApprovalRecorded,
         AuditKind::AccessApproved,
@@ -72,6 +75,7 @@ impl AuditKind {
         AuditKind::WebhookEnabled,
         AuditKind::EmergencyGranted,
         AuditKind::EmergencyReviewed,
+        AuditKind::AdminCommandRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +98,7 @@ impl AuditKind {
             AuditKind::WebhookEnabled => "webhook_enabled",
             AuditKind::EmergencyGranted => "emergency_granted",
             AuditKind::EmergencyReviewed => "emergency_reviewed",
+            AuditKind::AdminCommandRefused => "admin_command_refused",
         }
     }
 

@@ -42,8 +42,11 @@ use crate::request::{
 use crate::resource::{ApprovalPolicy, Justification, JustificationError, Resource};
 use crate::subject::{Subject, SubjectKey};
 
-mod webhook_delivery;
+/// Slack admin commands (`/access admin …`, issue 17): admin membership and what admins may do.
+mod admin;
 mod emergency;
+mod webhook_delivery;
+pub use admin::{ADMIN_LIST_READ, AdminError};
 
 /// How many times an operation re-reads and retries after losing a compare-and-set.
 const CONFLICT_RETRIES: usize = 8;
@@ -142,6 +145,71 @@ pub enum EngineError {
     },
     #[error("You cannot review your own emergency access; another approver must.")]
     SelfReview,
+    /// An admin command (`/access admin …`) from someone outside the admin group.
+    #[error("{0}")]
+    NotAdmin(#[from] AdminError),
+    /// The per-person request limit (`[server.rate_limits]`, docs/rate-limits.md).
+    #[error(
+        "You have filed {limit} access requests in the last {}, the most allowed. You can ask again at {} (in {}).",
+        window.human(),
+        retry_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        crate::grant::format_remaining(*wait)
+    )]
+    RateLimited {
+        limit: u32,
+        window: AccessDuration,
+        retry_at: DateTime<Utc>,
+        wait: chrono::Duration,
+    },
+    /// The per-person limit on pending requests.
+    #[error("{}", too_many_pending_text(*limit, *pending, *first_times_out))]
+    TooManyPending {
+        limit: u32,
+        pending: u64,
+        first_times_out: Option<DateTime<Utc>>,
+    },
+}
+
+fn too_many_pending_text(limit: u32, pending: u64, first: Option<DateTime<Utc>>) -> String {
+    let mut s = format!(
+        "You already have {pending} requests waiting for a decision, the most allowed at once ({limit}). \
+         You can ask again as soon as one of them is approved, denied or cancelled (`cancel <resource>` withdraws one)"
+    );
+    if let Some(at) = first {
+        s.push_str(&format!(
+            "; at the latest when the oldest times out at {}",
+            at.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
+    s.push('.');
+    s
+}
+
+impl From<crate::limits::LimitRefusal> for EngineError {
+    fn from(r: crate::limits::LimitRefusal) -> Self {
+        match r {
+            crate::limits::LimitRefusal::TooManyRequests {
+                limit,
+                window,
+                retry_at,
+                wait,
+            } => EngineError::RateLimited {
+                limit,
+                window,
+                retry_at,
+                wait,
+            },
+            crate::limits::LimitRefusal::TooManyPending {
+                limit,
+                pending,
+                first_times_out,
+            } => EngineError::TooManyPending {
+                limit,
+                pending,
+                first_times_out,
+            },
+        }
+    }
 }
 
 impl EngineError {
@@ -175,6 +243,9 @@ impl EngineError {
             EngineError::NotEmergency(_) => "not_emergency",
             EngineError::AlreadyReviewed { .. } => "already_reviewed",
             EngineError::SelfReview => "not_approver",
+            EngineError::NotAdmin(_) => "not_admin",
+            EngineError::RateLimited { .. } => "rate_limited",
+            EngineError::TooManyPending { .. } => "too_many_pending",
         }
     }
 }
@@ -222,6 +293,10 @@ pub struct EngineSettings {
     pub approval_channel: Option<String>,
     /// Where break-glass notices go besides the approvers' channel (`[server] security_channel`).
     pub security_channel: Option<String>,
+    /// Who may use the Slack admin commands (`[server] admins`); empty: nobody.
+    pub admins: crate::resource::ApproverSet,
+    /// Per-person limits on filing requests (`[server.rate_limits]`); off by default here.
+    pub request_limits: crate::limits::RequestLimits,
 }
 
 impl Default for EngineSettings {
@@ -231,6 +306,11 @@ impl Default for EngineSettings {
             job_concurrency: 8,
             approval_channel: None,
             security_channel: None,
+            admins: crate::resource::ApproverSet::default(),
+            // Off for an engine embedded as a library (and the unit tests); the server's
+            // configuration applies the issue-17 defaults (10 an hour, 3 pending) unless told
+            // otherwise (`gatehouse_runtime::config::RateLimitsSection`).
+            request_limits: crate::limits::RequestLimits::OFF,
         }
     }
 }
@@ -932,11 +1012,18 @@ impl Engine {
             None => None,
         };
         let duration = resource.durations.check(requested)?;
-        let (live, pending) = self
-            .store
-            .live_grant_and_pending(&s.subject.key(), &resource.id)
-            .await?;
         let now = self.now();
+        // The live grant, the pending request for this resource and the per-person limit
+        // figures, in one read (docs/rate-limits.md).
+        let facts = self
+            .store
+            .submission_facts(
+                &s.subject.key(),
+                &resource.id,
+                self.settings.request_limits.query(now),
+            )
+            .await?;
+        let (live, pending) = (facts.live, facts.pending);
         let justification = match s.kind {
             RequestKind::New => {
                 // A new request on a live grant lengthens it; a resource that cannot be extended
@@ -998,6 +1085,10 @@ impl Engine {
                 request: p,
             });
         }
+        // Per-person limits, last: a request refused for another reason says that reason.
+        // Break-glass (issue 17 item 1) hook: an emergency request is to be decided here,
+        // whether it is exempt from these limits (it is not implemented in this change).
+        self.settings.request_limits.check(&facts.rate, now)?;
 
         let mut request = AccessRequest {
             id: RequestId::new(),
@@ -1373,7 +1464,10 @@ impl Engine {
             .grant(id)
             .await?
             .ok_or(EngineError::GrantNotFound(id))?;
-        if !(by.is_subject(&grant.subject) || matches!(by, Actor::Admin { .. } | Actor::System)) {
+        if !(by.is_subject(&grant.subject)
+            || matches!(by, Actor::Admin { .. } | Actor::System)
+            || self.is_admin(&by).await)
+        {
             return Err(EngineError::NotYours);
         }
         match grant.status {

@@ -43,6 +43,7 @@ pub mod grant;
 pub mod ids;
 pub mod jobs;
 pub mod keys;
+pub mod limits;
 pub mod notification;
 pub mod policy;
 pub mod ports;

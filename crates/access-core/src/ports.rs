@@ -22,6 +22,7 @@ use crate::emergency::{EmergencyAccess, EmergencyFilter, EmergencyWrite};
 use crate::grant::{Grant, GrantStatus};
 use crate::ids::{AuditEventId, GrantId, JobId, RequestId, ResourceId};
 use crate::jobs::{InboxItem, Job, JobStats, JobStatus, NewJob};
+use crate::limits::{RateFacts, RateQuery};
 use crate::notification::{DeliveredSecret, MessageRef, Notification, RequestSummary};
 use crate::request::{AccessRequest, Decision, RequestStatus};
 use crate::resource::{EligibilityRule, Resource};
@@ -480,6 +481,83 @@ pub trait Store: Send + Sync + Debug + 'static {
         Ok((live, pending.first().map(|r| r.id)))
     }
 
+    /// What filing a request needs to know, in one read: [`Self::live_grant_and_pending`] and,
+    /// when `rate` is given, the figures of the per-person request limits
+    /// ([`crate::limits::RateFacts`]: the `rate.nth` newest request of `subject` if it was created
+    /// at or after `rate.since`, the number of their pending requests on every resource and the
+    /// earliest `pending_until` among them). The default makes separate calls.
+    async fn submission_facts(
+        &self,
+        subject: &SubjectKey,
+        resource: &ResourceId,
+        rate: Option<RateQuery>,
+    ) -> Result<SubmissionFacts, StoreError> {
+        let (live, pending) = self.live_grant_and_pending(subject, resource).await?;
+        let mut facts = RateFacts::default();
+        if let Some(q) = rate {
+            let recent = self
+                .requests(&RequestFilter {
+                    subject: Some(subject.clone()),
+                    limit: Some(q.nth),
+                    ..Default::default()
+                })
+                .await?;
+            facts.window_nth_newest = recent
+                .get(q.nth.saturating_sub(1) as usize)
+                .map(|r| r.created_at)
+                .filter(|at| *at >= q.since);
+            let open = self
+                .requests(&RequestFilter {
+                    status: Some(RequestStatus::Pending),
+                    subject: Some(subject.clone()),
+                    limit: Some(1000),
+                    ..Default::default()
+                })
+                .await?;
+            facts.pending_total = open.len() as u64;
+            facts.first_pending_until = open.iter().filter_map(|r| r.pending_until).min();
+        }
+        Ok(SubmissionFacts {
+            live,
+            pending,
+            rate: facts,
+        })
+    }
+
+    /// The newest `limit` audit events about `subject` (`team/user`, as
+    /// [`AuditRecord::subject`]) or done by `actor_id` (as [`crate::request::Actor::id`]), newest
+    /// first (`/access admin audit @user`). The default pages through the subject's events and
+    /// keeps the newest (it does not see events where the person only acted).
+    async fn recent_audit_events(
+        &self,
+        subject: &str,
+        actor_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let _ = actor_id;
+        let mut newest: std::collections::VecDeque<AuditEvent> = Default::default();
+        let mut after = None;
+        loop {
+            let page = self
+                .audit_events(&AuditFilter {
+                    after_seq: after,
+                    subject: Some(subject.to_string()),
+                    limit: Some(1000),
+                    ..Default::default()
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            for e in page {
+                newest.push_back(e);
+                if newest.len() > limit as usize {
+                    newest.pop_front();
+                }
+            }
+        }
+        Ok(newest.into_iter().rev().collect())
+    }
+
     /// Records the messages that finished jobs posted and marks the jobs done (as
     /// [`Self::complete_jobs`]), in one write. Returns how many jobs were still owned by their
     /// claim. The default makes one call per message, then completes the jobs.
@@ -512,6 +590,17 @@ pub trait Store: Send + Sync + Debug + 'static {
     ) -> Result<Vec<EmergencyAccess>, StoreError>;
     /// How many break-glass grants no approver has reviewed yet (the metric).
     async fn emergency_unreviewed_count(&self) -> Result<u64, StoreError>;
+}
+
+/// What [`Store::submission_facts`] reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubmissionFacts {
+    /// The live grant of the subject on the resource.
+    pub live: Option<Grant>,
+    /// The subject's newest pending request for the resource.
+    pub pending: Option<RequestId>,
+    /// The per-person limit figures (all zero when no [`RateQuery`] was given).
+    pub rate: RateFacts,
 }
 
 // ------------------------------------------------------------------------------------------------

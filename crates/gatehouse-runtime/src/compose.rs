@@ -152,6 +152,8 @@ impl App {
                     .clone()
                     .or_else(|| config.server.security_channel.clone())
                     .filter(|c| !c.trim().is_empty()),
+                admins: config.server.admin_set()?,
+                request_limits: config.server.rate_limits.request_limits()?,
             });
 
         let mut adapters = Adapters::default();
@@ -219,7 +221,10 @@ impl App {
             builder = builder.provider_named(&name, TimeLimitedProvider::wrap(p, call_limit));
         }
 
-        let slack = SlackConfig::from_env();
+        let mut slack = SlackConfig::from_env();
+        slack.workspace_limiter = Arc::new(slack_adapter::ratelimit::WorkspaceLimiter::new(
+            config.server.rate_limits.workspace_limits(),
+        ));
         adapters.slack_install =
             crate::slack_installations::install_flow_from_env(store.clone())
                 .map_err(|e| ComposeError::Adapter(format!("Slack installation: {e}")))?;

@@ -39,6 +39,8 @@ pub enum ConfigError {
     Env { name: &'static str, message: String },
     #[error("webhook '{id}': {message}")]
     Webhook { id: String, message: String },
+    #[error("[server] {0}")]
+    Server(String),
 }
 
 /// The whole configuration file.
@@ -91,6 +93,102 @@ pub struct ServerSection {
     /// … or this many seconds after the last one if any event was added since (default 300).
     #[serde(default)]
     pub audit_checkpoint_secs: Option<u64>,
+    /// Who may use the Slack admin commands (`/access admin …`, docs/admin-commands.md); nobody
+    /// when absent.
+    #[serde(default)]
+    pub admins: Option<AdminsSection>,
+    /// `[server.rate_limits]` (docs/rate-limits.md).
+    #[serde(default)]
+    pub rate_limits: RateLimitsSection,
+}
+
+/// `[server] admins = { users = […], slack_groups = […], groups = […] }`: spelled as a resource's
+/// approver set (Slack user ids, Slack user group ids, directory groups).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminsSection {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub slack_groups: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[server.rate_limits]`: every key optional; 0 turns a limit off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsSection {
+    /// Requests one person may file per `request_window` (default 10).
+    #[serde(default)]
+    pub requests_per_person: Option<u32>,
+    /// The window of `requests_per_person` (default "1h").
+    #[serde(default)]
+    pub request_window: Option<String>,
+    /// Requests of one person that may wait for a decision at once (default 3).
+    #[serde(default)]
+    pub pending_per_person: Option<u32>,
+    /// Slack deliveries one workspace may send at once (default 100).
+    #[serde(default)]
+    pub workspace_burst: Option<u32>,
+    /// … refilled at this many per minute (default 1800, i.e. 30 a second).
+    #[serde(default)]
+    pub workspace_per_minute: Option<u32>,
+}
+
+impl RateLimitsSection {
+    /// The per-person limits the engine applies to every submission.
+    pub fn request_limits(&self) -> Result<access_core::limits::RequestLimits, ConfigError> {
+        let d = access_core::limits::RequestLimits::default();
+        let window = match &self.request_window {
+            Some(w) => w
+                .parse::<AccessDuration>()
+                .map_err(|e| ConfigError::Server(format!("rate_limits.request_window: {e}")))?,
+            None => d.window,
+        };
+        Ok(access_core::limits::RequestLimits {
+            requests: self.requests_per_person.unwrap_or(d.requests),
+            window,
+            pending: self.pending_per_person.unwrap_or(d.pending),
+        })
+    }
+
+    /// The per-workspace limits of the Slack endpoints.
+    pub fn workspace_limits(&self) -> slack_adapter::ratelimit::WorkspaceLimits {
+        let d = slack_adapter::ratelimit::WorkspaceLimits::DEFAULT;
+        slack_adapter::ratelimit::WorkspaceLimits {
+            burst: self.workspace_burst.unwrap_or(d.burst),
+            per_minute: self.workspace_per_minute.unwrap_or(d.per_minute),
+        }
+    }
+}
+
+impl ServerSection {
+    /// The admin group, checked: ids are not blank.
+    pub fn admin_set(&self) -> Result<access_core::ApproverSet, ConfigError> {
+        let Some(a) = &self.admins else {
+            return Ok(access_core::ApproverSet::default());
+        };
+        let clean = |what: &str, v: &[String]| -> Result<Vec<String>, ConfigError> {
+            v.iter()
+                .map(|s| {
+                    let s = s.trim();
+                    if s.is_empty() {
+                        Err(ConfigError::Server(format!(
+                            "admins.{what}: an entry is empty"
+                        )))
+                    } else {
+                        Ok(s.to_string())
+                    }
+                })
+                .collect()
+        };
+        Ok(access_core::ApproverSet {
+            users: clean("users", &a.users)?,
+            slack_groups: clean("slack_groups", &a.slack_groups)?,
+            groups: clean("groups", &a.groups)?,
+        })
+    }
 }
 
 /// `[database]`: session settings of the store's connections (the URL itself is a secret and
@@ -379,10 +477,7 @@ impl ResourceConfig {
             let breaks_glass = self.emergency && !entry.approval.is_auto();
             let entry = ResourceConfig {
                 emergency: breaks_glass,
-                emergency_duration: self
-                    .emergency_duration
-                    .clone()
-                    .filter(|_| breaks_glass),
+                emergency_duration: self.emergency_duration.clone().filter(|_| breaks_glass),
                 ..entry
             };
             out.push((entry.build(id)?, entry.retired));
@@ -784,7 +879,10 @@ extendable = false
             1,
         );
         let rs = Config::from_toml(&text, "x").unwrap().resources().unwrap();
-        assert!(rs[0].emergency.is_none(), "viewer is approved automatically");
+        assert!(
+            rs[0].emergency.is_none(),
+            "viewer is approved automatically"
+        );
         assert_eq!(rs[1].emergency.unwrap().duration.secs(), 1800, "editor");
     }
 
@@ -972,6 +1070,53 @@ id = "admins"
                 .as_deref()
                 == Some("security-alerts")
         );
+    }
+
+    /// Issue 17: `[server] admins` and `[server.rate_limits]`, with the server's defaults when
+    /// absent and a clear error for a bad value.
+    #[test]
+    fn admins_and_rate_limits() {
+        let c = Config::from_toml("", "x").unwrap();
+        assert!(c.server.admin_set().unwrap().is_empty());
+        let limits = c.server.rate_limits.request_limits().unwrap();
+        assert_eq!(
+            (limits.requests, limits.window.secs(), limits.pending),
+            (10, 3600, 3)
+        );
+        assert_eq!(
+            c.server.rate_limits.workspace_limits(),
+            slack_adapter::ratelimit::WorkspaceLimits::DEFAULT
+        );
+
+        let c = Config::from_toml(
+            "[server]\nadmins = { users = [\"U1\"], slack_groups = [\"S1\"] }\n\
+             [server.rate_limits]\nrequests_per_person = 0\nrequest_window = \"30m\"\n\
+             pending_per_person = 5\nworkspace_burst = 0\n",
+            "x",
+        )
+        .unwrap();
+        let admins = c.server.admin_set().unwrap();
+        assert_eq!(admins.users, vec!["U1"]);
+        assert_eq!(admins.slack_groups, vec!["S1"]);
+        let limits = c.server.rate_limits.request_limits().unwrap();
+        assert_eq!(
+            (limits.requests, limits.window.secs(), limits.pending),
+            (0, 1800, 5)
+        );
+        assert!(c.server.rate_limits.workspace_limits().is_off());
+
+        let bad =
+            Config::from_toml("[server.rate_limits]\nrequest_window = \"soon\"\n", "x").unwrap();
+        let e = bad.server.rate_limits.request_limits().unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("[server] rate_limits.request_window"),
+            "{e}"
+        );
+        let typo = Config::from_toml("[server]\nadmins = { user = [\"U1\"] }\n", "x");
+        assert!(typo.unwrap_err().to_string().contains("user"));
+        let blank = Config::from_toml("[server]\nadmins = { users = [\" \"] }\n", "x").unwrap();
+        assert!(blank.server.admin_set().is_err());
     }
 
     #[test]

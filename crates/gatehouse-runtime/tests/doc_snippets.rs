@@ -73,6 +73,12 @@ fn check(snippet: &str) -> Result<(), String> {
     };
     let config = Config::from_toml(&text, "snippet").map_err(|e| e.to_string())?;
     config.resources().map_err(|e| e.to_string())?;
+    config.server.admin_set().map_err(|e| e.to_string())?;
+    config
+        .server
+        .rate_limits
+        .request_limits()
+        .map_err(|e| e.to_string())?;
     check_webhooks(&config)
 }
 

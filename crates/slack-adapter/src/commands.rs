@@ -479,6 +479,7 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
             }
             crate::emergency::submit(ctx, caller, resource, duration, justification).await
         }
+        Command::Admin(a) => crate::admin_commands::execute(ctx, caller, surface, a).await,
     }
 }
 

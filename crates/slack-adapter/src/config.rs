@@ -58,6 +58,10 @@ pub struct SlackConfig {
     /// The longest `Retry-After` the client sleeps through before retrying a 429 itself; longer
     /// ones are handed back as transient errors for the job queue to retry later.
     pub max_inline_retry_after: Duration,
+    /// Per-workspace limits on the Slack endpoints (`[server.rate_limits]`; none by default
+    /// here, the server configures them). Shared by every router built from this config (HTTP
+    /// and Socket Mode), so a workspace has one budget per process.
+    pub workspace_limiter: std::sync::Arc<crate::ratelimit::WorkspaceLimiter>,
 }
 
 impl fmt::Debug for SlackConfig {
@@ -70,6 +74,7 @@ impl fmt::Debug for SlackConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("ack_budget", &self.ack_budget)
             .field("http_timeout", &self.http_timeout)
+            .field("workspace_limits", &self.workspace_limiter.limits())
             .finish()
     }
 }
@@ -85,6 +90,7 @@ impl Default for SlackConfig {
             ack_budget: Duration::from_millis(2000),
             http_timeout: Duration::from_secs(10),
             max_inline_retry_after: Duration::from_secs(30),
+            workspace_limiter: Default::default(),
         }
     }
 }
@@ -126,6 +132,7 @@ impl SlackConfig {
                 .map(Duration::from_secs)
                 .unwrap_or(d.http_timeout),
             max_inline_retry_after: d.max_inline_retry_after,
+            workspace_limiter: d.workspace_limiter,
         }
     }
 

@@ -8,6 +8,7 @@
 //! revoke <resource>
 //! extend <resource> [duration] [justification]
 //! cancel <request id | resource>
+//! admin grants [resource] | admin pending | admin revoke @user <resource> | admin audit @user
 //! ```
 //!
 //! Parsing is a pure function: it never looks at configuration. Whether the resource exists, the
@@ -81,12 +82,26 @@ pub enum Command {
         duration: Option<String>,
         justification: String,
     },
+    /// `admin …`: the admin group's commands (docs/admin-commands.md).
+    Admin(AdminCommand),
+}
+
+/// `admin grants [resource]`, `admin revoke @user <resource>`, `admin pending`,
+/// `admin audit @user`. Users are Slack user ids, read from a mention (`<@U…>`) or typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    Grants { resource: Option<String> },
+    Revoke { user: String, resource: String },
+    Pending,
+    Audit { user: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HelpTopic {
     General,
     Manage,
+    /// `help admin`, `admin` alone.
+    Admin,
 }
 
 /// What was wrong with a command.
@@ -108,6 +123,10 @@ pub enum ParseErrorKind {
     /// `request <resource> --emergency` without saying what the emergency is.
     MissingEmergencyJustification {
         resource: String,
+    },
+    /// A malformed `admin …` command; the text says what is wrong.
+    AdminUsage {
+        problem: String,
     },
 }
 
@@ -156,6 +175,9 @@ impl fmt::Display for ParseError {
                  Usage: `{p}request {resource} [duration] --emergency <justification>`, for example \
                  `{p}request {resource} --emergency Production outage, incident INC-1234`."
             ),
+            ParseErrorKind::AdminUsage { problem } => {
+                write!(f, "{problem}\n{}", admin_usage(self.surface))
+            }
         }
     }
 }
@@ -181,6 +203,8 @@ pub fn parse(text: &str, surface: Surface) -> Result<Command, ParseError> {
             Ok(Command::Help {
                 topic: if topic.eq_ignore_ascii_case("manage") {
                     HelpTopic::Manage
+                } else if topic.eq_ignore_ascii_case("admin") {
+                    HelpTopic::Admin
                 } else {
                     HelpTopic::General
                 },
@@ -255,10 +279,98 @@ pub fn parse(text: &str, surface: Surface) -> Result<Command, ParseError> {
                 target: target.to_string(),
             })
         }
+        "admin" => parse_admin(rest).map_err(|problem| err(ParseErrorKind::AdminUsage { problem })),
         _ => Err(err(ParseErrorKind::UnknownCommand {
             word: verb.chars().take(40).collect(),
         })),
     }
+}
+
+/// `admin <subcommand> …`; `Err` is what is wrong (the usage follows it).
+fn parse_admin(rest: &str) -> Result<Command, String> {
+    let (sub, rest) = split_word(rest);
+    let admin = |c| Ok(Command::Admin(c));
+    match sub.to_lowercase().as_str() {
+        "" | "help" => Ok(Command::Help {
+            topic: HelpTopic::Admin,
+        }),
+        "grants" | "grant" | "access" => {
+            let (resource, _) = split_word(rest);
+            admin(AdminCommand::Grants {
+                resource: Some(resource.to_string()).filter(|r| !r.is_empty()),
+            })
+        }
+        "pending" | "requests" => admin(AdminCommand::Pending),
+        "revoke" => {
+            let (user, rest) = split_word(rest);
+            if user.is_empty() {
+                return Err("Say whose access to revoke, and which resource.".into());
+            }
+            let user = user_ref(user)?;
+            let (resource, _) = split_word(rest);
+            if resource.is_empty() {
+                return Err(format!(
+                    "Say which resource to revoke from <@{user}>: `admin revoke <@{user}> <resource>`."
+                ));
+            }
+            admin(AdminCommand::Revoke {
+                user,
+                resource: resource.to_string(),
+            })
+        }
+        "audit" | "history" => {
+            let (user, _) = split_word(rest);
+            if user.is_empty() {
+                return Err("Say whose audit events to show.".into());
+            }
+            admin(AdminCommand::Audit {
+                user: user_ref(user)?,
+            })
+        }
+        other => Err(format!(
+            "Unknown admin command `{}`.",
+            other.chars().take(40).collect::<String>()
+        )),
+    }
+}
+
+/// A Slack user id from a mention as Slack sends it (`<@U123>`, `<@U123|name>`) or a typed id
+/// (`U123ABC`, `W…` on Enterprise Grid). A plain `@name` carries no id: Slack sends mentions as
+/// ids only when the command escapes users (`should_escape: true`, docs/slack-app.md).
+fn user_ref(word: &str) -> Result<String, String> {
+    let id = match word.strip_prefix("<@").and_then(|w| w.strip_suffix('>')) {
+        Some(inner) => inner.split('|').next().unwrap_or_default(),
+        None => word,
+    };
+    let looks_like_id = id.len() >= 3
+        && id.len() <= 32
+        && (id.starts_with('U') || id.starts_with('W'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if looks_like_id {
+        Ok(id.to_string())
+    } else {
+        Err(format!(
+            "I can't tell who `{}` is: I need a mention Slack sends as a user id (pick the person from \
+             the autocomplete list) or their Slack user id (U…). If your mentions arrive as plain \
+             names, ask whoever manages the Slack app to turn on \"Escape channels, users, and links\" \
+             for the command.",
+            word.chars().take(40).collect::<String>()
+        ))
+    }
+}
+
+/// The admin commands, for usage errors and `help admin`.
+pub fn admin_usage(surface: Surface) -> String {
+    let p = surface.prefix();
+    format!(
+        "*Admin commands* (for the Gatehouse admin group; answers only you can see):\n\
+         • `{p}admin grants [resource]`: live grants in this workspace (person, resource, time left)\n\
+         • `{p}admin pending`: requests waiting for a decision, with their age\n\
+         • `{p}admin revoke @user <resource>`: revoke that person's access now (they are told)\n\
+         • `{p}admin audit @user`: that person's recent audit events, newest first"
+    )
 }
 
 /// Slack escapes `&`, `<` and `>` in command text; non-breaking spaces come from some keyboards.
@@ -380,6 +492,9 @@ fn is_blank_justification(s: &str) -> bool {
 
 /// The help text for `help` (and `help manage`).
 pub fn help_text(surface: Surface, topic: HelpTopic) -> String {
+    if topic == HelpTopic::Admin {
+        return admin_usage(surface);
+    }
     let p = surface.prefix();
     let mut s = format!(
         "*Gatehouse: temporary access on request*\n\
@@ -390,7 +505,8 @@ pub fn help_text(surface: Surface, topic: HelpTopic) -> String {
          • `{p}extend <resource> [duration]`: ask for more time on active access\n\
          • `{p}cancel <resource>`: withdraw a pending request\n\
          • `{p}request <resource> [duration] --emergency <reason>`: break-glass access at once, where a resource allows it (approvers and security are told, and review it)\n\
-         • `{p}help`: show this message"
+         • `{p}help`: show this message\n\
+         • `{p}help admin`: commands for Gatehouse admins"
     );
     if surface == Surface::Access {
         s.push_str(&format!(

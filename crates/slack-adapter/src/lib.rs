@@ -26,6 +26,8 @@
 //!   trait and an in-memory store; each workspace is served with its own bot token.
 //! - [`crypto`]: AES-256-GCM token encryption under `GATEHOUSE_ENCRYPTION_KEY`, with key rotation.
 //! - [`socket_mode`]: `SLACK_APP_TOKEN`: the same handlers over Slack's WebSocket, reconnecting.
+//! - [`admin_commands`]: `/access admin …` for the admin group (docs/admin-commands.md).
+//! - [`ratelimit`]: per-workspace token buckets on the Slack endpoints (docs/rate-limits.md).
 //!
 //! # Example
 //!
@@ -45,6 +47,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin_commands;
 pub mod api;
 pub mod blocks;
 pub mod commands;
@@ -55,6 +58,7 @@ pub mod grammar;
 pub mod installations;
 pub mod notifier;
 pub mod oauth;
+pub mod ratelimit;
 pub mod router;
 pub mod socket_mode;
 pub mod verify;

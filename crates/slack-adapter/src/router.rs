@@ -200,6 +200,27 @@ fn ephemeral_ack(text: &str) -> Response {
     axum::Json(json!({"response_type": "ephemeral", "text": text})).into_response()
 }
 
+/// What a person is told when their workspace is over its limit (docs/rate-limits.md).
+fn busy_text(wait: std::time::Duration) -> String {
+    format!(
+        ":hourglass_flowing_sand: Gatehouse is receiving too many requests from this workspace right now. \
+         Nothing was done; please try again in {} s.",
+        crate::ratelimit::wait_secs(wait)
+    )
+}
+
+/// HTTP 429 with `Retry-After`, for deliveries Slack retries on its own (events) or shows as
+/// failed (clicks).
+fn too_many_requests(wait: std::time::Duration) -> Response {
+    let secs = crate::ratelimit::wait_secs(wait).to_string();
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs)],
+        "rate limited: too many requests from this workspace",
+    )
+        .into_response()
+}
+
 fn bad_request(what: &str) -> Response {
     (StatusCode::BAD_REQUEST, what.to_string()).into_response()
 }
@@ -310,6 +331,12 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
         Ok(f) => f,
         Err(why) => return bad_request(why),
     };
+    if let Err(wait) = st.config.workspace_limiter.try_acquire(&form.team_id) {
+        // A 200 with words: Slack shows a non-200 to the person as a bare failure, and slash
+        // commands are never retried by Slack.
+        tracing::warn!(team_id = %form.team_id, "workspace rate limit: slash command refused");
+        return ephemeral_ack(&busy_text(wait));
+    }
     let surface = Surface::from_command(&form.command).unwrap_or(Surface::Access);
     let enterprise = form.enterprise();
     let (st, scope) = for_team(&st, &form.team_id, enterprise).await;
@@ -515,6 +542,17 @@ async fn interactions_endpoint(State(st): State<Shared>, body: Bytes) -> Respons
         Ok(x) => x,
         Err(why) => return bad_request(why),
     };
+    if let Err(wait) = st.config.workspace_limiter.try_acquire(&caller.workspace) {
+        tracing::warn!(team_id = %caller.workspace, "workspace rate limit: interaction refused");
+        return match p.get("type").and_then(Value::as_str) {
+            // The form stays open with the reason under its first field; submitting again works
+            // once the workspace has room.
+            Some("view_submission") => modal_errors(Field::Resource, &busy_text(wait)),
+            // Slack does not retry interactions: a 429 shows the person the click failed, so
+            // they click again later.
+            _ => too_many_requests(wait),
+        };
+    }
     let enterprise = p.pointer("/enterprise/id").and_then(Value::as_str);
     let (st, scope) = for_team(&st, &caller.team_id, enterprise).await;
     caller.team_id = scope;
@@ -907,6 +945,15 @@ async fn events_endpoint(State(st): State<Shared>, headers: HeaderMap, body: Byt
                 log_event(&v);
                 return StatusCode::OK.into_response();
             };
+            // Only events that would be stored and acted on take a token: the bot's own DMs
+            // echo back as events and must not use up the workspace's budget.
+            let team_id = v.get("team_id").and_then(Value::as_str).unwrap_or_default();
+            if let Err(wait) = st.config.workspace_limiter.try_acquire(team_id) {
+                // Not stored; Slack delivers it again later (at most three retries, about a
+                // minute and five minutes apart), deduplicated on event_id then.
+                tracing::warn!(team_id, event_id, "workspace rate limit: event refused");
+                return too_many_requests(wait);
+            }
             // Without an event_id there is nothing to recognise a replay by: store it under a
             // key of its own.
             let key = if event_id.is_empty() {

@@ -323,7 +323,9 @@ pub async fn dispatch(handlers: &Router, kind: &str, envelope: &Value) -> Value 
             let bytes = axum::body::to_bytes(resp.into_body(), 1024 * 1024)
                 .await
                 .unwrap_or_default();
-            if status.is_server_error() && kind == "events_api" {
+            // An event the workspace limit refused (429) is left unacknowledged too, as the
+            // HTTP endpoint's 429 is: Slack delivers it again later.
+            if (status.is_server_error() || status.as_u16() == 429) && kind == "events_api" {
                 tracing::warn!(
                     status = status.as_u16(),
                     "Socket Mode: event not stored; leaving it unacknowledged"

@@ -50,7 +50,7 @@ async fn harnesses() -> Vec<(String, Harness)> {
     let mut out = Vec::new();
     for db in databases().await {
         let kind = db.kind.to_string();
-        let h = harness_with_settings(
+        let h = harness_with_security(
             db,
             resources(),
             EngineSettings {

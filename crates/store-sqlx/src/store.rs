@@ -1011,6 +1011,113 @@ impl Store for SqlStore {
         Ok((live, pending))
     }
 
+    async fn submission_facts(
+        &self,
+        subject: &SubjectKey,
+        resource: &ResourceId,
+        rate: Option<access_core::limits::RateQuery>,
+    ) -> Result<access_core::ports::SubmissionFacts, StoreError> {
+        // `live_grant_and_pending`'s one row, with the per-person limit figures as three more
+        // scalar subqueries in the same statement (docs/rate-limits.md): the request path keeps
+        // its statement count. The pending ones read the partial index `requests_pending_subject`
+        // (migration 0016: a person's pending requests, not their history); the window one reads
+        // `requests_subject` newest first and stops at the `nth` row.
+        let mut args: Vec<Arg> = vec![
+            subject.team_id.as_str().into(),
+            subject.user_id.as_str().into(),
+            resource.as_str().into(),
+        ];
+        let limits = match rate {
+            Some(q) => {
+                args.push(micros(q.since).into());
+                args.push(i64::from(q.nth.max(1) - 1).into());
+                ", (SELECT COUNT(*) FROM requests p WHERE p.status = 'pending' \
+                 AND p.team_id = $1 AND p.user_id = $2) AS pending_total, \
+                 (SELECT MIN(p.pending_until) FROM requests p WHERE p.status = 'pending' \
+                 AND p.team_id = $1 AND p.user_id = $2) AS pending_first_until, \
+                 (SELECT w.created_at FROM requests w WHERE w.team_id = $1 AND w.user_id = $2 \
+                 AND w.created_at >= $4 ORDER BY w.created_at DESC, w.id DESC LIMIT 1 OFFSET $5) \
+                 AS window_nth"
+            }
+            None => "",
+        };
+        let sql = Sql::with(
+            format!(
+                "SELECT {}, (SELECT r.id FROM requests r WHERE r.status = 'pending' \
+                 AND r.team_id = $1 AND r.user_id = $2 AND r.resource = $3 \
+                 ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS pending_request{limits} \
+                 FROM (SELECT 1 AS one) AS one LEFT JOIN grants g ON g.status IN {LIVE_STATUSES} \
+                 AND g.team_id = $1 AND g.user_id = $2 AND g.resource = $3",
+                prefixed("g", codec::GRANT_COLS)
+            ),
+            args,
+        );
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        let Some(first) = rows.first() else {
+            return Ok(Default::default());
+        };
+        let pending = first
+            .opt_string("pending_request")?
+            .map(|id| {
+                id.parse::<RequestId>()
+                    .map_err(|e| StoreError::Corrupt(format!("pending_request: {e}")))
+            })
+            .transpose()?;
+        let live = match first.opt_string("id")? {
+            Some(_) => Some(codec::grant_from_row(first)?),
+            None => None,
+        };
+        let mut facts = access_core::limits::RateFacts::default();
+        if rate.is_some() {
+            let time = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+                first
+                    .opt_i64(col)?
+                    .map(|us| {
+                        DateTime::from_timestamp_micros(us)
+                            .ok_or_else(|| StoreError::Corrupt(format!("{col}: {us} out of range")))
+                    })
+                    .transpose()
+            };
+            facts.pending_total = u64::try_from(first.i64("pending_total")?)
+                .map_err(|e| StoreError::Corrupt(format!("pending_total: {e}")))?;
+            facts.first_pending_until = time("pending_first_until")?;
+            facts.window_nth_newest = time("window_nth")?;
+        }
+        Ok(access_core::ports::SubmissionFacts {
+            live,
+            pending,
+            rate: facts,
+        })
+    }
+
+    async fn recent_audit_events(
+        &self,
+        subject: &str,
+        actor_id: &str,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        // The newest `limit` of each kind (about the person; by the person) read newest first
+        // from `audit_subject` and `audit_actor` (migration 0016), merged.
+        let sql = Sql::with(
+            format!(
+                "SELECT {} FROM audit_events WHERE seq IN (\
+                 SELECT seq FROM (SELECT seq FROM audit_events WHERE subject = $1 \
+                 ORDER BY seq DESC LIMIT $3) AS s \
+                 UNION SELECT seq FROM (SELECT seq FROM audit_events WHERE actor_id = $2 \
+                 ORDER BY seq DESC LIMIT $3) AS a) \
+                 ORDER BY seq DESC LIMIT $3",
+                codec::AUDIT_COLS
+            ),
+            vec![
+                subject.into(),
+                actor_id.into(),
+                i64::from(limit.clamp(1, MAX_LIMIT)).into(),
+            ],
+        );
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        rows.iter().map(codec::audit_from_row).collect()
+    }
+
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
         let rows = self
             .db
