@@ -264,8 +264,7 @@ async fn run_one(
         &format!("request {res} {}s {}", lc.duration_s, request_marker(lc.n)),
     )
     .await;
-    let Some((rid, msg)) = new_approval(world, user, seen, &request_marker(lc.n), 120).await
-    else {
+    let Some((rid, msg)) = new_approval(world, user, seen, &request_marker(lc.n), 120).await else {
         lc.problems.push("no approval message within 120 s".into());
         return;
     };

@@ -112,6 +112,11 @@ pub enum EngineError {
     Busy,
     #[error("Something went wrong on our side (storage). Please try again.")]
     Store(#[from] StoreError),
+    /// An extension approved after the access it was for had ended.
+    #[error(
+        "The access to '{resource}' this extension was for has already ended, so nothing was granted; they can ask again with `request`."
+    )]
+    ExtendedGrantEnded { resource: String },
 }
 
 impl EngineError {
@@ -140,6 +145,7 @@ impl EngineError {
             EngineError::Unavailable(_) => "unavailable",
             EngineError::Busy => "busy",
             EngineError::Store(_) => "internal",
+            EngineError::ExtendedGrantEnded { .. } => "extended_grant_ended",
         }
     }
 }
@@ -1011,6 +1017,13 @@ impl Engine {
                 }
                 cs.grants.push(GrantWrite::Update(g.clone()));
                 g
+            }
+            // The access this extension was for has ended (its approval came too late): an
+            // approver who approved "more time" must not hand out new access without a request.
+            None if request.kind == RequestKind::Extend => {
+                return Err(EngineError::ExtendedGrantEnded {
+                    resource: resource.id.to_string(),
+                });
             }
             None => {
                 let g = Grant {

@@ -575,6 +575,52 @@ async fn extend_lengthens_from_the_current_expiry_within_the_maximum() {
     }
 }
 
+/// Chaos finding 11: an extension approved after the access it extends has ended gives no new
+/// access. Before, the late approval created a fresh grant nobody had requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_extension_approved_after_its_grant_ended_grants_nothing() {
+    for h in each_backend().await {
+        let r = h.engine.submit(ask("UEXT", "guarded", "1h")).await.unwrap();
+        let r = h.engine.approve(r.id, approver("UAPP1")).await.unwrap();
+        h.run().await;
+        let mut ext = ask("UEXT", "guarded", "1h");
+        ext.kind = RequestKind::Extend;
+        let x = h.engine.submit(ext).await.unwrap();
+        // Nobody approves it in time; the grant expires.
+        h.travel(Duration::minutes(61));
+        h.run().await;
+        let g = h
+            .engine
+            .store()
+            .grant(r.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.status, GrantStatus::Expired, "{}", h.kind);
+        let grants = h.provider.count("grant");
+        let e = h.engine.approve(x.id, approver("UAPP2")).await.unwrap_err();
+        assert_eq!(e.code(), "extended_grant_ended", "{}: {e}", h.kind);
+        h.run().await;
+        assert_eq!(
+            h.provider.count("grant"),
+            grants,
+            "{}: access granted again",
+            h.kind
+        );
+        assert!(h.provider.holders().is_empty(), "{}", h.kind);
+        let live = h
+            .engine
+            .store()
+            .grants(&GrantFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|g| g.ended_at.is_none())
+            .count();
+        assert_eq!(live, 0, "{}: a grant was created", h.kind);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_failures_retry_then_fail_the_request() {
     for h in each_backend().await {
