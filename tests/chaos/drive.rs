@@ -258,14 +258,18 @@ async fn run_one(
     let ended_before = world.dms(user, |t| is_ended(res, t)).len();
 
     world.set_phase(mail, res, Phase::Requested);
-    slash(
+    let ack = slash(
         world,
         user,
         &format!("request {res} {}s {}", lc.duration_s, request_marker(lc.n)),
     )
     .await;
     let Some((rid, msg)) = new_approval(world, user, seen, &request_marker(lc.n), 120).await else {
-        lc.problems.push("no approval message within 120 s".into());
+        // The command's own answer says why, if it was refused.
+        let ack: String = ack.chars().take(300).collect();
+        lc.problems.push(format!(
+            "no approval message within 120 s (the command's answer: {ack})"
+        ));
         return;
     };
     seen.push(rid.clone());
