@@ -95,17 +95,27 @@ async fn until<T>(secs: u64, mut probe: impl FnMut() -> Option<T>) -> Option<T> 
 }
 
 /// The approval message of a request of `user` not handled yet: (request id, message).
+/// The approval message of the request whose justification carries `marker` (unique per
+/// lifecycle and kind). Matching only on the person took a late approval message of an earlier
+/// lifecycle's extension — one the driver had given up on — for the next request's, and approved
+/// that instead (finding 11).
 async fn new_approval(
     world: &World,
     user: &str,
     seen: &[String],
+    marker: &str,
     secs: u64,
 ) -> Option<(String, testkit::slack::FakeMessage)> {
     let mention = format!("<@{user}>");
     until(secs, || {
         world
             .slack
-            .messages_where(|m| m.channel == APPROVALS_ID && m.all_text().contains(&mention))
+            .messages_where(|m| {
+                m.channel == APPROVALS_ID && {
+                    let text = m.all_text();
+                    text.contains(&mention) && text.contains(marker)
+                }
+            })
             .into_iter()
             .find_map(|m| {
                 let v = m
@@ -117,6 +127,16 @@ async fn new_approval(
             })
     })
     .await
+}
+
+/// The justification of lifecycle `n`'s request; the final `.` keeps `… 5.` from matching `… 53.`.
+fn request_marker(n: usize) -> String {
+    format!("chaos lifecycle {n}.")
+}
+
+/// The justification of lifecycle `n`'s extension request.
+fn extension_marker(n: usize) -> String {
+    format!("chaos extension {n}.")
 }
 
 async fn approve(world: &World, m: &testkit::slack::FakeMessage, request_id: &str) {
@@ -238,14 +258,18 @@ async fn run_one(
     let ended_before = world.dms(user, |t| is_ended(res, t)).len();
 
     world.set_phase(mail, res, Phase::Requested);
-    slash(
+    let ack = slash(
         world,
         user,
-        &format!("request {res} {}s chaos lifecycle {}", lc.duration_s, lc.n),
+        &format!("request {res} {}s {}", lc.duration_s, request_marker(lc.n)),
     )
     .await;
-    let Some((rid, msg)) = new_approval(world, user, seen, 120).await else {
-        lc.problems.push("no approval message within 120 s".into());
+    let Some((rid, msg)) = new_approval(world, user, seen, &request_marker(lc.n), 120).await else {
+        // The command's own answer says why, if it was refused.
+        let ack: String = ack.chars().take(300).collect();
+        lc.problems.push(format!(
+            "no approval message within 120 s (the command's answer: {ack})"
+        ));
         return;
     };
     seen.push(rid.clone());
@@ -318,10 +342,10 @@ async fn run_one(
             slash(
                 world,
                 user,
-                &format!("extend {res} 4s chaos extension {}", lc.n),
+                &format!("extend {res} 4s {}", extension_marker(lc.n)),
             )
             .await;
-            match new_approval(world, user, seen, 45).await {
+            match new_approval(world, user, seen, &extension_marker(lc.n), 45).await {
                 Some((xid, xmsg)) => {
                     seen.push(xid.clone());
                     lc.extend_request_id = Some(xid.clone());

@@ -86,7 +86,8 @@ impl From<EngineError> for ApiError {
             | EngineError::AlreadyVoted
             | EngineError::AlreadyApprovedCannotDeny
             | EngineError::IllegalTransition(_)
-            | EngineError::RevocationInProgress { .. } => StatusCode::CONFLICT,
+            | EngineError::RevocationInProgress { .. }
+            | EngineError::ExtendedGrantEnded { .. } => StatusCode::CONFLICT,
             EngineError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::NoProvider(_) | EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::NotEmergency(_) => StatusCode::NOT_FOUND,

@@ -168,6 +168,11 @@ pub enum EngineError {
         pending: u64,
         first_times_out: Option<DateTime<Utc>>,
     },
+    /// An extension approved after the access it was for had ended.
+    #[error(
+        "The access to '{resource}' this extension was for has already ended, so nothing was granted; they can ask again with `request`."
+    )]
+    ExtendedGrantEnded { resource: String },
 }
 
 fn too_many_pending_text(limit: u32, pending: u64, first: Option<DateTime<Utc>>) -> String {
@@ -246,6 +251,7 @@ impl EngineError {
             EngineError::NotAdmin(_) => "not_admin",
             EngineError::RateLimited { .. } => "rate_limited",
             EngineError::TooManyPending { .. } => "too_many_pending",
+            EngineError::ExtendedGrantEnded { .. } => "extended_grant_ended",
         }
     }
 }
@@ -512,6 +518,8 @@ struct RunHere {
 
 tokio::task_local! {
     static RUN_HERE: Arc<RunHere>;
+    /// The inbox job whose handler is running (see [`RequestId::for_inbox_job`]).
+    static INBOX_JOB: JobId;
 }
 
 /// The lifecycle engine. Cheap to share behind an `Arc`.
@@ -1079,7 +1087,15 @@ impl Engine {
         if let Some(reason) = self.unavailable_reason(&resource).await {
             return Err(EngineError::Unavailable(reason));
         }
+        // Filed by an inbox job: its request id is a function of the job, so a re-run (after a
+        // crash between filing and the job's completion, or a transient error) finds what the
+        // first run filed. Before, a re-run after the first request had been decided filed a
+        // second one (chaos finding 12).
+        let replayed = INBOX_JOB.try_with(|j| RequestId::for_inbox_job(*j)).ok();
         if let Some(p) = pending {
+            if Some(p) == replayed {
+                return self.load_request(p).await;
+            }
             return Err(EngineError::AlreadyPending {
                 resource: resource.id.to_string(),
                 request: p,
@@ -1091,7 +1107,7 @@ impl Engine {
         self.settings.request_limits.check(&facts.rate, now)?;
 
         let mut request = AccessRequest {
-            id: RequestId::new(),
+            id: replayed.unwrap_or_else(RequestId::new),
             subject: s.subject.clone(),
             resource: resource.id.clone(),
             kind: s.kind,
@@ -1158,9 +1174,17 @@ impl Engine {
         }
         match self.commit(cs).await {
             Ok(_) => Ok(request),
-            Err(StoreError::Duplicate(_)) => Err(EngineError::RevocationInProgress {
-                resource: resource.id.to_string(),
-            }),
+            Err(StoreError::Duplicate(_)) => {
+                // The first run filed it (and it has been decided since): nothing more to do.
+                if let Some(id) = replayed {
+                    if let Some(filed) = self.store.request(id).await? {
+                        return Ok(filed);
+                    }
+                }
+                Err(EngineError::RevocationInProgress {
+                    resource: resource.id.to_string(),
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -1204,6 +1228,13 @@ impl Engine {
                 }
                 cs.grants.push(GrantWrite::Update(g.clone()));
                 g
+            }
+            // The access this extension was for has ended (its approval came too late): an
+            // approver who approved "more time" must not hand out new access without a request.
+            None if request.kind == RequestKind::Extend => {
+                return Err(EngineError::ExtendedGrantEnded {
+                    resource: resource.id.to_string(),
+                });
             }
             None => {
                 let g = Grant {
@@ -1849,7 +1880,7 @@ impl Engine {
                 "undecodable job of kind '{kind}': {error}"
             ))),
             JobKind::Inbox { item } => Ok(match self.inbox_handler() {
-                Some(h) => match h.handle(item).await {
+                Some(h) => match INBOX_JOB.scope(job.id, h.handle(item)).await {
                     Ok(()) => JobResult::done(),
                     Err(InboxError::Transient(e)) => JobResult::Retry(e),
                     Err(InboxError::Permanent(e)) => JobResult::Fatal(e),

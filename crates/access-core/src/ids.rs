@@ -192,6 +192,22 @@ impl FromStr for ResourceId {
     }
 }
 
+impl RequestId {
+    /// The id of the request filed by the inbox job `job` (a slash command, DM or form stored
+    /// before it was answered). A job re-run after a crash or a transient error files the same
+    /// request id, so it finds the request its first run filed instead of filing a second one.
+    pub fn for_inbox_job(job: JobId) -> RequestId {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(b"gatehouse-request-of-inbox-job:");
+        hasher.update(job.0.as_bytes());
+        let digest = hasher.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        RequestId(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+}
+
 impl JobId {
     /// The id of the job stored for an idempotency key (an inbox delivery): a function of the
     /// key (the first 16 bytes of its SHA-256, marked as a custom UUID), so storing the same key

@@ -575,6 +575,52 @@ async fn extend_lengthens_from_the_current_expiry_within_the_maximum() {
     }
 }
 
+/// Chaos finding 11: an extension approved after the access it extends has ended gives no new
+/// access. Before, the late approval created a fresh grant nobody had requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_extension_approved_after_its_grant_ended_grants_nothing() {
+    for h in each_backend().await {
+        let r = h.engine.submit(ask("UEXT", "guarded", "1h")).await.unwrap();
+        let r = h.engine.approve(r.id, approver("UAPP1")).await.unwrap();
+        h.run().await;
+        let mut ext = ask("UEXT", "guarded", "1h");
+        ext.kind = RequestKind::Extend;
+        let x = h.engine.submit(ext).await.unwrap();
+        // Nobody approves it in time; the grant expires.
+        h.travel(Duration::minutes(61));
+        h.run().await;
+        let g = h
+            .engine
+            .store()
+            .grant(r.grant_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.status, GrantStatus::Expired, "{}", h.kind);
+        let grants = h.provider.count("grant");
+        let e = h.engine.approve(x.id, approver("UAPP2")).await.unwrap_err();
+        assert_eq!(e.code(), "extended_grant_ended", "{}: {e}", h.kind);
+        h.run().await;
+        assert_eq!(
+            h.provider.count("grant"),
+            grants,
+            "{}: access granted again",
+            h.kind
+        );
+        assert!(h.provider.holders().is_empty(), "{}", h.kind);
+        let live = h
+            .engine
+            .store()
+            .grants(&GrantFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|g| g.ended_at.is_none())
+            .count();
+        assert_eq!(live, 0, "{}: a grant was created", h.kind);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_failures_retry_then_fail_the_request() {
     for h in each_backend().await {
@@ -1743,5 +1789,95 @@ async fn the_cleanup_binary_leaves_inbox_jobs_to_the_servers() {
         let job = jobs.iter().find(|j| j.id == id).expect("the inbox job");
         assert_eq!(job.status, JobStatus::Pending, "{}", h.kind);
         assert_eq!(job.attempts, 0, "{}: no attempt spent", h.kind);
+    }
+}
+
+/// An inbox handler that files one request per item and fails its first run after filing (as
+/// a process killed between filing and completing the job would leave it).
+#[derive(Debug)]
+struct FilesThenFailsOnce {
+    engine: std::sync::Weak<Engine>,
+    runs: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl access_core::ports::InboxHandler for FilesThenFailsOnce {
+    async fn handle(
+        &self,
+        _item: &access_core::jobs::InboxItem,
+    ) -> Result<(), access_core::ports::InboxError> {
+        let engine = self.engine.upgrade().expect("engine alive");
+        let filed = engine.submit(ask("UREPLAY", "guarded", "1h")).await;
+        let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match filed {
+            Ok(_) if run == 0 => Err(access_core::ports::InboxError::Transient(
+                "the process died before the job was completed".into(),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(access_core::ports::InboxError::Permanent(e.to_string())),
+        }
+    }
+}
+
+/// Chaos finding 12: a slash command whose inbox job runs again (after a crash between filing
+/// the request and completing the job) files its request once. Before, a re-run after the first
+/// request had been approved filed a second, pending request, which blocked the person's next
+/// request for the resource ("You already have a pending request").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_inbox_job_files_its_request_once() {
+    for h in each_backend().await {
+        let handler = Arc::new(FilesThenFailsOnce {
+            engine: Arc::downgrade(&h.engine),
+            runs: std::sync::atomic::AtomicUsize::new(0),
+        });
+        h.engine.set_inbox_handler(handler.clone());
+        let job = h
+            .engine
+            .enqueue_inbox(access_core::jobs::InboxItem {
+                source: "slack".into(),
+                key: "command:T1:trigger-1".into(),
+                payload: "{}".into(),
+            })
+            .await
+            .unwrap()
+            .expect("stored once");
+        h.engine.run_job_now(job).await.unwrap();
+        let filed = h
+            .engine
+            .store()
+            .requests(&Default::default())
+            .await
+            .unwrap();
+        assert_eq!(filed.len(), 1, "{}", h.kind);
+        // Approved and over before the job runs again.
+        let r = h
+            .engine
+            .approve(filed[0].id, approver("UAPP1"))
+            .await
+            .unwrap();
+        h.run().await;
+        h.engine
+            .revoke_grant(r.grant_id.unwrap(), approver("UREPLAY"))
+            .await
+            .unwrap();
+        h.travel(Duration::minutes(10));
+        h.run().await;
+        assert!(
+            handler.runs.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+            "{}: the job ran again",
+            h.kind
+        );
+        let filed = h
+            .engine
+            .store()
+            .requests(&Default::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            filed.iter().map(|r| r.status).collect::<Vec<_>>(),
+            vec![RequestStatus::Revoked],
+            "{}: one request",
+            h.kind
+        );
     }
 }
