@@ -41,10 +41,17 @@ pub enum AuditKind {
     ProviderEvent,
     /// A reconciliation repair.
     DriftRepaired,
+    /// An approver handed their approving to someone else for a period.
+    DelegationCreated,
+    /// A delegation was withdrawn (by its delegator, or replaced by a new one).
+    DelegationRevoked,
+    /// A pending request was not decided within its policy's escalation delay and was shown to
+    /// the second approver set.
+    RequestEscalated,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 14] = [
+    pub const ALL: [AuditKind; 17] = [
         AuditKind::AccessRequested,
         AuditKind::ApprovalRecorded,
         AuditKind::AccessApproved,
@@ -59,6 +66,9 @@ impl AuditKind {
         AuditKind::AccessExpired,
         AuditKind::ProviderEvent,
         AuditKind::DriftRepaired,
+        AuditKind::DelegationCreated,
+        AuditKind::DelegationRevoked,
+        AuditKind::RequestEscalated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +87,9 @@ impl AuditKind {
             AuditKind::AccessExpired => "access_expired",
             AuditKind::ProviderEvent => "provider_event",
             AuditKind::DriftRepaired => "drift_repaired",
+            AuditKind::DelegationCreated => "delegation_created",
+            AuditKind::DelegationRevoked => "delegation_revoked",
+            AuditKind::RequestEscalated => "request_escalated",
         }
     }
 

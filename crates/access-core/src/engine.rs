@@ -42,6 +42,9 @@ use crate::request::{
 use crate::resource::{ApprovalPolicy, Justification, JustificationError, Resource};
 use crate::subject::{Subject, SubjectKey};
 
+#[path = "engine_delegation.rs"]
+mod delegation_ops;
+
 /// How many times an operation re-reads and retries after losing a compare-and-set.
 const CONFLICT_RETRIES: usize = 8;
 
@@ -112,6 +115,8 @@ pub enum EngineError {
     Busy,
     #[error("Something went wrong on our side (storage). Please try again.")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Delegation(#[from] crate::delegation::DelegationError),
 }
 
 impl EngineError {
@@ -140,6 +145,7 @@ impl EngineError {
             EngineError::Unavailable(_) => "unavailable",
             EngineError::Busy => "busy",
             EngineError::Store(_) => "internal",
+            EngineError::Delegation(_) => "delegation_refused",
         }
     }
 }
@@ -947,6 +953,14 @@ impl Engine {
                     },
                     until,
                 ));
+                if let Some(esc) = resource.approval.escalation() {
+                    cs.jobs.push(NewJob::at(
+                        JobKind::Escalate {
+                            request_id: request.id,
+                        },
+                        esc.at(now),
+                    ));
+                }
             }
         }
         match self.commit(cs).await {
@@ -1071,7 +1085,7 @@ impl Engine {
         require_pending(&request)?;
         self.refuse_if_lapsed(&request).await?;
         let resource = self.resource(request.resource.as_str())?.clone();
-        policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
+        let authority = self.authorize(&resource, &request, &by).await?;
         let decisions = self.store.decisions(id).await?;
         if decisions.iter().any(|d| d.actor.id() == by.id()) {
             return Err(EngineError::AlreadyVoted);
@@ -1124,6 +1138,7 @@ impl Engine {
                 }));
         }
         cs.requests.insert(0, RequestWrite::Update(updated.clone()));
+        delegation_ops::annotate(&mut cs, id, &authority);
         match self.commit(cs).await {
             Ok(_) => Ok(stored(updated)),
             Err(StoreError::Duplicate(what)) if what.contains("decision") => {
@@ -1157,7 +1172,7 @@ impl Engine {
         require_pending(&request)?;
         self.refuse_if_lapsed(&request).await?;
         let resource = self.resource(request.resource.as_str())?.clone();
-        policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
+        let authority = self.authorize(&resource, &request, &by).await?;
         // One decision per approver (the store's unique key): an approver who already voted
         // yes gets an answer, not a storage error.
         if self
@@ -1190,6 +1205,7 @@ impl Engine {
             denied_by: by,
             reason,
         }));
+        delegation_ops::annotate(&mut cs, id, &authority);
         match self.commit(cs).await {
             Ok(_) => Ok(stored(updated)),
             Err(StoreError::Duplicate(what)) if what.contains("decision") => {
@@ -1568,6 +1584,10 @@ impl Engine {
             JobKind::Undecodable { kind, error } => Ok(JobResult::Fatal(format!(
                 "undecodable job of kind '{kind}': {error}"
             ))),
+            JobKind::Escalate { request_id } => self
+                .with_retries(|| self.escalate(*request_id))
+                .await
+                .map(|_| JobResult::done()),
             JobKind::Inbox { item } => Ok(match self.inbox_handler() {
                 Some(h) => match h.handle(item).await {
                     Ok(()) => JobResult::done(),

@@ -41,6 +41,9 @@ pub enum JobKind {
     /// it was acknowledged so a crash or a failing call cannot lose it; processed by the
     /// adapter that received it (an [`crate::ports::InboxHandler`]).
     Inbox { item: InboxItem },
+    /// Escalate a request still pending after its policy's `escalate_after` (a no-op when it
+    /// was decided meanwhile). See [`crate::escalation`].
+    Escalate { request_id: RequestId },
 }
 
 /// One received chat payload, verified and reduced by its adapter to the adapter's own typed
@@ -68,6 +71,7 @@ impl JobKind {
             JobKind::ExportAudit { .. } => "export_audit",
             JobKind::Undecodable { .. } => "undecodable",
             JobKind::Inbox { .. } => "inbox",
+            JobKind::Escalate { .. } => "escalate",
         }
     }
 
@@ -83,6 +87,8 @@ impl JobKind {
             // About an hour of retries (capped backoff below): the person gets an answer once
             // Slack is back, or the job stays visible as dead for an operator.
             JobKind::Inbox { .. } => Some(20),
+            // Only a database write; its notifications are jobs of their own.
+            JobKind::Escalate { .. } => Some(20),
         }
     }
 

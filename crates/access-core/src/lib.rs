@@ -48,6 +48,8 @@ pub mod providers;
 pub mod request;
 pub mod resource;
 pub mod subject;
+pub mod delegation;
+pub mod escalation;
 
 pub use audit::{AuditEvent, AuditKind, AuditRecord};
 pub use duration::{AccessDuration, DurationBounds};

@@ -156,6 +156,18 @@ pub enum Notification {
         grant: GrantSummary,
         revoked_by: Actor,
     },
+    /// A request not decided within its policy's escalation delay: to the second approver set
+    /// (a new approval message in `channel`, and to each listed user directly) and to the
+    /// requester (it escalated, and to whom).
+    RequestEscalated {
+        request: RequestSummary,
+        /// The escalation channel, else the request's approval channel (None: the global one).
+        channel: Option<String>,
+        approvers: crate::resource::ApproverSet,
+        /// How long it waited before escalating.
+        after: AccessDuration,
+        approvals_required: u32,
+    },
 }
 
 impl Notification {
@@ -170,7 +182,8 @@ impl Notification {
             | Notification::RequestTimedOut { request }
             | Notification::AccessGranted { request, .. }
             | Notification::SecretNotDelivered { request, .. }
-            | Notification::AccessFailed { request, .. } => Some(request.id),
+            | Notification::AccessFailed { request, .. }
+            | Notification::RequestEscalated { request, .. } => Some(request.id),
             Notification::ExpiryReminder { .. }
             | Notification::AccessExpired { .. }
             | Notification::AccessRevoked { .. } => None,
@@ -192,6 +205,7 @@ impl Notification {
             Notification::ExpiryReminder { .. } => "expiry_reminder",
             Notification::AccessExpired { .. } => "access_expired",
             Notification::AccessRevoked { .. } => "access_revoked",
+            Notification::RequestEscalated { .. } => "request_escalated",
         }
     }
 }

@@ -92,6 +92,8 @@ pub struct ChangeSet {
     /// Some of `jobs` written already claimed by the committing process, which runs them right
     /// after the commit instead of handing them to a scheduler.
     pub claimed: Option<ClaimAtInsert>,
+    /// Delegations created or revoked (applied before the audit events).
+    pub delegations: Vec<crate::delegation::DelegationWrite>,
 }
 
 /// Jobs of a [`ChangeSet`] written `running`, under `token`, leased for `lease` on the store's
@@ -112,6 +114,7 @@ impl ChangeSet {
             && self.decisions.is_empty()
             && self.audit.is_empty()
             && self.jobs.is_empty()
+            && self.delegations.is_empty()
     }
 }
 
@@ -493,6 +496,12 @@ pub trait Store: Send + Sync + Debug + 'static {
     async fn grant_counts(&self) -> Result<Vec<(GrantStatus, u64)>, StoreError>;
     /// Database reachable and migrations applied.
     async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Delegations matching `filter`, newest first.
+    async fn delegations(
+        &self,
+        filter: &crate::delegation::DelegationFilter,
+    ) -> Result<Vec<crate::delegation::Delegation>, StoreError>;
 }
 
 // ------------------------------------------------------------------------------------------------

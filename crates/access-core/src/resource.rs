@@ -70,6 +70,17 @@ pub enum ApprovalPolicy {
         /// A pending request times out after this long.
         #[serde(default = "default_pending_ttl")]
         pending_ttl: AccessDuration,
+        /// A request still pending this long after it was filed is escalated: shown to
+        /// `escalation_approvers` (who may then decide too) and the requester is told.
+        /// See [`crate::escalation`].
+        #[serde(default)]
+        escalate_after: Option<AccessDuration>,
+        /// The second approver set, asked once the request escalates.
+        #[serde(default)]
+        escalation_approvers: ApproverSet,
+        /// Where the escalated approval message goes; falls back to the approval channel.
+        #[serde(default)]
+        escalation_channel: Option<String>,
     },
 }
 

@@ -701,3 +701,66 @@ mod tests {
         assert_eq!(truncate("abc", 4), "abc");
     }
 }
+
+/// Who an escalation goes to, as Slack shows it: users and user groups mentioned, directory
+/// groups named.
+pub fn escalation_audience(set: &access_core::ApproverSet) -> String {
+    let mut who: Vec<String> = set.users.iter().map(|u| format!("<@{u}>")).collect();
+    who.extend(set.slack_groups.iter().map(|g| format!("<!subteam^{g}>")));
+    who.extend(
+        set.groups
+            .iter()
+            .map(|g| format!("members of '{}'", escape(g))),
+    );
+    if who.is_empty() {
+        "the escalation approvers".to_string()
+    } else {
+        who.join(", ")
+    }
+}
+
+/// The approval message posted when a request escalates: the pending approval message (same
+/// buttons, updated in place like the first one) under an escalation notice.
+pub fn escalated_approval_message(
+    r: &RequestSummary,
+    approvers: &access_core::ApproverSet,
+    after: access_core::AccessDuration,
+    approvals_required: u32,
+) -> Message {
+    let mut m = approval_message(
+        r,
+        &ApprovalState::Pending {
+            approved_by: vec![],
+            approvals_required,
+        },
+    );
+    let notice = format!(
+        ":rotating_light: *Escalated:* nobody decided this request within {}. {}, please approve or deny it.",
+        after.human(),
+        escalation_audience(approvers)
+    );
+    if let Value::Array(blocks) = &mut m.blocks {
+        blocks.insert(0, section(&notice));
+    }
+    m.text = format!("Escalated: {}", m.text);
+    m
+}
+
+/// DM: the request was not decided in time and went to the second approver set.
+pub fn dm_escalated(
+    r: &RequestSummary,
+    approvers: &access_core::ApproverSet,
+    after: access_core::AccessDuration,
+) -> Message {
+    simple(
+        format!("Your access request for {} was escalated.", r.resource),
+        format!(
+            ":rotating_light: *Request escalated*\nNobody decided on your request for *{}* within {}, \
+             so it has been escalated to {}. They can now approve or deny it too. \
+             I'll message you as soon as it is decided.",
+            r.resource,
+            after.human(),
+            escalation_audience(approvers)
+        ),
+    )
+}

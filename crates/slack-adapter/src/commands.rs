@@ -468,6 +468,13 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
             }
         }
         Command::Cancel { target } => cancel(engine, caller, surface, &target).await,
+        Command::Delegate { user, until } => {
+            crate::delegation_cmds::delegate(ctx, caller, surface, user, until).await
+        }
+        Command::Undelegate { user } => {
+            crate::delegation_cmds::undelegate(ctx, caller, surface, user).await
+        }
+        Command::Delegations => crate::delegation_cmds::list(ctx, caller, surface).await,
     }
 }
 

@@ -50,6 +50,7 @@ pub mod blocks;
 pub mod commands;
 pub mod config;
 pub mod crypto;
+mod delegation_cmds;
 pub mod grammar;
 pub mod installations;
 pub mod notifier;

@@ -96,6 +96,7 @@
 
 mod codec;
 mod db;
+mod delegations;
 mod installations;
 mod pages;
 mod store;

@@ -102,6 +102,9 @@ impl SqlStore {
         for d in &change.decisions {
             insert_decision(&mut c, d).await?;
         }
+        for w in &change.delegations {
+            crate::delegations::apply(&mut c, w).await?;
+        }
 
         let sealed = if change.audit.is_empty() {
             Vec::new()
@@ -1670,6 +1673,13 @@ impl Store for SqlStore {
                 "migrations not applied: {missing:?}"
             )))
         }
+    }
+
+    async fn delegations(
+        &self,
+        filter: &access_core::delegation::DelegationFilter,
+    ) -> Result<Vec<access_core::delegation::Delegation>, StoreError> {
+        self.read_delegations(filter).await
     }
 }
 
