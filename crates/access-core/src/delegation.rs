@@ -55,7 +55,10 @@ impl Delegation {
     /// When and how it stopped being active, for refusals: "expired at …" / "was revoked at …".
     pub fn ended(&self, now: DateTime<Utc>) -> Option<String> {
         if let Some(at) = self.revoked_at {
-            return Some(format!("was revoked at {}", at.format("%Y-%m-%d %H:%M UTC")));
+            return Some(format!(
+                "was revoked at {}",
+                at.format("%Y-%m-%d %H:%M UTC")
+            ));
         }
         (now >= self.until).then(|| format!("ended at {}", self.until.format("%Y-%m-%d %H:%M UTC")))
     }
@@ -143,7 +146,9 @@ pub enum DelegationError {
     Until(#[from] UntilError),
     #[error("You have no active delegation to <@{delegate}>. `delegations` lists yours.")]
     NoSuchDelegation { delegate: String },
-    #[error("Organizational data service is not available, so I cannot tell whether you are an approver. Please try again later.")]
+    #[error(
+        "Organizational data service is not available, so I cannot tell whether you are an approver. Please try again later."
+    )]
     DirectoryUnavailable,
 }
 
@@ -183,10 +188,7 @@ mod tests {
             parse_until("2026-12-01", t0()).unwrap(),
             "2026-12-02T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
         );
-        assert_eq!(
-            parse_until("3d", t0()).unwrap(),
-            t0() + Duration::days(3)
-        );
+        assert_eq!(parse_until("3d", t0()).unwrap(), t0() + Duration::days(3));
         // Today still counts (through midnight).
         assert!(parse_until("2026-11-10", t0()).is_ok());
         assert!(matches!(
@@ -224,7 +226,11 @@ mod tests {
         assert!(d.is_active(t0()));
         assert_eq!(d.ended(t0()), None);
         assert!(!d.is_active(t0() + Duration::days(1)));
-        assert!(d.ended(t0() + Duration::days(2)).unwrap().contains("ended at"));
+        assert!(
+            d.ended(t0() + Duration::days(2))
+                .unwrap()
+                .contains("ended at")
+        );
         let r = Delegation {
             revoked_at: Some(t0()),
             ..d

@@ -219,7 +219,11 @@ impl Engine {
     }
 
     /// Active delegations `delegator` gave (in their workspace).
-    async fn given(&self, team_id: &str, delegator_id: &str) -> Result<Vec<Delegation>, EngineError> {
+    async fn given(
+        &self,
+        team_id: &str,
+        delegator_id: &str,
+    ) -> Result<Vec<Delegation>, EngineError> {
         Ok(self
             .store
             .delegations(&DelegationFilter {

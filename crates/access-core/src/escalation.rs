@@ -40,7 +40,9 @@ impl ApprovalPolicy {
             } => Some(Escalation {
                 after: *after,
                 approvers: escalation_approvers,
-                channel: escalation_channel.as_deref().filter(|c| !c.trim().is_empty()),
+                channel: escalation_channel
+                    .as_deref()
+                    .filter(|c| !c.trim().is_empty()),
             }),
             _ => None,
         }
@@ -123,7 +125,11 @@ mod tests {
         let no_set = policy(serde_json::json!({
             "mode": "approvers", "approvers": {"users": ["U1"]}, "escalate_after": "30m",
         }));
-        assert!(validate(&no_set).unwrap_err().contains("escalation_approvers"));
+        assert!(
+            validate(&no_set)
+                .unwrap_err()
+                .contains("escalation_approvers")
+        );
 
         let no_delay = policy(serde_json::json!({
             "mode": "approvers", "approvers": {"users": ["U1"]},
@@ -135,7 +141,14 @@ mod tests {
             "mode": "approvers", "approvers": {"users": ["U1"]}, "pending_ttl": "1h",
             "escalate_after": "2h", "escalation_approvers": {"users": ["U9"]},
         }));
-        assert!(validate(&too_late).unwrap_err().contains("shorter than pending_ttl"));
-        assert_eq!(validate(&policy(serde_json::json!({"mode": "auto"}))), Ok(()));
+        assert!(
+            validate(&too_late)
+                .unwrap_err()
+                .contains("shorter than pending_ttl")
+        );
+        assert_eq!(
+            validate(&policy(serde_json::json!({"mode": "auto"}))),
+            Ok(())
+        );
     }
 }

@@ -35,8 +35,10 @@
 //! ```
 
 pub mod audit;
+pub mod delegation;
 pub mod duration;
 pub mod engine;
+pub mod escalation;
 pub mod grant;
 pub mod ids;
 pub mod jobs;
@@ -48,8 +50,6 @@ pub mod providers;
 pub mod request;
 pub mod resource;
 pub mod subject;
-pub mod delegation;
-pub mod escalation;
 
 pub use audit::{AuditEvent, AuditKind, AuditRecord};
 pub use duration::{AccessDuration, DurationBounds};

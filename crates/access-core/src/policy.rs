@@ -108,7 +108,9 @@ pub enum ApproverError {
         resource: String,
     },
     /// The delegator already decided; their delegate cannot add a second vote for them.
-    #[error("{delegator} has already decided on this request; you cannot decide again on their behalf.")]
+    #[error(
+        "{delegator} has already decided on this request; you cannot decide again on their behalf."
+    )]
     DelegatorAlreadyDecided { delegator: String },
 }
 

@@ -5,7 +5,8 @@
 use gatehouse_runtime::Config;
 
 fn resources(approval: &str) -> Result<Vec<access_core::Resource>, String> {
-    let text = format!("[[resources]]\nid = \"prod-db\"\nprovider = \"dry-run\"\napproval = {approval}\n");
+    let text =
+        format!("[[resources]]\nid = \"prod-db\"\nprovider = \"dry-run\"\napproval = {approval}\n");
     Config::from_toml(&text, "x.toml")
         .map_err(|e| e.to_string())?
         .resources()

@@ -54,7 +54,11 @@ pub async fn delegate(
             user.name.clone()
         },
     };
-    match ctx.engine.delegate(&caller.actor(), &delegate, &until).await {
+    match ctx
+        .engine
+        .delegate(&caller.actor(), &delegate, &until)
+        .await
+    {
         Ok(d) => format!(
             ":handshake: <@{}> can now approve and deny requests for you (wherever you could) until {}. \
              Decisions are recorded as theirs on your behalf; they can never decide their own request or yours. \
@@ -79,9 +83,10 @@ pub async fn undelegate(
             "Ended your delegation to <@{}>: they can no longer approve or deny for you.",
             d.delegate_id
         ),
-        Err(access_core::EngineError::Delegation(e)) => e
-            .to_string()
-            .replace("`delegations`", &format!("`{}delegations`", surface.prefix())),
+        Err(access_core::EngineError::Delegation(e)) => e.to_string().replace(
+            "`delegations`",
+            &format!("`{}delegations`", surface.prefix()),
+        ),
         Err(e) => e.to_string(),
     }
 }

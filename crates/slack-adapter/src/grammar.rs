@@ -324,7 +324,9 @@ fn mention(token: &str) -> Option<MentionedUser> {
     };
     let valid = id.len() >= 2
         && (id.starts_with('U') || id.starts_with('W'))
-        && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     valid.then(|| MentionedUser {
         user_id: id.to_string(),
         name: name.to_string(),

@@ -587,7 +587,14 @@ impl Notifier for SlackNotifier {
                 approvals_required,
             } => {
                 return self
-                    .escalate(ctx, request, channel.as_deref(), approvers, *after, *approvals_required)
+                    .escalate(
+                        ctx,
+                        request,
+                        channel.as_deref(),
+                        approvers,
+                        *after,
+                        *approvals_required,
+                    )
                     .await;
             }
         }

@@ -64,7 +64,14 @@ async fn say(h: &Harness, user: &str, text: &str) -> String {
 }
 
 /// Clicks Approve or Deny; returns the private refusal, if any.
-async fn click(h: &Harness, user: &str, action_id: &str, id: &str, channel: &str, ts: &str) -> String {
+async fn click(
+    h: &Harness,
+    user: &str,
+    action_id: &str,
+    id: &str,
+    channel: &str,
+    ts: &str,
+) -> String {
     let (_, url) = h.click(user, action_id, id, channel, ts).await;
     h.run_jobs().await;
     // A refusal is posted to the response_url by the click's job; success posts nothing.
@@ -93,7 +100,12 @@ async fn events(h: &Harness, kind: AuditKind) -> Vec<AuditEvent> {
 }
 
 async fn request(h: &Harness, resource: &str) -> access_core::AccessRequest {
-    say(h, ALICE, &format!("request {resource} 2h Running database migration")).await;
+    say(
+        h,
+        ALICE,
+        &format!("request {resource} 2h Running database migration"),
+    )
+    .await;
     h.wait_request(resource).await
 }
 
@@ -114,10 +126,12 @@ async fn a_delegate_approves_within_the_period_on_behalf_of_the_delegator() {
         let created = events(&h, AuditKind::DelegationCreated).await;
         assert_eq!(created.len(), 1);
         assert!(created[0].record.actor.id().ends_with("/UAPPROVER1"));
-        assert!(created[0].record.details["delegate"]
-            .as_str()
-            .unwrap()
-            .ends_with("/UAPPROVER2"));
+        assert!(
+            created[0].record.details["delegate"]
+                .as_str()
+                .unwrap()
+                .ends_with("/UAPPROVER2")
+        );
 
         let listed = say(&h, APPROVER2, "delegations").await;
         assert!(
@@ -129,14 +143,25 @@ async fn a_delegate_approves_within_the_period_on_behalf_of_the_delegator() {
 
         let req = request(&h, "dev-network").await;
         let m = h.approval_message(req.id);
-        let refusal = click(&h, APPROVER2, action::APPROVE, &req.id.to_string(), APPROVALS, &m.ts).await;
+        let refusal = click(
+            &h,
+            APPROVER2,
+            action::APPROVE,
+            &req.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
         assert_eq!(refusal, "", "no refusal for the delegate");
         h.wait_status(req.id, RequestStatus::Active).await;
 
         let approved = events(&h, AuditKind::AccessApproved).await;
         assert_eq!(approved.len(), 1);
         let ev = &approved[0].record;
-        assert!(ev.actor.id().ends_with("/UAPPROVER2"), "recorded as by the delegate");
+        assert!(
+            ev.actor.id().ends_with("/UAPPROVER2"),
+            "recorded as by the delegate"
+        );
         assert!(
             ev.details["on_behalf_of"]
                 .as_str()
@@ -155,11 +180,24 @@ async fn a_delegate_approves_within_the_period_on_behalf_of_the_delegator() {
 #[tokio::test]
 async fn a_delegate_is_refused_after_the_period_and_after_revocation() {
     for h in harnesses().await {
-        say(&h, APPROVER1, &format!("delegate {} until 1d", mention(APPROVER2))).await;
+        say(
+            &h,
+            APPROVER1,
+            &format!("delegate {} until 1d", mention(APPROVER2)),
+        )
+        .await;
         h.clock.advance(chrono::Duration::days(2));
         let req = request(&h, "dev-network").await;
         let m = h.approval_message(req.id);
-        let refusal = click(&h, APPROVER2, action::APPROVE, &req.id.to_string(), APPROVALS, &m.ts).await;
+        let refusal = click(
+            &h,
+            APPROVER2,
+            action::APPROVE,
+            &req.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
         assert!(
             refusal.contains("Your delegation from <@UAPPROVER1> ended at")
                 && refusal.contains("Nothing was changed"),
@@ -168,19 +206,43 @@ async fn a_delegate_is_refused_after_the_period_and_after_revocation() {
         assert_eq!(h.request(req.id).await.status, RequestStatus::Pending);
 
         // A new delegation, revoked: refused again, saying so.
-        let reply = say(&h, APPROVER1, &format!("delegate {} until 2d", mention(APPROVER2))).await;
+        let reply = say(
+            &h,
+            APPROVER1,
+            &format!("delegate {} until 2d", mention(APPROVER2)),
+        )
+        .await;
         assert!(reply.contains("can now approve"), "{reply}");
-        let reply = say(&h, APPROVER1, &format!("delegate revoke {}", mention(APPROVER2))).await;
-        assert!(reply.contains("Ended your delegation to <@UAPPROVER2>"), "{reply}");
+        let reply = say(
+            &h,
+            APPROVER1,
+            &format!("delegate revoke {}", mention(APPROVER2)),
+        )
+        .await;
+        assert!(
+            reply.contains("Ended your delegation to <@UAPPROVER2>"),
+            "{reply}"
+        );
         assert_eq!(events(&h, AuditKind::DelegationRevoked).await.len(), 1);
-        let refusal = click(&h, APPROVER2, action::DENY, &req.id.to_string(), APPROVALS, &m.ts).await;
+        let refusal = click(
+            &h,
+            APPROVER2,
+            action::DENY,
+            &req.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
         assert!(refusal.contains("was revoked at"), "{refusal}");
         assert_eq!(h.request(req.id).await.status, RequestStatus::Pending);
         assert!(h.engine.store().decisions(req.id).await.unwrap().is_empty());
 
         // Revoking what is not there says so; the alias works.
         let reply = say(&h, APPROVER1, &format!("undelegate {}", mention(APPROVER2))).await;
-        assert!(reply.contains("no active delegation to <@UAPPROVER2>"), "{reply}");
+        assert!(
+            reply.contains("no active delegation to <@UAPPROVER2>"),
+            "{reply}"
+        );
         let listed = say(&h, APPROVER2, "delegations").await;
         assert!(listed.contains("no active delegations"), "{listed}");
     }
@@ -190,10 +252,23 @@ async fn a_delegate_is_refused_after_the_period_and_after_revocation() {
 async fn a_delegate_never_decides_their_own_request_nor_the_delegators() {
     for h in harnesses().await {
         // APPROVER1 delegates to the requester: Alice still cannot approve her own request.
-        say(&h, APPROVER1, &format!("delegate {} until 3d", mention(ALICE))).await;
+        say(
+            &h,
+            APPROVER1,
+            &format!("delegate {} until 3d", mention(ALICE)),
+        )
+        .await;
         let req = request(&h, "dev-network").await;
         let m = h.approval_message(req.id);
-        let refusal = click(&h, ALICE, action::APPROVE, &req.id.to_string(), APPROVALS, &m.ts).await;
+        let refusal = click(
+            &h,
+            ALICE,
+            action::APPROVE,
+            &req.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
         assert!(
             refusal.contains("You cannot approve or deny your own request."),
             "{refusal}"
@@ -201,7 +276,12 @@ async fn a_delegate_never_decides_their_own_request_nor_the_delegators() {
         assert_eq!(h.request(req.id).await.status, RequestStatus::Pending);
 
         // Nor the delegator's request on the delegator's behalf.
-        say(&h, APPROVER1, "request dev-network 2h Rotate the certificates").await;
+        say(
+            &h,
+            APPROVER1,
+            "request dev-network 2h Rotate the certificates",
+        )
+        .await;
         let own = h
             .requests()
             .await
@@ -209,7 +289,15 @@ async fn a_delegate_never_decides_their_own_request_nor_the_delegators() {
             .find(|r| r.subject.user_id == APPROVER1)
             .unwrap();
         let m = h.approval_message(own.id);
-        let refusal = click(&h, ALICE, action::APPROVE, &own.id.to_string(), APPROVALS, &m.ts).await;
+        let refusal = click(
+            &h,
+            ALICE,
+            action::APPROVE,
+            &own.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
         assert!(
             refusal.contains("You are not an approver for 'dev-network'."),
             "{refusal}"
@@ -221,15 +309,43 @@ async fn a_delegate_never_decides_their_own_request_nor_the_delegators() {
 #[tokio::test]
 async fn only_approvers_delegate_and_bad_delegations_are_refused() {
     for h in harnesses().await {
-        let reply = say(&h, MALLORY, &format!("delegate {} until 3d", mention(ALICE))).await;
+        let reply = say(
+            &h,
+            MALLORY,
+            &format!("delegate {} until 3d", mention(ALICE)),
+        )
+        .await;
         assert!(reply.contains("Only approvers can delegate"), "{reply}");
-        let reply = say(&h, APPROVER1, &format!("delegate {} until 3d", mention(APPROVER1))).await;
-        assert!(reply.contains("You cannot delegate to yourself."), "{reply}");
-        let reply = say(&h, APPROVER1, &format!("delegate {} until 2020-01-01", mention(APPROVER2))).await;
+        let reply = say(
+            &h,
+            APPROVER1,
+            &format!("delegate {} until 3d", mention(APPROVER1)),
+        )
+        .await;
+        assert!(
+            reply.contains("You cannot delegate to yourself."),
+            "{reply}"
+        );
+        let reply = say(
+            &h,
+            APPROVER1,
+            &format!("delegate {} until 2020-01-01", mention(APPROVER2)),
+        )
+        .await;
         assert!(reply.contains("is in the past"), "{reply}");
-        let reply = say(&h, APPROVER1, &format!("delegate {} until 120d", mention(APPROVER2))).await;
+        let reply = say(
+            &h,
+            APPROVER1,
+            &format!("delegate {} until 120d", mention(APPROVER2)),
+        )
+        .await;
         assert!(reply.contains("at most 90 days"), "{reply}");
-        let reply = say(&h, APPROVER1, &format!("delegate {} until someday", mention(APPROVER2))).await;
+        let reply = say(
+            &h,
+            APPROVER1,
+            &format!("delegate {} until someday", mention(APPROVER2)),
+        )
+        .await;
         assert!(reply.contains("couldn't read 'someday'"), "{reply}");
         let reply = say(&h, APPROVER1, "delegate @approver2 until 3d").await;
         assert!(reply.contains("mention the person"), "{reply}");
@@ -260,7 +376,15 @@ async fn an_undecided_request_escalates_after_the_delay_and_the_second_set_appro
         let req = request(&h, "esc-network").await;
         let m = h.approval_message(req.id);
         // Before the delay the escalation approver is not an approver.
-        let refusal = click(&h, APPROVER2, action::APPROVE, &req.id.to_string(), APPROVALS, &m.ts).await;
+        let refusal = click(
+            &h,
+            APPROVER2,
+            action::APPROVE,
+            &req.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
         assert!(refusal.contains("You are not an approver"), "{refusal}");
         h.clock.advance(chrono::Duration::minutes(29));
         h.run_jobs().await;
@@ -275,9 +399,11 @@ async fn an_undecided_request_escalates_after_the_delay_and_the_second_set_appro
             "{}",
             esc[0].all_text()
         );
-        assert!(esc[0]
-            .buttons()
-            .contains(&(action::APPROVE.to_string(), req.id.to_string())));
+        assert!(
+            esc[0]
+                .buttons()
+                .contains(&(action::APPROVE.to_string(), req.id.to_string()))
+        );
         assert!(
             h.slack
                 .dms_to(APPROVER2)
@@ -287,8 +413,9 @@ async fn an_undecided_request_escalates_after_the_delay_and_the_second_set_appro
         );
         let told: Vec<String> = h.slack.dms_to(ALICE).iter().map(|d| d.all_text()).collect();
         assert!(
-            told.iter()
-                .any(|t| t.contains("Request escalated") && t.contains("escalated to <@UAPPROVER2>")),
+            told.iter().any(
+                |t| t.contains("Request escalated") && t.contains("escalated to <@UAPPROVER2>")
+            ),
             "{told:#?}"
         );
         let escalated = events(&h, AuditKind::RequestEscalated).await;
@@ -300,7 +427,15 @@ async fn an_undecided_request_escalates_after_the_delay_and_the_second_set_appro
         h.run_jobs().await;
         assert_eq!(h.slack.messages_in(ESCALATIONS).len(), 1);
 
-        let refusal = click(&h, APPROVER2, action::APPROVE, &req.id.to_string(), ESCALATIONS, &esc[0].ts).await;
+        let refusal = click(
+            &h,
+            APPROVER2,
+            action::APPROVE,
+            &req.id.to_string(),
+            ESCALATIONS,
+            &esc[0].ts,
+        )
+        .await;
         assert_eq!(refusal, "");
         h.wait_status(req.id, RequestStatus::Active).await;
         h.run_jobs().await;
@@ -317,7 +452,15 @@ async fn a_request_decided_in_time_does_not_escalate() {
     for h in harnesses().await {
         let req = request(&h, "esc-network").await;
         let m = h.approval_message(req.id);
-        click(&h, APPROVER1, action::DENY, &req.id.to_string(), APPROVALS, &m.ts).await;
+        click(
+            &h,
+            APPROVER1,
+            action::DENY,
+            &req.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
         h.wait_status(req.id, RequestStatus::Denied).await;
         h.clock.advance(chrono::Duration::minutes(45));
         h.run_jobs().await;
@@ -348,20 +491,44 @@ async fn a_request_decided_in_time_does_not_escalate() {
 async fn a_delegate_of_an_escalation_approver_decides_once_it_escalated() {
     for h in harnesses().await {
         // APPROVER2 approves esc-network only through escalation, and may delegate for it.
-        let reply = say(&h, APPROVER2, &format!("delegate {} until 1d", mention(MALLORY))).await;
+        let reply = say(
+            &h,
+            APPROVER2,
+            &format!("delegate {} until 1d", mention(MALLORY)),
+        )
+        .await;
         assert!(reply.contains("can now approve"), "{reply}");
         let req = request(&h, "esc-network").await;
         let m = h.approval_message(req.id);
-        let refusal = click(&h, MALLORY, action::APPROVE, &req.id.to_string(), APPROVALS, &m.ts).await;
+        let refusal = click(
+            &h,
+            MALLORY,
+            action::APPROVE,
+            &req.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
         assert!(refusal.contains("not an approver"), "{refusal}");
         h.clock.advance(chrono::Duration::minutes(31));
         h.run_jobs().await;
-        let refusal = click(&h, MALLORY, action::APPROVE, &req.id.to_string(), APPROVALS, &m.ts).await;
+        let refusal = click(
+            &h,
+            MALLORY,
+            action::APPROVE,
+            &req.id.to_string(),
+            APPROVALS,
+            &m.ts,
+        )
+        .await;
         assert_eq!(refusal, "");
         h.wait_status(req.id, RequestStatus::Active).await;
         let approved = events(&h, AuditKind::AccessApproved).await;
         let d = &approved[0].record.details;
-        assert!(d["on_behalf_of"].as_str().unwrap().ends_with("/UAPPROVER2"), "{d}");
+        assert!(
+            d["on_behalf_of"].as_str().unwrap().ends_with("/UAPPROVER2"),
+            "{d}"
+        );
         assert_eq!(d["via_escalation"], true);
     }
 }
@@ -389,10 +556,19 @@ fn the_grammar_reads_delegations() {
         })
     );
     let revoke = Ok(Command::Undelegate { user: alex.clone() });
-    assert_eq!(parse("delegate revoke <@U0ALEX|alex>", Surface::Access), revoke);
+    assert_eq!(
+        parse("delegate revoke <@U0ALEX|alex>", Surface::Access),
+        revoke
+    );
     assert_eq!(parse("undelegate <@U0ALEX|alex>", Surface::Access), revoke);
-    assert_eq!(parse("delegations", Surface::Access), Ok(Command::Delegations));
-    assert_eq!(parse("delegate list", Surface::Access), Ok(Command::Delegations));
+    assert_eq!(
+        parse("delegations", Surface::Access),
+        Ok(Command::Delegations)
+    );
+    assert_eq!(
+        parse("delegate list", Surface::Access),
+        Ok(Command::Delegations)
+    );
     for (text, says) in [
         ("delegate", "Usage: `/access delegate @user until"),
         ("delegate @alex until 3d", "couldn't tell who `@alex` is"),
