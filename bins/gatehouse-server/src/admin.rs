@@ -89,6 +89,7 @@ impl From<EngineError> for ApiError {
             | EngineError::RevocationInProgress { .. } => StatusCode::CONFLICT,
             EngineError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::NoProvider(_) | EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::Delegation(_) => StatusCode::FORBIDDEN,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = ?e, "admin API internal error");

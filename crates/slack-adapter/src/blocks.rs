@@ -670,38 +670,6 @@ pub fn ephemeral(text: &str) -> Value {
     json!({"response_type": "ephemeral", "replace_original": false, "text": text})
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_user_text() {
-        assert_eq!(
-            escape("<!channel> & <@U1>"),
-            "&lt;!channel&gt; &amp; &lt;@U1&gt;"
-        );
-    }
-
-    #[test]
-    fn times_in_provider_text_become_local() {
-        let t = "until 2026-01-19T12:34:56Z, then <b>";
-        let out = localize_times(&escape(t));
-        assert!(out.starts_with("until <!date^1768826096^"), "{out}");
-        assert!(out.ends_with(", then &lt;b&gt;"), "{out}");
-        assert_eq!(
-            localize_times("no times here: 2026-13-45T99:99:99Z"),
-            "no times here: 2026-13-45T99:99:99Z"
-        );
-        assert_eq!(localize_times("ünïcödé"), "ünïcödé");
-    }
-
-    #[test]
-    fn truncates_labels() {
-        assert_eq!(truncate("abcdef", 4), "abc…");
-        assert_eq!(truncate("abc", 4), "abc");
-    }
-}
-
 /// Who an escalation goes to, as Slack shows it: users and user groups mentioned, directory
 /// groups named.
 pub fn escalation_audience(set: &access_core::ApproverSet) -> String {
@@ -763,4 +731,36 @@ pub fn dm_escalated(
             escalation_audience(approvers)
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_user_text() {
+        assert_eq!(
+            escape("<!channel> & <@U1>"),
+            "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+        );
+    }
+
+    #[test]
+    fn times_in_provider_text_become_local() {
+        let t = "until 2026-01-19T12:34:56Z, then <b>";
+        let out = localize_times(&escape(t));
+        assert!(out.starts_with("until <!date^1768826096^"), "{out}");
+        assert!(out.ends_with(", then &lt;b&gt;"), "{out}");
+        assert_eq!(
+            localize_times("no times here: 2026-13-45T99:99:99Z"),
+            "no times here: 2026-13-45T99:99:99Z"
+        );
+        assert_eq!(localize_times("ünïcödé"), "ünïcödé");
+    }
+
+    #[test]
+    fn truncates_labels() {
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+    }
 }

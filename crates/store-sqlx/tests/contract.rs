@@ -675,6 +675,7 @@ async fn stale_version_conflicts_and_rolls_back_everything() {
                 ],
                 jobs: vec![NewJob::at(JobKind::Expire { grant_id: g.id }, t(100))],
                 claimed: None,
+                ..Default::default()
             })
             .await
             .unwrap_err();
