@@ -28,6 +28,11 @@ fn resources() -> Vec<Resource> {
             json!([]),
         ),
         resource(
+            "two-key",
+            json!({"mode": "approvers", "approvers": {"users": [APPROVER1, MALLORY]}, "required": 2}),
+            json!([]),
+        ),
+        resource(
             "esc-network",
             json!({
                 "mode": "approvers", "approvers": {"users": [APPROVER1]},
@@ -311,7 +316,7 @@ async fn only_approvers_delegate_and_bad_delegations_are_refused() {
     for h in harnesses().await {
         let reply = say(
             &h,
-            MALLORY,
+            BOB_NO_EMAIL,
             &format!("delegate {} until 3d", mention(ALICE)),
         )
         .await;
@@ -579,5 +584,38 @@ fn the_grammar_reads_delegations() {
     ] {
         let e = parse(text, Surface::Access).unwrap_err().to_string();
         assert!(e.contains(says), "{text}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_delegate_cannot_add_a_second_vote_for_a_delegator_who_voted() {
+    for h in harnesses().await {
+        say(
+            &h,
+            APPROVER1,
+            &format!("delegate {} until 1d", mention(APPROVER2)),
+        )
+        .await;
+        let req = request(&h, "two-key").await;
+        let m = h.approval_message(req.id);
+        let id = req.id.to_string();
+        assert_eq!(
+            click(&h, APPROVER1, action::APPROVE, &id, APPROVALS, &m.ts).await,
+            ""
+        );
+        let refusal = click(&h, APPROVER2, action::APPROVE, &id, APPROVALS, &m.ts).await;
+        assert!(
+            refusal.contains("<@UAPPROVER1> has already decided on this request"),
+            "{refusal}"
+        );
+        assert_eq!(h.request(req.id).await.status, RequestStatus::Pending);
+        assert_eq!(h.engine.store().decisions(req.id).await.unwrap().len(), 1);
+        // The other approver completes the quorum.
+        assert_eq!(
+            click(&h, MALLORY, action::APPROVE, &id, APPROVALS, &m.ts).await,
+            ""
+        );
+        h.run_jobs().await;
+        h.wait_status(req.id, RequestStatus::Active).await;
     }
 }
