@@ -7,6 +7,7 @@ mod admin_api;
 mod console;
 mod console_browser;
 mod console_helpers;
+mod delegation_story;
 mod directory_story;
 mod helpers;
 mod install_story;
