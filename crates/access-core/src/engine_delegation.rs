@@ -256,6 +256,17 @@ impl Engine {
         delegate: &Actor,
         until: &str,
     ) -> Result<Delegation, EngineError> {
+        // A concurrent revocation of the one being replaced loses a compare-and-set: re-read.
+        self.with_retries(|| self.delegate_once(delegator, delegate, until))
+            .await
+    }
+
+    async fn delegate_once(
+        &self,
+        delegator: &Actor,
+        delegate: &Actor,
+        until: &str,
+    ) -> Result<Delegation, EngineError> {
         let (
             Actor::User {
                 team_id,
@@ -323,6 +334,15 @@ impl Engine {
         delegator: &Actor,
         delegate_id: &str,
     ) -> Result<Delegation, EngineError> {
+        self.with_retries(|| self.undelegate_once(delegator, delegate_id))
+            .await
+    }
+
+    async fn undelegate_once(
+        &self,
+        delegator: &Actor,
+        delegate_id: &str,
+    ) -> Result<Delegation, EngineError> {
         let Actor::User {
             team_id,
             user_id: from,
@@ -331,12 +351,14 @@ impl Engine {
         else {
             return Err(DelegationError::NotAUser.into());
         };
-        let Some(d) = self
+        // All of them: two `delegate` commands racing may both have stored one.
+        let active: Vec<Delegation> = self
             .given(team_id, from)
             .await?
             .into_iter()
-            .find(|d| d.delegate_id == delegate_id)
-        else {
+            .filter(|d| d.delegate_id == delegate_id)
+            .collect();
+        let Some(d) = active.first().cloned() else {
             return Err(DelegationError::NoSuchDelegation {
                 delegate: delegate_id.to_string(),
             }
@@ -344,16 +366,18 @@ impl Engine {
         };
         let now = self.now();
         let mut cs = ChangeSet::default();
-        cs.delegations.push(DelegationWrite::Revoke {
-            id: d.id,
-            at: now,
-            by: delegator.id(),
-        });
-        let mut a = self.delegation_audit(AuditKind::DelegationRevoked, delegator, &d);
-        if let Some(obj) = a.details.as_object_mut() {
-            obj.insert("reason".into(), "revoked".into());
+        for d in &active {
+            cs.delegations.push(DelegationWrite::Revoke {
+                id: d.id,
+                at: now,
+                by: delegator.id(),
+            });
+            let mut a = self.delegation_audit(AuditKind::DelegationRevoked, delegator, d);
+            if let Some(obj) = a.details.as_object_mut() {
+                obj.insert("reason".into(), "revoked".into());
+            }
+            cs.audit.push(a);
         }
-        cs.audit.push(a);
         self.commit(cs).await?;
         Ok(Delegation {
             revoked_at: Some(now),
