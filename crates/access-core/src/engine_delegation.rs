@@ -236,6 +236,21 @@ impl Engine {
             .await?)
     }
 
+    /// The delegate's DM about `d` (a durable notification job).
+    fn delegation_notice(&self, d: &Delegation, ended: bool) -> NewJob {
+        self.notify_job(Notification::DelegationChanged {
+            delegate: Subject {
+                team_id: d.team_id.clone(),
+                user_id: d.delegate_id.clone(),
+                email: None,
+                name: d.delegate_name.clone(),
+            },
+            delegator: d.delegator(),
+            until: d.until,
+            ended,
+        })
+    }
+
     fn delegation_audit(&self, kind: AuditKind, by: &Actor, d: &Delegation) -> AuditRecord {
         AuditRecord::new(kind, by.clone(), self.now())
             .subject(&d.team_id, &d.delegate_id)
@@ -324,6 +339,7 @@ impl Engine {
         cs.delegations.push(DelegationWrite::Insert(d.clone()));
         cs.audit
             .push(self.delegation_audit(AuditKind::DelegationCreated, delegator, &d));
+        cs.jobs.push(self.delegation_notice(&d, false));
         self.commit(cs).await?;
         Ok(d)
     }
@@ -378,6 +394,7 @@ impl Engine {
             }
             cs.audit.push(a);
         }
+        cs.jobs.push(self.delegation_notice(&d, true));
         self.commit(cs).await?;
         Ok(Delegation {
             revoked_at: Some(now),

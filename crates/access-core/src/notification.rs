@@ -168,6 +168,14 @@ pub enum Notification {
         after: AccessDuration,
         approvals_required: u32,
     },
+    /// To a delegate: `delegator` let them approve for them until `until` (or ended that).
+    DelegationChanged {
+        delegate: Subject,
+        delegator: Actor,
+        until: DateTime<Utc>,
+        /// Revoked now (false: given, or replaced by a new end).
+        ended: bool,
+    },
 }
 
 impl Notification {
@@ -186,7 +194,8 @@ impl Notification {
             | Notification::RequestEscalated { request, .. } => Some(request.id),
             Notification::ExpiryReminder { .. }
             | Notification::AccessExpired { .. }
-            | Notification::AccessRevoked { .. } => None,
+            | Notification::AccessRevoked { .. }
+            | Notification::DelegationChanged { .. } => None,
         }
     }
 
@@ -206,6 +215,7 @@ impl Notification {
             Notification::AccessExpired { .. } => "access_expired",
             Notification::AccessRevoked { .. } => "access_revoked",
             Notification::RequestEscalated { .. } => "request_escalated",
+            Notification::DelegationChanged { .. } => "delegation_changed",
         }
     }
 }

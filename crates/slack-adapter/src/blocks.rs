@@ -714,6 +714,29 @@ pub fn escalated_approval_message(
     m
 }
 
+/// DM to a delegate: someone let them approve for them (or ended that).
+pub fn dm_delegation(delegator: &Actor, until: DateTime<Utc>, ended: bool) -> Message {
+    if ended {
+        simple(
+            "A delegation to you has ended.".into(),
+            format!(
+                ":handshake: *Delegation ended*\n{} ended your delegation: you can no longer approve or deny requests for them.",
+                delegator.mention()
+            ),
+        )
+    } else {
+        simple(
+            "You can now approve requests for someone else.".into(),
+            format!(
+                ":handshake: *Delegation*\n{} has let you approve and deny access requests for them until {}. \
+                 Your decisions are recorded as yours, on their behalf. You can never decide your own request, or theirs.",
+                delegator.mention(),
+                slack_date(until)
+            ),
+        )
+    }
+}
+
 /// DM: the request was not decided in time and went to the second approver set.
 pub fn dm_escalated(
     r: &RequestSummary,

@@ -597,6 +597,19 @@ impl Notifier for SlackNotifier {
                     )
                     .await;
             }
+            Notification::DelegationChanged {
+                delegate,
+                delegator,
+                until,
+                ended,
+            } => {
+                self.dm(
+                    ctx,
+                    delegate,
+                    &blocks::dm_delegation(delegator, *until, *ended),
+                )
+                .await?;
+            }
         }
         Ok(vec![])
     }

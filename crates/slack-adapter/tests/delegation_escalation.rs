@@ -138,6 +138,17 @@ async fn a_delegate_approves_within_the_period_on_behalf_of_the_delegator() {
                 .ends_with("/UAPPROVER2")
         );
 
+        let told: Vec<String> = h
+            .slack
+            .dms_to(APPROVER2)
+            .iter()
+            .map(|d| d.all_text())
+            .collect();
+        assert!(
+            told.iter()
+                .any(|t| t.contains("<@UAPPROVER1> has let you approve and deny")),
+            "the delegate is told: {told:#?}"
+        );
         let listed = say(&h, APPROVER2, "delegations").await;
         assert!(
             listed.contains("You may approve on behalf of") && listed.contains("<@UAPPROVER1>"),
@@ -229,6 +240,13 @@ async fn a_delegate_is_refused_after_the_period_and_after_revocation() {
             "{reply}"
         );
         assert_eq!(events(&h, AuditKind::DelegationRevoked).await.len(), 1);
+        assert!(
+            h.slack
+                .dms_to(APPROVER2)
+                .iter()
+                .any(|d| d.all_text().contains("<@UAPPROVER1> ended your delegation")),
+            "the delegate is told it ended"
+        );
         let refusal = click(
             &h,
             APPROVER2,
