@@ -8,6 +8,7 @@ mod break_glass_story;
 mod console;
 mod console_browser;
 mod console_helpers;
+mod delegation_story;
 mod directory_story;
 mod helpers;
 mod install_story;

@@ -99,6 +99,7 @@ impl From<EngineError> for ApiError {
             EngineError::RateLimited { .. } | EngineError::TooManyPending { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            EngineError::Delegation(_) => StatusCode::FORBIDDEN,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = ?e, "admin API internal error");

@@ -53,10 +53,17 @@ pub enum AuditKind {
     /// Someone outside the admin group tried an admin command (`/access admin …`); nothing
     /// changed. `details.command` says which.
     AdminCommandRefused,
+    /// An approver handed their approving to someone else for a period.
+    DelegationCreated,
+    /// A delegation was withdrawn (by its delegator, or replaced by a new one).
+    DelegationRevoked,
+    /// A pending request was not decided within its policy's escalation delay and was shown to
+    /// the second approver set.
+    RequestEscalated,
 }
 
 impl AuditKind {
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 22] = [
         AuditKind::AccessRequested,
         AuditKind::ApprovalRecorded,
         AuditKind::AccessApproved,
@@ -76,6 +83,9 @@ impl AuditKind {
         AuditKind::EmergencyGranted,
         AuditKind::EmergencyReviewed,
         AuditKind::AdminCommandRefused,
+        AuditKind::DelegationCreated,
+        AuditKind::DelegationRevoked,
+        AuditKind::RequestEscalated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +109,9 @@ impl AuditKind {
             AuditKind::EmergencyGranted => "emergency_granted",
             AuditKind::EmergencyReviewed => "emergency_reviewed",
             AuditKind::AdminCommandRefused => "admin_command_refused",
+            AuditKind::DelegationCreated => "delegation_created",
+            AuditKind::DelegationRevoked => "delegation_revoked",
+            AuditKind::RequestEscalated => "request_escalated",
         }
     }
 

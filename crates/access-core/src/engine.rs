@@ -47,6 +47,8 @@ mod admin;
 mod emergency;
 mod webhook_delivery;
 pub use admin::{ADMIN_LIST_READ, AdminError};
+#[path = "engine_delegation.rs"]
+mod delegation_ops;
 
 /// How many times an operation re-reads and retries after losing a compare-and-set.
 const CONFLICT_RETRIES: usize = 8;
@@ -121,6 +123,8 @@ pub enum EngineError {
     Busy,
     #[error("Something went wrong on our side (storage). Please try again.")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Delegation(#[from] crate::delegation::DelegationError),
     #[error(
         "Break-glass access is not enabled for '{resource}': nothing was granted. Ask for it the usual way (`request {resource} <duration> <justification>`) so an approver can decide."
     )]
@@ -252,6 +256,7 @@ impl EngineError {
             EngineError::RateLimited { .. } => "rate_limited",
             EngineError::TooManyPending { .. } => "too_many_pending",
             EngineError::ExtendedGrantEnded { .. } => "extended_grant_ended",
+            EngineError::Delegation(_) => "delegation_refused",
         }
     }
 }
@@ -1107,7 +1112,7 @@ impl Engine {
         self.settings.request_limits.check(&facts.rate, now)?;
 
         let mut request = AccessRequest {
-            id: replayed.unwrap_or_else(RequestId::new),
+            id: replayed.unwrap_or_default(),
             subject: s.subject.clone(),
             resource: resource.id.clone(),
             kind: s.kind,
@@ -1170,6 +1175,14 @@ impl Engine {
                     },
                     until,
                 ));
+                if let Some(esc) = resource.approval.escalation() {
+                    cs.jobs.push(NewJob::at(
+                        JobKind::Escalate {
+                            request_id: request.id,
+                        },
+                        esc.at(now),
+                    ));
+                }
             }
         }
         match self.commit(cs).await {
@@ -1309,7 +1322,7 @@ impl Engine {
         require_pending(&request)?;
         self.refuse_if_lapsed(&request).await?;
         let resource = self.resource(request.resource.as_str())?.clone();
-        policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
+        let authority = self.authorize(&resource, &request, &by).await?;
         let decisions = self.store.decisions(id).await?;
         if decisions.iter().any(|d| d.actor.id() == by.id()) {
             return Err(EngineError::AlreadyVoted);
@@ -1362,6 +1375,7 @@ impl Engine {
                 }));
         }
         cs.requests.insert(0, RequestWrite::Update(updated.clone()));
+        delegation_ops::annotate(&mut cs, id, &authority);
         match self.commit(cs).await {
             Ok(_) => Ok(stored(updated)),
             Err(StoreError::Duplicate(what)) if what.contains("decision") => {
@@ -1395,7 +1409,7 @@ impl Engine {
         require_pending(&request)?;
         self.refuse_if_lapsed(&request).await?;
         let resource = self.resource(request.resource.as_str())?.clone();
-        policy::check_approver(&resource, &request, &by, self.directory.as_ref()).await?;
+        let authority = self.authorize(&resource, &request, &by).await?;
         // One decision per approver (the store's unique key): an approver who already voted
         // yes gets an answer, not a storage error.
         if self
@@ -1428,6 +1442,7 @@ impl Engine {
             denied_by: by,
             reason,
         }));
+        delegation_ops::annotate(&mut cs, id, &authority);
         match self.commit(cs).await {
             Ok(_) => Ok(stored(updated)),
             Err(StoreError::Duplicate(what)) if what.contains("decision") => {
@@ -1879,6 +1894,10 @@ impl Engine {
             JobKind::Undecodable { kind, error } => Ok(JobResult::Fatal(format!(
                 "undecodable job of kind '{kind}': {error}"
             ))),
+            JobKind::Escalate { request_id } => self
+                .with_retries(|| self.escalate(*request_id))
+                .await
+                .map(|_| JobResult::done()),
             JobKind::Inbox { item } => Ok(match self.inbox_handler() {
                 Some(h) => match INBOX_JOB.scope(job.id, h.handle(item)).await {
                     Ok(()) => JobResult::done(),

@@ -44,6 +44,9 @@ pub enum JobKind {
     /// Deliver the audit events after a webhook's cursor to it (see [`crate::webhooks`]). One
     /// job runs per webhook at a time; a job finding nothing new is done at once.
     DeliverWebhook { webhook: String },
+    /// Escalate a request still pending after its policy's `escalate_after` (a no-op when it
+    /// was decided meanwhile). See [`crate::escalation`].
+    Escalate { request_id: RequestId },
 }
 
 /// One received chat payload, verified and reduced by its adapter to the adapter's own typed
@@ -72,6 +75,7 @@ impl JobKind {
             JobKind::Undecodable { .. } => "undecodable",
             JobKind::Inbox { .. } => "inbox",
             JobKind::DeliverWebhook { .. } => "deliver_webhook",
+            JobKind::Escalate { .. } => "escalate",
         }
     }
 
@@ -90,6 +94,8 @@ impl JobKind {
             // The webhook's own count of consecutive failures decides when to stop (it disables
             // the webhook), and it survives the job.
             JobKind::DeliverWebhook { .. } => None,
+            // Only a database write; its notifications are jobs of their own.
+            JobKind::Escalate { .. } => Some(20),
         }
     }
 

@@ -36,9 +36,11 @@
 //! ```
 
 pub mod audit;
+pub mod delegation;
 pub mod duration;
 pub mod emergency;
 pub mod engine;
+pub mod escalation;
 pub mod grant;
 pub mod ids;
 pub mod jobs;

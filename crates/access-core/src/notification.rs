@@ -174,6 +174,26 @@ pub enum Notification {
         /// The grant's end as granted (the notices show it).
         expires_at: DateTime<Utc>,
     },
+    /// A request not decided within its policy's escalation delay: to the second approver set
+    /// (a new approval message in `channel`, and to each listed user directly) and to the
+    /// requester (it escalated, and to whom).
+    RequestEscalated {
+        request: RequestSummary,
+        /// The escalation channel, else the request's approval channel (None: the global one).
+        channel: Option<String>,
+        approvers: crate::resource::ApproverSet,
+        /// How long it waited before escalating.
+        after: AccessDuration,
+        approvals_required: u32,
+    },
+    /// To a delegate: `delegator` let them approve for them until `until` (or ended that).
+    DelegationChanged {
+        delegate: Subject,
+        delegator: Actor,
+        until: DateTime<Utc>,
+        /// Revoked now (false: given, or replaced by a new end).
+        ended: bool,
+    },
 }
 
 impl Notification {
@@ -191,9 +211,11 @@ impl Notification {
             | Notification::AccessFailed { request, .. }
             | Notification::EmergencyAccessGranted { request, .. }
             | Notification::EmergencyReviewed { request, .. } => Some(request.id),
+            Notification::RequestEscalated { request, .. } => Some(request.id),
             Notification::ExpiryReminder { .. }
             | Notification::AccessExpired { .. }
-            | Notification::AccessRevoked { .. } => None,
+            | Notification::AccessRevoked { .. }
+            | Notification::DelegationChanged { .. } => None,
         }
     }
 
@@ -214,6 +236,8 @@ impl Notification {
             Notification::AccessRevoked { .. } => "access_revoked",
             Notification::EmergencyAccessGranted { .. } => "emergency_access_granted",
             Notification::EmergencyReviewed { .. } => "emergency_reviewed",
+            Notification::RequestEscalated { .. } => "request_escalated",
+            Notification::DelegationChanged { .. } => "delegation_changed",
         }
     }
 }

@@ -98,6 +98,20 @@ pub enum ApproverError {
     NoApprovalNeeded(String),
     #[error("Organizational data service is not available")]
     DirectoryUnavailable,
+    /// The clicker's only claim was a delegation that is over.
+    #[error(
+        "Your delegation from {delegator} {ended}, so you can no longer approve or deny for them. You are not an approver for '{resource}'."
+    )]
+    DelegationEnded {
+        delegator: String,
+        ended: String,
+        resource: String,
+    },
+    /// The delegator already decided; their delegate cannot add a second vote for them.
+    #[error(
+        "{delegator} has already decided on this request; you cannot decide again on their behalf."
+    )]
+    DelegatorAlreadyDecided { delegator: String },
 }
 
 /// May `actor` decide on `request`? Admins (the admin API) always may; Slack users must be in the

@@ -96,6 +96,8 @@ pub struct ChangeSet {
     pub claimed: Option<ClaimAtInsert>,
     /// Break-glass records and their reviews.
     pub emergency: Vec<EmergencyWrite>,
+    /// Delegations created or revoked (applied before the audit events).
+    pub delegations: Vec<crate::delegation::DelegationWrite>,
 }
 
 /// Jobs of a [`ChangeSet`] written `running`, under `token`, leased for `lease` on the store's
@@ -117,6 +119,7 @@ impl ChangeSet {
             && self.audit.is_empty()
             && self.jobs.is_empty()
             && self.emergency.is_empty()
+            && self.delegations.is_empty()
     }
 }
 
@@ -578,6 +581,11 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// Database reachable and migrations applied.
     async fn ready(&self) -> Result<(), StoreError>;
 
+    /// Delegations matching `filter`, newest first.
+    async fn delegations(
+        &self,
+        filter: &crate::delegation::DelegationFilter,
+    ) -> Result<Vec<crate::delegation::Delegation>, StoreError>;
     /// The break-glass record of a request, if it was an emergency request.
     async fn emergency_access(
         &self,

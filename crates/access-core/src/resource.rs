@@ -86,6 +86,9 @@ pub enum EligibilityRule {
 /// Who must approve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
+// One per resource, read from configuration once: the size of `Approvers` costs nothing, and
+// boxing its sets would only make the configuration types awkward to build.
+#[allow(clippy::large_enum_variant)]
 pub enum ApprovalPolicy {
     /// Approved as soon as the request passes eligibility.
     Auto,
@@ -100,6 +103,17 @@ pub enum ApprovalPolicy {
         /// A pending request times out after this long.
         #[serde(default = "default_pending_ttl")]
         pending_ttl: AccessDuration,
+        /// A request still pending this long after it was filed is escalated: shown to
+        /// `escalation_approvers` (who may then decide too) and the requester is told.
+        /// See [`crate::escalation`].
+        #[serde(default)]
+        escalate_after: Option<AccessDuration>,
+        /// The second approver set, asked once the request escalates.
+        #[serde(default)]
+        escalation_approvers: ApproverSet,
+        /// Where the escalated approval message goes; falls back to the approval channel.
+        #[serde(default)]
+        escalation_channel: Option<String>,
     },
 }
 

@@ -203,6 +203,9 @@ async fn approver_groups_use_the_same_directory() {
         required: 1,
         channel: None,
         pending_ttl: ApprovalPolicy::DEFAULT_PENDING_TTL,
+        escalate_after: None,
+        escalation_approvers: ApproverSet::default(),
+        escalation_channel: None,
     };
     let requester = subject("U05DLEE", Some("dlee@example.com"));
     let request: AccessRequest = serde_json::from_value(serde_json::json!({

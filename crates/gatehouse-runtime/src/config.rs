@@ -535,6 +535,7 @@ impl ResourceConfig {
                 )));
             }
         }
+        access_core::escalation::validate(&self.approval).map_err(err)?;
         let settings = match &self.settings {
             Some(t) => serde_json::to_value(t).map_err(|e| err(format!("settings: {e}")))?,
             None => serde_json::Value::Object(Default::default()),

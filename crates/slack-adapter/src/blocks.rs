@@ -677,6 +677,92 @@ pub fn ephemeral(text: &str) -> Value {
     json!({"response_type": "ephemeral", "replace_original": false, "text": text})
 }
 
+/// Who an escalation goes to, as Slack shows it: users and user groups mentioned, directory
+/// groups named.
+pub fn escalation_audience(set: &access_core::ApproverSet) -> String {
+    let mut who: Vec<String> = set.users.iter().map(|u| format!("<@{u}>")).collect();
+    who.extend(set.slack_groups.iter().map(|g| format!("<!subteam^{g}>")));
+    who.extend(
+        set.groups
+            .iter()
+            .map(|g| format!("members of '{}'", escape(g))),
+    );
+    if who.is_empty() {
+        "the escalation approvers".to_string()
+    } else {
+        who.join(", ")
+    }
+}
+
+/// The approval message posted when a request escalates: the pending approval message (same
+/// buttons, updated in place like the first one) under an escalation notice.
+pub fn escalated_approval_message(
+    r: &RequestSummary,
+    approvers: &access_core::ApproverSet,
+    after: access_core::AccessDuration,
+    approvals_required: u32,
+) -> Message {
+    let mut m = approval_message(
+        r,
+        &ApprovalState::Pending {
+            approved_by: vec![],
+            approvals_required,
+        },
+    );
+    let notice = format!(
+        ":rotating_light: *Escalated:* nobody decided this request within {}. {}, please approve or deny it.",
+        after.human(),
+        escalation_audience(approvers)
+    );
+    if let Value::Array(blocks) = &mut m.blocks {
+        blocks.insert(0, section(&notice));
+    }
+    m.text = format!("Escalated: {}", m.text);
+    m
+}
+
+/// DM to a delegate: someone let them approve for them (or ended that).
+pub fn dm_delegation(delegator: &Actor, until: DateTime<Utc>, ended: bool) -> Message {
+    if ended {
+        simple(
+            "A delegation to you has ended.".into(),
+            format!(
+                ":handshake: *Delegation ended*\n{} ended your delegation: you can no longer approve or deny requests for them.",
+                delegator.mention()
+            ),
+        )
+    } else {
+        simple(
+            "You can now approve requests for someone else.".into(),
+            format!(
+                ":handshake: *Delegation*\n{} has let you approve and deny access requests for them until {}. \
+                 Your decisions are recorded as yours, on their behalf. You can never decide your own request, or theirs.",
+                delegator.mention(),
+                slack_date(until)
+            ),
+        )
+    }
+}
+
+/// DM: the request was not decided in time and went to the second approver set.
+pub fn dm_escalated(
+    r: &RequestSummary,
+    approvers: &access_core::ApproverSet,
+    after: access_core::AccessDuration,
+) -> Message {
+    simple(
+        format!("Your access request for {} was escalated.", r.resource),
+        format!(
+            ":rotating_light: *Request escalated*\nNobody decided on your request for *{}* within {}, \
+             so it has been escalated to {}. They can now approve or deny it too. \
+             I'll message you as soon as it is decided.",
+            r.resource,
+            after.human(),
+            escalation_audience(approvers)
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

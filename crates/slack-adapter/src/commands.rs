@@ -480,6 +480,13 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
             crate::emergency::submit(ctx, caller, resource, duration, justification).await
         }
         Command::Admin(a) => crate::admin_commands::execute(ctx, caller, surface, a).await,
+        Command::Delegate { user, until } => {
+            crate::delegation_cmds::delegate(ctx, caller, surface, user, until).await
+        }
+        Command::Undelegate { user } => {
+            crate::delegation_cmds::undelegate(ctx, caller, surface, user).await
+        }
+        Command::Delegations => crate::delegation_cmds::list(ctx, caller, surface).await,
     }
 }
 

@@ -84,6 +84,25 @@ pub enum Command {
     },
     /// `admin …`: the admin group's commands (docs/admin-commands.md).
     Admin(AdminCommand),
+    /// `delegate @user until <date | duration>`: let `user` approve for me until then.
+    Delegate {
+        user: MentionedUser,
+        until: String,
+    },
+    /// `delegate revoke @user` (alias `undelegate @user`).
+    Undelegate {
+        user: MentionedUser,
+    },
+    /// `delegations`: the active delegations I gave and received.
+    Delegations,
+}
+
+/// A person named in a command by mention (`<@U123|name>`, as Slack escapes `@name`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MentionedUser {
+    pub user_id: String,
+    /// The name Slack put after `|`, if any.
+    pub name: String,
 }
 
 /// `admin grants [resource]`, `admin revoke @user <resource>`, `admin pending`,
@@ -128,6 +147,14 @@ pub enum ParseErrorKind {
     AdminUsage {
         problem: String,
     },
+    /// `delegate` without a mention, or with a bad one (`word` is what was there).
+    DelegateUsage {
+        word: Option<String>,
+    },
+    /// `delegate @user` without `until …`.
+    MissingUntil,
+    /// `delegate revoke` / `undelegate` without a mention.
+    UndelegateUsage,
 }
 
 /// A malformed command; its `Display` is the message shown to the person.
@@ -178,6 +205,31 @@ impl fmt::Display for ParseError {
             ParseErrorKind::AdminUsage { problem } => {
                 write!(f, "{problem}\n{}", admin_usage(self.surface))
             }
+            ParseErrorKind::DelegateUsage { word } => {
+                if let Some(w) = word {
+                    write!(
+                        f,
+                        "I couldn't tell who `{w}` is: mention the person with @ and pick them from the list, so \
+                         Slack links them (the app's `/access` command needs \"Escape channels, users, and links\" \
+                         turned on; a direct message to the bot always works). "
+                    )?;
+                }
+                write!(
+                    f,
+                    "Usage: `{p}delegate @user until <YYYY-MM-DD | duration>`, for example \
+                     `{p}delegate @alex until 2026-12-01` or `{p}delegate @alex until 3d` (at most 90 days). \
+                     `{p}delegate revoke @user` ends one; `{p}delegations` lists yours."
+                )
+            }
+            ParseErrorKind::MissingUntil => write!(
+                f,
+                "Say until when: `{p}delegate @user until <YYYY-MM-DD | duration>`, for example \
+                 `{p}delegate @alex until 2026-12-01` (through that day, UTC) or `{p}delegate @alex until 3d`."
+            ),
+            ParseErrorKind::UndelegateUsage => write!(
+                f,
+                "Say whose delegation to end: `{p}delegate revoke @user`. `{p}delegations` lists yours."
+            ),
         }
     }
 }
@@ -280,6 +332,9 @@ pub fn parse(text: &str, surface: Surface) -> Result<Command, ParseError> {
             })
         }
         "admin" => parse_admin(rest).map_err(|problem| err(ParseErrorKind::AdminUsage { problem })),
+        "delegate" => parse_delegate(rest).map_err(err),
+        "undelegate" => parse_undelegate(rest).map_err(err),
+        "delegations" => Ok(Command::Delegations),
         _ => Err(err(ParseErrorKind::UnknownCommand {
             word: verb.chars().take(40).collect(),
         })),
@@ -371,6 +426,60 @@ pub fn admin_usage(surface: Surface) -> String {
          • `{p}admin revoke @user <resource>`: revoke that person's access now (they are told)\n\
          • `{p}admin audit @user`: that person's recent audit events, newest first"
     )
+}
+
+/// `delegate @user until <end>`, `delegate revoke @user`, `delegate list`.
+fn parse_delegate(rest: &str) -> Result<Command, ParseErrorKind> {
+    let (first, after) = split_word(rest);
+    match first.to_lowercase().as_str() {
+        "" => return Err(ParseErrorKind::DelegateUsage { word: None }),
+        "revoke" | "remove" | "end" => return parse_undelegate(after),
+        "list" => return Ok(Command::Delegations),
+        _ => {}
+    }
+    let user = mention(first).ok_or_else(|| ParseErrorKind::DelegateUsage {
+        word: Some(first.chars().take(40).collect()),
+    })?;
+    let (word, end) = split_word(after);
+    // `until` may be left out: `delegate @alex 3d`.
+    let end = if word.eq_ignore_ascii_case("until") || word.eq_ignore_ascii_case("for") {
+        end
+    } else {
+        after
+    };
+    let end = end.trim();
+    if end.is_empty() {
+        return Err(ParseErrorKind::MissingUntil);
+    }
+    Ok(Command::Delegate {
+        user,
+        until: end.to_string(),
+    })
+}
+
+fn parse_undelegate(rest: &str) -> Result<Command, ParseErrorKind> {
+    let (who, _) = split_word(rest);
+    mention(who)
+        .map(|user| Command::Undelegate { user })
+        .ok_or(ParseErrorKind::UndelegateUsage)
+}
+
+/// `<@U123>` or `<@U123|name>` (Slack's escaped mention).
+fn mention(token: &str) -> Option<MentionedUser> {
+    let inner = token.strip_prefix("<@")?.strip_suffix('>')?;
+    let (id, name) = match inner.split_once('|') {
+        Some((id, name)) => (id, name),
+        None => (inner, ""),
+    };
+    let valid = id.len() >= 2
+        && (id.starts_with('U') || id.starts_with('W'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    valid.then(|| MentionedUser {
+        user_id: id.to_string(),
+        name: name.to_string(),
+    })
 }
 
 /// Slack escapes `&`, `<` and `>` in command text; non-breaking spaces come from some keyboards.
@@ -505,6 +614,7 @@ pub fn help_text(surface: Surface, topic: HelpTopic) -> String {
          • `{p}extend <resource> [duration]`: ask for more time on active access\n\
          • `{p}cancel <resource>`: withdraw a pending request\n\
          • `{p}request <resource> [duration] --emergency <reason>`: break-glass access at once, where a resource allows it (approvers and security are told, and review it)\n\
+         • `{p}delegate @user until <YYYY-MM-DD | duration>`: approvers: let someone approve for you for a while (at most 90 days); `{p}delegate revoke @user` ends it, `{p}delegations` lists yours\n\
          • `{p}help`: show this message\n\
          • `{p}help admin`: commands for Gatehouse admins"
     );
@@ -521,7 +631,10 @@ pub fn help_text(surface: Surface, topic: HelpTopic) -> String {
              you cannot approve your own request, and some resources need more than one approval.\n\
              • You get a direct message when your request is approved, denied, granted (with how to use it), \
              shortly before it expires (with an Extend button where allowed) and when it ends.\n\
-             • The App Home tab lists your access with Revoke and Extend buttons.",
+             • The App Home tab lists your access with Revoke and Extend buttons.\n\
+             • Approvers can delegate: while `delegate @user until …` is active, that person may approve and deny \
+             wherever you could (recorded as on your behalf), never their own request. \
+             A request nobody decides within its escalation delay is shown to a second set of approvers, and you are told.",
         );
     }
     s

@@ -53,6 +53,7 @@ pub mod blocks;
 pub mod commands;
 pub mod config;
 pub mod crypto;
+mod delegation_cmds;
 pub mod emergency;
 pub mod grammar;
 pub mod installations;

@@ -344,6 +344,69 @@ impl SlackNotifier {
         }
         Ok(refs)
     }
+
+    /// A request escalated: a new approval message (with the buttons) in the escalation channel
+    /// and in a DM to each listed escalation approver, all updated in place once it is decided;
+    /// then the requester is told. Safe to re-run: each post is made once per job.
+    async fn escalate(
+        &self,
+        ctx: &NotifyContext,
+        request: &RequestSummary,
+        channel: Option<&str>,
+        approvers: &access_core::ApproverSet,
+        after: access_core::AccessDuration,
+        approvals_required: u32,
+    ) -> Result<Vec<MessageRef>, NotifyError> {
+        let team = request.subject.team_id.as_str();
+        let api = self.api_for(team).await?;
+        let m = blocks::escalated_approval_message(request, approvers, after, approvals_required);
+        let channel = channel
+            .filter(|c| !c.is_empty())
+            .unwrap_or(&self.approval_channel)
+            .trim_start_matches('#');
+        let reference = |posted: Posted| MessageRef {
+            request_id: request.id,
+            purpose: PURPOSE_APPROVAL.to_string(),
+            team_id: team.to_string(),
+            channel: posted.channel,
+            ts: posted.ts,
+        };
+        let mut refs = Vec::new();
+        let posted = self
+            .post_once(&api, ctx, team, channel, &m)
+            .await
+            .map_err(|e| match e {
+                ApiError::Slack { ref error, .. }
+                    if error == "channel_not_found" || error == "not_in_channel" =>
+                {
+                    NotifyError::Permanent(format!(
+                        "cannot post to escalation channel '{channel}' ({error}): invite the bot or fix escalation_channel"
+                    ))
+                }
+                other => other.into(),
+            })?;
+        refs.push(reference(posted));
+        for user in approvers
+            .users
+            .iter()
+            .filter(|u| is_slack_user(u) && **u != request.subject.user_id)
+        {
+            match self.post_once(&api, ctx, team, user, &m).await {
+                Ok(p) => refs.push(reference(p)),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                // A deactivated approver: the channel message still stands.
+                Err(e) => tracing::warn!(request = %request.id, user = %user, error = %e,
+                    "could not send the escalated request to an escalation approver"),
+            }
+        }
+        self.dm(
+            ctx,
+            &request.subject,
+            &blocks::dm_escalated(request, approvers, after),
+        )
+        .await?;
+        Ok(refs)
+    }
 }
 
 fn is_slack_user(id: &str) -> bool {
@@ -614,6 +677,37 @@ impl Notifier for SlackNotifier {
                         }
                     }
                 }
+            }
+            Notification::RequestEscalated {
+                request,
+                channel,
+                approvers,
+                after,
+                approvals_required,
+            } => {
+                return self
+                    .escalate(
+                        ctx,
+                        request,
+                        channel.as_deref(),
+                        approvers,
+                        *after,
+                        *approvals_required,
+                    )
+                    .await;
+            }
+            Notification::DelegationChanged {
+                delegate,
+                delegator,
+                until,
+                ended,
+            } => {
+                self.dm(
+                    ctx,
+                    delegate,
+                    &blocks::dm_delegation(delegator, *until, *ended),
+                )
+                .await?;
             }
         }
         Ok(vec![])

@@ -96,6 +96,7 @@
 
 mod codec;
 mod db;
+mod delegations;
 mod emergency;
 mod installations;
 mod pages;

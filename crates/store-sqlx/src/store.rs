@@ -111,6 +111,9 @@ impl SqlStore {
         for w in &change.emergency {
             crate::emergency::apply(&mut c, w).await?;
         }
+        for w in &change.delegations {
+            crate::delegations::apply(&mut c, w).await?;
+        }
 
         let sealed = if change.audit.is_empty() {
             Vec::new()
@@ -1803,6 +1806,13 @@ impl Store for SqlStore {
                 "migrations not applied: {missing:?}"
             )))
         }
+    }
+
+    async fn delegations(
+        &self,
+        filter: &access_core::delegation::DelegationFilter,
+    ) -> Result<Vec<access_core::delegation::Delegation>, StoreError> {
+        self.read_delegations(filter).await
     }
 }
 

@@ -688,6 +688,7 @@ async fn stale_version_conflicts_and_rolls_back_everything() {
                         review: None,
                     },
                 )],
+                ..Default::default()
             })
             .await
             .unwrap_err();
