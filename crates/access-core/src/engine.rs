@@ -914,7 +914,7 @@ impl Engine {
         }
 
         let mut request = AccessRequest {
-            id: replayed.unwrap_or_else(RequestId::new),
+            id: replayed.unwrap_or_default(),
             subject: s.subject.clone(),
             resource: resource.id.clone(),
             kind: s.kind,
