@@ -227,7 +227,12 @@ pub async fn check(world: &World, lcs: &[Lifecycle], workers: usize, rep: &mut R
                 l.resource
             ));
         }
-        if l.grant_id.is_some() && !matches!(l.status.as_str(), "expired" | "revoked" | "failed") {
+        if l.grant_id.is_some()
+            && !matches!(
+                l.status.as_str(),
+                "expired" | "revoked" | "failed" | REVOKED_UNPROVISIONED
+            )
+        {
             rep.fail(format!("lifecycle {}: grant ended as {}", l.n, l.status));
         }
     }
@@ -331,7 +336,7 @@ pub async fn check(world: &World, lcs: &[Lifecycle], workers: usize, rep: &mut R
         .iter()
         .filter(|l| l.resource != DRY && l.grant_id.is_some())
     {
-        let ok = if l.status == "failed" {
+        let ok = if l.status == "failed" || l.status == REVOKED_UNPROVISIONED {
             l.appeared <= 1
         } else {
             l.appeared == 1
@@ -439,7 +444,8 @@ pub async fn check(world: &World, lcs: &[Lifecycle], workers: usize, rep: &mut R
         let granted = k.get("access_granted").copied().unwrap_or(0);
         let ends = k.get("access_expired").copied().unwrap_or(0)
             + k.get("access_revoked").copied().unwrap_or(0);
-        if granted != 1 || ends != 1 {
+        let want_granted = usize::from(l.status != REVOKED_UNPROVISIONED);
+        if granted != want_granted || ends != 1 {
             audit_bad += 1;
             rep.fail(format!(
                 "lifecycle {}: audit has {granted} granted and {ends} ended events: {k:?}",
@@ -489,6 +495,11 @@ pub async fn check(world: &World, lcs: &[Lifecycle], workers: usize, rep: &mut R
                 .filter(|l| l.worker == w && l.resource == res)
                 .collect();
             let want = mine.len();
+            // Revoked before it was ever granted: a revoked message, no granted one.
+            let want_granted = mine
+                .iter()
+                .filter(|l| l.status != REVOKED_UNPROVISIONED)
+                .count();
             let failed_here = outran
                 .iter()
                 .filter(|l| l.worker == w && l.resource == res)
@@ -523,7 +534,7 @@ pub async fn check(world: &World, lcs: &[Lifecycle], workers: usize, rep: &mut R
             // its own; such a message carries the upload warning and is counted apart. A grant
             // whose expiry outran its provisioning is told it could not be provisioned, once,
             // and never that it expired.
-            if granted.len() - failed != want
+            if granted.len() - failed != want_granted
                 || ends != want
                 || not_provisioned != failed_here
                 || ext != ext_events

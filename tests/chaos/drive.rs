@@ -158,6 +158,9 @@ async fn approve(world: &World, m: &testkit::slack::FakeMessage, request_id: &st
         .await;
 }
 
+/// A lifecycle whose grant the person revoked before it ever became active (see `run_one`).
+pub const REVOKED_UNPROVISIONED: &str = "revoked-unprovisioned";
+
 pub fn granted_text(resource: &str) -> String {
     format!("Your access to {resource} is ready until")
 }
@@ -390,6 +393,7 @@ async fn run_one(
 
     // The grant as the server ended it.
     let grant = until_async_grant(world, user, res, &rid).await;
+    let never_granted = grant.as_ref().is_some_and(|g| g["granted_at"].is_null());
     match grant {
         Some(g) => {
             lc.grant_id = g["id"].as_str().map(String::from);
@@ -418,6 +422,21 @@ async fn run_one(
         }
     }
 
+    // Revoked by the person while its provisioning was still running (the provider had added
+    // the access, which the driver saw, but the grant never became active): one answer, the
+    // revocation's (findings 5 and 13), and no "granted" message or event.
+    if lc.status == "revoked" && never_granted {
+        lc.status = REVOKED_UNPROVISIONED.into();
+        let ended = until(120, || {
+            (world.dms(user, |t| is_ended(res, t)).len() > ended_before).then_some(())
+        })
+        .await;
+        if ended.is_none() {
+            lc.problems
+                .push("revoked message missing 120 s after the end".into());
+        }
+        return;
+    }
     // A grant whose provisioning outran its expiry ("ended during provisioning") was never
     // granted: no granted message comes, the ended one may.
     if provisioning_failed(world, &rid).await {

@@ -2206,8 +2206,13 @@ impl Engine {
         failed.failure = Some(reason.to_string());
         let mut cs = ChangeSet::default();
         cs.requests.push(RequestWrite::Update(failed.clone()));
+        // A revoke says so itself (one answer per grant, finding 5): a provisioning that runs
+        // again after the person revoked the grant adds no "could not be provisioned".
+        let mut revoked = false;
         if let Some(gid) = request.grant_id {
             if let Some(g) = self.store.grant(gid).await? {
+                revoked = g.request_id == request_id
+                    && matches!(g.status, GrantStatus::Revoking | GrantStatus::Revoked);
                 // A brand-new grant that never became active ends here; an active grant that was
                 // being extended keeps its access until its own expiry.
                 if g.request_id == request_id
@@ -2235,10 +2240,12 @@ impl Engine {
             self.audit(AuditKind::GrantFailed, &Actor::System, &request)
                 .details(serde_json::json!({"reason": reason})),
         );
-        cs.jobs.push(self.notify_job(Notification::AccessFailed {
-            request: self.summary(&failed),
-            reason: reason.to_string(),
-        }));
+        if !revoked {
+            cs.jobs.push(self.notify_job(Notification::AccessFailed {
+                request: self.summary(&failed),
+                reason: reason.to_string(),
+            }));
+        }
         self.commit(cs).await?;
         Ok(())
     }

@@ -575,6 +575,45 @@ async fn extend_lengthens_from_the_current_expiry_within_the_maximum() {
     }
 }
 
+/// Chaos finding 13: the grant call lands but its answer is lost (a crash, a time-out), the
+/// person revokes, and provisioning runs again: the person hears once, that it was revoked.
+/// Before, the re-run found the grant ended and also said "could not be provisioned".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provisioning_run_again_after_a_revoke_sends_no_second_answer() {
+    for h in each_backend().await {
+        h.provider
+            .on_grant(Behaviour::ApplyThenFail("answer lost".into()));
+        let r = h.engine.submit(ask("U13", "auto", "1h")).await.unwrap();
+        h.engine.run_due(10).await.unwrap();
+        assert_eq!(
+            h.provider.holders().len(),
+            1,
+            "{}: the grant landed",
+            h.kind
+        );
+        h.engine
+            .revoke_grant(r.grant_id.unwrap(), approver("U13"))
+            .await
+            .unwrap();
+        h.provider.on_grant(Behaviour::Succeed);
+        h.travel(Duration::minutes(5));
+        h.run().await;
+        assert!(h.provider.holders().is_empty(), "{}", h.kind);
+        assert_eq!(
+            h.grant_of(&r).await.status,
+            GrantStatus::Revoked,
+            "{}",
+            h.kind
+        );
+        let names = h.notifier.names();
+        let ends = names
+            .iter()
+            .filter(|n| ["access_revoked", "access_failed", "access_expired"].contains(n))
+            .collect::<Vec<_>>();
+        assert_eq!(ends, [&"access_revoked"], "{}: {names:?}", h.kind);
+    }
+}
+
 /// Chaos finding 11: an extension approved after the access it extends has ended gives no new
 /// access. Before, the late approval created a fresh grant nobody had requested.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
