@@ -1631,6 +1631,44 @@ async fn within(limit: std::time::Duration, cond: impl Fn() -> bool) -> bool {
     cond()
 }
 
+/// With the scheduler running, `slow` people's grants take 6 s at the provider; while they are
+/// in flight, another grant's expiry comes due. True when it was taken back within 2 s.
+async fn expiry_taken_back_beside_slow_grants(h: &Harness, slow: &[&str]) -> bool {
+    h.engine.submit(ask("UHELD", "auto", "1h")).await.unwrap();
+    h.run().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(
+        gatehouse_runtime::JobScheduler::new(h.engine.clone(), h.waker.clone())
+            .max_idle(std::time::Duration::from_millis(200))
+            .run(shutdown.clone()),
+    );
+    h.provider
+        .on_grant(Behaviour::Delay(std::time::Duration::from_secs(6)));
+    for user in slow {
+        h.engine.submit(ask(user, "auto", "8h")).await.unwrap();
+    }
+    let started = 1 + slow.len();
+    assert!(
+        within(std::time::Duration::from_secs(3), || h
+            .provider
+            .count("grant")
+            == started)
+        .await,
+        "{}: the slow grants did not all start",
+        h.kind
+    );
+    // The held grant's expiry comes due while the slow grants run.
+    h.travel(Duration::minutes(61));
+    h.waker.job_enqueued(h.engine.now());
+    let revoked = within(std::time::Duration::from_secs(2), || {
+        h.provider.count("revoke") == 1
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    revoked
+}
+
 /// Chaos finding 4: an expiry that comes due while the scheduler runs a slow job is taken back
 /// at once, not after that job. The scheduler used to claim a batch and claim again only when
 /// the whole batch was done, so the expiry waited for the slow provisioning call (here 6 s).
@@ -1638,40 +1676,11 @@ async fn within(limit: std::time::Duration, cond: impl Fn() -> bool) -> bool {
 async fn a_due_expiry_does_not_wait_for_a_slow_job() {
     for db in backends().await {
         let h = harness_with(db, &slow_config("")).await;
-        let held = h.engine.submit(ask("UHELD", "auto", "1h")).await.unwrap();
-        h.run().await;
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(
-            gatehouse_runtime::JobScheduler::new(h.engine.clone(), h.waker.clone())
-                .max_idle(std::time::Duration::from_millis(200))
-                .run(shutdown.clone()),
-        );
-        h.provider
-            .on_grant(Behaviour::Delay(std::time::Duration::from_secs(6)));
-        h.engine.submit(ask("USLOW", "auto", "8h")).await.unwrap();
         assert!(
-            within(std::time::Duration::from_secs(3), || h
-                .provider
-                .count("grant")
-                == 2)
-            .await,
-            "{}: the slow grant never started",
+            expiry_taken_back_beside_slow_grants(&h, &["USLOW"]).await,
+            "{}: the expiry waited for the slow job",
             h.kind
         );
-        // The held grant's expiry comes due while the slow grant runs.
-        h.travel(Duration::minutes(61));
-        h.waker.job_enqueued(h.engine.now());
-        let ok = within(std::time::Duration::from_secs(2), || {
-            h.provider.count("revoke") == 1
-        })
-        .await;
-        assert!(
-            ok,
-            "{}: the expiry of {} waited for the slow job",
-            h.kind, held.id
-        );
-        shutdown.cancel();
-        task.await.unwrap();
     }
 }
 
@@ -1681,41 +1690,11 @@ async fn a_due_expiry_does_not_wait_for_a_slow_job() {
 async fn expiries_have_slots_of_their_own() {
     for db in backends().await {
         let h = harness_with(db, &slow_config("job_concurrency = 2")).await;
-        let held = h.engine.submit(ask("UHELD", "auto", "1h")).await.unwrap();
-        h.run().await;
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let task = tokio::spawn(
-            gatehouse_runtime::JobScheduler::new(h.engine.clone(), h.waker.clone())
-                .max_idle(std::time::Duration::from_millis(200))
-                .run(shutdown.clone()),
-        );
-        h.provider
-            .on_grant(Behaviour::Delay(std::time::Duration::from_secs(6)));
-        h.engine.submit(ask("USLOW1", "auto", "8h")).await.unwrap();
-        h.engine.submit(ask("USLOW2", "auto", "8h")).await.unwrap();
         assert!(
-            within(std::time::Duration::from_secs(3), || h
-                .provider
-                .count("grant")
-                == 3)
-            .await,
-            "{}: the slow grants did not both start",
+            expiry_taken_back_beside_slow_grants(&h, &["USLOW1", "USLOW2"]).await,
+            "{}: the expiry waited for a work slot",
             h.kind
         );
-        h.travel(Duration::minutes(61));
-        h.waker.job_enqueued(h.engine.now());
-        assert!(
-            within(std::time::Duration::from_secs(2), || h
-                .provider
-                .count("revoke")
-                == 1)
-            .await,
-            "{}: the expiry of {} waited for a work slot",
-            h.kind,
-            held.id
-        );
-        shutdown.cancel();
-        task.await.unwrap();
     }
 }
 
