@@ -1843,7 +1843,16 @@ impl access_core::ports::InboxHandler for FilesThenFailsOnce {
 /// request for the resource ("You already have a pending request").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_inbox_job_files_its_request_once() {
-    for h in each_backend().await {
+    let mut harnesses = Vec::new();
+    for db in backends().await {
+        harnesses.push(harness(db).await);
+    }
+    // With a limit of one request an hour, the re-run must not be refused as the second.
+    for db in backends().await {
+        let limited = format!("[server.rate_limits]\nrequests_per_person = 1\n{CONFIG}");
+        harnesses.push(harness_with(db, &limited).await);
+    }
+    for h in harnesses {
         let handler = Arc::new(FilesThenFailsOnce {
             engine: Arc::downgrade(&h.engine),
             runs: std::sync::atomic::AtomicUsize::new(0),
@@ -1897,5 +1906,8 @@ async fn a_replayed_inbox_job_files_its_request_once() {
             "{}: one request",
             h.kind
         );
+        // And the re-run answered with it (a refusal would have failed the job for good).
+        let dead = h.engine.dead_jobs().await.unwrap();
+        assert!(dead.is_empty(), "{}: {dead:?}", h.kind);
     }
 }
