@@ -268,9 +268,21 @@ pub async fn check(world: &World, lcs: &[Lifecycle], workers: usize, rep: &mut R
     }
     for (ms, n) in &expiry {
         if *ms < -1_000 {
+            // What the next look needs (finding 14): whose, which plan, which grant, when.
+            let l = ended.iter().find(|l| l.n == *n);
             rep.fail(format!(
-                "lifecycle {n}: access removed {} ms BEFORE expiry",
-                -ms
+                "lifecycle {n}: access removed {} ms BEFORE expiry ({})",
+                -ms,
+                l.map_or(String::new(), |l| format!(
+                    "{} {} {:?}, grant {}, expires_at {:?}, removed {:?}, extension request {:?}",
+                    user_id(l.worker),
+                    l.resource,
+                    l.plan,
+                    l.grant_id.as_deref().unwrap_or("-"),
+                    l.expires_at,
+                    l.removed_seen,
+                    l.extend_request_id
+                ))
             ));
         }
     }
