@@ -100,38 +100,7 @@ pub async fn harness_on(
     tweak: impl FnOnce(&mut SlackConfig),
     provider: Arc<dyn Provider>,
 ) -> Harness {
-    let slack = FakeSlack::start().await;
-    slack.add_user(FakeUser::new(ALICE, "alice").email("alice@example.com"));
-    slack.add_user(FakeUser::new(BOB_NO_EMAIL, "bob"));
-    slack.add_user(FakeUser::new(APPROVER1, "approver1").email("a1@example.com"));
-    slack.add_user(FakeUser::new(APPROVER2, "approver2").email("a2@example.com"));
-    slack.add_user(FakeUser::new(MALLORY, "mallory").email("mallory@example.com"));
-    slack.add_channel(APPROVALS, "vpn-access-approvals");
-    slack.add_channel("C0GENERAL", "general");
-
-    let store: Arc<dyn Store> = Arc::new(store_sqlx::SqlStore::connect(&db.url).await.unwrap());
-    let clock = Arc::new(ManualClock::starting_now());
-    let mut config = SlackConfig::new(slack.token(), SECRET, &slack.api_url());
-    config.http_timeout = Duration::from_secs(5);
-    tweak(&mut config);
-    let notifier = SlackNotifier::new(&config).with_clock(clock.clone() as Arc<dyn Clock>);
-    let engine = Engine::builder(store, clock.clone())
-        .resources(resources)
-        .provider_named("dry-run", provider)
-        .notifier(Arc::new(notifier.clone()))
-        .build()
-        .unwrap();
-    let engine = Arc::new(engine);
-    let app = slack_adapter::router(engine.clone(), config.clone());
-    Harness {
-        slack,
-        engine,
-        app,
-        config,
-        notifier,
-        clock,
-        _db: db,
-    }
+    harness_with_settings(db, resources, tweak, provider, Default::default()).await
 }
 
 /// [`harness_on`] with engine settings of the test's choosing (admins, request limits).
