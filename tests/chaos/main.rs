@@ -380,3 +380,24 @@ async fn replicas_postgres() {
         );
     }
 }
+
+/// Finding 14: a removal made by a restarted server before the test saw it answer is not "before
+/// expiry". Expiry at 10 s, the server killed at 9 s and seen back at 12 s, the access removed at
+/// 11.5 s (by the new server's scheduler): lateness 0, not -500 ms; a removal after the server was
+/// seen back counts from that moment; a downtime before the deadline changes nothing.
+#[test]
+fn lateness_counts_from_the_later_of_expiry_and_the_server_back() {
+    use chrono::TimeZone;
+    let t = |ms: i64| Utc.timestamp_millis_opt(ms).unwrap();
+    let down = [(t(9_000), t(12_000))];
+    let late = |removed: i64| {
+        (t(removed) - drive::effective_deadline(t(10_000), t(removed), &down)).num_milliseconds()
+    };
+    assert_eq!(late(11_500), 0);
+    assert_eq!(late(12_300), 300);
+    assert_eq!(
+        (t(10_200) - drive::effective_deadline(t(10_000), t(10_200), &[(t(1_000), t(2_000))]))
+            .num_milliseconds(),
+        200
+    );
+}
