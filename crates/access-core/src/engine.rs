@@ -1012,6 +1012,12 @@ impl Engine {
             .ok_or(EngineError::RequestNotFound(id))
     }
 
+    /// The id of the request a running inbox job files (see [`RequestId::for_inbox_job`]);
+    /// `None` outside one (the admin API, scripts).
+    fn inbox_request_id(&self) -> Option<RequestId> {
+        INBOX_JOB.try_with(|j| RequestId::for_inbox_job(*j)).ok()
+    }
+
     /// Files a request. Auto-approved resources come back `approved` with provisioning queued.
     pub async fn submit(&self, s: Submission) -> Result<AccessRequest, EngineError> {
         let resource = self.resource(&s.resource)?.clone();
@@ -1096,7 +1102,7 @@ impl Engine {
         // crash between filing and the job's completion, or a transient error) finds what the
         // first run filed. Before, a re-run after the first request had been decided filed a
         // second one (chaos finding 12).
-        let replayed = INBOX_JOB.try_with(|j| RequestId::for_inbox_job(*j)).ok();
+        let replayed = self.inbox_request_id();
         if let Some(p) = pending {
             if Some(p) == replayed {
                 return self.load_request(p).await;

@@ -1816,6 +1816,8 @@ async fn the_cleanup_binary_leaves_inbox_jobs_to_the_servers() {
 struct FilesThenFailsOnce {
     engine: std::sync::Weak<Engine>,
     runs: std::sync::atomic::AtomicUsize,
+    /// Files break-glass requests (`request … --emergency`) on resource `glass` instead.
+    emergency: bool,
 }
 
 #[async_trait::async_trait]
@@ -1825,7 +1827,11 @@ impl access_core::ports::InboxHandler for FilesThenFailsOnce {
         _item: &access_core::jobs::InboxItem,
     ) -> Result<(), access_core::ports::InboxError> {
         let engine = self.engine.upgrade().expect("engine alive");
-        let filed = engine.submit(ask("UREPLAY", "guarded", "1h")).await;
+        let filed = if self.emergency {
+            engine.submit_emergency(ask("UREPLAY", "glass", "1h")).await
+        } else {
+            engine.submit(ask("UREPLAY", "guarded", "1h")).await
+        };
         let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match filed {
             Ok(_) if run == 0 => Err(access_core::ports::InboxError::Transient(
@@ -1856,6 +1862,7 @@ async fn a_replayed_inbox_job_files_its_request_once() {
         let handler = Arc::new(FilesThenFailsOnce {
             engine: Arc::downgrade(&h.engine),
             runs: std::sync::atomic::AtomicUsize::new(0),
+            emergency: false,
         });
         h.engine.set_inbox_handler(handler.clone());
         let job = h
@@ -1909,5 +1916,56 @@ async fn a_replayed_inbox_job_files_its_request_once() {
         // And the re-run answered with it (a refusal would have failed the job for good).
         let dead = h.engine.dead_jobs().await.unwrap();
         assert!(dead.is_empty(), "{}: {dead:?}", h.kind);
+    }
+}
+
+/// The same for break-glass: a re-run of the inbox job that granted emergency access, after that
+/// grant ended, grants nothing more. Before, it granted again and sent a second loud notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_break_glass_job_grants_once() {
+    let config = format!(
+        "{CONFIG}\n[[resources]]\nid = \"glass\"\nprovider = \"test\"\nmax_duration = \"8h\"\n\
+         emergency = true\napproval = {{ mode = \"approvers\", approvers = {{ users = [\"UAPP1\"] }} }}\n"
+    );
+    for db in backends().await {
+        let h = harness_with(db, &config).await;
+        let handler = Arc::new(FilesThenFailsOnce {
+            engine: Arc::downgrade(&h.engine),
+            runs: std::sync::atomic::AtomicUsize::new(0),
+            emergency: true,
+        });
+        h.engine.set_inbox_handler(handler.clone());
+        let job = h
+            .engine
+            .enqueue_inbox(access_core::jobs::InboxItem {
+                source: "slack".into(),
+                key: "command:T1:glass-1".into(),
+                payload: "{}".into(),
+            })
+            .await
+            .unwrap()
+            .expect("stored once");
+        h.engine.run_job_now(job).await.unwrap();
+        h.run().await;
+        assert_eq!(h.provider.count("grant"), 1, "{}", h.kind);
+        // The emergency grant ends (1 h by default) before the job runs again.
+        h.travel(Duration::minutes(61));
+        h.run().await;
+        h.travel(Duration::minutes(10));
+        h.run().await;
+        assert!(
+            handler.runs.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+            "{}: the job ran again",
+            h.kind
+        );
+        assert_eq!(h.provider.count("grant"), 1, "{}: granted again", h.kind);
+        let notices = h
+            .notifier
+            .names()
+            .into_iter()
+            .filter(|n| *n == "emergency_access_granted")
+            .count();
+        assert_eq!(notices, 1, "{}", h.kind);
+        assert!(h.engine.dead_jobs().await.unwrap().is_empty(), "{}", h.kind);
     }
 }

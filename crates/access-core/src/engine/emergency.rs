@@ -44,6 +44,15 @@ impl Engine {
     /// grant and its expiry: the emergency record (unreviewed), the `emergency_granted` audit
     /// event and the notice to the approvers' and security channels.
     pub async fn submit_emergency(&self, s: Submission) -> Result<AccessRequest, EngineError> {
+        // A re-run of the inbox job that filed it (a crash before the job was done) answers
+        // with what the first run filed: a second emergency grant and a second loud notice
+        // otherwise, once the first grant had ended. One read, on this rare path only.
+        let replayed = self.inbox_request_id();
+        if let Some(id) = replayed {
+            if let Some(filed) = self.store.request(id).await? {
+                return Ok(filed);
+            }
+        }
         let resource = self.resource(&s.resource)?.clone();
         let Some(policy) = resource.emergency else {
             return Err(EngineError::EmergencyNotAllowed {
@@ -94,7 +103,7 @@ impl Engine {
         }
 
         let request = AccessRequest {
-            id: RequestId::new(),
+            id: replayed.unwrap_or_default(),
             subject: s.subject.clone(),
             resource: resource.id.clone(),
             kind: RequestKind::New,
