@@ -299,6 +299,11 @@ impl FaultSlot {
     pub fn get(&self) -> Option<Arc<FaultInjector>> {
         self.injector.lock().unwrap().clone()
     }
+
+    /// `app` behind [`layer`]: every call it serves consults this slot's injector first.
+    pub fn wrap(&self, app: axum::Router) -> axum::Router {
+        app.layer(axum::middleware::from_fn_with_state(self.clone(), layer))
+    }
 }
 
 /// The request header by which [`layer`] hands a fault the fake itself must show

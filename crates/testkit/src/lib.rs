@@ -12,6 +12,7 @@ pub mod db;
 pub mod faults;
 pub mod gcp;
 pub mod gcs;
+mod http;
 pub mod provider;
 pub mod slack;
 pub mod slack_oauth;
