@@ -72,13 +72,7 @@ struct Shared {
 pub struct FakeGcs {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: crate::http::ServerTask,
 }
 
 impl FakeGcs {
@@ -97,14 +91,12 @@ impl FakeGcs {
             .route("/storage/v1/b/{bucket}/o/{object}", get(get_object))
             .fallback(not_found_fallback)
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake GCS");
-        let addr = listener.local_addr().expect("fake GCS address");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self { addr, shared, task }
+        let (addr, task) = crate::http::serve(app, "fake GCS").await;
+        Self {
+            addr,
+            shared,
+            _task: task,
+        }
     }
 
     /// `http://127.0.0.1:PORT`: the value for a client's GCS base URL.
@@ -204,20 +196,35 @@ async fn get_object(
     headers: HeaderMap,
 ) -> Response {
     shared.requests.fetch_add(1, Ordering::SeqCst);
+    if let Err(refused) = authenticate(&shared, &headers) {
+        return refused;
+    }
+    let (mode, obj) = match stored_object(&shared, &bucket, &object) {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    if query.get("alt").map(String::as_str) != Some("media") {
+        return metadata(&bucket, &object, &obj);
+    }
+    shared.media_requests.fetch_add(1, Ordering::SeqCst);
+    media(mode, &obj)
+}
 
+/// 401 unless the call carries `Bearer <the accepted token>`.
+// A test fake answering one request at a time: the size of the error response does not matter.
+#[allow(clippy::result_large_err)]
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let expected = shared.token.lock().unwrap().clone();
     match headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        None => {
-            return google_error(
-                StatusCode::UNAUTHORIZED,
-                "Anonymous caller does not have storage.objects.get access to the Google Cloud Storage object. Permission 'storage.objects.get' denied on resource (or it may not exist).",
-                "required",
-                Some(("header", "Authorization")),
-            );
-        }
+        None => Err(google_error(
+            StatusCode::UNAUTHORIZED,
+            "Anonymous caller does not have storage.objects.get access to the Google Cloud Storage object. Permission 'storage.objects.get' denied on resource (or it may not exist).",
+            "required",
+            Some(("header", "Authorization")),
+        )),
         Some(v) if v.strip_prefix("Bearer ").is_none_or(|t| t != expected) => {
             let mut resp = google_error(
                 StatusCode::UNAUTHORIZED,
@@ -229,63 +236,68 @@ async fn get_object(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
             );
-            return resp;
+            Err(resp)
         }
-        Some(_) => {}
+        Some(_) => Ok(()),
     }
+}
 
+/// The fake's mode and the object, or the 503 / 404 the call gets instead.
+#[allow(clippy::result_large_err)]
+fn stored_object(
+    shared: &Shared,
+    bucket: &str,
+    object: &str,
+) -> Result<(GcsMode, StoredObject), Response> {
     let (mode, found) = {
         let inner = shared.inner.lock().unwrap();
-        let found = inner.buckets.get(&bucket).map(|b| b.get(&object).cloned());
+        let found = inner.buckets.get(bucket).map(|b| b.get(object).cloned());
         (inner.mode, found)
     };
     if mode == GcsMode::Unavailable {
-        return google_error(
+        return Err(google_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "We encountered an internal error. Please try again.",
             "backendError",
             None,
-        );
+        ));
     }
-    let obj = match found {
-        None => {
-            return google_error(
-                StatusCode::NOT_FOUND,
-                "The specified bucket does not exist.",
-                "notFound",
-                None,
-            );
-        }
-        Some(None) => {
-            return google_error(
-                StatusCode::NOT_FOUND,
-                &format!("No such object: {bucket}/{object}"),
-                "notFound",
-                None,
-            );
-        }
-        Some(Some(o)) => o,
-    };
-
-    let media = query.get("alt").map(String::as_str) == Some("media");
-    if !media {
-        // The object resource (metadata), as `objects.get` without alt=media returns it.
-        let body = json!({
-            "kind": "storage#object",
-            "id": format!("{bucket}/{object}/{}", obj.generation),
-            "selfLink": format!("https://www.googleapis.com/storage/v1/b/{bucket}/o/{}", object.replace('/', "%2F")),
-            "name": object,
-            "bucket": bucket,
-            "generation": obj.generation.to_string(),
-            "metageneration": "1",
-            "contentType": obj.content_type,
-            "storageClass": "STANDARD",
-            "size": obj.data.len().to_string(),
-        });
-        return (StatusCode::OK, axum::Json(body)).into_response();
+    match found {
+        None => Err(google_error(
+            StatusCode::NOT_FOUND,
+            "The specified bucket does not exist.",
+            "notFound",
+            None,
+        )),
+        Some(None) => Err(google_error(
+            StatusCode::NOT_FOUND,
+            &format!("No such object: {bucket}/{object}"),
+            "notFound",
+            None,
+        )),
+        Some(Some(o)) => Ok((mode, o)),
     }
+}
 
-    shared.media_requests.fetch_add(1, Ordering::SeqCst);
+/// The object resource (metadata), as `objects.get` without alt=media returns it.
+fn metadata(bucket: &str, object: &str, obj: &StoredObject) -> Response {
+    let body = json!({
+        "kind": "storage#object",
+        "id": format!("{bucket}/{object}/{}", obj.generation),
+        "selfLink": format!("https://www.googleapis.com/storage/v1/b/{bucket}/o/{}", object.replace('/', "%2F")),
+        "name": object,
+        "bucket": bucket,
+        "generation": obj.generation.to_string(),
+        "metageneration": "1",
+        "contentType": obj.content_type,
+        "storageClass": "STANDARD",
+        "size": obj.data.len().to_string(),
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// The object's bytes (or garbage in that mode) with GCS's download headers.
+fn media(mode: GcsMode, obj: &StoredObject) -> Response {
     let data: Vec<u8> = match mode {
         GcsMode::Garbage => b"\x00\x1f<html><body>Garbage</b".to_vec(),
         _ => obj.data.as_ref().clone(),
@@ -296,10 +308,7 @@ async fn get_object(
         header::CONTENT_TYPE,
         HeaderValue::from_str(&obj.content_type).unwrap(),
     );
-    h.insert(
-        "x-goog-generation",
-        HeaderValue::from_str(&obj.generation.to_string()).unwrap(),
-    );
+    h.insert("x-goog-generation", HeaderValue::from(obj.generation));
     h.insert("x-goog-metageneration", HeaderValue::from_static("1"));
     h.insert("x-goog-storage-class", HeaderValue::from_static("STANDARD"));
     h.insert(

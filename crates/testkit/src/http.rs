@@ -50,7 +50,7 @@ pub(crate) fn serve_on(listener: tokio::net::TcpListener, app: Router) -> Server
 }
 
 /// A header's value as text (empty when absent or not text).
-pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> &'a str {
+pub(crate) fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> &str {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -88,4 +88,9 @@ pub(crate) async fn poll<T>(timeout: Duration, mut probe: impl FnMut() -> Option
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Clones of the recorded items `keep` accepts (what a fake's `calls_to` and friends return).
+pub(crate) fn cloned_where<T: Clone>(items: &[T], keep: impl Fn(&T) -> bool) -> Vec<T> {
+    items.iter().filter(|x| keep(x)).cloned().collect()
 }

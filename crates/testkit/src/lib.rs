@@ -16,5 +16,6 @@ mod http;
 pub mod provider;
 pub mod slack;
 pub mod slack_oauth;
+mod slack_relay;
 pub mod slack_socket;
 pub mod webhook_receiver;

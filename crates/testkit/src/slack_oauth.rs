@@ -20,6 +20,8 @@ use axum::routing::any;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::slack_relay::{ApiCall, Relay};
+
 pub const CLIENT_ID: &str = "1111.2222";
 pub const CLIENT_SECRET: &str = "fake-client-secret";
 pub const APP_ID: &str = "A0KRD7HC3";
@@ -121,7 +123,7 @@ struct Inner {
     counter: u64,
     redirect_uri: Option<String>,
     /// Other methods are relayed here (a `FakeSlack` API URL), so one base serves both.
-    fallback: Option<String>,
+    relay: Relay,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -131,29 +133,21 @@ type Shared = Arc<Mutex<Inner>>;
 pub struct FakeSlackOAuth {
     addr: SocketAddr,
     inner: Shared,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeSlackOAuth {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: crate::http::ServerTask,
 }
 
 impl FakeSlackOAuth {
     pub async fn start() -> FakeSlackOAuth {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake slack oauth");
-        let addr = listener.local_addr().expect("local addr");
         let inner: Shared = Arc::default();
         let app = Router::new()
             .route("/api/{method}", any(api))
             .with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        FakeSlackOAuth { addr, inner, task }
+        let (addr, task) = crate::http::serve(app, "fake slack oauth").await;
+        FakeSlackOAuth {
+            addr,
+            inner,
+            _task: task,
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
@@ -169,7 +163,7 @@ impl FakeSlackOAuth {
     /// so a server given one `SLACK_API_URL` reaches both fakes. Tokens this fake issues must be
     /// registered there (`FakeSlack::add_token`) to be accepted.
     pub fn relay_to(&self, api_url: &str) {
-        self.with(|i| i.fallback = Some(api_url.trim_end_matches('/').to_string()));
+        self.with(|i| i.relay.set(api_url));
     }
 
     /// Makes `redirect_uri` required (and checked) on code exchanges, as Slack does when the
@@ -193,13 +187,7 @@ impl FakeSlackOAuth {
     }
 
     pub fn calls_to(&self, method: &str) -> Vec<OAuthCall> {
-        self.with(|i| {
-            i.calls
-                .iter()
-                .filter(|c| c.method == method)
-                .cloned()
-                .collect()
-        })
+        self.with(|i| crate::http::cloned_where(&i.calls, |c| c.method == method))
     }
 
     pub fn tokens(&self) -> Vec<IssuedToken> {
@@ -285,17 +273,16 @@ async fn api(
         method.as_str(),
         "oauth.v2.access" | "auth.test" | "auth.revoke"
     ) {
-        let fallback = st.lock().expect("fake slack oauth lock").fallback.clone();
-        if let Some(base) = fallback {
-            return relay(
-                &base,
-                &method,
-                &http_method,
-                &headers,
-                query.as_deref(),
-                body,
-            )
-            .await;
+        let relay = st.lock().expect("fake slack oauth lock").relay.clone();
+        let call = ApiCall {
+            method: &method,
+            http_method: &http_method,
+            headers: &headers,
+            query: query.as_deref(),
+            body: body.clone(),
+        };
+        if let Some(answer) = relay.forward(call).await {
+            return answer;
         }
     }
     let mut i = st.lock().expect("fake slack oauth lock");
@@ -348,106 +335,108 @@ fn oauth_access(
         return fail("bad_client_secret");
     }
     match args.get("grant_type").map(String::as_str) {
-        Some("refresh_token") => {
-            let rt = args.get("refresh_token").cloned().unwrap_or_default();
-            let Some(pos) = i
-                .tokens
-                .iter()
-                .position(|t| !t.revoked && t.refresh_token.as_deref() == Some(rt.as_str()))
-            else {
-                return fail("invalid_refresh_token");
-            };
-            // Each refresh revokes the old pair and hands out a new one.
-            i.tokens[pos].revoked = true;
-            let old = i.tokens[pos].clone();
-            i.counter += 1;
-            let n = i.counter;
-            let kind = if old.is_bot { "xoxb" } else { "xoxp" };
-            let tok = IssuedToken {
-                token: format!("xoxe.{kind}-{}-{n}", old.team_id),
-                refresh_token: Some(format!("xoxe-1-{}-{n}", old.team_id)),
-                revoked: false,
-                ..old
-            };
-            i.tokens.push(tok.clone());
-            (
-                ok(json!({
-                    "ok": true, "app_id": APP_ID, "access_token": tok.token,
-                    "token_type": if tok.is_bot { "bot" } else { "user" },
-                    "expires_in": 43200, "refresh_token": tok.refresh_token,
-                    "team": {"id": tok.team_id}, "enterprise": null, "is_enterprise_install": false,
-                })),
-                None,
-            )
-        }
-        None | Some("authorization_code") => {
-            if let Some(want) = &i.redirect_uri
-                && args.get("redirect_uri") != Some(want)
-            {
-                return fail("bad_redirect_uri");
-            }
-            let code = args.get("code").cloned().unwrap_or_default();
-            let Some(g) = i.codes.remove(&code) else {
-                return fail("invalid_code");
-            };
-            i.counter += 1;
-            let n = i.counter;
-            let ent_id = g.enterprise.as_ref().map(|e| e.0.clone());
-            let rot = |kind: &str| {
-                if g.rotation {
-                    format!("xoxe.{kind}-{}-{n}", g.team_id)
-                } else {
-                    format!("{kind}-{}-{n}-{}", g.team_id, fastrand::u64(..))
-                }
-            };
-            let bot = IssuedToken {
-                token: rot("xoxb"),
-                team_id: g.team_id.clone(),
-                enterprise_id: ent_id.clone(),
-                user_id: g.bot_user_id.clone(),
-                is_bot: true,
-                revoked: false,
-                refresh_token: g.rotation.then(|| format!("xoxe-1-{}-{n}-bot", g.team_id)),
-            };
-            i.tokens.push(bot.clone());
-            let user = g.installer.as_ref().map(|u| IssuedToken {
-                token: rot("xoxp"),
-                team_id: g.team_id.clone(),
-                enterprise_id: ent_id.clone(),
-                user_id: u.clone(),
-                is_bot: false,
-                revoked: false,
-                refresh_token: g.rotation.then(|| format!("xoxe-1-{}-{n}-user", g.team_id)),
-            });
-            if let Some(u) = &user {
-                i.tokens.push(u.clone());
-            }
-            let mut v = json!({
-                "ok": true, "access_token": bot.token, "token_type": "bot",
-                "scope": "commands,chat:write,im:write,users:read",
-                "bot_user_id": g.bot_user_id, "app_id": APP_ID,
-                "team": if g.org_install { Value::Null } else { json!({"name": g.team_name, "id": g.team_id}) },
-                "enterprise": match &g.enterprise { Some((id, name)) => json!({"name": name, "id": id}), None => Value::Null },
-                "is_enterprise_install": g.org_install,
-            });
-            if let Some(u) = &user {
-                let mut au = json!({"id": u.user_id, "scope": "users:read", "access_token": u.token, "token_type": "user"});
-                if g.rotation {
-                    au["expires_in"] = json!(g.expires_in);
-                    au["refresh_token"] = json!(u.refresh_token);
-                }
-                v["authed_user"] = au;
-            } else {
-                v["authed_user"] = json!({"id": "", "scope": null, "token_type": null});
-            }
-            if g.rotation {
-                v["expires_in"] = json!(g.expires_in);
-                v["refresh_token"] = json!(bot.refresh_token);
-            }
-            (ok(v), None)
-        }
+        Some("refresh_token") => refresh(i, args),
+        None | Some("authorization_code") => exchange_code(i, args),
         Some(_) => fail("invalid_grant_type"),
     }
+}
+
+/// A token refresh: each refresh revokes the old pair and hands out a new one.
+fn refresh(i: &mut Inner, args: &HashMap<String, String>) -> (Response, Option<String>) {
+    let rt = args.get("refresh_token").cloned().unwrap_or_default();
+    let Some(pos) = i
+        .tokens
+        .iter()
+        .position(|t| !t.revoked && t.refresh_token.as_deref() == Some(rt.as_str()))
+    else {
+        return fail("invalid_refresh_token");
+    };
+    i.tokens[pos].revoked = true;
+    let old = i.tokens[pos].clone();
+    i.counter += 1;
+    let n = i.counter;
+    let kind = if old.is_bot { "xoxb" } else { "xoxp" };
+    let tok = IssuedToken {
+        token: format!("xoxe.{kind}-{}-{n}", old.team_id),
+        refresh_token: Some(format!("xoxe-1-{}-{n}", old.team_id)),
+        revoked: false,
+        ..old
+    };
+    i.tokens.push(tok.clone());
+    (
+        ok(json!({
+            "ok": true, "app_id": APP_ID, "access_token": tok.token,
+            "token_type": if tok.is_bot { "bot" } else { "user" },
+            "expires_in": 43200, "refresh_token": tok.refresh_token,
+            "team": {"id": tok.team_id}, "enterprise": null, "is_enterprise_install": false,
+        })),
+        None,
+    )
+}
+
+/// A code exchange: the code's grant becomes a bot token (and the installer's user token).
+fn exchange_code(i: &mut Inner, args: &HashMap<String, String>) -> (Response, Option<String>) {
+    if let Some(want) = &i.redirect_uri
+        && args.get("redirect_uri") != Some(want)
+    {
+        return fail("bad_redirect_uri");
+    }
+    let code = args.get("code").cloned().unwrap_or_default();
+    let Some(g) = i.codes.remove(&code) else {
+        return fail("invalid_code");
+    };
+    i.counter += 1;
+    let n = i.counter;
+    let issue = |kind: &str, user_id: &str, is_bot: bool| IssuedToken {
+        token: if g.rotation {
+            format!("xoxe.{kind}-{}-{n}", g.team_id)
+        } else {
+            format!("{kind}-{}-{n}-{}", g.team_id, fastrand::u64(..))
+        },
+        team_id: g.team_id.clone(),
+        enterprise_id: g.enterprise.as_ref().map(|e| e.0.clone()),
+        user_id: user_id.to_string(),
+        is_bot,
+        revoked: false,
+        refresh_token: g.rotation.then(|| {
+            let who = if is_bot { "bot" } else { "user" };
+            format!("xoxe-1-{}-{n}-{who}", g.team_id)
+        }),
+    };
+    let bot = issue("xoxb", &g.bot_user_id, true);
+    i.tokens.push(bot.clone());
+    let user = g.installer.as_ref().map(|u| issue("xoxp", u, false));
+    if let Some(u) = &user {
+        i.tokens.push(u.clone());
+    }
+    (ok(exchange_answer(&g, &bot, user.as_ref())), None)
+}
+
+/// The `oauth.v2.access` answer of a code exchange.
+fn exchange_answer(g: &Grant, bot: &IssuedToken, user: Option<&IssuedToken>) -> Value {
+    let mut v = json!({
+        "ok": true, "access_token": bot.token, "token_type": "bot",
+        "scope": "commands,chat:write,im:write,users:read",
+        "bot_user_id": g.bot_user_id, "app_id": APP_ID,
+        "team": if g.org_install { Value::Null } else { json!({"name": g.team_name, "id": g.team_id}) },
+        "enterprise": match &g.enterprise { Some((id, name)) => json!({"name": name, "id": id}), None => Value::Null },
+        "is_enterprise_install": g.org_install,
+    });
+    if let Some(u) = user {
+        let mut au = json!({"id": u.user_id, "scope": "users:read", "access_token": u.token, "token_type": "user"});
+        if g.rotation {
+            au["expires_in"] = json!(g.expires_in);
+            au["refresh_token"] = json!(u.refresh_token);
+        }
+        v["authed_user"] = au;
+    } else {
+        v["authed_user"] = json!({"id": "", "scope": null, "token_type": null});
+    }
+    if g.rotation {
+        v["expires_in"] = json!(g.expires_in);
+        v["refresh_token"] = json!(bot.refresh_token);
+    }
+    v
 }
 
 fn find<'a>(i: &'a Inner, token: Option<&str>) -> Result<&'a IssuedToken, &'static str> {
@@ -500,50 +489,4 @@ fn auth_revoke(
         t.revoked = true;
     }
     (ok(json!({"ok": true, "revoked": !dry})), None)
-}
-
-/// Forwards one Web API call to `base` (another fake's API URL); shared with the Socket Mode
-/// fake so one `SLACK_API_URL` can reach every fake.
-pub(crate) async fn relay(
-    base: &str,
-    method: &str,
-    http_method: &Method,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    body: Bytes,
-) -> Response {
-    let mut url = format!("{base}/{method}");
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
-        url.push('?');
-        url.push_str(q);
-    }
-    let client = reqwest::Client::new();
-    let m = reqwest::Method::from_bytes(http_method.as_str().as_bytes())
-        .unwrap_or(reqwest::Method::POST);
-    let mut req = client.request(m, url).body(body.to_vec());
-    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
-        if let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok()) {
-            req = req.header(name.as_str(), v);
-        }
-    }
-    match req.send().await {
-        Ok(resp) => {
-            let status = axum::http::StatusCode::from_u16(resp.status().as_u16())
-                .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
-            let mut out = axum::http::HeaderMap::new();
-            for (k, v) in resp.headers() {
-                if (k.as_str() == "content-type" || k.as_str() == "retry-after")
-                    && let (Ok(k), Ok(v)) = (
-                        axum::http::HeaderName::from_bytes(k.as_str().as_bytes()),
-                        axum::http::HeaderValue::from_bytes(v.as_bytes()),
-                    )
-                {
-                    out.insert(k, v);
-                }
-            }
-            let bytes = resp.bytes().await.unwrap_or_default();
-            (status, out, bytes.to_vec()).into_response()
-        }
-        Err(_) => (axum::http::StatusCode::BAD_GATEWAY, "relay failed").into_response(),
-    }
 }

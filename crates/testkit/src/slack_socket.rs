@@ -9,14 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::slack_relay::{ApiCall, Relay};
 
 pub const APP_TOKEN: &str = "xapp-1-A0KRD7HC3-fake-app-token";
 
@@ -37,7 +40,7 @@ struct Inner {
     counter: u64,
     ws_addr: Option<SocketAddr>,
     /// Other Web API methods are relayed here (see [`FakeSocketMode::relay_to`]).
-    fallback: Option<String>,
+    relay: Relay,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -47,50 +50,30 @@ type Shared = Arc<Mutex<Inner>>;
 pub struct FakeSocketMode {
     api_addr: SocketAddr,
     inner: Shared,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for FakeSocketMode {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
+    _tasks: [crate::http::ServerTask; 2],
 }
 
 impl FakeSocketMode {
     pub async fn start() -> FakeSocketMode {
         let inner: Shared = Arc::default();
-        let ws = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake socket mode");
-        inner.lock().expect("lock").ws_addr = Some(ws.local_addr().expect("addr"));
+        let (ws, ws_addr) = crate::http::bind("fake socket mode").await;
+        inner.lock().expect("lock").ws_addr = Some(ws_addr);
         let ws_inner = inner.clone();
         let ws_task = tokio::spawn(async move {
             while let Ok((tcp, _)) = ws.accept().await {
                 tokio::spawn(serve_socket(ws_inner.clone(), tcp));
             }
         });
-        let api = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake socket mode api");
-        let api_addr = api.local_addr().expect("addr");
         let app = Router::new()
             .route("/api/apps.connections.open", any(open))
             .route("/api/{method}", any(relay_other))
             .with_state(inner.clone());
-        let api_task = tokio::spawn(async move {
-            let _ = axum::serve(api, app).await;
-        });
+        let (api_addr, api_task) = crate::http::serve(app, "fake socket mode api").await;
         FakeSocketMode {
             api_addr,
             inner,
-            tasks: vec![ws_task, api_task],
+            _tasks: [ws_task.into(), api_task],
         }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        f(&mut self.inner.lock().expect("fake socket mode lock"))
     }
 
     /// `SLACK_API_URL` for the Socket Mode client.
@@ -102,7 +85,7 @@ impl FakeSocketMode {
     /// `FakeSlackOAuth::api_url()`, itself relaying to `FakeSlack`), so a server given one
     /// `SLACK_API_URL` reaches every fake. Without it other methods answer `unknown_method`.
     pub fn relay_to(&self, api_url: &str) {
-        self.with(|i| i.fallback = Some(api_url.trim_end_matches('/').to_string()));
+        self.with(|i| i.relay.set(api_url));
     }
 
     /// Calls of `apps.connections.open` that got a URL.
@@ -131,25 +114,16 @@ impl FakeSocketMode {
 
     /// Waits until a connection is up (`connections() >= n`).
     pub async fn wait_connections(&self, n: usize, timeout: Duration) -> bool {
-        let end = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < end {
-            if self.with(|i| i.connections >= n && i.current.is_some()) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
+        crate::http::poll(timeout, || {
+            self.with(|i| i.connections >= n && i.current.is_some())
+                .then_some(())
+        })
+        .await
+        .is_some()
     }
 
     pub async fn wait_ack(&self, envelope_id: &str, timeout: Duration) -> Option<Value> {
-        let end = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < end {
-            if let Some(a) = self.ack(envelope_id) {
-                return Some(a);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
+        crate::http::poll(timeout, || self.ack(envelope_id)).await
     }
 
     /// Sends an envelope on the current connection; returns its id (None without a connection).
@@ -214,6 +188,10 @@ impl FakeSocketMode {
             }
         });
     }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.inner.lock().expect("fake socket mode lock"))
+    }
 }
 
 async fn open(State(st): State<Shared>, headers: HeaderMap) -> Response {
@@ -241,25 +219,22 @@ async fn open(State(st): State<Shared>, headers: HeaderMap) -> Response {
 
 async fn relay_other(
     State(st): State<Shared>,
-    axum::extract::Path(method): axum::extract::Path<String>,
-    http_method: axum::http::Method,
+    Path(method): Path<String>,
+    http_method: Method,
     headers: HeaderMap,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-    body: axum::body::Bytes,
+    RawQuery(query): RawQuery,
+    body: Bytes,
 ) -> Response {
-    let fallback = st.lock().expect("lock").fallback.clone();
-    match fallback {
-        Some(base) => {
-            crate::slack_oauth::relay(
-                &base,
-                &method,
-                &http_method,
-                &headers,
-                query.as_deref(),
-                body,
-            )
-            .await
-        }
+    let relay = st.lock().expect("lock").relay.clone();
+    let call = ApiCall {
+        method: &method,
+        http_method: &http_method,
+        headers: &headers,
+        query: query.as_deref(),
+        body,
+    };
+    match relay.forward(call).await {
+        Some(answer) => answer,
         None => axum::Json(json!({"ok": false, "error": "unknown_method"})).into_response(),
     }
 }

@@ -193,10 +193,7 @@ impl FakeWebhookReceiver {
             .route("/hook", post(receive))
             .route("/services/collector/event", post(receive))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind webhook receiver");
-        let addr = listener.local_addr().expect("local addr");
+        let (listener, addr) = crate::http::bind("webhook receiver").await;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

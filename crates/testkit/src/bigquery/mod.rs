@@ -248,30 +248,21 @@ impl FakeBigQuery {
     /// Rows with this `insertId` get a row-level error (`reason`, e.g. `invalid`, `backendError`)
     /// on every insert until cleared.
     pub fn inject_row_error(&self, insert_id: &str, reason: &str, message: &str) {
-        self.with(|i| {
-            i.row_errors.insert(
-                insert_id.to_string(),
-                InjectedRowError {
-                    reason: reason.into(),
-                    message: message.into(),
-                    remaining: None,
-                },
-            );
-        });
+        self.set_row_error(insert_id, reason, message, None);
     }
 
     /// Like [`Self::inject_row_error`], for the next `times` inserts of that row only.
     pub fn inject_row_error_times(&self, insert_id: &str, reason: &str, message: &str, times: u32) {
-        self.with(|i| {
-            i.row_errors.insert(
-                insert_id.to_string(),
-                InjectedRowError {
-                    reason: reason.into(),
-                    message: message.into(),
-                    remaining: Some(times),
-                },
-            );
-        });
+        self.set_row_error(insert_id, reason, message, Some(times));
+    }
+
+    fn set_row_error(&self, insert_id: &str, reason: &str, message: &str, remaining: Option<u32>) {
+        let error = InjectedRowError {
+            reason: reason.into(),
+            message: message.into(),
+            remaining,
+        };
+        self.with(|i| i.row_errors.insert(insert_id.to_string(), error));
     }
 
     /// Drops queued failures not used yet.

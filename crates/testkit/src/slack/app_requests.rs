@@ -122,6 +122,35 @@ pub fn action_ts() -> String {
     format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
+/// The `user` of an interaction payload.
+fn payload_user(user_id: &str) -> Value {
+    json!({"id": user_id, "username": user_id.to_lowercase(), "name": user_id.to_lowercase(), "team_id": TEAM_ID})
+}
+
+/// The one entry of `actions` for a click on a button labelled `text`.
+fn button_click(action_id: &str, value: &str, text: Value) -> Value {
+    json!({
+        "action_id": action_id, "block_id": "b", "type": "button",
+        "text": text, "value": value, "action_ts": action_ts(),
+    })
+}
+
+/// What every `block_actions` payload carries (who clicked, the click), plus `fields`.
+fn block_actions(user_id: &str, trigger_id: &str, action: Value, fields: Value) -> Value {
+    let mut payload = json!({
+        "type": "block_actions",
+        "user": payload_user(user_id),
+        "api_app_id": "A0GATEHOUSE",
+        "trigger_id": trigger_id,
+        "team": {"id": TEAM_ID, "domain": "fake"},
+        "actions": [action],
+    });
+    if let (Some(p), Value::Object(extra)) = (payload.as_object_mut(), fields) {
+        p.extend(extra);
+    }
+    payload
+}
+
 /// A `block_actions` payload for a button click on a channel message (external-apis.md A.4).
 pub fn block_actions_payload(
     user_id: &str,
@@ -132,26 +161,22 @@ pub fn block_actions_payload(
     response_url: &str,
     trigger_id: &str,
 ) -> Value {
-    json!({
-        "type": "block_actions",
-        "user": {"id": user_id, "username": user_id.to_lowercase(), "name": user_id.to_lowercase(), "team_id": TEAM_ID},
-        "api_app_id": "A0GATEHOUSE",
-        "token": "deprecated-verification-token",
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": false},
-        "trigger_id": trigger_id,
-        "team": {"id": TEAM_ID, "domain": "fake"},
-        "enterprise": null,
-        "is_enterprise_install": false,
-        "channel": {"id": channel_id, "name": "approvals"},
-        "message": {"type": "message", "ts": message_ts, "text": "", "blocks": [], "bot_id": "B0BOT"},
-        "state": {"values": {}},
-        "response_url": response_url,
-        "actions": [{
-            "action_id": action_id, "block_id": "b", "type": "button",
-            "text": {"type": "plain_text", "text": "Button", "emoji": true},
-            "value": value, "action_ts": action_ts(),
-        }]
-    })
+    let label = json!({"type": "plain_text", "text": "Button", "emoji": true});
+    block_actions(
+        user_id,
+        trigger_id,
+        button_click(action_id, value, label),
+        json!({
+            "token": "deprecated-verification-token",
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": false},
+            "enterprise": null,
+            "is_enterprise_install": false,
+            "channel": {"id": channel_id, "name": "approvals"},
+            "message": {"type": "message", "ts": message_ts, "text": "", "blocks": [], "bot_id": "B0BOT"},
+            "state": {"values": {}},
+            "response_url": response_url,
+        }),
+    )
 }
 
 /// A `block_actions` payload for a button in the App Home (no message, no response_url).
@@ -161,20 +186,16 @@ pub fn home_block_actions_payload(
     value: &str,
     trigger_id: &str,
 ) -> Value {
-    json!({
-        "type": "block_actions",
-        "user": {"id": user_id, "username": user_id.to_lowercase(), "name": user_id.to_lowercase(), "team_id": TEAM_ID},
-        "api_app_id": "A0GATEHOUSE",
-        "container": {"type": "view", "view_id": "VHOME"},
-        "trigger_id": trigger_id,
-        "team": {"id": TEAM_ID, "domain": "fake"},
-        "view": {"id": "VHOME", "type": "home", "callback_id": "", "state": {"values": {}}},
-        "actions": [{
-            "action_id": action_id, "block_id": "b", "type": "button",
-            "text": {"type": "plain_text", "text": "Button"}, "value": value,
-            "action_ts": action_ts(),
-        }]
-    })
+    let label = json!({"type": "plain_text", "text": "Button"});
+    block_actions(
+        user_id,
+        trigger_id,
+        button_click(action_id, value, label),
+        json!({
+            "container": {"type": "view", "view_id": "VHOME"},
+            "view": {"id": "VHOME", "type": "home", "callback_id": "", "state": {"values": {}}},
+        }),
+    )
 }
 
 /// A `view_submission` payload. `values` is `view.state.values`, e.g.
@@ -183,7 +204,7 @@ pub fn view_submission_payload(user_id: &str, callback_id: &str, values: Value) 
     json!({
         "type": "view_submission",
         "team": {"id": TEAM_ID, "domain": "fake"},
-        "user": {"id": user_id, "username": user_id.to_lowercase(), "name": user_id.to_lowercase(), "team_id": TEAM_ID},
+        "user": payload_user(user_id),
         "api_app_id": "A0GATEHOUSE",
         "trigger_id": "1.2.view",
         "view": {

@@ -227,13 +227,7 @@ impl FakeSlack {
     }
 
     pub fn calls_to(&self, method: &str) -> Vec<Call> {
-        self.with(|i| {
-            i.calls
-                .iter()
-                .filter(|c| c.method == method)
-                .cloned()
-                .collect()
-        })
+        self.with(|i| crate::http::cloned_where(&i.calls, |c| c.method == method))
     }
 
     /// Current state of every channel message (DMs included), in posting order.
@@ -255,7 +249,7 @@ impl FakeSlack {
     /// Messages (DMs included) for which `pred` holds, filtered under the lock: cheap polling of
     /// a fake holding thousands of messages (the chaos test polls it from many tasks).
     pub fn messages_where(&self, pred: impl Fn(&FakeMessage) -> bool) -> Vec<FakeMessage> {
-        self.with(|i| i.messages.iter().filter(|m| pred(m)).cloned().collect())
+        self.with(|i| crate::http::cloned_where(&i.messages, pred))
     }
 
     /// DMs the bot sent to `user`.

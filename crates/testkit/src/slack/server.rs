@@ -213,21 +213,31 @@ async fn api(
     (status, [(header::CONTENT_TYPE, JSON_UTF8)], b).into_response()
 }
 
+/// A POST to one of the URLs the fake hands out (not a Web API method): recorded as `method`,
+/// then held to the faults queued for it. `Err` is a fault's answer.
+async fn side_call(
+    shared: &Shared,
+    method: &str,
+    headers: &HeaderMap,
+    args: Value,
+    body: String,
+) -> Result<Call, Response> {
+    let content_type = header_str(headers, header::CONTENT_TYPE).to_string();
+    let call = arrived(method, "POST", content_type, args, body);
+    // A lost answer does not apply here: these endpoints answer at once.
+    faulted(shared, call).await.map(|(call, _)| call)
+}
+
 async fn upload(
     State(shared): State<Arc<Shared>>,
     Path(file_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let call = arrived(
-        "upload",
-        "POST",
-        header_str(&headers, header::CONTENT_TYPE).to_string(),
-        json!({"file_id": file_id}),
-        format!("<{} bytes>", body.len()),
-    );
-    let (call, _) = match faulted(&shared, call).await {
-        Ok(served) => served,
+    let args = json!({"file_id": file_id});
+    let shown = format!("<{} bytes>", body.len());
+    let call = match side_call(&shared, "upload", &headers, args, shown).await {
+        Ok(call) => call,
         Err(answer) => return answer,
     };
     let (status, text) = {
@@ -259,15 +269,9 @@ async fn response_url(
     body: Bytes,
 ) -> Response {
     let body_text = String::from_utf8_lossy(&body).to_string();
-    let call = arrived(
-        "response_url",
-        "POST",
-        header_str(&headers, header::CONTENT_TYPE).to_string(),
-        serde_json::from_str(&body_text).unwrap_or(Value::Null),
-        body_text.clone(),
-    );
-    let (call, _) = match faulted(&shared, call).await {
-        Ok(served) => served,
+    let args = serde_json::from_str(&body_text).unwrap_or(Value::Null);
+    let call = match side_call(&shared, "response_url", &headers, args, body_text.clone()).await {
+        Ok(call) => call,
         Err(answer) => return answer,
     };
     let (status, text) = {
