@@ -106,15 +106,6 @@ fn from_row(r: &DbRow) -> Result<SealedInstallation, StoreError> {
 }
 
 impl SqlStore {
-    async fn read_installations(&self, sql: Sql) -> Result<Vec<SealedInstallation>, StoreError> {
-        let rows = self
-            .db
-            .fetch_all(&sql)
-            .await
-            .map_err(failed("read installations"))?;
-        rows.iter().map(from_row).collect()
-    }
-
     /// Saves in one transaction: the earlier row of the owner (if any) gives its `installed_at`
     /// and is replaced.
     async fn replace_installation(&self, s: &SealedInstallation) -> Result<(), StoreError> {
@@ -233,7 +224,7 @@ impl InstallationStore for SqlStore {
             format!("SELECT {COLUMNS} FROM slack_installations WHERE {OWNER}"),
             owner_args(enterprise_id, team_id),
         );
-        Ok(self.read_installations(sql).await?.into_iter().next())
+        self.read_one(&sql, from_row).await
     }
 
     async fn find_team(&self, team_id: &str) -> Result<Option<SealedInstallation>, StoreError> {
@@ -246,14 +237,14 @@ impl InstallationStore for SqlStore {
             ),
             vec![team_id.into()],
         );
-        Ok(self.read_installations(sql).await?.into_iter().next())
+        self.read_one(&sql, from_row).await
     }
 
     async fn all(&self) -> Result<Vec<SealedInstallation>, StoreError> {
         let sql = Sql::new(format!(
             "SELECT {COLUMNS} FROM slack_installations ORDER BY installed_at, id"
         ));
-        self.read_installations(sql).await
+        self.read_all(&sql, from_row).await
     }
 
     async fn delete(

@@ -7,7 +7,7 @@ use access_core::ports::{AuditFilter, AuditLog, Committed, StoreError};
 use async_trait::async_trait;
 use chrono::Utc;
 
-use super::{MAX_LIMIT, ROWS_PER_INSERT, VERIFY_PAGE, limit};
+use super::{MAX_LIMIT, ROWS_PER_INSERT, VERIFY_PAGE, limit, select_by};
 use crate::SqlStore;
 use crate::codec::{self, micros};
 use crate::db::{Arg, Backend, Conn, DbRow, Sql};
@@ -429,8 +429,7 @@ impl AuditLog for SqlStore {
                 i64::from(limit.clamp(1, MAX_LIMIT)).into(),
             ],
         );
-        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
-        rows.iter().map(codec::audit_from_row).collect()
+        self.read_all(&sql, codec::audit_from_row).await
     }
 
     async fn audit_events_by_id(
@@ -470,25 +469,12 @@ impl AuditLog for SqlStore {
             sql.push(" AND request_id = ").bind(r.to_string());
         }
         sql.push(" ORDER BY seq LIMIT ").bind(limit(filter.limit));
-        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
-        rows.iter().map(codec::audit_from_row).collect()
+        self.read_all(&sql, codec::audit_from_row).await
     }
 
     async fn audit_event(&self, id: AuditEventId) -> Result<Option<AuditEvent>, StoreError> {
-        let sql = Sql::with(
-            format!(
-                "SELECT {} FROM audit_events WHERE id = $1",
-                codec::AUDIT_COLS
-            ),
-            vec![id.to_string().into()],
-        );
-        self.db
-            .fetch_optional(&sql)
-            .await
-            .map_err(plain)?
-            .as_ref()
-            .map(codec::audit_from_row)
-            .transpose()
+        let sql = select_by(codec::AUDIT_COLS, "audit_events", "id", id.to_string(), "");
+        self.read_one(&sql, codec::audit_from_row).await
     }
 
     async fn verify_audit_chain(&self) -> Result<ChainVerification, StoreError> {

@@ -188,13 +188,16 @@ fn scope_sql(scope: ClaimScope) -> Option<String> {
     })
 }
 
+/// A claimed job this version cannot run: its id and why.
+type SetAside = (String, String);
+
 /// Splits claimed rows into the jobs this version can run and the ones it must set aside
 /// (`(id, reason)`): a row this version cannot read must neither be left claimed by nobody nor
 /// block the queue (revocations included), so it is buried, with the reason, in the claim's
 /// transaction. A row without a readable id fails the claim.
-fn sort_claimed(rows: &[DbRow]) -> Result<(Vec<Job>, Vec<(String, String)>), StoreError> {
+fn sort_claimed(rows: &[DbRow]) -> Result<(Vec<Job>, Vec<SetAside>), StoreError> {
     let mut jobs = Vec::with_capacity(rows.len());
-    let mut unreadable: Vec<(String, String)> = Vec::new();
+    let mut unreadable: Vec<SetAside> = Vec::new();
     for row in rows {
         match codec::job_from_row(row) {
             Ok(Job {
@@ -454,8 +457,7 @@ impl JobQueue for SqlStore {
         }
         sql.push(" ORDER BY run_at, id LIMIT ")
             .bind(limit(filter.limit));
-        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
-        rows.iter().map(codec::job_from_row).collect()
+        self.read_all(&sql, codec::job_from_row).await
     }
 
     async fn job_stats(

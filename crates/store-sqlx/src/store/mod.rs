@@ -40,8 +40,6 @@ fn limit(l: Option<u32>) -> i64 {
     i64::from(l.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT))
 }
 
-/// A database error, with unique violations and PostgreSQL's retryable aborts given their
-
 impl SqlStore {
     /// The clock job leases are measured by, as an SQL expression in microseconds. On
     /// PostgreSQL it is the database's (`now()`), so replicas whose clocks disagree still agree
@@ -135,6 +133,26 @@ impl SqlStore {
 }
 
 impl SqlStore {
+    /// Runs one read and decodes every row.
+    pub(crate) async fn read_all<T>(
+        &self,
+        sql: &Sql,
+        decode: fn(&DbRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = self.db.fetch_all(sql).await.map_err(plain)?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Runs one read and decodes its row, if there is one.
+    pub(crate) async fn read_one<T>(
+        &self,
+        sql: &Sql,
+        decode: fn(&DbRow) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let row = self.db.fetch_optional(sql).await.map_err(plain)?;
+        row.as_ref().map(decode).transpose()
+    }
+
     /// `SELECT cols FROM table WHERE id IN (…)`, 500 ids per statement (well under SQLite's
     /// 32,766 bound parameters and PostgreSQL's 65,535).
     async fn rows_by_id<I: ToString>(
@@ -165,12 +183,26 @@ impl SqlStore {
         let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
         let mut out = HashMap::new();
         for r in &rows {
-            let n = u64::try_from(r.i64("n")?)
-                .map_err(|e| StoreError::corrupt_because("count", e))?;
+            let n =
+                u64::try_from(r.i64("n")?).map_err(|e| StoreError::corrupt_because("count", e))?;
             out.insert(r.string("status")?, n);
         }
         Ok(out)
     }
+}
+
+/// `SELECT cols FROM table WHERE col = $1`, then `tail` (an `ORDER BY`, or nothing): a read by
+/// one key.
+fn select_by(cols: &str, table: &str, col: &str, key: String, tail: &str) -> Sql {
+    let tail = if tail.is_empty() {
+        String::new()
+    } else {
+        format!(" {tail}")
+    };
+    Sql::with(
+        format!("SELECT {cols} FROM {table} WHERE {col} = $1{tail}"),
+        vec![key.into()],
+    )
 }
 
 /// `a, b` → `t.a, t.b` (PostgreSQL's `UPDATE … FROM` needs qualified names in RETURNING).

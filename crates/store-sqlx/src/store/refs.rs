@@ -35,8 +35,7 @@ impl MessageRefs for SqlStore {
             "SELECT request_id, purpose, team_id, channel, ts FROM message_refs WHERE request_id = $1 ORDER BY id",
             vec![request.to_string().into()],
         );
-        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
-        rows.iter().map(codec::message_ref_from_row).collect()
+        self.read_all(&sql, codec::message_ref_from_row).await
     }
 
     async fn complete_jobs_with_refs(

@@ -11,11 +11,58 @@ use access_core::subject::SubjectKey;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{LIVE_STATUSES, limit, prefixed};
+use super::{LIVE_STATUSES, limit, prefixed, select_by};
 use crate::SqlStore;
 use crate::codec::{self, micros};
 use crate::db::{Arg, Conn, Sql};
 use crate::error::{db_err, plain};
+
+/// A request's columns from `team_id` to `failure`, in [`codec::REQUEST_COLS`] order (the
+/// insert puts the id before them and the version after; the update binds them as `$1…$16`).
+fn request_fields(v: codec::RequestValues) -> Vec<Arg> {
+    vec![
+        v.team_id.into(),
+        v.user_id.into(),
+        v.email.into(),
+        v.name.into(),
+        v.resource.into(),
+        v.kind.into(),
+        v.duration_secs.into(),
+        v.justification.into(),
+        v.status.into(),
+        v.created_at.into(),
+        v.updated_at.into(),
+        v.pending_until.into(),
+        v.grant_id.into(),
+        v.decided_by.into(),
+        v.decided_by_id.into(),
+        v.failure.into(),
+    ]
+}
+
+/// A grant's columns from `team_id` to `revoked_by`, in [`codec::GRANT_COLS`] order (as
+/// [`request_fields`]), and `provider_intent`, `takeback_pending` (bound after the version).
+fn grant_fields(v: codec::GrantValues) -> (Vec<Arg>, [Arg; 2]) {
+    let fields = vec![
+        v.team_id.into(),
+        v.user_id.into(),
+        v.email.into(),
+        v.name.into(),
+        v.resource.into(),
+        v.status.into(),
+        v.provider_handle.into(),
+        v.created_at.into(),
+        v.granted_at.into(),
+        v.expires_at.into(),
+        v.ended_at.into(),
+        v.request_id.into(),
+        v.revoked_by.into(),
+    ];
+    (
+        fields,
+        [v.provider_intent.into(), v.takeback_pending.into()],
+    )
+}
 
 pub(super) async fn insert_request(c: &mut Conn<'_>, r: &AccessRequest) -> Result<(), StoreError> {
     let v = codec::request_values(r)?;
@@ -24,26 +71,12 @@ pub(super) async fn insert_request(c: &mut Conn<'_>, r: &AccessRequest) -> Resul
             "INSERT INTO requests ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
             codec::REQUEST_COLS
         ),
-        vec![
-            r.id.to_string().into(),
-            v.team_id.into(),
-            v.user_id.into(),
-            v.email.into(),
-            v.name.into(),
-            v.resource.into(),
-            v.kind.into(),
-            v.duration_secs.into(),
-            v.justification.into(),
-            v.status.into(),
-            v.created_at.into(),
-            v.updated_at.into(),
-            v.pending_until.into(),
-            v.grant_id.into(),
-            v.decided_by.into(),
-            v.decided_by_id.into(),
-            v.failure.into(),
-            r.version.into(),
-        ],
+        {
+            let mut args = vec![r.id.to_string().into()];
+            args.extend(request_fields(v));
+            args.push(r.version.into());
+            args
+        },
     );
     c.execute(&sql)
         .await
@@ -58,26 +91,11 @@ pub(super) async fn update_request(c: &mut Conn<'_>, r: &AccessRequest) -> Resul
          duration_secs = $7, justification = $8, status = $9, created_at = $10, updated_at = $11, \
          pending_until = $12, grant_id = $13, decided_by = $14, decided_by_id = $15, failure = $16, \
          version = version + 1 WHERE id = $17 AND version = $18",
-        vec![
-            v.team_id.into(),
-            v.user_id.into(),
-            v.email.into(),
-            v.name.into(),
-            v.resource.into(),
-            v.kind.into(),
-            v.duration_secs.into(),
-            v.justification.into(),
-            v.status.into(),
-            v.created_at.into(),
-            v.updated_at.into(),
-            v.pending_until.into(),
-            v.grant_id.into(),
-            v.decided_by.into(),
-            v.decided_by_id.into(),
-            v.failure.into(),
-            r.id.to_string().into(),
-            r.version.into(),
-        ],
+        {
+            let mut args = request_fields(v);
+            args.extend([r.id.to_string().into(), r.version.into()]);
+            args
+        },
     );
     let n = c
         .execute(&sql)
@@ -106,25 +124,14 @@ pub(super) async fn insert_grant(c: &mut Conn<'_>, g: &Grant) -> Result<(), Stor
             "INSERT INTO grants ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             codec::GRANT_COLS
         ),
-        vec![
-            g.id.to_string().into(),
-            v.team_id.into(),
-            v.user_id.into(),
-            v.email.into(),
-            v.name.into(),
-            v.resource.into(),
-            v.status.into(),
-            v.provider_handle.into(),
-            v.created_at.into(),
-            v.granted_at.into(),
-            v.expires_at.into(),
-            v.ended_at.into(),
-            v.request_id.into(),
-            v.revoked_by.into(),
-            g.version.into(),
-            v.provider_intent.into(),
-            v.takeback_pending.into(),
-        ],
+        {
+            let (fields, tail) = grant_fields(v);
+            let mut args = vec![g.id.to_string().into()];
+            args.extend(fields);
+            args.push(g.version.into());
+            args.extend(tail);
+            args
+        },
     );
     c.execute(&sql)
         .await
@@ -139,25 +146,12 @@ pub(super) async fn update_grant(c: &mut Conn<'_>, g: &Grant) -> Result<(), Stor
          provider_handle = $7, created_at = $8, granted_at = $9, expires_at = $10, ended_at = $11, \
          request_id = $12, revoked_by = $13, provider_intent = $16, takeback_pending = $17, \
          version = version + 1 WHERE id = $14 AND version = $15",
-        vec![
-            v.team_id.into(),
-            v.user_id.into(),
-            v.email.into(),
-            v.name.into(),
-            v.resource.into(),
-            v.status.into(),
-            v.provider_handle.into(),
-            v.created_at.into(),
-            v.granted_at.into(),
-            v.expires_at.into(),
-            v.ended_at.into(),
-            v.request_id.into(),
-            v.revoked_by.into(),
-            g.id.to_string().into(),
-            g.version.into(),
-            v.provider_intent.into(),
-            v.takeback_pending.into(),
-        ],
+        {
+            let (mut args, tail) = grant_fields(v);
+            args.extend([g.id.to_string().into(), g.version.into()]);
+            args.extend(tail);
+            args
+        },
     );
     let n = c
         .execute(&sql)
@@ -290,64 +284,40 @@ impl RequestStore for SqlStore {
     }
 
     async fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {
-        let sql = Sql::with(
-            format!("SELECT {} FROM requests WHERE id = $1", codec::REQUEST_COLS),
-            vec![id.to_string().into()],
-        );
-        self.db
-            .fetch_optional(&sql)
-            .await
-            .map_err(plain)?
-            .as_ref()
-            .map(codec::request_from_row)
-            .transpose()
+        let sql = select_by(codec::REQUEST_COLS, "requests", "id", id.to_string(), "");
+        self.read_one(&sql, codec::request_from_row).await
     }
 
     async fn requests(&self, filter: &RequestFilter) -> Result<Vec<AccessRequest>, StoreError> {
-        let rows = self
-            .db
-            .fetch_all(&requests_sql(filter))
+        self.read_all(&requests_sql(filter), codec::request_from_row)
             .await
-            .map_err(plain)?;
-        rows.iter().map(codec::request_from_row).collect()
     }
 
     async fn requests_for_grant(&self, grant: GrantId) -> Result<Vec<AccessRequest>, StoreError> {
-        let sql = Sql::with(
-            format!(
-                "SELECT {} FROM requests WHERE grant_id = $1 ORDER BY created_at, id",
-                codec::REQUEST_COLS
-            ),
-            vec![grant.to_string().into()],
+        let sql = select_by(
+            codec::REQUEST_COLS,
+            "requests",
+            "grant_id",
+            grant.to_string(),
+            "ORDER BY created_at, id",
         );
-        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
-        rows.iter().map(codec::request_from_row).collect()
+        self.read_all(&sql, codec::request_from_row).await
     }
 
     async fn decisions(&self, request: RequestId) -> Result<Vec<Decision>, StoreError> {
-        let sql = Sql::with(
-            format!(
-                "SELECT {} FROM decisions WHERE request_id = $1 ORDER BY at, id",
-                codec::DECISION_COLS
-            ),
-            vec![request.to_string().into()],
+        let sql = select_by(
+            codec::DECISION_COLS,
+            "decisions",
+            "request_id",
+            request.to_string(),
+            "ORDER BY at, id",
         );
-        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
-        rows.iter().map(codec::decision_from_row).collect()
+        self.read_all(&sql, codec::decision_from_row).await
     }
 
     async fn grant(&self, id: GrantId) -> Result<Option<Grant>, StoreError> {
-        let sql = Sql::with(
-            format!("SELECT {} FROM grants WHERE id = $1", codec::GRANT_COLS),
-            vec![id.to_string().into()],
-        );
-        self.db
-            .fetch_optional(&sql)
-            .await
-            .map_err(plain)?
-            .as_ref()
-            .map(codec::grant_from_row)
-            .transpose()
+        let sql = select_by(codec::GRANT_COLS, "grants", "id", id.to_string(), "");
+        self.read_one(&sql, codec::grant_from_row).await
     }
 
     async fn live_grant(
@@ -361,13 +331,7 @@ impl RequestStore for SqlStore {
         ));
         push_subject(&mut sql, subject);
         sql.push(" AND resource = ").bind(resource.as_str());
-        self.db
-            .fetch_optional(&sql)
-            .await
-            .map_err(plain)?
-            .as_ref()
-            .map(codec::grant_from_row)
-            .transpose()
+        self.read_one(&sql, codec::grant_from_row).await
     }
 
     async fn live_grant_and_pending(
@@ -490,12 +454,8 @@ impl RequestStore for SqlStore {
     }
 
     async fn grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>, StoreError> {
-        let rows = self
-            .db
-            .fetch_all(&grants_sql(filter))
+        self.read_all(&grants_sql(filter), codec::grant_from_row)
             .await
-            .map_err(plain)?;
-        rows.iter().map(codec::grant_from_row).collect()
     }
 
     async fn requests_page(

@@ -162,3 +162,48 @@ pub trait InstallationStore: Send + Sync + Debug {
     /// The workspace (or organisation) `state` is bound to, if any (consumed or not).
     async fn state_binding(&self, state: &str) -> Result<Option<String>, StoreError>;
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The install status endpoint serialises `InstallationInfo` as is: its JSON is a wire
+    /// format, pinned here now that the type lives in access-core.
+    #[test]
+    fn installation_info_json_is_pinned() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let info = InstallationInfo {
+            team_id: Some("T1".into()),
+            team_name: Some("Acme".into()),
+            is_enterprise_install: false,
+            bot_user_id: Some("U0BOT".into()),
+            bot_scopes: Some("commands,chat:write".into()),
+            installed_at: at,
+            updated_at: at,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&info).unwrap(),
+            "{\"team_id\":\"T1\",\"team_name\":\"Acme\",\"enterprise_id\":null,\
+             \"enterprise_name\":null,\"enterprise_url\":null,\"is_enterprise_install\":false,\
+             \"app_id\":null,\"bot_id\":null,\"bot_user_id\":\"U0BOT\",\
+             \"bot_scopes\":\"commands,chat:write\",\"bot_token_expires_at\":null,\
+             \"user_id\":null,\"user_scopes\":null,\"user_token_expires_at\":null,\
+             \"incoming_webhook_channel\":null,\"incoming_webhook_channel_id\":null,\
+             \"incoming_webhook_configuration_url\":null,\"installer_user_id\":null,\
+             \"installed_at\":\"2023-11-14T22:13:20Z\",\"updated_at\":\"2023-11-14T22:13:20Z\"}"
+        );
+    }
+
+    #[test]
+    fn sealed_installation_debug_shows_no_ciphertext() {
+        let s = SealedInstallation {
+            bot_token: Some(b"ciphertext".to_vec()),
+            ..Default::default()
+        };
+        let shown = format!("{s:?}");
+        assert!(shown.contains("has_bot_token: true"));
+        assert!(!shown.contains("99, 105"));
+    }
+}
