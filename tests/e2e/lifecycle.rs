@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use access_core::GrantStatus;
-use access_core::ports::{GrantFilter, Store};
+use access_core::ports::{GrantFilter, RequestStore};
 use store_sqlx::SqlStore;
 use testkit::db::backends;
 

@@ -2,7 +2,7 @@
 //! export holds (events and signed checkpoints), which a database administrator cannot rewrite.
 
 use access_core::audit::{ChainLink, ExportComparer, ExportComparison};
-use access_core::ports::{AuditFilter, Store};
+use access_core::ports::{AuditFilter, AuditLog};
 use audit_bigquery::BigQuerySink;
 use store_sqlx::SqlStore;
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use access_core::audit::{AuditKeyring, AuditKind, AuditRecord, TamperKind};
-use access_core::ports::{AuditFilter, AuditSink, ChangeSet, ExportItem, Store};
+use access_core::ports::{AuditFilter, AuditLog, AuditSink, ChangeSet, ExportItem, RequestStore};
 use access_core::request::Actor;
 use audit_bigquery::sink::CheckpointPolicy;
 use audit_bigquery::{BigQueryConfig, BigQuerySink};

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_runtime::slack_installations::SqlInstallationStore;
 use slack_adapter::config::Secret;
 use slack_adapter::crypto::TokenCipher;
 use slack_adapter::installations::{InstallationStore, Installations};
@@ -21,10 +20,7 @@ fn flow(
     keys: &[[u8; 32]],
     ttl: Duration,
 ) -> InstallFlow {
-    let ins = Installations::new(
-        Arc::new(SqlInstallationStore::new(store)),
-        Arc::new(TokenCipher::from_keys(keys).unwrap()),
-    );
+    let ins = Installations::new(store, Arc::new(TokenCipher::from_keys(keys).unwrap()));
     InstallFlow::new(
         OAuthConfig {
             client_id: slack_oauth::CLIENT_ID.into(),
@@ -211,8 +207,7 @@ async fn install_on_sql_keeps_tokens_encrypted_and_refuses_bad_states() {
         assert_eq!(count_rows(&store).await, 0, "{kind}");
 
         // Cleanup of expired states (the stale one at least).
-        let sql_store = SqlInstallationStore::new(store.clone());
-        assert!(sql_store.cleanup_states(chrono::Utc::now()).await.unwrap() >= 1);
+        assert!(store.cleanup_states(chrono::Utc::now()).await.unwrap() >= 1);
         store.close().await;
     }
 }
@@ -236,9 +231,7 @@ async fn org_install_token_is_found_after_a_restart() {
         let cipher = || Arc::new(TokenCipher::from_keys(&[[7u8; 32]]).unwrap());
         let open = || async {
             Installations::new(
-                Arc::new(SqlInstallationStore::new(Arc::new(
-                    SqlStore::connect(&db.url).await.unwrap(),
-                ))),
+                Arc::new(SqlStore::connect(&db.url).await.unwrap()),
                 cipher(),
             )
         };

@@ -1,161 +1,63 @@
-//! Slack installations: one per workspace (or Enterprise Grid organisation), tokens encrypted.
+//! Slack installations with their tokens: sealing on save, opening on read, and "which bot
+//! token serves team T".
 //!
-//! Three layers:
-//! - [`InstallationInfo`]: what may be shown (the installation document's `slack_settings`
-//!   without tokens). The status endpoint serialises exactly this.
-//! - [`Installation`]: info plus clear tokens as [`Secret`]s (never printed).
-//! - [`SealedInstallation`]: info plus ciphertext, what an [`InstallationStore`] keeps.
-//!
-//! [`Installations`] joins a store and a [`TokenCipher`]: it seals on save, opens on read, and
-//! answers "which bot token serves team T". [`MemoryInstallationStore`] is the store for tests and
-//! single-process use; store-sqlx's `SqlStore` holds the same data in `slack_installations` and
-//! `oauth_states` (the runtime adapts it to this trait).
+//! The installation model is access-core's ([`InstallationInfo`], [`SealedInstallation`],
+//! [`InstallationStore`], [`StateCheck`], re-exported here): this module adds the opened form,
+//! [`Installation`] (info plus clear tokens as [`Secret`]s, never printed), and
+//! [`Installations`], which joins a store and a [`TokenCipher`]. [`MemoryInstallationStore`] is
+//! the store for tests and single-process use; store-sqlx's `SqlStore` is the durable one
+//! (`slack_installations`, `oauth_states`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+
+pub use access_core::ports::{
+    InstallationInfo, InstallationStore, SealedInstallation, StateCheck, StoreError,
+};
 
 use crate::api::SlackApi;
 use crate::config::Secret;
 use crate::crypto::{CryptoError, TokenCipher};
 
-/// Everything about an installation that is safe to show.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct InstallationInfo {
-    pub team_id: Option<String>,
-    pub team_name: Option<String>,
-    pub enterprise_id: Option<String>,
-    pub enterprise_name: Option<String>,
-    pub enterprise_url: Option<String>,
-    pub is_enterprise_install: bool,
-    pub app_id: Option<String>,
-    pub bot_id: Option<String>,
-    pub bot_user_id: Option<String>,
-    pub bot_scopes: Option<String>,
-    pub bot_token_expires_at: Option<DateTime<Utc>>,
-    pub user_id: Option<String>,
-    pub user_scopes: Option<String>,
-    pub user_token_expires_at: Option<DateTime<Utc>>,
-    pub incoming_webhook_channel: Option<String>,
-    pub incoming_webhook_channel_id: Option<String>,
-    pub incoming_webhook_configuration_url: Option<String>,
-    pub installer_user_id: Option<String>,
-    pub installed_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
 /// An installation with its tokens in clear (in memory only).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Installation {
+    /// What may be shown.
     pub info: InstallationInfo,
+    /// The bot token (`xoxb-…`).
     pub bot_token: Option<Secret>,
+    /// The bot's refresh token, for rotating tokens.
     pub bot_refresh_token: Option<Secret>,
+    /// The user token (`xoxp-…`), if one was requested.
     pub user_token: Option<Secret>,
+    /// The user's refresh token, for rotating tokens.
     pub user_refresh_token: Option<Secret>,
     /// The incoming webhook URL is a bearer capability too, so it is sealed like a token.
     pub incoming_webhook_url: Option<Secret>,
 }
 
-/// An installation as stored: tokens are `TokenCipher` ciphertext.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct SealedInstallation {
-    pub info: InstallationInfo,
-    pub bot_token: Option<Vec<u8>>,
-    pub bot_refresh_token: Option<Vec<u8>>,
-    pub user_token: Option<Vec<u8>>,
-    pub user_refresh_token: Option<Vec<u8>>,
-    pub incoming_webhook_url: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for SealedInstallation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SealedInstallation")
-            .field("info", &self.info)
-            .field("has_bot_token", &self.bot_token.is_some())
-            .field("has_user_token", &self.user_token.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-/// What checking an OAuth state found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateCheck {
-    /// Issued, unexpired, unused: now consumed.
-    Valid,
-    Expired,
-    Reused,
-    /// Never issued here (forged) or cleaned up.
-    Unknown,
-}
-
 /// A storage failure or a token that would not decrypt.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum InstallError {
+    /// The installation store failed.
     #[error("installation store: {0}")]
-    Store(String),
+    Store(#[from] StoreError),
+    /// A sealed token did not open (wrong key, damaged ciphertext) or a token did not seal.
     #[error("installation tokens: {0}")]
     Crypto(#[from] CryptoError),
 }
 
-/// Where installations and OAuth states live. Owners are (`enterprise_id`, `team_id`); an
-/// org-wide Enterprise Grid install has `team_id` `None`.
-#[async_trait]
-pub trait InstallationStore: Send + Sync + std::fmt::Debug {
-    /// Saves, replacing the installation of the same owner (keeping its `installed_at`).
-    async fn save(&self, i: &SealedInstallation) -> Result<(), InstallError>;
-    /// The installation of exactly this owner.
-    async fn find(
-        &self,
-        enterprise_id: Option<&str>,
-        team_id: Option<&str>,
-    ) -> Result<Option<SealedInstallation>, InstallError>;
-    /// The installation of workspace `team_id` under any enterprise.
-    async fn find_team(&self, team_id: &str) -> Result<Option<SealedInstallation>, InstallError>;
-    async fn all(&self) -> Result<Vec<SealedInstallation>, InstallError>;
-    /// Whether something was removed.
-    async fn delete(
-        &self,
-        enterprise_id: Option<&str>,
-        team_id: Option<&str>,
-    ) -> Result<bool, InstallError>;
-    /// Forgets `user_id`'s user token in this owner's installation.
-    async fn clear_user_token(
-        &self,
-        enterprise_id: Option<&str>,
-        team_id: Option<&str>,
-        user_id: &str,
-    ) -> Result<bool, InstallError>;
-    async fn issue_state(
-        &self,
-        state: &str,
-        created_at: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), InstallError>;
-    /// Consumes `state` if valid at `now`; exactly one concurrent caller sees `Valid`.
-    async fn consume_state(
-        &self,
-        state: &str,
-        now: DateTime<Utc>,
-    ) -> Result<StateCheck, InstallError>;
-    /// Deletes states expired at `now`; returns how many.
-    async fn cleanup_states(&self, now: DateTime<Utc>) -> Result<u64, InstallError>;
-    /// Remembers that workspace `team_id` belongs to organisation `enterprise_id`. Durable in
-    /// the SQL store: a restarted server and `gatehouse-cleanup` need it to find the org-wide
-    /// install serving a workspace.
-    async fn remember_team_enterprise(
-        &self,
-        team_id: &str,
-        enterprise_id: &str,
-    ) -> Result<(), InstallError>;
-    /// The organisation of workspace `team_id`, if known.
-    async fn team_enterprise(&self, team_id: &str) -> Result<Option<String>, InstallError>;
-    /// Binds an issued state to the workspace (or organisation) a scoped admin made it for.
-    async fn bind_state(&self, state: &str, team: &str) -> Result<(), InstallError>;
-    /// The workspace (or organisation) `state` is bound to, if any (consumed or not).
-    async fn state_binding(&self, state: &str) -> Result<Option<String>, InstallError>;
+impl InstallError {
+    /// A stable code: the store's ([`StoreError::code`]) or `crypto`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InstallError::Store(e) => e.code(),
+            InstallError::Crypto(_) => "crypto",
+        }
+    }
 }
 
 /// An [`InstallationStore`] in memory.
@@ -168,8 +70,8 @@ pub struct MemoryInstallationStore {
     bindings: Mutex<HashMap<String, String>>,
 }
 
-fn poisoned<T>(_: T) -> InstallError {
-    InstallError::Store("lock poisoned".into())
+fn poisoned<T>(_: T) -> StoreError {
+    StoreError::database_msg("installation store lock poisoned")
 }
 
 fn same_owner(i: &InstallationInfo, enterprise_id: Option<&str>, team_id: Option<&str>) -> bool {
@@ -179,7 +81,7 @@ fn same_owner(i: &InstallationInfo, enterprise_id: Option<&str>, team_id: Option
 
 #[async_trait]
 impl InstallationStore for MemoryInstallationStore {
-    async fn save(&self, i: &SealedInstallation) -> Result<(), InstallError> {
+    async fn save(&self, i: &SealedInstallation) -> Result<(), StoreError> {
         let mut g = self.installs.lock().map_err(poisoned)?;
         let mut i = i.clone();
         let owner = (i.info.enterprise_id.clone(), i.info.team_id.clone());
@@ -198,14 +100,14 @@ impl InstallationStore for MemoryInstallationStore {
         &self,
         enterprise_id: Option<&str>,
         team_id: Option<&str>,
-    ) -> Result<Option<SealedInstallation>, InstallError> {
+    ) -> Result<Option<SealedInstallation>, StoreError> {
         let g = self.installs.lock().map_err(poisoned)?;
         Ok(g.iter()
             .find(|x| same_owner(&x.info, enterprise_id, team_id))
             .cloned())
     }
 
-    async fn find_team(&self, team_id: &str) -> Result<Option<SealedInstallation>, InstallError> {
+    async fn find_team(&self, team_id: &str) -> Result<Option<SealedInstallation>, StoreError> {
         let g = self.installs.lock().map_err(poisoned)?;
         Ok(g.iter()
             .rev()
@@ -213,7 +115,7 @@ impl InstallationStore for MemoryInstallationStore {
             .cloned())
     }
 
-    async fn all(&self) -> Result<Vec<SealedInstallation>, InstallError> {
+    async fn all(&self) -> Result<Vec<SealedInstallation>, StoreError> {
         Ok(self.installs.lock().map_err(poisoned)?.clone())
     }
 
@@ -221,7 +123,7 @@ impl InstallationStore for MemoryInstallationStore {
         &self,
         enterprise_id: Option<&str>,
         team_id: Option<&str>,
-    ) -> Result<bool, InstallError> {
+    ) -> Result<bool, StoreError> {
         let mut g = self.installs.lock().map_err(poisoned)?;
         let before = g.len();
         g.retain(|x| !same_owner(&x.info, enterprise_id, team_id));
@@ -233,7 +135,7 @@ impl InstallationStore for MemoryInstallationStore {
         enterprise_id: Option<&str>,
         team_id: Option<&str>,
         user_id: &str,
-    ) -> Result<bool, InstallError> {
+    ) -> Result<bool, StoreError> {
         let mut g = self.installs.lock().map_err(poisoned)?;
         let mut changed = false;
         for x in g.iter_mut().filter(|x| {
@@ -253,10 +155,10 @@ impl InstallationStore for MemoryInstallationStore {
         state: &str,
         _created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> Result<(), InstallError> {
+    ) -> Result<(), StoreError> {
         let mut g = self.states.lock().map_err(poisoned)?;
         if g.contains_key(state) {
-            return Err(InstallError::Store("duplicate OAuth state".into()));
+            return Err(StoreError::Duplicate("OAuth state".into()));
         }
         g.insert(state.to_string(), (expires_at, false));
         Ok(())
@@ -266,7 +168,7 @@ impl InstallationStore for MemoryInstallationStore {
         &self,
         state: &str,
         now: DateTime<Utc>,
-    ) -> Result<StateCheck, InstallError> {
+    ) -> Result<StateCheck, StoreError> {
         let mut g = self.states.lock().map_err(poisoned)?;
         Ok(match g.get_mut(state) {
             None => StateCheck::Unknown,
@@ -279,7 +181,7 @@ impl InstallationStore for MemoryInstallationStore {
         })
     }
 
-    async fn cleanup_states(&self, now: DateTime<Utc>) -> Result<u64, InstallError> {
+    async fn cleanup_states(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut g = self.states.lock().map_err(poisoned)?;
         let before = g.len();
         g.retain(|_, (exp, _)| *exp > now);
@@ -290,7 +192,7 @@ impl InstallationStore for MemoryInstallationStore {
         &self,
         team_id: &str,
         enterprise_id: &str,
-    ) -> Result<(), InstallError> {
+    ) -> Result<(), StoreError> {
         self.orgs
             .lock()
             .map_err(poisoned)?
@@ -298,13 +200,13 @@ impl InstallationStore for MemoryInstallationStore {
         Ok(())
     }
 
-    async fn team_enterprise(&self, team_id: &str) -> Result<Option<String>, InstallError> {
+    async fn team_enterprise(&self, team_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self.orgs.lock().map_err(poisoned)?.get(team_id).cloned())
     }
 
-    async fn bind_state(&self, state: &str, team: &str) -> Result<(), InstallError> {
+    async fn bind_state(&self, state: &str, team: &str) -> Result<(), StoreError> {
         if !self.states.lock().map_err(poisoned)?.contains_key(state) {
-            return Err(InstallError::Store("unknown OAuth state".into()));
+            return Err(StoreError::NotFound("OAuth state".into()));
         }
         self.bindings
             .lock()
@@ -313,7 +215,7 @@ impl InstallationStore for MemoryInstallationStore {
         Ok(())
     }
 
-    async fn state_binding(&self, state: &str) -> Result<Option<String>, InstallError> {
+    async fn state_binding(&self, state: &str) -> Result<Option<String>, StoreError> {
         Ok(self.bindings.lock().map_err(poisoned)?.get(state).cloned())
     }
 }

@@ -705,6 +705,7 @@ impl InstallFlow {
                 sealed.info.team_id.as_deref(),
             )
             .await
+            .map_err(InstallError::from)
     }
 
     /// Deletes expired states; returns how many.
@@ -713,6 +714,7 @@ impl InstallFlow {
             .store()
             .cleanup_states(self.clock.now())
             .await
+            .map_err(InstallError::from)
     }
 
     /// Refreshes rotating bot tokens that expire within `margin`; returns how many were

@@ -1206,8 +1206,11 @@ pub fn reread_delivery(payload: &str) -> Result<String, String> {
 /// Stores `inbound` under `key` (once) and starts processing it in this process. Returns false
 /// for a replay (already stored).
 async fn enqueue_and_run(st: &Shared, key: &str, inbound: &Inbound) -> Result<bool, EngineError> {
-    let payload = serde_json::to_string(inbound)
-        .map_err(|e| EngineError::Store(access_core::ports::StoreError::Corrupt(e.to_string())))?;
+    let payload = serde_json::to_string(inbound).map_err(|e| {
+        EngineError::Store(access_core::ports::StoreError::corrupt_because(
+            "inbound", e,
+        ))
+    })?;
     let item = InboxItem {
         source: INBOX_SOURCE.into(),
         key: key.to_string(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use access_core::engine::Engine;
 use access_core::jobs::JobStatus;
-use access_core::ports::{Clock, JobFilter, JobWaker, Store};
+use access_core::ports::{Clock, JobFilter, JobQueue, JobWaker, MessageRefs, RequestStore, Store};
 use access_core::providers::DryRunProvider;
 use access_core::{GrantStatus, RequestStatus};
 use axum::body::Body;

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use access_core::audit::{AuditKeyring, AuditKind, AuditRecord};
-use access_core::ports::{ChangeSet, Store};
+use access_core::ports::{AuditLog, ChangeSet, RequestStore};
 use access_core::request::Actor;
 use chrono::Utc;
 use store_sqlx::SqlStore;

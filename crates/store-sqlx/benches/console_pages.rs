@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use access_core::duration::AccessDuration;
 use access_core::grant::{Grant, GrantStatus};
 use access_core::ids::{GrantId, RequestId, ResourceId};
-use access_core::ports::{ChangeSet, GrantWrite, PageCursor, PageQuery, RequestWrite, Store};
+use access_core::ports::{
+    ChangeSet, GrantWrite, PageCursor, PageQuery, RequestStore, RequestWrite,
+};
 use access_core::request::{AccessRequest, RequestKind, RequestStatus};
 use access_core::resource::Justification;
 use access_core::subject::Subject;

@@ -9,7 +9,7 @@
 //! Connecting applies pending migrations, as the server does. Exits 1 if the chain is broken.
 
 use access_core::jobs::JobStatus;
-use access_core::ports::{JobFilter, Store};
+use access_core::ports::{AuditLog, JobFilter, JobQueue, RequestStore};
 use store_sqlx::{SqlStore, redact_url};
 
 #[tokio::main(flavor = "current_thread")]

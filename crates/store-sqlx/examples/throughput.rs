@@ -15,7 +15,7 @@ use access_core::audit::{AuditKind, AuditRecord};
 use access_core::duration::AccessDuration;
 use access_core::ids::{GrantId, RequestId};
 use access_core::jobs::{JobKind, NewJob};
-use access_core::ports::{ChangeSet, RequestWrite, Store};
+use access_core::ports::{AuditLog, ChangeSet, JobQueue, RequestStore, RequestWrite};
 use access_core::request::{AccessRequest, Actor, RequestKind, RequestStatus};
 use access_core::resource::Justification;
 use access_core::subject::Subject;

@@ -7,7 +7,7 @@ use access_core::duration::AccessDuration;
 use access_core::grant::{Grant, GrantStatus};
 use access_core::jobs::{Job, JobKind, JobStatus};
 use access_core::notification::MessageRef;
-use access_core::ports::StoreError;
+use access_core::ports::{StoreError, StoreErrorSource};
 use access_core::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestKind, RequestStatus,
 };
@@ -23,8 +23,9 @@ pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
-pub(crate) fn corrupt(col: &str, what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("column {col}: {what}"))
+/// A column that does not decode; `why` (a decoder's error, or a description) is the source.
+pub(crate) fn corrupt(col: &str, why: impl Into<StoreErrorSource>) -> StoreError {
+    StoreError::corrupt_because(format!("column {col}"), why)
 }
 
 pub(crate) fn time(row: &DbRow, col: &str) -> Result<DateTime<Utc>, StoreError> {
@@ -45,8 +46,7 @@ pub(crate) fn opt_time(row: &DbRow, col: &str) -> Result<Option<DateTime<Utc>>, 
 /// JSON text for a value we produced ourselves. Serialising the domain types cannot fail in
 /// practice; if it ever does, the write fails instead of storing something unreadable.
 pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v)
-        .map_err(|e| StoreError::Database(format!("cannot serialise value: {e}")))
+    serde_json::to_string(v).map_err(|e| StoreError::database("cannot serialise a value", e))
 }
 
 pub(crate) fn from_json<T: DeserializeOwned>(col: &str, s: &str) -> Result<T, StoreError> {
@@ -57,10 +57,10 @@ pub(crate) fn from_json<T: DeserializeOwned>(col: &str, s: &str) -> Result<T, St
 fn enum_name<T: Serialize>(v: &T) -> Result<String, StoreError> {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => Ok(s),
-        Ok(other) => Err(StoreError::Database(format!(
-            "expected a unit variant, got {other}"
-        ))),
-        Err(e) => Err(StoreError::Database(format!("cannot serialise value: {e}"))),
+        Ok(_) => Err(StoreError::database_msg(
+            "cannot store an enum that is not a unit variant",
+        )),
+        Err(e) => Err(StoreError::database("cannot serialise a value", e)),
     }
 }
 
@@ -75,7 +75,7 @@ pub(crate) fn resource(row: &DbRow, col: &str) -> Result<ResourceId, StoreError>
 
 fn opt_uuid<T: std::str::FromStr>(row: &DbRow, col: &str) -> Result<Option<T>, StoreError>
 where
-    T::Err: std::fmt::Display,
+    T::Err: Into<StoreErrorSource>,
 {
     row.opt_string(col)?
         .map(|s| s.parse::<T>().map_err(|e| corrupt(col, e)))
@@ -84,7 +84,7 @@ where
 
 pub(crate) fn uuid<T: std::str::FromStr>(row: &DbRow, col: &str) -> Result<T, StoreError>
 where
-    T::Err: std::fmt::Display,
+    T::Err: Into<StoreErrorSource>,
 {
     row.string(col)?.parse::<T>().map_err(|e| corrupt(col, e))
 }
@@ -142,9 +142,8 @@ pub(crate) fn request_values(r: &AccessRequest) -> Result<RequestValues, StoreEr
         name: r.subject.name.clone(),
         resource: r.resource.as_str().to_string(),
         kind: enum_name(&r.kind)?,
-        duration_secs: i64::try_from(r.duration.secs()).map_err(|_| {
-            StoreError::Database(format!("duration {} out of range", r.duration.secs()))
-        })?,
+        duration_secs: i64::try_from(r.duration.secs())
+            .map_err(|_| StoreError::database_msg("request duration out of range"))?,
         justification: r.justification.as_str().to_string(),
         status: r.status.as_str().to_string(),
         created_at: micros(r.created_at),
@@ -288,7 +287,7 @@ pub(crate) fn job_from_row(row: &DbRow) -> Result<Job, StoreError> {
         Ok(k) => k,
         Err(e) => JobKind::Undecodable {
             kind: row.string("kind")?,
-            error: e.to_string(),
+            error: crate::error::with_sources(&e),
         },
     };
     let status_s = row.string("status")?;

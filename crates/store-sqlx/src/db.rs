@@ -36,8 +36,8 @@ impl Backend {
     }
 }
 
-/// The connection pool behind a [`crate::SqlStore`], for code that needs its own tables (Slack
-/// installations, OAuth states) next to the store's.
+/// The connection pool behind a [`crate::SqlStore`], for tests and tools that read its tables
+/// directly.
 #[derive(Debug, Clone)]
 pub enum DbPool {
     Sqlite(SqlitePool),
@@ -49,6 +49,22 @@ pub enum DbPool {
 pub(crate) enum Arg {
     Int(Option<i64>),
     Text(Option<String>),
+    /// SQLite INTEGER 0/1, PostgreSQL BOOLEAN (both drivers encode `bool` to their column).
+    Bool(bool),
+    /// SQLite BLOB, PostgreSQL BYTEA.
+    Bytes(Option<Vec<u8>>),
+}
+
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+
+impl From<Option<Vec<u8>>> for Arg {
+    fn from(v: Option<Vec<u8>>) -> Self {
+        Arg::Bytes(v)
+    }
 }
 
 impl From<i64> for Arg {
@@ -125,6 +141,8 @@ fn sqlite_query<'q>(sql: &'q Sql) -> Query<'q, Sqlite, SqliteArguments<'q>> {
         q = match a {
             Arg::Int(v) => q.bind(*v),
             Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Bool(v) => q.bind(*v),
+            Arg::Bytes(v) => q.bind(v.as_deref()),
         };
     }
     q
@@ -136,6 +154,8 @@ fn pg_query<'q>(sql: &'q Sql) -> Query<'q, Postgres, PgArguments> {
         q = match a {
             Arg::Int(v) => q.bind(*v),
             Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Bool(v) => q.bind(*v),
+            Arg::Bytes(v) => q.bind(v.as_deref()),
         };
     }
     q
@@ -246,8 +266,7 @@ pub(crate) struct Tx {
     counters: Arc<Counters>,
 }
 
-/// The driver's transaction, for code that runs its own typed queries (installations). Those
-/// statements are not counted in [`StoreStats`].
+/// The driver's transaction of either kind.
 pub(crate) enum TxKind {
     Sqlite {
         tx: Transaction<'static, Sqlite>,
@@ -257,10 +276,6 @@ pub(crate) enum TxKind {
 }
 
 impl Tx {
-    pub fn kind_mut(&mut self) -> &mut TxKind {
-        &mut self.kind
-    }
-
     pub fn conn(&mut self) -> Conn<'_> {
         let kind = match &mut self.kind {
             TxKind::Sqlite { tx, .. } => ConnKind::Sqlite(tx),
@@ -489,13 +504,13 @@ pub(crate) enum DbRow {
 }
 
 fn corrupt(col: &str, e: sqlx::Error) -> StoreError {
-    StoreError::Corrupt(format!("column {col}: {e}"))
+    StoreError::corrupt_because(format!("column {col}"), e)
 }
 
 impl DbRow {
     pub fn i64(&self, col: &str) -> Result<i64, StoreError> {
         self.opt_i64(col)?
-            .ok_or_else(|| StoreError::Corrupt(format!("column {col}: unexpected NULL")))
+            .ok_or_else(|| StoreError::corrupt(format!("column {col}: unexpected NULL")))
     }
 
     pub fn opt_i64(&self, col: &str) -> Result<Option<i64>, StoreError> {
@@ -511,14 +526,14 @@ impl DbRow {
                 Some(v) => v
                     .as_i64()
                     .map(Some)
-                    .ok_or_else(|| StoreError::Corrupt(format!("column {col}: not an integer"))),
+                    .ok_or_else(|| StoreError::corrupt(format!("column {col}: not an integer"))),
             },
         }
     }
 
     pub fn string(&self, col: &str) -> Result<String, StoreError> {
         self.opt_string(col)?
-            .ok_or_else(|| StoreError::Corrupt(format!("column {col}: unexpected NULL")))
+            .ok_or_else(|| StoreError::corrupt(format!("column {col}: unexpected NULL")))
     }
 
     pub fn opt_string(&self, col: &str) -> Result<Option<String>, StoreError> {
@@ -532,8 +547,41 @@ impl DbRow {
             DbRow::Json(m) => match m.get(col) {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(StoreError::Corrupt(format!("column {col}: not text"))),
+                Some(_) => Err(StoreError::corrupt(format!("column {col}: not text"))),
             },
+        }
+    }
+
+    /// A boolean column (SQLite INTEGER 0/1, PostgreSQL BOOLEAN).
+    pub fn bool(&self, col: &str) -> Result<bool, StoreError> {
+        match self {
+            DbRow::Sqlite(r) => r.try_get::<bool, _>(col).map_err(|e| corrupt(col, e)),
+            DbRow::Postgres(r) => r.try_get::<bool, _>(col).map_err(|e| corrupt(col, e)),
+            DbRow::Json(m) => match m.get(col) {
+                Some(serde_json::Value::Bool(b)) => Ok(*b),
+                Some(v) => v
+                    .as_i64()
+                    .map(|n| n != 0)
+                    .ok_or_else(|| StoreError::corrupt(format!("column {col}: not a boolean"))),
+                None => Err(StoreError::corrupt(format!(
+                    "column {col}: unexpected NULL"
+                ))),
+            },
+        }
+    }
+
+    /// A byte column (SQLite BLOB, PostgreSQL BYTEA); JSON pages carry none.
+    pub fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            DbRow::Sqlite(r) => r
+                .try_get::<Option<Vec<u8>>, _>(col)
+                .map_err(|e| corrupt(col, e)),
+            DbRow::Postgres(r) => r
+                .try_get::<Option<Vec<u8>>, _>(col)
+                .map_err(|e| corrupt(col, e)),
+            DbRow::Json(_) => Err(StoreError::corrupt(format!(
+                "column {col}: bytes cannot be read from a JSON page"
+            ))),
         }
     }
 
@@ -543,7 +591,7 @@ impl DbRow {
     /// those hand-offs, not SQLite, are most of the cost, and one row per page removes them.
     pub fn page_from_json(text: &str) -> Result<Vec<DbRow>, StoreError> {
         let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(text)
-            .map_err(|e| StoreError::Corrupt(format!("page of rows: {e}")))?;
+            .map_err(|e| StoreError::corrupt_because("page of rows", e))?;
         Ok(rows.into_iter().map(DbRow::Json).collect())
     }
 }

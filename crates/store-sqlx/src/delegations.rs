@@ -31,19 +31,14 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &DelegationWrite) -> Result<(), S
                     d.revoked_by.clone().into(),
                 ],
             );
-            c.execute(&sql)
-                .await
-                .map_err(|e| StoreError::Database(e.to_string()))?;
+            c.execute(&sql).await.map_err(crate::error::plain)?;
         }
         DelegationWrite::Revoke { id, at, by } => {
             let sql = Sql::with(
                 "UPDATE delegations SET revoked_at = $1, revoked_by = $2 WHERE id = $3 AND revoked_at IS NULL",
                 vec![micros(*at).into(), by.clone().into(), id.to_string().into()],
             );
-            let n = c
-                .execute(&sql)
-                .await
-                .map_err(|e| StoreError::Database(e.to_string()))?;
+            let n = c.execute(&sql).await.map_err(crate::error::plain)?;
             if n != 1 {
                 return Err(StoreError::Conflict(format!("delegation {id}")));
             }
@@ -57,7 +52,7 @@ fn from_row(r: &DbRow) -> Result<Delegation, StoreError> {
     Ok(Delegation {
         id: id
             .parse()
-            .map_err(|_| StoreError::Corrupt(format!("delegation id '{id}'")))?,
+            .map_err(|_| StoreError::corrupt(format!("delegation id '{id}'")))?,
         team_id: r.string("team_id")?,
         delegator_id: r.string("delegator_id")?,
         delegator_name: r.string("delegator_name")?,
@@ -91,11 +86,7 @@ impl SqlStore {
         }
         sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .bind(i64::from(f.limit.unwrap_or(100).clamp(1, 1000)));
-        let rows = self
-            .db
-            .fetch_all(&sql)
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let rows = self.db.fetch_all(&sql).await.map_err(crate::error::plain)?;
         rows.iter().map(from_row).collect()
     }
 }

@@ -11,21 +11,10 @@ use access_core::ports::StoreError;
 use crate::SqlStore;
 use crate::codec::{self, micros};
 use crate::db::{Conn, DbRow, Sql};
+use crate::error::{db_err, plain};
 
 const COLS: &str = "request_id, grant_id, team_id, user_id, email, name, resource, duration_secs, \
      justification, granted_at, expires_at, reviewed_at, reviewed_by, reviewed_by_id, outcome";
-
-fn db_err(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
-    if let sqlx::Error::Database(d) = &e {
-        if d.is_unique_violation() {
-            return StoreError::Duplicate(what());
-        }
-        if matches!(d.code().as_deref(), Some("40001") | Some("40P01")) {
-            return StoreError::Conflict(what());
-        }
-    }
-    StoreError::Database(e.to_string())
-}
 
 /// Applies one write inside a change set's transaction.
 pub(crate) async fn apply(c: &mut Conn<'_>, w: &EmergencyWrite) -> Result<(), StoreError> {
@@ -39,7 +28,7 @@ pub(crate) async fn apply(c: &mut Conn<'_>, w: &EmergencyWrite) -> Result<(), St
 
 async fn insert(c: &mut Conn<'_>, e: &EmergencyAccess) -> Result<(), StoreError> {
     let secs = i64::try_from(e.duration.secs())
-        .map_err(|_| StoreError::Database(format!("duration {} out of range", e.duration)))?;
+        .map_err(|_| StoreError::database_msg("break-glass duration out of range"))?;
     let (reviewed_at, reviewed_by, reviewed_by_id, outcome) = review_values(e.review.as_ref())?;
     let sql = Sql::with(
         format!(
@@ -165,7 +154,7 @@ impl SqlStore {
         self.db
             .fetch_optional(&sql)
             .await
-            .map_err(|e| StoreError::Database(e.to_string()))?
+            .map_err(plain)?
             .as_ref()
             .map(from_row)
             .transpose()
@@ -192,11 +181,7 @@ impl SqlStore {
         let limit = i64::from(filter.limit.unwrap_or(100).clamp(1, 1000));
         sql.push(" ORDER BY granted_at DESC, request_id DESC LIMIT ");
         sql.bind(limit);
-        let rows = self
-            .db
-            .fetch_all(&sql)
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
         rows.iter().map(from_row).collect()
     }
 
@@ -207,11 +192,11 @@ impl SqlStore {
                 "SELECT COUNT(*) AS n FROM emergency_grants WHERE reviewed_at IS NULL",
             ))
             .await
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+            .map_err(plain)?;
         let n = match row {
             Some(r) => r.i64("n")?,
             None => 0,
         };
-        u64::try_from(n).map_err(|e| StoreError::Corrupt(format!("count: {e}")))
+        u64::try_from(n).map_err(|e| StoreError::corrupt_because("count", e))
     }
 }

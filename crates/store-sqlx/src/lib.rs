@@ -69,16 +69,28 @@
 //! # Layout
 //!
 //! - `db`: the backend switch: [`DbPool`], bound arguments, rows, transactions.
+//! - `error`: sqlx errors as [`StoreError`]s (unique violations are `Duplicate`, aborted
+//!   transactions `Conflict`; the driver's error is the `source`, never the message).
 //! - `codec`: domain values to columns and back (a row that does not parse is
 //!   [`StoreError::Corrupt`], never a panic).
-//! - `store`: the `Store` implementation: atomic change sets with compare-and-set, the audit
-//!   hash chain, the job queue, queries.
+//! - `store/`: the store ports, one file each: `requests` ([`RequestStore`]: atomic change sets
+//!   with compare-and-set, queries), `jobs` ([`JobQueue`]), `audit` ([`AuditLog`]: the hash
+//!   chain), `refs` ([`MessageRefs`]); `mod` holds what they share.
+//! - `pages`, `emergency`, `delegations`, `webhooks`: console pages, break-glass records,
+//!   delegations, webhook cursors.
+//! - `installations`: [`InstallationStore`] (Slack installations, sealed tokens, OAuth states).
 //! - `migrations/{sqlite,postgres}`: the schema, kept in step by hand.
+//!
+//! [`RequestStore`]: access_core::ports::RequestStore
+//! [`JobQueue`]: access_core::ports::JobQueue
+//! [`AuditLog`]: access_core::ports::AuditLog
+//! [`MessageRefs`]: access_core::ports::MessageRefs
+//! [`InstallationStore`]: access_core::ports::InstallationStore
 //!
 //! # Example
 //!
 //! ```no_run
-//! use access_core::ports::{JobFilter, Store};
+//! use access_core::ports::{AuditLog, JobFilter, JobQueue, RequestStore};
 //! use store_sqlx::SqlStore;
 //!
 //! # async fn run() -> Result<(), access_core::ports::StoreError> {
@@ -98,6 +110,7 @@ mod codec;
 mod db;
 mod delegations;
 mod emergency;
+mod error;
 mod installations;
 mod pages;
 mod store;
@@ -114,7 +127,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use db::{Backend, DbPool, StoreStats};
-pub use installations::{InstallationRow, OAuthStateCheck};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -182,13 +194,18 @@ impl SqlStore {
         let pool = if url.starts_with("sqlite:") {
             if url.contains(":memory:") || url.contains("mode=memory") {
                 // Every pooled connection would open its own empty database.
-                return Err(StoreError::Database(
-                    "in-memory SQLite is not supported: use a file (sqlite://path?mode=rwc)".into(),
+                return Err(StoreError::database_msg(
+                    "in-memory SQLite is not supported: use a file (sqlite://path?mode=rwc)",
                 ));
             }
             let conn = SqliteConnectOptions::from_str(url)
+                // The parser's error may quote the URL: only its kind is reported.
                 .map_err(|e| {
-                    StoreError::Database(format!("invalid SQLite URL {}: {e}", redact_url(url)))
+                    StoreError::database_msg(format!(
+                        "invalid SQLite URL {}: {}",
+                        redact_url(url),
+                        error::describe(&e)
+                    ))
                 })?
                 .journal_mode(SqliteJournalMode::Wal)
                 .foreign_keys(true)
@@ -201,17 +218,20 @@ impl SqlStore {
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(conn)
                 .await
-                .map_err(|e| {
-                    StoreError::Database(format!("cannot open {}: {e}", redact_url(url)))
-                })?;
+                .map_err(|e| StoreError::database(format!("cannot open {}", redact_url(url)), e))?;
             SQLITE_MIGRATIONS
                 .run(&pool)
                 .await
-                .map_err(|e| StoreError::Database(format!("SQLite migrations failed: {e}")))?;
+                .map_err(|e| StoreError::database("SQLite migrations failed", e))?;
             DbPool::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            // The parser's error may quote the URL (and its password): only its kind is reported.
             let mut conn = PgConnectOptions::from_str(url).map_err(|e| {
-                StoreError::Database(format!("invalid PostgreSQL URL {}: {e}", redact_url(url)))
+                StoreError::database_msg(format!(
+                    "invalid PostgreSQL URL {}: {}",
+                    redact_url(url),
+                    error::describe(&e)
+                ))
             })?;
             // No JIT: the job claim's estimated cost passes `jit_above_cost` once the queue holds
             // ~100,000 pending jobs (the planner cannot know how few are due), and PostgreSQL then
@@ -231,15 +251,15 @@ impl SqlStore {
                 .connect_with(conn)
                 .await
                 .map_err(|e| {
-                    StoreError::Database(format!("cannot connect to {}: {e}", redact_url(url)))
+                    StoreError::database(format!("cannot connect to {}", redact_url(url)), e)
                 })?;
             POSTGRES_MIGRATIONS
                 .run(&pool)
                 .await
-                .map_err(|e| StoreError::Database(format!("PostgreSQL migrations failed: {e}")))?;
+                .map_err(|e| StoreError::database("PostgreSQL migrations failed", e))?;
             DbPool::Postgres(pool)
         } else {
-            return Err(StoreError::Database(format!(
+            return Err(StoreError::database_msg(format!(
                 "unsupported database URL {} (use sqlite://… or postgres://…)",
                 redact_url(url)
             )));
@@ -282,8 +302,9 @@ impl SqlStore {
         self.stats().statements
     }
 
-    /// The underlying pool, for tables this crate does not wrap yet (Slack installations, OAuth
-    /// states). Writes to the store's own tables must go through [`access_core::ports::Store`].
+    /// The underlying pool, for tests and tools that read the tables directly. Writes must go
+    /// through the store's ports ([`access_core::ports::Store`],
+    /// [`access_core::ports::InstallationStore`]).
     pub fn pool(&self) -> &DbPool {
         &self.db.pool
     }
@@ -336,7 +357,7 @@ impl SqlStore {
             .db
             .execute(&sql)
             .await
-            .map_err(|e| StoreError::Database(format!("taking lease {name}: {e}")))?;
+            .map_err(|e| StoreError::database(format!("taking lease {name}"), e))?;
         Ok(n == 1)
     }
 
@@ -353,7 +374,7 @@ impl SqlStore {
             .db
             .fetch_all(&sql)
             .await
-            .map_err(|e| StoreError::Database(format!("counting live grants: {e}")))?;
+            .map_err(error::failed("counting live grants"))?;
         rows.iter()
             .map(|r| {
                 Ok((

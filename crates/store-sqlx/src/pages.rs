@@ -11,13 +11,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::codec::{self, micros};
 use crate::db::{Db, Sql};
+use crate::error::plain;
 
 const DAY_MICROS: i64 = 86_400_000_000;
 const MAX_PAGE: u32 = 500;
-
-fn plain(e: sqlx::Error) -> StoreError {
-    StoreError::Database(e.to_string())
-}
 
 fn push_filters<S>(sql: &mut Sql, q: &PageQuery<S>, status: Option<&str>) {
     if let Some(s) = status {
@@ -93,11 +90,11 @@ pub(crate) async fn grants_page(
 fn day_of(bucket: i64) -> Result<NaiveDate, StoreError> {
     DateTime::from_timestamp_micros(bucket.saturating_mul(DAY_MICROS))
         .map(|t| t.date_naive())
-        .ok_or_else(|| StoreError::Corrupt(format!("day bucket {bucket} out of range")))
+        .ok_or_else(|| StoreError::corrupt(format!("day bucket {bucket} out of range")))
 }
 
 fn count(v: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+    u64::try_from(v).map_err(|e| StoreError::corrupt_because(what, e))
 }
 
 pub(crate) async fn daily_stats(
@@ -175,7 +172,7 @@ pub(crate) async fn daily_stats(
         .fetch_optional(&sql)
         .await
         .map_err(plain)?
-        .ok_or_else(|| StoreError::Database("active grants query returned no row".into()))?;
+        .ok_or_else(|| StoreError::database_msg("active grants query returned no row"))?;
     let mut active_at_end_of_day = Vec::new();
     for d in 0..days {
         active_at_end_of_day.push((

@@ -9,13 +9,10 @@ use chrono::{DateTime, Utc};
 use crate::SqlStore;
 use crate::codec::{self, micros};
 use crate::db::{DbRow, Sql};
+use crate::error::plain;
 
 const COLS: &str = "id, enabled, cursor_seq, consecutive_failures, last_error, last_success_at, \
                     disabled_at, updated_at";
-
-fn plain(e: sqlx::Error) -> StoreError {
-    StoreError::Database(e.to_string())
-}
 
 fn state_from_row(row: &DbRow) -> Result<WebhookState, StoreError> {
     Ok(WebhookState {

@@ -6,7 +6,7 @@ use access_core::audit::{
     AuditCheckpoint, AuditKeyring, AuditKind, AuditRecord, ChainVerification, TamperKind,
     chain_hash,
 };
-use access_core::ports::{AuditFilter, ChangeSet, Store};
+use access_core::ports::{AuditFilter, AuditLog, ChangeSet, RequestStore};
 use access_core::request::Actor;
 use chrono::Utc;
 use store_sqlx::{DbPool, SqlStore};

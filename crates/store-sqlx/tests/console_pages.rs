@@ -9,7 +9,7 @@ use access_core::grant::{Grant, GrantStatus};
 use access_core::ids::{GrantId, RequestId, ResourceId};
 use access_core::jobs::{JobKind, JobStatus, NewJob};
 use access_core::ports::{
-    ChangeSet, GrantWrite, JobFilter, PageCursor, PageQuery, RequestWrite, Store,
+    ChangeSet, GrantWrite, JobFilter, JobQueue, PageCursor, PageQuery, RequestStore, RequestWrite,
 };
 use access_core::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestKind, RequestStatus,

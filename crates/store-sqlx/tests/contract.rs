@@ -11,8 +11,8 @@ use access_core::ids::{GrantId, JobId, RequestId, ResourceId};
 use access_core::jobs::{JobKind, JobStatus, NewJob};
 use access_core::notification::MessageRef;
 use access_core::ports::{
-    AuditFilter, ChangeSet, ClaimScope, GrantFilter, GrantWrite, JobFilter, RequestFilter,
-    RequestWrite, Store, StoreError,
+    AuditFilter, AuditLog, ChangeSet, ClaimScope, GrantFilter, GrantWrite, JobFilter, JobQueue,
+    MessageRefs, RequestFilter, RequestStore, RequestWrite, StoreError,
 };
 use access_core::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestKind, RequestStatus,
@@ -1608,7 +1608,7 @@ async fn unreadable_request_is_corrupt() {
         .await;
         let err = store.request(r.id).await.unwrap_err();
         assert!(
-            matches!(&err, StoreError::Corrupt(m) if m.contains("status")),
+            matches!(&err, StoreError::Corrupt { what, .. } if what.contains("status")),
             "{}: {err:?}",
             db.kind
         );

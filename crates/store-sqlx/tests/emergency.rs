@@ -8,7 +8,7 @@ use access_core::emergency::{
     EmergencyAccess, EmergencyFilter, EmergencyReview, EmergencyWrite, ReviewOutcome,
 };
 use access_core::ids::{GrantId, RequestId, ResourceId};
-use access_core::ports::{ChangeSet, RequestWrite, Store, StoreError};
+use access_core::ports::{AuditLog, ChangeSet, RequestStore, RequestWrite, StoreError};
 use access_core::request::{AccessRequest, Actor, RequestKind, RequestStatus};
 use access_core::resource::Justification;
 use access_core::subject::{Email, Subject};

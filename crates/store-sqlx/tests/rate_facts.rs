@@ -6,7 +6,7 @@ use access_core::audit::{AuditKind, AuditRecord};
 use access_core::duration::AccessDuration;
 use access_core::ids::{RequestId, ResourceId};
 use access_core::limits::RateQuery;
-use access_core::ports::{ChangeSet, RequestWrite, Store};
+use access_core::ports::{AuditLog, ChangeSet, RequestStore, RequestWrite};
 use access_core::request::{AccessRequest, Actor, RequestKind, RequestStatus};
 use access_core::resource::Justification;
 use access_core::subject::{Email, Subject, SubjectKey};

@@ -9,7 +9,10 @@ use access_core::duration::AccessDuration;
 use access_core::ids::{JobId, RequestId, ResourceId};
 use access_core::jobs::{InboxItem, JobKind, JobStatus, NewJob};
 use access_core::notification::MessageRef;
-use access_core::ports::{ChangeSet, ClaimAtInsert, JobFilter, RequestWrite, Store};
+use access_core::ports::{
+    AuditLog, ChangeSet, ClaimAtInsert, JobFilter, JobQueue, MessageRefs, RequestStore,
+    RequestWrite,
+};
 use access_core::request::{AccessRequest, Actor, RequestKind, RequestStatus};
 use access_core::resource::Justification;
 use access_core::subject::{Email, Subject};

@@ -1,0 +1,633 @@
+//! The job queue: inserting a change set's jobs, claims under a lease, completion, retries, the
+//! inbox's idempotency keys, and [`JobQueue`] on [`SqlStore`].
+
+use std::sync::atomic::Ordering;
+
+use access_core::ids::JobId;
+use access_core::jobs::{Job, JobKind, JobStats, NewJob};
+use access_core::ports::{ChangeSet, ClaimAtInsert, ClaimScope, JobFilter, JobQueue, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{REMEMBER_FOR, ROWS_PER_INSERT, SWEEP_EVERY, limit, prefixed};
+use crate::SqlStore;
+use crate::codec::{self, micros};
+use crate::db::{Arg, Backend, Conn, DbRow, Sql, Tx};
+use crate::error::{db_err, plain, with_sources};
+
+/// Inserts new jobs, several rows per statement; those `claimed` names are written running
+/// under its token, leased on the lease clock (`now()` on PostgreSQL, the host clock on SQLite).
+pub(super) async fn insert_jobs(
+    c: &mut Conn<'_>,
+    backend: Backend,
+    jobs: &[NewJob],
+    claimed: Option<&ClaimAtInsert>,
+) -> Result<(), StoreError> {
+    let now = micros(Utc::now());
+    for (n, chunk) in jobs.chunks(ROWS_PER_INSERT).enumerate() {
+        let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) VALUES "));
+        for (k, j) in chunk.iter().enumerate() {
+            sql.push(if k == 0 { "(" } else { ", (" });
+            push_job_values(&mut sql, backend, j, n * ROWS_PER_INSERT + k, now, claimed)?;
+            sql.push(")");
+        }
+        c.execute(&sql).await.map_err(|e| {
+            db_err(e, || match chunk {
+                [j] => format!("job {} already exists", j.id),
+                _ => format!("one of jobs {}… already exists", chunk[0].id),
+            })
+        })?;
+    }
+    Ok(())
+}
+
+const JOB_INSERT_COLS: &str = "id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at, \
+     order_key, order_seq, claim_token, locked_until";
+
+/// The values of one new job, in [`JOB_INSERT_COLS`] order (`i`: its position in the change
+/// set).
+fn push_job_values(
+    sql: &mut Sql,
+    backend: Backend,
+    j: &NewJob,
+    i: usize,
+    now: i64,
+    claimed: Option<&ClaimAtInsert>,
+) -> Result<(), StoreError> {
+    let payload = codec::to_json(&j.kind)?;
+    // Enqueue order among jobs of one ordering key: the wall clock, then the position in
+    // this change set (two jobs of one commit share the microsecond).
+    let order_seq = j.kind.order_key().map(|_| {
+        now.saturating_mul(1000)
+            .saturating_add(i64::try_from(i % 1000).unwrap_or(0))
+    });
+    let claim = claimed.filter(|cl| cl.ids.contains(&j.id));
+    sql.bind(j.id.to_string())
+        .push(", ")
+        .bind(j.kind.name())
+        .push(", ")
+        .bind(payload)
+        .push(if claim.is_some() {
+            ", 'running', "
+        } else {
+            ", 'pending', "
+        })
+        .bind(micros(j.run_at))
+        .push(if claim.is_some() { ", 1, " } else { ", 0, " })
+        .bind(j.kind.max_attempts().map(i64::from))
+        .push(", ")
+        .bind(now)
+        .push(", ")
+        .bind(now)
+        .push(", ")
+        .bind(j.kind.order_key())
+        .push(", ")
+        .bind(order_seq)
+        .push(", ");
+    match claim {
+        None => {
+            sql.push("NULL, NULL");
+        }
+        Some(cl) => {
+            let lease = cl.lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
+            sql.bind(cl.token.as_str()).push(", ");
+            match backend {
+                Backend::Postgres => {
+                    sql.push("(EXTRACT(EPOCH FROM now()) * 1000000)::BIGINT + ")
+                        .bind(lease);
+                }
+                Backend::Sqlite => {
+                    sql.bind(micros(Utc::now()).saturating_add(lease));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// When the next job is due (see `next_job_at`).
+pub(super) const NEXT_JOB_SQL: &str = "SELECT MIN(t) AS next_at FROM (\
+             SELECT (SELECT run_at FROM jobs WHERE status = 'pending' \
+               AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e \
+                    WHERE e.order_key = jobs.order_key AND e.status IN ('pending', 'running') \
+                    AND e.order_seq < jobs.order_seq)) \
+               ORDER BY run_at LIMIT 1) AS t \
+             UNION ALL SELECT MIN(locked_until) AS t FROM jobs WHERE status = 'running') AS candidates";
+
+/// Marks claimed jobs done within `tx`; jobs claimed together share a claim token, so this is
+/// usually one statement per 500 jobs.
+pub(super) async fn complete_in(
+    tx: &mut Tx,
+    jobs: &[(JobId, String)],
+    now: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let mut by_token: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (id, token) in jobs {
+        by_token
+            .entry(token.as_str())
+            .or_default()
+            .push(id.to_string());
+    }
+    let mut done = 0;
+    for (token, ids) in by_token {
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::with(
+                "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
+                 WHERE status = 'running' AND claim_token = $2 AND id IN (",
+                vec![micros(now).into(), token.into()],
+            );
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(id.as_str());
+            }
+            sql.push(")");
+            done += tx.conn().execute(&sql).await.map_err(plain)?;
+        }
+    }
+    Ok(done)
+}
+
+/// Records `key` once; false if it was already there (a replay).
+async fn insert_idempotency_key(
+    tx: &mut Tx,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    Ok(tx
+        .conn()
+        .execute(&Sql::with(
+            "INSERT INTO idempotency_keys (key, created_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            vec![key.into(), micros(now).into()],
+        ))
+        .await
+        .map_err(plain)?
+        == 1)
+}
+
+/// `'a', 'b'` for an SQL `IN` list of job kind names (compile-time constants, never input).
+fn quoted_kinds(kinds: &[&str]) -> String {
+    kinds
+        .iter()
+        .map(|k| format!("'{}'", k.replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `AND kind …` condition of a claim's scope; `None` when the scope admits no kind.
+/// Kind names are compile-time constants of this program, never input.
+fn scope_sql(scope: ClaimScope) -> Option<String> {
+    Some(match scope {
+        ClaimScope::All => String::new(),
+        ClaimScope::Only(k) => format!("AND kind = '{}'", k.replace('\'', "")),
+        ClaimScope::AllBut([]) => String::new(),
+        ClaimScope::AllBut(kinds) => format!("AND kind NOT IN ({})", quoted_kinds(kinds)),
+        ClaimScope::OneOf([]) => return None,
+        ClaimScope::OneOf(kinds) => format!("AND kind IN ({})", quoted_kinds(kinds)),
+    })
+}
+
+/// A claimed job this version cannot run: its id and why.
+type SetAside = (String, String);
+
+/// Splits claimed rows into the jobs this version can run and the ones it must set aside
+/// (`(id, reason)`): a row this version cannot read must neither be left claimed by nobody nor
+/// block the queue (revocations included), so it is buried, with the reason, in the claim's
+/// transaction. A row without a readable id fails the claim.
+fn sort_claimed(rows: &[DbRow]) -> Result<(Vec<Job>, Vec<SetAside>), StoreError> {
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut unreadable: Vec<SetAside> = Vec::new();
+    for row in rows {
+        match codec::job_from_row(row) {
+            Ok(Job {
+                id,
+                kind: JobKind::Undecodable { kind, error },
+                ..
+            }) => unreadable.push((
+                id.to_string(),
+                format!("undecodable job of kind '{kind}' (written by a newer version?): {error}"),
+            )),
+            Ok(job) => jobs.push(job),
+            Err(e) => match row.string("id") {
+                Ok(id) => {
+                    unreadable.push((id, format!("unreadable job row: {}", with_sources(&e))))
+                }
+                Err(_) => return Err(e),
+            },
+        }
+    }
+    Ok((jobs, unreadable))
+}
+
+impl SqlStore {
+    /// The claim statement: picks due jobs (pending and due at `now`, or running with a lapsed
+    /// lease) and marks them running under `token` for `lease`, in one statement.
+    ///
+    /// Leases are measured by the lease clock (see `lease_clock`), not by `now`: `now` says
+    /// which jobs are due, the lease clock says whose claim has lapsed. A running job whose
+    /// lease has lapsed belonged to a worker that died (or hung): it is claimable again from the
+    /// instant `locked_until`, the same instant `next_job_at` reports, so a scheduler woken by
+    /// it always finds the job. A job with an ordering key waits while an earlier one of its key
+    /// is pending or running (enqueue order, even across a retry of the earlier one). SKIP
+    /// LOCKED lets concurrent claimers on PostgreSQL pass over rows another claimer is taking
+    /// instead of waiting for them, and never returns a row twice.
+    fn claim_sql(
+        &self,
+        scope: &str,
+        token: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: chrono::Duration,
+    ) -> Sql {
+        let lease_micros = lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
+        let clock = self.lease_clock(5);
+        let pick = format!(
+            "SELECT id FROM jobs WHERE ((status = 'pending' AND run_at <= $3) \
+             OR (status = 'running' AND locked_until <= {clock})) \
+             AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e \
+                  WHERE e.order_key = jobs.order_key AND e.status IN ('pending', 'running') \
+                  AND e.order_seq < jobs.order_seq)) {scope} \
+             ORDER BY run_at, id LIMIT $4"
+        );
+        let text = match self.backend() {
+            Backend::Postgres => format!(
+                "WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) \
+                 UPDATE jobs SET status = 'running', locked_until = {clock} + $1, claim_token = $2, \
+                 attempts = jobs.attempts + 1, updated_at = $3 FROM picked WHERE jobs.id = picked.id \
+                 RETURNING {}",
+                prefixed("jobs", codec::JOB_COLS)
+            ),
+            Backend::Sqlite => format!(
+                "UPDATE jobs SET status = 'running', locked_until = {clock} + $1, claim_token = $2, \
+                 attempts = attempts + 1, updated_at = $3 WHERE id IN ({pick}) RETURNING {}",
+                codec::JOB_COLS
+            ),
+        };
+        let mut args: Vec<Arg> = vec![
+            lease_micros.into(),
+            token.into(),
+            micros(now).into(),
+            i64::from(limit).into(),
+        ];
+        self.push_lease_clock_arg(&mut args);
+        Sql::with(text, args)
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqlStore {
+    async fn claim_jobs_in(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: chrono::Duration,
+        scope: ClaimScope,
+    ) -> Result<Vec<Job>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(scope) = scope_sql(scope) else {
+            return Ok(Vec::new());
+        };
+        let token = uuid::Uuid::new_v4().to_string();
+        let sql = self.claim_sql(&scope, &token, now, limit, lease);
+        let mut tx = self.begin().await?;
+        let rows = tx.conn().fetch_all(&sql).await.map_err(plain)?;
+        let (mut jobs, unreadable) = match sort_claimed(&rows) {
+            Ok(sorted) => sorted,
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after an unreadable job failed");
+                }
+                return Err(e);
+            }
+        };
+        for (id, reason) in &unreadable {
+            tracing::error!(job = %id, reason = %reason, "job set aside as dead: this version cannot read it");
+            let bury = Sql::with(
+                "UPDATE jobs SET status = 'dead', last_error = $1, locked_until = NULL, updated_at = $2 \
+                 WHERE id = $3 AND claim_token = $4",
+                vec![
+                    reason.as_str().into(),
+                    micros(now).into(),
+                    id.as_str().into(),
+                    token.as_str().into(),
+                ],
+            );
+            tx.conn().execute(&bury).await.map_err(plain)?;
+        }
+        tx.commit().await.map_err(plain)?;
+        if !unreadable.is_empty() {
+            metrics::counter!("gatehouse_jobs_undecodable_total")
+                .increment(unreadable.len() as u64);
+        }
+        jobs.sort_by_key(|j| (j.run_at, j.id));
+        Ok(jobs)
+    }
+
+    async fn renew_lease(
+        &self,
+        claim_token: &str,
+        lease: chrono::Duration,
+    ) -> Result<u64, StoreError> {
+        let lease_micros = lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
+        let clock = self.lease_clock(3);
+        // A lapsed lease is not revived: another worker may already be entitled to the job.
+        let mut args: Vec<Arg> = vec![lease_micros.into(), claim_token.into()];
+        self.push_lease_clock_arg(&mut args);
+        let sql = Sql::with(
+            format!(
+                "UPDATE jobs SET locked_until = {clock} + $1 \
+                 WHERE claim_token = $2 AND status = 'running' AND locked_until > {clock}"
+            ),
+            args,
+        );
+        self.write_one(&sql).await
+    }
+
+    async fn complete_job(
+        &self,
+        id: JobId,
+        claim_token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = Sql::with(
+            "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
+             WHERE id = $2 AND claim_token = $3 AND status = 'running'",
+            vec![
+                micros(now).into(),
+                id.to_string().into(),
+                claim_token.into(),
+            ],
+        );
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    async fn complete_jobs(
+        &self,
+        jobs: &[(JobId, String)],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let done = complete_in(&mut tx, jobs, now).await?;
+        tx.commit().await.map_err(plain)?;
+        Ok(done)
+    }
+
+    async fn retry_job(
+        &self,
+        id: JobId,
+        claim_token: &str,
+        error: &str,
+        run_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let sql = Sql::with(
+            "UPDATE jobs SET status = 'pending', run_at = $1, last_error = $2, locked_until = NULL, \
+             claim_token = NULL, updated_at = $3 WHERE id = $4 AND claim_token = $5 AND status = 'running'",
+            vec![
+                micros(run_at).into(),
+                error.into(),
+                micros(Utc::now()).into(),
+                id.to_string().into(),
+                claim_token.into(),
+            ],
+        );
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    async fn revive_job(&self, id: JobId, run_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let sql = Sql::with(
+            "UPDATE jobs SET status = 'pending', run_at = $1, attempts = 0, locked_until = NULL, \
+             claim_token = NULL, updated_at = $2 WHERE id = $3 AND status = 'dead'",
+            vec![
+                micros(run_at).into(),
+                micros(Utc::now()).into(),
+                id.to_string().into(),
+            ],
+        );
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    async fn bury_job(
+        &self,
+        id: JobId,
+        claim_token: &str,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let sql = Sql::with(
+            "UPDATE jobs SET status = 'dead', last_error = $1, locked_until = NULL, updated_at = $2 \
+             WHERE id = $3 AND claim_token = $4 AND status = 'running'",
+            vec![
+                error.into(),
+                micros(Utc::now()).into(),
+                id.to_string().into(),
+                claim_token.into(),
+            ],
+        );
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    async fn next_job_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        // A running job's lease end counts too: if its worker died, that is when the job becomes
+        // claimable again, and a scheduler sleeping until then picks it up without other traffic.
+        // A pending job held back by an earlier job of its ordering key (a notification behind
+        // one that is backing off) does not count: it cannot be claimed before that one runs,
+        // and reporting its past `run_at` made an idle scheduler look at the queue in a busy
+        // loop until then. Its turn comes when the earlier job runs (a pass that ran jobs looks
+        // again at once). Both reads walk `jobs_due` / `jobs_lease` from the front.
+        let sql = Sql::new(NEXT_JOB_SQL);
+        let row = self.db.fetch_optional(&sql).await.map_err(plain)?;
+        match row {
+            Some(r) => codec::opt_time(&r, "next_at"),
+            None => Ok(None),
+        }
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let mut sql = Sql::new(format!("SELECT {} FROM jobs WHERE 1 = 1", codec::JOB_COLS));
+        if let Some(s) = filter.status {
+            sql.push(" AND status = ").bind(s.as_str());
+        }
+        if let Some(k) = &filter.kind {
+            sql.push(" AND kind = ").bind(k.as_str());
+        }
+        sql.push(" ORDER BY run_at, id LIMIT ")
+            .bind(limit(filter.limit));
+        self.read_all(&sql, codec::job_from_row).await
+    }
+
+    async fn job_stats(
+        &self,
+        now: DateTime<Utc>,
+        kind: Option<&str>,
+    ) -> Result<JobStats, StoreError> {
+        let mut sql = Sql::with(
+            "SELECT \
+               COUNT(CASE WHEN status = 'pending' AND run_at <= $1 THEN 1 END) AS due, \
+               COUNT(CASE WHEN status = 'pending' THEN 1 END) AS pending, \
+               COUNT(CASE WHEN status = 'running' THEN 1 END) AS running, \
+               COUNT(CASE WHEN status = 'dead' THEN 1 END) AS dead, \
+               COUNT(CASE WHEN status = 'pending' AND attempts > 0 THEN 1 END) AS retrying, \
+               MIN(CASE WHEN status = 'pending' AND run_at <= $1 THEN run_at END) AS oldest_due, \
+               MIN(CASE WHEN status = 'pending' THEN created_at END) AS oldest_pending \
+             FROM jobs WHERE status IN ('pending', 'running', 'dead')",
+            vec![micros(now).into()],
+        );
+        if let Some(k) = kind {
+            sql.push(" AND kind = ").bind(k);
+        }
+        let row = self
+            .db
+            .fetch_optional(&sql)
+            .await
+            .map_err(plain)?
+            .ok_or_else(|| StoreError::database_msg("job stats returned no row"))?;
+        let count = |col: &str| -> Result<u64, StoreError> {
+            u64::try_from(row.i64(col)?).map_err(|e| StoreError::corrupt_because(col, e))
+        };
+        let oldest = codec::opt_time(&row, "oldest_due")?;
+        let oldest_pending = codec::opt_time(&row, "oldest_pending")?;
+        Ok(JobStats {
+            due: count("due")?,
+            pending: count("pending")?,
+            running: count("running")?,
+            dead: count("dead")?,
+            retrying: count("retrying")?,
+            oldest_due_secs: oldest.map(|t| (now - t).num_seconds().max(0)),
+            oldest_pending_secs: oldest_pending.map(|t| (now - t).num_seconds().max(0)),
+        })
+    }
+
+    async fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let inserted = insert_idempotency_key(&mut tx, key, now).await?;
+        if self.remember_calls.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+            let cutoff = now.checked_sub_signed(REMEMBER_FOR).unwrap_or(now);
+            let swept = tx
+                .conn()
+                .execute(&Sql::with(
+                    "DELETE FROM idempotency_keys WHERE created_at < $1",
+                    vec![micros(cutoff).into()],
+                ))
+                .await
+                .map_err(plain)?;
+            if swept > 0 {
+                tracing::debug!(swept, "forgot old idempotency keys");
+            }
+        }
+        tx.commit().await.map_err(plain)?;
+        Ok(inserted)
+    }
+
+    async fn enqueue_once(
+        &self,
+        key: &str,
+        job: NewJob,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let first = insert_idempotency_key(&mut tx, key, now).await?;
+        if first {
+            let change = ChangeSet {
+                jobs: vec![job],
+                ..ChangeSet::default()
+            };
+            if let Err(e) = self.apply(&mut tx, change).await {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed inbox write failed");
+                }
+                return Err(e);
+            }
+        }
+        tx.commit().await.map_err(plain)?;
+        Ok(first)
+    }
+
+    async fn enqueue_claimed_once(
+        &self,
+        key: &str,
+        job: NewJob,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<Job>, StoreError> {
+        // One statement: the job's id is derived from the key ([`JobId::for_key`]), so a repeat
+        // conflicts on the primary key; a key recorded in the idempotency table (by
+        // `enqueue_once`, as items were stored before) is a repeat too.
+        if job.id != JobId::for_key(key) {
+            return Err(StoreError::database_msg(format!(
+                "job {} of inbox key {key:?}: its id must be JobId::for_key(key)",
+                job.id
+            )));
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        let claim = ClaimAtInsert {
+            token: token.clone(),
+            lease,
+            ids: vec![job.id],
+        };
+        let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) SELECT "));
+        push_job_values(&mut sql, self.backend(), &job, 0, micros(now), Some(&claim))?;
+        sql.push(" WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE key = ")
+            .bind(key)
+            .push(") ON CONFLICT (id) DO NOTHING");
+        let first = self.write_one(&sql).await? == 1;
+        Ok(first.then(|| Job {
+            id: job.id,
+            kind: job.kind,
+            status: access_core::jobs::JobStatus::Running,
+            run_at: job.run_at,
+            attempts: 1,
+            last_error: None,
+            created_at: now,
+            // As this process reckons it; the stored lease is on the lease clock.
+            locked_until: Some(now + lease),
+            claim_token: Some(token),
+        }))
+    }
+
+    async fn claim_job(
+        &self,
+        id: JobId,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) -> Result<Option<Job>, StoreError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let lease_micros = lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
+        // The lease is measured by the lease clock, as in `claim_jobs_in`: a claim taken here
+        // must not look lapsed to another replica's claimer.
+        let clock = self.lease_clock(5);
+        let mut args: Vec<Arg> = vec![
+            lease_micros.into(),
+            token.into(),
+            micros(now).into(),
+            id.to_string().into(),
+        ];
+        self.push_lease_clock_arg(&mut args);
+        let sql = Sql::with(
+            format!(
+                "UPDATE jobs SET status = 'running', locked_until = {clock} + $1, claim_token = $2, \
+                 attempts = attempts + 1, updated_at = $3 WHERE id = $4 AND status = 'pending' \
+                 RETURNING {}",
+                codec::JOB_COLS
+            ),
+            args,
+        );
+        let mut tx = self.begin().await?;
+        let rows = tx.conn().fetch_all(&sql).await.map_err(plain)?;
+        let job = match rows.first().map(codec::job_from_row).transpose() {
+            Ok(j) => j,
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after an unreadable job failed");
+                }
+                return Err(e);
+            }
+        };
+        tx.commit().await.map_err(plain)?;
+        Ok(job)
+    }
+}

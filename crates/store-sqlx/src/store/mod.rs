@@ -1,0 +1,214 @@
+//! The store ports on [`SqlStore`], one file per port: `requests` (requests, grants, decisions,
+//! the atomic change set), `jobs` (the job queue and the inbox keys), `audit` (the hash chain),
+//! `refs` (message references). This file holds what they share: limits, the lease clock,
+//! transactions and single writes.
+
+mod audit;
+mod jobs;
+#[cfg(test)]
+mod plans;
+mod refs;
+mod requests;
+
+use std::collections::HashMap;
+
+use access_core::ports::{ChangeSet, Committed, GrantWrite, RequestWrite, StoreError};
+use chrono::Utc;
+
+use crate::SqlStore;
+use crate::codec::micros;
+use crate::db::{Arg, Backend, DbRow, Sql, Tx};
+use crate::error::plain;
+
+use self::jobs::insert_jobs;
+use self::requests::{insert_decision, insert_grant, insert_request, update_grant, update_request};
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+/// Audit verification reads the chain in pages of this many rows.
+const VERIFY_PAGE: i64 = 5000;
+/// Idempotency keys are kept at least this long.
+const REMEMBER_FOR: chrono::Duration = chrono::Duration::days(1);
+/// Sweep old idempotency keys on one `remember_once` call in this many.
+const SWEEP_EVERY: u64 = 256;
+/// Rows per multi-row `INSERT` (13 columns × 500 stays far below both backends' limits on bound
+/// parameters).
+const ROWS_PER_INSERT: usize = 500;
+const LIVE_STATUSES: &str = "('provisioning', 'active', 'revoking')";
+
+fn limit(l: Option<u32>) -> i64 {
+    i64::from(l.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT))
+}
+
+impl SqlStore {
+    /// The clock job leases are measured by, as an SQL expression in microseconds. On
+    /// PostgreSQL it is the database's (`now()`), so replicas whose clocks disagree still agree
+    /// on when a claim lapses. SQLite is a file on one host, so every process using it shares
+    /// the host's clock: there it is that clock, bound as parameter `$n`
+    /// ([`Self::push_lease_clock_arg`] adds it).
+    fn lease_clock(&self, n: usize) -> String {
+        match self.backend() {
+            Backend::Postgres => "(EXTRACT(EPOCH FROM now()) * 1000000)::BIGINT".to_string(),
+            Backend::Sqlite => format!("${n}"),
+        }
+    }
+
+    /// The argument [`Self::lease_clock`] refers to on SQLite (none on PostgreSQL).
+    fn push_lease_clock_arg(&self, args: &mut Vec<Arg>) {
+        if self.backend() == Backend::Sqlite {
+            args.push(micros(Utc::now()).into());
+        }
+    }
+
+    /// `#[track_caller]` so the writer-lock warning of `Db::begin` names the store method.
+    #[track_caller]
+    pub(crate) fn begin(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
+        let begun = self.db.begin();
+        async move { begun.await.map_err(plain) }
+    }
+
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut Tx,
+        change: ChangeSet,
+    ) -> Result<Committed, StoreError> {
+        let mut c = tx.conn();
+
+        for w in &change.requests {
+            match w {
+                RequestWrite::Insert(r) => insert_request(&mut c, r).await?,
+                RequestWrite::Update(r) => update_request(&mut c, r).await?,
+            }
+        }
+        for w in &change.grants {
+            match w {
+                GrantWrite::Insert(g) => insert_grant(&mut c, g).await?,
+                GrantWrite::Update(g) => update_grant(&mut c, g).await?,
+            }
+        }
+        for d in &change.decisions {
+            insert_decision(&mut c, d).await?;
+        }
+        for w in &change.emergency {
+            crate::emergency::apply(&mut c, w).await?;
+        }
+        for w in &change.delegations {
+            crate::delegations::apply(&mut c, w).await?;
+        }
+
+        let sealed = if change.audit.is_empty() {
+            Vec::new()
+        } else {
+            self.append_audit(&mut c, change.audit).await?
+        };
+
+        if !change.jobs.is_empty() {
+            insert_jobs(
+                &mut c,
+                self.backend(),
+                &change.jobs,
+                change.claimed.as_ref(),
+            )
+            .await?;
+        }
+        Ok(Committed { audit: sealed })
+    }
+
+    /// One write statement. On PostgreSQL a single statement is its own transaction, so it runs
+    /// in autocommit (one round trip instead of three); on SQLite it still goes through the writer
+    /// lock and `BEGIN IMMEDIATE`, which keep writers from failing with `SQLITE_BUSY`.
+    pub(crate) async fn write_one(&self, sql: &Sql) -> Result<u64, StoreError> {
+        match self.backend() {
+            Backend::Postgres => self.db.execute(sql).await.map_err(plain),
+            Backend::Sqlite => {
+                let mut tx = self.begin().await?;
+                let n = tx.conn().execute(sql).await.map_err(plain)?;
+                tx.commit().await.map_err(plain)?;
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl SqlStore {
+    /// Runs one read and decodes every row.
+    pub(crate) async fn read_all<T>(
+        &self,
+        sql: &Sql,
+        decode: fn(&DbRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = self.db.fetch_all(sql).await.map_err(plain)?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Runs one read and decodes its row, if there is one.
+    pub(crate) async fn read_one<T>(
+        &self,
+        sql: &Sql,
+        decode: fn(&DbRow) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let row = self.db.fetch_optional(sql).await.map_err(plain)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// `SELECT cols FROM table WHERE id IN (…)`, 500 ids per statement (well under SQLite's
+    /// 32,766 bound parameters and PostgreSQL's 65,535).
+    async fn rows_by_id<I: ToString>(
+        &self,
+        table: &'static str,
+        cols: &'static str,
+        ids: &[I],
+    ) -> Result<Vec<DbRow>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new(format!("SELECT {cols} FROM {table} WHERE id IN ("));
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(id.to_string());
+            }
+            sql.push(")");
+            out.extend(self.db.fetch_all(&sql).await.map_err(plain)?);
+        }
+        Ok(out)
+    }
+
+    async fn counts(&self, table: &'static str) -> Result<HashMap<String, u64>, StoreError> {
+        let sql = Sql::new(format!(
+            "SELECT status, COUNT(*) AS n FROM {table} GROUP BY status"
+        ));
+        let rows = self.db.fetch_all(&sql).await.map_err(plain)?;
+        let mut out = HashMap::new();
+        for r in &rows {
+            let n =
+                u64::try_from(r.i64("n")?).map_err(|e| StoreError::corrupt_because("count", e))?;
+            out.insert(r.string("status")?, n);
+        }
+        Ok(out)
+    }
+}
+
+/// `SELECT cols FROM table WHERE col = $1`, then `tail` (an `ORDER BY`, or nothing): a read by
+/// one key.
+fn select_by(cols: &str, table: &str, col: &str, key: String, tail: &str) -> Sql {
+    let tail = if tail.is_empty() {
+        String::new()
+    } else {
+        format!(" {tail}")
+    };
+    Sql::with(
+        format!("SELECT {cols} FROM {table} WHERE {col} = $1{tail}"),
+        vec![key.into()],
+    )
+}
+
+/// `a, b` → `t.a, t.b` (PostgreSQL's `UPDATE … FROM` needs qualified names in RETURNING).
+fn prefixed(table: &str, cols: &str) -> String {
+    cols.split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

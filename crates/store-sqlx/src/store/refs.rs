@@ -1,0 +1,99 @@
+//! Message references: [`MessageRefs`] on [`SqlStore`].
+
+use access_core::ids::{JobId, RequestId};
+use access_core::notification::MessageRef;
+use access_core::ports::{JobQueue, MessageRefs, StoreError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::jobs::complete_in;
+use crate::SqlStore;
+use crate::codec;
+use crate::db::Sql;
+use crate::error::plain;
+
+#[async_trait]
+impl MessageRefs for SqlStore {
+    async fn save_message_ref(&self, r: &MessageRef) -> Result<(), StoreError> {
+        let sql = Sql::with(
+            "INSERT INTO message_refs (request_id, purpose, team_id, channel, ts) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (request_id, purpose, channel) DO UPDATE SET team_id = excluded.team_id, ts = excluded.ts",
+            vec![
+                r.request_id.to_string().into(),
+                r.purpose.as_str().into(),
+                r.team_id.as_str().into(),
+                r.channel.as_str().into(),
+                r.ts.as_str().into(),
+            ],
+        );
+        self.write_one(&sql).await?;
+        Ok(())
+    }
+
+    async fn message_refs(&self, request: RequestId) -> Result<Vec<MessageRef>, StoreError> {
+        let sql = Sql::with(
+            "SELECT request_id, purpose, team_id, channel, ts FROM message_refs WHERE request_id = $1 ORDER BY id",
+            vec![request.to_string().into()],
+        );
+        self.read_all(&sql, codec::message_ref_from_row).await
+    }
+
+    async fn complete_jobs_with_refs(
+        &self,
+        jobs: &[(JobId, String)],
+        refs: &[MessageRef],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if refs.is_empty() {
+            return self.complete_jobs(jobs, now).await;
+        }
+        // One transaction: the messages jobs posted and the jobs' completion.
+        let mut tx = self.begin().await?;
+        let mut sql = Sql::new(
+            "INSERT INTO message_refs (request_id, purpose, team_id, channel, ts) VALUES ",
+        );
+        // One row per (request, purpose, channel): a repeat in one statement would be an error
+        // on PostgreSQL (ON CONFLICT cannot touch a row twice); the last one wins, as it would
+        // one call at a time.
+        let mut unique: Vec<&MessageRef> = Vec::new();
+        for r in refs {
+            unique.retain(|u| {
+                !(u.request_id == r.request_id && u.purpose == r.purpose && u.channel == r.channel)
+            });
+            unique.push(r);
+        }
+        for (i, r) in unique.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" })
+                .bind(r.request_id.to_string())
+                .push(", ")
+                .bind(r.purpose.as_str())
+                .push(", ")
+                .bind(r.team_id.as_str())
+                .push(", ")
+                .bind(r.channel.as_str())
+                .push(", ")
+                .bind(r.ts.as_str())
+                .push(")");
+        }
+        sql.push(
+            " ON CONFLICT (request_id, purpose, channel) DO UPDATE SET team_id = excluded.team_id, ts = excluded.ts",
+        );
+        let saved = tx.conn().execute(&sql).await.map_err(plain);
+        let done = match saved {
+            Ok(_) => complete_in(&mut tx, jobs, now).await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(done) => {
+                tx.commit().await.map_err(plain)?;
+                Ok(done)
+            }
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed job completion failed");
+                }
+                Err(e)
+            }
+        }
+    }
+}
