@@ -1,4 +1,4 @@
-//! The engine's delegation and escalation operations (a child module of `engine`, so they use
+//! The engine's delegation and escalation operations (a child module of [`crate::engine`], so they use
 //! its private helpers and commit through the same [`ChangeSet`] path). See
 //! [`crate::delegation`] and [`crate::escalation`] for the rules.
 
