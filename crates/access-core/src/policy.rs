@@ -3,7 +3,7 @@
 
 use crate::ports::{Directory, DirectoryError};
 use crate::request::{AccessRequest, Actor};
-use crate::resource::{ApprovalPolicy, EligibilityRule, Resource};
+use crate::resource::{ApprovalPolicy, ApproverSet, EligibilityRule, Resource};
 use crate::subject::Subject;
 
 /// Why someone is not eligible. The message names the rule that failed.
@@ -131,17 +131,36 @@ pub async fn check_approver(
         }
         ApprovalPolicy::Approvers { approvers, .. } => approvers,
     };
-    let (team_id, user_id, name) = match actor {
+    match actor {
         Actor::Admin { .. } => return Ok(()),
         Actor::System => return Err(ApproverError::NotAnApprover(resource.id.to_string())),
-        Actor::User {
-            team_id,
-            user_id,
-            name,
-        } => (team_id, user_id, name),
+        Actor::User { .. } => {}
+    }
+    match in_set(approvers, actor, directory).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApproverError::NotAnApprover(resource.id.to_string())),
+        Err(_) => Err(ApproverError::DirectoryUnavailable),
+    }
+}
+
+/// Whether `actor` is a Slack user in `set`: listed by user id, or a member of one of its Slack
+/// user groups or directory groups. Anyone else (an admin API caller, Gatehouse) is not. When
+/// no group says yes and the directory could not answer for one of them, its (last) error.
+pub async fn in_set(
+    set: &ApproverSet,
+    actor: &Actor,
+    directory: &dyn Directory,
+) -> Result<bool, DirectoryError> {
+    let Actor::User {
+        team_id,
+        user_id,
+        name,
+    } = actor
+    else {
+        return Ok(false);
     };
-    if approvers.users.iter().any(|u| u == user_id) {
-        return Ok(());
+    if set.users.iter().any(|u| u == user_id) {
+        return Ok(true);
     }
     let as_subject = Subject {
         team_id: team_id.clone(),
@@ -149,26 +168,21 @@ pub async fn check_approver(
         email: None,
         name: name.clone(),
     };
-    let rules = approvers
+    let rules = set
         .slack_groups
         .iter()
         .map(|g| EligibilityRule::SlackGroup(g.clone()))
-        .chain(
-            approvers
-                .groups
-                .iter()
-                .map(|g| EligibilityRule::Org(g.clone())),
-        );
-    let mut unavailable = false;
+        .chain(set.groups.iter().map(|g| EligibilityRule::Org(g.clone())));
+    let mut unavailable = None;
     for rule in rules {
         match directory.satisfies(&as_subject, &rule).await {
-            Ok(true) => return Ok(()),
+            Ok(true) => return Ok(true),
             Ok(false) => {}
-            Err(_) => unavailable = true,
+            Err(e) => unavailable = Some(e),
         }
     }
-    if unavailable {
-        return Err(ApproverError::DirectoryUnavailable);
+    match unavailable {
+        Some(e) => Err(e),
+        None => Ok(false),
     }
-    Err(ApproverError::NotAnApprover(resource.id.to_string()))
 }
