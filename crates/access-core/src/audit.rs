@@ -24,17 +24,29 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditKind {
+    /// A person filed a request.
     AccessRequested,
+    /// An approver approved, and more approvals are needed (N of M).
     ApprovalRecorded,
+    /// A request was approved (by its last approver, or automatically).
     AccessApproved,
+    /// An approver denied a request.
     AccessDenied,
+    /// The requester (or an admin) withdrew a pending request.
     RequestCancelled,
+    /// Nobody decided a pending request in time.
     RequestTimedOut,
+    /// The provider granted the access.
     AccessGranted,
+    /// A live grant was lengthened.
     AccessExtended,
+    /// Provisioning failed; the request failed.
     GrantFailed,
+    /// Someone asked for a grant to end early.
     RevocationRequested,
+    /// A grant ended early at the provider.
     AccessRevoked,
+    /// A grant ended at its expiry.
     AccessExpired,
     /// A provider-side fact worth keeping (`user_created`, `group_created`, `user_added_to_group`,
     /// `user_removed_from_group`, `service_account_created`, …): the name is in `details.event`.
@@ -63,6 +75,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    /// Every kind, in declaration order.
     pub const ALL: [AuditKind; 22] = [
         AuditKind::AccessRequested,
         AuditKind::ApprovalRecorded,
@@ -88,6 +101,7 @@ impl AuditKind {
         AuditKind::RequestEscalated,
     ];
 
+    /// The stored name (`access_requested`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::AccessRequested => "access_requested",
@@ -115,6 +129,7 @@ impl AuditKind {
         }
     }
 
+    /// The kind stored as `s`; `None` for an unknown name.
     pub fn parse(s: &str) -> Option<AuditKind> {
         AuditKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -129,19 +144,28 @@ impl fmt::Display for AuditKind {
 /// An event before the store places it in the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// The event's id.
     pub id: AuditEventId,
+    /// When it happened (microsecond precision).
     pub at: DateTime<Utc>,
+    /// What happened.
     pub kind: AuditKind,
+    /// Who did it.
     pub actor: Actor,
     /// `team/user` of the person the event is about, when there is one.
     pub subject: Option<String>,
+    /// The resource it concerns, if any.
     pub resource: Option<ResourceId>,
+    /// The request it concerns, if any.
     pub request_id: Option<RequestId>,
+    /// The grant it concerns, if any.
     pub grant_id: Option<GrantId>,
+    /// Kind-specific details (a JSON object).
     pub details: serde_json::Value,
 }
 
 impl AuditRecord {
+    /// A record of `kind` by `actor` at `at`, about nothing yet (see the builder methods).
     pub fn new(kind: AuditKind, actor: Actor, at: DateTime<Utc>) -> Self {
         Self {
             id: AuditEventId::new(),
@@ -158,26 +182,31 @@ impl AuditRecord {
         }
     }
 
+    /// Says whom the event is about.
     pub fn subject(mut self, team_id: &str, user_id: &str) -> Self {
         self.subject = Some(format!("{team_id}/{user_id}"));
         self
     }
 
+    /// Says which resource the event concerns.
     pub fn resource(mut self, r: &ResourceId) -> Self {
         self.resource = Some(r.clone());
         self
     }
 
+    /// Says which request the event concerns.
     pub fn request(mut self, id: RequestId) -> Self {
         self.request_id = Some(id);
         self
     }
 
+    /// Says which grant the event concerns.
     pub fn grant(mut self, id: GrantId) -> Self {
         self.grant_id = Some(id);
         self
     }
 
+    /// Sets the details (a JSON object).
     pub fn details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
         self
@@ -187,13 +216,18 @@ impl AuditRecord {
 /// A stored event: the record plus its place in the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
+    /// Its position in the chain (from 1).
     pub seq: i64,
+    /// The event as recorded.
     #[serde(flatten)]
     pub record: AuditRecord,
+    /// The hash of the event before it ([`GENESIS_HASH`] for the first).
     pub prev_hash: String,
+    /// The hash over this event and `prev_hash`.
     pub hash: String,
 }
 
+/// `t` cut to whole microseconds, the precision stores keep.
 pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
@@ -318,10 +352,16 @@ impl AuditKeyring {
 /// Why a MAC did not check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MacError {
+    /// The MAC is a plain hash, not keyed.
     #[error("it is not a keyed MAC")]
     NotKeyed,
+    /// The MAC names a key the keyring does not hold.
     #[error("it names key id {key_id}, which is not in GATEHOUSE_AUDIT_KEY")]
-    UnknownKey { key_id: String },
+    UnknownKey {
+        /// The key id it names.
+        key_id: String,
+    },
+    /// The MAC is wrong.
     #[error("it does not match")]
     Mismatch,
 }
@@ -476,8 +516,11 @@ pub fn seal_with(
 /// of incremental verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditCheckpoint {
+    /// How many events the chain had.
     pub seq: i64,
+    /// The hash of its last event.
     pub hash: String,
+    /// When the statement was made.
     pub at: DateTime<Utc>,
     /// Key id of the MAC; `None` for an unkeyed checkpoint (no key configured).
     pub key_id: Option<String>,
@@ -494,6 +537,7 @@ fn checkpoint_message(seq: i64, hash: &str, at: DateTime<Utc>) -> Vec<u8> {
 }
 
 impl AuditCheckpoint {
+    /// A checkpoint of the chain at `seq`/`hash`, signed with the primary key of `keys` (unkeyed without).
     pub fn new(seq: i64, hash: &str, at: DateTime<Utc>, keys: Option<&AuditKeyring>) -> Self {
         let at = truncate_to_micros(at);
         let mac = keys.map(|k| k.sign(&checkpoint_message(seq, hash, at)));
@@ -519,6 +563,7 @@ pub fn head_mac(keys: &AuditKeyring, seq: i64, hash: &str) -> String {
     keys.sign(format!("gatehouse-audit-head-v1\n{seq}\n{hash}").as_bytes())
 }
 
+/// Checks the MAC [`head_mac`] made for the chain head `seq`/`hash`.
 pub fn check_head_mac(
     keys: &AuditKeyring,
     seq: i64,
@@ -559,6 +604,7 @@ pub enum TamperKind {
 }
 
 impl TamperKind {
+    /// The stored name (`edited`, `deleted`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             TamperKind::Edited => "edited",
@@ -584,7 +630,9 @@ impl fmt::Display for TamperKind {
 /// The result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainVerification {
+    /// Whether the chain checked out.
     pub ok: bool,
+    /// How many events were walked.
     pub events_checked: u64,
     /// The first event that does not match, and why.
     pub first_bad: Option<ChainBreak>,
@@ -600,13 +648,16 @@ pub struct ChainVerification {
     pub verified_from: i64,
 }
 
+/// Where and how a chain stops checking out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainBreak {
     /// Sequence number of the offending row (or where a missing one should be).
     pub seq: i64,
+    /// The id of the offending event, when there is one.
     pub event_id: Option<String>,
     /// What the tampering looks like.
     pub kind: TamperKind,
+    /// What was found, for people.
     pub reason: String,
 }
 
@@ -652,6 +703,7 @@ impl ChainVerifier {
         Self::default()
     }
 
+    /// A verifier that checks keyed events with `keys` (unkeyed when `None`).
     pub fn with_keys(keys: Option<AuditKeyring>) -> Self {
         Self {
             keys,
@@ -854,6 +906,7 @@ impl ChainVerifier {
         self.finish_with_mac(head, None)
     }
 
+    /// [`Self::finish`], also checking the MAC the store keeps next to the head.
     pub fn finish_with_mac(
         mut self,
         head: Option<(i64, String)>,
@@ -920,6 +973,7 @@ impl ChainVerifier {
         }
     }
 
+    /// The sequence number and hash of the last event walked.
     pub fn last(&self) -> (i64, &str) {
         (self.prev_seq, &self.prev_hash)
     }
@@ -957,9 +1011,13 @@ pub fn log_checkpoint(cp: &AuditCheckpoint) {
 /// One event's place in the chain as exported (or as stored locally).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainLink {
+    /// Its position in the chain.
     pub seq: i64,
+    /// The event's id.
     pub id: String,
+    /// The hash of the event before it.
     pub prev_hash: String,
+    /// The event's hash.
     pub hash: String,
 }
 
@@ -977,9 +1035,13 @@ impl From<&AuditEvent> for ChainLink {
 /// The outcome of comparing the local chain with the export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportComparison {
+    /// Whether the two agree.
     pub ok: bool,
+    /// Events in the local chain.
     pub local_events: u64,
+    /// Events in the export.
     pub exported_events: u64,
+    /// Checkpoints compared.
     pub checkpoints: u64,
     /// The first place (lowest `seq`) where the local chain and the export disagree.
     pub first_divergence: Option<ChainBreak>,
@@ -1176,6 +1238,7 @@ impl ExportComparer {
         }
     }
 
+    /// The comparison, once every event has been fed in.
     pub fn finish(mut self) -> ExportComparison {
         if let Some((b, _)) = self.suspect.take() {
             self.diverge(b);

@@ -9,13 +9,18 @@ use crate::subject::Subject;
 /// Why someone is not eligible. The message names the rule that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EligibilityError {
+    /// A rule does not hold; the message says which.
     #[error("{message}")]
     RuleFailed {
+        /// The rule.
         rule: EligibilityRule,
+        /// The text shown to the person.
         message: String,
     },
+    /// The directory could not answer.
     #[error("Organizational data service is not available")]
     DirectoryUnavailable,
+    /// A rule needs the person's e-mail and their profile has none.
     #[error(
         "Your Slack profile has no e-mail address. Please add one to your profile and try again."
     )]
@@ -90,12 +95,16 @@ pub async fn check_eligibility(
 /// Why a click on Approve/Deny does not count.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApproverError {
+    /// Nobody decides their own request.
     #[error("You cannot approve or deny your own request.")]
     SelfApproval,
+    /// The actor is not in the approver set (the resource named).
     #[error("You are not an approver for '{0}'.")]
     NotAnApprover(String),
+    /// The resource needs no approval (the resource named).
     #[error("'{0}' is approved automatically; there is nothing to decide.")]
     NoApprovalNeeded(String),
+    /// The directory could not answer.
     #[error("Organizational data service is not available")]
     DirectoryUnavailable,
     /// The clicker's only claim was a delegation that is over.
@@ -103,15 +112,21 @@ pub enum ApproverError {
         "Your delegation from {delegator} {ended}, so you can no longer approve or deny for them. You are not an approver for '{resource}'."
     )]
     DelegationEnded {
+        /// The delegator (a mention).
         delegator: String,
+        /// How it ended, for people ("ended at …", "was revoked at …").
         ended: String,
+        /// The resource.
         resource: String,
     },
     /// The delegator already decided; their delegate cannot add a second vote for them.
     #[error(
         "{delegator} has already decided on this request; you cannot decide again on their behalf."
     )]
-    DelegatorAlreadyDecided { delegator: String },
+    DelegatorAlreadyDecided {
+        /// The delegator (a mention).
+        delegator: String,
+    },
 }
 
 /// May `actor` decide on `request`? Admins (the admin API) always may; Slack users must be in the

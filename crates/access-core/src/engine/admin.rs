@@ -16,11 +16,13 @@ use super::{Engine, EngineError};
 /// Why an admin command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
+    /// The actor is not in the admin group.
     #[error(
         "Only Gatehouse admins can use `admin` commands, and you are not one. Nothing was changed. \
          (Admins are listed in the server configuration: `[server] admins`.)"
     )]
     NotAdmin,
+    /// The directory could not tell whether the actor is in an admin group.
     #[error(
         "Gatehouse could not check whether you are an admin (the directory is unavailable). Nothing was changed; please try again."
     )]

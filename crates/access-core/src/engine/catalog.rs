@@ -17,6 +17,7 @@ pub struct ResourceCatalog {
 }
 
 impl ResourceCatalog {
+    /// A catalog offering `resources` (none retired).
     pub fn new(resources: impl IntoIterator<Item = Resource>) -> Self {
         Self {
             resources: resources.into_iter().map(|r| (r.id.clone(), r)).collect(),
@@ -31,6 +32,7 @@ impl ResourceCatalog {
         self
     }
 
+    /// The offered resource called `name`; `None` for an unknown, malformed or retired name.
     pub fn get(&self, name: &str) -> Option<&Resource> {
         let id = ResourceId::parse(name).ok()?;
         self.resources.get(&id)
@@ -42,10 +44,12 @@ impl ResourceCatalog {
         self.resources.get(&id).or_else(|| self.retired.get(&id))
     }
 
+    /// Every offered resource, sorted by name.
     pub fn all(&self) -> impl Iterator<Item = &Resource> {
         self.resources.values()
     }
 
+    /// The names of the offered resources, sorted.
     pub fn names(&self) -> Vec<String> {
         self.resources.keys().map(|k| k.to_string()).collect()
     }

@@ -19,92 +19,146 @@ pub enum EngineError {
     /// says (docs/roles.md).
     #[error("{}", unknown_resource_text(requested, valid))]
     UnknownResource {
+        /// What the person typed (trimmed, cut to a resource name's length).
         requested: String,
+        /// What may be asked instead.
         valid: Vec<String>,
     },
+    /// The duration does not parse or is outside the resource's bounds.
     #[error("{0}")]
     InvalidDuration(#[from] DurationError),
+    /// The justification is empty or too long.
     #[error("{0}")]
     InvalidJustification(#[from] JustificationError),
+    /// The person may not have the resource (eligibility rules).
     #[error("{0}")]
     NotEligible(#[from] EligibilityError),
+    /// The actor may not decide this request.
     #[error("{0}")]
     NotApprover(#[from] ApproverError),
+    /// No request has this id.
     #[error("Request {0} does not exist.")]
     RequestNotFound(RequestId),
+    /// No grant has this id.
     #[error("Grant {0} does not exist.")]
     GrantNotFound(GrantId),
+    /// Nothing to revoke or extend: no live grant on the resource.
     #[error("You do not have any active access to '{resource}'.")]
-    NoActiveGrant { resource: String },
+    NoActiveGrant {
+        /// The resource named.
+        resource: String,
+    },
+    /// The resource does not allow extensions.
     #[error("Access to '{resource}' cannot be extended; request it again when it ends.")]
-    NotExtendable { resource: String },
+    NotExtendable {
+        /// The resource named.
+        resource: String,
+    },
+    /// A new request for a resource the person holds and that cannot be extended.
     #[error(
         "You already have access to '{resource}' until {}, and it cannot be extended. Request it again after it ends.",
         expires_at.format("%Y-%m-%d %H:%M UTC")
     )]
     NotExtendableLive {
+        /// The resource named.
         resource: String,
+        /// When the live grant ends.
         expires_at: DateTime<Utc>,
     },
+    /// Only one pending request per person and resource.
     #[error(
         "You already have a pending request for '{resource}' ({request}). Cancel it first or wait for a decision."
     )]
     AlreadyPending {
+        /// The resource named.
         resource: String,
+        /// The request already pending.
         request: RequestId,
     },
+    /// The request is no longer pending.
     #[error("This request has already been {status}.")]
-    AlreadyDecided { status: RequestStatus },
+    AlreadyDecided {
+        /// What it is now.
+        status: RequestStatus,
+    },
+    /// This approver already approved; one vote each.
     #[error("You have already approved this request.")]
     AlreadyVoted,
+    /// An approver who approved cannot deny afterwards.
     #[error(
         "You have already approved this request, so you cannot deny it now. The requester can cancel it."
     )]
     AlreadyApprovedCannotDeny,
+    /// The request timed out before this decision.
     #[error(
         "This request timed out at {} without a decision; it can no longer be approved or denied. The requester can ask again.",
         until.format("%Y-%m-%d %H:%M UTC")
     )]
-    PendingExpired { until: DateTime<Utc> },
+    PendingExpired {
+        /// When it timed out.
+        until: DateTime<Utc>,
+    },
+    /// The request's state machine refuses the event.
     #[error("{0}")]
     IllegalTransition(#[from] TransitionError),
+    /// Only the requester (or an admin) may do this.
     #[error("Only the requester (or an admin) can do that.")]
     NotYours,
+    /// The live grant is being revoked (or is past its expiry): try again once it ended.
     #[error("Your previous access to '{resource}' is still being revoked; try again in a moment.")]
-    RevocationInProgress { resource: String },
+    RevocationInProgress {
+        /// The resource named.
+        resource: String,
+    },
+    /// A resource names a provider that is not registered (a configuration error).
     #[error("No provider '{0}' is configured.")]
     NoProvider(String),
     /// The provider says the resource cannot be requested now; the text is the provider's.
     #[error("{0}")]
     Unavailable(String),
+    /// Lost the compare-and-set too many times in a row.
     #[error("Gatehouse is busy; please try again.")]
     Busy,
+    /// The store failed; the person is told to try again.
     #[error("Something went wrong on our side (storage). Please try again.")]
     Store(#[from] StoreError),
+    /// A delegation command was refused.
     #[error("{0}")]
     Delegation(#[from] crate::delegation::DelegationError),
+    /// Break-glass asked for a resource without `emergency`.
     #[error(
         "Break-glass access is not enabled for '{resource}': nothing was granted. Ask for it the usual way (`request {resource} <duration> <justification>`) so an approver can decide."
     )]
-    EmergencyNotAllowed { resource: String },
+    EmergencyNotAllowed {
+        /// The resource named.
+        resource: String,
+    },
+    /// Break-glass asked by someone who already holds the resource.
     #[error(
         "You already have access to '{resource}' until {}: break-glass is for when you have none. Use `extend {resource}` for more time.",
         expires_at.format("%Y-%m-%d %H:%M UTC")
     )]
     EmergencyAlreadyLive {
+        /// The resource named.
         resource: String,
+        /// When the live grant ends.
         expires_at: DateTime<Utc>,
     },
+    /// A review of a request that was not break-glass.
     #[error("Request {0} was not a break-glass request; there is nothing to review.")]
     NotEmergency(RequestId),
+    /// The emergency access was reviewed already; the first review wins.
     #[error("This emergency access has already been {} by {by}.", match outcome {
         crate::emergency::ReviewOutcome::Reviewed => "reviewed",
         crate::emergency::ReviewOutcome::Revoked => "revoked",
     })]
     AlreadyReviewed {
+        /// Who reviewed it (a mention).
         by: String,
+        /// What they decided.
         outcome: crate::emergency::ReviewOutcome,
     },
+    /// The holder of emergency access tried to review it.
     #[error("You cannot review your own emergency access; another approver must.")]
     SelfReview,
     /// An admin command (`/access admin …`) from someone outside the admin group.
@@ -118,23 +172,34 @@ pub enum EngineError {
         crate::grant::format_remaining(*wait)
     )]
     RateLimited {
+        /// Requests allowed per window.
         limit: u32,
+        /// The window the requests are counted in.
         window: AccessDuration,
+        /// When the person may ask again.
         retry_at: DateTime<Utc>,
+        /// How long that is from now.
         wait: chrono::Duration,
     },
     /// The per-person limit on pending requests.
     #[error("{}", too_many_pending_text(*limit, *pending, *first_times_out))]
     TooManyPending {
+        /// Pending requests allowed at once.
         limit: u32,
+        /// Pending requests the person has now.
         pending: u64,
+        /// When the oldest of them times out, if it can.
         first_times_out: Option<DateTime<Utc>>,
     },
+    /// An extension approved after the access it was for had ended.
     /// An extension approved after the access it was for had ended.
     #[error(
         "The access to '{resource}' this extension was for has already ended, so nothing was granted; they can ask again with `request`."
     )]
-    ExtendedGrantEnded { resource: String },
+    ExtendedGrantEnded {
+        /// The resource named.
+        resource: String,
+    },
 }
 
 fn too_many_pending_text(limit: u32, pending: u64, first: Option<DateTime<Utc>>) -> String {

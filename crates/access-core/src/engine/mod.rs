@@ -86,18 +86,24 @@ const CONFLICT_RETRIES: usize = 8;
 /// A request as typed by a person or a script; the engine parses every part.
 #[derive(Debug, Clone)]
 pub struct Submission {
+    /// Who asks.
     pub subject: Subject,
+    /// The resource's name as typed (`dev-network`, `gcp-access:viewer`).
     pub resource: String,
     /// None: the resource's default.
     pub duration: Option<String>,
+    /// Why they need it (required; an extension falls back to a default text).
     pub justification: String,
+    /// A new grant, or more time on a live one.
     pub kind: RequestKind,
 }
 
 /// A person's live access and open requests.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SubjectStatus {
+    /// Live grants (provisioning, active, revoking).
     pub grants: Vec<Grant>,
+    /// Requests waiting for a decision.
     pub pending: Vec<AccessRequest>,
 }
 
@@ -174,6 +180,7 @@ pub struct EngineBuilder {
 }
 
 impl EngineBuilder {
+    /// Adds resources people may request.
     pub fn resources(mut self, resources: impl IntoIterator<Item = Resource>) -> Self {
         self.resources.extend(resources);
         self
@@ -186,6 +193,7 @@ impl EngineBuilder {
         self
     }
 
+    /// Registers a provider under its kind (`p.kind()`), the name resources use.
     pub fn provider(mut self, p: Arc<dyn Provider>) -> Self {
         self.providers.insert(p.kind().to_string(), p);
         self
@@ -198,26 +206,31 @@ impl EngineBuilder {
         self
     }
 
+    /// Where eligibility rules and group memberships are looked up (default: nobody is in any group).
     pub fn directory(mut self, d: Arc<dyn Directory>) -> Self {
         self.directory = d;
         self
     }
 
+    /// Who tells people what happened (default: log only).
     pub fn notifier(mut self, n: Arc<dyn Notifier>) -> Self {
         self.notifier = n;
         self
     }
 
+    /// Where audit events are exported; with one, every audit event gets an export job.
     pub fn audit_sink(mut self, s: Arc<dyn AuditSink>) -> Self {
         self.audit_sink = Some(s);
         self
     }
 
+    /// Who is told when a job is enqueued, so a scheduler can wake up for it (default: nobody).
     pub fn waker(mut self, w: Arc<dyn JobWaker>) -> Self {
         self.waker = w;
         self
     }
 
+    /// Tunables (default: [`EngineSettings::default`]).
     pub fn settings(mut self, s: EngineSettings) -> Self {
         self.settings = s;
         self
@@ -254,6 +267,7 @@ impl EngineBuilder {
 }
 
 impl Engine {
+    /// Starts building an engine over `store`, reading the time from `clock`.
     pub fn builder(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> EngineBuilder {
         EngineBuilder {
             store,
@@ -270,6 +284,7 @@ impl Engine {
         }
     }
 
+    /// The store the engine writes to.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -292,6 +307,7 @@ impl Engine {
         crate::audit::truncate_to_micros(self.clock.now())
     }
 
+    /// The configured resources.
     pub fn catalog(&self) -> &ResourceCatalog {
         &self.catalog
     }
@@ -301,6 +317,7 @@ impl Engine {
         self.catalog.all().cloned().collect()
     }
 
+    /// The provider registered under `name`.
     pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
         self.providers.get(name)
     }

@@ -34,6 +34,7 @@ pub enum JobLane {
 /// What one `run_due` did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
+    /// Jobs claimed.
     pub claimed: usize,
     /// Jobs finished, by kind.
     pub done: BTreeMap<String, u64>,
@@ -66,6 +67,7 @@ impl RunSummary {
         }
     }
 
+    /// Jobs that failed this time (retried or dead).
     pub fn failures(&self) -> u64 {
         self.retried.values().sum::<u64>() + self.dead.values().sum::<u64>()
     }
