@@ -126,26 +126,8 @@ impl ExportComparer {
     /// Feeds the next local event; returns false once nothing more can change the answer.
     pub fn push(&mut self, l: &ChainLink) -> bool {
         self.local_seen += 1;
-        if let Some((b, missing_id)) = &self.suspect {
-            if *missing_id == l.id {
-                // The exported event is here, later than it should be: moved, not deleted.
-                let mut b = b.clone();
-                b.kind = TamperKind::Reordered;
-                b.reason = format!(
-                    "{}; it is at event {} locally: rows were reordered",
-                    b.reason, l.seq
-                );
-                self.suspect = None;
-                self.diverge(b);
-                return false;
-            }
-            if l.seq - b.seq > REORDER_WINDOW {
-                let b = b.clone();
-                self.suspect = None;
-                self.diverge(b);
-                return false;
-            }
-            return true;
+        if self.suspect.is_some() {
+            return self.settle_suspect(l);
         }
         // Local rows missing between the last one and this one.
         if l.seq > self.next_seq {
@@ -191,7 +173,39 @@ impl ExportComparer {
             }
             return true;
         }
-        // A different event at this seq.
+        self.different_event(l, &e)
+    }
+
+    /// A suspected deletion, settled by the events after it: the exported event turning up
+    /// later means the rows were reordered; not within [`REORDER_WINDOW`], it was deleted.
+    fn settle_suspect(&mut self, l: &ChainLink) -> bool {
+        let Some((b, missing_id)) = &self.suspect else {
+            return true;
+        };
+        if *missing_id == l.id {
+            // The exported event is here, later than it should be: moved, not deleted.
+            let mut b = b.clone();
+            b.kind = TamperKind::Reordered;
+            b.reason = format!(
+                "{}; it is at event {} locally: rows were reordered",
+                b.reason, l.seq
+            );
+            self.suspect = None;
+            self.diverge(b);
+            return false;
+        }
+        if l.seq - b.seq > REORDER_WINDOW {
+            let b = b.clone();
+            self.suspect = None;
+            self.diverge(b);
+            return false;
+        }
+        true
+    }
+
+    /// The local event `l` is not the exported event `e` at its place: inserted, moved up, or
+    /// (suspected until the lookahead settles it) `e` deleted.
+    fn different_event(&mut self, l: &ChainLink, e: &ChainLink) -> bool {
         match self.seq_of_id.get(&l.id) {
             None => {
                 self.diverge(ChainBreak {

@@ -1,5 +1,32 @@
 use super::*;
 
+/// The keyed message as `serde_json::json!` writes it: what `keyed_message` must equal.
+fn keyed_message_reference(
+    seq: i64,
+    record: &AuditRecord,
+    prev_hash: &str,
+    key_id: &str,
+) -> Vec<u8> {
+    let canonical = serde_json::json!({
+        "seq": seq,
+        "id": record.id.to_string(),
+        "at": record.at.timestamp_micros(),
+        "kind": record.kind.as_str(),
+        "actor": serde_json::to_value(&record.actor).unwrap_or(serde_json::Value::Null),
+        "actor_id": record.actor.id(),
+        "subject": record.subject,
+        "resource": record.resource.as_ref().map(|r| r.as_str()),
+        "request": record.request_id.map(|r| r.to_string()),
+        "grant": record.grant_id.map(|g| g.to_string()),
+        "details": record.details,
+        "prev_hash": prev_hash,
+        "key_id": key_id,
+    });
+    let mut out = b"gatehouse-audit-event-v1\n".to_vec();
+    out.extend_from_slice(canonical.to_string().as_bytes());
+    out
+}
+
 fn chain(n: usize) -> Vec<AuditEvent> {
     let mut out: Vec<AuditEvent> = Vec::new();
     for i in 0..n {

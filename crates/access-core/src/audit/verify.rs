@@ -189,39 +189,51 @@ impl ChainVerifier {
         if self.first_bad.is_some() {
             return false;
         }
-        if let Some((mut b, suspect_hash)) = self.pending.take() {
-            // The event after a suspect row: if it links to the row before the suspect, the
-            // suspect was inserted (bad content) or the two were swapped (bad link).
-            if e.prev_hash == self.prev_hash {
-                b.kind = if b.kind == TamperKind::Edited {
-                    TamperKind::Inserted
-                } else {
-                    TamperKind::Reordered
-                };
-                b.reason = format!(
-                    "{}; the next event links to event {} directly: {}",
-                    b.reason,
-                    self.prev_seq,
-                    if b.kind == TamperKind::Inserted {
-                        "this row was inserted"
-                    } else {
-                        "rows were reordered"
-                    }
-                );
-            }
-            // Otherwise (the next event links to the suspect, or to neither) the evidence is a
-            // bad link (rows removed and renumbered: `Deleted`) or bad content (`Edited`).
-            let _ = suspect_hash;
-            self.first_bad = Some(b);
+        if let Some(suspect) = self.pending.take() {
+            self.settle_suspect(suspect, e);
             return false;
         }
         self.checked += 1;
-        let bad = |kind: TamperKind, reason: String| ChainBreak {
-            seq: e.seq,
-            event_id: Some(e.record.id.to_string()),
-            kind,
-            reason,
-        };
+        if let Some(verdict) = self.check_link(e) {
+            return verdict;
+        }
+        if let Some(verdict) = self.check_hash(e) {
+            return verdict;
+        }
+        self.prev_seq = e.seq;
+        self.prev_prev_hash = Some(std::mem::replace(&mut self.prev_hash, e.hash.clone()));
+        true
+    }
+
+    /// Names the break a suspect row was, from the event after it: if that event links to the
+    /// row before the suspect, the suspect was inserted (bad content) or the two were swapped
+    /// (bad link).
+    fn settle_suspect(&mut self, (mut b, _suspect_hash): (ChainBreak, String), e: &AuditEvent) {
+        if e.prev_hash == self.prev_hash {
+            b.kind = if b.kind == TamperKind::Edited {
+                TamperKind::Inserted
+            } else {
+                TamperKind::Reordered
+            };
+            b.reason = format!(
+                "{}; the next event links to event {} directly: {}",
+                b.reason,
+                self.prev_seq,
+                if b.kind == TamperKind::Inserted {
+                    "this row was inserted"
+                } else {
+                    "rows were reordered"
+                }
+            );
+        }
+        // Otherwise (the next event links to the suspect, or to neither) the evidence is a
+        // bad link (rows removed and renumbered: `Deleted`) or bad content (`Edited`).
+        self.first_bad = Some(b);
+    }
+
+    /// Checks that `e` comes right after the last event and links to it. `Some` is `push`'s
+    /// answer when it does not (a bad link is held as a suspect until the next event).
+    fn check_link(&mut self, e: &AuditEvent) -> Option<bool> {
         if e.seq != self.prev_seq + 1 {
             self.first_bad = Some(ChainBreak {
                 seq: self.prev_seq + 1,
@@ -234,88 +246,96 @@ impl ChainVerifier {
                     self.prev_seq
                 ),
             });
-            return false;
+            return Some(false);
         }
-        if e.prev_hash != self.prev_hash {
-            if self.prev_prev_hash.as_deref() == Some(e.prev_hash.as_str()) {
-                self.first_bad = Some(ChainBreak {
-                    seq: self.prev_seq,
-                    event_id: None,
-                    kind: TamperKind::Inserted,
-                    reason: format!(
-                        "event {} links past event {}: event {} was inserted",
-                        e.seq, self.prev_seq, self.prev_seq
-                    ),
-                });
-                return false;
-            }
-            self.pending = Some((
-                bad(
-                    TamperKind::Deleted,
-                    format!(
-                        "prev_hash does not match the hash of event {}: a row was deleted or replaced",
-                        self.prev_seq
-                    ),
+        if e.prev_hash == self.prev_hash {
+            return None;
+        }
+        if self.prev_prev_hash.as_deref() == Some(e.prev_hash.as_str()) {
+            self.first_bad = Some(ChainBreak {
+                seq: self.prev_seq,
+                event_id: None,
+                kind: TamperKind::Inserted,
+                reason: format!(
+                    "event {} links past event {}: event {} was inserted",
+                    e.seq, self.prev_seq, self.prev_seq
                 ),
-                e.hash.clone(),
-            ));
-            return true;
+            });
+            return Some(false);
         }
+        self.pending = Some((
+            break_at(
+                e,
+                TamperKind::Deleted,
+                format!(
+                    "prev_hash does not match the hash of event {}: a row was deleted or replaced",
+                    self.prev_seq
+                ),
+            ),
+            e.hash.clone(),
+        ));
+        Some(true)
+    }
+
+    /// Checks that `e`'s content matches its hash (unkeyed, or keyed under a known key). `Some`
+    /// is `push`'s answer when it does not (bad content is held as a suspect until the next
+    /// event).
+    fn check_hash(&mut self, e: &AuditEvent) -> Option<bool> {
+        let suspect = |reason: &str| {
+            (
+                break_at(e, TamperKind::Edited, reason.to_string()),
+                e.hash.clone(),
+            )
+        };
         match keyed_form(&e.hash) {
             KeyedForm::Unkeyed => {
                 if let Some(from) = self.keyed_from {
-                    self.first_bad = Some(bad(
+                    self.first_bad = Some(break_at(
+                        e,
                         TamperKind::RewrittenUnkeyed,
                         format!(
                             "unkeyed hash after the chain switched to keyed hashes at event {from}: \
                              the tail was rewritten with recomputed unkeyed hashes"
                         ),
                     ));
-                    return false;
+                    return Some(false);
                 }
                 if chain_hash(e.seq, &e.record, &e.prev_hash) != e.hash {
-                    self.pending = Some((
-                        bad(
-                            TamperKind::Edited,
-                            "content does not match its hash: the row was edited".to_string(),
-                        ),
-                        e.hash.clone(),
+                    self.pending = Some(suspect(
+                        "content does not match its hash: the row was edited",
                     ));
-                    return true;
+                    return Some(true);
                 }
             }
             KeyedForm::Keyed { key_id } => {
                 let Some(keys) = &self.keys else {
-                    self.first_bad = Some(bad(
+                    self.first_bad = Some(break_at(
+                        e,
                         TamperKind::UnknownKey,
                         format!(
                             "the event is keyed (key id {key_id}) but {AUDIT_KEY_ENV} is not configured: it cannot be verified"
                         ),
                     ));
-                    return false;
+                    return Some(false);
                 };
                 let msg = keyed_message(e.seq, &e.record, &e.prev_hash, key_id);
                 match keys.check(&msg, &e.hash) {
                     Ok(()) => {}
                     Err(MacError::UnknownKey { key_id }) => {
-                        self.first_bad = Some(bad(
+                        self.first_bad = Some(break_at(
+                            e,
                             TamperKind::UnknownKey,
                             format!(
                                 "the event is keyed with key id {key_id}, which is not in {AUDIT_KEY_ENV}"
                             ),
                         ));
-                        return false;
+                        return Some(false);
                     }
                     Err(_) => {
-                        self.pending = Some((
-                            bad(
-                                TamperKind::Edited,
-                                "content does not match its keyed hash: the row was edited"
-                                    .to_string(),
-                            ),
-                            e.hash.clone(),
+                        self.pending = Some(suspect(
+                            "content does not match its keyed hash: the row was edited",
                         ));
-                        return true;
+                        return Some(true);
                     }
                 }
                 if self.keyed_from.is_none() {
@@ -323,16 +343,15 @@ impl ChainVerifier {
                 }
             }
             KeyedForm::Malformed => {
-                self.first_bad = Some(bad(
+                self.first_bad = Some(break_at(
+                    e,
                     TamperKind::Edited,
                     "the stored hash is malformed: the row was edited".to_string(),
                 ));
-                return false;
+                return Some(false);
             }
         }
-        self.prev_seq = e.seq;
-        self.prev_prev_hash = Some(std::mem::replace(&mut self.prev_hash, e.hash.clone()));
-        true
+        None
     }
 
     /// Compares the last event seen with the chain head the store keeps, which catches the
@@ -441,4 +460,14 @@ pub fn log_checkpoint(cp: &AuditCheckpoint) {
         mac = cp.mac.as_deref().unwrap_or(""),
         "audit checkpoint"
     );
+}
+
+/// A break at event `e`.
+fn break_at(e: &AuditEvent, kind: TamperKind, reason: String) -> ChainBreak {
+    ChainBreak {
+        seq: e.seq,
+        event_id: Some(e.record.id.to_string()),
+        kind,
+        reason,
+    }
 }
