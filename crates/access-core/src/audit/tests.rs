@@ -1,3 +1,5 @@
+//! Tests of the audit chain: hashing, keyed links, verification and export comparison.
+
 use super::*;
 
 /// The keyed message as `serde_json::json!` writes it: what `keyed_message` must equal.

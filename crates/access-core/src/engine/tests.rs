@@ -1,3 +1,6 @@
+//! Unit tests of the engine's pure parts: reminder times and refusal texts (the engine's
+//! behaviour is tested end to end in gatehouse-runtime's tests).
+
 use super::*;
 
 #[test]
