@@ -289,7 +289,7 @@ impl Engine {
         }
     }
 
-    /// See [`Provider::reissues_on_request`].
+    /// See [`crate::ports::Provider::reissues_on_request`].
     pub(super) fn reissues_on_request(&self, resource: &Resource) -> bool {
         self.providers
             .get(&resource.provider)
