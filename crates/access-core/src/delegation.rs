@@ -24,21 +24,30 @@ pub const MAX_DELEGATION_DAYS: i64 = 90;
 /// One delegation of approving from `delegator` to `delegate` in workspace `team_id`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delegation {
+    /// The delegation's id.
     pub id: Uuid,
+    /// The workspace both people are in.
     pub team_id: String,
+    /// The approver who delegates.
     pub delegator_id: String,
+    /// The delegator's display name.
     pub delegator_name: String,
+    /// Who decides for them.
     pub delegate_id: String,
+    /// The delegate's display name.
     pub delegate_name: String,
+    /// When it was given.
     pub created_at: DateTime<Utc>,
     /// Active while `now < until` and not revoked.
     pub until: DateTime<Utc>,
+    /// When it was revoked, if it was.
     pub revoked_at: Option<DateTime<Utc>>,
     /// `Actor::id()` of who revoked it.
     pub revoked_by: Option<String>,
 }
 
 impl Delegation {
+    /// Whether it lets the delegate decide at `now` (not revoked, not over).
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.revoked_at.is_none() && now < self.until
     }
@@ -67,12 +76,16 @@ impl Delegation {
 /// A write to the delegations table, in a [`crate::ports::ChangeSet`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum DelegationWrite {
+    /// A new delegation.
     Insert(Delegation),
     /// Marks an active delegation revoked; a delegation already revoked is a
     /// [`crate::ports::StoreError::Conflict`] (someone else revoked it first).
     Revoke {
+        /// The delegation.
         id: Uuid,
+        /// When it ends.
         at: DateTime<Utc>,
+        /// Who ended it (an actor id).
         by: String,
     },
 }
@@ -80,8 +93,11 @@ pub enum DelegationWrite {
 /// Which delegations to read. All set fields must match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DelegationFilter {
+    /// Only delegations in this workspace.
     pub team_id: Option<String>,
+    /// Only delegations this user gave.
     pub delegator_id: Option<String>,
+    /// Only delegations this user received.
     pub delegate_id: Option<String>,
     /// Only those active at this instant.
     pub active_at: Option<DateTime<Utc>>,
@@ -92,12 +108,15 @@ pub struct DelegationFilter {
 /// Why `until …` did not parse or is not allowed. `Display` is shown to the person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UntilError {
+    /// Neither a date nor a duration.
     #[error(
         "I couldn't read '{0}' as an end. Use a date like 2026-12-01 (the delegation lasts through that day, UTC) or a duration like 3d or 12h."
     )]
     Unreadable(String),
+    /// The end is in the past.
     #[error("{0} is in the past; a delegation must end in the future.")]
     Past(String),
+    /// Longer than [`MAX_DELEGATION_DAYS`].
     #[error(
         "A delegation can last at most {MAX_DELEGATION_DAYS} days (until {0} at the latest). Delegate again when it ends."
     )]
@@ -134,18 +153,27 @@ pub fn parse_until(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Until
 /// Why a delegation (or its revocation) was refused. `Display` is shown to the person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DelegationError {
+    /// Only approvers may delegate.
     #[error(
         "Only approvers can delegate, and you are not an approver of any resource. (A delegate cannot pass a delegation on.)"
     )]
     NotAnApprover,
+    /// Nobody delegates to themselves.
     #[error("You cannot delegate to yourself.")]
     ToSelf,
+    /// Only Slack users delegate and receive delegations.
     #[error("Only a Slack user can delegate or receive a delegation.")]
     NotAUser,
+    /// The end does not parse or is out of range.
     #[error("{0}")]
     Until(#[from] UntilError),
+    /// `delegate revoke` for someone without a delegation from the caller.
     #[error("You have no active delegation to <@{delegate}>. `delegations` lists yours.")]
-    NoSuchDelegation { delegate: String },
+    NoSuchDelegation {
+        /// The user id named.
+        delegate: String,
+    },
+    /// The directory could not tell whether the caller is an approver.
     #[error(
         "Organizational data service is not available, so I cannot tell whether you are an approver. Please try again later."
     )]

@@ -39,16 +39,22 @@ impl From<AccessDuration> for String {
 /// Why a duration was refused. The messages are shown to people as they are.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
+    /// The text is not a duration.
     #[error(
         "'{0}' is not a duration. Use a number with a unit, like 90s, 30m, 4h or 2d (a bare number means hours)."
     )]
     Malformed(String),
+    /// Zero length.
     #[error("A duration must be longer than zero.")]
     Zero,
+    /// Outside the resource's bounds.
     #[error("Duration must be between {min} and {max} (you asked for {requested}).")]
     OutOfBounds {
+        /// What was asked for.
         requested: AccessDuration,
+        /// The shortest allowed.
         min: AccessDuration,
+        /// The longest allowed.
         max: AccessDuration,
     },
 }
@@ -56,6 +62,7 @@ pub enum DurationError {
 const MAX_SECONDS: u64 = 366 * 24 * 3600;
 
 impl AccessDuration {
+    /// A duration of `secs` seconds (more than zero, at most a year).
     pub fn from_secs(secs: u64) -> Result<Self, DurationError> {
         if secs == 0 {
             Err(DurationError::Zero)
@@ -71,15 +78,18 @@ impl AccessDuration {
         Self(secs)
     }
 
+    /// The length in seconds.
     pub const fn secs(self) -> u64 {
         self.0
     }
 
+    /// As a `chrono` duration.
     pub fn as_chrono(self) -> chrono::Duration {
         // Bounded by MAX_SECONDS, so the cast cannot wrap.
         chrono::Duration::seconds(self.0 as i64)
     }
 
+    /// As a `std` duration.
     pub fn as_std(self) -> std::time::Duration {
         std::time::Duration::from_secs(self.0)
     }
@@ -184,22 +194,33 @@ impl FromStr for AccessDuration {
 /// The durations one resource allows, and the one it uses when none is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurationBounds {
+    /// Used when none is asked for.
     pub default: AccessDuration,
+    /// The shortest allowed.
     pub min: AccessDuration,
+    /// The longest allowed.
     pub max: AccessDuration,
 }
 
+/// Why a resource's duration settings are inconsistent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BoundsError {
+    /// `min_duration` is longer than `max_duration`.
     #[error("min_duration ({min}) is longer than max_duration ({max})")]
     MinAboveMax {
+        /// The configured minimum.
         min: AccessDuration,
+        /// The configured maximum.
         max: AccessDuration,
     },
+    /// `default_duration` is outside `min_duration..max_duration`.
     #[error("default_duration ({default}) is outside {min}..{max}")]
     DefaultOutside {
+        /// The configured default.
         default: AccessDuration,
+        /// The configured minimum.
         min: AccessDuration,
+        /// The configured maximum.
         max: AccessDuration,
     },
 }
@@ -208,6 +229,7 @@ impl DurationBounds {
     /// The default minimum: one minute (may be configured as low as one second).
     pub const DEFAULT_MIN: AccessDuration = AccessDuration(60);
 
+    /// Bounds with `default` between `min` and `max`.
     pub fn new(
         default: AccessDuration,
         min: AccessDuration,

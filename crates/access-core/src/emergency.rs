@@ -17,13 +17,19 @@ use crate::subject::Subject;
 /// One emergency grant and its review.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmergencyAccess {
+    /// The break-glass request.
     pub request_id: RequestId,
+    /// The grant it created.
     pub grant_id: GrantId,
+    /// Who took the access.
     pub subject: Subject,
+    /// The resource.
     pub resource: ResourceId,
     /// What was granted (the requested duration cut to the resource's emergency duration).
     pub duration: AccessDuration,
+    /// Why, as they said.
     pub justification: String,
+    /// When it was granted.
     pub granted_at: DateTime<Utc>,
     /// The grant's end as granted (a later extension moves the grant's, not this).
     pub expires_at: DateTime<Utc>,
@@ -32,6 +38,7 @@ pub struct EmergencyAccess {
 }
 
 impl EmergencyAccess {
+    /// Whether an approver has reviewed it.
     pub fn is_reviewed(&self) -> bool {
         self.review.is_some()
     }
@@ -40,8 +47,11 @@ impl EmergencyAccess {
 /// What an approver decided about an emergency grant after the fact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmergencyReview {
+    /// The approver who reviewed it.
     pub by: Actor,
+    /// When.
     pub at: DateTime<Utc>,
+    /// What they decided.
     pub outcome: ReviewOutcome,
 }
 
@@ -56,6 +66,7 @@ pub enum ReviewOutcome {
 }
 
 impl ReviewOutcome {
+    /// The stored name (`reviewed`, `revoked`).
     pub fn as_str(self) -> &'static str {
         match self {
             ReviewOutcome::Reviewed => "reviewed",
@@ -63,6 +74,7 @@ impl ReviewOutcome {
         }
     }
 
+    /// The outcome stored as `s`; `None` for an unknown name.
     pub fn parse(s: &str) -> Option<ReviewOutcome> {
         [ReviewOutcome::Reviewed, ReviewOutcome::Revoked]
             .into_iter()
@@ -79,12 +91,15 @@ impl std::fmt::Display for ReviewOutcome {
 /// A write to the emergency record, part of a [`crate::ports::ChangeSet`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum EmergencyWrite {
+    /// A new emergency grant's record.
     Insert(EmergencyAccess),
     /// Records the review of `request_id`. Succeeds only while the record is unreviewed; a
     /// second review is a [`crate::ports::StoreError::Conflict`] (two approvers clicking at once
     /// yield one review).
     Review {
+        /// The break-glass request.
         request_id: RequestId,
+        /// The review.
         review: EmergencyReview,
     },
 }
@@ -94,6 +109,7 @@ pub enum EmergencyWrite {
 pub struct EmergencyFilter {
     /// `Some(false)`: only those not reviewed yet; `Some(true)`: only reviewed ones.
     pub reviewed: Option<bool>,
+    /// Only this resource's.
     pub resource: Option<ResourceId>,
     /// 100 when unset, at most 1000.
     pub limit: Option<u32>,

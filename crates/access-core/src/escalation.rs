@@ -23,8 +23,11 @@ use crate::resource::{ApprovalPolicy, ApproverSet};
 /// The escalation part of an approval policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Escalation<'a> {
+    /// How long after filing the request escalates.
     pub after: AccessDuration,
+    /// Who may decide once it escalated.
     pub approvers: &'a ApproverSet,
+    /// Where the escalation message goes; `None`: the approvers' channel.
     pub channel: Option<&'a str>,
 }
 

@@ -21,21 +21,26 @@ use crate::ids::{GrantId, RequestId, ResourceId};
 use crate::request::Actor;
 use crate::subject::Subject;
 
+/// Where a grant is in its life (see the diagram above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantStatus {
     /// Approved; the provider has not confirmed yet. Its expiry job already exists.
     Provisioning,
+    /// The provider confirmed; the person has access.
     Active,
     /// Revocation asked for (by a person); the provider has not confirmed yet.
     Revoking,
+    /// Ended early at the provider.
     Revoked,
+    /// Ended at its expiry.
     Expired,
     /// Provisioning failed for good; whatever was half-done has been cleaned up.
     Failed,
 }
 
 impl GrantStatus {
+    /// Every status, in declaration order.
     pub const ALL: [GrantStatus; 6] = [
         GrantStatus::Provisioning,
         GrantStatus::Active,
@@ -45,6 +50,7 @@ impl GrantStatus {
         GrantStatus::Failed,
     ];
 
+    /// The stored name (`provisioning`, `active`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             GrantStatus::Provisioning => "provisioning",
@@ -81,23 +87,33 @@ impl FromStr for GrantStatus {
     }
 }
 
+/// Live access of one person to one resource, or its record once ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Grant {
+    /// The grant's id.
     pub id: GrantId,
+    /// Who holds it.
     pub subject: Subject,
+    /// The resource.
     pub resource: ResourceId,
+    /// Where it is in its life.
     pub status: GrantStatus,
     /// Opaque JSON the provider understands (what it added, what it created), so revoke restores
     /// exactly. Never holds secrets.
     pub provider_handle: serde_json::Value,
+    /// When it was approved.
     pub created_at: DateTime<Utc>,
+    /// When the provider first confirmed it.
     pub granted_at: Option<DateTime<Utc>>,
+    /// When it ends (an extension moves it).
     pub expires_at: DateTime<Utc>,
+    /// When it ended, once it has.
     pub ended_at: Option<DateTime<Utc>>,
     /// The request that created it.
     pub request_id: RequestId,
     /// Who asked for an early revocation.
     pub revoked_by: Option<Actor>,
+    /// Compare-and-set counter; bumped by every write.
     pub version: i64,
     /// What the provider is about to add for this grant, recorded (and committed) before the
     /// provider is first called: a retried grant call adopts its own earlier work instead of
@@ -113,6 +129,7 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// How long until it expires (zero once past).
     pub fn remaining(&self, now: DateTime<Utc>) -> chrono::Duration {
         (self.expires_at - now).max(chrono::Duration::zero())
     }

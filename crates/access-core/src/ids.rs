@@ -20,6 +20,7 @@ macro_rules! uuid_id {
                 Self(Uuid::new_v4())
             }
 
+            /// The UUID inside.
             pub fn as_uuid(&self) -> Uuid {
                 self.0
             }
@@ -80,7 +81,9 @@ uuid_id!(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{input}' is not a valid {what}")]
 pub struct IdParseError {
+    /// What kind of id was expected.
     pub what: &'static str,
+    /// What was given.
     pub input: String,
 }
 
@@ -93,6 +96,7 @@ pub struct IdParseError {
 #[serde(try_from = "String", into = "String")]
 pub struct ResourceId(String);
 
+/// A resource name that is not valid (the input, as given).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "'{0}' is not a valid resource name (use lower-case letters, digits, '-', '_' or '.', at most 64 characters; a role is written resource:role)"
@@ -115,6 +119,7 @@ fn valid_name(s: &str) -> bool {
 }
 
 impl ResourceId {
+    /// Checks a resource name (`dev-network`) or role (`gcp-access:viewer`) as written in configuration and commands, trimmed.
     pub fn parse(raw: &str) -> Result<Self, ResourceIdError> {
         let s = raw.trim();
         let valid = match s.split_once(ROLE_SEPARATOR) {
@@ -155,6 +160,7 @@ impl ResourceId {
         self.0.split_once(ROLE_SEPARATOR).map(|(_, role)| role)
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }

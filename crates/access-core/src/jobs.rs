@@ -15,38 +15,72 @@ use crate::notification::Notification;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobKind {
     /// Call the provider for an approved request.
-    Provision { request_id: RequestId },
+    Provision {
+        /// The approved request.
+        request_id: RequestId,
+    },
     /// Revoke a grant at its expiry (a no-op if the grant was extended meanwhile).
-    Expire { grant_id: GrantId },
+    Expire {
+        /// The grant.
+        grant_id: GrantId,
+    },
     /// Revoke a grant now, because a person asked.
-    Revoke { grant_id: GrantId },
+    Revoke {
+        /// The grant.
+        grant_id: GrantId,
+    },
     /// Time out a request still pending after its TTL.
-    TimeoutPending { request_id: RequestId },
+    TimeoutPending {
+        /// The pending request.
+        request_id: RequestId,
+    },
     /// Tell someone something.
-    Notify { notification: Box<Notification> },
+    Notify {
+        /// What to tell.
+        notification: Box<Notification>,
+    },
     /// Remind the holder that their access ends soon.
     Remind {
+        /// The grant.
         grant_id: GrantId,
+        /// The expiry the reminder is for (a later one makes it stale).
         expires_at: DateTime<Utc>,
     },
     /// Ship one audit event to the external audit sink.
-    ExportAudit { event_id: AuditEventId },
+    ExportAudit {
+        /// The event.
+        event_id: AuditEventId,
+    },
     /// A stored job this version cannot read (a kind written by a newer version during a rolling
     /// deploy, a damaged payload). Never written, only read: the store sets such a row aside
     /// (dead, with the reason in `last_error`) instead of letting it block the queue, and the
     /// job listing shows it with its stored kind.
     #[serde(skip_deserializing)]
-    Undecodable { kind: String, error: String },
+    Undecodable {
+        /// The stored kind.
+        kind: String,
+        /// Why it could not be read.
+        error: String,
+    },
     /// Something a person said in a chat tool (a DM, a slash command, a click), stored before
     /// it was acknowledged so a crash or a failing call cannot lose it; processed by the
     /// adapter that received it (an [`crate::ports::InboxHandler`]).
-    Inbox { item: InboxItem },
+    Inbox {
+        /// The stored delivery.
+        item: InboxItem,
+    },
     /// Deliver the audit events after a webhook's cursor to it (see [`crate::webhooks`]). One
     /// job runs per webhook at a time; a job finding nothing new is done at once.
-    DeliverWebhook { webhook: String },
+    DeliverWebhook {
+        /// The webhook's id.
+        webhook: String,
+    },
     /// Escalate a request still pending after its policy's `escalate_after` (a no-op when it
     /// was decided meanwhile). See [`crate::escalation`].
-    Escalate { request_id: RequestId },
+    Escalate {
+        /// The pending request.
+        request_id: RequestId,
+    },
 }
 
 /// One received chat payload, verified and reduced by its adapter to the adapter's own typed
@@ -63,6 +97,7 @@ pub struct InboxItem {
 }
 
 impl JobKind {
+    /// The stored kind (`provision`, `expire`, …), for counting and claiming by kind.
     pub fn name(&self) -> &'static str {
         match self {
             JobKind::Provision { .. } => "provision",
@@ -122,6 +157,7 @@ impl JobKind {
         }
     }
 
+    /// Whether it takes access away (`expire`, `revoke`): such jobs never give up.
     pub fn is_revocation(&self) -> bool {
         matches!(self, JobKind::Expire { .. } | JobKind::Revoke { .. })
     }
@@ -130,12 +166,16 @@ impl JobKind {
 /// A job to enqueue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {
+    /// The job's id.
     pub id: JobId,
+    /// What it does.
     pub kind: JobKind,
+    /// When it is due.
     pub run_at: DateTime<Utc>,
 }
 
 impl NewJob {
+    /// A job of `kind` due at `run_at`, with a fresh id.
     pub fn at(kind: JobKind, run_at: DateTime<Utc>) -> Self {
         Self {
             id: JobId::new(),
@@ -145,17 +185,22 @@ impl NewJob {
     }
 }
 
+/// Where a job is in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
+    /// Waiting until it is due.
     Pending,
+    /// Claimed by a worker.
     Running,
+    /// Finished.
     Done,
     /// Gave up after `max_attempts`: stays visible for an operator.
     Dead,
 }
 
 impl JobStatus {
+    /// The stored name (`pending`, `running`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Pending => "pending",
@@ -165,6 +210,7 @@ impl JobStatus {
         }
     }
 
+    /// The status stored as `s`; `None` for an unknown name.
     pub fn parse(s: &str) -> Option<JobStatus> {
         [
             JobStatus::Pending,
@@ -186,13 +232,19 @@ impl fmt::Display for JobStatus {
 /// A stored job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
+    /// The job's id.
     pub id: JobId,
+    /// What it does.
     pub kind: JobKind,
+    /// Where it is in the queue.
     pub status: JobStatus,
+    /// When it is (next) due.
     pub run_at: DateTime<Utc>,
     /// Attempts started so far (a claim counts as one).
     pub attempts: u32,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// When it was enqueued.
     pub created_at: DateTime<Utc>,
     /// Set while claimed: the claim expires at `locked_until`, after which another worker may
     /// take the job (its first worker crashed).
@@ -219,8 +271,11 @@ pub fn backoff(kind: &JobKind, attempts: u32) -> chrono::Duration {
 pub struct JobStats {
     /// Pending and due now.
     pub due: u64,
+    /// Pending jobs, due or not.
     pub pending: u64,
+    /// Jobs claimed by a worker.
     pub running: u64,
+    /// Jobs given up on.
     pub dead: u64,
     /// Pending jobs that have failed at least once.
     pub retrying: u64,

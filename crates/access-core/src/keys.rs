@@ -17,14 +17,28 @@ pub const KEY_ID_LEN: usize = 8;
 /// Why a key list was refused. Names the variable and the key's position, never key bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeySpecError {
+    /// The variable is empty.
     #[error("{var} holds no key")]
-    Empty { var: &'static str },
+    Empty {
+        /// The variable read.
+        var: &'static str,
+    },
+    /// A key is not base64.
     #[error("{var}: key #{index} is not valid base64")]
-    BadBase64 { var: &'static str, index: usize },
+    BadBase64 {
+        /// The variable read.
+        var: &'static str,
+        /// Its position in the list (from 1).
+        index: usize,
+    },
+    /// A key does not decode to 32 bytes.
     #[error("{var}: key #{index} is {len} bytes; it must be 32")]
     BadLength {
+        /// The variable read.
         var: &'static str,
+        /// Its position in the list (from 1).
         index: usize,
+        /// How many bytes it decodes to.
         len: usize,
     },
 }

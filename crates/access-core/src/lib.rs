@@ -23,6 +23,85 @@
 //!   transaction that writes the new state, its audit event and the jobs it causes.
 //! - [`providers`]: the dry-run provider and a log-only notifier.
 //!
+//! # Embedding the engine
+//!
+//! Other services embed access-core: they open a store, bring the providers that grant access
+//! in their world, build an [`Engine`], call its operations and run its job queue.
+//! `examples/embed.rs` does all of it over the SQLite store with a provider of its own, taking one
+//! request from submission to expiry (`cargo run -p access-core --example embed`; a test runs it
+//! too). Its core:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use access_core::engine::{Engine, Submission};
+//! use access_core::ports::{GrantOutcome, GrantRequest, Provider, ProviderError};
+//! use access_core::ports::{RevokeOutcome, RevokeRequest, SystemClock};
+//! use access_core::request::RequestKind;
+//! use access_core::{Resource, Subject};
+//!
+//! /// Grants access in your world.
+//! #[derive(Debug)]
+//! struct MyProvider;
+//!
+//! #[async_trait::async_trait]
+//! impl Provider for MyProvider {
+//!     fn kind(&self) -> &'static str {
+//!         "mine"
+//!     }
+//!     async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError> {
+//!         // Add `req.subject` to `req.resource` until `req.expires_at`, idempotently.
+//!         Ok(GrantOutcome {
+//!             handle: serde_json::json!({"grant": req.grant_id.to_string()}),
+//!             instructions: "You are in.".into(),
+//!             secret: None,
+//!             events: Vec::new(),
+//!             expires_at: None,
+//!         })
+//!     }
+//!     async fn revoke(&self, _req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
+//!         // Remove what `grant` added (by `req.handle`, or `req.intent` when there is none).
+//!         Ok(RevokeOutcome::default())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = store_sqlx::SqlStore::connect("sqlite:///var/lib/gatehouse.db?mode=rwc").await?;
+//! let resource: Resource = serde_json::from_value(serde_json::json!({
+//!     "id": "demo-db", "provider": "mine", "approval": {"mode": "auto"},
+//!     "durations": {"default": "1h", "min": "1m", "max": "8h"},
+//! }))?;
+//! let engine = Engine::builder(Arc::new(store), Arc::new(SystemClock))
+//!     .provider_named("mine", Arc::new(MyProvider))
+//!     .resources([resource])
+//!     .build()?;
+//!
+//! let subject = Subject {
+//!     team_id: "T1".into(),
+//!     user_id: "U1".into(),
+//!     email: None,
+//!     name: "Ada".into(),
+//! };
+//! let request = engine
+//!     .submit(Submission {
+//!         subject,
+//!         resource: "demo-db".into(),
+//!         duration: Some("2h".into()),
+//!         justification: "Investigating a slow query".into(),
+//!         kind: RequestKind::New,
+//!     })
+//!     .await?;
+//! assert_eq!(request.status.as_str(), "approved"); // auto: provisioning and expiry are queued
+//!
+//! // The job queue calls the provider now and takes the access back at its end; a service
+//! // runs this in a loop (or uses the lanes of `Engine::claim_lane`).
+//! loop {
+//!     engine.run_due(100).await?;
+//!     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+//! }
+//! # }
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -34,6 +113,8 @@
 //! assert!(bounds.check(Some("2d".parse()?)).is_err());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![deny(missing_docs)]
 
 pub mod audit;
 pub mod delegation;

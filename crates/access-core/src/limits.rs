@@ -23,8 +23,11 @@ pub struct RequestLimits {
 }
 
 impl RequestLimits {
+    /// Requests per window by default.
     pub const DEFAULT_REQUESTS: u32 = 10;
+    /// The window by default: an hour.
     pub const DEFAULT_WINDOW: AccessDuration = AccessDuration::const_secs(3600);
+    /// Pending requests at once by default.
     pub const DEFAULT_PENDING: u32 = 3;
 
     /// No limits at all.
@@ -34,6 +37,7 @@ impl RequestLimits {
         pending: 0,
     };
 
+    /// Whether no limit applies.
     pub fn is_off(&self) -> bool {
         self.requests == 0 && self.pending == 0
     }
@@ -108,15 +112,24 @@ pub struct RateFacts {
 /// Why a request was refused by a limit; the engine turns it into an [`crate::EngineError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitRefusal {
+    /// Too many requests filed within the window.
     TooManyRequests {
+        /// Requests allowed per window.
         limit: u32,
+        /// The window.
         window: AccessDuration,
+        /// When the person may ask again.
         retry_at: DateTime<Utc>,
+        /// How long that is from now.
         wait: chrono::Duration,
     },
+    /// Too many requests pending at once.
     TooManyPending {
+        /// Pending requests allowed.
         limit: u32,
+        /// Pending requests now.
         pending: u64,
+        /// When the oldest times out, if it can.
         first_times_out: Option<DateTime<Utc>>,
     },
 }

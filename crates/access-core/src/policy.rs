@@ -3,19 +3,24 @@
 
 use crate::ports::{Directory, DirectoryError};
 use crate::request::{AccessRequest, Actor};
-use crate::resource::{ApprovalPolicy, EligibilityRule, Resource};
+use crate::resource::{ApprovalPolicy, ApproverSet, EligibilityRule, Resource};
 use crate::subject::Subject;
 
 /// Why someone is not eligible. The message names the rule that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EligibilityError {
+    /// A rule does not hold; the message says which.
     #[error("{message}")]
     RuleFailed {
+        /// The rule.
         rule: EligibilityRule,
+        /// The text shown to the person.
         message: String,
     },
+    /// The directory could not answer.
     #[error("Organizational data service is not available")]
     DirectoryUnavailable,
+    /// A rule needs the person's e-mail and their profile has none.
     #[error(
         "Your Slack profile has no e-mail address. Please add one to your profile and try again."
     )]
@@ -90,12 +95,16 @@ pub async fn check_eligibility(
 /// Why a click on Approve/Deny does not count.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApproverError {
+    /// Nobody decides their own request.
     #[error("You cannot approve or deny your own request.")]
     SelfApproval,
+    /// The actor is not in the approver set (the resource named).
     #[error("You are not an approver for '{0}'.")]
     NotAnApprover(String),
+    /// The resource needs no approval (the resource named).
     #[error("'{0}' is approved automatically; there is nothing to decide.")]
     NoApprovalNeeded(String),
+    /// The directory could not answer.
     #[error("Organizational data service is not available")]
     DirectoryUnavailable,
     /// The clicker's only claim was a delegation that is over.
@@ -103,15 +112,21 @@ pub enum ApproverError {
         "Your delegation from {delegator} {ended}, so you can no longer approve or deny for them. You are not an approver for '{resource}'."
     )]
     DelegationEnded {
+        /// The delegator (a mention).
         delegator: String,
+        /// How it ended, for people ("ended at …", "was revoked at …").
         ended: String,
+        /// The resource.
         resource: String,
     },
     /// The delegator already decided; their delegate cannot add a second vote for them.
     #[error(
         "{delegator} has already decided on this request; you cannot decide again on their behalf."
     )]
-    DelegatorAlreadyDecided { delegator: String },
+    DelegatorAlreadyDecided {
+        /// The delegator (a mention).
+        delegator: String,
+    },
 }
 
 /// May `actor` decide on `request`? Admins (the admin API) always may; Slack users must be in the
@@ -131,17 +146,36 @@ pub async fn check_approver(
         }
         ApprovalPolicy::Approvers { approvers, .. } => approvers,
     };
-    let (team_id, user_id, name) = match actor {
+    match actor {
         Actor::Admin { .. } => return Ok(()),
         Actor::System => return Err(ApproverError::NotAnApprover(resource.id.to_string())),
-        Actor::User {
-            team_id,
-            user_id,
-            name,
-        } => (team_id, user_id, name),
+        Actor::User { .. } => {}
+    }
+    match in_set(approvers, actor, directory).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApproverError::NotAnApprover(resource.id.to_string())),
+        Err(_) => Err(ApproverError::DirectoryUnavailable),
+    }
+}
+
+/// Whether `actor` is a Slack user in `set`: listed by user id, or a member of one of its Slack
+/// user groups or directory groups. Anyone else (an admin API caller, Gatehouse) is not. When
+/// no group says yes and the directory could not answer for one of them, its (last) error.
+pub async fn in_set(
+    set: &ApproverSet,
+    actor: &Actor,
+    directory: &dyn Directory,
+) -> Result<bool, DirectoryError> {
+    let Actor::User {
+        team_id,
+        user_id,
+        name,
+    } = actor
+    else {
+        return Ok(false);
     };
-    if approvers.users.iter().any(|u| u == user_id) {
-        return Ok(());
+    if set.users.iter().any(|u| u == user_id) {
+        return Ok(true);
     }
     let as_subject = Subject {
         team_id: team_id.clone(),
@@ -149,26 +183,21 @@ pub async fn check_approver(
         email: None,
         name: name.clone(),
     };
-    let rules = approvers
+    let rules = set
         .slack_groups
         .iter()
         .map(|g| EligibilityRule::SlackGroup(g.clone()))
-        .chain(
-            approvers
-                .groups
-                .iter()
-                .map(|g| EligibilityRule::Org(g.clone())),
-        );
-    let mut unavailable = false;
+        .chain(set.groups.iter().map(|g| EligibilityRule::Org(g.clone())));
+    let mut unavailable = None;
     for rule in rules {
         match directory.satisfies(&as_subject, &rule).await {
-            Ok(true) => return Ok(()),
+            Ok(true) => return Ok(true),
             Ok(false) => {}
-            Err(_) => unavailable = true,
+            Err(e) => unavailable = Some(e),
         }
     }
-    if unavailable {
-        return Err(ApproverError::DirectoryUnavailable);
+    match unavailable {
+        Some(e) => Err(e),
+        None => Ok(false),
     }
-    Err(ApproverError::NotAnApprover(resource.id.to_string()))
 }

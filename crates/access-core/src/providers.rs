@@ -17,10 +17,15 @@ use crate::ports::{
 /// One thing the dry-run provider would have done.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DryRunAction {
+    /// `grant` or `revoke`.
     pub action: &'static str,
+    /// The grant it was for.
     pub grant_id: GrantId,
+    /// Who would hold the access (the person's e-mail, else their user id).
     pub user: String,
+    /// The resource.
     pub resource: String,
+    /// When the access would end (grants only).
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -31,8 +36,10 @@ pub struct DryRunProvider {
 }
 
 impl DryRunProvider {
+    /// The `provider = "…"` name it is registered under.
     pub const KIND: &'static str = "dry-run";
 
+    /// A provider that has done nothing yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -1,18 +1,49 @@
 //! Access requests and their state machine.
 //!
+//! # The state machine
+//!
+//! A request ([`RequestStatus`]) moves only by the [`RequestEvent`]s drawn here; the engine
+//! command or job that applies each one is named on its arrow. Everything right of `approved`
+//! happens in jobs ([`crate::jobs::JobKind`]), never in the command that approved.
+//!
 //! ```text
-//!                 approve (N of M)            provisioned
-//!   ┌─────────┐ ───────────────▶ ┌──────────┐ ───────────▶ ┌────────┐  expire  ┌─────────┐
-//!   │ pending │                  │ approved │              │ active │ ───────▶ │ expired │
-//!   └─────────┘                  └──────────┘              └────────┘          └─────────┘
-//!     │  │  │                         │ provisioning           │ revoke        ┌─────────┐
-//!     │  │  │ deny    ┌────────┐      │ failed   ┌────────┐    └─────────────▶ │ revoked │
-//!     │  │  └───────▶ │ denied │      └────────▶ │ failed │                    └─────────┘
-//!     │  │ cancel     └────────┘                 └────────┘
-//!     │  └──────────▶ cancelled
-//!     │ pending TTL
-//!     └─────────────▶ timed_out
+//!  Engine::submit ──▶ pending         (Engine::submit_emergency files it approved at once)
+//!
+//!  pending ──Approve──────────────▶ approved ──Provisioned──▶ active ──Expire──▶ expired
+//!    │     Engine::approve: the Nth    │       `provision` job:  │     `expire` job at the
+//!    │     approver, or an admin; at   │       provider granted  │     grant's end
+//!    │     submit for `approval=auto`  │                         │
+//!    │                                 │                         └──Revoke──▶ revoked
+//!    │                                 │                           `revoke` job after
+//!    │                                 │                           Engine::revoke_grant
+//!    │                                 └──ProvisioningFailed──▶ failed
+//!    │                                   `provision` job: the provider refused, the job
+//!    │                                   gave up, or the grant ended first
+//!    ├──Deny─────▶ denied       Engine::deny
+//!    ├──Cancel───▶ cancelled    Engine::cancel (the requester, or an admin)
+//!    └──TimeOut──▶ timed_out    `timeout_pending` job, or a decision after `pending_until`
 //! ```
+//!
+//! Every status but `pending`, `approved` and `active` is terminal. An extension
+//! ([`RequestKind::Extend`]) follows the same path; its grant stays `active` and only its end
+//! moves.
+//!
+//! The grant ([`crate::grant::GrantStatus`]) a request creates is written in the same
+//! transactions:
+//!
+//! ```text
+//!  (approval) ──▶ provisioning ──provider granted──▶ active ──expire job──▶ expired
+//!                   │     │                            │
+//!                   │     │ Engine::revoke_grant       │ Engine::revoke_grant
+//!                   │     └──────────▶ revoking ◀──────┘
+//!                   │                    │
+//!                   │                    └──revoke job──▶ revoked
+//!                   └──provisioning failed──▶ failed
+//! ```
+//!
+//! A grant past its end belongs to its `expire` job, which claims the row before calling the
+//! provider (a grant still `provisioning` then ends `expired` too); an approval that would
+//! lengthen it then is refused (`RevocationInProgress`).
 //!
 //! [`RequestStatus::apply`] is the only way a status changes; everything else (the engine, the
 //! store's compare-and-set) builds on it, so an illegal transition is a typed error, not a bug
@@ -29,21 +60,32 @@ use crate::ids::{GrantId, RequestId, ResourceId};
 use crate::resource::Justification;
 use crate::subject::Subject;
 
+/// Where a request is in its life (see the state machine above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestStatus {
+    /// Waiting for approvers.
     Pending,
+    /// Approved; the grant is being provisioned.
     Approved,
+    /// The grant it created or extended is live.
     Active,
+    /// Its access ended at expiry.
     Expired,
+    /// Its access was ended early.
     Revoked,
+    /// An approver said no.
     Denied,
+    /// The requester (or an admin) withdrew it.
     Cancelled,
+    /// Nobody decided in time.
     TimedOut,
+    /// Approved, but provisioning failed.
     Failed,
 }
 
 impl RequestStatus {
+    /// Every status, in declaration order.
     pub const ALL: [RequestStatus; 9] = [
         RequestStatus::Pending,
         RequestStatus::Approved,
@@ -56,6 +98,7 @@ impl RequestStatus {
         RequestStatus::Failed,
     ];
 
+    /// The stored name (`pending`, `timed_out`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             RequestStatus::Pending => "pending",
@@ -117,17 +160,26 @@ impl FromStr for RequestStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestEvent {
+    /// Enough approvers agreed (or the resource approves automatically).
     Approve,
+    /// An approver said no.
     Deny,
+    /// The requester (or an admin) withdrew it.
     Cancel,
+    /// Its pending TTL passed.
     TimeOut,
+    /// The provider granted the access.
     Provisioned,
+    /// Provisioning failed for good, or the grant ended first.
     ProvisioningFailed,
+    /// The grant reached its expiry.
     Expire,
+    /// The grant was ended early.
     Revoke,
 }
 
 impl RequestEvent {
+    /// Every event, in declaration order.
     pub const ALL: [RequestEvent; 8] = [
         RequestEvent::Approve,
         RequestEvent::Deny,
@@ -157,7 +209,9 @@ impl RequestEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("cannot {} a request that is {from}", event.verb())]
 pub struct TransitionError {
+    /// The status the request was in.
     pub from: RequestStatus,
+    /// The event refused.
     pub event: RequestEvent,
 }
 
@@ -165,22 +219,34 @@ pub struct TransitionError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestKind {
+    /// Access for a time; on a live grant it is provisioned again (and lengthened when the
+    /// resource can be extended).
     #[default]
     New,
+    /// More time on a live grant.
     Extend,
 }
 
 /// One access request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessRequest {
+    /// The request's id.
     pub id: RequestId,
+    /// Who asked.
     pub subject: Subject,
+    /// The resource asked for.
     pub resource: ResourceId,
+    /// A new grant or an extension.
     pub kind: RequestKind,
+    /// How long.
     pub duration: AccessDuration,
+    /// Why, as the requester said.
     pub justification: Justification,
+    /// Where it is in its life.
     pub status: RequestStatus,
+    /// When it was filed.
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
     /// A pending request times out at this instant (None for auto-approved requests).
     pub pending_until: Option<DateTime<Utc>>,
@@ -217,17 +283,24 @@ impl AccessRequest {
 pub enum Actor {
     /// A Slack user (approver, requester, …).
     User {
+        /// The Slack workspace.
         team_id: String,
+        /// The Slack user id.
         user_id: String,
+        /// The display name.
         name: String,
     },
     /// Someone using the admin API.
-    Admin { name: String },
+    Admin {
+        /// The admin's name, as the API caller gave it.
+        name: String,
+    },
     /// Gatehouse itself (auto-approval, expiry, time-out, reconciliation).
     System,
 }
 
 impl Actor {
+    /// The actor for the person `s`.
     pub fn from_subject(s: &Subject) -> Actor {
         Actor::User {
             team_id: s.team_id.clone(),
@@ -256,6 +329,7 @@ impl Actor {
         }
     }
 
+    /// Whether this actor is the person `s` (same workspace and user).
     pub fn is_subject(&self, s: &Subject) -> bool {
         matches!(self, Actor::User { team_id, user_id, .. } if *user_id == s.user_id && *team_id == s.team_id)
     }
@@ -264,22 +338,31 @@ impl Actor {
 /// An approver's vote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
+    /// The request.
     pub request_id: RequestId,
+    /// Who voted.
     pub actor: Actor,
+    /// Approve or deny.
     pub kind: DecisionKind,
+    /// When.
     pub at: DateTime<Utc>,
+    /// The reason given with a deny.
     #[serde(default)]
     pub comment: Option<String>,
 }
 
+/// An approver's vote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionKind {
+    /// Yes.
     Approve,
+    /// No.
     Deny,
 }
 
 impl DecisionKind {
+    /// The stored name (`approve`, `deny`).
     pub fn as_str(self) -> &'static str {
         match self {
             DecisionKind::Approve => "approve",

@@ -9,7 +9,9 @@ use crate::ids::ResourceId;
 /// A requestable thing, from configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource {
+    /// The name people request it by.
     pub id: ResourceId,
+    /// What it gives access to, shown in lists and messages.
     #[serde(default)]
     pub description: String,
     /// Which provider grants it (`dry-run`, `cloudconnexa`, `gcp-iam`, …).
@@ -17,10 +19,12 @@ pub struct Resource {
     /// Provider-specific settings, handed to the provider on every call.
     #[serde(default)]
     pub settings: serde_json::Value,
+    /// The durations it allows.
     pub durations: DurationBounds,
     /// All rules must hold. Empty means anyone.
     #[serde(default)]
     pub eligibility: Vec<EligibilityRule>,
+    /// Who approves.
     pub approval: ApprovalPolicy,
     /// Whether a person may extend an active grant (`extend`, the reminder's Extend button).
     #[serde(default = "yes")]
@@ -50,6 +54,7 @@ pub struct EmergencyPolicy {
 }
 
 impl EmergencyPolicy {
+    /// An emergency grant's length unless configured: an hour.
     pub const DEFAULT_DURATION: AccessDuration = AccessDuration::const_secs(3600);
 }
 
@@ -94,7 +99,9 @@ pub enum ApprovalPolicy {
     Auto,
     /// `required` distinct approvers out of `approvers` must approve; one deny ends it.
     Approvers {
+        /// Who may approve.
         approvers: ApproverSet,
+        /// How many distinct approvers must agree.
         #[serde(default = "one")]
         required: u32,
         /// Channel the approval message goes to; falls back to the global approval channel.
@@ -126,12 +133,15 @@ fn default_pending_ttl() -> AccessDuration {
 }
 
 impl ApprovalPolicy {
+    /// How long a request may wait for approvers unless configured: a day.
     pub const DEFAULT_PENDING_TTL: AccessDuration = AccessDuration::const_secs(24 * 3600);
 
+    /// Whether requests are approved without asking anyone.
     pub fn is_auto(&self) -> bool {
         matches!(self, ApprovalPolicy::Auto)
     }
 
+    /// How many approvers must agree (0 for automatic approval).
     pub fn required_approvals(&self) -> u32 {
         match self {
             ApprovalPolicy::Auto => 0,
@@ -143,15 +153,19 @@ impl ApprovalPolicy {
 /// The people who may approve: Slack user ids, Slack user groups, directory groups.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApproverSet {
+    /// Slack user ids.
     #[serde(default)]
     pub users: Vec<String>,
+    /// Slack user-group handles or ids.
     #[serde(default)]
     pub slack_groups: Vec<String>,
+    /// Directory (organisation) groups.
     #[serde(default)]
     pub groups: Vec<String>,
 }
 
 impl ApproverSet {
+    /// Whether it names nobody.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty() && self.slack_groups.is_empty() && self.groups.is_empty()
     }
@@ -163,15 +177,19 @@ impl ApproverSet {
 #[serde(try_from = "String", into = "String")]
 pub struct Justification(String);
 
+/// Why a justification was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JustificationError {
+    /// Nothing was given.
     #[error("A justification is required: say why you need access.")]
     Empty,
+    /// Longer than [`Justification::MAX_CHARS`] (the length given).
     #[error("The justification is too long ({0} characters, at most 500).")]
     TooLong(usize),
 }
 
 impl Justification {
+    /// The longest justification accepted, in characters.
     pub const MAX_CHARS: usize = 500;
 
     /// Parses what a person typed: surrounding quotes are stripped.
@@ -193,6 +211,7 @@ impl Justification {
         Ok(Self(s.to_string()))
     }
 
+    /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

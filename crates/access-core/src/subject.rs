@@ -22,6 +22,7 @@ pub struct Subject {
 }
 
 impl Subject {
+    /// The key that identifies this person (workspace and user id).
     pub fn key(&self) -> SubjectKey {
         SubjectKey {
             team_id: self.team_id.clone(),
@@ -44,7 +45,9 @@ impl Subject {
 /// The identity part of a [`Subject`]: what "the same person" means.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SubjectKey {
+    /// The Slack workspace (team) id.
     pub team_id: String,
+    /// The Slack user id.
     pub user_id: String,
 }
 
@@ -54,11 +57,13 @@ pub struct SubjectKey {
 #[serde(try_from = "String", into = "String")]
 pub struct Email(String);
 
+/// An e-mail address that is not valid (the input, cut to 80 characters).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{0}' is not a valid e-mail address")]
 pub struct EmailError(pub String);
 
 impl Email {
+    /// Checks an e-mail address (one `@`, a local part, a dotted domain, no spaces), trimmed and lower-cased.
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
         let s = raw.trim().to_ascii_lowercase();
         let ok = match s.split_once('@') {
@@ -80,14 +85,17 @@ impl Email {
         }
     }
 
+    /// The address as stored.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// What comes before the `@`.
     pub fn local_part(&self) -> &str {
         self.0.split_once('@').map(|(l, _)| l).unwrap_or(&self.0)
     }
 
+    /// What comes after the `@`.
     pub fn domain(&self) -> &str {
         self.0.split_once('@').map(|(_, d)| d).unwrap_or("")
     }

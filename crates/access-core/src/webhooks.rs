@@ -39,6 +39,7 @@ pub struct WebhookSpec {
 }
 
 impl WebhookSpec {
+    /// A webhook `id` sending every event, with the default limits.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
@@ -57,7 +58,9 @@ impl WebhookSpec {
 /// The stored state of one webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookState {
+    /// The webhook's id.
     pub id: String,
+    /// Whether deliveries run (false once disabled after failures).
     pub enabled: bool,
     /// The `seq` of the last audit event delivered (or skipped by the filter); delivery resumes
     /// after it.
@@ -66,24 +69,34 @@ pub struct WebhookState {
     pub consecutive_failures: u32,
     /// Why the last attempt failed (never the secret, never the body).
     pub last_error: Option<String>,
+    /// When a delivery last succeeded.
     pub last_success_at: Option<DateTime<Utc>>,
+    /// When it was disabled, while it is.
     pub disabled_at: Option<DateTime<Utc>>,
+    /// When the state last changed.
     pub updated_at: DateTime<Utc>,
 }
 
 /// A configured webhook with its stored state, as the admin API lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookStatus {
+    /// The webhook's id.
     pub id: String,
     /// `enabled` or `disabled`.
     pub state: String,
+    /// The `seq` of the last audit event delivered (or skipped).
     pub cursor_seq: i64,
     /// Audit events after the cursor (not all need to match the filter).
     pub backlog: i64,
+    /// Failed attempts since the last success.
     pub consecutive_failures: u32,
+    /// Consecutive failures that disable it.
     pub max_failures: u32,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// When a delivery last succeeded.
     pub last_success_at: Option<DateTime<Utc>>,
+    /// When it was disabled, while it is.
     pub disabled_at: Option<DateTime<Utc>>,
     /// The audit kinds it receives; `None`: all.
     pub events: Option<Vec<String>>,
@@ -101,6 +114,7 @@ pub struct DeliveryError {
 }
 
 impl DeliveryError {
+    /// A failure without a `Retry-After`.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -133,6 +147,7 @@ pub trait WebhookStore: Send + Sync + Debug + 'static {
     /// Every stored state, by id.
     async fn webhook_states(&self) -> Result<Vec<WebhookState>, StoreError>;
 
+    /// The stored state of webhook `id`.
     async fn webhook_state(&self, id: &str) -> Result<Option<WebhookState>, StoreError>;
 
     /// Records a successful delivery (or a filtered skip) up to `cursor_seq`: the cursor moves
@@ -171,12 +186,16 @@ pub trait WebhookStore: Send + Sync + Debug + 'static {
 /// The engine's webhook wiring: what is configured, how it is sent, where its state lives.
 #[derive(Debug, Clone)]
 pub struct Webhooks {
+    /// The configured webhooks.
     pub specs: Vec<WebhookSpec>,
+    /// How deliveries are sent.
     pub transport: std::sync::Arc<dyn WebhookTransport>,
+    /// Where their state lives.
     pub store: std::sync::Arc<dyn WebhookStore>,
 }
 
 impl Webhooks {
+    /// The configured webhook `id`.
     pub fn spec(&self, id: &str) -> Option<&WebhookSpec> {
         self.specs.iter().find(|s| s.id == id)
     }

@@ -9,19 +9,20 @@ use crate::audit::{AuditEvent, AuditKind, AuditRecord};
 use crate::grant::{Grant, GrantStatus};
 use crate::ports::{DirectoryError, PageQuery};
 use crate::request::{AccessRequest, Actor, RequestStatus};
-use crate::resource::EligibilityRule;
-use crate::subject::{Subject, SubjectKey};
+use crate::subject::SubjectKey;
 
 use super::{Engine, EngineError};
 
 /// Why an admin command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
+    /// The actor is not in the admin group.
     #[error(
         "Only Gatehouse admins can use `admin` commands, and you are not one. Nothing was changed. \
          (Admins are listed in the server configuration: `[server] admins`.)"
     )]
     NotAdmin,
+    /// The directory could not tell whether the actor is in an admin group.
     #[error(
         "Gatehouse could not check whether you are an admin (the directory is unavailable). Nothing was changed; please try again."
     )]
@@ -39,47 +40,15 @@ impl Engine {
         self.admin_membership(actor).await.unwrap_or(false)
     }
 
+    /// Whether `actor` is in the admin group (`[server] admins`); the directory's error when it
+    /// could not tell.
     async fn admin_membership(&self, actor: &Actor) -> Result<bool, DirectoryError> {
-        let (team_id, user_id, name) = match actor {
-            Actor::Admin { .. } => return Ok(true),
-            Actor::System => return Ok(false),
-            Actor::User {
-                team_id,
-                user_id,
-                name,
-            } => (team_id, user_id, name),
-        };
-        let admins = &self.settings.admins;
-        if admins.users.iter().any(|u| u == user_id) {
-            return Ok(true);
-        }
-        let as_subject = Subject {
-            team_id: team_id.clone(),
-            user_id: user_id.clone(),
-            email: None,
-            name: name.clone(),
-        };
-        let rules = admins
-            .slack_groups
-            .iter()
-            .map(|g| EligibilityRule::SlackGroup(g.clone()))
-            .chain(
-                admins
-                    .groups
-                    .iter()
-                    .map(|g| EligibilityRule::Org(g.clone())),
-            );
-        let mut unavailable = None;
-        for rule in rules {
-            match self.directory.satisfies(&as_subject, &rule).await {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                Err(e) => unavailable = Some(e),
+        match actor {
+            Actor::Admin { .. } => Ok(true),
+            Actor::System => Ok(false),
+            Actor::User { .. } => {
+                crate::policy::in_set(&self.settings.admins, actor, self.directory.as_ref()).await
             }
-        }
-        match unavailable {
-            Some(e) => Err(e),
-            None => Ok(false),
         }
     }
 

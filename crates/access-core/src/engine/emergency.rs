@@ -4,17 +4,18 @@
 
 use serde_json::json;
 
+use super::submit::requested_duration;
 use super::{Engine, EngineError, Submission};
 use crate::audit::AuditKind;
 use crate::duration::{AccessDuration, DurationBounds};
 use crate::emergency::{EmergencyAccess, EmergencyReview, EmergencyWrite, ReviewOutcome};
-use crate::grant::GrantStatus;
+use crate::grant::{Grant, GrantStatus};
 use crate::ids::RequestId;
 use crate::jobs::{JobKind, NewJob};
 use crate::notification::{GrantSummary, Notification};
 use crate::policy::{self, ApproverError};
 use crate::ports::{ChangeSet, GrantWrite, RequestWrite, StoreError};
-use crate::request::{AccessRequest, Actor, RequestEvent, RequestKind, RequestStatus};
+use crate::request::{AccessRequest, Actor, RequestEvent, RequestKind};
 use crate::resource::{ApprovalPolicy, EmergencyPolicy, Justification, Resource};
 
 /// The length of an emergency grant: what was asked for, cut to the resource's emergency
@@ -47,11 +48,8 @@ impl Engine {
         // A re-run of the inbox job that filed it (a crash before the job was done) answers
         // with what the first run filed: a second emergency grant and a second loud notice
         // otherwise, once the first grant had ended. One read, on this rare path only.
-        let replayed = self.inbox_request_id();
-        if let Some(id) = replayed {
-            if let Some(filed) = self.store.request(id).await? {
-                return Ok(filed);
-            }
+        if let Some(filed) = self.filed_by_first_run(self.inbox_request_id()).await? {
+            return Ok(filed);
         }
         let resource = self.resource(&s.resource)?.clone();
         let Some(policy) = resource.emergency else {
@@ -59,130 +57,37 @@ impl Engine {
                 resource: resource.id.to_string(),
             });
         };
-        let requested = match s
-            .duration
-            .as_deref()
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-        {
-            Some(d) => Some(d.parse::<AccessDuration>()?),
-            None => None,
-        };
+        let requested = requested_duration(&s)?;
         let duration = emergency_duration(&resource, policy, requested)?;
         let justification = Justification::parse(&s.justification)?;
         let now = self.now();
-        match self
-            .store
-            .live_grant(&s.subject.key(), &resource.id)
-            .await?
-        {
-            None => {}
-            Some(g) if g.status == GrantStatus::Revoking || g.expires_at <= now => {
-                return Err(EngineError::RevocationInProgress {
-                    resource: resource.id.to_string(),
-                });
-            }
-            Some(g) => {
-                return Err(EngineError::EmergencyAlreadyLive {
-                    resource: resource.id.to_string(),
-                    expires_at: g.expires_at,
-                });
-            }
-        }
+        self.refuse_if_live(&s, &resource, now).await?;
         // Break-glass skips approval, not eligibility.
-        self.eligibility(&s.subject, &resource).await?;
-        if let Some(reason) = self
-            .providers
-            .get(&resource.provider)
-            .and_then(|p| p.refuses_subject(&resource, &s.subject))
-        {
-            return Err(EngineError::Unavailable(reason));
-        }
-        if let Some(reason) = self.unavailable_reason(&resource).await {
-            return Err(EngineError::Unavailable(reason));
-        }
+        self.check_grantable(&s.subject, &resource).await?;
 
-        let request = AccessRequest {
-            id: replayed.unwrap_or_default(),
-            subject: s.subject.clone(),
-            resource: resource.id.clone(),
-            kind: RequestKind::New,
+        let request = self.new_request(
+            &s,
+            &resource,
+            RequestKind::New,
             duration,
             justification,
-            status: RequestStatus::Pending,
-            created_at: now,
-            updated_at: now,
-            pending_until: None,
-            grant_id: None,
-            decided_by: None,
-            failure: None,
-            version: 0,
-        };
-        let requester = Actor::from_subject(&s.subject);
-        let approvers_channel = match &resource.approval {
-            ApprovalPolicy::Approvers { channel, .. } => channel.clone(),
-            ApprovalPolicy::Auto => None,
-        }
-        .or_else(|| self.settings.approval_channel.clone());
-        let security_channel = self.settings.security_channel.clone();
-        let mut cs = ChangeSet::default();
-        cs.audit.push(
-            self.audit(AuditKind::AccessRequested, &requester, &request)
-                .details(json!({
-                    "duration": duration.to_string(),
-                    "justification": request.justification.as_str(),
-                    "kind": request.kind,
-                    "email": s.subject.email.as_ref().map(|e| e.as_str()),
-                    "emergency": true,
-                })),
+            now,
         );
+        let mut cs = ChangeSet::default();
+        let mut requested_event = self.requested_audit(&request);
+        if let Some(details) = requested_event.details.as_object_mut() {
+            details.insert("emergency".into(), true.into());
+        }
+        cs.audit.push(requested_event);
         let mut approved = request.transition(RequestEvent::Approve, now)?;
         approved.decided_by = Some(Actor::System);
-        self.plan_approval(&mut approved, &resource, None, &[Actor::System], &mut cs)?;
-        // Nobody approved it: the emergency notice takes the place of the "approved" message.
-        cs.jobs.retain(|j| {
-            !matches!(&j.kind, JobKind::Notify { notification }
-                if matches!(**notification, Notification::RequestApproved { .. }))
-        });
-        let Some(grant) = cs.grants.iter().find_map(|w| match w {
-            GrantWrite::Insert(g) => Some(g.clone()),
-            GrantWrite::Update(_) => None,
-        }) else {
-            // plan_approval inserts a grant when there is no live one.
-            return Err(EngineError::Busy);
-        };
+        // Nobody approved it: the emergency notice below takes the place of the "approved"
+        // message.
+        let grant =
+            self.plan_approval(&mut approved, &resource, None, &[Actor::System], &mut cs)?;
         cs.requests
             .insert(0, RequestWrite::Insert(approved.clone()));
-        cs.audit.push(
-            self.audit(AuditKind::EmergencyGranted, &requester, &approved)
-                .details(json!({
-                    "duration": duration.to_string(),
-                    "requested": requested.map(|d| d.to_string()),
-                    "emergency_duration": policy.duration.to_string(),
-                    "justification": approved.justification.as_str(),
-                    "expires_at": grant.expires_at.to_rfc3339(),
-                    "approvers_channel": approvers_channel,
-                    "security_channel": security_channel,
-                })),
-        );
-        cs.emergency.push(EmergencyWrite::Insert(EmergencyAccess {
-            request_id: approved.id,
-            grant_id: grant.id,
-            subject: approved.subject.clone(),
-            resource: resource.id.clone(),
-            duration,
-            justification: approved.justification.as_str().to_string(),
-            granted_at: now,
-            expires_at: grant.expires_at,
-            review: None,
-        }));
-        cs.jobs
-            .push(self.notify_job(Notification::EmergencyAccessGranted {
-                request: self.summary(&approved),
-                grant: GrantSummary::of(&grant),
-                approvers_channel,
-                security_channel,
-            }));
+        self.raise_alarm(&approved, &resource, &grant, policy, requested, &mut cs);
         match self.commit(cs).await {
             Ok(_) => {}
             Err(StoreError::Duplicate(_)) => {
@@ -201,6 +106,83 @@ impl Engine {
             "BREAK-GLASS: emergency access granted without approval; it needs a review"
         );
         Ok(approved)
+    }
+
+    /// Break-glass is for someone without access: refused while they hold a live grant on the
+    /// resource (or one being revoked or past its expiry, which its revocation still owns).
+    async fn refuse_if_live(
+        &self,
+        s: &Submission,
+        resource: &Resource,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), EngineError> {
+        match self
+            .store
+            .live_grant(&s.subject.key(), &resource.id)
+            .await?
+        {
+            None => Ok(()),
+            Some(g) if g.status == GrantStatus::Revoking || g.expires_at <= now => {
+                Err(EngineError::RevocationInProgress {
+                    resource: resource.id.to_string(),
+                })
+            }
+            Some(g) => Err(EngineError::EmergencyAlreadyLive {
+                resource: resource.id.to_string(),
+                expires_at: g.expires_at,
+            }),
+        }
+    }
+
+    /// What makes a break-glass grant loud, added to its change set: the `emergency_granted`
+    /// audit event, the unreviewed emergency record, and the notice to the approvers' and
+    /// security channels.
+    fn raise_alarm(
+        &self,
+        approved: &AccessRequest,
+        resource: &Resource,
+        grant: &Grant,
+        policy: EmergencyPolicy,
+        requested: Option<AccessDuration>,
+        cs: &mut ChangeSet,
+    ) {
+        let requester = Actor::from_subject(&approved.subject);
+        let approvers_channel = match &resource.approval {
+            ApprovalPolicy::Approvers { channel, .. } => channel.clone(),
+            ApprovalPolicy::Auto => None,
+        }
+        .or_else(|| self.settings.approval_channel.clone());
+        let security_channel = self.settings.security_channel.clone();
+        cs.audit.push(
+            self.audit(AuditKind::EmergencyGranted, &requester, approved)
+                .details(json!({
+                    "duration": approved.duration.to_string(),
+                    "requested": requested.map(|d| d.to_string()),
+                    "emergency_duration": policy.duration.to_string(),
+                    "justification": approved.justification.as_str(),
+                    "expires_at": grant.expires_at.to_rfc3339(),
+                    "approvers_channel": approvers_channel,
+                    "security_channel": security_channel,
+                })),
+        );
+        cs.emergency.push(EmergencyWrite::Insert(EmergencyAccess {
+            request_id: approved.id,
+            grant_id: grant.id,
+            subject: approved.subject.clone(),
+            resource: resource.id.clone(),
+            duration: approved.duration,
+            justification: approved.justification.as_str().to_string(),
+            granted_at: approved.created_at,
+            expires_at: grant.expires_at,
+            review: None,
+        }));
+        cs.jobs
+            .push(self.notify_job(Notification::EmergencyAccessGranted {
+                request: self.summary(approved),
+                grant: GrantSummary::of(grant),
+                approvers_channel,
+                security_channel,
+            }));
     }
 
     /// An approver's review of an emergency grant: `Reviewed` records it; `Revoked` also

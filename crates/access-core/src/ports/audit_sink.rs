@@ -11,14 +11,18 @@ use crate::grant::Grant;
 use crate::ids::AuditEventId;
 use crate::request::AccessRequest;
 
+/// Why an export failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditSinkError {
+    /// The sink could not be reached or failed; the batch is retried.
     #[error("audit sink unavailable: {0}")]
     Unavailable(String),
     /// The sink refused these events for good (schema mismatch): they stay in the local chain.
     #[error("audit sink rejected event {event_id}: {message}")]
     Rejected {
+        /// The event refused.
         event_id: AuditEventId,
+        /// Why the sink refused it.
         message: String,
     },
 }
@@ -27,14 +31,18 @@ pub enum AuditSinkError {
 /// `access_grants` row needs both).
 #[derive(Debug, Clone)]
 pub struct ExportItem {
+    /// The audit event.
     pub event: AuditEvent,
+    /// The request it concerns, if any.
     pub request: Option<AccessRequest>,
+    /// The grant it concerns, if any.
     pub grant: Option<Grant>,
 }
 
 /// Rows the sink refused for good (row-level errors); the others were accepted.
 #[derive(Debug, Clone, Default)]
 pub struct ExportReport {
+    /// Each refused event, with the sink's reason.
     pub rejected: Vec<(AuditEventId, String)>,
 }
 
@@ -43,7 +51,9 @@ pub struct ExportReport {
 /// later (outage); row-level refusals go in the report and do not block the other rows.
 #[async_trait]
 pub trait AuditSink: Send + Sync + Debug + 'static {
+    /// Ships `batch` (in chain order); the refused rows are in the report.
     async fn export(&self, batch: &[ExportItem]) -> Result<ExportReport, AuditSinkError>;
 }
 
+/// The store as the adapters share it.
 pub type SharedStore = Arc<dyn Store>;

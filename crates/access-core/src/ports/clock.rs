@@ -6,9 +6,11 @@ use chrono::{DateTime, Utc};
 
 /// The time. Injected everywhere so tests travel in time instead of sleeping.
 pub trait Clock: Send + Sync + Debug + 'static {
+    /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }
 
+/// The system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -21,6 +23,7 @@ impl Clock for SystemClock {
 /// Told when a job is enqueued, so a sleeping scheduler wakes for a job due sooner than the one
 /// it was waiting for.
 pub trait JobWaker: Send + Sync + Debug + 'static {
+    /// A job was enqueued that is due at `run_at`.
     fn job_enqueued(&self, run_at: DateTime<Utc>);
 }
 

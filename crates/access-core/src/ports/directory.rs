@@ -7,11 +7,13 @@ use async_trait::async_trait;
 use crate::resource::EligibilityRule;
 use crate::subject::Subject;
 
+/// Why the directory could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     /// The source is not configured or not loaded; nothing can be decided.
     #[error("Organizational data service is not available")]
     Unavailable,
+    /// The lookup failed, with the directory's message.
     #[error("directory lookup failed: {0}")]
     Failed(String),
 }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 
 use crate::jobs::InboxItem;
 
+/// Why processing a stored chat delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {
     /// Try again later (Slack or the database unreachable, rate limited).

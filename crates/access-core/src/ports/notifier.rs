@@ -12,6 +12,7 @@ use crate::notification::{DeliveredSecret, MessageRef, Notification, RequestSumm
 /// What the notifier knows about earlier messages for the same request.
 #[derive(Debug, Clone, Default)]
 pub struct NotifyContext {
+    /// The messages already posted about the request, when the notifier reads them.
     pub message_refs: Vec<MessageRef>,
     /// The durable job delivering the notification (`None` when delivered outside a job).
     pub job: Option<NotifyJob>,
@@ -21,7 +22,9 @@ pub struct NotifyContext {
 /// re-run, find a message an earlier attempt posted without living to record it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifyJob {
+    /// The job's id.
     pub id: JobId,
+    /// When the job was written.
     pub created_at: DateTime<Utc>,
     /// Attempts started so far, this one included (a claim taken over from a dead process
     /// counts as a new attempt).
@@ -32,6 +35,7 @@ pub struct NotifyJob {
 }
 
 impl NotifyJob {
+    /// The notification job `job` as a notifier sees it.
     pub fn of(job: &Job) -> NotifyJob {
         NotifyJob {
             id: job.id,
@@ -42,10 +46,13 @@ impl NotifyJob {
     }
 }
 
+/// Why a notification could not be delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    /// Worth retrying (rate limit, 5xx, time-out).
     #[error("temporary notification failure: {0}")]
     Transient(String),
+    /// Retrying cannot help (channel gone, bot removed).
     #[error("notification failed: {0}")]
     Permanent(String),
 }

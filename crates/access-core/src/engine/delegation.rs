@@ -1,4 +1,4 @@
-//! The engine's delegation and escalation operations (a child module of `engine`, so they use
+//! The engine's delegation and escalation operations (a child module of [`crate::engine`], so they use
 //! its private helpers and commit through the same [`ChangeSet`] path). See
 //! [`crate::delegation`] and [`crate::escalation`] for the rules.
 
@@ -14,9 +14,9 @@ use crate::ids::RequestId;
 use crate::jobs::{JobKind, NewJob};
 use crate::notification::Notification;
 use crate::policy::{self, ApproverError};
-use crate::ports::{AuditFilter, ChangeSet, DirectoryError, RequestWrite};
+use crate::ports::{AuditFilter, ChangeSet, RequestWrite};
 use crate::request::{AccessRequest, Actor, RequestStatus};
-use crate::resource::{ApprovalPolicy, ApproverSet, EligibilityRule, Resource};
+use crate::resource::{ApprovalPolicy, ApproverSet, Resource};
 use crate::subject::Subject;
 
 /// Delegations read per check: far more than anyone holds at once.
@@ -155,40 +155,9 @@ impl Engine {
 
     /// Whether `actor` (a Slack user) is in `set`: listed, or a member of one of its groups.
     async fn in_set(&self, set: &ApproverSet, actor: &Actor) -> Result<bool, ApproverError> {
-        let Actor::User {
-            team_id,
-            user_id,
-            name,
-        } = actor
-        else {
-            return Ok(false);
-        };
-        if set.users.iter().any(|u| u == user_id) {
-            return Ok(true);
-        }
-        let as_subject = Subject {
-            team_id: team_id.clone(),
-            user_id: user_id.clone(),
-            email: None,
-            name: name.clone(),
-        };
-        let rules = set
-            .slack_groups
-            .iter()
-            .map(|g| EligibilityRule::SlackGroup(g.clone()))
-            .chain(set.groups.iter().map(|g| EligibilityRule::Org(g.clone())));
-        let mut unavailable = false;
-        for rule in rules {
-            match self.directory.satisfies(&as_subject, &rule).await {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                Err(DirectoryError::Unavailable | DirectoryError::Failed(_)) => unavailable = true,
-            }
-        }
-        if unavailable {
-            return Err(ApproverError::DirectoryUnavailable);
-        }
-        Ok(false)
+        policy::in_set(set, actor, self.directory.as_ref())
+            .await
+            .map_err(|_| ApproverError::DirectoryUnavailable)
     }
 
     /// Whether `actor` approves some resource in their own right (its approver set or its

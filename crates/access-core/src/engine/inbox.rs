@@ -1,0 +1,181 @@
+//! Chat deliveries stored as jobs (`inbox`), and the fast path that runs such a job in the
+//! process that received it, together with the notifications it causes, instead of waiting for a
+//! scheduler's round.
+
+use std::sync::Arc;
+
+use super::{Engine, EngineError, JobResult, RunSummary};
+use crate::ids::JobId;
+use crate::jobs::{InboxItem, Job, JobKind, NewJob};
+use crate::notification::MessageRef;
+
+/// How long the process that stored an inbox job has to run it before schedulers may.
+const INBOX_HEAD_START: chrono::Duration = chrono::Duration::seconds(3);
+
+/// A job this process is running right after storing it ([`Engine::run_claimed`]): the
+/// notifications its commits cause are written already claimed under the same token and run by
+/// this process once the job is done, and all of them are marked done together, so one slash
+/// command costs one write for its notifications instead of a scheduler round and a write each.
+#[derive(Debug)]
+pub(super) struct RunHere {
+    /// The claim token of the job and of every follow-up written under it.
+    pub(super) token: String,
+    /// Notifications (and revocations) the job's commits wrote already claimed, to run here.
+    pub(super) follow_ups: std::sync::Mutex<Vec<Job>>,
+    /// Jobs of this claim already run inline (a revocation asked for from a chat command), to
+    /// be settled with the rest.
+    pub(super) finished: std::sync::Mutex<Vec<(Job, JobResult)>>,
+}
+
+tokio::task_local! {
+    /// The job this process runs right after storing it ([`Engine::run_claimed`]).
+    pub(super) static RUN_HERE: Arc<RunHere>;
+    /// The inbox job whose handler is running (see [`RequestId::for_inbox_job`]).
+    pub(super) static INBOX_JOB: JobId;
+}
+
+impl Engine {
+    /// Stores a received chat payload as a job, once per `item.key` (a replay is recognised
+    /// and not stored again), and wakes the scheduler. Returns the job's id, or `None` for a
+    /// replay. Call it before acknowledging the delivery: once it returns, a crash cannot lose it.
+    pub async fn enqueue_inbox(&self, item: InboxItem) -> Result<Option<JobId>, EngineError> {
+        let now = self.now();
+        let key = format!("inbox:{}:{}", item.source, item.key);
+        // The receiving process runs the job at once ([`Engine::run_job_now`] ignores `run_at`);
+        // schedulers take it only after a head start, so a batch of theirs does not grab it first
+        // (a command such as `revoke` waits for other jobs to run, which a scheduler busy with the
+        // command's own batch would not). After a crash, a scheduler answers it then.
+        let due = now + INBOX_HEAD_START;
+        let job = NewJob::at(JobKind::Inbox { item }, due);
+        let id = job.id;
+        if self.store.enqueue_once(&key, job, now).await? {
+            self.waker.job_enqueued(due);
+            Ok(Some(id))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Runs one job now if it is still pending (the receiving process runs the inbox job it just
+    /// stored, so the answer does not wait for the scheduler's next round). A failure is settled
+    /// like any job's: retried with backoff by whichever scheduler claims it next.
+    pub async fn run_job_now(&self, id: JobId) -> Result<RunSummary, EngineError> {
+        let Some(job) = self
+            .store
+            .claim_job(id, self.now(), self.settings.job_lease)
+            .await?
+        else {
+            return Ok(RunSummary::default());
+        };
+        let result = self.run_job(&job).await;
+        let mut summary = self.settle(&job, result).await?;
+        summary.claimed = 1;
+        Ok(summary)
+    }
+
+    /// [`Self::enqueue_inbox`], with the job written already claimed by this process, which
+    /// must then run it with [`Self::run_claimed`] (one write instead of a write and a claim;
+    /// should the process die first, the lease lapses and a scheduler answers it). `None` for a
+    /// replay.
+    pub async fn enqueue_inbox_claimed(&self, item: InboxItem) -> Result<Option<Job>, EngineError> {
+        let now = self.now();
+        let key = format!("inbox:{}:{}", item.source, item.key);
+        let mut job = NewJob::at(JobKind::Inbox { item }, now + INBOX_HEAD_START);
+        job.id = JobId::for_key(&key);
+        Ok(self
+            .store
+            .enqueue_claimed_once(&key, job, now, self.settings.job_lease)
+            .await?)
+    }
+
+    /// Runs a job this process holds the claim of (from [`Self::enqueue_inbox_claimed`]), then
+    /// the notifications its commits caused, and settles them all: the successes together in
+    /// one write with the messages they posted. Leases are renewed while it runs.
+    pub async fn run_claimed(&self, job: Job) -> Result<RunSummary, EngineError> {
+        let token = job.claim_token.clone().unwrap_or_default();
+        let here = Arc::new(RunHere {
+            token: token.clone(),
+            follow_ups: std::sync::Mutex::new(Vec::new()),
+            finished: std::sync::Mutex::new(Vec::new()),
+        });
+        let work = async {
+            let (result, _) = RUN_HERE
+                .scope(here.clone(), self.run_job_caught(&job))
+                .await;
+            let follow_ups = here
+                .follow_ups
+                .lock()
+                .map(|mut f| std::mem::take(&mut *f))
+                .unwrap_or_default();
+            // Closed never: an error would only mean running without the bound.
+            let _slot = if follow_ups.is_empty() {
+                None
+            } else {
+                self.follow_up_slots.acquire().await.ok()
+            };
+            let results: Vec<(Job, (JobResult, Vec<MessageRef>))> =
+                futures::future::join_all(follow_ups.into_iter().map(|j| async move {
+                    let out = match &j.kind {
+                        JobKind::Notify { notification } => self
+                            .deliver_collect(notification, &j)
+                            .await
+                            .unwrap_or_else(|e| (JobResult::Retry(e.to_string()), Vec::new())),
+                        _ => (self.run_job_caught(&j).await.0, Vec::new()),
+                    };
+                    (j, out)
+                }))
+                .await;
+            let mut summary = RunSummary {
+                claimed: 1 + results.len(),
+                ..Default::default()
+            };
+            let inline = here
+                .finished
+                .lock()
+                .map(|mut f| std::mem::take(&mut *f))
+                .unwrap_or_default();
+            summary.claimed += inline.len();
+            let (ran, outcomes): (Vec<Job>, Vec<_>) = results
+                .into_iter()
+                .chain(inline.into_iter().map(|(j, r)| (j, (r, Vec::new()))))
+                .unzip();
+            let mut done: Vec<(JobId, String)> = Vec::new();
+            let mut refs: Vec<MessageRef> = Vec::new();
+            let mut rest: Vec<(&Job, JobResult)> = Vec::new();
+            for (j, (r, posted)) in
+                std::iter::once((&job, (result, Vec::new()))).chain(ran.iter().zip(outcomes))
+            {
+                match r {
+                    JobResult::Done { revocation_lag } => {
+                        done.push((j.id, token.clone()));
+                        refs.extend(posted);
+                        *summary.done.entry(j.kind.name().to_string()).or_default() += 1;
+                        summary.revocation_lag_secs.extend(revocation_lag);
+                    }
+                    other => {
+                        // A failed notification posted nothing worth keeping, or it is posted
+                        // again on the retry.
+                        rest.push((j, other));
+                    }
+                }
+            }
+            if !done.is_empty() {
+                self.store
+                    .complete_jobs_with_refs(&done, &refs, self.now())
+                    .await?;
+            }
+            let failed = !rest.is_empty();
+            for (j, r) in rest {
+                summary.merge(self.settle(j, r).await?);
+            }
+            if failed {
+                // A retry is for a scheduler, which must learn when it is due (it was not woken
+                // for jobs this process ran itself).
+                self.waker.job_enqueued(self.now());
+            }
+            Ok::<_, EngineError>(summary)
+        };
+        self.with_heartbeat(std::slice::from_ref(&token), work)
+            .await
+    }
+}
