@@ -18,8 +18,6 @@ mod notifier;
 // documented on the store/providers branches
 #[allow(missing_docs)]
 mod provider;
-// documented on the store/providers branches
-#[allow(missing_docs)]
 mod store;
 
 pub use audit_sink::*;
