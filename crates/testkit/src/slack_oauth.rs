@@ -12,9 +12,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use base64::Engine as _;
@@ -235,14 +234,23 @@ fn parse_pairs(s: &str) -> HashMap<String, String> {
         .collect()
 }
 
-async fn api(
-    State(st): State<Shared>,
-    Path(method): Path<String>,
-    http_method: Method,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
+async fn api(State(st): State<Shared>, call: ApiCall) -> Response {
+    if !matches!(
+        call.method.as_str(),
+        "oauth.v2.access" | "auth.test" | "auth.revoke"
+    ) {
+        let relay = st.lock().expect("fake slack oauth lock").relay.clone();
+        if let Some(answer) = relay.forward(&call).await {
+            return answer;
+        }
+    }
+    let ApiCall {
+        method,
+        http_method,
+        headers,
+        query,
+        body,
+    } = call;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -269,22 +277,6 @@ async fn api(
         let (id, secret) = s.split_once(':')?;
         Some((id.to_string(), secret.to_string()))
     });
-    if !matches!(
-        method.as_str(),
-        "oauth.v2.access" | "auth.test" | "auth.revoke"
-    ) {
-        let relay = st.lock().expect("fake slack oauth lock").relay.clone();
-        let call = ApiCall {
-            method: &method,
-            http_method: &http_method,
-            headers: &headers,
-            query: query.as_deref(),
-            body: body.clone(),
-        };
-        if let Some(answer) = relay.forward(call).await {
-            return answer;
-        }
-    }
     let mut i = st.lock().expect("fake slack oauth lock");
     let fault = i.faults.remove(&method);
     let (resp, error) = if let Some(code) = fault {

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 
@@ -11,13 +12,38 @@ use axum::response::{IntoResponse, Response};
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Relay(Arc<Mutex<Option<String>>>);
 
-/// One Web API call as it arrived, to forward unchanged.
-pub(crate) struct ApiCall<'a> {
-    pub(crate) method: &'a str,
-    pub(crate) http_method: &'a Method,
-    pub(crate) headers: &'a HeaderMap,
-    pub(crate) query: Option<&'a str>,
+/// A Web API call as it arrived at `/api/{method}`, kept whole to serve or to forward unchanged.
+#[derive(Debug)]
+pub(crate) struct ApiCall {
+    pub(crate) method: String,
+    pub(crate) http_method: Method,
+    pub(crate) headers: HeaderMap,
+    pub(crate) query: Option<String>,
     pub(crate) body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for ApiCall {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let Path(method) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let http_method = parts.method.clone();
+        let headers = parts.headers.clone();
+        let query = parts.uri.query().map(str::to_string);
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            method,
+            http_method,
+            headers,
+            query,
+            body,
+        })
+    }
 }
 
 impl Relay {
@@ -27,16 +53,16 @@ impl Relay {
     }
 
     /// The answer of the fake the call was relayed to; `None` when there is nowhere to relay.
-    pub(crate) async fn forward(&self, call: ApiCall<'_>) -> Option<Response> {
+    pub(crate) async fn forward(&self, call: &ApiCall) -> Option<Response> {
         let base = self.0.lock().expect("relay lock").clone()?;
         Some(
             relay(
                 &base,
-                call.method,
-                call.http_method,
-                call.headers,
-                call.query,
-                call.body,
+                &call.method,
+                &call.http_method,
+                &call.headers,
+                call.query.as_deref(),
+                call.body.clone(),
             )
             .await,
         )

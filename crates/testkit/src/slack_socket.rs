@@ -9,9 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures::{SinkExt, StreamExt};
@@ -217,23 +216,9 @@ async fn open(State(st): State<Shared>, headers: HeaderMap) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn relay_other(
-    State(st): State<Shared>,
-    Path(method): Path<String>,
-    http_method: Method,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Response {
+async fn relay_other(State(st): State<Shared>, call: ApiCall) -> Response {
     let relay = st.lock().expect("lock").relay.clone();
-    let call = ApiCall {
-        method: &method,
-        http_method: &http_method,
-        headers: &headers,
-        query: query.as_deref(),
-        body,
-    };
-    match relay.forward(call).await {
+    match relay.forward(&call).await {
         Some(answer) => answer,
         None => axum::Json(json!({"ok": false, "error": "unknown_method"})).into_response(),
     }
