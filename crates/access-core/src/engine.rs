@@ -625,8 +625,8 @@ impl EngineBuilder {
     /// Fails if a resource names a provider that is not registered.
     pub fn build(self) -> Result<Engine, EngineError> {
         for r in self.resources.iter().chain(&self.retired) {
-            if !self.providers.contains_key(&r.provider) {
-                return Err(EngineError::NoProvider(r.provider.clone()));
+            if !self.providers.contains_key(r.provider.as_str()) {
+                return Err(EngineError::NoProvider(r.provider.to_string()));
             }
         }
         Ok(Engine {
@@ -854,7 +854,7 @@ impl Engine {
     /// Why `resource` cannot be requested now, if the provider says so. A provider that cannot
     /// tell (a transient error) does not block the request: provisioning retries anyway.
     pub async fn unavailable_reason(&self, resource: &Resource) -> Option<String> {
-        let provider = self.providers.get(&resource.provider)?;
+        let provider = self.providers.get(resource.provider.as_str())?;
         match provider.unavailable_reason(resource).await {
             Ok(reason) => reason,
             Err(e) => {
@@ -1090,7 +1090,7 @@ impl Engine {
         // refuses now: no approver is ever asked about a request that cannot be granted.
         if let Some(reason) = self
             .providers
-            .get(&resource.provider)
+            .get(resource.provider.as_str())
             .and_then(|p| p.refuses_subject(&resource, &s.subject))
         {
             return Err(EngineError::Unavailable(reason));
@@ -1482,7 +1482,7 @@ impl Engine {
     /// See [`Provider::reissues_on_request`].
     fn reissues_on_request(&self, resource: &Resource) -> bool {
         self.providers
-            .get(&resource.provider)
+            .get(resource.provider.as_str())
             .is_some_and(|p| p.reissues_on_request(resource))
     }
 
@@ -1959,8 +1959,8 @@ impl Engine {
         let resource = self.resource(request.resource.as_str())?.clone();
         let provider = self
             .providers
-            .get(&resource.provider)
-            .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
+            .get(resource.provider.as_str())
+            .ok_or_else(|| EngineError::NoProvider(resource.provider.to_string()))?;
         let mut req = GrantRequest {
             grant_id,
             request_id,
@@ -2073,8 +2073,8 @@ impl Engine {
         request_id: RequestId,
         e: ProviderError,
     ) -> Result<JobResult, EngineError> {
-        if let ProviderError::Transient(e) = e {
-            return Ok(JobResult::Retry(e));
+        if let ProviderError::Transient { message, .. } = e {
+            return Ok(JobResult::Retry(message));
         }
         let message = e.to_string();
         self.with_retries(|| self.fail_provisioning(request_id, &message))
@@ -2181,7 +2181,7 @@ impl Engine {
         };
         cs.audit.push(self.audit(kind, &Actor::System, &active).details(serde_json::json!({
             "expires_at": g.expires_at.to_rfc3339(),
-            "provider": self.resource(request.resource.as_str()).map(|r| r.provider.clone()).unwrap_or_default(),
+            "provider": self.resource(request.resource.as_str()).map(|r| r.provider.to_string()).unwrap_or_default(),
             "provider_handle": handle,
             "justification": request.justification.as_str(),
             "email": request.subject.email.as_ref().map(|e| e.as_str()),
@@ -2337,8 +2337,8 @@ impl Engine {
         let resource = self.resource_for_revocation(grant.resource.as_str())?;
         let provider = self
             .providers
-            .get(&resource.provider)
-            .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
+            .get(resource.provider.as_str())
+            .ok_or_else(|| EngineError::NoProvider(resource.provider.to_string()))?;
         Ok(provider
             .revoke(&RevokeRequest {
                 grant_id: grant.id,

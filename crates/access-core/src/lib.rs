@@ -36,6 +36,7 @@
 //! ```
 
 pub mod audit;
+pub mod backoff;
 pub mod delegation;
 pub mod duration;
 pub mod emergency;

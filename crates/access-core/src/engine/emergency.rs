@@ -93,7 +93,7 @@ impl Engine {
         self.eligibility(&s.subject, &resource).await?;
         if let Some(reason) = self
             .providers
-            .get(&resource.provider)
+            .get(resource.provider.as_str())
             .and_then(|p| p.refuses_subject(&resource, &s.subject))
         {
             return Err(EngineError::Unavailable(reason));
