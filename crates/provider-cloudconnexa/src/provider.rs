@@ -122,10 +122,8 @@ impl CloudConnexaProvider {
         &self,
         resources: impl IntoIterator<Item = &'r Resource>,
     ) -> Result<(), ProviderError> {
-        for r in resources.into_iter().filter(|r| r.provider == Self::KIND) {
-            self.settings(r)?;
-        }
-        Ok(())
+        self.settings
+            .load(&Self::KIND, resources, ResourceSettings::parse)
     }
 
     /// A resource's settings, decoded on first use and kept.
@@ -457,6 +455,13 @@ impl CloudConnexaProvider {
             .await
     }
 
+    /// Adds `user` to the group as a secondary membership (the user as read, plus the group).
+    async fn add_to_group(&self, user: &User, group_id: &str) -> Result<User, ProviderError> {
+        let mut update = user.to_update();
+        update.secondary_group_ids.push(group_id.to_string());
+        Ok(self.client.update_user(&user.id, &update).await?)
+    }
+
     fn require_email(subject: &Subject) -> Result<&Email, ProviderError> {
         subject.email.as_ref().ok_or_else(|| {
             ProviderError::permanent(
@@ -513,13 +518,7 @@ impl CloudConnexaProvider {
         let user = if user.in_group(&h.group_id) {
             user
         } else {
-            let mut update = user.to_update();
-            update.secondary_group_ids.push(h.group_id.clone());
-            let u = self
-                .client
-                .update_user(&user.id, &update)
-                .await
-                .map_err(ProviderError::from)?;
+            let u = self.add_to_group(&user, &h.group_id).await?;
             events.push(ProviderEvent {
                 name: "user_added_to_group".into(),
                 details: json!({"email": email.as_str(), "user_id": u.id, "group_id": h.group_id,

@@ -167,10 +167,8 @@ impl GcpIamProvider {
         &self,
         resources: impl IntoIterator<Item = &'r Resource>,
     ) -> Result<(), ProviderError> {
-        for r in resources.into_iter().filter(|r| r.provider == Self::KIND) {
-            self.settings(r)?;
-        }
-        Ok(())
+        self.settings
+            .load(&Self::KIND, resources, GcpIamSettings::of)
     }
 
     /// A resource's settings, decoded on first use and kept.

@@ -307,6 +307,20 @@ impl<T> SettingsCache<T> {
             .insert(resource.id.clone(), (resource.settings.clone(), s.clone()));
         Ok(s)
     }
+
+    /// Decodes the settings of every resource of `kind` among `resources` now (at start-up), so
+    /// a bad one is reported before anything is granted.
+    pub fn load<'r, E>(
+        &self,
+        kind: &ProviderKind,
+        resources: impl IntoIterator<Item = &'r Resource>,
+        decode: impl Fn(&Resource) -> Result<T, E>,
+    ) -> Result<(), E> {
+        for r in resources.into_iter().filter(|r| r.provider == *kind) {
+            self.get(r, &decode)?;
+        }
+        Ok(())
+    }
 }
 
 /// Grants and revokes access at one kind of backend. Calls MUST be idempotent: a job that ran

@@ -126,13 +126,7 @@ impl CloudConnexaProvider {
         if user.in_group(&group.id) {
             return Ok(events);
         }
-        let mut update = user.to_update();
-        update.secondary_group_ids.push(group.id.clone());
-        let u = self
-            .client
-            .update_user(&user.id, &update)
-            .await
-            .map_err(ProviderError::from)?;
+        let u = self.add_to_group(&user, &group.id).await?;
         events.push(ProviderEvent {
             name: "user_added_to_group".into(),
             details: json!({"email": email.as_str(), "user_id": u.id, "group_id": group.id,
