@@ -91,7 +91,7 @@ fn dependency_readiness(
     let mut providers = serde_json::Map::new();
     for r in &app.config.resources {
         let entry = providers
-            .entry(r.provider.clone())
+            .entry(r.provider.to_string())
             .or_insert_with(|| serde_json::json!({"resources": []}));
         if let Some(list) = entry["resources"].as_array_mut() {
             list.push(serde_json::Value::String(r.id.clone()));

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use access_core::engine::{Engine, Submission};
 use access_core::ports::{
-    Clock, GrantOutcome, GrantRequest, Provider, ProviderError, RevokeOutcome, RevokeRequest,
+    Clock, GrantOutcome, GrantRequest, Provider, ProviderError, ProviderKind, RevokeOutcome,
+    RevokeRequest,
 };
 use access_core::request::RequestKind;
 use access_core::{Email, Resource, Subject};
@@ -48,8 +49,8 @@ impl ListProvider {
 
 #[async_trait]
 impl Provider for ListProvider {
-    fn kind(&self) -> &'static str {
-        "list"
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Custom("list".to_string())
     }
 
     async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError> {

@@ -254,16 +254,16 @@ pub struct Job {
     pub claim_token: Option<String>,
 }
 
-/// Exponential backoff with full jitter: attempt 1 waits about 2 s, then 4, 8, … up to the kind's
-/// cap. The jitter spreads retries of many jobs that failed together (an outage) over time.
+/// Exponential backoff with jitter ([`crate::backoff::Backoff`]): attempt 1 waits about 2 s, then
+/// 4, 8, … up to the kind's cap. The jitter spreads retries of many jobs that failed together (an
+/// outage) over time.
 pub fn backoff(kind: &JobKind, attempts: u32) -> chrono::Duration {
-    let exp = attempts.saturating_sub(1).min(20);
-    let base_ms: u64 = 2_000u64.saturating_mul(1u64 << exp);
-    let cap_ms = kind.max_backoff_secs() * 1_000;
-    let ceiling = base_ms.min(cap_ms);
-    // Between half and the whole of the ceiling.
-    let ms = ceiling / 2 + fastrand::u64(0..=ceiling / 2);
-    chrono::Duration::milliseconds(ms as i64)
+    let schedule = crate::backoff::Backoff::new(
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(kind.max_backoff_secs()),
+    );
+    let wait = schedule.jittered(attempts);
+    chrono::Duration::milliseconds(wait.as_millis() as i64)
 }
 
 /// Counts for metrics and the cleanup summary.

@@ -117,6 +117,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod backoff;
 pub mod delegation;
 pub mod duration;
 pub mod emergency;

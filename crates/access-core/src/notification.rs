@@ -43,7 +43,7 @@ pub struct RequestSummary {
 impl RequestSummary {
     /// Adds what the resource is (its provider and network) for the wording of messages.
     pub fn with_resource(mut self, r: &crate::resource::Resource) -> Self {
-        self.provider = r.provider.clone();
+        self.provider = r.provider.to_string();
         self.network = r
             .settings
             .get("network")

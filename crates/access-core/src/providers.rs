@@ -11,7 +11,7 @@ use crate::ids::GrantId;
 use crate::notification::{DeliveredSecret, MessageRef, Notification, RequestSummary};
 use crate::ports::{
     GrantOutcome, GrantRequest, Notifier, NotifyContext, NotifyError, Provider, ProviderError,
-    ProviderEvent, RevokeOutcome, RevokeRequest,
+    ProviderEvent, ProviderKind, RevokeOutcome, RevokeRequest,
 };
 
 /// One thing the dry-run provider would have done.
@@ -58,8 +58,8 @@ impl DryRunProvider {
 
 #[async_trait]
 impl Provider for DryRunProvider {
-    fn kind(&self) -> &'static str {
-        Self::KIND
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::DryRun
     }
 
     async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError> {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::{AccessDuration, DurationBounds};
 use crate::ids::ResourceId;
+use crate::ports::ProviderKind;
 
 /// A requestable thing, from configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,8 +15,9 @@ pub struct Resource {
     /// What it gives access to, shown in lists and messages.
     #[serde(default)]
     pub description: String,
-    /// Which provider grants it (`dry-run`, `cloudconnexa`, `gcp-iam`, …).
-    pub provider: String,
+    /// Which provider grants it (`dry-run`, `cloudconnexa`, `gcp-iam`, …), parsed once when the
+    /// resource is read and written back as the same string.
+    pub provider: ProviderKind,
     /// Provider-specific settings, handed to the provider on every call.
     #[serde(default)]
     pub settings: serde_json::Value,

@@ -109,11 +109,7 @@ impl BigQueryClient {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Vec<u8>, BigQueryError> {
-        let token = self
-            .token
-            .token()
-            .await
-            .map_err(|e| BigQueryError::Auth(e.to_string()))?;
+        let token = self.token.token().await.map_err(BigQueryError::Auth)?;
         let resp = rb.bearer_auth(token).send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map_err(transport)?;
@@ -139,8 +135,7 @@ impl BigQueryClient {
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body);
         let body = self.send(rb).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| BigQueryError::Decode(format!("insertAll response: {e}")))
+        serde_json::from_slice(&body).map_err(|e| BigQueryError::decode("insertAll response", e))
     }
 
     /// `tabledata.list`: every row of a table in storage order, each as its cells in schema
@@ -176,7 +171,7 @@ impl BigQueryClient {
             }
             let body = self.send(self.http.get(&url).query(&q)).await?;
             let page: Page = serde_json::from_slice(&body)
-                .map_err(|e| BigQueryError::Decode(format!("tabledata.list response: {e}")))?;
+                .map_err(|e| BigQueryError::decode("tabledata.list response", e))?;
             for r in page.rows.unwrap_or_default() {
                 out.push(
                     r.f.into_iter()
@@ -208,7 +203,7 @@ impl BigQueryClient {
         {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| BigQueryError::Decode(format!("table: {e}"))),
+                .map_err(|e| BigQueryError::decode("table", e)),
             Err(e) if e.is_status(404) => Ok(None),
             Err(e) => Err(e),
         }
@@ -239,7 +234,7 @@ impl BigQueryClient {
         match self.send(self.http.get(url)).await {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| BigQueryError::Decode(format!("dataset: {e}"))),
+                .map_err(|e| BigQueryError::decode("dataset", e)),
             Err(e) if e.is_status(404) => Ok(None),
             Err(e) => Err(e),
         }
@@ -274,7 +269,7 @@ fn transport(e: reqwest::Error) -> BigQueryError {
     } else {
         "request failed"
     };
-    BigQueryError::Transport(format!("{kind}: {e}"))
+    BigQueryError::Transport { kind, source: e }
 }
 
 /// Reads Google's envelope `{"error": {"code", "message", "status", "errors": [{"reason"}]}}`;

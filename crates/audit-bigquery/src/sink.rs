@@ -204,8 +204,10 @@ impl BigQuerySink {
                 .unwrap_or(usize::MAX)
         };
         let cell = |r: &[Option<String>], i: usize| r.get(i).cloned().flatten();
-        let bad =
-            |what: &str| BigQueryError::Decode(format!("exported row without a valid {what}"));
+        let bad = |what: &str| BigQueryError::Decode {
+            context: format!("exported row without a valid {what}"),
+            source: None,
+        };
         let ev = ACCESS_EVENTS;
         let mut links = Vec::new();
         for r in self

@@ -212,60 +212,17 @@ impl OrgIndex {
             people.people[i].groups = groups.as_slice().into();
         }
 
-        // Slack ids: the explicit mapping is what cyborg-data uses; an employee's own `slack_uid`
-        // fills in ids the mapping lacks.
-        let mut by_slack: HashMap<String, u32> = HashMap::new();
-        if let Some(m) = &indexes.slack_id_mappings {
-            by_slack.reserve(m.slack_uid_to_uid.0.len());
-            for (slack, uid) in &m.slack_uid_to_uid.0 {
-                if slack.as_str().is_empty() || uid.as_str().is_empty() {
-                    continue;
-                }
-                let i = people.index(uid.as_str());
-                by_slack.insert(slack.as_str().to_owned(), i);
-            }
-        }
+        let by_slack = people.slack_ids(indexes.slack_id_mappings.as_ref());
         let People { mut people, by_uid } = people;
-        for (i, p) in people.iter().enumerate() {
-            if let Some(s) = p
-                .slack_uid
-                .as_ref()
-                .filter(|s| !by_slack.contains_key(s.as_str()))
-            {
-                by_slack.insert(s.clone(), i as u32);
-            }
-        }
-        for (slack, &i) in &by_slack {
-            let p = &mut people[i as usize];
-            if p.slack_uid.is_none() {
-                p.slack_uid = Some(slack.clone());
-            }
-        }
-
-        let mut by_email: HashMap<String, u32> = HashMap::with_capacity(people.len());
-        let mut ambiguous: HashSet<String> = HashSet::new();
-        for (i, p) in people.iter().enumerate() {
-            let Some(e) = &p.email else { continue };
-            if by_email.insert(e.clone(), i as u32).is_some() {
-                ambiguous.insert(e.clone());
-            }
-        }
-        for e in &ambiguous {
-            by_email.remove(e);
-        }
-        if !ambiguous.is_empty() {
-            tracing::warn!(
-                count = ambiguous.len(),
-                "org data: e-mail addresses shared by several people are not used for lookups"
-            );
-        }
+        let by_slack = fill_slack_ids(&mut people, by_slack);
+        let (by_email, ambiguous) = unique_emails(&people);
 
         let stats = IndexStats {
             people: people.len(),
             people_with_slack_id: by_slack.len(),
             people_with_email: people.iter().filter(|p| p.email.is_some()).count(),
             groups: b.names.len(),
-            ambiguous_emails: ambiguous.len(),
+            ambiguous_emails: ambiguous,
             generated_at: metadata
                 .generated_at
                 .or(metadata.generation_timestamp)
@@ -282,6 +239,70 @@ impl OrgIndex {
             stats,
         })
     }
+}
+
+impl People {
+    /// Slack ids from the explicit mapping, which is what cyborg-data uses.
+    fn slack_ids(&mut self, mappings: Option<&RawSlackMappings<'_>>) -> HashMap<String, u32> {
+        let mut by_slack: HashMap<String, u32> = HashMap::new();
+        if let Some(m) = mappings {
+            by_slack.reserve(m.slack_uid_to_uid.0.len());
+            for (slack, uid) in &m.slack_uid_to_uid.0 {
+                if slack.as_str().is_empty() || uid.as_str().is_empty() {
+                    continue;
+                }
+                let i = self.index(uid.as_str());
+                by_slack.insert(slack.as_str().to_owned(), i);
+            }
+        }
+        by_slack
+    }
+}
+
+/// An employee's own `slack_uid` fills in ids the mapping lacks; a person the mapping names gets
+/// that id as theirs.
+fn fill_slack_ids(
+    people: &mut [Person],
+    mut by_slack: HashMap<String, u32>,
+) -> HashMap<String, u32> {
+    for (i, p) in people.iter().enumerate() {
+        if let Some(s) = p
+            .slack_uid
+            .as_ref()
+            .filter(|s| !by_slack.contains_key(s.as_str()))
+        {
+            by_slack.insert(s.clone(), i as u32);
+        }
+    }
+    for (slack, &i) in &by_slack {
+        let p = &mut people[i as usize];
+        if p.slack_uid.is_none() {
+            p.slack_uid = Some(slack.clone());
+        }
+    }
+    by_slack
+}
+
+/// People by e-mail, leaving out addresses several people share (and how many those are).
+fn unique_emails(people: &[Person]) -> (HashMap<String, u32>, usize) {
+    let mut by_email: HashMap<String, u32> = HashMap::with_capacity(people.len());
+    let mut ambiguous: HashSet<String> = HashSet::new();
+    for (i, p) in people.iter().enumerate() {
+        let Some(e) = &p.email else { continue };
+        if by_email.insert(e.clone(), i as u32).is_some() {
+            ambiguous.insert(e.clone());
+        }
+    }
+    for e in &ambiguous {
+        by_email.remove(e);
+    }
+    if !ambiguous.is_empty() {
+        tracing::warn!(
+            count = ambiguous.len(),
+            "org data: e-mail addresses shared by several people are not used for lookups"
+        );
+    }
+    (by_email, ambiguous.len())
 }
 
 /// People by uid while building: people named only by the membership index or the Slack

@@ -177,6 +177,7 @@ impl OrgData {
             .map_err(|e| LoadError::Transport {
                 what: what.clone(),
                 message: format!("parser task failed: {e}"),
+                source: Some(Box::new(e)),
             })?;
         parsed
             .map(|i| (i, n))

@@ -31,7 +31,15 @@ pub enum LoadError {
     #[error("could not get a Google access token: {0}")]
     Auth(#[from] gcp_auth::AuthError),
     #[error("fetching {what}: {message}")]
-    Transport { what: String, message: String },
+    Transport {
+        /// What was being fetched (a path, `gs://bucket/object`).
+        what: String,
+        /// The kind of failure and its innermost cause, never a URL.
+        message: String,
+        /// The underlying error (a transport error stripped of its URL), when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The server answered with an error status (`message` from Google's error envelope when
     /// there is one).
     #[error("fetching {what}: HTTP {status}: {message}")]
@@ -142,7 +150,7 @@ impl Fetcher {
                     .get(url)
                     .send()
                     .await
-                    .map_err(|e| transport(&what, &e))?;
+                    .map_err(|e| transport(&what, e))?;
                 self.read_body(&what, resp).await
             }
             OrgDataSource::Gcs(g) => {
@@ -151,6 +159,7 @@ impl Fetcher {
                     LoadError::Transport {
                         what: what.clone(),
                         message: m,
+                        source: None,
                     }
                 })?;
                 let token = g.tokens.token().await?;
@@ -160,7 +169,7 @@ impl Fetcher {
                     .header(AUTHORIZATION, format!("Bearer {token}"))
                     .send()
                     .await
-                    .map_err(|e| transport(&what, &e))?;
+                    .map_err(|e| transport(&what, e))?;
                 self.read_body(&what, resp).await
             }
         }
@@ -192,7 +201,7 @@ impl Fetcher {
             });
         }
         let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(self.max_bytes) as usize);
-        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(what, &e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport(what, e))? {
             if buf.len() as u64 + chunk.len() as u64 > self.max_bytes {
                 return Err(LoadError::TooLarge {
                     what: what.to_owned(),
@@ -205,7 +214,7 @@ impl Fetcher {
     }
 }
 
-fn transport(what: &str, e: &reqwest::Error) -> LoadError {
+fn transport(what: &str, e: reqwest::Error) -> LoadError {
     // reqwest's Display includes the URL; describe the failure from its kind and source chain
     // instead, so a signed URL's query never reaches a log.
     let kind = if e.is_timeout() {
@@ -218,7 +227,7 @@ fn transport(what: &str, e: &reqwest::Error) -> LoadError {
         "request failed"
     };
     let mut cause = String::new();
-    let mut src = std::error::Error::source(e);
+    let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
         cause = s.to_string();
         src = s.source();
@@ -231,6 +240,7 @@ fn transport(what: &str, e: &reqwest::Error) -> LoadError {
     LoadError::Transport {
         what: what.to_owned(),
         message,
+        source: Some(Box::new(e.without_url())),
     }
 }
 

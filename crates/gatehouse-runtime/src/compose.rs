@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use access_core::engine::{Engine, EngineError, EngineSettings};
-use access_core::ports::{AuditSink, Clock, Directory, Notifier, Provider, SystemClock};
+use access_core::ports::{
+    AuditSink, Clock, Directory, Notifier, Provider, ProviderKind, SystemClock,
+};
 use access_core::providers::{DryRunProvider, LogNotifier};
 use audit_bigquery::{BigQueryConfig, BigQuerySink};
 use directory::{DirectoryConfig, OrgDirectory};
@@ -174,22 +176,26 @@ impl App {
             let why = |e: &dyn std::fmt::Display| {
                 ComposeError::Adapter(format!("provider '{kind}': {e}"))
             };
-            match kind {
-                "cloudconnexa" => {
+            match ProviderKind::from(kind) {
+                ProviderKind::CloudConnexa => {
                     let cfg = CloudConnexaConfig::from_env().map_err(|e| why(&e))?;
                     let usage = Arc::new(StoreGroupUsage::new(store.clone()));
                     let p = Arc::new(
                         CloudConnexaProvider::new_with_usage(cfg, usage).map_err(|e| why(&e))?,
                     );
+                    p.load_settings(resources.iter().chain(&retired))
+                        .map_err(|e| why(&e))?;
                     adapters.cloudconnexa = Some(p.clone());
                     providers.insert(kind.to_string(), p);
                 }
-                "gcp-iam" => {
+                ProviderKind::GcpIam => {
                     let p = Arc::new(
                         GcpIamProvider::from_env()
                             .map_err(|e| why(&e))?
                             .with_clock(clock.clone()),
                     );
+                    p.load_settings(resources.iter().chain(&retired))
+                        .map_err(|e| why(&e))?;
                     adapters.gcp_iam = Some(p.clone());
                     providers.insert(kind.to_string(), p);
                 }

@@ -19,6 +19,7 @@ use std::path::Path;
 
 use access_core::ResourceId;
 use access_core::duration::{AccessDuration, BoundsError, DurationBounds};
+use access_core::ports::ProviderKind;
 use access_core::resource::{ApprovalPolicy, EligibilityRule, Resource};
 use serde::Deserialize;
 
@@ -224,7 +225,7 @@ pub struct ResourceConfig {
     pub id: String,
     #[serde(default)]
     pub description: String,
-    pub provider: String,
+    pub provider: ProviderKind,
     #[serde(default)]
     pub settings: Option<toml::Table>,
     pub default_duration: Option<String>,
@@ -350,11 +351,11 @@ impl Config {
 /// a GCP role in a project, a Cloud Connexa group (named, or the network's `{network}-users`;
 /// the server checks again with `NETWORK_GROUP_MAPPING` once the provider is built).
 fn configured_access(resource: &Resource) -> Option<String> {
-    match resource.provider.as_str() {
-        "gcp-iam" => provider_gcp_iam::GcpIamSettings::of(resource)
+    match resource.provider {
+        ProviderKind::GcpIam => provider_gcp_iam::GcpIamSettings::of(resource)
             .ok()
             .map(|s| format!("GCP role {} in project {}", s.role, s.project)),
-        "cloudconnexa" => provider_cloudconnexa::ResourceSettings::parse(resource)
+        ProviderKind::CloudConnexa => provider_cloudconnexa::ResourceSettings::parse(resource)
             .ok()
             .map(|s| format!("Cloud Connexa group {}", s.group_name(&Default::default()))),
         _ => None,
@@ -619,11 +620,11 @@ impl ResourceConfig {
 /// (after an approver has said yes). Providers this build does not know (test doubles, embedded
 /// adapters) check their own.
 fn check_provider_settings(resource: &Resource) -> Result<(), String> {
-    match resource.provider.as_str() {
-        "cloudconnexa" => provider_cloudconnexa::ResourceSettings::parse(resource)
+    match resource.provider {
+        ProviderKind::CloudConnexa => provider_cloudconnexa::ResourceSettings::parse(resource)
             .map(|_| ())
             .map_err(|e| e.to_string()),
-        "gcp-iam" => provider_gcp_iam::GcpIamSettings::of(resource)
+        ProviderKind::GcpIam => provider_gcp_iam::GcpIamSettings::of(resource)
             .map(|_| ())
             .map_err(|e| e.to_string()),
         _ => Ok(()),
@@ -633,7 +634,7 @@ fn check_provider_settings(resource: &Resource) -> Result<(), String> {
 /// GCP's key mode fixes a grant's end in the IAM condition of the account it creates: a new
 /// request re-issues a key with that end instead of lengthening it (found by the crash test).
 fn pins_its_end(resource: &Resource) -> bool {
-    resource.provider == "gcp-iam"
+    resource.provider == ProviderKind::GcpIam
         && provider_gcp_iam::GcpIamSettings::of(resource)
             .is_ok_and(|s| s.mode == provider_gcp_iam::AccessMode::ServiceAccountKey)
 }

@@ -25,7 +25,7 @@ impl TimeLimitedProvider {
     }
 
     fn timed_out(&self, what: &str) -> ProviderError {
-        ProviderError::Transient(format!(
+        ProviderError::transient(format!(
             "{} {what} did not answer within {:?}",
             self.inner.kind(),
             self.limit
@@ -35,7 +35,7 @@ impl TimeLimitedProvider {
 
 #[async_trait]
 impl Provider for TimeLimitedProvider {
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> access_core::ports::ProviderKind {
         self.inner.kind()
     }
 

@@ -5,7 +5,7 @@
 //! `gatehouse-cleanup` runs it on every invocation.
 
 use access_core::audit::{AuditKind, AuditRecord};
-use access_core::ports::{GrantFilter, ProviderEvent};
+use access_core::ports::{GrantFilter, ProviderEvent, ProviderKind};
 use access_core::{Actor, GrantStatus, Resource};
 use serde::Serialize;
 
@@ -38,8 +38,8 @@ pub async fn reconcile(app: &App) -> ReconcileReport {
     let mut report = ReconcileReport::default();
     for resource in app.engine.resources() {
         let mut events: Vec<ProviderEvent> = Vec::new();
-        match resource.provider.as_str() {
-            "gcp-iam" => {
+        match resource.provider {
+            ProviderKind::GcpIam => {
                 let Some(gcp) = &app.adapters.gcp_iam else {
                     continue;
                 };
@@ -59,7 +59,7 @@ pub async fn reconcile(app: &App) -> ReconcileReport {
                         .push(format!("{}: sweep failed: {e}", resource.id)),
                 }
             }
-            "cloudconnexa" => {
+            ProviderKind::CloudConnexa => {
                 let Some(cc) = &app.adapters.cloudconnexa else {
                     continue;
                 };

@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let resource = Resource {
         id: ResourceId::parse(&network.to_ascii_lowercase())?,
         description: format!("Cloud Connexa network {network}"),
-        provider: CloudConnexaProvider::KIND.into(),
+        provider: CloudConnexaProvider::KIND,
         settings: serde_json::json!({ "network": network }),
         durations: DurationBounds::new("1h".parse()?, "1m".parse()?, "24h".parse()?)?,
         eligibility: vec![],

@@ -157,6 +157,31 @@ impl fmt::Debug for CloudConnexaClient {
     }
 }
 
+/// The error for a final, non-retried answer: 401 (after a fresh token), 403, 404 (or a 400
+/// saying "not found"), and any other refusal.
+fn refusal(status: u16, envelope: ErrorEnvelope, path: &str) -> CloudConnexaError {
+    match status {
+        401 => CloudConnexaError::Unauthorized {
+            status,
+            message: envelope.summary(),
+        },
+        403 => CloudConnexaError::Forbidden {
+            message: envelope.summary(),
+        },
+        404 => CloudConnexaError::NotFound {
+            what: describe(path),
+            status,
+            message: envelope.summary(),
+        },
+        400 if envelope.says_not_found() => CloudConnexaError::NotFound {
+            what: describe(path),
+            status,
+            message: envelope.summary(),
+        },
+        _ => CloudConnexaError::Rejected { status, envelope },
+    }
+}
+
 /// Lets a call say which object it concerns, so a not-found error can name it.
 fn describe(path: &str) -> String {
     let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
@@ -289,11 +314,14 @@ impl CloudConnexaClient {
                 .await
                 .map_err(CloudConnexaError::from_reqwest)?;
             if status.is_success() {
-                let t: TokenResponse = serde_json::from_slice(&body)
-                    .map_err(|e| CloudConnexaError::Decode(format!("token response: {e}")))?;
+                let t: TokenResponse =
+                    serde_json::from_slice(&body).map_err(|e| CloudConnexaError::Decode {
+                        context: "token response".into(),
+                        source: Some(e),
+                    })?;
                 if t.access_token.is_empty() {
-                    return Err(CloudConnexaError::Decode(
-                        "token response without access_token".into(),
+                    return Err(CloudConnexaError::decode(
+                        "token response without access_token",
                     ));
                 }
                 tracing::debug!(
@@ -352,25 +380,10 @@ impl CloudConnexaClient {
         let (mut throttled, mut failures, mut refreshed) = (0u32, 0u32, false);
         loop {
             let token = self.token().await?;
-            let permit = self.inner.limiter.acquire(class).await;
-            self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let mut req = self
-                .inner
-                .http
-                .request(method.clone(), &url)
-                .bearer_auth(token.expose())
-                .header(reqwest::header::ACCEPT, "application/json");
-            if !query.is_empty() {
-                req = req.query(query);
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    self.inner.limiter.release(permit);
-                    let err = CloudConnexaError::from_reqwest(e);
+            let sent = self.send_once(&method, &url, query, body, class, &token);
+            let (status, resp) = match sent.await {
+                Ok(answer) => answer,
+                Err(err) => {
                     failures += 1;
                     if idempotent && failures < limits.max_attempts_5xx {
                         tracing::warn!(%method, path, error = %err, "Cloud Connexa call failed; retrying");
@@ -381,23 +394,20 @@ impl CloudConnexaClient {
                     return Err(err);
                 }
             };
-            let status = resp.status();
-            let rate = RateHeaders::parse(resp.headers());
-            self.inner
-                .limiter
-                .observe(permit, &rate, status == StatusCode::TOO_MANY_REQUESTS);
             let bytes = resp
                 .bytes()
                 .await
                 .map_err(CloudConnexaError::from_reqwest)?;
-
             if status.is_success() {
                 if bytes.iter().all(|b| b.is_ascii_whitespace()) {
                     return Ok(None);
                 }
-                return serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| CloudConnexaError::Decode(format!("{method} {path}: {e}")));
+                return serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    CloudConnexaError::Decode {
+                        context: format!("{method} {path}"),
+                        source: Some(e),
+                    }
+                });
             }
             let envelope: ErrorEnvelope = serde_json::from_slice(&bytes).unwrap_or_default();
             match status.as_u16() {
@@ -410,12 +420,6 @@ impl CloudConnexaClient {
                         .fetch_add(1, Ordering::Relaxed);
                     self.invalidate_token(&token).await;
                     refreshed = true;
-                }
-                401 => {
-                    return Err(CloudConnexaError::Unauthorized {
-                        status: 401,
-                        message: envelope.summary(),
-                    });
                 }
                 429 => {
                     throttled += 1;
@@ -452,33 +456,49 @@ impl CloudConnexaClient {
                     }
                     return Err(CloudConnexaError::Server { status: s, message });
                 }
-                403 => {
-                    return Err(CloudConnexaError::Forbidden {
-                        message: envelope.summary(),
-                    });
-                }
-                404 => {
-                    return Err(CloudConnexaError::NotFound {
-                        what: describe(path),
-                        status: 404,
-                        message: envelope.summary(),
-                    });
-                }
-                400 if envelope.says_not_found() => {
-                    return Err(CloudConnexaError::NotFound {
-                        what: describe(path),
-                        status: 400,
-                        message: envelope.summary(),
-                    });
-                }
-                s => {
-                    return Err(CloudConnexaError::Rejected {
-                        status: s,
-                        envelope,
-                    });
-                }
+                s => return Err(refusal(s, envelope, path)),
             }
         }
+    }
+
+    /// Sends one request once (after a rate-limit token), and reads the answer: its status and
+    /// body. The limiter learns from the answer's headers.
+    async fn send_once<B: Serialize + ?Sized>(
+        &self,
+        method: &Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        class: CallClass,
+        token: &Secret,
+    ) -> Result<(StatusCode, reqwest::Response), CloudConnexaError> {
+        let permit = self.inner.limiter.acquire(class).await;
+        self.inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .inner
+            .http
+            .request(method.clone(), url)
+            .bearer_auth(token.expose())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.limiter.release(permit);
+                return Err(CloudConnexaError::from_reqwest(e));
+            }
+        };
+        let status = resp.status();
+        let rate = RateHeaders::parse(resp.headers());
+        self.inner
+            .limiter
+            .observe(permit, &rate, status == StatusCode::TOO_MANY_REQUESTS);
+        Ok((status, resp))
     }
 
     async fn get<T: DeserializeOwned>(
@@ -488,7 +508,7 @@ impl CloudConnexaClient {
     ) -> Result<T, CloudConnexaError> {
         self.call::<T, ()>(Method::GET, path, query, None)
             .await?
-            .ok_or_else(|| CloudConnexaError::Decode(format!("GET {path}: empty body")))
+            .ok_or_else(|| CloudConnexaError::decode(format!("GET {path}: empty body")))
     }
 
     async fn send_json<T: DeserializeOwned, B: Serialize + ?Sized>(
@@ -500,7 +520,7 @@ impl CloudConnexaClient {
         let m = method.clone();
         self.call::<T, B>(method, path, &[], Some(body))
             .await?
-            .ok_or_else(|| CloudConnexaError::Decode(format!("{m} {path}: empty body")))
+            .ok_or_else(|| CloudConnexaError::decode(format!("{m} {path}: empty body")))
     }
 
     async fn delete(&self, path: &str) -> Result<(), CloudConnexaError> {

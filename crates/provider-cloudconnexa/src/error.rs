@@ -108,11 +108,23 @@ pub enum CloudConnexaError {
     #[error("Cloud Connexa server error (HTTP {status}): {message}")]
     Server { status: u16, message: String },
     /// Connection refused, reset, timed out.
-    #[error("Cloud Connexa unreachable: {0}")]
-    Transport(String),
+    #[error("Cloud Connexa unreachable: {}{source}", if *.timed_out { "timed out: " } else { "" })]
+    Transport {
+        /// The request ran out of time (rather than failing to connect or being reset).
+        timed_out: bool,
+        /// The transport error, stripped of its URL.
+        #[source]
+        source: reqwest::Error,
+    },
     /// A 2xx answer that does not parse as documented.
-    #[error("unexpected Cloud Connexa response: {0}")]
-    Decode(String),
+    #[error("unexpected Cloud Connexa response: {context}{}", .source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Decode {
+        /// Which call answered, or what was missing.
+        context: String,
+        /// The JSON error, when the body did not parse.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
     /// Missing or invalid settings (environment, resource settings).
     #[error("Cloud Connexa configuration: {0}")]
     Config(String),
@@ -125,32 +137,55 @@ impl CloudConnexaError {
             self,
             CloudConnexaError::RateLimited { .. }
                 | CloudConnexaError::Server { .. }
-                | CloudConnexaError::Transport(_)
+                | CloudConnexaError::Transport { .. }
         )
     }
 
+    /// A stable name for the kind of failure, for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CloudConnexaError::NotFound { .. } => "cloudconnexa_not_found",
+            CloudConnexaError::Rejected { .. } => "cloudconnexa_rejected",
+            CloudConnexaError::Unauthorized { .. } => "cloudconnexa_unauthorized",
+            CloudConnexaError::Forbidden { .. } => "cloudconnexa_forbidden",
+            CloudConnexaError::RateLimited { .. } => "cloudconnexa_rate_limited",
+            CloudConnexaError::Server { .. } => "cloudconnexa_server",
+            CloudConnexaError::Transport { .. } => "cloudconnexa_transport",
+            CloudConnexaError::Decode { .. } => "cloudconnexa_decode",
+            CloudConnexaError::Config(_) => "cloudconnexa_config",
+        }
+    }
+
+    /// An answer that could not be used, without an underlying JSON error.
+    pub(crate) fn decode(context: impl Into<String>) -> Self {
+        CloudConnexaError::Decode {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// The object asked for does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, CloudConnexaError::NotFound { .. })
     }
 
     pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
-        let timeout = e.is_timeout();
+        let timed_out = e.is_timeout();
         // The URL of the token call carries client_id and client_secret as query parameters.
-        let e = e.without_url();
-        if timeout {
-            CloudConnexaError::Transport(format!("timed out: {e}"))
-        } else {
-            CloudConnexaError::Transport(e.to_string())
+        CloudConnexaError::Transport {
+            timed_out,
+            source: e.without_url(),
         }
     }
 }
 
 impl From<CloudConnexaError> for ProviderError {
     fn from(e: CloudConnexaError) -> Self {
+        let message = e.to_string();
         if e.is_transient() {
-            ProviderError::Transient(e.to_string())
+            ProviderError::transient(message).with_source(e)
         } else {
-            ProviderError::Permanent(e.to_string())
+            ProviderError::permanent(message).with_source(e)
         }
     }
 }
@@ -180,23 +215,28 @@ mod tests {
     #[test]
     fn transient_vs_permanent() {
         let t: ProviderError = CloudConnexaError::RateLimited { attempts: 3 }.into();
-        assert!(matches!(t, ProviderError::Transient(_)));
+        assert!(t.is_transient());
         let t: ProviderError = CloudConnexaError::Server {
             status: 503,
             message: String::new(),
         }
         .into();
-        assert!(matches!(t, ProviderError::Transient(_)));
+        assert!(t.is_transient());
+        assert_eq!(t.code(), "provider_transient");
+        assert!(
+            std::error::Error::source(&t).is_some(),
+            "the client error is kept"
+        );
         let p: ProviderError = CloudConnexaError::Forbidden {
             message: "read-only key".into(),
         }
         .into();
-        assert!(matches!(p, ProviderError::Permanent(_)));
+        assert!(matches!(p, ProviderError::Permanent { .. }));
         let p: ProviderError = CloudConnexaError::Rejected {
             status: 400,
             envelope: ErrorEnvelope::default(),
         }
         .into();
-        assert!(matches!(p, ProviderError::Permanent(_)));
+        assert!(matches!(p, ProviderError::Permanent { .. }));
     }
 }

@@ -22,7 +22,9 @@
 //!   endpoints); [`ratelimit`]: the read/write token buckets and back-off.
 //! - [`models`]: networks, users, user groups, pages. [`error`]: [`CloudConnexaError`] and the
 //!   error envelope.
-//! - [`provider`]: [`CloudConnexaProvider`], [`ResourceSettings`], [`GrantHandle`].
+//! - [`provider`]: [`CloudConnexaProvider`] (the port's calls, reconciliation); [`settings`]:
+//!   [`ProviderConfig`], [`ResourceSettings`]; [`handle`]: [`GrantHandle`], [`GrantIntent`] (the
+//!   stored JSON); [`names`]: names of created users.
 //! - [`usage`]: [`GroupUsage`] ("does another live grant need this group?") and
 //!   [`StoreGroupUsage`] over the Gatehouse store.
 //! - [`reconcile`]: [`Drift`] and [`compute_drift`].
@@ -50,23 +52,32 @@
 //!
 //! `examples/connexa_grant_once.rs` grants and revokes access for one e-mail from the command line.
 
+mod cache;
 pub mod client;
 pub mod error;
+pub mod handle;
 pub mod models;
+pub mod names;
 pub mod provider;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod settings;
 pub mod usage;
 
 pub use client::{ClientConfig, ClientStats, CloudConnexaClient, Secret};
 pub use error::{CloudConnexaError, ErrorEnvelope, FieldError};
+pub use handle::{GrantHandle, GrantIntent};
 pub use models::{
     Network, Page, Role, User, UserCreate, UserGroup, UserGroupRequest, UserStatus, UserUpdate,
 };
-pub use provider::{
-    CloudConnexaProvider, ENV_NETWORK_GROUP_MAPPING, GrantHandle, GrantIntent, ProviderConfig,
-    ResourceSettings, names_from_email, parse_mapping,
-};
+pub use names::names_from_email;
+pub use provider::CloudConnexaProvider;
 pub use ratelimit::{CallClass, RateHeaders, RateLimitConfig, RateLimiter};
 pub use reconcile::{Drift, compute_drift};
+pub use settings::{ENV_NETWORK_GROUP_MAPPING, ProviderConfig, ResourceSettings, parse_mapping};
 pub use usage::{GroupUsage, GroupUsageQuery, NoOtherUsers, StoreGroupUsage};
+
+/// The README's script examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

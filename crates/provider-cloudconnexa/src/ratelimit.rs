@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use access_core::backoff::Backoff;
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
@@ -90,15 +91,10 @@ impl Default for RateLimitConfig {
 }
 
 impl RateLimitConfig {
-    /// Exponential back-off with full jitter for attempt `n` (1-based).
+    /// Exponential back-off with jitter for attempt `n` (1-based), never less than half the
+    /// step, so a 429 always actually waits.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .backoff_base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let cap = exp.min(self.backoff_max);
-        // Full jitter, but never less than half the step, so a 429 always actually waits.
-        let half = cap / 2;
-        half + cap.saturating_sub(half).mul_f64(fastrand::f64())
+        Backoff::new(self.backoff_base, self.backoff_max).jittered(attempt)
     }
 }
 

@@ -10,7 +10,7 @@ use access_core::Subject;
 use access_core::ports::{GrantFilter, ProviderError, SharedStore};
 use async_trait::async_trait;
 
-use crate::provider::GrantHandle;
+use crate::handle::GrantHandle;
 
 /// "Does a live grant other than `except` still need group `group_id` for user `user_id`?"
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub fn handles_need_group<'a>(
         .into_iter()
         .filter(|(id, _)| *id != query.except)
         .any(|(_, v)| {
-            GrantHandle::parse(v)
+            GrantHandle::parse_if_ours(v)
                 .is_some_and(|h| h.user_id == query.user_id && h.group_id == query.group_id)
         })
 }
@@ -80,11 +80,9 @@ impl GroupUsage for StoreGroupUsage {
             limit: Some(1000),
             ..Default::default()
         };
-        let grants = self
-            .store
-            .grants(&filter)
-            .await
-            .map_err(|e| ProviderError::Transient(format!("cannot read live grants: {e}")))?;
+        let grants = self.store.grants(&filter).await.map_err(|e| {
+            ProviderError::transient(format!("cannot read live grants: {e}")).with_source(e)
+        })?;
         Ok(handles_need_group(
             query,
             grants.iter().map(|g| (g.id, &g.provider_handle)),

@@ -27,7 +27,7 @@ fn resource(project: &str, role: &str, mode: &str) -> Result<Resource, Box<dyn s
     Ok(Resource {
         id: ResourceId::parse("gcp-access")?,
         description: "GCP project access".into(),
-        provider: GcpIamProvider::KIND.into(),
+        provider: GcpIamProvider::KIND,
         settings: json!({"project": project, "role": role, "mode": mode}),
         durations: DurationBounds::new("4h".parse()?, "1h".parse()?, "7d".parse()?)?,
         eligibility: vec![],

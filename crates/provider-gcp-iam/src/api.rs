@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::GcpError;
+use crate::retry;
 
 pub const DEFAULT_IAM_URL: &str = "https://iam.googleapis.com";
 pub const DEFAULT_CRM_URL: &str = "https://cloudresourcemanager.googleapis.com";
@@ -121,9 +122,6 @@ impl fmt::Debug for GcpClient {
     }
 }
 
-/// How many times idempotent calls (reads, deletes) are tried on 5xx or a rate limit.
-const IDEMPOTENT_ATTEMPTS: u32 = 3;
-
 impl GcpClient {
     pub fn new(
         tokens: Arc<dyn AccessTokenSource>,
@@ -172,7 +170,11 @@ impl GcpClient {
         body: Option<&Value>,
         idempotent: bool,
     ) -> Result<Value, GcpError> {
-        let attempts = if idempotent { IDEMPOTENT_ATTEMPTS } else { 1 };
+        let attempts = if idempotent {
+            retry::API_CALL.max_attempts
+        } else {
+            1
+        };
         let mut n = 0;
         loop {
             n += 1;
@@ -180,7 +182,7 @@ impl GcpClient {
                 Err(e)
                     if e.is_transient() && !matches!(e, GcpError::Aborted(_)) && n < attempts =>
                 {
-                    let wait = Duration::from_millis(200 * 2u64.pow(n - 1) + fastrand::u64(0..100));
+                    let wait = retry::API_CALL.jittered(n);
                     tracing::debug!(%url, error = %e, attempt = n, "retrying Google API call");
                     tokio::time::sleep(wait).await;
                 }

@@ -74,10 +74,11 @@ impl GcpError {
 
     /// Maps to the port's error, with `context` (what was being done) in front.
     pub fn into_provider(self, context: &str) -> ProviderError {
+        let message = format!("{context}: {self}");
         if self.is_transient() || self.is_not_found() {
-            ProviderError::Transient(format!("{context}: {self}"))
+            ProviderError::transient(message).with_source(self)
         } else {
-            ProviderError::Permanent(format!("{context}: {self}"))
+            ProviderError::permanent(message).with_source(self)
         }
     }
 

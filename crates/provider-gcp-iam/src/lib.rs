@@ -13,16 +13,19 @@
 //!
 //! # Layout
 //!
-//! - [`provider`]: [`GcpIamProvider`] (the `access_core::ports::Provider`, kind `gcp-iam`), its
-//!   configuration ([`GcpIamConfig`], environment `GCP_SERVICE_ACCOUNT_JSON`, `GCP_IAM_API_URL`,
-//!   `GCP_CRM_API_URL`, `GCP_ACCESS_DRY_RUN`), the grant handle and the sweep.
+//! - [`provider`]: [`GcpIamProvider`] (the `access_core::ports::Provider`, kind `gcp-iam`): the
+//!   grant flows, the port's calls and the sweep ([`SweepReport`]).
+//! - [`config`]: [`GcpIamConfig`] (environment `GCP_SERVICE_ACCOUNT_JSON`, `GCP_IAM_API_URL`,
+//!   `GCP_CRM_API_URL`, `GCP_ACCESS_DRY_RUN`). [`handle`]: [`GcpGrantHandle`] and
+//!   [`GcpGrantIntent`], the JSON stored for each grant.
 //! - [`settings`]: per-resource settings (`project`, `role`, `mode`, `email_domain`, …).
 //! - [`policy`]: pure policy edits and the batching [`policy::PolicyWriter`].
 //! - [`api`]: the small reqwest client for IAM v1 and Resource Manager v1.
 //! - [`error`]: Google error envelopes as [`GcpError`], typed by HTTP status and `status`.
 //! - [`naming`]: the reversible service-account naming scheme.
 //! - [`condition`]: the `Temp Access` condition, written exactly, parsed tolerantly.
-//! - [`messages`]: the document's messages. [`retry`]: backoff schedules.
+//! - [`messages`]: the document's messages. [`retry`]: the retry schedules, on
+//!   `access_core::backoff::Backoff`.
 //!
 //! # Example
 //!
@@ -57,7 +60,9 @@
 
 pub mod api;
 pub mod condition;
+pub mod config;
 pub mod error;
+pub mod handle;
 pub mod messages;
 pub mod naming;
 pub mod policy;
@@ -65,7 +70,14 @@ pub mod provider;
 pub mod retry;
 pub mod settings;
 
+pub use config::GcpIamConfig;
 pub use error::GcpError;
-pub use provider::{GcpGrantHandle, GcpIamConfig, GcpIamProvider, SweepReport};
+pub use handle::{GcpGrantHandle, GcpGrantIntent};
+pub use provider::{GcpIamProvider, SweepReport};
 pub use retry::Backoff;
 pub use settings::{AccessMode, GcpIamSettings};
+
+/// The README's script examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;

@@ -54,7 +54,7 @@ pub struct GcpIamSettings {
 const BASIC_ROLES: [&str; 3] = ["roles/owner", "roles/editor", "roles/viewer"];
 
 fn bad(msg: String) -> ProviderError {
-    ProviderError::Permanent(msg)
+    ProviderError::invalid_settings(msg)
 }
 
 fn valid_project_id(p: &str) -> bool {
@@ -74,6 +74,7 @@ impl GcpIamSettings {
                 "resource {}: invalid gcp-iam settings: {e}",
                 resource.id
             ))
+            .with_source(e)
         })?;
         s.check()
             .map_err(|e| bad(format!("resource {}: {e}", resource.id)))?;

@@ -12,7 +12,7 @@ use access_core::resource::{ApprovalPolicy, EligibilityRule};
 use access_core::{DurationBounds, Email, Resource, Subject};
 use chrono::{DateTime, SubsecRound, Utc};
 use gcp_auth::{AccessTokenSource, ServiceAccountTokenSource};
-use provider_gcp_iam::{Backoff, GcpIamConfig, GcpIamProvider, naming};
+use provider_gcp_iam::{GcpIamConfig, GcpIamProvider, naming, retry};
 use serde_json::{Value, json};
 use testkit::gcp::{BOT_EMAIL, FakeGcp, GcpFault, GcpOp, OTHER_KEY_PEM};
 
@@ -417,7 +417,7 @@ async fn grant_and_revoke_a_user_binding() {
 #[tokio::test]
 async fn eventual_consistency_is_absorbed() {
     // Key-creation waits of 50, 100, 200, 200 … ms; the account stays invisible for 300 ms.
-    let env = env_with(|c| c.key_retry = Backoff::KEY_CREATION.scaled(20)).await;
+    let env = env_with(|c| c.key_retry = retry::KEY_CREATION.scaled(20)).await;
     env.gcp.set_not_found_window(Duration::from_millis(300));
     let out = env
         .provider
@@ -517,7 +517,7 @@ async fn key_failure_rolls_the_account_back() {
         .grant(&request(&env, "jane.doe@example.com", key_resource(), None))
         .await
         .unwrap_err();
-    let ProviderError::Permanent(msg) = err else {
+    let ProviderError::Permanent { message: msg, .. } = err else {
         panic!("{err:?}")
     };
     assert!(
@@ -544,7 +544,7 @@ async fn binding_failure_rolls_the_account_back() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Permanent(m) if m.starts_with("Failed to grant GCP IAM access")),
+        matches!(&err, ProviderError::Permanent { message: m, .. } if m.starts_with("Failed to grant GCP IAM access")),
         "{err:?}"
     );
     assert!(
@@ -564,7 +564,7 @@ async fn forbidden_keys_are_reported_as_such() {
         .grant(&request(&env, "jane.doe@example.com", key_resource(), None))
         .await
         .unwrap_err();
-    let ProviderError::Permanent(msg) = err else {
+    let ProviderError::Permanent { message: msg, .. } = err else {
         panic!("{err:?}")
     };
     assert!(msg.contains("key creation is not allowed"), "{msg}");
@@ -939,7 +939,7 @@ async fn the_service_account_quota_is_reported_as_such() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Permanent(m) if m.contains("service-account quota")),
+        matches!(&err, ProviderError::Permanent { message: m, .. } if m.contains("service-account quota")),
         "{err:?}"
     );
     assert_eq!(members_of(&env.gcp).len(), 1);
@@ -979,7 +979,7 @@ async fn the_token_endpoint_really_verifies_the_assertion() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Permanent(m) if m.contains("refused the credentials")),
+        matches!(&err, ProviderError::Permanent { message: m, .. } if m.contains("refused the credentials")),
         "{err:?}"
     );
     assert_eq!(env.gcp.mutating_calls(), 0);
@@ -1039,7 +1039,7 @@ async fn observe_lists_temp_access_and_validate_checks_the_project() {
     let elsewhere = resource(json!({"project": "not-my-project", "role": "roles/browser"}));
     let err = env.provider.validate(&elsewhere).await.unwrap_err();
     assert!(
-        matches!(&err, ProviderError::Permanent(m) if m.contains("permission denied")),
+        matches!(&err, ProviderError::Permanent { message: m, .. } if m.contains("permission denied")),
         "{err:?}"
     );
     // Wrong domain, basic role: refused before any call.

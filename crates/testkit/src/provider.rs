@@ -120,8 +120,8 @@ impl TestProvider {
     async fn behave(b: Behaviour) -> Result<(), ProviderError> {
         match b {
             Behaviour::Succeed => Ok(()),
-            Behaviour::FailTransient(m) => Err(ProviderError::Transient(m)),
-            Behaviour::FailPermanent(m) => Err(ProviderError::Permanent(m)),
+            Behaviour::FailTransient(m) => Err(ProviderError::transient(m)),
+            Behaviour::FailPermanent(m) => Err(ProviderError::permanent(m)),
             Behaviour::Hang => {
                 std::future::pending::<()>().await;
                 Ok(())
@@ -131,7 +131,7 @@ impl TestProvider {
                 Ok(())
             }
             // The change itself is made by the caller before `behave` (see `grant`).
-            Behaviour::ApplyThenFail(m) => Err(ProviderError::Transient(m)),
+            Behaviour::ApplyThenFail(m) => Err(ProviderError::transient(m)),
             Behaviour::ApplyThenDelay(d) => {
                 tokio::time::sleep(d).await;
                 Ok(())
@@ -150,8 +150,8 @@ impl TestProvider {
 
 #[async_trait]
 impl Provider for TestProvider {
-    fn kind(&self) -> &'static str {
-        Self::KIND
+    fn kind(&self) -> access_core::ports::ProviderKind {
+        Self::KIND.into()
     }
 
     async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError> {

@@ -292,7 +292,7 @@ impl Engine {
     /// See [`crate::ports::Provider::reissues_on_request`].
     pub(super) fn reissues_on_request(&self, resource: &Resource) -> bool {
         self.providers
-            .get(&resource.provider)
+            .get(resource.provider.as_str())
             .is_some_and(|p| p.reissues_on_request(resource))
     }
 

@@ -245,8 +245,8 @@ impl EngineBuilder {
     /// Fails if a resource names a provider that is not registered.
     pub fn build(self) -> Result<Engine, EngineError> {
         for r in self.resources.iter().chain(&self.retired) {
-            if !self.providers.contains_key(&r.provider) {
-                return Err(EngineError::NoProvider(r.provider.clone()));
+            if !self.providers.contains_key(r.provider.as_str()) {
+                return Err(EngineError::NoProvider(r.provider.to_string()));
             }
         }
         Ok(Engine {
@@ -334,7 +334,7 @@ impl Engine {
     /// Why `resource` cannot be requested now, if the provider says so. A provider that cannot
     /// tell (a transient error) does not block the request: provisioning retries anyway.
     pub async fn unavailable_reason(&self, resource: &Resource) -> Option<String> {
-        let provider = self.providers.get(&resource.provider)?;
+        let provider = self.providers.get(resource.provider.as_str())?;
         match provider.unavailable_reason(resource).await {
             Ok(reason) => reason,
             Err(e) => {

@@ -56,8 +56,8 @@ impl Engine {
         let resource = self.resource(request.resource.as_str())?.clone();
         let provider = self
             .providers
-            .get(&resource.provider)
-            .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
+            .get(resource.provider.as_str())
+            .ok_or_else(|| EngineError::NoProvider(resource.provider.to_string()))?;
         let mut req = GrantRequest {
             grant_id,
             request_id,
@@ -236,7 +236,7 @@ impl Engine {
         request_id: RequestId,
         e: ProviderError,
     ) -> Result<JobResult, EngineError> {
-        if let ProviderError::Transient(e) = e {
+        if let ProviderError::Transient { message: e, .. } = e {
             return Ok(JobResult::Retry(e));
         }
         let message = e.to_string();
@@ -364,7 +364,7 @@ impl Engine {
         };
         cs.audit.push(self.audit(kind, &Actor::System, &active).details(serde_json::json!({
             "expires_at": g.expires_at.to_rfc3339(),
-            "provider": self.resource(request.resource.as_str()).map(|r| r.provider.clone()).unwrap_or_default(),
+            "provider": self.resource(request.resource.as_str()).map(|r| r.provider.to_string()).unwrap_or_default(),
             "provider_handle": provisioned.handle,
             "justification": request.justification.as_str(),
             "email": request.subject.email.as_ref().map(|e| e.as_str()),

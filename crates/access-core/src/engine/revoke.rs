@@ -178,8 +178,8 @@ impl Engine {
         let resource = self.resource_for_revocation(grant.resource.as_str())?;
         let provider = self
             .providers
-            .get(&resource.provider)
-            .ok_or_else(|| EngineError::NoProvider(resource.provider.clone()))?;
+            .get(resource.provider.as_str())
+            .ok_or_else(|| EngineError::NoProvider(resource.provider.to_string()))?;
         Ok(provider
             .revoke(&RevokeRequest {
                 grant_id: grant.id,

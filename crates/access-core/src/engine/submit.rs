@@ -154,7 +154,7 @@ impl Engine {
         self.eligibility(subject, resource).await?;
         if let Some(reason) = self
             .providers
-            .get(&resource.provider)
+            .get(resource.provider.as_str())
             .and_then(|p| p.refuses_subject(resource, subject))
         {
             return Err(EngineError::Unavailable(reason));
