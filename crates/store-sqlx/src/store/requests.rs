@@ -199,17 +199,14 @@ pub(super) fn requests_sql(filter: &RequestFilter) -> Sql {
     if let Some(s) = filter.status {
         sql.push(" AND status = ").bind(s.as_str());
     }
-    if let Some(r) = &filter.resource {
-        sql.push(" AND resource = ").bind(r.as_str());
-    }
-    if let Some(s) = &filter.subject {
-        push_subject(&mut sql, s);
-    }
-    if let Some(b) = filter.before {
-        push_before(&mut sql, "requests", b.to_string());
-    }
-    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .bind(limit(filter.limit));
+    push_list_tail(
+        &mut sql,
+        "requests",
+        filter.resource.as_ref(),
+        filter.subject.as_ref(),
+        filter.before.map(|b| b.to_string()),
+        filter.limit,
+    );
     sql
 }
 
@@ -225,18 +222,38 @@ pub(super) fn grants_sql(filter: &GrantFilter) -> Sql {
     if filter.live_only {
         sql.push(" AND status IN ").push(LIVE_STATUSES);
     }
-    if let Some(r) = &filter.resource {
+    push_list_tail(
+        &mut sql,
+        "grants",
+        filter.resource.as_ref(),
+        filter.subject.as_ref(),
+        filter.before.map(|b| b.to_string()),
+        filter.limit,
+    );
+    sql
+}
+
+/// What the request and grant lists filter on alike (resource, person, keyset cursor), then
+/// their order, newest first, and the limit.
+fn push_list_tail(
+    sql: &mut Sql,
+    table: &'static str,
+    resource: Option<&ResourceId>,
+    subject: Option<&SubjectKey>,
+    before: Option<String>,
+    max: Option<u32>,
+) {
+    if let Some(r) = resource {
         sql.push(" AND resource = ").bind(r.as_str());
     }
-    if let Some(s) = &filter.subject {
-        push_subject(&mut sql, s);
+    if let Some(s) = subject {
+        push_subject(sql, s);
     }
-    if let Some(b) = filter.before {
-        push_before(&mut sql, "grants", b.to_string());
+    if let Some(b) = before {
+        push_before(sql, table, b);
     }
     sql.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .bind(limit(filter.limit));
-    sql
+        .bind(limit(max));
 }
 
 /// Keyset paging on the lists' order `created_at DESC, id DESC`: rows strictly after the cursor
