@@ -57,10 +57,7 @@ pub fn app(app: App) -> Router {
     // GATEHOUSE_CONSOLE_USERS); without any token it answers 404.
     let console_state = console::ConsoleState::new(
         state.app.engine.clone(),
-        console::auth_from(|k| match k {
-            "GATEHOUSE_ADMIN_TOKEN" => state.app.env.admin_token.clone(),
-            _ => std::env::var(k).ok(),
-        }),
+        console::auth_from(state.app.env.lookup()),
         Arc::new(console_hooks::ServerHooks::new(state.app.clone())),
     );
     let mut router = Router::new()

@@ -56,10 +56,11 @@ impl ProviderConfig {
         }
     }
 
-    /// Client settings from `CLOUDCONNEXA_*`, mapping from `NETWORK_GROUP_MAPPING` (optional).
-    pub fn from_env() -> Result<Self, CloudConnexaError> {
-        let mut cfg = Self::new(ClientConfig::from_env()?);
-        if let Ok(raw) = std::env::var(ENV_NETWORK_GROUP_MAPPING) {
+    /// Client settings from `CLOUDCONNEXA_*`, mapping from `NETWORK_GROUP_MAPPING` (optional),
+    /// read through `get` (see [`ClientConfig::from_lookup`]).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CloudConnexaError> {
+        let mut cfg = Self::new(ClientConfig::from_lookup(&get)?);
+        if let Some(raw) = get(ENV_NETWORK_GROUP_MAPPING) {
             cfg.network_group_mapping = parse_mapping(&raw)?;
         }
         Ok(cfg)
@@ -371,9 +372,9 @@ impl CloudConnexaProvider {
     }
 
     /// From `CLOUDCONNEXA_API_URL`, `CLOUDCONNEXA_CLIENT_ID`, `CLOUDCONNEXA_CLIENT_SECRET` and
-    /// `NETWORK_GROUP_MAPPING`.
-    pub fn from_env() -> Result<Self, CloudConnexaError> {
-        Self::new(ProviderConfig::from_env()?)
+    /// `NETWORK_GROUP_MAPPING`, read through `get` (see [`ProviderConfig::from_lookup`]).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CloudConnexaError> {
+        Self::new(ProviderConfig::from_lookup(get)?)
     }
 
     pub fn client(&self) -> &CloudConnexaClient {

@@ -108,10 +108,9 @@ impl Default for OAuthConfig {
 }
 
 impl OAuthConfig {
-    pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
+    /// Reads `SLACK_CLIENT_ID`, `SLACK_CLIENT_SECRET`, `SLACK_REDIRECT_URI`, the scopes and the
+    /// admin tokens through `get` (the server's snapshot of the environment; scripts
+    /// the process environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
         let d = Self::default();
         let get = |k: &str| {
@@ -1045,12 +1044,7 @@ async fn cleanup_endpoint(
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use access_core::text::escape_html as escape;
 
 fn page(title: &str, body: &str) -> String {
     format!(
