@@ -47,6 +47,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin_auth;
 pub mod admin_commands;
 pub mod api;
 pub mod blocks;
