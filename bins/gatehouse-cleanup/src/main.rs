@@ -98,13 +98,13 @@ enum AuditCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    gatehouse_runtime::telemetry::init();
+    let env = Env::from_process();
+    gatehouse_runtime::telemetry::init(&env);
     let cli = Cli::parse();
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let env = Env::from_process();
     tracing::debug!(database = %redact_url(&env.database_url), "connecting");
     // Due jobs, reconciliation and the audit tools never ask the directory (eligibility and
     // approver checks happen when people act): skip downloading the org-data index at every run.
@@ -152,12 +152,14 @@ async fn main() -> ExitCode {
 }
 
 async fn rotate_keys(app: &App) -> ExitCode {
-    let ins =
-        match gatehouse_runtime::slack_installations::installations_from_env(app.store.clone()) {
-            Ok(Some(i)) => i,
-            Ok(None) => return fail(&"GATEHOUSE_ENCRYPTION_KEY is not set"),
-            Err(e) => return fail(&e),
-        };
+    let ins = match gatehouse_runtime::slack_installations::installations_from_env(
+        app.store.clone(),
+        app.env.lookup(),
+    ) {
+        Ok(Some(i)) => i,
+        Ok(None) => return fail(&"GATEHOUSE_ENCRYPTION_KEY is not set"),
+        Err(e) => return fail(&e),
+    };
     match ins.rotate_keys().await {
         Ok(n) => {
             println!("{n} Slack installation(s) re-encrypted under the first key");

@@ -1,5 +1,6 @@
 //! The JSON admin API, for scripts and operators. Every route requires
-//! `Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN`; without the variable the API is disabled.
+//! `Authorization: Bearer $GATEHOUSE_ADMIN_TOKEN` (checked by the one admin-auth layer,
+//! `slack_adapter::admin_auth`); without the variable the API is disabled (404).
 //! Errors are JSON: `{"error": "<code>", "message": "<what went wrong>"}`.
 
 use std::str::FromStr;
@@ -15,13 +16,12 @@ use access_core::{
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use crate::AppState;
 
@@ -185,34 +185,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/webhooks", get(crate::webhooks_api::list))
         .route("/webhooks/{id}/enable", post(crate::webhooks_api::enable))
         .merge(crate::admin_emergency::routes())
-        .route_layer(middleware::from_fn_with_state(state, require_admin))
-}
-
-/// Bearer-token check in constant time. Unset token: the API does not exist.
-async fn require_admin(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(expected) = &s.admin_token else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "admin_api_disabled",
-            "The admin API is disabled: set GATEHOUSE_ADMIN_TOKEN to enable it.",
-        )
-        .into_response();
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if given.is_empty() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Missing or wrong admin token.",
-        )
-        .into_response();
-    }
-    next.run(req).await
+        .route_layer(middleware::from_fn_with_state(
+            state.admin_tokens.clone(),
+            slack_adapter::admin_auth::require_admin,
+        ))
 }
 
 fn parse_id<T: FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {

@@ -27,14 +27,17 @@ use gatehouse_runtime::App;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub app: App,
-    pub admin_token: Option<Arc<str>>,
+    /// The admin API's tokens (`GATEHOUSE_ADMIN_TOKEN`; workspace tokens do not open `/api`).
+    pub admin_tokens: Arc<slack_adapter::admin_auth::AdminTokens>,
     pub metrics: observability::Metrics,
 }
 
 /// The whole HTTP application.
 pub fn app(app: App) -> Router {
     let state = AppState {
-        admin_token: app.env.admin_token.as_deref().map(Arc::from),
+        admin_tokens: Arc::new(slack_adapter::admin_auth::AdminTokens::all_only(
+            app.env.admin_token.as_deref(),
+        )),
         metrics: observability::Metrics::global(),
         app,
     };
@@ -57,10 +60,7 @@ pub fn app(app: App) -> Router {
     // GATEHOUSE_CONSOLE_USERS); without any token it answers 404.
     let console_state = console::ConsoleState::new(
         state.app.engine.clone(),
-        console::auth_from(|k| match k {
-            "GATEHOUSE_ADMIN_TOKEN" => state.app.env.admin_token.clone(),
-            _ => std::env::var(k).ok(),
-        }),
+        console::auth_from(state.app.env.lookup()),
         Arc::new(console_hooks::ServerHooks::new(state.app.clone())),
     );
     let mut router = Router::new()

@@ -25,9 +25,10 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    gatehouse_runtime::telemetry::init();
+    let env = Env::from_process();
+    gatehouse_runtime::telemetry::init(&env);
     let cli = Cli::parse();
-    match run(cli).await {
+    match run(cli, env).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -37,9 +38,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(cli: Cli, env: Env) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(&cli.config)?;
-    let env = Env::from_process();
     tracing::info!(database = %redact_url(&env.database_url), config = %cli.config.display(), "starting");
     let app = App::build(config, env, Overrides::default()).await?;
 
@@ -68,7 +68,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     // Socket Mode (SLACK_APP_TOKEN): the same Slack handlers over a WebSocket, no public URL.
     let socket_mode = match (
-        slack_adapter::socket_mode::SocketModeConfig::from_env(),
+        app.env.adapter_settings().socket_mode(),
         app.adapters.slack.clone(),
     ) {
         (Some(sm), Some(cfg)) => {

@@ -135,6 +135,7 @@ pub mod providers;
 pub mod request;
 pub mod resource;
 pub mod subject;
+pub mod text;
 pub mod webhooks;
 
 pub use audit::{AuditEvent, AuditKind, AuditRecord};

@@ -23,7 +23,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // With a real project configured, talk to it; otherwise start the fake from testkit.
     let (config, token, fake) = if std::env::var("BIGQUERY_PROJECT").is_ok() {
         let token = std::env::var("GCP_ACCESS_TOKEN").map_err(|_| "set GCP_ACCESS_TOKEN")?;
-        (BigQueryConfig::from_env()?, token, None)
+        (
+            BigQueryConfig::from_lookup(|k| std::env::var(k).ok())?,
+            token,
+            None,
+        )
     } else {
         let bq = testkit::bigquery::FakeBigQuery::start().await;
         bq.create_dataset("demo-project", "ci_chat_bot");

@@ -66,14 +66,10 @@ impl BigQueryConfig {
         self
     }
 
-    /// From the process environment: `BIGQUERY_PROJECT` (or `GOOGLE_CLOUD_PROJECT`) is required;
-    /// `BIGQUERY_API_URL`, `BIGQUERY_DATASET`, `BIGQUERY_GRANTS_TABLE`, `BIGQUERY_EVENTS_TABLE`
-    /// override the defaults.
-    pub fn from_env() -> Result<Self, BigQueryError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// As [`Self::from_env`], reading variables through `get` (for tests and config files).
+    /// From environment variables read through `get` (the server passes its one snapshot of the
+    /// environment; scripts pass the process environment): `BIGQUERY_PROJECT` (or
+    /// `GOOGLE_CLOUD_PROJECT`) is required; `BIGQUERY_API_URL`, `BIGQUERY_DATASET`,
+    /// `BIGQUERY_GRANTS_TABLE`, `BIGQUERY_EVENTS_TABLE` override the defaults.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, BigQueryError> {
         let var = |k: &str| {
             get(k)

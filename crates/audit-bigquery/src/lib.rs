@@ -38,7 +38,7 @@
 //!
 //! # async fn demo(batch: Vec<ExportItem>) -> Result<(), Box<dyn std::error::Error>> {
 //! let config = BigQueryConfig::new("openshift-crt-ephemeral-access")
-//!     .with_base_url("http://127.0.0.1:9050"); // or BigQueryConfig::from_env()?
+//!     .with_base_url("http://127.0.0.1:9050"); // or BigQueryConfig::from_lookup(|k| std::env::var(k).ok())?
 //! // In production: the yup-oauth2 token source of `gcp-auth`.
 //! let token = Arc::new(gcp_auth::StaticToken("test-token".into()));
 //! let sink = BigQuerySink::new(config, token)?;

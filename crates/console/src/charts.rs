@@ -15,20 +15,8 @@ const PALETTE: [&str; 8] = [
     "#2f5fd0", "#d0652f", "#1f7a3a", "#9b2fd0", "#b42318", "#0f8b8d", "#8d6e0f", "#555",
 ];
 
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// HTML escaping: the one implementation, shared with the Slack install pages.
+pub use access_core::text::escape_html as escape;
 
 fn frame(out: &mut String, label: &str, days: &[NaiveDate], max: f64) {
     let _ = write!(

@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
     let org = match file {
         Some(path) => Arc::new(OrgData::new(OrgDataSource::File(path.into()))),
         None => {
-            let config = match DirectoryConfig::from_env() {
+            let config = match DirectoryConfig::from_env_with(|k| std::env::var(k).ok()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("configuration: {e}");

@@ -189,12 +189,8 @@ pub mod env {
 }
 
 impl DirectoryConfig {
-    /// From the process environment. See [`DirectoryConfig::from_env_with`].
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_env_with(|k| std::env::var(k).ok())
-    }
-
-    /// From any variable lookup (tests pass a map):
+    /// From environment variables read through `get` (the server passes its one snapshot of the
+    /// environment, tests a map, scripts the process environment):
     /// - org data from `ORG_DATA_BUCKET` (+ `ORG_DATA_OBJECT_PATH`, default
     ///   `orgdata/comprehensive_index_dump.json`; `ORG_DATA_GCS_URL` or `STORAGE_EMULATOR_HOST`
     ///   for another endpoint), or `ORG_DATA_FILE`, or `ORG_DATA_URL` — at most one of the three;

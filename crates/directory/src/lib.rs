@@ -29,7 +29,7 @@
 //! - [`org`]: [`OrgData`], the live index: `reload()`, `spawn_reloader(interval)`, status, metrics.
 //! - [`slack_groups`]: [`SlackUserGroups`], the cached `usergroups.users.list` client.
 //! - [`directory`]: [`OrgDirectory`], the `Directory` port over both.
-//! - [`config`]: [`DirectoryConfig`] (serde, for the TOML file) and `from_env()` for the GCP
+//! - [`config`]: [`DirectoryConfig`] (serde, for the TOML file) and `from_env_with(lookup)` for the GCP
 //!   document's `ORG_DATA_BUCKET` / `ORG_DATA_OBJECT_PATH`.
 //!
 //! # Example
@@ -70,7 +70,7 @@
 //! ```no_run
 //! # use std::sync::Arc;
 //! # async fn run(google: Arc<dyn gcp_auth::AccessTokenSource>) -> Result<(), Box<dyn std::error::Error>> {
-//! let config = directory::DirectoryConfig::from_env()?; // ORG_DATA_BUCKET, SLACK_BOT_TOKEN, …
+//! let config = directory::DirectoryConfig::from_env_with(|k| std::env::var(k).ok())?; // ORG_DATA_BUCKET, SLACK_BOT_TOKEN, …
 //! let dir = config.build(Some(google))?;
 //! if let Some(org) = dir.org_data() {
 //!     let _ = org.reload().await; // a failure is logged; lookups answer Unavailable until a load succeeds

@@ -10,12 +10,11 @@ use access_core::ports::{
     AuditSink, Clock, Directory, Notifier, Provider, ProviderKind, SystemClock,
 };
 use access_core::providers::{DryRunProvider, LogNotifier};
-use audit_bigquery::{BigQueryConfig, BigQuerySink};
-use directory::{DirectoryConfig, OrgDirectory};
-use gcp_auth::{AccessTokenSource, ServiceAccountTokenSource, StaticToken};
-use provider_cloudconnexa::{
-    CloudConnexaProvider, ProviderConfig as CloudConnexaConfig, StoreGroupUsage,
-};
+use access_core::resource::Resource;
+use audit_bigquery::BigQuerySink;
+use directory::OrgDirectory;
+use gcp_auth::{AccessTokenSource, StaticToken};
+use provider_cloudconnexa::{CloudConnexaProvider, StoreGroupUsage};
 use provider_gcp_iam::GcpIamProvider;
 use slack_adapter::{SlackConfig, SlackNotifier};
 use store_sqlx::SqlStore;
@@ -96,19 +95,19 @@ pub const KNOWN_PROVIDERS: [&str; 3] = [DryRunProvider::KIND, "cloudconnexa", "g
 
 /// A bearer-token source for Google APIs: `GCP_ACCESS_TOKEN` (a fixed token, for emulators and
 /// short jobs) or the service-account key in `GCP_SERVICE_ACCOUNT_JSON`.
-pub fn google_tokens() -> Result<Arc<dyn AccessTokenSource>, ComposeError> {
-    if let Some(t) = std::env::var("GCP_ACCESS_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-    {
+pub fn google_tokens(env: &Env) -> Result<Arc<dyn AccessTokenSource>, ComposeError> {
+    if let Some(t) = env.gcp_access_token() {
         return Ok(Arc::new(StaticToken(t)));
     }
-    ServiceAccountTokenSource::from_env()
+    env.adapter_settings()
+        .google_service_account()
         .map(|s| Arc::new(s) as Arc<dyn AccessTokenSource>)
         .map_err(|e| ComposeError::Adapter(format!("Google credentials: {e}")))
 }
 
 impl App {
+    /// Builds the engine and every adapter `config` and `env` describe; `overrides` replace
+    /// the adapters a caller brings itself.
     pub async fn build(
         config: Config,
         env: Env,
@@ -116,139 +115,34 @@ impl App {
     ) -> Result<App, ComposeError> {
         let resources = config.resources()?;
         let retired = config.retired_resources()?;
-        let store = SqlStore::connect_with(&env.database_url, config.database.store_options())
-            .await
-            .map_err(|e| ComposeError::Database {
-                url: redact_url(&env.database_url),
-                message: e.to_string(),
-            })?;
-        let audit_keys = env.audit_keyring()?;
-        match &audit_keys {
-            Some(k) => tracing::info!(key_id = k.primary_key_id(), "audit chain is keyed"),
-            None => tracing::warn!(
-                "GATEHOUSE_AUDIT_KEY is not set: the audit chain is UNKEYED and anyone with write \
-                 access to the database can rewrite it undetectably; set it in production"
-            ),
-        }
-        let store = Arc::new(store.with_audit_keys(audit_keys));
+        let store = open_store(&config, &env).await?;
         refuse_stranded_grants(&store, &resources, &retired, &env.database_url).await?;
         let call_limit = Duration::from_secs(config.server.call_timeout_secs.unwrap_or(60));
         let waker = Arc::new(SchedulerWaker::new());
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let mut adapters = Adapters::default();
 
         let mut builder = Engine::builder(store.clone(), clock.clone())
             .resources(resources.clone())
             .retired_resources(retired.clone())
             .waker(waker.clone())
-            .settings(EngineSettings {
-                job_lease: chrono::Duration::seconds(
-                    config.server.job_lease_secs.unwrap_or(120) as i64
-                ),
-                job_concurrency: config.server.job_concurrency.unwrap_or(8).max(1),
-                approval_channel: env
-                    .approval_channel
-                    .clone()
-                    .or_else(|| config.server.approval_channel.clone()),
-                security_channel: env
-                    .security_channel
-                    .clone()
-                    .or_else(|| config.server.security_channel.clone())
-                    .filter(|c| !c.trim().is_empty()),
-                admins: config.server.admin_set()?,
-                request_limits: config.server.rate_limits.request_limits()?,
-            });
-
-        let mut adapters = Adapters::default();
-        let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-        providers.insert(
-            DryRunProvider::KIND.to_string(),
-            Arc::new(DryRunProvider::new()),
-        );
-        let wanted: std::collections::BTreeSet<&str> = resources
-            .iter()
-            .chain(&retired)
-            .map(|r| r.provider.as_str())
-            .collect();
-        for kind in wanted {
-            if providers.contains_key(kind) || overrides.providers.contains_key(kind) {
-                continue;
-            }
-            let why = |e: &dyn std::fmt::Display| {
-                ComposeError::Adapter(format!("provider '{kind}': {e}"))
-            };
-            match ProviderKind::from(kind) {
-                ProviderKind::CloudConnexa => {
-                    let cfg = CloudConnexaConfig::from_env().map_err(|e| why(&e))?;
-                    let usage = Arc::new(StoreGroupUsage::new(store.clone()));
-                    let p = Arc::new(
-                        CloudConnexaProvider::new_with_usage(cfg, usage).map_err(|e| why(&e))?,
-                    );
-                    p.load_settings(resources.iter().chain(&retired))
-                        .map_err(|e| why(&e))?;
-                    adapters.cloudconnexa = Some(p.clone());
-                    providers.insert(kind.to_string(), p);
-                }
-                ProviderKind::GcpIam => {
-                    let p = Arc::new(
-                        GcpIamProvider::from_env()
-                            .map_err(|e| why(&e))?
-                            .with_clock(clock.clone()),
-                    );
-                    p.load_settings(resources.iter().chain(&retired))
-                        .map_err(|e| why(&e))?;
-                    adapters.gcp_iam = Some(p.clone());
-                    providers.insert(kind.to_string(), p);
-                }
-                other => {
-                    return Err(ComposeError::Adapter(format!(
-                        "unknown provider '{other}'; known providers: {}",
-                        KNOWN_PROVIDERS.join(", ")
-                    )));
-                }
-            }
-        }
-        if let Some(cc) = &adapters.cloudconnexa {
-            // The configuration compared the roles' groups without NETWORK_GROUP_MAPPING; with
-            // the provider built, compare the groups it will really use.
-            let all: Vec<&access_core::resource::Resource> =
-                resources.iter().chain(&retired).collect();
-            for r in all.iter().filter(|r| r.id.role().is_some()) {
-                let family = all.iter().copied().filter(|o| o.id.base() == r.id.base());
-                crate::config::refuse_shared_access(family, &|o| {
-                    (o.provider == CloudConnexaProvider::KIND)
-                        .then(|| cc.group_name_for(o).ok())
-                        .flatten()
-                        .map(|g| format!("Cloud Connexa group {g}"))
-                })?;
-            }
-        }
-        providers.extend(overrides.providers);
+            .settings(engine_settings(&config, &env)?);
+        let wiring = Wiring {
+            env: &env,
+            store: &store,
+            clock: &clock,
+        };
+        let providers =
+            wiring.providers(&resources, &retired, overrides.providers, &mut adapters)?;
         for (name, p) in providers {
             builder = builder.provider_named(&name, TimeLimitedProvider::wrap(p, call_limit));
         }
-
-        let mut slack = SlackConfig::from_env();
-        slack.workspace_limiter = Arc::new(slack_adapter::ratelimit::WorkspaceLimiter::new(
-            config.server.rate_limits.workspace_limits(),
-        ));
-        adapters.slack_install =
-            crate::slack_installations::install_flow_from_env(store.clone())
-                .map_err(|e| ComposeError::Adapter(format!("Slack installation: {e}")))?;
-        let notifier: Arc<dyn Notifier> = match (overrides.notifier, &adapters.slack_install) {
-            (Some(n), _) => n,
-            // Installed workspaces get their own bot token; SLACK_BOT_TOKEN (if any) serves the rest.
-            (None, Some(flow)) => Arc::new(
-                SlackNotifier::new(&slack).with_installations(flow.installations().clone()),
-            ),
-            (None, None) if !slack.bot_token.is_empty() => Arc::new(SlackNotifier::new(&slack)),
-            (None, None) => Arc::new(LogNotifier),
-        };
-        adapters.slack = Some(slack);
+        let notifier = wiring.notifier(&config, overrides.notifier, &mut adapters)?;
         builder = builder.notifier(TimeLimitedNotifier::wrap(notifier, call_limit));
         match overrides.directory {
             Some(d) => builder = builder.directory(d),
             None => {
-                if let Some((dir, every)) = build_directory().await? {
+                if let Some((dir, every)) = build_directory(&env).await? {
                     adapters.directory = Some((dir.clone(), every));
                     builder = builder.directory(dir);
                 }
@@ -256,24 +150,12 @@ impl App {
         }
         match overrides.audit_sink {
             Some(s) => builder = builder.audit_sink(s),
-            None if std::env::var("BIGQUERY_PROJECT").is_ok_and(|p| !p.trim().is_empty()) => {
-                let cfg = BigQueryConfig::from_env()
-                    .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?;
-                let sink = Arc::new(
-                    BigQuerySink::new(cfg, google_tokens()?)
-                        .map_err(|e| ComposeError::Adapter(format!("BigQuery: {e}")))?
-                        .with_checkpoints(audit_bigquery::sink::CheckpointPolicy {
-                            keys: store.audit_keys().cloned(),
-                            every_events: config.server.audit_checkpoint_events.unwrap_or(1000),
-                            every: Duration::from_secs(
-                                config.server.audit_checkpoint_secs.unwrap_or(300),
-                            ),
-                        }),
-                );
-                adapters.bigquery = Some(sink.clone());
-                builder = builder.audit_sink(sink);
+            None => {
+                if let Some(sink) = wiring.bigquery(&config)? {
+                    adapters.bigquery = Some(sink.clone());
+                    builder = builder.audit_sink(sink);
+                }
             }
-            None => {}
         }
         let hooks = config.webhooks(&env)?;
         if !hooks.specs.is_empty() {
@@ -300,12 +182,206 @@ impl App {
     }
 }
 
+/// The store at `DATABASE_URL`, keyed with `GATEHOUSE_AUDIT_KEY` when it is set.
+async fn open_store(config: &Config, env: &Env) -> Result<Arc<SqlStore>, ComposeError> {
+    let store = SqlStore::connect_with(&env.database_url, config.database.store_options())
+        .await
+        .map_err(|e| ComposeError::Database {
+            url: redact_url(&env.database_url),
+            message: e.to_string(),
+        })?;
+    let audit_keys = env.audit_keyring()?;
+    match &audit_keys {
+        Some(k) => tracing::info!(key_id = k.primary_key_id(), "audit chain is keyed"),
+        None => tracing::warn!(
+            "GATEHOUSE_AUDIT_KEY is not set: the audit chain is UNKEYED and anyone with write \
+             access to the database can rewrite it undetectably; set it in production"
+        ),
+    }
+    Ok(Arc::new(store.with_audit_keys(audit_keys)))
+}
+
+/// The engine's settings: `[server]` with the environment's channels over the file's.
+fn engine_settings(config: &Config, env: &Env) -> Result<EngineSettings, ComposeError> {
+    Ok(EngineSettings {
+        job_lease: chrono::Duration::seconds(config.server.job_lease_secs.unwrap_or(120) as i64),
+        job_concurrency: config.server.job_concurrency.unwrap_or(8).max(1),
+        approval_channel: env
+            .approval_channel
+            .clone()
+            .or_else(|| config.server.approval_channel.clone()),
+        security_channel: env
+            .security_channel
+            .clone()
+            .or_else(|| config.server.security_channel.clone())
+            .filter(|c| !c.trim().is_empty()),
+        admins: config.server.admin_set()?,
+        request_limits: config.server.rate_limits.request_limits()?,
+    })
+}
+
+/// What building the adapters shares: the environment they are configured from, the store and
+/// the clock.
+struct Wiring<'a> {
+    env: &'a Env,
+    store: &'a Arc<SqlStore>,
+    clock: &'a Arc<dyn Clock>,
+}
+
+impl Wiring<'_> {
+    /// One provider per kind the resources use (the dry-run one always), the caller's
+    /// overrides taking precedence over those built from the environment.
+    fn providers(
+        &self,
+        resources: &[Resource],
+        retired: &[Resource],
+        overrides: HashMap<String, Arc<dyn Provider>>,
+        adapters: &mut Adapters,
+    ) -> Result<HashMap<String, Arc<dyn Provider>>, ComposeError> {
+        let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+        providers.insert(
+            DryRunProvider::KIND.to_string(),
+            Arc::new(DryRunProvider::new()),
+        );
+        let wanted: std::collections::BTreeSet<&str> = resources
+            .iter()
+            .chain(retired)
+            .map(|r| r.provider.as_str())
+            .collect();
+        for kind in wanted {
+            if providers.contains_key(kind) || overrides.contains_key(kind) {
+                continue;
+            }
+            let p = self.provider(kind, resources.iter().chain(retired), adapters)?;
+            providers.insert(kind.to_string(), p);
+        }
+        if let Some(cc) = &adapters.cloudconnexa {
+            refuse_shared_groups(cc, resources, retired)?;
+        }
+        providers.extend(overrides);
+        Ok(providers)
+    }
+
+    /// The provider of one kind this build knows, configured from the environment.
+    /// Each provider decodes the settings of the resources it serves once, here: a resource
+    /// with bad settings stops the start instead of failing its first grant.
+    fn provider<'r>(
+        &self,
+        kind: &str,
+        served: impl Iterator<Item = &'r Resource> + Clone,
+        adapters: &mut Adapters,
+    ) -> Result<Arc<dyn Provider>, ComposeError> {
+        let why =
+            |e: &dyn std::fmt::Display| ComposeError::Adapter(format!("provider '{kind}': {e}"));
+        let settings = self.env.adapter_settings();
+        match ProviderKind::from(kind) {
+            ProviderKind::CloudConnexa => {
+                let cfg = settings.cloudconnexa().map_err(|e| why(&e))?;
+                let usage = Arc::new(StoreGroupUsage::new(self.store.clone()));
+                let p = Arc::new(
+                    CloudConnexaProvider::new_with_usage(cfg, usage).map_err(|e| why(&e))?,
+                );
+                p.load_settings(served).map_err(|e| why(&e))?;
+                adapters.cloudconnexa = Some(p.clone());
+                Ok(p)
+            }
+            ProviderKind::GcpIam => {
+                let p = Arc::new(
+                    settings
+                        .gcp_iam()
+                        .map_err(|e| why(&e))?
+                        .with_clock(self.clock.clone()),
+                );
+                p.load_settings(served).map_err(|e| why(&e))?;
+                adapters.gcp_iam = Some(p.clone());
+                Ok(p)
+            }
+            other => Err(ComposeError::Adapter(format!(
+                "unknown provider '{other}'; known providers: {}",
+                KNOWN_PROVIDERS.join(", ")
+            ))),
+        }
+    }
+
+    /// Slack (one bot token, or many installed workspaces), else the log: the notifier unless
+    /// the caller brings one. Records the Slack settings and the install flow in `adapters`.
+    fn notifier(
+        &self,
+        config: &Config,
+        overridden: Option<Arc<dyn Notifier>>,
+        adapters: &mut Adapters,
+    ) -> Result<Arc<dyn Notifier>, ComposeError> {
+        let mut slack = self.env.adapter_settings().slack();
+        slack.workspace_limiter = Arc::new(slack_adapter::ratelimit::WorkspaceLimiter::new(
+            config.server.rate_limits.workspace_limits(),
+        ));
+        adapters.slack_install = crate::slack_installations::install_flow_from_env(
+            self.store.clone(),
+            self.env.lookup(),
+        )
+        .map_err(|e| ComposeError::Adapter(format!("Slack installation: {e}")))?;
+        let notifier: Arc<dyn Notifier> = match (overridden, &adapters.slack_install) {
+            (Some(n), _) => n,
+            // Installed workspaces get their own bot token; SLACK_BOT_TOKEN (if any) serves the rest.
+            (None, Some(flow)) => Arc::new(
+                SlackNotifier::new(&slack).with_installations(flow.installations().clone()),
+            ),
+            (None, None) if !slack.bot_token.is_empty() => Arc::new(SlackNotifier::new(&slack)),
+            (None, None) => Arc::new(LogNotifier),
+        };
+        adapters.slack = Some(slack);
+        Ok(notifier)
+    }
+
+    /// The BigQuery export when `BIGQUERY_PROJECT` is set, writing signed checkpoints on the
+    /// `[server]` schedule.
+    fn bigquery(&self, config: &Config) -> Result<Option<Arc<BigQuerySink>>, ComposeError> {
+        if !self.env.bigquery_enabled() {
+            return Ok(None);
+        }
+        let why = |e: &dyn std::fmt::Display| ComposeError::Adapter(format!("BigQuery: {e}"));
+        let cfg = self
+            .env
+            .adapter_settings()
+            .bigquery()
+            .map_err(|e| why(&e))?;
+        let sink = BigQuerySink::new(cfg, google_tokens(self.env)?)
+            .map_err(|e| why(&e))?
+            .with_checkpoints(audit_bigquery::sink::CheckpointPolicy {
+                keys: self.store.audit_keys().cloned(),
+                every_events: config.server.audit_checkpoint_events.unwrap_or(1000),
+                every: Duration::from_secs(config.server.audit_checkpoint_secs.unwrap_or(300)),
+            });
+        Ok(Some(Arc::new(sink)))
+    }
+}
+
+/// The configuration compared the roles' groups without `NETWORK_GROUP_MAPPING`; with the
+/// provider built, compare the groups it will really use.
+fn refuse_shared_groups(
+    cc: &CloudConnexaProvider,
+    resources: &[Resource],
+    retired: &[Resource],
+) -> Result<(), ComposeError> {
+    let all: Vec<&Resource> = resources.iter().chain(retired).collect();
+    for r in all.iter().filter(|r| r.id.role().is_some()) {
+        let family = all.iter().copied().filter(|o| o.id.base() == r.id.base());
+        crate::config::refuse_shared_access(family, &|o| {
+            (o.provider == CloudConnexaProvider::KIND)
+                .then(|| cc.group_name_for(o).ok())
+                .flatten()
+                .map(|g| format!("Cloud Connexa group {g}"))
+        })?;
+    }
+    Ok(())
+}
+
 /// A grant whose resource is gone from the configuration can never be revoked (the engine no
 /// longer knows its provider): refuse to start rather than let it outlive its expiry.
 async fn refuse_stranded_grants(
     store: &SqlStore,
-    resources: &[access_core::resource::Resource],
-    retired: &[access_core::resource::Resource],
+    resources: &[Resource],
+    retired: &[Resource],
     url: &str,
 ) -> Result<(), ComposeError> {
     let live = store
@@ -335,17 +411,19 @@ async fn refuse_stranded_grants(
     }
 }
 
-/// The directory from the environment (`ORG_DATA_*`, Slack user groups through
+/// The directory from `env` (`ORG_DATA_*`, Slack user groups through
 /// `SLACK_BOT_TOKEN`), with its first load done. None when nothing is configured: eligibility
 /// rules that need a directory then answer "Organizational data service is not available".
-async fn build_directory() -> Result<Option<(Arc<OrgDirectory>, Duration)>, ComposeError> {
-    let cfg = DirectoryConfig::from_env()
+async fn build_directory(env: &Env) -> Result<Option<(Arc<OrgDirectory>, Duration)>, ComposeError> {
+    let cfg = env
+        .adapter_settings()
+        .directory()
         .map_err(|e| ComposeError::Adapter(format!("directory: {e}")))?;
     if cfg.org_data.is_none() && cfg.slack_groups.is_none() {
         return Ok(None);
     }
     let google = match &cfg.org_data {
-        Some(o) if o.needs_google_credentials() => Some(google_tokens()?),
+        Some(o) if o.needs_google_credentials() => Some(google_tokens(env)?),
         _ => None,
     };
     let every = cfg

@@ -5,7 +5,8 @@
 //! scheduler forever; `gatehouse-cleanup` runs the same due work once and exits.
 //!
 //! # Layout
-//! - [`config`]: the TOML file (resources and policies) plus secrets from the environment.
+//! - [`config`]: the TOML file (resources and policies).
+//! - [`env`]: the environment, read once, and each adapter's settings decoded from it.
 //! - [`compose`]: store from `DATABASE_URL`, providers by kind, notifier, directory, audit sink.
 //! - [`scheduler`]: sleeps until the next due job, woken early when a nearer one is enqueued.
 //! - [`guard`]: time limits around provider and notifier calls, so a hung backend delays one job
@@ -15,6 +16,7 @@
 pub mod audit_verify;
 pub mod compose;
 pub mod config;
+pub mod env;
 pub mod guard;
 pub mod maintenance;
 pub mod reports;

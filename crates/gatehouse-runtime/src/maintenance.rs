@@ -7,6 +7,8 @@
 use access_core::audit::{AuditKind, AuditRecord};
 use access_core::ports::{GrantFilter, ProviderEvent, ProviderKind};
 use access_core::{Actor, GrantStatus, Resource};
+use provider_cloudconnexa::CloudConnexaProvider;
+use provider_gcp_iam::GcpIamProvider;
 use serde::Serialize;
 
 use crate::compose::App;
@@ -37,95 +39,26 @@ fn repair_record(app: &App, resource: &Resource, e: &ProviderEvent) -> AuditReco
 pub async fn reconcile(app: &App) -> ReconcileReport {
     let mut report = ReconcileReport::default();
     for resource in app.engine.resources() {
-        let mut events: Vec<ProviderEvent> = Vec::new();
-        match resource.provider {
+        let events = match resource.provider {
             ProviderKind::GcpIam => {
                 let Some(gcp) = &app.adapters.gcp_iam else {
                     continue;
                 };
                 report.resources += 1;
-                match gcp.sweep_resource(&resource, app.engine.now()).await {
-                    Ok(sweep) => {
-                        events.extend(sweep.events);
-                        report.errors.extend(
-                            sweep
-                                .errors
-                                .into_iter()
-                                .map(|e| format!("{}: {e}", resource.id)),
-                        );
-                    }
-                    Err(e) => report
-                        .errors
-                        .push(format!("{}: sweep failed: {e}", resource.id)),
-                }
+                sweep_gcp(app, gcp, &resource, &mut report).await
             }
             ProviderKind::CloudConnexa => {
                 let Some(cc) = &app.adapters.cloudconnexa else {
                     continue;
                 };
                 report.resources += 1;
-                // Every live grant protects its membership from removal: a provisioning grant's
-                // provider call may have added it already (the grant job records it later), and a
-                // revoking grant's removal is its own job's work. Only active grants are restored
-                // when missing.
-                let live = match app
-                    .engine
-                    .store()
-                    .grants(&GrantFilter {
-                        live_only: true,
-                        resource: Some(resource.id.clone()),
-                        limit: Some(1000),
-                        ..Default::default()
-                    })
-                    .await
-                {
-                    Ok(g) => g,
-                    Err(e) => {
-                        report.errors.push(format!("{}: {e}", resource.id));
-                        continue;
-                    }
-                };
-                let holders: Vec<String> = live
-                    .iter()
-                    .filter_map(|g| g.subject.email.as_ref().map(|e| e.to_string()))
-                    .collect();
-                let active: Vec<String> = live
-                    .iter()
-                    .filter(|g| g.status == GrantStatus::Active)
-                    .filter_map(|g| g.subject.email.as_ref().map(|e| e.to_string()))
-                    .collect();
-                let drift = match cc.drift(&resource, &holders).await {
-                    Ok(mut d) => {
-                        d.missing
-                            .retain(|h| active.iter().any(|a| a.eq_ignore_ascii_case(h)));
-                        d
-                    }
-                    Err(e) => {
-                        report
-                            .errors
-                            .push(format!("{}: drift check failed: {e}", resource.id));
-                        continue;
-                    }
-                };
-                for stray in &drift.stray {
-                    match cc.remove_stray(&resource, stray).await {
-                        Ok(ev) => events.extend(ev),
-                        Err(e) => report
-                            .errors
-                            .push(format!("{}: removing {}: {e}", resource.id, stray.holder)),
-                    }
-                }
-                for holder in &drift.missing {
-                    match cc.restore_missing(&resource, holder).await {
-                        Ok(ev) => events.extend(ev),
-                        Err(e) => report
-                            .errors
-                            .push(format!("{}: restoring {holder}: {e}", resource.id)),
-                    }
+                match repair_cloudconnexa(app, cc, &resource, &mut report).await {
+                    Some(events) => events,
+                    None => continue,
                 }
             }
             _ => continue,
-        }
+        };
         report.repairs += events.len();
         let records: Vec<AuditRecord> = events
             .iter()
@@ -145,6 +78,103 @@ pub async fn reconcile(app: &App) -> ReconcileReport {
         metrics::counter!("gatehouse_drift_repairs_total").increment(report.repairs as u64);
     }
     report
+}
+
+/// The GCP sweep of one resource: the repairs it made; its problems go to `report`.
+async fn sweep_gcp(
+    app: &App,
+    gcp: &GcpIamProvider,
+    resource: &Resource,
+    report: &mut ReconcileReport,
+) -> Vec<ProviderEvent> {
+    match gcp.sweep_resource(resource, app.engine.now()).await {
+        Ok(sweep) => {
+            report.errors.extend(
+                sweep
+                    .errors
+                    .into_iter()
+                    .map(|e| format!("{}: {e}", resource.id)),
+            );
+            sweep.events
+        }
+        Err(e) => {
+            report
+                .errors
+                .push(format!("{}: sweep failed: {e}", resource.id));
+            Vec::new()
+        }
+    }
+}
+
+/// The Cloud Connexa drift repair of one resource: the repairs it made, or `None` when the
+/// drift could not be computed (the problem is in `report`).
+async fn repair_cloudconnexa(
+    app: &App,
+    cc: &CloudConnexaProvider,
+    resource: &Resource,
+    report: &mut ReconcileReport,
+) -> Option<Vec<ProviderEvent>> {
+    // Every live grant protects its membership from removal: a provisioning grant's
+    // provider call may have added it already (the grant job records it later), and a
+    // revoking grant's removal is its own job's work. Only active grants are restored
+    // when missing.
+    let live = match app
+        .engine
+        .store()
+        .grants(&GrantFilter {
+            live_only: true,
+            resource: Some(resource.id.clone()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(g) => g,
+        Err(e) => {
+            report.errors.push(format!("{}: {e}", resource.id));
+            return None;
+        }
+    };
+    let holders: Vec<String> = live
+        .iter()
+        .filter_map(|g| g.subject.email.as_ref().map(|e| e.to_string()))
+        .collect();
+    let active: Vec<String> = live
+        .iter()
+        .filter(|g| g.status == GrantStatus::Active)
+        .filter_map(|g| g.subject.email.as_ref().map(|e| e.to_string()))
+        .collect();
+    let drift = match cc.drift(resource, &holders).await {
+        Ok(mut d) => {
+            d.missing
+                .retain(|h| active.iter().any(|a| a.eq_ignore_ascii_case(h)));
+            d
+        }
+        Err(e) => {
+            report
+                .errors
+                .push(format!("{}: drift check failed: {e}", resource.id));
+            return None;
+        }
+    };
+    let mut events = Vec::new();
+    for stray in &drift.stray {
+        match cc.remove_stray(resource, stray).await {
+            Ok(ev) => events.extend(ev),
+            Err(e) => report
+                .errors
+                .push(format!("{}: removing {}: {e}", resource.id, stray.holder)),
+        }
+    }
+    for holder in &drift.missing {
+        match cc.restore_missing(resource, holder).await {
+            Ok(ev) => events.extend(ev),
+            Err(e) => report
+                .errors
+                .push(format!("{}: restoring {holder}: {e}", resource.id)),
+        }
+    }
+    Some(events)
 }
 
 /// The lease that lets one replica at a time reconcile.

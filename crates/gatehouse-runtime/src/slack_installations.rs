@@ -28,20 +28,22 @@ pub enum InstallSetupError {
 /// Installations on `store` under `GATEHOUSE_ENCRYPTION_KEY`; `Ok(None)` without a key.
 pub fn installations_from_env(
     store: Arc<SqlStore>,
+    get: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Installations>, InstallSetupError> {
-    Ok(TokenCipher::from_env()?.map(|c| Installations::new(store, Arc::new(c))))
+    Ok(TokenCipher::from_lookup(get)?.map(|c| Installations::new(store, Arc::new(c))))
 }
 
 /// The install flow when `SLACK_CLIENT_ID` and `SLACK_CLIENT_SECRET` are set (then
 /// `GATEHOUSE_ENCRYPTION_KEY` is required); `Ok(None)` when OAuth is not configured.
 pub fn install_flow_from_env(
     store: Arc<SqlStore>,
+    get: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Arc<InstallFlow>>, InstallSetupError> {
-    let config = OAuthConfig::from_env();
+    let config = OAuthConfig::from_lookup(&get);
     if !config.is_configured() {
         return Ok(None);
     }
-    let ins = installations_from_env(store)?.ok_or(InstallSetupError::NoKey)?;
+    let ins = installations_from_env(store, &get)?.ok_or(InstallSetupError::NoKey)?;
     Ok(Some(Arc::new(InstallFlow::new(config, ins))))
 }
 

@@ -77,7 +77,58 @@ impl WebhookConfig {
                 "id must be 1 to 64 letters, digits, '-' or '_'".to_string()
             ));
         }
-        let events = match &self.events {
+        let events = self.events(&err)?;
+        let max_failures = self.max_failures.unwrap_or(DEFAULT_MAX_FAILURES);
+        if max_failures == 0 {
+            return Err(err("max_failures must be at least 1".to_string()));
+        }
+        let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
+        if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+            return Err(err(format!(
+                "batch_size must be between 1 and {MAX_BATCH_SIZE}"
+            )));
+        }
+        let timeout = Duration::from_secs(self.timeout_secs.unwrap_or(10));
+        if timeout.is_zero() || timeout > Duration::from_secs(120) {
+            return Err(err("timeout_secs must be between 1 and 120".to_string()));
+        }
+        let format = match self.format.as_deref() {
+            None => WebhookFormat::Gatehouse,
+            Some(f) => WebhookFormat::parse(f).ok_or_else(|| {
+                err(format!(
+                    "unknown format '{f}'; valid formats: gatehouse, splunk_hec"
+                ))
+            })?,
+        };
+        let (secret, hec_token) = self.secrets(env, format, &err)?;
+        let mut endpoint =
+            WebhookEndpoint::new(&self.id, &self.url, Secret::new(secret), format, hec_token)
+                .map_err(|e| ConfigError::Webhook {
+                    id: self.id.clone(),
+                    // The endpoint's own message starts with "webhook '<id>'".
+                    message: e
+                        .to_string()
+                        .trim_start_matches(&format!("webhook '{}': ", self.id))
+                        .to_string(),
+                })?;
+        endpoint.timeout = timeout;
+        Ok((
+            WebhookSpec {
+                id: self.id.clone(),
+                events,
+                max_failures,
+                batch_size,
+            },
+            endpoint,
+        ))
+    }
+
+    /// `events`, parsed: `None` sends every kind; duplicates are dropped; empty is refused.
+    fn events(
+        &self,
+        err: &dyn Fn(String) -> ConfigError,
+    ) -> Result<Option<Vec<AuditKind>>, ConfigError> {
+        Ok(match &self.events {
             None => None,
             Some(names) => {
                 let mut kinds = Vec::with_capacity(names.len());
@@ -101,29 +152,17 @@ impl WebhookConfig {
                 }
                 Some(kinds)
             }
-        };
-        let max_failures = self.max_failures.unwrap_or(DEFAULT_MAX_FAILURES);
-        if max_failures == 0 {
-            return Err(err("max_failures must be at least 1".to_string()));
-        }
-        let batch_size = self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
-        if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
-            return Err(err(format!(
-                "batch_size must be between 1 and {MAX_BATCH_SIZE}"
-            )));
-        }
-        let timeout = Duration::from_secs(self.timeout_secs.unwrap_or(10));
-        if timeout.is_zero() || timeout > Duration::from_secs(120) {
-            return Err(err("timeout_secs must be between 1 and 120".to_string()));
-        }
-        let format = match self.format.as_deref() {
-            None => WebhookFormat::Gatehouse,
-            Some(f) => WebhookFormat::parse(f).ok_or_else(|| {
-                err(format!(
-                    "unknown format '{f}'; valid formats: gatehouse, splunk_hec"
-                ))
-            })?,
-        };
+        })
+    }
+
+    /// The signing secret (`secret_env`) and, for Splunk HEC, the token (`token_env`), read
+    /// through the one [`Env`].
+    fn secrets(
+        &self,
+        env: &Env,
+        format: WebhookFormat,
+        err: &dyn Fn(String) -> ConfigError,
+    ) -> Result<(String, Option<Secret>), ConfigError> {
         // The error names the variable, never its value.
         let secret = env.var(&self.secret_env).ok_or_else(|| {
             err(format!(
@@ -152,26 +191,7 @@ impl WebhookConfig {
             }
             (None, WebhookFormat::Gatehouse) => None,
         };
-        let mut endpoint =
-            WebhookEndpoint::new(&self.id, &self.url, Secret::new(secret), format, hec_token)
-                .map_err(|e| ConfigError::Webhook {
-                    id: self.id.clone(),
-                    // The endpoint's own message starts with "webhook '<id>'".
-                    message: e
-                        .to_string()
-                        .trim_start_matches(&format!("webhook '{}': ", self.id))
-                        .to_string(),
-                })?;
-        endpoint.timeout = timeout;
-        Ok((
-            WebhookSpec {
-                id: self.id.clone(),
-                events,
-                max_failures,
-                batch_size,
-            },
-            endpoint,
-        ))
+        Ok((secret, hec_token))
     }
 }
 

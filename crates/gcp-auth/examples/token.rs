@@ -9,7 +9,7 @@ use gcp_auth::{AccessTokenSource, ServiceAccountTokenSource};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let source = ServiceAccountTokenSource::from_env()?;
+    let source = ServiceAccountTokenSource::from_lookup(|k| std::env::var(k).ok())?;
     println!("service account: {}", source.client_email());
     let token = source.token().await?;
     println!(

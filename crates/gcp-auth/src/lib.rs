@@ -22,7 +22,7 @@
 //!
 //! # async fn run() -> Result<(), gcp_auth::AuthError> {
 //! // GCP_SERVICE_ACCOUNT_JSON holds the key's JSON (or a path to the key file).
-//! let tokens = ServiceAccountTokenSource::from_env()?;
+//! let tokens = ServiceAccountTokenSource::from_lookup(|k| std::env::var(k).ok())?;
 //! println!("authenticating as {}", tokens.client_email());
 //! let bearer = tokens.token().await?;
 //! # let _ = bearer;
@@ -164,11 +164,12 @@ impl ServiceAccountTokenSource {
 
     /// From `GCP_SERVICE_ACCOUNT_JSON`: the key's JSON content (as the source documents deploy
     /// it from a Kubernetes secret), or, if the value does not start with `{`, a path to the key
-    /// file. [`AuthError::NotConfigured`] when unset or empty.
-    pub fn from_env() -> Result<Self, AuthError> {
-        match std::env::var(SERVICE_ACCOUNT_ENV) {
-            Ok(v) if v.trim().starts_with('{') => Self::from_json(&v),
-            Ok(v) if !v.trim().is_empty() => Self::from_file(v.trim()),
+    /// file. [`AuthError::NotConfigured`] when unset or empty. The variable is read through `get`
+    /// (the server passes its one snapshot of the environment; scripts the process environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, AuthError> {
+        match get(SERVICE_ACCOUNT_ENV) {
+            Some(v) if v.trim().starts_with('{') => Self::from_json(&v),
+            Some(v) if !v.trim().is_empty() => Self::from_file(v.trim()),
             _ => Err(AuthError::NotConfigured),
         }
     }

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let hold: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(10);
 
-    let provider = CloudConnexaProvider::from_env()?;
+    let provider = CloudConnexaProvider::from_lookup(|k| std::env::var(k).ok())?;
     if !provider.network_exists(&network).await? {
         let names: Vec<String> = provider
             .networks()

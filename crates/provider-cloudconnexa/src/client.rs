@@ -82,11 +82,11 @@ impl ClientConfig {
         }
     }
 
-    /// From `CLOUDCONNEXA_API_URL`, `CLOUDCONNEXA_CLIENT_ID`, `CLOUDCONNEXA_CLIENT_SECRET`.
-    pub fn from_env() -> Result<Self, CloudConnexaError> {
+    /// From `CLOUDCONNEXA_API_URL`, `CLOUDCONNEXA_CLIENT_ID`, `CLOUDCONNEXA_CLIENT_SECRET`, read
+    /// through `get` (the server's snapshot of the environment; scripts the process environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CloudConnexaError> {
         let var = |name: &str| {
-            std::env::var(name)
-                .ok()
+            get(name)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| CloudConnexaError::Config(format!("{name} is not set")))

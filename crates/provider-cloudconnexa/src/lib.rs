@@ -42,7 +42,7 @@
 //!     std::env::var("CLOUDCONNEXA_CLIENT_SECRET")?,
 //! ));
 //! cfg.network_group_mapping.insert("dev-network".into(), "developers".into());
-//! let provider = CloudConnexaProvider::new(cfg)?; // or CloudConnexaProvider::from_env()?
+//! let provider = CloudConnexaProvider::new(cfg)?; // or CloudConnexaProvider::from_lookup(|k| std::env::var(k).ok())?
 //! assert_eq!(provider.kind(), "cloudconnexa");
 //! for n in provider.networks().await? {
 //!     println!("{}", n.name);

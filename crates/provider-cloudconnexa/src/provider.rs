@@ -101,9 +101,9 @@ impl CloudConnexaProvider {
     }
 
     /// From `CLOUDCONNEXA_API_URL`, `CLOUDCONNEXA_CLIENT_ID`, `CLOUDCONNEXA_CLIENT_SECRET` and
-    /// `NETWORK_GROUP_MAPPING`.
-    pub fn from_env() -> Result<Self, CloudConnexaError> {
-        Self::new(ProviderConfig::from_env()?)
+    /// `NETWORK_GROUP_MAPPING`, read through `get` (see [`ProviderConfig::from_lookup`]).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CloudConnexaError> {
+        Self::new(ProviderConfig::from_lookup(get)?)
     }
 
     /// The API client, for calls the provider does not wrap.

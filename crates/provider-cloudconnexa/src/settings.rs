@@ -47,10 +47,11 @@ impl ProviderConfig {
         }
     }
 
-    /// Client settings from `CLOUDCONNEXA_*`, mapping from `NETWORK_GROUP_MAPPING` (optional).
-    pub fn from_env() -> Result<Self, CloudConnexaError> {
-        let mut cfg = Self::new(ClientConfig::from_env()?);
-        if let Ok(raw) = std::env::var(ENV_NETWORK_GROUP_MAPPING) {
+    /// Client settings from `CLOUDCONNEXA_*`, mapping from `NETWORK_GROUP_MAPPING` (optional),
+    /// read through `get` (see [`ClientConfig::from_lookup`]).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, CloudConnexaError> {
+        let mut cfg = Self::new(ClientConfig::from_lookup(&get)?);
+        if let Some(raw) = get(ENV_NETWORK_GROUP_MAPPING) {
             cfg.network_group_mapping = parse_mapping(&raw)?;
         }
         Ok(cfg)

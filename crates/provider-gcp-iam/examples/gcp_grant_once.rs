@@ -56,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let provider = GcpIamProvider::from_env()?;
+    let provider = GcpIamProvider::from_lookup(|k| std::env::var(k).ok())?;
     let mode = std::env::var("GCP_MODE").unwrap_or_else(|_| "service_account_key".into());
 
     if args.first().map(String::as_str) == Some("revoke") {

@@ -41,11 +41,11 @@ impl Default for GcpIamConfig {
 }
 
 impl GcpIamConfig {
-    /// Defaults overridden by `GCP_IAM_API_URL`, `GCP_CRM_API_URL`, `GCP_ACCESS_DRY_RUN`.
-    pub fn from_env() -> Self {
+    /// Defaults overridden by `GCP_IAM_API_URL`, `GCP_CRM_API_URL`, `GCP_ACCESS_DRY_RUN`, read
+    /// through `get` (the server's snapshot of the environment; scripts the process environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
         let var = |k: &str| {
-            std::env::var(k)
-                .ok()
+            get(k)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };

@@ -35,8 +35,8 @@
 //! use provider_gcp_iam::{GcpIamConfig, GcpIamProvider};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let tokens = gcp_auth::ServiceAccountTokenSource::from_env()?;
-//! let provider = GcpIamProvider::new(GcpIamConfig::from_env(), Arc::new(tokens))?;
+//! let tokens = gcp_auth::ServiceAccountTokenSource::from_lookup(|k| std::env::var(k).ok())?;
+//! let provider = GcpIamProvider::new(GcpIamConfig::from_lookup(|k| std::env::var(k).ok()), Arc::new(tokens))?;
 //! assert_eq!(provider.kind(), "gcp-iam");
 //! // Hourly: remove expired bindings, their accounts and orphans.
 //! let report = provider.sweep("my-project-123", chrono::Utc::now()).await?;

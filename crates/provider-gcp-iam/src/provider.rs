@@ -125,10 +125,12 @@ impl GcpIamProvider {
     }
 
     /// From the environment: `GCP_SERVICE_ACCOUNT_JSON` (content or path), `GCP_IAM_API_URL`,
-    /// `GCP_CRM_API_URL`, `GCP_ACCESS_DRY_RUN`. In dry-run mode credentials are optional.
-    pub fn from_env() -> Result<Self, ProviderError> {
-        let config = GcpIamConfig::from_env();
-        let tokens: Arc<dyn AccessTokenSource> = match ServiceAccountTokenSource::from_env() {
+    /// `GCP_CRM_API_URL`, `GCP_ACCESS_DRY_RUN`, read through `get`. In dry-run mode credentials
+    /// are optional.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ProviderError> {
+        let config = GcpIamConfig::from_lookup(&get);
+        let tokens: Arc<dyn AccessTokenSource> = match ServiceAccountTokenSource::from_lookup(&get)
+        {
             Ok(t) => Arc::new(t),
             Err(AuthError::NotConfigured) if config.dry_run => Arc::new(NoCredentials),
             Err(e) => {

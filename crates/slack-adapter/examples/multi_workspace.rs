@@ -19,7 +19,7 @@ use slack_adapter::oauth::{InstallFlow, OAuthConfig, oauth_router};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
-    let cipher = match TokenCipher::from_env()? {
+    let cipher = match TokenCipher::from_lookup(|k| std::env::var(k).ok())? {
         Some(c) => c,
         None => {
             let key = TokenCipher::generate_key_b64();
@@ -27,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             TokenCipher::from_spec(&key)?
         }
     };
-    let config = OAuthConfig::from_env();
+    let config = OAuthConfig::from_lookup(|k| std::env::var(k).ok());
     if !config.is_configured() {
         println!("set SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to complete installs");
     }

@@ -78,7 +78,7 @@ async fn main() {
     let approver = std::env::var("APPROVER").unwrap_or_else(|_| "U0APPROVER".into());
 
     if std::env::var("SLACK_BOT_TOKEN").is_ok() {
-        let config = SlackConfig::from_env();
+        let config = SlackConfig::from_lookup(|k| std::env::var(k).ok());
         let engine = engine(&config, &db, &approver).await;
         run_jobs_forever(engine.clone());
         let app = slack_adapter::router(engine, config);

@@ -97,12 +97,8 @@ impl Default for SlackConfig {
 
 impl SlackConfig {
     /// Reads `SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`, `SLACK_API_URL`, `APPROVAL_CHANNEL` (all
-    /// optional) and the tuning knobs above.
-    pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Same as [`SlackConfig::from_env`] over any key lookup (tests, config files).
+    /// optional) and the tuning knobs above through `get` (the server passes its one snapshot of
+    /// the environment, tests a map, scripts the process environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
         let d = Self::default();
         let get = |k: &str| {

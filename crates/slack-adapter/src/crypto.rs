@@ -99,10 +99,11 @@ impl TokenCipher {
         Self::from_keys(&keys)
     }
 
-    /// Reads `GATEHOUSE_ENCRYPTION_KEY`; `Ok(None)` when it is unset or empty.
-    pub fn from_env() -> Result<Option<Self>, CryptoError> {
-        match std::env::var(ENCRYPTION_KEY_ENV) {
-            Ok(v) if !v.trim().is_empty() => Self::from_spec(&v).map(Some),
+    /// Reads `GATEHOUSE_ENCRYPTION_KEY` through `get` (the server's snapshot of the environment;
+    /// scripts the process environment); `Ok(None)` when it is unset or empty.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, CryptoError> {
+        match get(ENCRYPTION_KEY_ENV) {
+            Some(v) if !v.trim().is_empty() => Self::from_spec(&v).map(Some),
             _ => Ok(None),
         }
     }

@@ -37,7 +37,7 @@
 //! use slack_adapter::{SlackConfig, SlackNotifier};
 //!
 //! # async fn wire(store: Arc<dyn access_core::ports::Store>) -> Result<(), Box<dyn std::error::Error>> {
-//! let config = SlackConfig::from_env();
+//! let config = SlackConfig::from_lookup(|k| std::env::var(k).ok());
 //! let engine = Engine::builder(store, Arc::new(SystemClock))
 //!     .notifier(Arc::new(SlackNotifier::new(&config)))
 //!     .build()?;
@@ -47,6 +47,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin_auth;
 pub mod admin_commands;
 pub mod api;
 pub mod blocks;

@@ -23,10 +23,10 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
 use access_core::ports::{Clock, SystemClock};
 
+use crate::admin_auth::AdminTokens;
 use crate::api::ApiError;
 use crate::config::{DEFAULT_API_URL, Secret};
 use crate::installations::{
@@ -108,10 +108,9 @@ impl Default for OAuthConfig {
 }
 
 impl OAuthConfig {
-    pub fn from_env() -> Self {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
+    /// Reads `SLACK_CLIENT_ID`, `SLACK_CLIENT_SECRET`, `SLACK_REDIRECT_URI`, the scopes and the
+    /// admin tokens through `get` (the server's snapshot of the environment; scripts
+    /// the process environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
         let d = Self::default();
         let get = |k: &str| {
@@ -849,7 +848,13 @@ pub fn oauth_router(flow: Arc<InstallFlow>) -> Router {
             get(status_endpoint).delete(uninstall_endpoint),
         )
         .route("/api/slack/cleanup-expired-states", post(cleanup_endpoint))
-        .layer(middleware::from_fn_with_state(flow.clone(), require_admin));
+        .layer(middleware::from_fn_with_state(
+            Arc::new(AdminTokens::new(
+                flow.config.admin_token.clone(),
+                flow.config.workspace_admin_tokens.clone(),
+            )),
+            crate::admin_auth::require_admin,
+        ));
     Router::new()
         .route("/slack/install", get(install_page))
         .route("/slack/oauth/callback", get(callback_endpoint))
@@ -882,14 +887,8 @@ pub fn parse_workspace_tokens(raw: &str) -> Vec<(String, Secret)> {
         .collect()
 }
 
-/// Whom an admin token speaks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminScope {
-    /// `GATEHOUSE_ADMIN_TOKEN`: every workspace.
-    All,
-    /// A workspace admin token: this team (or Enterprise Grid organisation) only.
-    Workspace(String),
-}
+/// Whom an admin token speaks for (the one admin-auth layer's, [`crate::admin_auth`]).
+pub use crate::admin_auth::AdminScope;
 
 impl AdminScope {
     /// The refusal for a workspace admin acting on another workspace, if it is one.
@@ -903,51 +902,6 @@ impl AdminScope {
             _ => None,
         }
     }
-}
-
-async fn require_admin(State(flow): State<Flow>, mut req: Request, next: Next) -> Response {
-    let expected = &flow.config.admin_token;
-    if expected.is_empty() && flow.config.workspace_admin_tokens.is_empty() {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "admin_disabled",
-            "Set GATEHOUSE_ADMIN_TOKEN to enable the Slack installation API.",
-        );
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let matches =
-        |t: &Secret| !t.is_empty() && bool::from(given.as_bytes().ct_eq(t.expose().as_bytes()));
-    let scope = if matches(expected) {
-        Some(AdminScope::All)
-    } else {
-        // Every workspace token is compared, so the time taken does not say which one matched.
-        let mut found = None;
-        for (id, t) in &flow.config.workspace_admin_tokens {
-            if matches(t) && found.is_none() {
-                found = Some(AdminScope::Workspace(id.clone()));
-            }
-        }
-        found
-    };
-    let Some(scope) = scope else {
-        let mut r = json_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "A valid admin bearer token is required.",
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return r;
-    };
-    req.extensions_mut().insert(scope);
-    next.run(req).await
 }
 
 fn internal(e: InstallError) -> Response {
@@ -1047,12 +1001,7 @@ async fn cleanup_endpoint(
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use access_core::text::escape_html as escape;
 
 fn page(title: &str, body: &str) -> String {
     format!(

@@ -50,11 +50,8 @@ impl std::fmt::Debug for SocketModeConfig {
 }
 
 impl SocketModeConfig {
-    /// `None` unless `SLACK_APP_TOKEN` is set.
-    pub fn from_env() -> Option<Self> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
+    /// `None` unless `SLACK_APP_TOKEN` is set; variables read through `get` (the server's
+    /// snapshot of the environment; scripts the process environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Option<Self> {
         let get = |k: &str| {
             get(k)
