@@ -39,12 +39,15 @@ use crate::request::{
     AccessRequest, Actor, Decision, DecisionKind, RequestEvent, RequestKind, RequestStatus,
     TransitionError,
 };
-use crate::resource::{ApprovalPolicy, Justification, JustificationError, Resource};
+use crate::resource::{ApprovalPolicy, JustificationError, Resource};
 use crate::subject::{Subject, SubjectKey};
 
 /// Slack admin commands (`/access admin …`, issue 17): admin membership and what admins may do.
 mod admin;
 mod emergency;
+pub(crate) use emergency::emergency_duration;
+mod queries;
+pub use queries::ChainWalk;
 mod webhook_delivery;
 pub use admin::{ADMIN_LIST_READ, AdminError};
 #[path = "engine_delegation.rs"]
@@ -261,16 +264,7 @@ impl EngineError {
     }
 }
 
-/// A request as typed by a person or a script; the engine parses every part.
-#[derive(Debug, Clone)]
-pub struct Submission {
-    pub subject: Subject,
-    pub resource: String,
-    /// None: the resource's default.
-    pub duration: Option<String>,
-    pub justification: String,
-    pub kind: RequestKind,
-}
+pub use crate::submission::Submission;
 
 /// A person's live access and open requests.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -663,6 +657,9 @@ impl Engine {
         }
     }
 
+    /// The whole store, for tests and tools that inspect rows the engine has no question for
+    /// (message refs, raw job rows) or build a second engine over the same database. Adapters
+    /// ask through the read methods instead (`engine/queries.rs`).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -1019,18 +1016,10 @@ impl Engine {
     }
 
     /// Files a request. Auto-approved resources come back `approved` with provisioning queued.
+    /// The submission was parsed by [`Engine::validate`]; what needs the store is decided here.
     pub async fn submit(&self, s: Submission) -> Result<AccessRequest, EngineError> {
-        let resource = self.resource(&s.resource)?.clone();
-        let requested = match s
-            .duration
-            .as_deref()
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-        {
-            Some(d) => Some(d.parse::<AccessDuration>()?),
-            None => None,
-        };
-        let duration = resource.durations.check(requested)?;
+        let resource = self.resource(s.request.resource().as_str())?.clone();
+        let duration = s.request.duration();
         let now = self.now();
         // The live grant, the pending request for this resource and the per-person limit
         // figures, in one read (docs/rate-limits.md).
@@ -1043,7 +1032,7 @@ impl Engine {
             )
             .await?;
         let (live, pending) = (facts.live, facts.pending);
-        let justification = match s.kind {
+        let justification = match s.request.kind() {
             RequestKind::New => {
                 // A new request on a live grant lengthens it; a resource that cannot be extended
                 // refuses that up front (unless asking again hands out something new without
@@ -1059,7 +1048,7 @@ impl Engine {
                         });
                     }
                 }
-                Justification::parse(&s.justification)?
+                s.request.justification().clone()
             }
             RequestKind::Extend => {
                 if !resource.extendable {
@@ -1081,8 +1070,7 @@ impl Engine {
                         resource: resource.id.to_string(),
                     });
                 }
-                Justification::parse(&s.justification)
-                    .or_else(|_| Justification::parse(&format!("Extension by {duration}")))?
+                s.request.justification().clone()
             }
         };
         self.eligibility(&s.subject, &resource).await?;
@@ -1130,7 +1118,7 @@ impl Engine {
             id: replayed.unwrap_or_default(),
             subject: s.subject.clone(),
             resource: resource.id.clone(),
-            kind: s.kind,
+            kind: s.request.kind(),
             duration,
             justification,
             status: RequestStatus::Pending,

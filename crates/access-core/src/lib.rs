@@ -53,6 +53,7 @@ pub mod providers;
 pub mod request;
 pub mod resource;
 pub mod subject;
+pub mod submission;
 pub mod webhooks;
 
 pub use audit::{AuditEvent, AuditKind, AuditRecord};

@@ -131,24 +131,15 @@ pub async fn check_approver(
         }
         ApprovalPolicy::Approvers { approvers, .. } => approvers,
     };
-    let (team_id, user_id, name) = match actor {
-        Actor::Admin { .. } => return Ok(()),
-        Actor::System => return Err(ApproverError::NotAnApprover(resource.id.to_string())),
-        Actor::User {
-            team_id,
-            user_id,
-            name,
-        } => (team_id, user_id, name),
+    let Some(as_subject) = actor.as_subject() else {
+        return match actor {
+            Actor::Admin { .. } => Ok(()),
+            _ => Err(ApproverError::NotAnApprover(resource.id.to_string())),
+        };
     };
-    if approvers.users.iter().any(|u| u == user_id) {
+    if approvers.users.iter().any(|u| *u == as_subject.user_id) {
         return Ok(());
     }
-    let as_subject = Subject {
-        team_id: team_id.clone(),
-        user_id: user_id.clone(),
-        email: None,
-        name: name.clone(),
-    };
     let rules = approvers
         .slack_groups
         .iter()

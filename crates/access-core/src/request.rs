@@ -228,14 +228,6 @@ pub enum Actor {
 }
 
 impl Actor {
-    pub fn from_subject(s: &Subject) -> Actor {
-        Actor::User {
-            team_id: s.team_id.clone(),
-            user_id: s.user_id.clone(),
-            name: s.name.clone(),
-        }
-    }
-
     /// Stable short form for storage and audit: `slack:T1/U1`, `admin:alice`, `system`.
     pub fn id(&self) -> String {
         match self {

@@ -9,10 +9,11 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use access_core::audit::{AuditEvent, AuditKind};
-use access_core::engine::{EngineError, Submission};
+use access_core::engine::{ChainWalk, EngineError};
 use access_core::jobs::JobStatus;
 use access_core::ports::{AuditFilter, JobFilter, PageCursor, PageQuery};
 use access_core::request::RequestKind;
+use access_core::submission::RawSubmission;
 use access_core::{
     AccessRequest, Actor, Grant, GrantId, GrantStatus, JobId, RequestId, RequestStatus, ResourceId,
 };
@@ -523,7 +524,7 @@ async fn pending(
         limit: PAGE,
         ..PageQuery::default()
     };
-    let rows = match s.engine.store().requests_page(&query).await {
+    let rows = match s.engine.requests_page(&query).await {
         Ok(r) => r,
         Err(e) => return store_failure(&s, &session, e),
     };
@@ -557,7 +558,7 @@ async fn scoped_request(
             back,
         ));
     };
-    match s.engine.store().request(id).await {
+    match s.engine.request(id).await {
         Ok(Some(r)) if session.identity.scope.covers(&r.subject.team_id) => Ok(id),
         Ok(_) => Err(engine_refusal(
             s,
@@ -644,7 +645,7 @@ async fn grants(
         limit: PAGE,
         ..PageQuery::<GrantStatus>::default()
     };
-    let rows = match s.engine.store().grants_page(&query).await {
+    let rows = match s.engine.grants_page(&query).await {
         Ok(r) => r,
         Err(e) => return store_failure(&s, &session, e),
     };
@@ -672,7 +673,7 @@ async fn scoped_grant(s: &ConsoleState, session: &Session, raw: &str) -> Result<
             back,
         ));
     };
-    match s.engine.store().grant(id).await {
+    match s.engine.grant(id).await {
         Ok(Some(g)) if session.identity.scope.covers(&g.subject.team_id) => Ok(g),
         Ok(_) => Err(engine_refusal(
             s,
@@ -724,17 +725,16 @@ async fn extend(
         Ok(g) => g,
         Err(r) => return r,
     };
-    let submission = Submission {
-        subject: g.subject.clone(),
-        resource: g.resource.to_string(),
-        duration: Some(f.duration.trim().to_string()).filter(|d| !d.is_empty()),
-        justification: format!(
+    let raw = RawSubmission::new(
+        g.resource.to_string(),
+        Some(f.duration),
+        format!(
             "Extension asked for in the web console by {}",
             session.identity.actor.id()
         ),
-        kind: RequestKind::Extend,
-    };
-    match s.engine.submit(submission).await {
+    )
+    .extension();
+    match s.engine.submit_raw(g.subject.clone(), &raw).await {
         Ok(_) => Redirect::to("/console/grants?ok=extended").into_response(),
         Err(e) => engine_refusal(&s, &session, e, back),
     }
@@ -815,7 +815,7 @@ async fn history(
             limit: PAGE,
             ..PageQuery::default()
         };
-        match s.engine.store().requests_page(&query).await {
+        match s.engine.requests_page(&query).await {
             Ok(r) => r,
             Err(e) => return store_failure(&s, &session, e),
         }
@@ -957,7 +957,7 @@ async fn audit_page(
         return r;
     }
     let (rows, error) = match q.filter() {
-        Ok(f) => match s.engine.store().audit_events(&f).await {
+        Ok(f) => match s.engine.audit_events(&f).await {
             Ok(r) => (r, None),
             Err(e) => return store_failure(s, session, e),
         },
@@ -997,13 +997,12 @@ async fn verify(
     if let Some(r) = audit_refusal(&s, &session) {
         return r;
     }
-    let store = s.engine.store();
-    let v = if f.full.as_deref() == Some("true") {
-        store.verify_audit_chain().await
+    let walk = if f.full.as_deref() == Some("true") {
+        ChainWalk::Full
     } else {
-        store.verify_audit_chain_incremental().await
+        ChainWalk::FromCheckpoint
     };
-    match v {
+    match s.engine.verify_audit_chain(walk).await {
         Ok(v) => audit_page(&s, &session, AuditQuery::default(), Some(v)).await,
         Err(e) => store_failure(&s, &session, e),
     }
@@ -1054,7 +1053,7 @@ async fn audit_export(
         );
     }
     loop {
-        let page = match s.engine.store().audit_events(&filter).await {
+        let page = match s.engine.audit_events(&filter).await {
             Ok(p) => p,
             Err(e) => return store_failure(&s, &session, e),
         };
@@ -1208,21 +1207,20 @@ async fn health(
     axum::Extension(session): axum::Extension<Session>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let store = s.engine.store();
-    let now = s.engine.now();
-    let stats = match store.job_stats(now, None).await {
+    let stats = match s.engine.job_stats(None).await {
         Ok(v) => v,
         Err(e) => return store_failure(&s, &session, e),
     };
     // Revocation lag: how long the oldest due take-back has waited.
     let mut lag: Option<i64> = None;
     for kind in ["expire", "revoke"] {
-        match store.job_stats(now, Some(kind)).await {
+        match s.engine.job_stats(Some(kind)).await {
             Ok(k) => lag = lag.max(k.oldest_due_secs),
             Err(e) => return store_failure(&s, &session, e),
         }
     }
-    let dead = match store
+    let dead = match s
+        .engine
         .jobs(&JobFilter {
             status: Some(JobStatus::Dead),
             kind: None,
@@ -1286,7 +1284,7 @@ async fn retry_job(
             "/console/health",
         );
     };
-    match s.engine.store().revive_job(id, s.engine.now()).await {
+    match s.engine.revive_job(id).await {
         Ok(true) => {
             tracing::info!(job = %id, actor = %session.identity.actor.id(), "dead job retried from the console");
             Redirect::to("/console/health?ok=retried").into_response()
@@ -1310,11 +1308,9 @@ async fn charts_page(
     axum::Extension(session): axum::Extension<Session>,
 ) -> Response {
     const DAYS: u32 = 30;
-    let now = s.engine.now();
     let stats = match s
         .engine
-        .store()
-        .daily_stats(now, DAYS, session.identity.scope.team())
+        .daily_stats(DAYS, session.identity.scope.team())
         .await
     {
         Ok(v) => v,

@@ -70,7 +70,6 @@ pub async fn reconcile(app: &App) -> ReconcileReport {
                 // when missing.
                 let live = match app
                     .engine
-                    .store()
                     .grants(&GrantFilter {
                         live_only: true,
                         resource: Some(resource.id.clone()),

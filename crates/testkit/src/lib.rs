@@ -16,4 +16,5 @@ pub mod provider;
 pub mod slack;
 pub mod slack_oauth;
 pub mod slack_socket;
+pub mod submission;
 pub mod webhook_receiver;

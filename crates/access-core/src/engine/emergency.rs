@@ -15,7 +15,7 @@ use crate::notification::{GrantSummary, Notification};
 use crate::policy::{self, ApproverError};
 use crate::ports::{ChangeSet, GrantWrite, RequestWrite, StoreError};
 use crate::request::{AccessRequest, Actor, RequestEvent, RequestKind, RequestStatus};
-use crate::resource::{ApprovalPolicy, EmergencyPolicy, Justification, Resource};
+use crate::resource::{ApprovalPolicy, EmergencyPolicy, Resource};
 
 /// The length of an emergency grant: what was asked for, cut to the resource's emergency
 /// duration; that duration when nothing was asked for. Shorter than the resource's minimum is
@@ -53,23 +53,16 @@ impl Engine {
                 return Ok(filed);
             }
         }
-        let resource = self.resource(&s.resource)?.clone();
+        let resource = self.resource(s.request.resource().as_str())?.clone();
         let Some(policy) = resource.emergency else {
             return Err(EngineError::EmergencyNotAllowed {
                 resource: resource.id.to_string(),
             });
         };
-        let requested = match s
-            .duration
-            .as_deref()
-            .map(str::trim)
-            .filter(|d| !d.is_empty())
-        {
-            Some(d) => Some(d.parse::<AccessDuration>()?),
-            None => None,
-        };
+        // What was typed, cut here (by `Engine::validate_emergency` too, to refuse up front).
+        let requested = s.request.requested();
         let duration = emergency_duration(&resource, policy, requested)?;
-        let justification = Justification::parse(&s.justification)?;
+        let justification = s.request.justification().clone();
         let now = self.now();
         match self
             .store
