@@ -137,7 +137,7 @@ pub async fn check_approver(
             _ => Err(ApproverError::NotAnApprover(resource.id.to_string())),
         };
     };
-    if approvers.users.iter().any(|u| *u == as_subject.user_id) {
+    if approvers.users.contains(&as_subject.user_id) {
         return Ok(());
     }
     let rules = approvers
