@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration::AccessDuration;
 use crate::ids::{GrantId, RequestId, ResourceId};
 use crate::resource::Justification;
-use crate::subject::Subject;
+use crate::subject::{Subject, SubjectKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,7 +233,7 @@ impl Actor {
         match self {
             Actor::User {
                 team_id, user_id, ..
-            } => format!("slack:{team_id}/{user_id}"),
+            } => format!("slack:{}", SubjectKey::new(team_id, user_id)),
             Actor::Admin { name } => format!("admin:{name}"),
             Actor::System => "system".to_string(),
         }

@@ -94,6 +94,13 @@ impl SubjectKey {
     }
 }
 
+/// `team/user`: how audit records and the console name a person.
+impl fmt::Display for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.team_id, self.user_id)
+    }
+}
+
 impl From<&Subject> for SubjectKey {
     fn from(s: &Subject) -> Self {
         s.key()
@@ -245,9 +252,11 @@ mod tests {
         assert_eq!(actor, Actor::from_subject(&jane));
         assert_eq!(actor.subject_key(), Some(jane.key()));
         assert_eq!(SubjectKey::from(&jane), jane.key());
-        assert_eq!(actor.as_subject(), Some(jane));
+        assert_eq!(actor.as_subject(), Some(jane.clone()));
         assert!(actor.is_subject(&actor.as_subject().unwrap()));
         assert_eq!(Actor::System.subject_key(), None);
+        assert_eq!(jane.key().to_string(), "T1/U1");
+        assert_eq!(actor.id(), "slack:T1/U1");
         assert_eq!(Actor::Admin { name: "a".into() }.as_subject(), None);
     }
 
