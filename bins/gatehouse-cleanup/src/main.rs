@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use access_core::AuditEvent;
+use access_core::engine::ChainWalk;
 use access_core::ports::AuditFilter;
 use clap::{Parser, Subcommand};
 use gatehouse_runtime::compose::Overrides;
@@ -252,7 +253,7 @@ async fn bigquery_init(app: &App, location: Option<String>) -> ExitCode {
 }
 
 async fn verify(app: &App) -> ExitCode {
-    match app.engine.store().verify_audit_chain().await {
+    match app.engine.verify_audit_chain(ChainWalk::Full).await {
         Ok(v) if v.ok => {
             println!(
                 "audit chain intact: {} events verified ({})",
@@ -326,7 +327,6 @@ async fn events_between(
     loop {
         let page = app
             .engine
-            .store()
             .audit_events(&AuditFilter {
                 after_seq: after,
                 since,
@@ -390,7 +390,6 @@ async fn report(app: &App, month: Month, format: &str) -> ExitCode {
     while !report.emergency_unreviewed.is_empty() {
         let page = app
             .engine
-            .store()
             .audit_events(&access_core::ports::AuditFilter {
                 after_seq: after,
                 since: Some(month.end()),

@@ -6,10 +6,10 @@
 use std::str::FromStr;
 
 use access_core::audit::AuditKind;
-use access_core::engine::{EngineError, Submission};
+use access_core::engine::{ChainWalk, EngineError};
 use access_core::jobs::JobStatus;
 use access_core::ports::{AuditFilter, GrantFilter, JobFilter, RequestFilter};
-use access_core::request::RequestKind;
+use access_core::submission::RawSubmission;
 use access_core::{
     Actor, Email, GrantId, GrantStatus, RequestId, RequestStatus, ResourceId, Subject, SubjectKey,
 };
@@ -238,27 +238,10 @@ async fn submit(
         Some(e) => Some(Email::parse(e).map_err(|e| ApiError::bad_request(e.to_string()))?),
         None => None,
     };
-    let subject = Subject {
-        team_id: b.team_id,
-        user_id: b.user_id.trim().to_string(),
-        email,
-        name: b.name,
-    };
-    let request = s
-        .app
-        .engine
-        .submit(Submission {
-            subject,
-            resource: b.resource,
-            duration: b.duration,
-            justification: b.justification,
-            kind: if b.extend {
-                RequestKind::Extend
-            } else {
-                RequestKind::New
-            },
-        })
-        .await?;
+    let subject = Subject::new(SubjectKey::new(b.team_id, b.user_id.trim()), email, b.name);
+    let raw = RawSubmission::new(b.resource, b.duration, b.justification);
+    let raw = if b.extend { raw.extension() } else { raw };
+    let request = s.app.engine.submit_raw(subject, &raw).await?;
     Ok((StatusCode::CREATED, Json(request)).into_response())
 }
 
@@ -312,10 +295,9 @@ impl ListQuery {
             .map(ResourceId::parse)
             .transpose()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let subject = self.user_id.map(|user_id| SubjectKey {
-            team_id: self.team_id.unwrap_or_default(),
-            user_id,
-        });
+        let subject = self
+            .user_id
+            .map(|user_id| SubjectKey::new(self.team_id.unwrap_or_default(), user_id));
         Ok((status, resource, subject, self.limit.map(|l| l.min(1000))))
     }
 }
@@ -326,9 +308,9 @@ async fn list_requests(
 ) -> Result<Json<Vec<access_core::AccessRequest>>, ApiError> {
     let before: Option<RequestId> = parse_cursor(q.before.as_deref(), "request")?;
     let (status, resource, subject, limit) = q.parse::<RequestStatus>()?;
-    let store = s.app.engine.store();
+    let engine = &s.app.engine;
     if let Some(b) = before
-        && store.request(b).await?.is_none()
+        && engine.request(b).await?.is_none()
     {
         return Err(unknown_cursor("request", b));
     }
@@ -339,7 +321,7 @@ async fn list_requests(
         limit,
         before,
     };
-    Ok(Json(store.requests(&filter).await?))
+    Ok(Json(engine.requests(&filter).await?))
 }
 
 async fn get_request(
@@ -347,12 +329,12 @@ async fn get_request(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id: RequestId = parse_id(&id, "request")?;
-    let store = s.app.engine.store();
-    let request = store
+    let engine = &s.app.engine;
+    let request = engine
         .request(id)
         .await?
         .ok_or(EngineError::RequestNotFound(id))?;
-    let decisions = store.decisions(id).await?;
+    let decisions = engine.decisions(id).await?;
     Ok(Json(
         serde_json::json!({"request": request, "decisions": decisions}),
     ))
@@ -409,9 +391,9 @@ async fn list_grants(
 ) -> Result<Json<Vec<access_core::Grant>>, ApiError> {
     let before: Option<GrantId> = parse_cursor(q.before.as_deref(), "grant")?;
     let (status, resource, subject, limit) = q.parse::<GrantStatus>()?;
-    let store = s.app.engine.store();
+    let engine = &s.app.engine;
     if let Some(b) = before
-        && store.grant(b).await?.is_none()
+        && engine.grant(b).await?.is_none()
     {
         return Err(unknown_cursor("grant", b));
     }
@@ -423,7 +405,7 @@ async fn list_grants(
         limit,
         before,
     };
-    Ok(Json(store.grants(&filter).await?))
+    Ok(Json(engine.grants(&filter).await?))
 }
 
 async fn get_grant(
@@ -434,7 +416,6 @@ async fn get_grant(
     Ok(Json(
         s.app
             .engine
-            .store()
             .grant(id)
             .await?
             .ok_or(EngineError::GrantNotFound(id))?,
@@ -530,7 +511,7 @@ async fn audit(
             .transpose()?,
         limit: Some(limit),
     };
-    let events = s.app.engine.store().audit_events(&filter).await?;
+    let events = s.app.engine.audit_events(&filter).await?;
     let next = (events.len() as u32 == limit)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
@@ -553,13 +534,12 @@ async fn verify(
     State(s): State<AppState>,
     Query(q): Query<VerifyQuery>,
 ) -> Result<Json<access_core::audit::ChainVerification>, ApiError> {
-    let store = s.app.engine.store();
-    let v = if q.full {
-        store.verify_audit_chain().await?
+    let walk = if q.full {
+        ChainWalk::Full
     } else {
-        store.verify_audit_chain_incremental().await?
+        ChainWalk::FromCheckpoint
     };
-    Ok(Json(v))
+    Ok(Json(s.app.engine.verify_audit_chain(walk).await?))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -582,18 +562,16 @@ async fn jobs(
         })?),
         None => None,
     };
-    let store = s.app.engine.store();
+    let engine = &s.app.engine;
     let q_kind = q.kind;
-    let jobs = store
+    let jobs = engine
         .jobs(&JobFilter {
             status,
             kind: q_kind.clone(),
             limit: q.limit.map(|l| l.min(1000)),
         })
         .await?;
-    let stats = store
-        .job_stats(s.app.engine.now(), q_kind.as_deref())
-        .await?;
+    let stats = engine.job_stats(q_kind.as_deref()).await?;
     Ok(Json(serde_json::json!({"stats": stats, "jobs": jobs})))
 }
 

@@ -49,8 +49,8 @@ async fn list(
         .map(ResourceId::parse)
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
-    let store = s.app.engine.store();
-    let records = store
+    let engine = &s.app.engine;
+    let records = engine
         .emergency_accesses(&EmergencyFilter {
             reviewed: q.reviewed,
             resource,
@@ -58,7 +58,7 @@ async fn list(
         })
         .await?;
     let ids: Vec<_> = records.iter().map(|r| r.grant_id).collect();
-    let grants = store.grants_by_id(&ids).await?;
+    let grants = engine.grants_by_id(&ids).await?;
     Ok(Json(
         records
             .into_iter()

@@ -63,7 +63,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if let Some(why) = s.app.waker.stalled(s.app.max_idle) {
         problems.push(why);
     }
-    if let Err(e) = s.app.engine.store().ready().await {
+    if let Err(e) = s.app.engine.ready().await {
         problems.push(e.to_string());
     }
     let (providers, org_data) = dependency_readiness(&s.app, &mut problems);
@@ -127,9 +127,8 @@ fn dependency_readiness(
 }
 
 async fn metrics_page(State(s): State<AppState>) -> Response {
-    let store = s.app.engine.store();
-    let now = s.app.engine.now();
-    match store.request_counts().await {
+    let engine = &s.app.engine;
+    match engine.request_counts().await {
         Ok(counts) => {
             for status in access_core::RequestStatus::ALL {
                 let n = counts
@@ -142,7 +141,7 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: request counts unavailable"),
     }
-    match store.grant_counts().await {
+    match engine.grant_counts().await {
         Ok(counts) => {
             for status in access_core::GrantStatus::ALL {
                 let n = counts
@@ -158,7 +157,7 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "metrics: grant counts unavailable"),
     }
-    match store.job_stats(now, None).await {
+    match engine.job_stats(None).await {
         Ok(j) => {
             metrics::gauge!("gatehouse_jobs_due").set(j.due as f64);
             metrics::gauge!("gatehouse_jobs_pending").set(j.pending as f64);
@@ -171,7 +170,7 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "metrics: job stats unavailable"),
     }
     // The audit export backlog: events written locally, not yet in the audit sink.
-    match store.job_stats(now, Some("export_audit")).await {
+    match engine.job_stats(Some("export_audit")).await {
         Ok(j) => {
             metrics::gauge!("gatehouse_audit_export_backlog").set((j.pending + j.running) as f64);
             metrics::gauge!("gatehouse_audit_export_backlog_oldest_seconds")
@@ -182,7 +181,7 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
     }
     crate::webhooks_api::refresh_metrics(&s).await;
     // Break-glass grants no approver has reviewed yet: alert on this staying above zero.
-    match store.emergency_unreviewed_count().await {
+    match engine.emergency_unreviewed_count().await {
         Ok(n) => metrics::gauge!("gatehouse_emergency_grants_unreviewed").set(n as f64),
         Err(e) => tracing::warn!(error = %e, "metrics: unreviewed emergency grants unavailable"),
     }

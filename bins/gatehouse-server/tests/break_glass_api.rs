@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use access_core::engine::Submission;
 use access_core::request::RequestKind;
 use access_core::{Email, Subject};
 use axum::body::Body;
@@ -16,6 +15,7 @@ use gatehouse_runtime::{App, Config};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use testkit::provider::ManualClock;
+use testkit::submission::{Ask, SubmitTyped};
 use tower::ServiceExt;
 
 const TOKEN: &str = "break-glass-admin-token";
@@ -111,7 +111,7 @@ async fn unreviewed_emergency_grants_are_listed_counted_and_reviewed_by_an_admin
         let engine = app.engine.clone();
         let router = gatehouse_server::app(app);
 
-        let ask = |resource: &str, duration: Option<&str>| Submission {
+        let ask = |resource: &str, duration: Option<&str>| Ask {
             subject: person("UALICE"),
             resource: resource.into(),
             duration: duration.map(Into::into),
@@ -119,7 +119,7 @@ async fn unreviewed_emergency_grants_are_listed_counted_and_reviewed_by_an_admin
             kind: RequestKind::New,
         };
         let emergency = engine
-            .submit_emergency(ask("prod-db", Some("4h")))
+            .submit_emergency_typed(ask("prod-db", Some("4h")))
             .await
             .unwrap();
         assert_eq!(
@@ -127,7 +127,7 @@ async fn unreviewed_emergency_grants_are_listed_counted_and_reviewed_by_an_admin
             1800,
             "{kind}: cut to emergency_duration"
         );
-        let ordinary = engine.submit(ask("dev", None)).await.unwrap();
+        let ordinary = engine.submit_typed(ask("dev", None)).await.unwrap();
         engine.drain(10).await.unwrap();
 
         let (status, list, text) =

@@ -23,7 +23,7 @@ use access_core::ports::{
     Clock, GrantOutcome, GrantRequest, Provider, ProviderError, ProviderKind, RevokeOutcome,
     RevokeRequest,
 };
-use access_core::request::RequestKind;
+use access_core::submission::RawSubmission;
 use access_core::{Email, Resource, Subject};
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -140,14 +140,15 @@ pub async fn run(db_path: &std::path::Path) -> Result<Outcome, Box<dyn std::erro
         email: Some(Email::parse("ada@example.com")?),
         name: "Ada".into(),
     };
+    // Parsed once, at the edge: a typo in the resource or the duration is refused here, before
+    // anything is written.
+    let typed = RawSubmission::new(
+        "demo-db",
+        Some("2h".into()),
+        "Investigating a slow query",
+    );
     let request = engine
-        .submit(Submission {
-            subject: subject.clone(),
-            resource: "demo-db".into(),
-            duration: Some("2h".into()),
-            justification: "Investigating a slow query".into(),
-            kind: RequestKind::New,
-        })
+        .submit(Submission::new(subject.clone(), engine.validate(&typed)?))
         .await?;
     println!(
         "submitted: request {} is {} (auto-approved; provisioning is a job)",

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::duration::AccessDuration;
 use crate::request::Actor;
+use crate::subject::SubjectKey;
 
 /// The longest a delegation may run, so a forgotten one does not hand approving away for good.
 pub const MAX_DELEGATION_DAYS: i64 = 90;
@@ -54,11 +55,7 @@ impl Delegation {
 
     /// The delegator as an actor (whose approving the delegate borrows).
     pub fn delegator(&self) -> Actor {
-        Actor::User {
-            team_id: self.team_id.clone(),
-            user_id: self.delegator_id.clone(),
-            name: self.delegator_name.clone(),
-        }
+        SubjectKey::new(&self.team_id, &self.delegator_id).actor(&self.delegator_name)
     }
 
     /// When and how it stopped being active, for refusals: "expired at …" / "was revoked at …".

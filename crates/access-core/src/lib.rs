@@ -34,10 +34,10 @@
 //! ```no_run
 //! use std::sync::Arc;
 //!
-//! use access_core::engine::{Engine, Submission};
-//! use access_core::ports::{GrantOutcome, GrantRequest, Provider, ProviderError};
+//! use access_core::engine::Engine;
+//! use access_core::ports::{GrantOutcome, GrantRequest, Provider, ProviderError, ProviderKind};
 //! use access_core::ports::{RevokeOutcome, RevokeRequest, SystemClock};
-//! use access_core::request::RequestKind;
+//! use access_core::submission::RawSubmission;
 //! use access_core::{Resource, Subject};
 //!
 //! /// Grants access in your world.
@@ -46,8 +46,8 @@
 //!
 //! #[async_trait::async_trait]
 //! impl Provider for MyProvider {
-//!     fn kind(&self) -> &'static str {
-//!         "mine"
+//!     fn kind(&self) -> ProviderKind {
+//!         ProviderKind::Custom("mine".into())
 //!     }
 //!     async fn grant(&self, req: &GrantRequest) -> Result<GrantOutcome, ProviderError> {
 //!         // Add `req.subject` to `req.resource` until `req.expires_at`, idempotently.
@@ -83,13 +83,10 @@
 //!     name: "Ada".into(),
 //! };
 //! let request = engine
-//!     .submit(Submission {
+//!     .submit_raw(
 //!         subject,
-//!         resource: "demo-db".into(),
-//!         duration: Some("2h".into()),
-//!         justification: "Investigating a slow query".into(),
-//!         kind: RequestKind::New,
-//!     })
+//!         &RawSubmission::new("demo-db", Some("2h".into()), "Investigating a slow query"),
+//!     )
 //!     .await?;
 //! assert_eq!(request.status.as_str(), "approved"); // auto: provisioning and expiry are queued
 //!
@@ -135,6 +132,7 @@ pub mod providers;
 pub mod request;
 pub mod resource;
 pub mod subject;
+pub mod submission;
 pub mod text;
 pub mod webhooks;
 

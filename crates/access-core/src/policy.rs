@@ -166,23 +166,12 @@ pub async fn in_set(
     actor: &Actor,
     directory: &dyn Directory,
 ) -> Result<bool, DirectoryError> {
-    let Actor::User {
-        team_id,
-        user_id,
-        name,
-    } = actor
-    else {
+    let Some(as_subject) = actor.as_subject() else {
         return Ok(false);
     };
-    if set.users.iter().any(|u| u == user_id) {
+    if set.users.contains(&as_subject.user_id) {
         return Ok(true);
     }
-    let as_subject = Subject {
-        team_id: team_id.clone(),
-        user_id: user_id.clone(),
-        email: None,
-        name: name.clone(),
-    };
     let rules = set
         .slack_groups
         .iter()

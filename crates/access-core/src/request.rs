@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration::AccessDuration;
 use crate::ids::{GrantId, RequestId, ResourceId};
 use crate::resource::Justification;
-use crate::subject::Subject;
+use crate::subject::{Subject, SubjectKey};
 
 /// Where a request is in its life (see the state machine above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -300,21 +300,12 @@ pub enum Actor {
 }
 
 impl Actor {
-    /// The actor for the person `s`.
-    pub fn from_subject(s: &Subject) -> Actor {
-        Actor::User {
-            team_id: s.team_id.clone(),
-            user_id: s.user_id.clone(),
-            name: s.name.clone(),
-        }
-    }
-
     /// Stable short form for storage and audit: `slack:T1/U1`, `admin:alice`, `system`.
     pub fn id(&self) -> String {
         match self {
             Actor::User {
                 team_id, user_id, ..
-            } => format!("slack:{team_id}/{user_id}"),
+            } => format!("slack:{}", SubjectKey::new(team_id, user_id)),
             Actor::Admin { name } => format!("admin:{name}"),
             Actor::System => "system".to_string(),
         }

@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::request::Actor;
+
 /// A person, as identified by Slack (or by an admin acting for them through the API).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Subject {
@@ -22,12 +24,24 @@ pub struct Subject {
 }
 
 impl Subject {
-    /// The key that identifies this person (workspace and user id).
-    pub fn key(&self) -> SubjectKey {
-        SubjectKey {
-            team_id: self.team_id.clone(),
-            user_id: self.user_id.clone(),
+    /// The person `key` names, with what their profile says.
+    pub fn new(key: SubjectKey, email: Option<Email>, name: impl Into<String>) -> Self {
+        Self {
+            team_id: key.team_id,
+            user_id: key.user_id,
+            email,
+            name: name.into(),
         }
+    }
+
+    /// Who this is, without the mutable profile fields.
+    pub fn key(&self) -> SubjectKey {
+        SubjectKey::new(&self.team_id, &self.user_id)
+    }
+
+    /// This person as the actor of what they do (file, cancel, approve).
+    pub fn actor(&self) -> Actor {
+        self.key().actor(&self.name)
     }
 
     /// How messages mention this person.
@@ -43,12 +57,85 @@ impl Subject {
 }
 
 /// The identity part of a [`Subject`]: what "the same person" means.
+///
+/// Every conversion between the identity types lives here: [`Subject::key`],
+/// [`Subject::actor`], [`SubjectKey::actor`], [`SubjectKey::subject`], [`Actor::subject_key`]
+/// and [`Actor::as_subject`] (the Slack adapter's `Caller` converts through [`SubjectKey`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SubjectKey {
-    /// The Slack workspace (team) id.
+    /// Slack workspace (or Enterprise Grid organisation) id: the identity scope.
     pub team_id: String,
-    /// The Slack user id.
+    /// Slack user id, immutable.
     pub user_id: String,
+}
+
+impl SubjectKey {
+    /// User `user_id` of workspace (or organisation) `team_id`.
+    pub fn new(team_id: impl Into<String>, user_id: impl Into<String>) -> Self {
+        Self {
+            team_id: team_id.into(),
+            user_id: user_id.into(),
+        }
+    }
+
+    /// This person acting, shown in messages as `name`.
+    pub fn actor(&self, name: impl Into<String>) -> Actor {
+        Actor::User {
+            team_id: self.team_id.clone(),
+            user_id: self.user_id.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// This person as a subject whose profile is known only by `name` (no e-mail): what group
+    /// membership checks on an approver or admin need.
+    pub fn subject(&self, name: impl Into<String>) -> Subject {
+        Subject::new(self.clone(), None, name)
+    }
+}
+
+/// `team/user`: how audit records and the console name a person.
+impl fmt::Display for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.team_id, self.user_id)
+    }
+}
+
+impl From<&Subject> for SubjectKey {
+    fn from(s: &Subject) -> Self {
+        s.key()
+    }
+}
+
+impl From<&Subject> for Actor {
+    fn from(s: &Subject) -> Self {
+        s.actor()
+    }
+}
+
+impl Actor {
+    /// The same as [`Subject::actor`].
+    pub fn from_subject(s: &Subject) -> Actor {
+        s.actor()
+    }
+
+    /// The person acting, if a person (`None` for an admin of the API or Gatehouse itself).
+    pub fn subject_key(&self) -> Option<SubjectKey> {
+        match self {
+            Actor::User {
+                team_id, user_id, ..
+            } => Some(SubjectKey::new(team_id, user_id)),
+            Actor::Admin { .. } | Actor::System => None,
+        }
+    }
+
+    /// The person acting as a subject without e-mail (see [`SubjectKey::subject`]).
+    pub fn as_subject(&self) -> Option<Subject> {
+        match self {
+            Actor::User { name, .. } => self.subject_key().map(|k| k.subject(name)),
+            Actor::Admin { .. } | Actor::System => None,
+        }
+    }
 }
 
 /// A syntactically valid e-mail address (one `@`, something on both sides, a dot in the domain),
@@ -129,6 +216,54 @@ impl AsRef<str> for Email {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Subjects and actors are stored in JSON columns and hashed into the audit chain: their
+    /// JSON must not change.
+    #[test]
+    fn identity_json_is_pinned() {
+        let jane = Subject::new(
+            SubjectKey::new("T1", "U1"),
+            Some(Email::parse("jane@example.com").unwrap()),
+            "Jane",
+        );
+        assert_eq!(
+            serde_json::to_string(&jane).unwrap(),
+            r#"{"team_id":"T1","user_id":"U1","email":"jane@example.com","name":"Jane"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&jane.key()).unwrap(),
+            r#"{"team_id":"T1","user_id":"U1"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&jane.actor()).unwrap(),
+            r#"{"type":"user","team_id":"T1","user_id":"U1","name":"Jane"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Actor::Admin { name: "ops".into() }).unwrap(),
+            r#"{"type":"admin","name":"ops"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Actor::System).unwrap(),
+            r#"{"type":"system"}"#
+        );
+        let old: Subject = serde_json::from_str(r#"{"user_id":"U1"}"#).unwrap();
+        assert_eq!(old, Subject::new(SubjectKey::new("", "U1"), None, ""));
+    }
+
+    #[test]
+    fn conversions_round_trip() {
+        let jane = Subject::new(SubjectKey::new("T1", "U1"), None, "Jane");
+        let actor = Actor::from(&jane);
+        assert_eq!(actor, Actor::from_subject(&jane));
+        assert_eq!(actor.subject_key(), Some(jane.key()));
+        assert_eq!(SubjectKey::from(&jane), jane.key());
+        assert_eq!(actor.as_subject(), Some(jane.clone()));
+        assert!(actor.is_subject(&actor.as_subject().unwrap()));
+        assert_eq!(Actor::System.subject_key(), None);
+        assert_eq!(jane.key().to_string(), "T1/U1");
+        assert_eq!(actor.id(), "slack:T1/U1");
+        assert_eq!(Actor::Admin { name: "a".into() }.as_subject(), None);
+    }
 
     #[test]
     fn emails() {

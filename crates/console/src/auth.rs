@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use access_core::Actor;
+use access_core::subject::SubjectKey;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -90,7 +91,7 @@ impl ConsoleIdentity {
             Actor::Admin { name } => format!("admin {name}"),
             Actor::User {
                 team_id, user_id, ..
-            } => format!("{team_id}/{user_id}"),
+            } => SubjectKey::new(team_id, user_id).to_string(),
             Actor::System => "system".into(),
         }
     }

@@ -146,11 +146,7 @@ pub fn identities_from(get: impl Fn(&str) -> Option<String>) -> Vec<ConsoleIdent
         };
         out.push(ConsoleIdentity::new(
             token,
-            access_core::Actor::User {
-                team_id: team.to_string(),
-                user_id: user.to_string(),
-                name: user.to_string(),
-            },
+            access_core::subject::SubjectKey::new(team, user).actor(user),
             Scope::Workspace(team.to_string()),
         ));
     }

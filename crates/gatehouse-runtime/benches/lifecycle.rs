@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use access_core::engine::Submission;
 use access_core::request::RequestKind;
 use access_core::{Email, Subject};
 use gatehouse_runtime::compose::Overrides;
 use gatehouse_runtime::config::Env;
 use gatehouse_runtime::{App, Config, JobScheduler};
+use testkit::submission::{Ask, SubmitTyped};
 use tokio_util::sync::CancellationToken;
 
 const CONFIG: &str = r#"
@@ -31,8 +31,8 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-fn ask(i: usize, duration: &str) -> Submission {
-    Submission {
+fn ask(i: usize, duration: &str) -> Ask {
+    Ask {
         subject: Subject {
             team_id: "T1".into(),
             user_id: format!("U{i:06}"),
@@ -64,7 +64,7 @@ async fn run(kind: &str, url: String) {
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        e.submit(ask(i, "1h")).await.unwrap();
+        e.submit_typed(ask(i, "1h")).await.unwrap();
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let p50 = percentile(&mut lat, 0.5);
@@ -79,7 +79,7 @@ async fn run(kind: &str, url: String) {
     // 3. Revocation lag: a burst of grants expiring together, with the real scheduler running.
     let burst = 200;
     for i in 0..burst {
-        e.submit(ask(n + i, "3s")).await.unwrap();
+        e.submit_typed(ask(n + i, "3s")).await.unwrap();
     }
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(JobScheduler::new(e.clone(), app.waker.clone()).run(shutdown.clone()));
@@ -147,7 +147,7 @@ async fn export_backlog(kind: &str, url: String) {
     let e = app.engine.clone();
     bq.set_outage(true);
     for i in 0..500 {
-        e.submit(ask(i, "1h")).await.unwrap();
+        e.submit_typed(ask(i, "1h")).await.unwrap();
     }
     e.drain(1000).await.unwrap(); // provisioning happens; every export fails and backs off
     let now = e.now();

@@ -21,13 +21,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use access_core::engine::Submission;
 use access_core::request::RequestKind;
 use access_core::{Email, Subject, SubjectKey};
 use gatehouse_runtime::compose::Overrides;
 use gatehouse_runtime::config::Env;
 use gatehouse_runtime::{App, Config};
 use sqlx::{PgPool, SqlitePool};
+use testkit::submission::{Ask, SubmitTyped};
 
 const CONFIG: &str = r#"
 [[resources]]
@@ -204,8 +204,8 @@ const JOB_COLS: &str = "id, kind, payload, status, run_at, attempts, max_attempt
      updated_at, locked_until, claim_token, order_key, order_seq";
 const AUDIT_COLS: &str = "seq, id, at, kind, actor, actor_id, subject, resource, request_id, grant_id, details, prev_hash, hash";
 
-fn ask(user: &str, duration: &str) -> Submission {
-    Submission {
+fn ask(user: &str, duration: &str) -> Ask {
+    Ask {
         subject: Subject {
             team_id: "T1".into(),
             user_id: user.into(),
@@ -324,7 +324,11 @@ async fn seed(kind: &str, url: &str, sizes: Sizes) -> Seeded {
     )
     .await
     .unwrap();
-    let req = app.engine.submit(ask("template", "8h")).await.unwrap();
+    let req = app
+        .engine
+        .submit_typed(ask("template", "8h"))
+        .await
+        .unwrap();
     app.engine.drain(100).await.unwrap();
     let grant = app
         .engine

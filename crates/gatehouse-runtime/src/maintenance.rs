@@ -120,7 +120,6 @@ async fn repair_cloudconnexa(
     // when missing.
     let live = match app
         .engine
-        .store()
         .grants(&GrantFilter {
             live_only: true,
             resource: Some(resource.id.clone()),

@@ -301,7 +301,7 @@ impl JobScheduler {
     }
 
     async fn time_to_next(&self) -> Duration {
-        let next = match self.engine.store().next_job_at().await {
+        let next = match self.engine.next_job_at().await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the next due time");

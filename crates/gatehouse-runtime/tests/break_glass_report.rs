@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use access_core::emergency::ReviewOutcome;
-use access_core::engine::Submission;
 use access_core::ports::AuditFilter;
 use access_core::request::RequestKind;
 use access_core::{Actor, Email, Subject};
@@ -15,6 +14,7 @@ use gatehouse_runtime::config::Env;
 use gatehouse_runtime::reports::{Month, MonthlyReport};
 use gatehouse_runtime::{App, Config};
 use testkit::provider::ManualClock;
+use testkit::submission::{Ask, SubmitTyped};
 
 const CONFIG: &str = r#"
 [[resources]]
@@ -25,8 +25,8 @@ approval = { mode = "approvers", approvers = { users = ["UBOSS", "UOPS"] } }
 emergency = true
 "#;
 
-fn ask(u: &str) -> Submission {
-    Submission {
+fn ask(u: &str) -> Ask {
+    Ask {
         subject: Subject {
             team_id: "T1".into(),
             user_id: u.into(),
@@ -69,9 +69,9 @@ async fn the_monthly_report_lists_unreviewed_emergency_grants() {
         .await
         .unwrap();
         let e = app.engine.clone();
-        let reviewed = e.submit_emergency(ask("UALICE")).await.unwrap();
-        let forgotten = e.submit_emergency(ask("UBOB")).await.unwrap();
-        let late = e.submit_emergency(ask("UCAROL")).await.unwrap();
+        let reviewed = e.submit_emergency_typed(ask("UALICE")).await.unwrap();
+        let forgotten = e.submit_emergency_typed(ask("UBOB")).await.unwrap();
+        let late = e.submit_emergency_typed(ask("UCAROL")).await.unwrap();
         e.drain(10).await.unwrap();
         clock.advance(Duration::hours(2));
         e.review_emergency(reviewed.id, boss(), ReviewOutcome::Reviewed)
@@ -171,7 +171,7 @@ async fn racing_reviews_yield_one_review() {
         let e = app.engine.clone();
         for round in 0..5 {
             let r = e
-                .submit_emergency(ask(&format!("URACE{round}")))
+                .submit_emergency_typed(ask(&format!("URACE{round}")))
                 .await
                 .unwrap();
             let (a, b) = tokio::join!(

@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use access_core::engine::Submission;
 use access_core::ports::AuditFilter;
 use access_core::request::RequestKind;
 use access_core::{Email, RequestStatus, Subject};
@@ -16,6 +15,7 @@ use gatehouse_runtime::config::Env;
 use gatehouse_runtime::{App, Config};
 use testkit::bigquery::FakeBigQuery;
 use testkit::provider::ManualClock;
+use testkit::submission::{Ask, SubmitTyped};
 
 const CONFIG: &str = r#"
 [[resources]]
@@ -27,8 +27,8 @@ max_duration = "1h"
 approval = { mode = "auto" }
 "#;
 
-fn ask(i: usize) -> Submission {
-    Submission {
+fn ask(i: usize) -> Ask {
+    Ask {
         subject: Subject {
             team_id: "T1".into(),
             user_id: format!("U{i}"),
@@ -75,7 +75,7 @@ async fn ten_minute_outage_loses_and_duplicates_nothing() {
         let e = app.engine.clone();
 
         // Before the outage: exported at once.
-        e.submit(ask(0)).await.unwrap();
+        e.submit_typed(ask(0)).await.unwrap();
         e.drain(20).await.unwrap();
         assert_eq!(
             bq.row_count("audit-proj", "ci_chat_bot", "access_events"),
@@ -88,7 +88,7 @@ async fn ten_minute_outage_loses_and_duplicates_nothing() {
         bq.set_outage(true);
         for step in 0..20 {
             if step % 2 == 0 {
-                let r = e.submit(ask(step + 1)).await.unwrap();
+                let r = e.submit_typed(ask(step + 1)).await.unwrap();
                 e.drain(20).await.unwrap();
                 // The grant did not wait for the export.
                 let r = e.store().request(r.id).await.unwrap().unwrap();

@@ -19,7 +19,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use access_core::engine::Submission;
 use access_core::ports::{AuditFilter, GrantFilter, JobFilter, Provider};
 use access_core::request::RequestKind;
 use access_core::{Actor, Email, GrantStatus, RequestStatus, Subject};
@@ -39,6 +38,7 @@ use testkit::faults::{FaultInjector, FaultKind, FaultPlan};
 use testkit::gcp::FakeGcp;
 use testkit::provider::ManualClock;
 use testkit::slack::{FakeSlack, FakeUser, dm_id};
+use testkit::submission::{Ask, SubmitTyped};
 
 const PROJECT: &str = "gatehouse-faults";
 const BQ_PROJECT: &str = "gatehouse-audit";
@@ -283,7 +283,7 @@ async fn run(db: TestDb, lifecycles: usize, rate: f64, seed: u64) -> (Outcome, S
         let r = w
             .app
             .engine
-            .submit(Submission {
+            .submit_typed(Ask {
                 subject: Subject {
                     team_id: "T1".into(),
                     user_id: user_id(i),

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use access_core::engine::Submission;
 use access_core::ports::Provider;
 use access_core::request::RequestKind;
 use access_core::{Email, GrantStatus, Subject};
@@ -21,6 +20,7 @@ use provider_cloudconnexa::{ClientConfig, CloudConnexaProvider, ProviderConfig};
 use sqlx::Connection;
 use testkit::cloudconnexa::{FakeCloudConnexa, FakeConfig};
 use testkit::db::backends;
+use testkit::submission::{Ask, SubmitTyped};
 
 // A 6 s lease: the first renewal comes 2 s after the claim.
 const CONFIG: &str = r#"
@@ -70,7 +70,7 @@ async fn a_lease_renewal_during_a_waiting_commit_does_not_stall_the_pass() {
         let app = app_on(&db.url, &fake).await;
         let r = app
             .engine
-            .submit(Submission {
+            .submit_typed(Ask {
                 subject: Subject {
                     team_id: "T1".into(),
                     user_id: "U1".into(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use access_core::audit::AuditKind;
-use access_core::engine::{Engine, EngineError, Submission};
+use access_core::engine::{Engine, EngineError};
 use access_core::jobs::JobStatus;
 use access_core::ports::{AuditFilter, GrantFilter, JobFilter, JobWaker, Provider};
 use access_core::request::RequestKind;
@@ -17,6 +17,7 @@ use gatehouse_runtime::config::Env;
 use gatehouse_runtime::{App, Config};
 use testkit::db::{TestDb, backends};
 use testkit::provider::{Behaviour, ManualClock, RecordingNotifier, TestProvider};
+use testkit::submission::{Ask, SubmitTyped};
 
 const CONFIG: &str = r#"
 [server]
@@ -118,8 +119,8 @@ fn person(user: &str) -> Subject {
     }
 }
 
-fn ask(user: &str, resource: &str, duration: &str) -> Submission {
-    Submission {
+fn ask(user: &str, resource: &str, duration: &str) -> Ask {
+    Ask {
         subject: person(user),
         resource: resource.into(),
         duration: Some(duration.into()),
@@ -171,7 +172,11 @@ impl Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn auto_approved_request_is_granted_then_expires() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "auto", "30m")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "30m"))
+            .await
+            .unwrap();
         assert_eq!(r.status, RequestStatus::Approved, "{}", h.kind);
         assert_eq!(r.justification.as_str(), "debug CI", "quotes stripped");
 
@@ -241,32 +246,40 @@ async fn auto_approved_request_is_granted_then_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_refused_specifically_and_changes_nothing() {
     for h in each_backend().await {
-        let e = h.engine.submit(ask("U1", "nope", "1h")).await.unwrap_err();
+        let e = h
+            .engine
+            .submit_typed(ask("U1", "nope", "1h"))
+            .await
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "Unknown resource 'nope'. Valid resources: auto, fixed, guarded, two-keys."
         );
-        let e = h.engine.submit(ask("U1", "auto", "9h")).await.unwrap_err();
+        let e = h
+            .engine
+            .submit_typed(ask("U1", "auto", "9h"))
+            .await
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "Duration must be between 1s and 8h (you asked for 9h)."
         );
         let e = h
             .engine
-            .submit(ask("U1", "auto", "soon"))
+            .submit_typed(ask("U1", "auto", "soon"))
             .await
             .unwrap_err();
         assert!(matches!(e, EngineError::InvalidDuration(_)));
         let mut s = ask("U1", "auto", "1h");
         s.justification = "\"\"".into();
         assert!(matches!(
-            h.engine.submit(s).await.unwrap_err(),
+            h.engine.submit_typed(s).await.unwrap_err(),
             EngineError::InvalidJustification(_)
         ));
         let mut s = ask("U1", "auto", "1h");
         s.kind = RequestKind::Extend;
         assert!(matches!(
-            h.engine.submit(s).await.unwrap_err(),
+            h.engine.submit_typed(s).await.unwrap_err(),
             EngineError::NoActiveGrant { .. }
         ));
         assert!(
@@ -288,7 +301,11 @@ async fn bad_input_is_refused_specifically_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn approvals_follow_policy() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "guarded", "2h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "guarded", "2h"))
+            .await
+            .unwrap();
         assert_eq!(r.status, RequestStatus::Pending);
         h.run().await;
         assert!(h.notifier.names().contains(&"approval_requested"));
@@ -320,7 +337,7 @@ async fn approvals_follow_policy() {
         // A second pending request for the same thing is refused.
         assert!(matches!(
             h.engine
-                .submit(ask("U1", "guarded", "1h"))
+                .submit_typed(ask("U1", "guarded", "1h"))
                 .await
                 .unwrap_err(),
             EngineError::AlreadyPending { .. }
@@ -355,14 +372,22 @@ async fn approvals_follow_policy() {
         assert!(h.notifier.names().contains(&"request_approved"));
 
         // Deny, cancel.
-        let d = h.engine.submit(ask("U2", "guarded", "1h")).await.unwrap();
+        let d = h
+            .engine
+            .submit_typed(ask("U2", "guarded", "1h"))
+            .await
+            .unwrap();
         let denied = h
             .engine
             .deny(d.id, approver("UAPP2"), Some("not today".into()))
             .await
             .unwrap();
         assert_eq!(denied.status, RequestStatus::Denied);
-        let c = h.engine.submit(ask("U3", "guarded", "1h")).await.unwrap();
+        let c = h
+            .engine
+            .submit_typed(ask("U3", "guarded", "1h"))
+            .await
+            .unwrap();
         assert!(matches!(
             h.engine.cancel(c.id, approver("U2")).await.unwrap_err(),
             EngineError::NotYours
@@ -383,7 +408,11 @@ async fn approvals_follow_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pending_requests_time_out() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "guarded", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "guarded", "1h"))
+            .await
+            .unwrap();
         h.travel(Duration::minutes(119));
         h.run().await;
         assert_eq!(
@@ -421,7 +450,11 @@ async fn pending_requests_time_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn n_of_m_needs_distinct_approvers() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "two-keys", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "two-keys", "1h"))
+            .await
+            .unwrap();
         let after_one = h.engine.approve(r.id, approver("UAPP1")).await.unwrap();
         assert_eq!(after_one.status, RequestStatus::Pending);
         assert!(matches!(
@@ -441,7 +474,11 @@ async fn concurrent_approvals_produce_one_grant_and_one_event() {
     for h in each_backend().await {
         for round in 0..5 {
             let user = format!("URACE{round}");
-            let r = h.engine.submit(ask(&user, "guarded", "1h")).await.unwrap();
+            let r = h
+                .engine
+                .submit_typed(ask(&user, "guarded", "1h"))
+                .await
+                .unwrap();
             let tasks: Vec<_> = ["UAPP1", "UAPP2", "UAPP3"]
                 .into_iter()
                 .map(|a| {
@@ -492,10 +529,18 @@ async fn concurrent_approvals_produce_one_grant_and_one_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overlapping_approvals_extend_one_grant() {
     for h in each_backend().await {
-        let first = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let first = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         h.travel(Duration::minutes(10));
-        let second = h.engine.submit(ask("U1", "auto", "3h")).await.unwrap();
+        let second = h
+            .engine
+            .submit_typed(ask("U1", "auto", "3h"))
+            .await
+            .unwrap();
         assert_eq!(
             second.grant_id, first.grant_id,
             "{}: the second approval extends the same grant",
@@ -541,7 +586,11 @@ async fn overlapping_approvals_extend_one_grant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn extend_lengthens_from_the_current_expiry_within_the_maximum() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         let before = h
             .engine
@@ -554,7 +603,7 @@ async fn extend_lengthens_from_the_current_expiry_within_the_maximum() {
         let mut ext = ask("U1", "auto", "2h");
         ext.kind = RequestKind::Extend;
         ext.justification = String::new();
-        let e = h.engine.submit(ext).await.unwrap();
+        let e = h.engine.submit_typed(ext).await.unwrap();
         assert_eq!(e.grant_id, r.grant_id);
         h.run().await;
         let after = h
@@ -569,7 +618,7 @@ async fn extend_lengthens_from_the_current_expiry_within_the_maximum() {
         let mut ext = ask("U1", "fixed", "1h");
         ext.kind = RequestKind::Extend;
         assert!(matches!(
-            h.engine.submit(ext).await.unwrap_err(),
+            h.engine.submit_typed(ext).await.unwrap_err(),
             EngineError::NotExtendable { .. }
         ));
     }
@@ -583,7 +632,11 @@ async fn provisioning_run_again_after_a_revoke_sends_no_second_answer() {
     for h in each_backend().await {
         h.provider
             .on_grant(Behaviour::ApplyThenFail("answer lost".into()));
-        let r = h.engine.submit(ask("U13", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U13", "auto", "1h"))
+            .await
+            .unwrap();
         h.engine.run_due(10).await.unwrap();
         assert_eq!(
             h.provider.holders().len(),
@@ -619,12 +672,16 @@ async fn provisioning_run_again_after_a_revoke_sends_no_second_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_extension_approved_after_its_grant_ended_grants_nothing() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("UEXT", "guarded", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("UEXT", "guarded", "1h"))
+            .await
+            .unwrap();
         let r = h.engine.approve(r.id, approver("UAPP1")).await.unwrap();
         h.run().await;
         let mut ext = ask("UEXT", "guarded", "1h");
         ext.kind = RequestKind::Extend;
-        let x = h.engine.submit(ext).await.unwrap();
+        let x = h.engine.submit_typed(ext).await.unwrap();
         // Nobody approves it in time; the grant expires.
         h.travel(Duration::minutes(61));
         h.run().await;
@@ -665,7 +722,11 @@ async fn provider_failures_retry_then_fail_the_request() {
     for h in each_backend().await {
         h.provider
             .on_grant(Behaviour::FailTransient("backend 503".into()));
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         let s = h.run().await;
         assert_eq!(s.retried.get("provision"), Some(&1), "{}", h.kind);
         let job = h
@@ -699,7 +760,11 @@ async fn provider_failures_retry_then_fail_the_request() {
         h.provider.on_grant(Behaviour::FailPermanent(
             "organisation policy forbids it".into(),
         ));
-        let r2 = h.engine.submit(ask("U2", "auto", "1h")).await.unwrap();
+        let r2 = h
+            .engine
+            .submit_typed(ask("U2", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         let r2 = h.engine.store().request(r2.id).await.unwrap().unwrap();
         assert_eq!(r2.status, RequestStatus::Failed);
@@ -722,7 +787,11 @@ async fn provider_failures_retry_then_fail_the_request() {
         h.provider
             .on_grant(Behaviour::FailTransient("still down".into()));
         // (8h, so the grant does not simply expire during the retries.)
-        let r3 = h.engine.submit(ask("U3", "auto", "8h")).await.unwrap();
+        let r3 = h
+            .engine
+            .submit_typed(ask("U3", "auto", "8h"))
+            .await
+            .unwrap();
         for _ in 0..10 {
             h.run().await;
             h.travel(Duration::minutes(10));
@@ -744,7 +813,11 @@ async fn provider_failures_retry_then_fail_the_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_never_gives_up() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         h.provider
             .on_revoke(Behaviour::FailTransient("cannot reach backend".into()));
@@ -788,7 +861,11 @@ async fn revocation_never_gives_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn early_revocation_by_the_holder_or_an_admin() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "auto", "4h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "4h"))
+            .await
+            .unwrap();
         h.run().await;
         let gid = r.grant_id.unwrap();
         assert!(matches!(
@@ -835,7 +912,11 @@ async fn early_revocation_by_the_holder_or_an_admin() {
         assert_eq!(h.provider.count("revoke"), 1);
 
         // Admin revoke of someone else's grant.
-        let r2 = h.engine.submit(ask("U2", "auto", "1h")).await.unwrap();
+        let r2 = h
+            .engine
+            .submit_typed(ask("U2", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         h.engine
             .revoke_grant(r2.grant_id.unwrap(), Actor::Admin { name: "ops".into() })
@@ -860,7 +941,11 @@ async fn early_revocation_by_the_holder_or_an_admin() {
 async fn a_hung_provider_becomes_a_retry() {
     for h in each_backend().await {
         h.provider.on_grant(Behaviour::Hang);
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         let started = std::time::Instant::now();
         let s = h.run().await;
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -882,7 +967,10 @@ async fn a_hung_provider_becomes_a_retry() {
 async fn notifications_are_retried() {
     for h in each_backend().await {
         h.notifier.fail_next(2);
-        h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        h.engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         h.travel(Duration::minutes(1));
         h.run().await;
@@ -901,7 +989,11 @@ async fn unavailable_resources_are_refused_and_not_offered() {
                 "Network 'auto' does not exist. Use `/vpn-access list` to see available networks.",
             ),
         );
-        let e = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap_err();
+        let e = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "Network 'auto' does not exist. Use `/vpn-access list` to see available networks."
@@ -917,7 +1009,7 @@ async fn unavailable_resources_are_refused_and_not_offered() {
         assert!(offered.contains(&"guarded".to_string()));
         assert!(h.kinds().await.is_empty(), "{}", h.kind);
         h.provider.set_unavailable("auto", None);
-        assert!(h.engine.submit(ask("U1", "auto", "1h")).await.is_ok());
+        assert!(h.engine.submit_typed(ask("U1", "auto", "1h")).await.is_ok());
     }
 }
 
@@ -955,7 +1047,11 @@ async fn revoked_while_provisioning_is_taken_back() {
     for h in each_backend().await {
         h.provider
             .on_grant(Behaviour::Delay(std::time::Duration::from_millis(800)));
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         let engine = h.engine.clone();
         let provisioning = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -993,7 +1089,11 @@ async fn revoked_while_provisioning_is_taken_back() {
             .collect::<Vec<_>>();
         assert_eq!(ends, [&"access_revoked"], "{}: {names:?}", h.kind);
         // Not blocked by the one-live-grant index.
-        let again = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let again = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         assert_eq!(
             h.engine
@@ -1016,7 +1116,11 @@ async fn expired_while_provisioning_is_taken_back() {
     for h in each_backend().await {
         h.provider
             .on_grant(Behaviour::Delay(std::time::Duration::from_millis(800)));
-        let r = h.engine.submit(ask("U1", "auto", "30s")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "30s"))
+            .await
+            .unwrap();
         let engine = h.engine.clone();
         let provisioning = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -1056,7 +1160,11 @@ async fn a_landed_but_timed_out_grant_is_taken_back_when_the_grant_ends_first() 
     for h in each_backend().await {
         h.provider
             .on_grant(Behaviour::ApplyThenFail("timed out".into()));
-        let r = h.engine.submit(ask("U1", "auto", "30m")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "30m"))
+            .await
+            .unwrap();
         h.run().await;
         assert_eq!(
             h.provider.holders().len(),
@@ -1079,7 +1187,11 @@ async fn no_secret_is_delivered_for_a_grant_revoked_during_provisioning() {
         h.provider.hand_out_secrets(true);
         h.provider
             .on_grant(Behaviour::Delay(std::time::Duration::from_millis(800)));
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         let engine = h.engine.clone();
         let provisioning = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -1096,7 +1208,11 @@ async fn no_secret_is_delivered_for_a_grant_revoked_during_provisioning() {
         );
         // A grant that stays live still gets its key, once.
         h.provider.on_grant(Behaviour::Succeed);
-        let r2 = h.engine.submit(ask("U2", "auto", "1h")).await.unwrap();
+        let r2 = h
+            .engine
+            .submit_typed(ask("U2", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         assert_eq!(h.notifier.secrets(), vec![r2.id], "{}", h.kind);
     }
@@ -1107,7 +1223,11 @@ async fn no_secret_is_delivered_for_a_grant_revoked_during_provisioning() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_extension_during_the_expiry_revoke_is_not_lost() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         h.provider
             .on_revoke(Behaviour::Delay(std::time::Duration::from_millis(800)));
@@ -1117,7 +1237,7 @@ async fn an_extension_during_the_expiry_revoke_is_not_lost() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let mut ext = ask("U1", "auto", "1h");
         ext.kind = RequestKind::Extend;
-        let extended = h.engine.submit(ext).await;
+        let extended = h.engine.submit_typed(ext).await;
         expiring.await.unwrap();
         h.provider.on_revoke(Behaviour::Succeed);
         h.run().await;
@@ -1147,7 +1267,11 @@ async fn an_extension_during_the_expiry_revoke_is_not_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deny_after_own_approval_is_answered_clearly() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "two-keys", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "two-keys", "1h"))
+            .await
+            .unwrap();
         h.engine.approve(r.id, approver("UAPP1")).await.unwrap();
         let e = h
             .engine
@@ -1175,7 +1299,11 @@ async fn deny_after_own_approval_is_answered_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn approval_after_pending_until_is_refused() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "guarded", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "guarded", "1h"))
+            .await
+            .unwrap();
         h.travel(Duration::hours(3));
         let e = h.engine.approve(r.id, approver("UAPP1")).await.unwrap_err();
         assert_eq!(e.code(), "already_decided", "{}: {e}", h.kind);
@@ -1196,11 +1324,19 @@ async fn approval_after_pending_until_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_request_does_not_extend_a_non_extendable_grant() {
     for h in each_backend().await {
-        let r = h.engine.submit(ask("U1", "fixed", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "fixed", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         let before = h.grant_of(&r).await;
         h.travel(Duration::minutes(30));
-        let e = h.engine.submit(ask("U1", "fixed", "1h")).await.unwrap_err();
+        let e = h
+            .engine
+            .submit_typed(ask("U1", "fixed", "1h"))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), "not_extendable", "{}: {e}", h.kind);
         let expiry = before.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
         assert!(e.to_string().contains(&expiry), "{}: {e}", h.kind);
@@ -1267,7 +1403,7 @@ settings = { network = "dev-network" }
         .unwrap();
         let engine = app.engine;
 
-        let r = engine.submit(ask("JANE", "vpn", "1h")).await.unwrap();
+        let r = engine.submit_typed(ask("JANE", "vpn", "1h")).await.unwrap();
         fake.slow_after_apply(1, std::time::Duration::from_secs(3));
         let s = engine.drain(5).await.unwrap();
         assert_eq!(s.retried.get("provision"), Some(&1), "{kind}: {s:?}");
@@ -1318,7 +1454,11 @@ async fn a_grant_landing_during_the_expiry_revoke_is_taken_back() {
             .on_revoke(Behaviour::ApplyThenDelay(std::time::Duration::from_millis(
                 1200,
             )));
-        let r = h.engine.submit(ask("U1", "auto", "30s")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "30s"))
+            .await
+            .unwrap();
         let engine = h.engine.clone();
         let provisioning = tokio::spawn(async move { engine.run_due(10).await.unwrap() });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -1348,7 +1488,11 @@ async fn a_failed_secret_delivery_after_activation_is_reported() {
     for h in each_backend().await {
         h.provider.hand_out_secrets(true);
         h.notifier.fail_secrets(true);
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         assert_eq!(
             h.grant_of(&r).await.status,
@@ -1373,7 +1517,11 @@ async fn a_failed_secret_delivery_sends_one_granted_message_and_one_key_message(
     for h in each_backend().await {
         h.provider.hand_out_secrets(true);
         h.notifier.fail_secrets(true);
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         assert_eq!(
             h.grant_of(&r).await.status,
@@ -1407,7 +1555,11 @@ async fn a_transient_secret_delivery_failure_is_retried() {
     for h in each_backend().await {
         h.provider.hand_out_secrets(true);
         h.notifier.fail_secrets_transiently(2);
-        let r = h.engine.submit(ask("U1", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("U1", "auto", "1h"))
+            .await
+            .unwrap();
         h.run().await;
         assert_eq!(
             h.grant_of(&r).await.status,
@@ -1435,7 +1587,7 @@ async fn a_pass_claims_only_what_it_can_run() {
     for h in each_backend().await {
         for i in 0..12 {
             h.engine
-                .submit(ask(&format!("UCAP{i}"), "auto", "1h"))
+                .submit_typed(ask(&format!("UCAP{i}"), "auto", "1h"))
                 .await
                 .unwrap();
         }
@@ -1470,7 +1622,10 @@ async fn a_job_slower_than_its_lease_is_not_run_twice() {
         let h = harness_with(db, &config).await;
         h.provider
             .on_grant(Behaviour::Delay(std::time::Duration::from_millis(2_500)));
-        h.engine.submit(ask("USLOW", "auto", "8h")).await.unwrap();
+        h.engine
+            .submit_typed(ask("USLOW", "auto", "8h"))
+            .await
+            .unwrap();
         let engine = h.engine.clone();
         let first = tokio::spawn(async move { engine.run_due(100).await.unwrap() });
         tokio::time::sleep(std::time::Duration::from_millis(1_700)).await;
@@ -1500,7 +1655,11 @@ async fn a_job_slower_than_its_lease_is_not_run_twice() {
 async fn a_panicking_job_fails_its_attempt_and_the_pass_goes_on() {
     for h in each_backend().await {
         h.provider.on_grant(Behaviour::Panic("adapter bug".into()));
-        let r = h.engine.submit(ask("UPANIC", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("UPANIC", "auto", "1h"))
+            .await
+            .unwrap();
         let s = h.engine.run_due(100).await.unwrap();
         assert_eq!(s.panicked.get("provision"), Some(&1), "{}: {s:?}", h.kind);
         assert_eq!(s.retried.get("provision"), Some(&1), "{}: {s:?}", h.kind);
@@ -1541,7 +1700,7 @@ async fn notifications_of_one_request_arrive_in_order() {
         // Baseline: the order without failures.
         let r1 = h
             .engine
-            .submit(ask("UORD1", "guarded", "1h"))
+            .submit_typed(ask("UORD1", "guarded", "1h"))
             .await
             .unwrap();
         h.run().await;
@@ -1559,7 +1718,7 @@ async fn notifications_of_one_request_arrive_in_order() {
         h.notifier.fail_next(1);
         let r2 = h
             .engine
-            .submit(ask("UORD2", "guarded", "1h"))
+            .submit_typed(ask("UORD2", "guarded", "1h"))
             .await
             .unwrap();
         for _ in 0..4 {
@@ -1576,7 +1735,11 @@ async fn notifications_of_one_request_arrive_in_order() {
 async fn the_scheduler_survives_a_panicking_job() {
     for h in each_backend().await {
         h.provider.on_grant(Behaviour::Panic("adapter bug".into()));
-        let r = h.engine.submit(ask("USCHED", "auto", "1h")).await.unwrap();
+        let r = h
+            .engine
+            .submit_typed(ask("USCHED", "auto", "1h"))
+            .await
+            .unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(
             gatehouse_runtime::JobScheduler::new(h.engine.clone(), h.waker.clone())
@@ -1634,7 +1797,10 @@ async fn within(limit: std::time::Duration, cond: impl Fn() -> bool) -> bool {
 /// With the scheduler running, `slow` people's grants take 6 s at the provider; while they are
 /// in flight, another grant's expiry comes due. True when it was taken back within 2 s.
 async fn expiry_taken_back_beside_slow_grants(h: &Harness, slow: &[&str]) -> bool {
-    h.engine.submit(ask("UHELD", "auto", "1h")).await.unwrap();
+    h.engine
+        .submit_typed(ask("UHELD", "auto", "1h"))
+        .await
+        .unwrap();
     h.run().await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(
@@ -1645,7 +1811,10 @@ async fn expiry_taken_back_beside_slow_grants(h: &Harness, slow: &[&str]) -> boo
     h.provider
         .on_grant(Behaviour::Delay(std::time::Duration::from_secs(6)));
     for user in slow {
-        h.engine.submit(ask(user, "auto", "8h")).await.unwrap();
+        h.engine
+            .submit_typed(ask(user, "auto", "8h"))
+            .await
+            .unwrap();
     }
     let started = 1 + slow.len();
     assert!(
@@ -1750,7 +1919,7 @@ settings = { project = "p-test", role = "roles/storage.objectViewer", email_doma
         .unwrap();
         let err = app
             .engine
-            .submit(ask("UOUTSIDER", "gcp", "1h"))
+            .submit_typed(ask("UOUTSIDER", "gcp", "1h"))
             .await
             .unwrap_err();
         assert_eq!(
@@ -1772,7 +1941,7 @@ settings = { project = "p-test", role = "roles/storage.objectViewer", email_doma
         // Inside the domain: filed, and the approver is asked.
         let mut inside = ask("UINSIDER", "gcp", "1h");
         inside.subject.email = Some(Email::parse("insider@corp.example").unwrap());
-        app.engine.submit(inside).await.unwrap();
+        app.engine.submit_typed(inside).await.unwrap();
     }
 }
 
@@ -1828,9 +1997,11 @@ impl access_core::ports::InboxHandler for FilesThenFailsOnce {
     ) -> Result<(), access_core::ports::InboxError> {
         let engine = self.engine.upgrade().expect("engine alive");
         let filed = if self.emergency {
-            engine.submit_emergency(ask("UREPLAY", "glass", "1h")).await
+            engine
+                .submit_emergency_typed(ask("UREPLAY", "glass", "1h"))
+                .await
         } else {
-            engine.submit(ask("UREPLAY", "guarded", "1h")).await
+            engine.submit_typed(ask("UREPLAY", "guarded", "1h")).await
         };
         let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match filed {

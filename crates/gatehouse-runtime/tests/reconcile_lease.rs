@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use access_core::engine::Submission;
 use access_core::ports::Provider;
 use access_core::request::RequestKind;
 use access_core::{Email, GrantStatus, Subject};
@@ -17,6 +16,7 @@ use gatehouse_runtime::{App, Config};
 use provider_cloudconnexa::{ClientConfig, CloudConnexaProvider, ProviderConfig};
 use testkit::cloudconnexa::{FakeCloudConnexa, FakeConfig};
 use testkit::db::backends;
+use testkit::submission::{Ask, SubmitTyped};
 
 const CONFIG: &str = r#"
 [[resources]]
@@ -116,7 +116,7 @@ async fn a_provisioning_grants_membership_is_not_removed_by_reconcile() {
         let app = app_on(&db.url, &fake).await;
         let r = app
             .engine
-            .submit(Submission {
+            .submit_typed(Ask {
                 subject: Subject {
                     team_id: "T1".into(),
                     user_id: "U1".into(),

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use access_core::engine::Submission;
 use access_core::ports::{AuditFilter, Provider};
 use access_core::request::RequestKind;
 use access_core::{Actor, Email, Subject};
@@ -14,6 +13,7 @@ use gatehouse_runtime::config::Env;
 use gatehouse_runtime::reports::{CSV_HEADER, ExportFormat, Month, MonthlyReport, write_events};
 use gatehouse_runtime::{App, Config};
 use testkit::provider::{Behaviour, ManualClock, TestProvider};
+use testkit::submission::{Ask, SubmitTyped};
 
 const CONFIG: &str = r#"
 [[resources]]
@@ -40,8 +40,8 @@ fn who(u: &str) -> Subject {
     }
 }
 
-fn ask(u: &str, r: &str, d: &str) -> Submission {
-    Submission {
+fn ask(u: &str, r: &str, d: &str) -> Ask {
+    Ask {
         subject: who(u),
         resource: r.into(),
         duration: Some(d.into()),
@@ -85,28 +85,28 @@ async fn scripted_month() {
         let e = app.engine.clone();
         let step = |h: i64| clock.advance(Duration::hours(h));
 
-        e.submit(ask("UOLD", "gcp", "1h")).await.unwrap(); // October
+        e.submit_typed(ask("UOLD", "gcp", "1h")).await.unwrap(); // October
         e.drain(10).await.unwrap();
         step(1); // 23:00: the October grant expires in October
         e.drain(10).await.unwrap();
         step(2); // 2026-11-01 01:00
 
-        let r = e.submit(ask("UALICE", "vpn", "4h")).await.unwrap();
+        let r = e.submit_typed(ask("UALICE", "vpn", "4h")).await.unwrap();
         e.approve(r.id, approver("UBOSS")).await.unwrap();
         e.drain(10).await.unwrap();
         step(1);
-        let r = e.submit(ask("UBOB", "vpn", "2h")).await.unwrap();
+        let r = e.submit_typed(ask("UBOB", "vpn", "2h")).await.unwrap();
         e.deny(r.id, approver("UOPS"), Some("not now".into()))
             .await
             .unwrap();
-        let r = e.submit(ask("UBOB", "gcp", "2h")).await.unwrap();
+        let r = e.submit_typed(ask("UBOB", "gcp", "2h")).await.unwrap();
         e.drain(10).await.unwrap();
         e.revoke_grant(r.grant_id.unwrap(), approver("UBOB"))
             .await
             .unwrap(); // self-revocation
         e.drain(10).await.unwrap();
         provider.on_grant(Behaviour::FailPermanent("quota exceeded".into()));
-        e.submit(ask("UCAROL", "gcp", "1h")).await.unwrap();
+        e.submit_typed(ask("UCAROL", "gcp", "1h")).await.unwrap();
         e.drain(10).await.unwrap();
         provider.on_grant(Behaviour::Succeed);
         step(10); // ALICE's grant expires

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use access_core::engine::{EngineError, Submission};
+use access_core::engine::EngineError;
 use access_core::ports::Provider;
 use access_core::request::RequestKind;
 use access_core::{Email, GrantStatus, Subject};
@@ -16,6 +16,7 @@ use gatehouse_runtime::config::Env;
 use gatehouse_runtime::{App, ComposeError, Config};
 use testkit::db::backends;
 use testkit::provider::{ManualClock, TestProvider};
+use testkit::submission::{Ask, SubmitTyped};
 
 const VPN: &str = r#"
 [[resources]]
@@ -58,8 +59,8 @@ async fn build(
     .await
 }
 
-fn ask(resource: &str) -> Submission {
-    Submission {
+fn ask(resource: &str) -> Ask {
+    Ask {
         subject: Subject {
             team_id: "T1".into(),
             user_id: "U1".into(),
@@ -83,7 +84,7 @@ async fn a_resource_with_live_grants_cannot_be_dropped_only_retired() {
         let app = build(&format!("{VPN}{OTHER}"), &db.url, &provider, &clock)
             .await
             .unwrap();
-        let r = app.engine.submit(ask("vpn")).await.unwrap();
+        let r = app.engine.submit_typed(ask("vpn")).await.unwrap();
         app.engine.drain(50).await.unwrap();
         let grant_id = r.grant_id.unwrap();
         let g = app.engine.store().grant(grant_id).await.unwrap().unwrap();
@@ -111,7 +112,7 @@ async fn a_resource_with_live_grants_cannot_be_dropped_only_retired() {
             .map(|r| r.id.to_string())
             .collect();
         assert_eq!(names, vec!["other".to_string()], "{kind}");
-        match app.engine.submit(ask("vpn")).await {
+        match app.engine.submit_typed(ask("vpn")).await {
             Err(EngineError::UnknownResource { .. }) => {}
             other => panic!("{kind}: retired resource must not be requestable: {other:?}"),
         }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use access_core::engine::Submission;
 use access_core::request::RequestKind;
 use access_core::{Email, Subject};
 use gatehouse_runtime::compose::Overrides;
@@ -14,6 +13,7 @@ use gatehouse_runtime::config::Env;
 use gatehouse_runtime::{App, Config, JobScheduler};
 use testkit::bigquery::FakeBigQuery;
 use testkit::provider::ManualClock;
+use testkit::submission::{Ask, SubmitTyped};
 use tokio_util::sync::CancellationToken;
 
 const CONFIG: &str = r#"
@@ -26,8 +26,8 @@ max_duration = "8h"
 approval = { mode = "auto" }
 "#;
 
-fn ask(i: usize) -> Submission {
-    Submission {
+fn ask(i: usize) -> Ask {
+    Ask {
         subject: Subject {
             team_id: "T1".into(),
             user_id: format!("U{i}"),
@@ -75,7 +75,7 @@ async fn the_export_reads_a_batch_in_a_few_statements() {
         // A backlog: granted during an outage, every export backing off.
         bq.set_outage(true);
         for i in 0..20 {
-            e.submit(ask(i)).await.unwrap();
+            e.submit_typed(ask(i)).await.unwrap();
         }
         e.drain(500).await.unwrap();
         bq.set_outage(false);
@@ -145,7 +145,7 @@ async fn an_idle_scheduler_issues_a_fixed_number_of_statements_per_tick() {
         .unwrap();
         let now = chrono::Utc::now();
         // Stored rows that are not due (a live grant's expiry and reminder, its finished jobs).
-        app.engine.submit(ask(1)).await.unwrap();
+        app.engine.submit_typed(ask(1)).await.unwrap();
         app.engine.drain(100).await.unwrap();
         ordered_job(&db.url, "notify:r1", 1, now + chrono::Duration::hours(1)).await;
         ordered_job(&db.url, "notify:r1", 2, now - chrono::Duration::seconds(1)).await;

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use access_core::engine::{Engine, Submission};
+use access_core::engine::Engine;
 use access_core::jobs::{JobKind, JobStatus};
 use access_core::ports::{GrantFilter, JobFilter, Provider};
 use access_core::request::RequestKind;
@@ -30,6 +30,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use testkit::db::TestDb;
 use testkit::provider::{Behaviour, ManualClock, RecordingNotifier, TestProvider};
+use testkit::submission::{Ask, SubmitTyped};
 
 const CONFIG: &str = r#"
 [server]
@@ -228,7 +229,7 @@ impl World {
                 duration,
                 extend,
             } => {
-                let s = Submission {
+                let s = Ask {
                     subject: person(user),
                     resource: RESOURCES[resource].into(),
                     duration: Some(DURATIONS[duration].into()),
@@ -239,7 +240,7 @@ impl World {
                         RequestKind::New
                     },
                 };
-                if let Ok(r) = e.submit(s).await {
+                if let Ok(r) = e.submit_typed(s).await {
                     self.requests.push((r.id, user));
                 }
             }

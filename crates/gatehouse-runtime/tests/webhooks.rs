@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use access_core::audit::AuditKind;
-use access_core::engine::{Engine, Submission};
+use access_core::engine::Engine;
 use access_core::jobs::{JobKind, JobStatus};
 use access_core::ports::{AuditFilter, JobFilter, Provider};
 use access_core::request::RequestKind;
@@ -20,6 +20,7 @@ use gatehouse_runtime::config::Env;
 use gatehouse_runtime::{App, Config};
 use testkit::db::{TestDb, backends};
 use testkit::provider::{ManualClock, RecordingNotifier, TestProvider};
+use testkit::submission::{Ask, SubmitTyped};
 use testkit::webhook_receiver::{FakeWebhookReceiver, Fault};
 
 const SECRET: &str = "whsec_test_0123456789";
@@ -115,8 +116,8 @@ fn person(user: &str) -> Subject {
     }
 }
 
-fn ask(user: &str, resource: &str) -> Submission {
-    Submission {
+fn ask(user: &str, resource: &str) -> Ask {
+    Ask {
         subject: person(user),
         resource: resource.into(),
         duration: Some("30m".into()),
@@ -186,8 +187,8 @@ async fn audit_events_arrive_signed_in_chain_order() {
         let k = h.kind;
 
         // An auto-approved request and one approved by a person: requested, approved, granted…
-        h.engine.submit(ask("U1", "auto")).await.unwrap();
-        let r = h.engine.submit(ask("U2", "guarded")).await.unwrap();
+        h.engine.submit_typed(ask("U1", "auto")).await.unwrap();
+        let r = h.engine.submit_typed(ask("U2", "guarded")).await.unwrap();
         h.run().await;
         h.engine
             .approve(
@@ -279,14 +280,14 @@ async fn failed_deliveries_are_retried_without_losing_or_doubling_events() {
         let k = h.kind;
 
         siem.fail_next(1, Fault::Status(503));
-        h.engine.submit(ask("U1", "auto")).await.unwrap();
+        h.engine.submit_typed(ask("U1", "auto")).await.unwrap();
         h.run().await;
         let st = h.state("siem").await;
         assert_eq!(st.consecutive_failures, 1, "{k}");
         assert_eq!(st.last_error.as_deref(), Some("HTTP 503: receiver failure"));
         assert!(siem.accepted_events().is_empty());
         // Events keep being written meanwhile; their jobs wait behind the retrying one.
-        h.engine.submit(ask("U2", "auto")).await.unwrap();
+        h.engine.submit_typed(ask("U2", "auto")).await.unwrap();
         h.run().await;
         assert!(
             siem.accepted_events().is_empty(),
@@ -365,7 +366,7 @@ async fn a_webhook_failing_repeatedly_is_disabled_until_an_admin_enables_it() {
         let k = h.kind;
 
         siem.fail_next(100, Fault::Status(500));
-        h.engine.submit(ask("U1", "auto")).await.unwrap();
+        h.engine.submit_typed(ask("U1", "auto")).await.unwrap();
         h.run().await;
         for _ in 0..2 {
             h.clock.advance(Duration::minutes(11));
@@ -425,7 +426,7 @@ async fn a_webhook_failing_repeatedly_is_disabled_until_an_admin_enables_it() {
                 .enabled,
             "{k}"
         );
-        engine2.submit(ask("U2", "auto")).await.unwrap();
+        engine2.submit_typed(ask("U2", "auto")).await.unwrap();
         engine2.drain(50).await.unwrap();
         clock.advance(Duration::hours(1));
         engine2.drain(50).await.unwrap();

@@ -45,13 +45,10 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Admin
             Err(e) => e.to_string(),
         },
         AdminCommand::Revoke { user, resource } => {
-            let subject = SubjectKey {
-                team_id: caller.team_id.clone(),
-                user_id: user.clone(),
-            };
+            let subject = SubjectKey::new(&caller.team_id, &user);
             match engine.admin_revoke(&admin, &subject, &resource).await {
                 Ok(g) => {
-                    let done = match engine.store().grant(g.id).await {
+                    let done = match engine.grant(g.id).await {
                         Ok(Some(now)) => !now.status.is_live(),
                         _ => false,
                     };
@@ -74,10 +71,7 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Admin
             }
         }
         AdminCommand::Audit { user } => {
-            let subject = SubjectKey {
-                team_id: caller.team_id.clone(),
-                user_id: user.clone(),
-            };
+            let subject = SubjectKey::new(&caller.team_id, &user);
             match engine.admin_audit(&admin, &subject, AUDIT_SHOWN).await {
                 Ok(events) => audit_text(&user, &events),
                 Err(e) => e.to_string(),

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use access_core::engine::{Engine, EngineError, Submission};
+use access_core::engine::{Engine, Submission};
 use access_core::grant::format_remaining;
 use access_core::policy::EligibilityError;
 use access_core::request::{Actor, RequestKind, RequestStatus};
-use access_core::resource::Justification;
 use access_core::subject::{Email, Subject, SubjectKey};
-use access_core::{AccessDuration, RequestId, Resource};
+use access_core::submission::RawSubmission;
+use access_core::{RequestId, Resource};
 
 use crate::api::{ApiError, SlackApi, SlackUser};
 use crate::blocks::{escape, slack_date};
@@ -102,19 +102,20 @@ pub const NOT_A_MEMBER_APPROVER: &str =
     "Guests and people from other organisations cannot approve or deny requests.";
 
 impl Caller {
+    /// Who the caller is to the engine (their identity scope and user id).
     pub fn key(&self) -> SubjectKey {
-        SubjectKey {
-            team_id: self.team_id.clone(),
-            user_id: self.user_id.clone(),
-        }
+        SubjectKey::from(self)
     }
 
+    /// The caller acting, shown by the name in the payload.
     pub fn actor(&self) -> Actor {
-        Actor::User {
-            team_id: self.team_id.clone(),
-            user_id: self.user_id.clone(),
-            name: self.user_name.clone(),
-        }
+        self.key().actor(&self.user_name)
+    }
+}
+
+impl From<&Caller> for SubjectKey {
+    fn from(c: &Caller) -> Self {
+        SubjectKey::new(&c.team_id, &c.user_id)
     }
 }
 
@@ -268,12 +269,7 @@ async fn person(
     let name = Some(user.display_name())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| caller.user_name.clone());
-    let subject = Subject {
-        team_id: caller.team_id.clone(),
-        user_id: caller.user_id.clone(),
-        email: Some(email),
-        name,
-    };
+    let subject = Subject::new(caller.key(), Some(email), name);
     Ok((subject, Membership::of(&user, caller)))
 }
 
@@ -306,51 +302,7 @@ pub async fn check_approver(
 }
 
 /// What a field of the request form is wrong about (the modal shows it under that field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    Resource,
-    Duration,
-    Justification,
-}
-
-/// Refuses a request that cannot succeed, without any I/O: unknown resource, malformed or
-/// out-of-bounds duration, empty or overlong justification. Same texts as the engine's.
-pub fn precheck(
-    engine: &Engine,
-    resource: &str,
-    duration: Option<&str>,
-    justification: Option<&str>,
-) -> Result<(), (Field, String)> {
-    let Some(r) = engine.catalog().get(resource) else {
-        return Err((
-            Field::Resource,
-            engine.catalog().unknown(resource).to_string(),
-        ));
-    };
-    let requested = match duration.map(str::trim).filter(|d| !d.is_empty()) {
-        Some(d) => Some(
-            d.parse::<AccessDuration>()
-                .map_err(|e| (Field::Duration, e.to_string()))?,
-        ),
-        None => None,
-    };
-    r.durations
-        .check(requested)
-        .map_err(|e| (Field::Duration, e.to_string()))?;
-    if let Some(j) = justification {
-        Justification::parse(j).map_err(|e| (Field::Justification, e.to_string()))?;
-    }
-    Ok(())
-}
-
-/// Which form field an engine error belongs to.
-pub fn field_of(e: &EngineError) -> Field {
-    match e {
-        EngineError::InvalidDuration(_) => Field::Duration,
-        EngineError::InvalidJustification(_) => Field::Justification,
-        _ => Field::Resource,
-    }
-}
+pub use access_core::submission::Field;
 
 /// What to tell the person after a successful submission.
 pub fn submitted_text(r: &access_core::AccessRequest, surface: Surface) -> String {
@@ -403,34 +355,16 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
             duration,
             justification,
         } => {
-            if let Err((_, msg)) =
-                precheck(engine, &resource, duration.as_deref(), Some(&justification))
-            {
-                return msg;
-            }
-            let s = Typed {
-                resource,
-                duration,
-                justification,
-                kind: RequestKind::New,
-            };
-            submit(ctx, caller, surface, s).await
+            let raw = RawSubmission::new(resource, duration, justification);
+            submit(ctx, caller, surface, &raw).await
         }
         Command::Extend {
             resource,
             duration,
             justification,
         } => {
-            if let Err((_, msg)) = precheck(engine, &resource, duration.as_deref(), None) {
-                return msg;
-            }
-            let s = Typed {
-                resource,
-                duration,
-                justification: justification.unwrap_or_default(),
-                kind: RequestKind::Extend,
-            };
-            submit(ctx, caller, surface, s).await
+            let raw = RawSubmission::new(resource, duration, justification.unwrap_or_default());
+            submit(ctx, caller, surface, &raw.extension()).await
         }
         Command::Revoke { resource } => {
             let noun = engine.catalog().get(&resource).map(access_noun);
@@ -446,7 +380,7 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
                     let deadline =
                         std::time::Instant::now() + std::time::Duration::from_millis(1500);
                     loop {
-                        match engine.store().grant(g.id).await {
+                        match engine.grant(g.id).await {
                             Ok(Some(now)) if !now.status.is_live() => {
                                 return format!("Your {noun} has been revoked successfully.");
                             }
@@ -472,12 +406,8 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
             duration,
             justification,
         } => {
-            // The duration is cut to the emergency duration, not refused, so only the resource
-            // and the justification are checked here.
-            if let Err((_, msg)) = precheck(engine, &resource, None, Some(&justification)) {
-                return msg;
-            }
-            crate::emergency::submit(ctx, caller, resource, duration, justification).await
+            let raw = RawSubmission::new(resource, duration, justification);
+            crate::emergency::submit(ctx, caller, &raw).await
         }
         Command::Admin(a) => crate::admin_commands::execute(ctx, caller, surface, a).await,
         Command::Delegate { user, until } => {
@@ -490,39 +420,21 @@ pub async fn execute(ctx: Ctx<'_>, caller: &Caller, surface: Surface, cmd: Comma
     }
 }
 
-/// A request as typed, before the profile is known.
-struct Typed {
-    resource: String,
-    duration: Option<String>,
-    justification: String,
-    kind: RequestKind,
-}
-
-async fn submit(ctx: Ctx<'_>, caller: &Caller, surface: Surface, t: Typed) -> String {
+/// Files what was typed for the caller: refused without any I/O when it does not validate,
+/// then the profile is read and guests and external people are held to the resource's rules.
+async fn submit(ctx: Ctx<'_>, caller: &Caller, surface: Surface, raw: &RawSubmission) -> String {
+    let valid = match ctx.engine.validate(raw) {
+        Ok(v) => v,
+        Err(e) => return e.to_string(),
+    };
     let (subject, membership) = match resolve_person(ctx.api, ctx.profiles, caller).await {
         Ok(s) => s,
         Err(msg) => return msg,
     };
-    let Typed {
-        resource,
-        duration,
-        justification,
-        kind,
-    } = t;
-    if let Err(msg) = admit_requester(ctx.engine, &resource, membership) {
+    if let Err(msg) = admit_requester(ctx.engine, valid.resource().as_str(), membership) {
         return msg;
     }
-    match ctx
-        .engine
-        .submit(Submission {
-            subject,
-            resource,
-            duration,
-            justification,
-            kind,
-        })
-        .await
-    {
+    match ctx.engine.submit(Submission::new(subject, valid)).await {
         Ok(r) => submitted_text(&r, surface),
         Err(e) => e.to_string(),
     }

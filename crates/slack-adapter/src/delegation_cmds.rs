@@ -2,7 +2,7 @@
 //! (docs/delegation-escalation.md). The rules live in the engine; this words the replies.
 
 use access_core::delegation::Delegation;
-use access_core::request::Actor;
+use access_core::subject::SubjectKey;
 
 use crate::blocks::slack_date;
 use crate::commands::{self, Caller, Ctx, ProfileError};
@@ -45,15 +45,11 @@ pub async fn delegate(
     if let Err(m) = admit(ctx, &to, &format!("<@{}>", user.user_id)).await {
         return m;
     }
-    let delegate = Actor::User {
-        team_id: caller.team_id.clone(),
-        user_id: user.user_id.clone(),
-        name: if user.name.is_empty() {
-            user.user_id.clone()
-        } else {
-            user.name.clone()
-        },
-    };
+    let delegate = SubjectKey::new(&caller.team_id, &user.user_id).actor(if user.name.is_empty() {
+        user.user_id.clone()
+    } else {
+        user.name.clone()
+    });
     match ctx
         .engine
         .delegate(&caller.actor(), &delegate, &until)

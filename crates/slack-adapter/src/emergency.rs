@@ -4,43 +4,44 @@
 use access_core::emergency::ReviewOutcome;
 use access_core::engine::{EngineError, Submission};
 use access_core::ports::InboxError;
+use access_core::submission::RawSubmission;
 use access_core::{AccessRequest, RequestId};
 
 use crate::blocks::action;
 use crate::commands::{self, Caller, Ctx};
 
-/// Files a break-glass request for the caller: their profile is read, guests and external
-/// people are held to the resource's `allow_guests` / `allow_external` as for any request, and
-/// the engine grants at once (or refuses, granting nothing).
-pub async fn submit(
-    ctx: Ctx<'_>,
-    caller: &Caller,
-    resource: String,
-    duration: Option<String>,
-    justification: String,
-) -> String {
+/// Files a break-glass request for the caller: what was typed is validated first (no I/O),
+/// then their profile is read, guests and external people are held to the resource's
+/// `allow_guests` / `allow_external` as for any request, and the engine grants at once (or
+/// refuses, granting nothing).
+pub async fn submit(ctx: Ctx<'_>, caller: &Caller, raw: &RawSubmission) -> String {
+    let valid = match ctx.engine.validate_emergency(raw) {
+        Ok(v) => v,
+        Err(e) => return refusal_text(e.into()),
+    };
     let (subject, membership) = match commands::resolve_person(ctx.api, ctx.profiles, caller).await
     {
         Ok(s) => s,
         Err(msg) => return msg,
     };
-    if let Err(msg) = commands::admit_requester(ctx.engine, &resource, membership) {
+    if let Err(msg) = commands::admit_requester(ctx.engine, valid.resource().as_str(), membership) {
         return msg;
     }
     match ctx
         .engine
-        .submit_emergency(Submission {
-            subject,
-            resource,
-            duration,
-            justification,
-            kind: access_core::request::RequestKind::New,
-        })
+        .submit_emergency(Submission::new(subject, valid))
         .await
     {
         Ok(r) => granted_text(&r),
-        Err(e @ EngineError::EmergencyNotAllowed { .. }) => format!(":no_entry: {e}"),
-        Err(e) => e.to_string(),
+        Err(e) => refusal_text(e),
+    }
+}
+
+/// The answer to a break-glass request that was refused.
+fn refusal_text(e: EngineError) -> String {
+    match e {
+        e @ EngineError::EmergencyNotAllowed { .. } => format!(":no_entry: {e}"),
+        e => e.to_string(),
     }
 }
 

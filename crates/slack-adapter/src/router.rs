@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use access_core::engine::{Engine, EngineError, Submission};
 use access_core::jobs::InboxItem;
 use access_core::ports::{InboxError, InboxHandler};
-use access_core::request::RequestKind;
+use access_core::submission::RawSubmission;
 use access_core::{GrantId, RequestId};
 
 use crate::api::SlackApi;
@@ -367,14 +367,13 @@ async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> Response {
                 duration,
                 justification,
             } = &cmd
-                && let Err((_, msg)) = commands::precheck(
-                    &st.engine,
-                    resource,
-                    duration.as_deref(),
-                    Some(justification),
-                )
+                && let Err(e) = st.engine.validate(&RawSubmission::new(
+                    resource.as_str(),
+                    duration.clone(),
+                    justification.as_str(),
+                ))
             {
-                return ephemeral_ack(&msg);
+                return ephemeral_ack(&e.to_string());
             }
             // Stored before anything is done or acknowledged: a crash, or a Slack call failing
             // transiently, cannot lose it. Slack gives every invocation its own trigger_id, so a
@@ -745,7 +744,7 @@ async fn click(
                 "slack-click:{}/{}:extend:{value}:{anchor}",
                 caller.team_id, caller.user_id
             );
-            match e.store().remember_once(&key, e.now()).await {
+            match e.remember_once(&key).await {
                 Ok(false) => Some(format!(
                     "You already asked to extend {value} from this message."
                 )),
@@ -874,13 +873,9 @@ async fn view_submission(st: &Shared, caller: Caller, p: &Value) -> Response {
         duration,
         justification,
     } = &form;
-    if let Err((f, msg)) = commands::precheck(
-        &st.engine,
-        resource,
-        duration.as_deref(),
-        Some(justification),
-    ) {
-        return modal_errors(f, &msg);
+    let raw = RawSubmission::new(resource.as_str(), duration.clone(), justification.as_str());
+    if let Err(e) = st.engine.validate(&raw) {
+        return modal_errors(e.field(), &e.to_string());
     }
     // Stored before anything is done or acknowledged: a crash, or a Slack call failing
     // transiently, cannot lose it. A signed delivery replayed within the five-minute window
@@ -1384,18 +1379,16 @@ async fn process(st: &Shared, key: &str, inbound: Inbound) -> Result<(), InboxEr
                     match commands::admit_requester(&st.engine, &resource, membership) {
                         Err(msg) => Err((Field::Resource, msg)),
                         Ok(()) => {
-                            let sub = Submission {
-                                subject,
-                                resource,
-                                duration,
-                                justification,
-                                kind: RequestKind::New,
-                            };
-                            st.engine
-                                .submit(sub)
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| (commands::field_of(&e), e.to_string()))
+                            let raw = RawSubmission::new(resource, duration, justification);
+                            match st.engine.validate(&raw) {
+                                Err(e) => Err((e.field(), e.to_string())),
+                                Ok(valid) => st
+                                    .engine
+                                    .submit(Submission::new(subject, valid))
+                                    .await
+                                    .map(|_| ())
+                                    .map_err(|e| (Field::Resource, e.to_string())),
+                            }
                         }
                     }
                 }

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use access_core::engine::{EngineSettings, Submission};
+use access_core::engine::EngineSettings;
 use access_core::ports::AuditFilter;
 use access_core::providers::DryRunProvider;
 use access_core::request::RequestKind;
@@ -18,6 +18,7 @@ use slack_adapter::grammar::{self, AdminCommand, Command, Surface};
 use testkit::db::TestDb;
 use testkit::provider::TestProvider;
 use testkit::slack::{FakeUser, TEAM_ID};
+use testkit::submission::{Ask, SubmitTyped};
 
 const ADMIN: &str = "UADMIN";
 
@@ -313,7 +314,7 @@ async fn long_lists_are_bounded_with_a_pointer_to_the_console() {
     let h = admin_harness(TestDb::sqlite(), Arc::new(DryRunProvider::new())).await;
     for i in 0..25 {
         h.engine
-            .submit(Submission {
+            .submit_typed(Ask {
                 subject: Subject {
                     team_id: TEAM_ID.into(),
                     user_id: format!("UPERSON{i:02}"),

@@ -10,7 +10,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use access_core::engine::{Engine, EngineSettings, Submission};
+use access_core::engine::{Engine, EngineSettings};
 use access_core::jobs::JobStatus;
 use access_core::notification::{MessageRef, Notification};
 use access_core::ports::{JobFilter, Notifier, NotifyContext, NotifyError};
@@ -20,6 +20,7 @@ use access_core::{AccessRequest, Email, Subject};
 use async_trait::async_trait;
 use common::*;
 use testkit::slack::{BOT_TOKEN, Fault, TEAM_ID};
+use testkit::submission::{Ask, SubmitTyped};
 
 fn alice() -> Subject {
     Subject {
@@ -33,7 +34,7 @@ fn alice() -> Subject {
 /// A request that needs one approval: an approval message in [`APPROVALS`] and a DM to Alice.
 async fn submit(h: &Harness) -> AccessRequest {
     h.engine
-        .submit(Submission {
+        .submit_typed(Ask {
             subject: alice(),
             resource: "dev-network".into(),
             duration: None,

@@ -18,4 +18,5 @@ pub mod slack;
 pub mod slack_oauth;
 mod slack_relay;
 pub mod slack_socket;
+pub mod submission;
 pub mod webhook_receiver;

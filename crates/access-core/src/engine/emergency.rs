@@ -4,7 +4,6 @@
 
 use serde_json::json;
 
-use super::submit::requested_duration;
 use super::{Engine, EngineError, Submission};
 use crate::audit::AuditKind;
 use crate::duration::{AccessDuration, DurationBounds};
@@ -16,7 +15,7 @@ use crate::notification::{GrantSummary, Notification};
 use crate::policy::{self, ApproverError};
 use crate::ports::{ChangeSet, GrantWrite, RequestWrite, StoreError};
 use crate::request::{AccessRequest, Actor, RequestEvent, RequestKind};
-use crate::resource::{ApprovalPolicy, EmergencyPolicy, Justification, Resource};
+use crate::resource::{ApprovalPolicy, EmergencyPolicy, Resource};
 
 /// The length of an emergency grant: what was asked for, cut to the resource's emergency
 /// duration; that duration when nothing was asked for. Shorter than the resource's minimum is
@@ -51,15 +50,16 @@ impl Engine {
         if let Some(filed) = self.filed_by_first_run(self.inbox_request_id()).await? {
             return Ok(filed);
         }
-        let resource = self.resource(&s.resource)?.clone();
+        let resource = self.resource(s.request.resource().as_str())?.clone();
         let Some(policy) = resource.emergency else {
             return Err(EngineError::EmergencyNotAllowed {
                 resource: resource.id.to_string(),
             });
         };
-        let requested = requested_duration(&s)?;
+        // What was typed, cut here (by `Engine::validate_emergency` too, to refuse up front).
+        let requested = s.request.requested();
         let duration = emergency_duration(&resource, policy, requested)?;
-        let justification = Justification::parse(&s.justification)?;
+        let justification = s.request.justification().clone();
         let now = self.now();
         self.refuse_if_live(&s, &resource, now).await?;
         // Break-glass skips approval, not eligibility.

@@ -19,10 +19,11 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `mod.rs` | [`Engine`], [`EngineBuilder`], [`EngineSettings`], [`Submission`], the commit path and the helpers every operation uses |
+//! | `mod.rs` | [`Engine`], [`EngineBuilder`], [`EngineSettings`], the commit path and the helpers every operation uses |
 //! | `error.rs` | [`EngineError`]: why an operation was refused, its text and stable code |
 //! | `catalog.rs` | [`ResourceCatalog`]: the configured (and retired) resources |
 //! | `submit.rs` | [`Engine::submit`]: filing a request |
+//! | `queries.rs` | read methods for adapters ([`Engine::request`], [`Engine::requests_page`], …) so they never reach into the store |
 //! | `decide.rs` | approve, deny, cancel, time out, and what an approval does to grants |
 //! | `provision.rs` | the `provision` job: calling the provider, activating or failing the grant |
 //! | `revoke.rs` | revoking on request, and the `expire`/`revoke` jobs that end grants |
@@ -51,7 +52,7 @@ use crate::ports::{
     AuditSink, ChangeSet, Clock, Committed, Directory, InboxHandler, JobWaker, Notifier, Provider,
     RequestFilter, Store, StoreError,
 };
-use crate::request::{AccessRequest, Actor, RequestKind, RequestStatus};
+use crate::request::{AccessRequest, Actor, RequestStatus};
 use crate::resource::Resource;
 use crate::subject::{Subject, SubjectKey};
 
@@ -62,6 +63,7 @@ mod delegation;
 mod emergency;
 mod error;
 mod export;
+mod queries;
 mod inbox;
 mod provision;
 mod revoke;
@@ -74,7 +76,9 @@ mod worker;
 pub use admin::{ADMIN_LIST_READ, AdminError};
 pub use catalog::ResourceCatalog;
 pub use decide::reminder_time;
+pub(crate) use emergency::emergency_duration;
 pub use error::EngineError;
+pub use queries::ChainWalk;
 pub use worker::{JobLane, RunSummary, panic_message};
 
 use inbox::{INBOX_JOB, RUN_HERE};
@@ -83,20 +87,7 @@ use worker::JobResult;
 /// How many times an operation re-reads and retries after losing a compare-and-set.
 const CONFLICT_RETRIES: usize = 8;
 
-/// A request as typed by a person or a script; the engine parses every part.
-#[derive(Debug, Clone)]
-pub struct Submission {
-    /// Who asks.
-    pub subject: Subject,
-    /// The resource's name as typed (`dev-network`, `gcp-access:viewer`).
-    pub resource: String,
-    /// None: the resource's default.
-    pub duration: Option<String>,
-    /// Why they need it (required; an extension falls back to a default text).
-    pub justification: String,
-    /// A new grant, or more time on a live one.
-    pub kind: RequestKind,
-}
+pub use crate::submission::Submission;
 
 /// A person's live access and open requests.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -23,8 +23,9 @@ use crate::subject::Subject;
 impl Engine {
     /// Files a request. Auto-approved resources come back `approved` with provisioning queued.
     pub async fn submit(&self, s: Submission) -> Result<AccessRequest, EngineError> {
-        let resource = self.resource(&s.resource)?.clone();
-        let duration = resource.durations.check(requested_duration(&s)?)?;
+        // Parsed by `Engine::validate`; what needs the store is decided here.
+        let resource = self.resource(s.request.resource().as_str())?.clone();
+        let duration = s.request.duration();
         let now = self.now();
         // The live grant, the pending request for this resource and the per-person limit
         // figures, in one read (docs/rate-limits.md).
@@ -36,7 +37,7 @@ impl Engine {
                 self.settings.request_limits.query(now),
             )
             .await?;
-        let justification = self.check_kind(&s, &resource, facts.live.as_ref(), duration, now)?;
+        let justification = self.check_kind(&s, &resource, facts.live.as_ref(), now)?;
         self.check_grantable(&s.subject, &resource).await?;
         // Filed by an inbox job: its request id is a function of the job, so a re-run (after a
         // crash between filing and the job's completion, or a transient error) finds what the
@@ -50,7 +51,7 @@ impl Engine {
             return Ok(filed);
         }
 
-        let mut request = self.new_request(&s, &resource, s.kind, duration, justification, now);
+        let mut request = self.new_request(&s, &resource, s.request.kind(), duration, justification, now);
         let mut cs = ChangeSet::default();
         cs.audit.push(self.requested_audit(&request));
         match &resource.approval {
@@ -99,10 +100,9 @@ impl Engine {
         s: &Submission,
         resource: &Resource,
         live: Option<&Grant>,
-        duration: AccessDuration,
         now: DateTime<Utc>,
     ) -> Result<Justification, EngineError> {
-        match s.kind {
+        match s.request.kind() {
             RequestKind::New => {
                 // (Unless asking again hands out something new without extending, as GCP's key
                 // mode does.)
@@ -117,7 +117,7 @@ impl Engine {
                         });
                     }
                 }
-                Ok(Justification::parse(&s.justification)?)
+                Ok(s.request.justification().clone())
             }
             RequestKind::Extend => {
                 if !resource.extendable {
@@ -136,8 +136,7 @@ impl Engine {
                         resource: resource.id.to_string(),
                     });
                 }
-                Ok(Justification::parse(&s.justification)
-                    .or_else(|_| Justification::parse(&format!("Extension by {duration}")))?)
+                Ok(s.request.justification().clone())
             }
         }
     }
@@ -287,19 +286,5 @@ impl Engine {
                 esc.at(request.created_at),
             ));
         }
-    }
-}
-
-/// The duration a submission asks for, parsed; `None` when it names none (the resource's
-/// default applies).
-pub(super) fn requested_duration(s: &Submission) -> Result<Option<AccessDuration>, EngineError> {
-    match s
-        .duration
-        .as_deref()
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-    {
-        Some(d) => Ok(Some(d.parse::<AccessDuration>()?)),
-        None => Ok(None),
     }
 }
