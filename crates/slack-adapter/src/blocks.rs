@@ -9,18 +9,80 @@ use access_core::grant::{Grant, format_remaining};
 use access_core::notification::{GrantSummary, RequestSummary};
 use access_core::request::{AccessRequest, Actor};
 
-/// Action ids of the buttons Gatehouse posts.
-pub mod action {
-    pub const APPROVE: &str = "gatehouse_approve";
-    pub const DENY: &str = "gatehouse_deny";
-    pub const EXTEND: &str = "gatehouse_extend";
-    pub const REVOKE: &str = "gatehouse_revoke";
-    pub const CANCEL: &str = "gatehouse_cancel";
-    pub const OPEN_MODAL: &str = "gatehouse_open_request_modal";
+/// A button Gatehouse posts, parsed once from a click's `action_id`; [`Action::as_str`] is the
+/// id written into the blocks, so what is posted and what is read back are the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Approve a pending request (value: request id).
+    Approve,
+    /// Deny a pending request (value: request id).
+    Deny,
+    /// Extend a grant (value: resource).
+    Extend,
+    /// Revoke a grant (value: grant id).
+    Revoke,
+    /// Cancel one's own pending request (value: request id).
+    Cancel,
+    /// Open the request form (App Home).
+    OpenModal,
     /// Break-glass notice: the approver looked at the emergency grant and it stands.
-    pub const EMERGENCY_REVIEWED: &str = "gatehouse_emergency_reviewed";
+    EmergencyReviewed,
     /// Break-glass notice: the approver ends the emergency grant now.
-    pub const EMERGENCY_REVOKE: &str = "gatehouse_emergency_revoke";
+    EmergencyRevoke,
+}
+
+impl Action {
+    /// Every button, for parsing.
+    const ALL: [Action; 8] = [
+        Action::Approve,
+        Action::Deny,
+        Action::Extend,
+        Action::Revoke,
+        Action::Cancel,
+        Action::OpenModal,
+        Action::EmergencyReviewed,
+        Action::EmergencyRevoke,
+    ];
+
+    /// The `action_id` on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "gatehouse_approve",
+            Action::Deny => "gatehouse_deny",
+            Action::Extend => "gatehouse_extend",
+            Action::Revoke => "gatehouse_revoke",
+            Action::Cancel => "gatehouse_cancel",
+            Action::OpenModal => "gatehouse_open_request_modal",
+            Action::EmergencyReviewed => "gatehouse_emergency_reviewed",
+            Action::EmergencyRevoke => "gatehouse_emergency_revoke",
+        }
+    }
+
+    /// The button an `action_id` names, `None` for one that is not ours.
+    pub fn parse(action_id: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == action_id)
+    }
+}
+
+/// Action ids of the buttons Gatehouse posts, as strings (see [`Action`]).
+pub mod action {
+    use super::Action;
+    /// [`Action::Approve`].
+    pub const APPROVE: &str = Action::Approve.as_str();
+    /// [`Action::Deny`].
+    pub const DENY: &str = Action::Deny.as_str();
+    /// [`Action::Extend`].
+    pub const EXTEND: &str = Action::Extend.as_str();
+    /// [`Action::Revoke`].
+    pub const REVOKE: &str = Action::Revoke.as_str();
+    /// [`Action::Cancel`].
+    pub const CANCEL: &str = Action::Cancel.as_str();
+    /// [`Action::OpenModal`].
+    pub const OPEN_MODAL: &str = Action::OpenModal.as_str();
+    /// [`Action::EmergencyReviewed`].
+    pub const EMERGENCY_REVIEWED: &str = Action::EmergencyReviewed.as_str();
+    /// [`Action::EmergencyRevoke`].
+    pub const EMERGENCY_REVOKE: &str = Action::EmergencyRevoke.as_str();
 }
 
 mod emergency;

@@ -59,6 +59,7 @@ pub mod grammar;
 pub mod installations;
 pub mod notifier;
 pub mod oauth;
+pub mod payload;
 pub mod ratelimit;
 pub mod router;
 pub mod socket_mode;
