@@ -15,7 +15,7 @@ use serde::de::{Deserializer, IgnoredAny};
 use serde::Deserialize;
 
 /// Deserialisers that treat a value of the wrong type as absent.
-mod loose {
+pub(crate) mod loose {
     use super::*;
 
     #[derive(Deserialize)]
