@@ -654,7 +654,11 @@ fn approval_update(
                 by: approved_by.clone(),
                 at: now,
             };
-            (request, state, Some(blocks::dm_approved(request, approved_by)))
+            (
+                request,
+                state,
+                Some(blocks::dm_approved(request, approved_by)),
+            )
         }
         Notification::RequestDenied {
             request,
@@ -677,7 +681,11 @@ fn approval_update(
                 by: cancelled_by.clone(),
                 at: now,
             };
-            (request, state, Some(blocks::dm_cancelled(request, cancelled_by)))
+            (
+                request,
+                state,
+                Some(blocks::dm_cancelled(request, cancelled_by)),
+            )
         }
         Notification::RequestTimedOut { request } => (
             request,
@@ -726,10 +734,9 @@ fn direct_message(n: &Notification, now: DateTime<Utc>) -> Option<(&Subject, Mes
             &request.subject,
             blocks::dm_secret_not_delivered(request, grant),
         ),
-        Notification::ExpiryReminder { grant, can_extend } => (
-            &grant.subject,
-            blocks::dm_reminder(grant, *can_extend, now),
-        ),
+        Notification::ExpiryReminder { grant, can_extend } => {
+            (&grant.subject, blocks::dm_reminder(grant, *can_extend, now))
+        }
         Notification::AccessExpired { grant } => (&grant.subject, blocks::dm_expired(grant)),
         Notification::AccessRevoked { grant, revoked_by } => {
             (&grant.subject, blocks::dm_revoked(grant, revoked_by))

@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::{Deserializer, IgnoredAny};
 use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny};
 
 /// Deserialisers that treat a value of the wrong type as absent.
 pub(crate) mod loose {
@@ -26,7 +26,9 @@ pub(crate) mod loose {
     }
 
     /// `Some(value)` when the field holds a `T`, `None` for anything else (null included).
-    pub fn opt<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    pub fn opt<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
         Ok(match Option::<Either<T>>::deserialize(d)? {
             Some(Either::Wanted(v)) => Some(v),
             _ => None,

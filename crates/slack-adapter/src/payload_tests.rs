@@ -139,7 +139,8 @@ fn fields_of_the_wrong_type_count_as_absent() {
     assert!(p.team.is_none() && p.enterprise_id().is_none() && p.response_url.is_none());
     assert_eq!(p.actions.unwrap()[0].value, "");
 
-    let ev = json!({"type": "event_callback", "event": {"type": "user_change", "user": {"id": "U1"}}});
+    let ev =
+        json!({"type": "event_callback", "event": {"type": "user_change", "user": {"id": "U1"}}});
     let e = EventEnvelope::parse(ev.to_string().as_bytes()).unwrap();
     assert_eq!(e.event_type(), Some("user_change"));
     assert_eq!(e.event.unwrap().user, "");

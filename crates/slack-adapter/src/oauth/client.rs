@@ -1,13 +1,11 @@
 //! The Web API calls of the install flow: `oauth.v2.access`, `auth.test`, `auth.revoke`.
 
-
 use serde::Deserialize;
 use serde_json::Value;
 
-
+use super::OAuthConfig;
 use crate::api::ApiError;
 use crate::config::Secret;
-use super::OAuthConfig;
 
 /// The parts of an `oauth.v2.access` answer Gatehouse keeps (external-apis.md A.8).
 #[derive(Debug, Clone, Default, Deserialize)]

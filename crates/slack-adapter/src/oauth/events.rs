@@ -10,9 +10,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 
-
-use crate::installations::InstallError;
 use super::flow::InstallFlow;
+use crate::installations::InstallError;
 use crate::payload::EventEnvelope;
 
 impl InstallFlow {
@@ -97,10 +96,7 @@ pub fn lifecycle_layer(router: Router, flow: Arc<InstallFlow>, max_body_bytes: u
                 .await;
             if resp.status().is_success()
                 && let Ok(v) = EventEnvelope::parse(&bytes)
-                && matches!(
-                    v.event_type(),
-                    Some("app_uninstalled" | "tokens_revoked")
-                )
+                && matches!(v.event_type(), Some("app_uninstalled" | "tokens_revoked"))
             {
                 tokio::spawn(async move {
                     if let Err(e) = flow.handle_event(&v).await {
@@ -112,4 +108,3 @@ pub fn lifecycle_layer(router: Router, flow: Arc<InstallFlow>, max_body_bytes: u
         }
     }))
 }
-

@@ -9,12 +9,12 @@ use serde::Deserialize;
 
 use access_core::ports::{Clock, SystemClock};
 
+use super::OAuthConfig;
+use super::client::{AuthTest, OAuthAccess, OAuthClient};
 use crate::config::Secret;
 use crate::installations::{
     InstallError, Installation, InstallationInfo, Installations, StateCheck,
 };
-use super::OAuthConfig;
-use super::client::{AuthTest, OAuthAccess, OAuthClient};
 
 /// Why a callback did not install anything. The `Display` text is shown to the person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

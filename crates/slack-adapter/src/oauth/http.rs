@@ -11,10 +11,9 @@ use axum::routing::{get, post};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-
+use super::flow::{CallbackParams, InstallFailure, InstallFlow};
 use crate::config::Secret;
 use crate::installations::InstallError;
-use super::flow::{CallbackParams, InstallFailure, InstallFlow};
 
 type Flow = Arc<InstallFlow>;
 

@@ -15,8 +15,6 @@
 
 use std::time::Duration;
 
-
-
 use crate::config::{DEFAULT_API_URL, Secret};
 
 /// Slack's authorize page.

@@ -49,7 +49,6 @@ pub(super) enum Inbound {
     },
 }
 
-
 /// A stored slash command (its text is parsed again when processed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct CommandDelivery {
@@ -98,7 +97,11 @@ pub(super) const INBOX_SOURCE: &str = "slack";
 
 /// Stores `inbound` under `key` (once) and starts processing it in this process. Returns false
 /// for a replay (already stored).
-pub(super) async fn enqueue_and_run(st: &Shared, key: &str, inbound: &Inbound) -> Result<bool, EngineError> {
+pub(super) async fn enqueue_and_run(
+    st: &Shared,
+    key: &str,
+    inbound: &Inbound,
+) -> Result<bool, EngineError> {
     let payload = serde_json::to_string(inbound)
         .map_err(|e| EngineError::Store(access_core::ports::StoreError::Corrupt(e.to_string())))?;
     let item = InboxItem {
@@ -158,7 +161,6 @@ fn scoped_caller(
         enterprise_id: enterprise_id.clone().filter(|e| !e.is_empty()),
     }
 }
-
 
 /// Runs one stored delivery. Safe to run again after an `Err(Transient)`: a command runs only
 /// after every call that may fail transiently before it succeeded, and its answer, once the

@@ -303,21 +303,19 @@ async fn extend(
         "slack-click:{}/{}:extend:{value}:{anchor}",
         caller.team_id, caller.user_id
     );
-    Ok(
-        match e.store().remember_once(&key, e.now()).await {
-            Ok(false) => Some(format!(
-                "You already asked to extend {value} from this message."
-            )),
-            _ => {
-                let cmd = Command::Extend {
-                    resource: value.to_string(),
-                    duration: None,
-                    justification: None,
-                };
-                Some(commands::execute(st.ctx(), caller, Surface::Access, cmd).await)
-            }
-        },
-    )
+    Ok(match e.store().remember_once(&key, e.now()).await {
+        Ok(false) => Some(format!(
+            "You already asked to extend {value} from this message."
+        )),
+        _ => {
+            let cmd = Command::Extend {
+                resource: value.to_string(),
+                duration: None,
+                justification: None,
+            };
+            Some(commands::execute(st.ctx(), caller, Surface::Access, cmd).await)
+        }
+    })
 }
 
 /// The ephemeral text for a click that did not count.

@@ -351,4 +351,3 @@ pub fn reread_delivery(payload: &str) -> Result<String, String> {
     let inbound: Inbound = serde_json::from_str(payload).map_err(|e| e.to_string())?;
     serde_json::to_string(&inbound).map_err(|e| e.to_string())
 }
-

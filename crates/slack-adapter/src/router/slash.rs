@@ -10,9 +10,7 @@ use serde::Deserialize;
 
 use super::ack::{Answer, await_answer, waiters};
 use super::inbox::{CommandDelivery, Inbound, enqueue_and_run};
-use super::{
-    ReplyTo, Shared, bad_request, blocks, busy_text, ephemeral_ack, for_team, send_reply,
-};
+use super::{ReplyTo, Shared, bad_request, blocks, busy_text, ephemeral_ack, for_team, send_reply};
 use crate::commands::{self, Caller};
 use crate::grammar::{self, Command, Surface};
 
@@ -172,7 +170,12 @@ pub(super) async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> 
     }
 }
 
-pub(super) async fn open_modal(st: &Shared, trigger_id: &str, preselect: Option<&str>, on_error: ReplyTo) {
+pub(super) async fn open_modal(
+    st: &Shared,
+    trigger_id: &str,
+    preselect: Option<&str>,
+    on_error: ReplyTo,
+) {
     let view = blocks::request_modal(&st.engine.resources(), preselect);
     if let Err(e) = st.api.views_open(trigger_id, &view).await {
         tracing::warn!(error = %e, "views.open failed");

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::ack::{Answer, await_answer, waiters};
-use super::inbox::{SubmissionDelivery, Inbound, enqueue_and_run};
+use super::inbox::{Inbound, SubmissionDelivery, enqueue_and_run};
 use super::{Shared, blocks};
 use crate::blocks::modal_block;
 use crate::commands::{self, Caller, Field};
