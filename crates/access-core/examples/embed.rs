@@ -142,11 +142,7 @@ pub async fn run(db_path: &std::path::Path) -> Result<Outcome, Box<dyn std::erro
     };
     // Parsed once, at the edge: a typo in the resource or the duration is refused here, before
     // anything is written.
-    let typed = RawSubmission::new(
-        "demo-db",
-        Some("2h".into()),
-        "Investigating a slow query",
-    );
+    let typed = RawSubmission::new("demo-db", Some("2h".into()), "Investigating a slow query");
     let request = engine
         .submit(Submission::new(subject.clone(), engine.validate(&typed)?))
         .await?;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use slack_morphism::prelude::SlackView;
 
 use crate::config::{Secret, SlackConfig};
 
@@ -501,13 +502,13 @@ impl SlackApi {
     }
 
     /// `views.open` (JSON) with a trigger id from an interaction.
-    pub async fn views_open(&self, trigger_id: &str, view: &Value) -> Result<(), ApiError> {
+    pub async fn views_open(&self, trigger_id: &str, view: &SlackView) -> Result<(), ApiError> {
         let body = json!({"trigger_id": trigger_id, "view": view});
         self.call("views.open", Body::Json(&body)).await.map(|_| ())
     }
 
     /// `views.publish` (JSON): the App Home of `user_id`.
-    pub async fn views_publish(&self, user_id: &str, view: &Value) -> Result<(), ApiError> {
+    pub async fn views_publish(&self, user_id: &str, view: &SlackView) -> Result<(), ApiError> {
         let body = json!({"user_id": user_id, "view": view});
         self.call("views.publish", Body::Json(&body))
             .await

@@ -3,28 +3,94 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use slack_morphism::prelude::{SlackBlock, SlackBlockButtonElement};
 
-use access_core::Resource;
-use access_core::grant::{Grant, format_remaining};
+use access_core::grant::format_remaining;
 use access_core::notification::{GrantSummary, RequestSummary};
-use access_core::request::{AccessRequest, Actor};
+use access_core::request::Actor;
 
-/// Action ids of the buttons Gatehouse posts.
-pub mod action {
-    pub const APPROVE: &str = "gatehouse_approve";
-    pub const DENY: &str = "gatehouse_deny";
-    pub const EXTEND: &str = "gatehouse_extend";
-    pub const REVOKE: &str = "gatehouse_revoke";
-    pub const CANCEL: &str = "gatehouse_cancel";
-    pub const OPEN_MODAL: &str = "gatehouse_open_request_modal";
+/// A button Gatehouse posts, parsed once from a click's `action_id`; [`Action::as_str`] is the
+/// id written into the blocks, so what is posted and what is read back are the same bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Approve a pending request (value: request id).
+    Approve,
+    /// Deny a pending request (value: request id).
+    Deny,
+    /// Extend a grant (value: resource).
+    Extend,
+    /// Revoke a grant (value: grant id).
+    Revoke,
+    /// Cancel one's own pending request (value: request id).
+    Cancel,
+    /// Open the request form (App Home).
+    OpenModal,
     /// Break-glass notice: the approver looked at the emergency grant and it stands.
-    pub const EMERGENCY_REVIEWED: &str = "gatehouse_emergency_reviewed";
+    EmergencyReviewed,
     /// Break-glass notice: the approver ends the emergency grant now.
-    pub const EMERGENCY_REVOKE: &str = "gatehouse_emergency_revoke";
+    EmergencyRevoke,
+}
+
+impl Action {
+    /// Every button, for parsing.
+    const ALL: [Action; 8] = [
+        Action::Approve,
+        Action::Deny,
+        Action::Extend,
+        Action::Revoke,
+        Action::Cancel,
+        Action::OpenModal,
+        Action::EmergencyReviewed,
+        Action::EmergencyRevoke,
+    ];
+
+    /// The `action_id` on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "gatehouse_approve",
+            Action::Deny => "gatehouse_deny",
+            Action::Extend => "gatehouse_extend",
+            Action::Revoke => "gatehouse_revoke",
+            Action::Cancel => "gatehouse_cancel",
+            Action::OpenModal => "gatehouse_open_request_modal",
+            Action::EmergencyReviewed => "gatehouse_emergency_reviewed",
+            Action::EmergencyRevoke => "gatehouse_emergency_revoke",
+        }
+    }
+
+    /// The button an `action_id` names, `None` for one that is not ours.
+    pub fn parse(action_id: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == action_id)
+    }
+}
+
+/// Action ids of the buttons Gatehouse posts, as strings (see [`Action`]).
+pub mod action {
+    use super::Action;
+    /// [`Action::Approve`].
+    pub const APPROVE: &str = Action::Approve.as_str();
+    /// [`Action::Deny`].
+    pub const DENY: &str = Action::Deny.as_str();
+    /// [`Action::Extend`].
+    pub const EXTEND: &str = Action::Extend.as_str();
+    /// [`Action::Revoke`].
+    pub const REVOKE: &str = Action::Revoke.as_str();
+    /// [`Action::Cancel`].
+    pub const CANCEL: &str = Action::Cancel.as_str();
+    /// [`Action::OpenModal`].
+    pub const OPEN_MODAL: &str = Action::OpenModal.as_str();
+    /// [`Action::EmergencyReviewed`].
+    pub const EMERGENCY_REVIEWED: &str = Action::EmergencyReviewed.as_str();
+    /// [`Action::EmergencyRevoke`].
+    pub const EMERGENCY_REVOKE: &str = Action::EmergencyRevoke.as_str();
 }
 
 mod emergency;
+mod kit;
+mod views;
 pub use emergency::emergency_notice;
+use kit::Style;
+pub use views::{home_view, request_modal};
 
 /// `callback_id` of the request modal.
 pub const MODAL_CALLBACK_ID: &str = "gatehouse_request";
@@ -91,29 +157,25 @@ pub fn slack_date(t: DateTime<Utc>) -> String {
     )
 }
 
-fn section(text: &str) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+fn section(text: &str) -> SlackBlock {
+    kit::section(text)
 }
 
-fn context(text: &str) -> Value {
-    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+fn context(text: &str) -> SlackBlock {
+    kit::context(text)
 }
 
-fn button(text: &str, action_id: &str, value: &str, style: Option<&str>) -> Value {
-    let mut b = json!({
-        "type": "button",
-        "text": {"type": "plain_text", "text": text, "emoji": true},
-        "action_id": action_id,
-        "value": value,
-    });
-    if let Some(s) = style {
-        b["style"] = json!(s);
-    }
-    b
+fn button(
+    text: &str,
+    action: Action,
+    value: &str,
+    style: Option<Style>,
+) -> SlackBlockButtonElement {
+    kit::button(text, action, value, style)
 }
 
-fn actions(block_id: &str, elements: Vec<Value>) -> Value {
-    json!({"type": "actions", "block_id": block_id, "elements": elements})
+fn actions(block_id: &str, elements: Vec<SlackBlockButtonElement>) -> SlackBlock {
+    kit::actions(block_id, elements)
 }
 
 fn mentions(actors: &[Actor]) -> String {
@@ -186,8 +248,35 @@ pub enum ApprovalState {
     },
 }
 
+/// The footer of a pending approval message: how many approvals it has and needs.
+fn approval_progress(approved_by: &[Actor], approvals_required: u32) -> String {
+    if approvals_required > 1 || !approved_by.is_empty() {
+        format!(
+            "Approvals: {} of {}{}",
+            approved_by.len(),
+            approvals_required,
+            if approved_by.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", mentions(approved_by))
+            }
+        )
+    } else {
+        "Needs one approval.".to_string()
+    }
+}
+
 /// The message in the approvers' channel, in each of its states. Buttons only while pending.
 pub fn approval_message(r: &RequestSummary, state: &ApprovalState) -> Message {
+    let (text, blocks) = approval_blocks(r, state);
+    Message {
+        text,
+        blocks: kit::to_json(&blocks),
+    }
+}
+
+/// [`approval_message`]'s text and blocks.
+fn approval_blocks(r: &RequestSummary, state: &ApprovalState) -> (String, Vec<SlackBlock>) {
     let id = r.id.to_string();
     let fields = request_fields(r);
     let (text, head, footer, pending) = match state {
@@ -195,20 +284,7 @@ pub fn approval_message(r: &RequestSummary, state: &ApprovalState) -> Message {
             approved_by,
             approvals_required,
         } => {
-            let progress = if *approvals_required > 1 || !approved_by.is_empty() {
-                format!(
-                    "Approvals: {} of {}{}",
-                    approved_by.len(),
-                    approvals_required,
-                    if approved_by.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", mentions(approved_by))
-                    }
-                )
-            } else {
-                "Needs one approval.".to_string()
-            };
+            let progress = approval_progress(approved_by, *approvals_required);
             (
                 format!(
                     "{} from {} for {}",
@@ -280,21 +356,18 @@ pub fn approval_message(r: &RequestSummary, state: &ApprovalState) -> Message {
         blocks.push(actions(
             "gatehouse_decision",
             vec![
-                button("Approve", action::APPROVE, &id, Some("primary")),
-                button("Deny", action::DENY, &id, Some("danger")),
+                button("Approve", Action::Approve, &id, Some(Style::Primary)),
+                button("Deny", Action::Deny, &id, Some(Style::Danger)),
             ],
         ));
     }
     blocks.push(context(&format!("Request `{id}`")));
-    Message {
-        text,
-        blocks: Value::Array(blocks),
-    }
+    (text, blocks)
 }
 
 fn simple(text: String, body: String) -> Message {
     Message {
-        blocks: json!([section(&body)]),
+        blocks: kit::to_json(&[section(&body)]),
         text,
     }
 }
@@ -458,7 +531,7 @@ pub fn dm_granted(
     )));
     Message {
         text,
-        blocks: Value::Array(blocks),
+        blocks: kit::to_json(&blocks),
     }
 }
 
@@ -512,15 +585,15 @@ pub fn dm_reminder(g: &GrantSummary, can_extend: bool, now: DateTime<Utc>) -> Me
             "gatehouse_reminder",
             vec![button(
                 "Extend",
-                action::EXTEND,
+                Action::Extend,
                 g.resource.as_str(),
-                Some("primary"),
+                Some(Style::Primary),
             )],
         ));
     }
     Message {
         text: format!("Your access to {} ends in {left}.", g.resource),
-        blocks: Value::Array(blocks),
+        blocks: kit::to_json(&blocks),
     }
 }
 
@@ -553,125 +626,6 @@ pub fn dm_revoked(g: &GrantSummary, by: &Actor) -> Message {
     )
 }
 
-/// The request modal (`views.open`).
-pub fn request_modal(resources: &[Resource], preselect: Option<&str>) -> Value {
-    let options: Vec<Value> = resources
-        .iter()
-        .take(100)
-        .map(|r| {
-            let label = if r.description.is_empty() { r.id.to_string() } else { format!("{} — {}", r.id, r.description) };
-            json!({"text": {"type": "plain_text", "text": truncate(&label, 75)}, "value": r.id.as_str()})
-        })
-        .collect();
-    let mut select = json!({
-        "type": "static_select",
-        "action_id": modal_block::VALUE,
-        "placeholder": {"type": "plain_text", "text": "Choose a resource"},
-        "options": options,
-    });
-    if let Some(p) = preselect
-        && let Some(opt) = options_find(&select, p)
-    {
-        select["initial_option"] = opt;
-    }
-    json!({
-        "type": "modal",
-        "callback_id": MODAL_CALLBACK_ID,
-        "title": {"type": "plain_text", "text": "Request access"},
-        "submit": {"type": "plain_text", "text": "Request"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [
-            {"type": "input", "block_id": modal_block::RESOURCE, "label": {"type": "plain_text", "text": "Resource"}, "element": select},
-            {"type": "input", "block_id": modal_block::DURATION, "optional": true,
-             "label": {"type": "plain_text", "text": "Duration"},
-             "hint": {"type": "plain_text", "text": "Like 30m, 4h or 2d; a bare number means hours. Empty: the resource's default."},
-             "element": {"type": "plain_text_input", "action_id": modal_block::VALUE, "placeholder": {"type": "plain_text", "text": "4h"}}},
-            {"type": "input", "block_id": modal_block::JUSTIFICATION,
-             "label": {"type": "plain_text", "text": "Why do you need access?"},
-             "element": {"type": "plain_text_input", "action_id": modal_block::VALUE, "multiline": true, "max_length": 500,
-                         "placeholder": {"type": "plain_text", "text": "Running database migration"}}}
-        ]
-    })
-}
-
-fn options_find(select: &Value, value: &str) -> Option<Value> {
-    select["options"]
-        .as_array()?
-        .iter()
-        .find(|o| o["value"] == value)
-        .cloned()
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(max - 1).collect::<String>())
-    }
-}
-
-/// The App Home tab.
-pub fn home_view(
-    grants: &[Grant],
-    pending: &[AccessRequest],
-    extendable: &dyn Fn(&str) -> bool,
-    now: DateTime<Utc>,
-) -> Value {
-    let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": "Gatehouse: temporary access"}}),
-        actions(
-            "gatehouse_home_top",
-            vec![button(
-                "Request access",
-                action::OPEN_MODAL,
-                "home",
-                Some("primary"),
-            )],
-        ),
-        json!({"type": "divider"}),
-        section("*Your access*"),
-    ];
-    if grants.is_empty() {
-        blocks.push(context("You have no active access."));
-    }
-    for g in grants.iter().take(40) {
-        blocks.push(section(&format!(
-            "*{}*: until {} ({} left){}",
-            g.resource,
-            slack_date(g.expires_at),
-            format_remaining(g.remaining(now)),
-            match g.status {
-                access_core::GrantStatus::Provisioning => " · being set up",
-                access_core::GrantStatus::Revoking => " · being revoked",
-                _ => "",
-            }
-        )));
-        let mut buttons = vec![button(
-            "Revoke",
-            action::REVOKE,
-            &g.id.to_string(),
-            Some("danger"),
-        )];
-        if extendable(g.resource.as_str()) {
-            buttons.push(button("Extend", action::EXTEND, g.resource.as_str(), None));
-        }
-        blocks.push(actions(&format!("grant_{}", g.id), buttons));
-    }
-    blocks.push(json!({"type": "divider"}));
-    blocks.push(section("*Pending requests*"));
-    if pending.is_empty() {
-        blocks.push(context("No pending requests."));
-    }
-    for r in pending.iter().take(40) {
-        blocks.push(json!({
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": format!("*{}* for {}, asked {}\n_{}_", r.resource, r.duration.human(), slack_date(r.created_at), escape(r.justification.as_str()))},
-            "accessory": button("Cancel", action::CANCEL, &r.id.to_string(), None),
-        }));
-    }
-    json!({"type": "home", "blocks": blocks})
-}
-
 /// An ephemeral reply (slash command ack, response_url).
 pub fn ephemeral(text: &str) -> Value {
     json!({"response_type": "ephemeral", "replace_original": false, "text": text})
@@ -702,7 +656,7 @@ pub fn escalated_approval_message(
     after: access_core::AccessDuration,
     approvals_required: u32,
 ) -> Message {
-    let mut m = approval_message(
+    let (text, mut blocks) = approval_blocks(
         r,
         &ApprovalState::Pending {
             approved_by: vec![],
@@ -714,11 +668,11 @@ pub fn escalated_approval_message(
         after.human(),
         escalation_audience(approvers)
     );
-    if let Value::Array(blocks) = &mut m.blocks {
-        blocks.insert(0, section(&notice));
+    blocks.insert(0, section(&notice));
+    Message {
+        text: format!("Escalated: {text}"),
+        blocks: kit::to_json(&blocks),
     }
-    m.text = format!("Escalated: {}", m.text);
-    m
 }
 
 /// DM to a delegate: someone let them approve for them (or ended that).
@@ -764,33 +718,4 @@ pub fn dm_escalated(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_user_text() {
-        assert_eq!(
-            escape("<!channel> & <@U1>"),
-            "&lt;!channel&gt; &amp; &lt;@U1&gt;"
-        );
-    }
-
-    #[test]
-    fn times_in_provider_text_become_local() {
-        let t = "until 2026-01-19T12:34:56Z, then <b>";
-        let out = localize_times(&escape(t));
-        assert!(out.starts_with("until <!date^1768826096^"), "{out}");
-        assert!(out.ends_with(", then &lt;b&gt;"), "{out}");
-        assert_eq!(
-            localize_times("no times here: 2026-13-45T99:99:99Z"),
-            "no times here: 2026-13-45T99:99:99Z"
-        );
-        assert_eq!(localize_times("ünïcödé"), "ünïcödé");
-    }
-
-    #[test]
-    fn truncates_labels() {
-        assert_eq!(truncate("abcdef", 4), "abc…");
-        assert_eq!(truncate("abc", 4), "abc");
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@ use access_core::ports::InboxError;
 use access_core::submission::RawSubmission;
 use access_core::{AccessRequest, RequestId};
 
-use crate::blocks::action;
+use crate::blocks::Action;
 use crate::commands::{self, Caller, Ctx};
 
 /// Files a break-glass request for the caller: what was typed is validated first (no I/O),
@@ -56,11 +56,11 @@ pub fn granted_text(r: &AccessRequest) -> String {
     )
 }
 
-/// The outcome a notice button stands for, if `action_id` is one of them.
-pub fn outcome_of(action_id: &str) -> Option<ReviewOutcome> {
-    match action_id {
-        action::EMERGENCY_REVIEWED => Some(ReviewOutcome::Reviewed),
-        action::EMERGENCY_REVOKE => Some(ReviewOutcome::Revoked),
+/// The outcome a notice button stands for, if `action` is one of them.
+pub fn outcome_of(action: Action) -> Option<ReviewOutcome> {
+    match action {
+        Action::EmergencyReviewed => Some(ReviewOutcome::Reviewed),
+        Action::EmergencyRevoke => Some(ReviewOutcome::Revoked),
         _ => None,
     }
 }

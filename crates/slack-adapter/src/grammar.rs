@@ -250,55 +250,10 @@ pub fn parse(text: &str, surface: Surface) -> Result<Command, ParseError> {
             },
             Surface::Access => Command::OpenModal,
         }),
-        "help" | "?" | "usage" => {
-            let (topic, _) = split_word(rest);
-            Ok(Command::Help {
-                topic: if topic.eq_ignore_ascii_case("manage") {
-                    HelpTopic::Manage
-                } else if topic.eq_ignore_ascii_case("admin") {
-                    HelpTopic::Admin
-                } else {
-                    HelpTopic::General
-                },
-            })
-        }
+        "help" | "?" | "usage" => Ok(parse_help(rest)),
         "status" | "my" | "mine" => Ok(Command::Status),
         "list" | "resources" | "networks" => Ok(Command::List),
-        "request" | "req" => {
-            // `--emergency` may come first (`request --emergency prod …`), after the resource or
-            // after the duration.
-            let (flag_before, rest) = take_emergency_flag(rest);
-            let (resource, rest) = split_word(rest);
-            if resource.is_empty() {
-                return Err(err(ParseErrorKind::MissingResource { verb: "request" }));
-            }
-            let (flag_after_resource, rest) = take_emergency_flag(rest);
-            let (duration, justification) = split_duration(rest);
-            let (flag_after_duration, justification) = take_emergency_flag(justification);
-            let (flag_at_end, justification) = take_trailing_emergency_flag(justification);
-            if flag_before || flag_after_resource || flag_after_duration || flag_at_end {
-                if is_blank_justification(justification) {
-                    return Err(err(ParseErrorKind::MissingEmergencyJustification {
-                        resource: resource.to_string(),
-                    }));
-                }
-                return Ok(Command::EmergencyRequest {
-                    resource: resource.to_string(),
-                    duration,
-                    justification: justification.trim().to_string(),
-                });
-            }
-            if is_blank_justification(justification) {
-                return Err(err(ParseErrorKind::MissingJustification {
-                    resource: resource.to_string(),
-                }));
-            }
-            Ok(Command::Request {
-                resource: resource.to_string(),
-                duration,
-                justification: justification.trim().to_string(),
-            })
-        }
+        "request" | "req" => parse_request(rest).map_err(err),
         "revoke" | "release" | "drop" => {
             let (resource, _) = split_word(rest);
             if resource.is_empty() {
@@ -339,6 +294,57 @@ pub fn parse(text: &str, surface: Surface) -> Result<Command, ParseError> {
             word: verb.chars().take(40).collect(),
         })),
     }
+}
+
+/// `help [manage|admin]`.
+fn parse_help(rest: &str) -> Command {
+    let (topic, _) = split_word(rest);
+    Command::Help {
+        topic: if topic.eq_ignore_ascii_case("manage") {
+            HelpTopic::Manage
+        } else if topic.eq_ignore_ascii_case("admin") {
+            HelpTopic::Admin
+        } else {
+            HelpTopic::General
+        },
+    }
+}
+
+/// `request <resource> [duration] <justification>`, break-glass with `--emergency`.
+fn parse_request(rest: &str) -> Result<Command, ParseErrorKind> {
+    // `--emergency` may come first (`request --emergency prod …`), after the resource or
+    // after the duration.
+    let (flag_before, rest) = take_emergency_flag(rest);
+    let (resource, rest) = split_word(rest);
+    if resource.is_empty() {
+        return Err(ParseErrorKind::MissingResource { verb: "request" });
+    }
+    let (flag_after_resource, rest) = take_emergency_flag(rest);
+    let (duration, justification) = split_duration(rest);
+    let (flag_after_duration, justification) = take_emergency_flag(justification);
+    let (flag_at_end, justification) = take_trailing_emergency_flag(justification);
+    if flag_before || flag_after_resource || flag_after_duration || flag_at_end {
+        if is_blank_justification(justification) {
+            return Err(ParseErrorKind::MissingEmergencyJustification {
+                resource: resource.to_string(),
+            });
+        }
+        return Ok(Command::EmergencyRequest {
+            resource: resource.to_string(),
+            duration,
+            justification: justification.trim().to_string(),
+        });
+    }
+    if is_blank_justification(justification) {
+        return Err(ParseErrorKind::MissingJustification {
+            resource: resource.to_string(),
+        });
+    }
+    Ok(Command::Request {
+        resource: resource.to_string(),
+        duration,
+        justification: justification.trim().to_string(),
+    })
 }
 
 /// `admin <subcommand> …`; `Err` is what is wrong (the usage follows it).

@@ -13,7 +13,12 @@
 //! - [`commands`]: runs a parsed command against the engine and words the reply.
 //! - [`mod@router`]: the axum routes `/slack/commands`, `/slack/interactions`, `/slack/events`;
 //!   acknowledgement within Slack's 3 s, slow work in tasks, answers via `response_url` or DM.
-//! - [`blocks`]: every message, the request modal and the App Home as Block Kit (pure).
+//!   One file per concern: `slash`, `interactions`, `views`, `events`, `inbox` (the stored
+//!   deliveries and their processing), `ack` (answers handed to a waiting acknowledgement).
+//! - [`payload`]: Slack's interaction and Events API payloads as typed values, parsed once at the
+//!   edge (docs/architecture.md says where and why we go around slack-morphism's models).
+//! - [`blocks`]: every message, the request modal and the App Home as Block Kit (pure), built
+//!   from slack-morphism's typed blocks; [`blocks::Action`] names every button.
 //! - [`notifier`]: [`SlackNotifier`], the `Notifier` port: DMs, the approval message updated in
 //!   place, secret files through the external upload flow.
 //! - [`api`]: a small Web API client with typed errors (`ok:false`, 429 + `Retry-After`,
@@ -21,7 +26,8 @@
 //! - [`config`]: [`SlackConfig`] from `SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`, `SLACK_API_URL`,
 //!   `APPROVAL_CHANNEL`.
 //! - [`oauth`]: installing into many workspaces (OAuth v2 install flow, status, uninstall, token
-//!   refresh, `app_uninstalled` / `tokens_revoked`), its HTTP endpoints.
+//!   refresh, `app_uninstalled` / `tokens_revoked`), its HTTP endpoints (`oauth/{client,flow,
+//!   events,http}.rs`).
 //! - [`installations`]: installations per workspace or Enterprise Grid organisation, the store
 //!   trait and an in-memory store; each workspace is served with its own bot token.
 //! - [`crypto`]: AES-256-GCM token encryption under `GATEHOUSE_ENCRYPTION_KEY`, with key rotation.
@@ -60,6 +66,7 @@ pub mod grammar;
 pub mod installations;
 pub mod notifier;
 pub mod oauth;
+pub mod payload;
 pub mod ratelimit;
 pub mod router;
 pub mod socket_mode;

@@ -290,6 +290,74 @@ impl SlackNotifier {
 }
 
 impl SlackNotifier {
+    /// Posts a new request's approval message to its channel (the resource's, else the
+    /// notifier's approval channel) once, and returns its reference for later updates.
+    async fn post_approval(
+        &self,
+        ctx: &NotifyContext,
+        request: &RequestSummary,
+        channel: Option<&str>,
+        approvals_required: u32,
+    ) -> Result<Vec<MessageRef>, NotifyError> {
+        let channel = channel
+            .filter(|c| !c.is_empty())
+            .unwrap_or(&self.approval_channel);
+        let channel = channel.trim_start_matches('#');
+        let m = blocks::approval_message(
+            request,
+            &ApprovalState::Pending {
+                approved_by: vec![],
+                approvals_required,
+            },
+        );
+        let api = self.api_for(&request.subject.team_id).await?;
+        let posted = self.post_once(&api, ctx, &request.subject.team_id, channel, &m).await.map_err(|e| match e {
+            // A wrong channel will not fix itself; say which one.
+            ApiError::Slack { ref error, .. } if error == "channel_not_found" || error == "not_in_channel" => {
+                NotifyError::Permanent(format!(
+                    "cannot post to approval channel '{channel}' ({error}): invite the bot or fix APPROVAL_CHANNEL"
+                ))
+            }
+            other => other.into(),
+        })?;
+        Ok(vec![MessageRef {
+            request_id: request.id,
+            purpose: PURPOSE_APPROVAL.to_string(),
+            team_id: request.subject.team_id.clone(),
+            channel: posted.channel,
+            ts: posted.ts,
+        }])
+    }
+
+    /// Rewrites every break-glass notice of `request` to `m` (after the review); a notice
+    /// Slack refuses for good is logged and skipped.
+    async fn update_emergency_notices(
+        &self,
+        ctx: &NotifyContext,
+        request: &RequestSummary,
+        m: &Message,
+    ) -> Result<(), NotifyError> {
+        for mr in ctx
+            .message_refs
+            .iter()
+            .filter(|m| m.purpose == PURPOSE_EMERGENCY && m.request_id == request.id)
+        {
+            match self
+                .api_for(&mr.team_id)
+                .await?
+                .update_message(&mr.channel, &mr.ts, &m.text, &m.blocks)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(request = %request.id, error = %e, "could not update a break-glass notice")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Posts the break-glass notice to the approvers' channel (the notifier's approval channel
     /// when the resource names none) and to the security channel. Each post stands alone: a
     /// channel that refuses for good is logged and skipped so the other still gets the alarm;
@@ -465,177 +533,26 @@ impl Notifier for SlackNotifier {
         ctx: &NotifyContext,
     ) -> Result<Vec<MessageRef>, NotifyError> {
         let now = self.now();
-        match n {
-            Notification::RequestSubmitted {
-                request,
-                approvals_required,
-            } => {
-                self.dm(
-                    ctx,
-                    &request.subject,
-                    &blocks::dm_submitted(request, *approvals_required),
-                )
-                .await?;
+        // The approval message rewritten to its new state, then the requester told.
+        if let Some((request, state, dm)) = approval_update(n, now) {
+            self.update_approval(ctx, request, state).await?;
+            if let Some(m) = dm {
+                self.dm(ctx, &request.subject, &m).await?;
             }
+            return Ok(vec![]);
+        }
+        if let Some((to, m)) = direct_message(n, now) {
+            self.dm(ctx, to, &m).await?;
+            return Ok(vec![]);
+        }
+        match n {
             Notification::ApprovalRequested {
                 request,
                 channel,
                 approvals_required,
             } => {
-                let channel = channel
-                    .as_deref()
-                    .filter(|c| !c.is_empty())
-                    .unwrap_or(&self.approval_channel);
-                let channel = channel.trim_start_matches('#');
-                let m = blocks::approval_message(
-                    request,
-                    &ApprovalState::Pending {
-                        approved_by: vec![],
-                        approvals_required: *approvals_required,
-                    },
-                );
-                let api = self.api_for(&request.subject.team_id).await?;
-                let posted = self.post_once(&api, ctx, &request.subject.team_id, channel, &m).await.map_err(|e| match e {
-                    // A wrong channel will not fix itself; say which one.
-                    ApiError::Slack { ref error, .. } if error == "channel_not_found" || error == "not_in_channel" => {
-                        NotifyError::Permanent(format!(
-                            "cannot post to approval channel '{channel}' ({error}): invite the bot or fix APPROVAL_CHANNEL"
-                        ))
-                    }
-                    other => other.into(),
-                })?;
-                return Ok(vec![MessageRef {
-                    request_id: request.id,
-                    purpose: PURPOSE_APPROVAL.to_string(),
-                    team_id: request.subject.team_id.clone(),
-                    channel: posted.channel,
-                    ts: posted.ts,
-                }]);
-            }
-            Notification::ApprovalProgress {
-                request,
-                approved_by,
-                approvals_required,
-            } => {
-                let state = ApprovalState::Pending {
-                    approved_by: approved_by.clone(),
-                    approvals_required: *approvals_required,
-                };
-                self.update_approval(ctx, request, state).await?;
-            }
-            Notification::RequestApproved {
-                request,
-                approved_by,
-            } => {
-                self.update_approval(
-                    ctx,
-                    request,
-                    ApprovalState::Approved {
-                        by: approved_by.clone(),
-                        at: now,
-                    },
-                )
-                .await?;
-                self.dm(
-                    ctx,
-                    &request.subject,
-                    &blocks::dm_approved(request, approved_by),
-                )
-                .await?;
-            }
-            Notification::RequestDenied {
-                request,
-                denied_by,
-                reason,
-            } => {
-                let state = ApprovalState::Denied {
-                    by: denied_by.clone(),
-                    reason: reason.clone(),
-                    at: now,
-                };
-                self.update_approval(ctx, request, state).await?;
-                self.dm(
-                    ctx,
-                    &request.subject,
-                    &blocks::dm_denied(request, denied_by, reason.as_deref()),
-                )
-                .await?;
-            }
-            Notification::RequestCancelled {
-                request,
-                cancelled_by,
-            } => {
-                let state = ApprovalState::Cancelled {
-                    by: cancelled_by.clone(),
-                    at: now,
-                };
-                self.update_approval(ctx, request, state).await?;
-                self.dm(
-                    ctx,
-                    &request.subject,
-                    &blocks::dm_cancelled(request, cancelled_by),
-                )
-                .await?;
-            }
-            Notification::RequestTimedOut { request } => {
-                self.update_approval(ctx, request, ApprovalState::TimedOut { at: now })
-                    .await?;
-                self.dm(ctx, &request.subject, &blocks::dm_timed_out(request))
-                    .await?;
-            }
-            Notification::AccessGranted {
-                request,
-                grant,
-                instructions,
-                extended,
-                secret_delivery_failed,
-            } => {
-                let m = blocks::dm_granted(
-                    request,
-                    grant,
-                    instructions,
-                    *extended,
-                    *secret_delivery_failed,
-                    now,
-                );
-                self.dm(ctx, &request.subject, &m).await?;
-            }
-            Notification::SecretNotDelivered { request, grant } => {
-                self.dm(
-                    ctx,
-                    &request.subject,
-                    &blocks::dm_secret_not_delivered(request, grant),
-                )
-                .await?;
-            }
-            Notification::AccessFailed { request, reason } => {
-                self.update_approval(
-                    ctx,
-                    request,
-                    ApprovalState::Failed {
-                        reason: reason.clone(),
-                        at: now,
-                    },
-                )
-                .await?;
-                self.dm(ctx, &request.subject, &blocks::dm_failed(request, reason))
-                    .await?;
-            }
-            Notification::ExpiryReminder { grant, can_extend } => {
-                self.dm(
-                    ctx,
-                    &grant.subject,
-                    &blocks::dm_reminder(grant, *can_extend, now),
-                )
-                .await?;
-            }
-            Notification::AccessExpired { grant } => {
-                self.dm(ctx, &grant.subject, &blocks::dm_expired(grant))
-                    .await?;
-            }
-            Notification::AccessRevoked { grant, revoked_by } => {
-                self.dm(ctx, &grant.subject, &blocks::dm_revoked(grant, revoked_by))
-                    .await?;
+                self.post_approval(ctx, request, channel.as_deref(), *approvals_required)
+                    .await
             }
             Notification::EmergencyAccessGranted {
                 request,
@@ -643,15 +560,14 @@ impl Notifier for SlackNotifier {
                 approvers_channel,
                 security_channel,
             } => {
-                return self
-                    .post_emergency(
-                        ctx,
-                        request,
-                        grant.expires_at,
-                        approvers_channel.as_deref(),
-                        security_channel.as_deref(),
-                    )
-                    .await;
+                self.post_emergency(
+                    ctx,
+                    request,
+                    grant.expires_at,
+                    approvers_channel.as_deref(),
+                    security_channel.as_deref(),
+                )
+                .await
             }
             Notification::EmergencyReviewed {
                 request,
@@ -659,24 +575,8 @@ impl Notifier for SlackNotifier {
                 expires_at,
             } => {
                 let m = blocks::emergency_notice(request, *expires_at, Some(review));
-                for mr in ctx
-                    .message_refs
-                    .iter()
-                    .filter(|m| m.purpose == PURPOSE_EMERGENCY && m.request_id == request.id)
-                {
-                    match self
-                        .api_for(&mr.team_id)
-                        .await?
-                        .update_message(&mr.channel, &mr.ts, &m.text, &m.blocks)
-                        .await
-                    {
-                        Ok(()) => {}
-                        Err(e) if e.is_transient() => return Err(e.into()),
-                        Err(e) => {
-                            tracing::warn!(request = %request.id, error = %e, "could not update a break-glass notice")
-                        }
-                    }
-                }
+                self.update_emergency_notices(ctx, request, &m).await?;
+                Ok(vec![])
             }
             Notification::RequestEscalated {
                 request,
@@ -685,32 +585,18 @@ impl Notifier for SlackNotifier {
                 after,
                 approvals_required,
             } => {
-                return self
-                    .escalate(
-                        ctx,
-                        request,
-                        channel.as_deref(),
-                        approvers,
-                        *after,
-                        *approvals_required,
-                    )
-                    .await;
-            }
-            Notification::DelegationChanged {
-                delegate,
-                delegator,
-                until,
-                ended,
-            } => {
-                self.dm(
+                self.escalate(
                     ctx,
-                    delegate,
-                    &blocks::dm_delegation(delegator, *until, *ended),
+                    request,
+                    channel.as_deref(),
+                    approvers,
+                    *after,
+                    *approvals_required,
                 )
-                .await?;
+                .await
             }
+            _ => Ok(vec![]),
         }
-        Ok(vec![])
     }
 
     async fn deliver_secret(
@@ -740,4 +626,127 @@ impl Notifier for SlackNotifier {
             .map(|file_id| tracing::info!(request = %request.id, file_id, "secret delivered"))
             .map_err(NotifyError::from)
     }
+}
+
+/// For the notifications that change the approval message: the request, the message's new
+/// state and the DM to the requester that follows, if any.
+fn approval_update(
+    n: &Notification,
+    now: DateTime<Utc>,
+) -> Option<(&RequestSummary, ApprovalState, Option<Message>)> {
+    Some(match n {
+        Notification::ApprovalProgress {
+            request,
+            approved_by,
+            approvals_required,
+        } => {
+            let state = ApprovalState::Pending {
+                approved_by: approved_by.clone(),
+                approvals_required: *approvals_required,
+            };
+            (request, state, None)
+        }
+        Notification::RequestApproved {
+            request,
+            approved_by,
+        } => {
+            let state = ApprovalState::Approved {
+                by: approved_by.clone(),
+                at: now,
+            };
+            (
+                request,
+                state,
+                Some(blocks::dm_approved(request, approved_by)),
+            )
+        }
+        Notification::RequestDenied {
+            request,
+            denied_by,
+            reason,
+        } => {
+            let state = ApprovalState::Denied {
+                by: denied_by.clone(),
+                reason: reason.clone(),
+                at: now,
+            };
+            let dm = blocks::dm_denied(request, denied_by, reason.as_deref());
+            (request, state, Some(dm))
+        }
+        Notification::RequestCancelled {
+            request,
+            cancelled_by,
+        } => {
+            let state = ApprovalState::Cancelled {
+                by: cancelled_by.clone(),
+                at: now,
+            };
+            (
+                request,
+                state,
+                Some(blocks::dm_cancelled(request, cancelled_by)),
+            )
+        }
+        Notification::RequestTimedOut { request } => (
+            request,
+            ApprovalState::TimedOut { at: now },
+            Some(blocks::dm_timed_out(request)),
+        ),
+        Notification::AccessFailed { request, reason } => {
+            let state = ApprovalState::Failed {
+                reason: reason.clone(),
+                at: now,
+            };
+            (request, state, Some(blocks::dm_failed(request, reason)))
+        }
+        _ => return None,
+    })
+}
+
+/// For the notifications that are a DM and nothing else: to whom, and what.
+fn direct_message(n: &Notification, now: DateTime<Utc>) -> Option<(&Subject, Message)> {
+    Some(match n {
+        Notification::RequestSubmitted {
+            request,
+            approvals_required,
+        } => (
+            &request.subject,
+            blocks::dm_submitted(request, *approvals_required),
+        ),
+        Notification::AccessGranted {
+            request,
+            grant,
+            instructions,
+            extended,
+            secret_delivery_failed,
+        } => {
+            let m = blocks::dm_granted(
+                request,
+                grant,
+                instructions,
+                *extended,
+                *secret_delivery_failed,
+                now,
+            );
+            (&request.subject, m)
+        }
+        Notification::SecretNotDelivered { request, grant } => (
+            &request.subject,
+            blocks::dm_secret_not_delivered(request, grant),
+        ),
+        Notification::ExpiryReminder { grant, can_extend } => {
+            (&grant.subject, blocks::dm_reminder(grant, *can_extend, now))
+        }
+        Notification::AccessExpired { grant } => (&grant.subject, blocks::dm_expired(grant)),
+        Notification::AccessRevoked { grant, revoked_by } => {
+            (&grant.subject, blocks::dm_revoked(grant, revoked_by))
+        }
+        Notification::DelegationChanged {
+            delegate,
+            delegator,
+            until,
+            ended,
+        } => (delegate, blocks::dm_delegation(delegator, *until, *ended)),
+        _ => return None,
+    })
 }

@@ -20,13 +20,58 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, header};
 use futures::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tower::ServiceExt;
 
 use crate::api::ApiError;
 use crate::config::{DEFAULT_API_URL, Secret};
+use crate::payload::loose;
+
+/// A frame Slack sends over the socket: `hello`, `disconnect`, or an envelope
+/// (`slash_commands`, `interactive`, `events_api`). Fields of an unexpected type count as absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Envelope {
+    /// The frame's type.
+    #[serde(rename = "type", default, deserialize_with = "loose::string")]
+    pub kind: String,
+    /// What the acknowledgement names.
+    #[serde(default, deserialize_with = "loose::string")]
+    pub envelope_id: String,
+    /// The body the HTTP endpoint would have received, relayed to it unread: the endpoint parses
+    /// it (into the typed payloads of [`crate::payload`]) as it parses HTTP bodies.
+    #[serde(default)]
+    pub payload: Value,
+    /// Whether the acknowledgement may carry the handler's answer.
+    #[serde(default, deserialize_with = "loose::opt")]
+    pub accepts_response_payload: Option<bool>,
+    /// `disconnect`: why.
+    #[serde(default, deserialize_with = "loose::string")]
+    pub reason: String,
+}
+
+/// The answer of `apps.connections.open`.
+#[derive(Debug, Deserialize)]
+struct ConnectionsOpen {
+    #[serde(default, deserialize_with = "loose::opt")]
+    ok: Option<bool>,
+    #[serde(default, deserialize_with = "loose::opt")]
+    url: Option<String>,
+    #[serde(default, deserialize_with = "loose::opt")]
+    error: Option<String>,
+}
+
+/// The acknowledgement of an envelope, with the handler's answer when Slack accepts one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ack {
+    /// The envelope acknowledged.
+    pub envelope_id: String,
+    /// What the HTTP response body would have been (a message, `response_action` errors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+}
 
 /// Settings of Socket Mode.
 #[derive(Clone)]
@@ -146,22 +191,15 @@ impl SocketMode {
                 status,
             });
         }
-        let v: Value = resp.json().await.map_err(|_| ApiError::Server {
+        let v: ConnectionsOpen = resp.json().await.map_err(|_| ApiError::Server {
             method: m.into(),
             status,
         })?;
-        match (
-            v.get("ok").and_then(Value::as_bool),
-            v.get("url").and_then(Value::as_str),
-        ) {
-            (Some(true), Some(url)) => Ok(url.to_string()),
+        match (v.ok, v.url) {
+            (Some(true), Some(url)) => Ok(url),
             _ => Err(ApiError::Slack {
                 method: m.into(),
-                error: v
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown_error")
-                    .into(),
+                error: v.error.unwrap_or_else(|| "unknown_error".into()),
                 needed: None,
             }),
         }
@@ -220,29 +258,26 @@ impl SocketMode {
                 Message::Close(_) => return Ok("closed by Slack"),
                 _ => continue,
             };
-            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            let Ok(v) = serde_json::from_str::<Envelope>(&text) else {
                 tracing::warn!("Socket Mode: a message that is not JSON");
                 continue;
             };
-            match v.get("type").and_then(Value::as_str) {
-                Some("hello") => tracing::info!("Socket Mode connected"),
-                Some("disconnect") => {
-                    let reason = v.get("reason").and_then(Value::as_str).unwrap_or_default();
-                    tracing::info!(reason, "Socket Mode: Slack asks to reconnect");
+            match v.kind.as_str() {
+                "hello" => tracing::info!("Socket Mode connected"),
+                "disconnect" => {
+                    tracing::info!(reason = v.reason, "Socket Mode: Slack asks to reconnect");
                     let _ = sink.lock().await.close().await;
                     return Ok("disconnect requested");
                 }
-                Some(kind @ ("slash_commands" | "interactive" | "events_api")) => {
+                "slash_commands" | "interactive" | "events_api" => {
                     self.stats.envelopes.fetch_add(1, Ordering::Relaxed);
-                    let kind = kind.to_string();
                     let handlers = self.handlers.clone();
                     let sink = sink.clone();
                     tokio::spawn(async move {
-                        let ack = dispatch(&handlers, &kind, &v).await;
-                        if ack.is_null() {
+                        let Some(ack) = dispatch(&handlers, &v).await else {
                             // Not stored: left unacknowledged so Slack delivers it again.
                             return;
-                        }
+                        };
                         if let Err(e) = send(&sink, &ack).await {
                             tracing::warn!(error = %e, "Socket Mode: acknowledgement not sent");
                         }
@@ -255,24 +290,21 @@ impl SocketMode {
     }
 }
 
-async fn send(sink: &Mutex<Sink>, v: &Value) -> Result<(), String> {
+async fn send(sink: &Mutex<Sink>, ack: &Ack) -> Result<(), String> {
+    let text = serde_json::to_string(ack).map_err(|e| e.to_string())?;
     sink.lock()
         .await
-        .send(Message::Text(v.to_string().into()))
+        .send(Message::Text(text.into()))
         .await
         .map_err(|e| e.to_string())
 }
 
 /// Replays one envelope as the HTTP request Slack would have sent, and turns the handler's answer
-/// into the acknowledgement; `Null` (no acknowledgement) for an event the handler could not store
+/// into the acknowledgement; `None` (no acknowledgement) for an event the handler could not store
 /// (5xx), which Slack then redelivers.
-pub async fn dispatch(handlers: &Router, kind: &str, envelope: &Value) -> Value {
-    let envelope_id = envelope
-        .get("envelope_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let payload = envelope.get("payload").cloned().unwrap_or(Value::Null);
+pub async fn dispatch(handlers: &Router, envelope: &Envelope) -> Option<Ack> {
+    let kind = envelope.kind.as_str();
+    let payload = &envelope.payload;
     let (path, content_type, body) = match kind {
         "slash_commands" => {
             let pairs: Vec<(String, String)> = payload
@@ -306,16 +338,16 @@ pub async fn dispatch(handlers: &Router, kind: &str, envelope: &Value) -> Value 
     let req = Request::post(path)
         .header(header::CONTENT_TYPE, content_type)
         .body(Body::from(body));
-    let mut ack = json!({"envelope_id": envelope_id});
+    let mut ack = Ack {
+        envelope_id: envelope.envelope_id.clone(),
+        payload: None,
+    };
     let Ok(req) = req else {
-        return ack;
+        return Some(ack);
     };
     match handlers.clone().oneshot(req).await {
         Ok(resp) => {
-            let accepts = envelope
-                .get("accepts_response_payload")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let accepts = envelope.accepts_response_payload.unwrap_or(false);
             let status = resp.status();
             let bytes = axum::body::to_bytes(resp.into_body(), 1024 * 1024)
                 .await
@@ -327,7 +359,7 @@ pub async fn dispatch(handlers: &Router, kind: &str, envelope: &Value) -> Value 
                     status = status.as_u16(),
                     "Socket Mode: event not stored; leaving it unacknowledged"
                 );
-                return Value::Null;
+                return None;
             } else if !status.is_success() {
                 tracing::warn!(
                     kind,
@@ -338,10 +370,10 @@ pub async fn dispatch(handlers: &Router, kind: &str, envelope: &Value) -> Value 
                 && kind != "events_api"
                 && let Ok(p) = serde_json::from_slice::<Value>(&bytes)
             {
-                ack["payload"] = p;
+                ack.payload = Some(p);
             }
         }
         Err(e) => match e {},
     }
-    ack
+    Some(ack)
 }

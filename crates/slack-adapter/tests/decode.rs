@@ -106,3 +106,31 @@ fn events() {
     assert_eq!(decode(Endpoint::Events, b"{"), Err("body is not JSON"));
     assert!(reread_delivery(r#"{"type":"nonsense"}"#).is_err());
 }
+
+/// The stored deliveries' JSON, byte for byte: jobs stored by one release are read by the next.
+#[test]
+fn stored_deliveries_are_pinned() {
+    let command = stored(
+        Endpoint::Commands,
+        "team_id=T1&user_id=U1&user_name=jane&command=%2Faccess&text=request+demo+30m+why&response_url=https%3A%2F%2Fhooks.slack.com%2Fx&trigger_id=1.2",
+    );
+    assert_eq!(
+        command,
+        r#"{"type":"command","team_id":"T1","enterprise_id":null,"user_id":"U1","user_name":"jane","command":"/access","text":"request demo 30m why","reply":{"kind":"response_url","url":"https://hooks.slack.com/x"}}"#
+    );
+    let click = r#"{"type":"block_actions","user":{"id":"UAPP1","username":"ann"},"team":{"id":"T1"},"enterprise":{"id":"E1"},"container":{"type":"message","message_ts":"17.1"},"actions":[{"action_id":"gatehouse_approve","value":"r1","action_ts":"17.2"}]}"#;
+    assert_eq!(
+        stored(Endpoint::Interactions, &form(click)),
+        r#"{"type":"action","team_id":"T1","enterprise_id":"E1","user_id":"UAPP1","user_name":"ann","action_id":"gatehouse_approve","value":"r1","reply":{"kind":"channel","channel":"UAPP1"},"from_home":false,"anchor":"17.1"}"#
+    );
+    let modal = r#"{"type":"view_submission","user":{"id":"U1"},"team":{"id":"T1"},"view":{"id":"V1","callback_id":"gatehouse_request","state":{"values":{"resource":{"value":{"selected_option":{"value":"demo"}}},"justification":{"value":{"value":" why "}}}}}}"#;
+    assert_eq!(
+        stored(Endpoint::Interactions, &form(modal)),
+        r#"{"type":"submission","team_id":"T1","enterprise_id":null,"user_id":"U1","user_name":"","resource":"demo","duration":null,"justification":"why"}"#
+    );
+    let dm = r#"{"type":"event_callback","team_id":"T1","enterprise_id":"E1","event_id":"Ev1","event":{"type":"message","channel_type":"im","channel":"D1","user":"U1","text":"status"}}"#;
+    assert_eq!(
+        stored(Endpoint::Events, dm),
+        r#"{"type":"direct_message","team_id":"T1","enterprise_id":"E1","user_id":"U1","channel":"D1","text":"status"}"#
+    );
+}

@@ -503,9 +503,14 @@ async fn rotating_tokens_are_refreshed_before_expiry() {
     assert!(e.fake.is_revoked(first.bot_token.unwrap().expose()));
 }
 
-fn event(team: &str, ev: Value) -> Value {
+fn event_json(team: &str, ev: Value) -> Value {
     json!({"token": "XXYYZZ", "team_id": team, "api_app_id": "A0KRD7HC3", "event": ev,
            "type": "event_callback", "event_id": format!("Ev{}", fastrand_id()), "event_time": 1234567890})
+}
+
+fn event(team: &str, ev: Value) -> slack_adapter::payload::EventEnvelope {
+    let body = event_json(team, ev).to_string();
+    slack_adapter::payload::EventEnvelope::parse(body.as_bytes()).unwrap()
 }
 
 fn fastrand_id() -> u64 {
@@ -596,7 +601,7 @@ async fn lifecycle_layer_acts_only_on_accepted_deliveries() {
         }),
     );
     let app = lifecycle_layer(inner, e.flow.clone(), 64 * 1024);
-    let body = event("TA", json!({"type": "app_uninstalled"})).to_string();
+    let body = event_json("TA", json!({"type": "app_uninstalled"})).to_string();
     let send = |signed: bool| {
         let mut b = Request::builder().method("POST").uri("/slack/events");
         if signed {

@@ -302,17 +302,16 @@ async fn a_refused_event_over_socket_mode_is_left_for_slack_to_deliver_again() {
         per_minute: 1,
     }));
     let handlers = slack_adapter::router::socket_mode_router(h.engine.clone(), config, None);
-    let envelope = |id: &str| {
-        json!({
+    let envelope = |id: &str| -> slack_adapter::socket_mode::Envelope {
+        serde_json::from_value(json!({
             "envelope_id": id, "type": "events_api", "accepts_response_payload": false,
             "payload": fake::event_callback(id, fake::message_im_event(ALICE, "status")),
-        })
+        }))
+        .unwrap()
     };
-    let first =
-        slack_adapter::socket_mode::dispatch(&handlers, "events_api", &envelope("Ev1")).await;
-    assert_eq!(first["envelope_id"], "Ev1");
-    let second =
-        slack_adapter::socket_mode::dispatch(&handlers, "events_api", &envelope("Ev2")).await;
-    assert!(second.is_null(), "acknowledged: {second}");
+    let first = slack_adapter::socket_mode::dispatch(&handlers, &envelope("Ev1")).await;
+    assert_eq!(first.map(|a| a.envelope_id).as_deref(), Some("Ev1"));
+    let second = slack_adapter::socket_mode::dispatch(&handlers, &envelope("Ev2")).await;
+    assert!(second.is_none(), "acknowledged: {second:?}");
     h.run_jobs().await;
 }

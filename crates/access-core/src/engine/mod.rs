@@ -63,9 +63,9 @@ mod delegation;
 mod emergency;
 mod error;
 mod export;
-mod queries;
 mod inbox;
 mod provision;
+mod queries;
 mod revoke;
 mod submit;
 #[cfg(test)]

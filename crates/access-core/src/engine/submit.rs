@@ -51,7 +51,14 @@ impl Engine {
             return Ok(filed);
         }
 
-        let mut request = self.new_request(&s, &resource, s.request.kind(), duration, justification, now);
+        let mut request = self.new_request(
+            &s,
+            &resource,
+            s.request.kind(),
+            duration,
+            justification,
+            now,
+        );
         let mut cs = ChangeSet::default();
         cs.audit.push(self.requested_audit(&request));
         match &resource.approval {

@@ -2,12 +2,12 @@
 //! review.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use access_core::emergency::{EmergencyReview, ReviewOutcome};
 use access_core::notification::RequestSummary;
 
-use super::{Message, action, actions, button, context, escape, section, slack_date};
+use super::kit::{self, Style};
+use super::{Action, Message, actions, button, context, escape, section, slack_date};
 
 /// The notice of an emergency grant: loud (`@here`) with Reviewed and Revoke now buttons while
 /// unreviewed; once reviewed, who did what and when, without buttons (and without `@here`, so
@@ -72,14 +72,24 @@ pub fn emergency_notice(
         blocks.push(actions(
             "gatehouse_emergency_review",
             vec![
-                button("Reviewed", action::EMERGENCY_REVIEWED, &id, Some("primary")),
-                button("Revoke now", action::EMERGENCY_REVOKE, &id, Some("danger")),
+                button(
+                    "Reviewed",
+                    Action::EmergencyReviewed,
+                    &id,
+                    Some(Style::Primary),
+                ),
+                button(
+                    "Revoke now",
+                    Action::EmergencyRevoke,
+                    &id,
+                    Some(Style::Danger),
+                ),
             ],
         ));
     }
     blocks.push(context(&format!("Request `{id}`")));
     Message {
         text,
-        blocks: Value::Array(blocks),
+        blocks: kit::to_json(&blocks),
     }
 }
