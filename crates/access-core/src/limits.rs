@@ -3,7 +3,7 @@
 //!
 //! The figures are counted from the store, not in process memory, so the limits hold across
 //! replicas and restarts: the engine reads them in the same statement that reads the person's
-//! live grant and pending request ([`crate::ports::Store::submission_facts`]). The decision itself
+//! live grant and pending request ([`crate::ports::RequestStore::submission_facts`]). The decision itself
 //! is the pure [`RequestLimits::check`].
 
 use chrono::{DateTime, Utc};

@@ -22,7 +22,7 @@ pub struct RawSubmission {
     /// The duration as typed; `None` or blank means the resource's default.
     pub duration: Option<String>,
     /// The justification as typed (surrounding quotes are stripped). An extension may leave it
-    /// blank: it then reads "Extension by <duration>".
+    /// blank: it then reads "Extension by `<duration>`".
     pub justification: String,
     /// A new request or an extension of live access.
     pub kind: RequestKind,

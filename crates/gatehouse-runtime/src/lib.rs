@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file (resources and policies).
-//! - [`env`]: the environment, read once, and each adapter's settings decoded from it.
+//! - [`env`](mod@env): the environment, read once, and each adapter's settings decoded from it.
 //! - [`compose`]: store from `DATABASE_URL`, providers by kind, notifier, directory, audit sink.
 //! - [`scheduler`]: sleeps until the next due job, woken early when a nearer one is enqueued.
 //! - [`guard`]: time limits around provider and notifier calls, so a hung backend delays one job

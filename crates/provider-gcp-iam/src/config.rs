@@ -4,7 +4,7 @@
 use crate::api::{DEFAULT_CRM_URL, DEFAULT_IAM_URL};
 use crate::retry::{self, Backoff};
 
-/// Provider-wide configuration (per-resource settings are in [`GcpIamSettings`]).
+/// Provider-wide configuration (per-resource settings are in [`GcpIamSettings`](crate::GcpIamSettings)).
 #[derive(Debug, Clone)]
 pub struct GcpIamConfig {
     /// `GCP_IAM_API_URL`, default `https://iam.googleapis.com`.

@@ -10,8 +10,8 @@
 //! - [`oauth_router`]: the HTTP endpoints; [`lifecycle_layer`] taps verified `/slack/events`
 //!   deliveries for the two lifecycle events without touching the event router.
 //!
-//! Layout: this file (settings), [`client`] (the Web API calls), [`flow`] (the install flow),
-//! [`events`] (lifecycle events), [`http`] (the endpoints and pages).
+//! Layout: this file (settings), `client.rs` (the Web API calls), `flow.rs` (the install flow),
+//! `events.rs` (lifecycle events), `http.rs` (the endpoints and pages).
 
 use std::time::Duration;
 
