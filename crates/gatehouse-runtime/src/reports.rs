@@ -94,24 +94,7 @@ pub fn write_events(
                 writeln!(out, "{CSV_HEADER}")?;
             }
             for e in events {
-                let r = &e.record;
-                let row = [
-                    e.seq.to_string(),
-                    r.id.to_string(),
-                    r.at.to_rfc3339(),
-                    r.kind.as_str().to_string(),
-                    r.actor.id(),
-                    r.subject.clone().unwrap_or_default(),
-                    r.resource
-                        .as_ref()
-                        .map(|x| x.to_string())
-                        .unwrap_or_default(),
-                    r.request_id.map(|x| x.to_string()).unwrap_or_default(),
-                    r.grant_id.map(|x| x.to_string()).unwrap_or_default(),
-                    r.details.to_string(),
-                    e.prev_hash.clone(),
-                    e.hash.clone(),
-                ];
+                let row = e.csv_cells();
                 writeln!(
                     out,
                     "{}",

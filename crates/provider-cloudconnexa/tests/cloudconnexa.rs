@@ -1134,6 +1134,30 @@ async fn a_retried_grant_adopts_its_own_landed_write_and_revoke_removes_it() {
     );
 }
 
+/// A stored handle that does not decode (a bad write, a format from elsewhere) does not hold
+/// the revocation back: it is reported and the intent removes the membership.
+#[tokio::test]
+async fn revoke_with_an_undecodable_handle_falls_back_to_the_intent() {
+    let f = fake().await;
+    let group = f.seed_group("dev-network-users");
+    let jane = f.seed_user("jane@example.com", None, &[]);
+    let p = provider_with(&f, &[]);
+    let mut req = grant_req("jane@example.com", &dev());
+    let intent = p.intent(&req).await.unwrap();
+    req.intent = Some(intent.clone());
+    f.edit_user(&jane, |u| u.secondary_group_ids.push(group.clone()));
+    p.revoke(&RevokeRequest {
+        grant_id: req.grant_id,
+        subject: req.subject.clone(),
+        resource: req.resource.clone(),
+        handle: serde_json::json!({"v": "not a handle"}),
+        intent,
+    })
+    .await
+    .expect("the intent revokes");
+    assert!(!f.user(&jane).unwrap().secondary_group_ids.contains(&group));
+}
+
 /// Issue 11: a grant whose call never answered has no handle; its revoke removes what the
 /// intent names (and keeps a membership the person had before).
 #[tokio::test]

@@ -211,24 +211,7 @@ pub(super) async fn audit_export(
         };
         for e in &page {
             if csv {
-                let r = &e.record;
-                let cells = [
-                    e.seq.to_string(),
-                    r.id.to_string(),
-                    r.at.to_rfc3339(),
-                    r.kind.as_str().to_string(),
-                    r.actor.id(),
-                    r.subject.clone().unwrap_or_default(),
-                    r.resource
-                        .as_ref()
-                        .map(|x| x.to_string())
-                        .unwrap_or_default(),
-                    r.request_id.map(|x| x.to_string()).unwrap_or_default(),
-                    r.grant_id.map(|x| x.to_string()).unwrap_or_default(),
-                    r.details.to_string(),
-                    e.prev_hash.clone(),
-                    e.hash.clone(),
-                ];
+                let cells = e.csv_cells();
                 for (i, c) in cells.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
