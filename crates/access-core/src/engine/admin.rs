@@ -149,18 +149,10 @@ impl Engine {
         limit: u32,
     ) -> Result<Vec<AuditEvent>, EngineError> {
         self.require_admin(admin, "audit").await?;
-        let person = Actor::User {
-            team_id: subject.team_id.clone(),
-            user_id: subject.user_id.clone(),
-            name: String::new(),
-        };
+        let person = subject.actor("");
         Ok(self
             .store
-            .recent_audit_events(
-                &format!("{}/{}", subject.team_id, subject.user_id),
-                &person.id(),
-                limit.clamp(1, 100),
-            )
+            .recent_audit_events(&subject.to_string(), &person.id(), limit.clamp(1, 100))
             .await?)
     }
 }

@@ -17,7 +17,7 @@ use crate::policy::{self, ApproverError};
 use crate::ports::{AuditFilter, ChangeSet, RequestWrite};
 use crate::request::{AccessRequest, Actor, RequestStatus};
 use crate::resource::{ApprovalPolicy, ApproverSet, Resource};
-use crate::subject::Subject;
+use crate::subject::SubjectKey;
 
 /// Delegations read per check: far more than anyone holds at once.
 const DELEGATIONS_READ: u32 = 200;
@@ -208,12 +208,7 @@ impl Engine {
     /// The delegate's DM about `d` (a durable notification job).
     fn delegation_notice(&self, d: &Delegation, ended: bool) -> NewJob {
         self.notify_job(Notification::DelegationChanged {
-            delegate: Subject {
-                team_id: d.team_id.clone(),
-                user_id: d.delegate_id.clone(),
-                email: None,
-                name: d.delegate_name.clone(),
-            },
+            delegate: SubjectKey::new(&d.team_id, &d.delegate_id).subject(d.delegate_name.clone()),
             delegator: d.delegator(),
             until: d.until,
             ended,

@@ -1,4 +1,4 @@
-//! Filing a request ([`Engine::submit`]): parse and check the submission, refuse what cannot
+//! Filing a request ([`Engine::submit`]): check the validated submission against the store, refuse what cannot
 //! be granted, then write the pending request (with its approval messages, time-out and
 //! escalation jobs) or, for an auto-approved resource, the approved request and its grant.
 //!
