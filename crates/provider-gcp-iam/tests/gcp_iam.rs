@@ -1091,6 +1091,28 @@ async fn a_retried_grant_adopts_its_own_account() {
     assert!(temp_bindings(&env.gcp).is_empty());
 }
 
+/// A stored handle that does not decode does not hold the revocation back: it is reported and
+/// the intent removes the account and its binding.
+#[tokio::test]
+async fn revoke_with_an_undecodable_handle_uses_the_intent() {
+    let env = env().await;
+    let mut req = request(&env, "jane.doe@example.com", key_resource(), None);
+    let intent = env.provider.intent(&req).await.unwrap();
+    req.intent = Some(intent.clone());
+    env.provider.grant(&req).await.unwrap();
+    assert_eq!(env.gcp.service_accounts(PROJECT).len(), 1);
+    let mut r = revoke_req(
+        "jane.doe@example.com",
+        key_resource(),
+        serde_json::json!({"mode": "not a handle"}),
+    );
+    r.grant_id = req.grant_id;
+    r.intent = intent;
+    env.provider.revoke(&r).await.expect("the intent revokes");
+    assert!(env.gcp.service_accounts(PROJECT).is_empty());
+    assert!(temp_bindings(&env.gcp).is_empty());
+}
+
 /// Issue 11: revoke of a grant whose call never answered (no handle) is not a permanent error:
 /// it removes what the intent names, or nothing.
 #[tokio::test]

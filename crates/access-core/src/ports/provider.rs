@@ -130,6 +130,18 @@ impl RevokeRequest {
         decode_stored("grant intent", &self.intent)
     }
 
+    /// The handle a revoke works from. A handle that does not decode is logged as an error and
+    /// treated as none, so the revoke goes on by the intent ([`Self::intent_for_cleanup`]): a
+    /// revocation is never held back (retried for ever) by a stored value it can work around.
+    pub fn handle_for_revoke<T: DeserializeOwned>(&self) -> Option<T> {
+        self.recorded_handle()
+            .inspect_err(|e| {
+                tracing::error!(grant = %self.grant_id, error = %e, "the recorded handle is not this provider's; revoking by the grant's intent");
+            })
+            .ok()
+            .flatten()
+    }
+
     /// The recorded intent for a revoke without a handle, which must not fail for good: an
     /// intent that does not decode is logged as an error and treated as none.
     pub fn intent_for_cleanup<T: DeserializeOwned>(&self) -> Option<T> {

@@ -133,13 +133,7 @@ impl Provider for CloudConnexaProvider {
     async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
         // Ahead of grants for the credential's rate-limit tokens (see `ratelimit::urgent`).
         crate::ratelimit::urgent(async {
-            // A handle that does not decode is reported, then the intent is used: a revocation
-            // must never be held back by a stored value it could work around.
-            let handle = req.recorded_handle::<GrantHandle>().unwrap_or_else(|e| {
-                tracing::error!(grant = %req.grant_id, error = %e, "revoking by the grant's intent");
-                None
-            });
-            let Some(h) = handle else {
+            let Some(h) = req.handle_for_revoke::<GrantHandle>() else {
                 return self.revoke_by_intent(req).await;
             };
             let _person = self.person_locks.lock(&h.email.to_ascii_lowercase()).await;

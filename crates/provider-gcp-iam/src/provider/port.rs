@@ -121,13 +121,7 @@ impl Provider for GcpIamProvider {
     }
 
     async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeOutcome, ProviderError> {
-        // A handle that does not decode is reported, then the intent is used: a revocation must
-        // never be held back by a stored value it could work around.
-        let handle = req.recorded_handle::<GcpGrantHandle>().unwrap_or_else(|e| {
-            tracing::error!(grant = %req.grant_id, error = %e, "revoking by the grant's intent");
-            None
-        });
-        if let Some(h) = handle {
+        if let Some(h) = req.handle_for_revoke::<GcpGrantHandle>() {
             return self.revoke_handle(req, h).await;
         }
         {
