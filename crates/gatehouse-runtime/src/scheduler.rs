@@ -105,8 +105,12 @@ pub struct JobScheduler {
     batch: u32,
 }
 
-/// Jobs running per lane. Each lane has its own slots: `job_concurrency` for work, half as many
-/// (at least one) kept for expiries and revocations, one export batch.
+/// Expiries and revocations claimed at once at most (one batch, one task: see
+/// `Engine::run_lane_revocations`).
+const REVOCATION_BATCH: u32 = 200;
+
+/// Tasks running per lane. Each lane has its own slots: `job_concurrency` jobs for work, half as
+/// many (at least one) batches of expiries and revocations, one export batch.
 #[derive(Debug, Default)]
 struct Slots {
     work: usize,
@@ -178,8 +182,8 @@ impl JobScheduler {
     /// soon as a slot is free or a job comes due. An earlier version ran a batch and claimed
     /// the next only when the whole batch was done, so a due expiry waited for the slowest job
     /// of the batch (a provisioning call near its time limit): removals 5–9 s late in the
-    /// chaos runs (docs/reliability.md, finding 4). Expiries and revocations also have slots
-    /// of their own, claimed when every work slot is busy.
+    /// chaos runs (docs/reliability.md, finding 4). Expiries and revocations have slots of
+    /// their own and are claimed first, in batches (`REVOCATION_BATCH`).
     ///
     /// Supervised: a panic in a job task (the engine already catches those of the job itself)
     /// is logged and counted (`gatehouse_scheduler_panics_total`) and the loop goes on; the job
@@ -253,6 +257,25 @@ impl JobScheduler {
         let mut filled = false;
         let free =
             |slots: &mut Slots, lane| self.capacity(lane).saturating_sub(*slots.running(lane));
+        // Expiries and revocations: a lane of their own, whatever the work slots do, claimed in
+        // batches as large as the backlog (up to `REVOCATION_BATCH`), each batch one task that
+        // takes one slot. While a burst comes due, the lane's slots are busy and the backlog
+        // gathers into the next claim, so the commits per expiry fall as the load rises.
+        if free(slots, JobLane::Revocations) > 0 {
+            let jobs = self
+                .engine
+                .claim_lane(JobLane::Revocations, REVOCATION_BATCH)
+                .await?;
+            if !jobs.is_empty() {
+                filled |= jobs.len() == REVOCATION_BATCH as usize;
+                claimed += jobs.len();
+                *slots.running(JobLane::Revocations) += 1;
+                let engine = self.engine.clone();
+                tasks.spawn(caught(JobLane::Revocations, async move {
+                    engine.run_lane_revocations(jobs).await
+                }));
+            }
+        }
         let work_free = free(slots, JobLane::Work);
         if work_free > 0 {
             let jobs = self
@@ -263,20 +286,6 @@ impl JobScheduler {
             claimed += jobs.len();
             for job in jobs {
                 self.start(tasks, slots, JobLane::Work, job);
-            }
-        }
-        // Work slots all busy: due expiries and revocations take slots of their own. (While
-        // work slots are free they are claimed there, in due order, with everything else.)
-        let revocations_free = free(slots, JobLane::Revocations);
-        if free(slots, JobLane::Work) == 0 && revocations_free > 0 {
-            let jobs = self
-                .engine
-                .claim_lane(JobLane::Revocations, as_u32(revocations_free))
-                .await?;
-            filled |= jobs.len() == revocations_free;
-            claimed += jobs.len();
-            for job in jobs {
-                self.start(tasks, slots, JobLane::Revocations, job);
             }
         }
         if free(slots, JobLane::Export) > 0 {

@@ -126,7 +126,8 @@ async fn ordered_job(url: &str, key: &str, seq: i64, run_at: chrono::DateTime<ch
     }
 }
 
-/// An idle scheduler looks at the queue once per tick (two claims and the next due time) and
+/// An idle scheduler looks at the queue once per tick (three claims: work, revocations, exports;
+/// and the next due time) and
 /// ticks no more often than it has to. A notification due now but held behind an earlier one
 /// that is backing off (same ordering key) is not work: it used to be reported as due, so the
 /// scheduler woke at once, claimed nothing, and looped like that until the earlier one's retry.
@@ -171,8 +172,8 @@ async fn an_idle_scheduler_issues_a_fixed_number_of_statements_per_tick() {
         let used = app.store.statements() - before;
         let ticks = (started.elapsed().as_millis() / tick.as_millis()) as u64 + 2;
         assert!(
-            used <= 3 * ticks,
-            "{}: {used} statements in {:?} of idling (at most {ticks} ticks of 3)",
+            used <= 4 * ticks,
+            "{}: {used} statements in {:?} of idling (at most {ticks} ticks of 4)",
             db.kind,
             started.elapsed()
         );

@@ -4,15 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::inbox::INBOX_JOB;
+use super::inbox::{INBOX_JOB, RUN_HERE, RunHere};
 use super::{Engine, EngineError};
 use crate::grant::GrantStatus;
-use crate::ids::GrantId;
+use crate::ids::{GrantId, JobId};
 use crate::jobs::{Job, JobKind, backoff};
 use crate::notification::{GrantSummary, MessageRef, Notification};
 use crate::ports::{ClaimScope, InboxError, NotifyContext, NotifyError};
@@ -21,11 +22,12 @@ use crate::ports::{ClaimScope, InboxError, NotifyContext, NotifyError};
 /// ([`Engine::claim_lane`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobLane {
-    /// Every kind but audit exports: provisioning, notifications, reminders, time-outs, inbox
-    /// items, and expiries and revocations too while there are slots.
+    /// Every kind but audit exports, expiries and revocations: provisioning, notifications,
+    /// reminders, time-outs, inbox items.
     Work,
-    /// Expiries and revocations only. Slots of their own, so access is taken back on time even
-    /// while every work slot is held by slow provisioning or chat calls (chaos finding 4).
+    /// Expiries and revocations only, claimed in batches ([`Engine::run_lane_revocations`]).
+    /// Slots of their own, so access is taken back on time even while every work slot is held
+    /// by slow provisioning or chat calls (chaos finding 4).
     Revocations,
     /// Audit exports, shipped as one batch per claim.
     Export,
@@ -194,9 +196,9 @@ impl Engine {
             // A process without a chat adapter (the cleanup binary) leaves stored chat
             // deliveries to the servers instead of spending their attempts.
             JobLane::Work if self.inbox_handler().is_some() => {
-                ClaimScope::AllBut(&["export_audit"])
+                ClaimScope::AllBut(&["export_audit", "expire", "revoke"])
             }
-            JobLane::Work => ClaimScope::AllBut(&["export_audit", "inbox"]),
+            JobLane::Work => ClaimScope::AllBut(&["export_audit", "inbox", "expire", "revoke"]),
             JobLane::Revocations => ClaimScope::OneOf(&["expire", "revoke"]),
             JobLane::Export => ClaimScope::Only("export_audit"),
         };
@@ -218,6 +220,134 @@ impl Engine {
         };
         summary.claimed = 1;
         Ok(summary)
+    }
+
+    /// Runs a batch of `expire` and `revoke` jobs claimed by [`Self::claim_lane`]
+    /// (`JobLane::Revocations`, one claim) and settles them, renewing their lease while it runs.
+    ///
+    /// The grants are ended with a few commits for the whole batch ([`Self::end_grants`]); the
+    /// notifications those commits enqueue are written already claimed under the batch's claim
+    /// (as a chat command's are, [`Self::run_claimed`]) and delivered here right after, instead of
+    /// waiting for a scheduler's claim; and every success of the batch, revocations and
+    /// notifications alike, is marked done in one write. A failure is settled alone as before:
+    /// a revocation retries with backoff (logged as REVOCATION FAILING), whatever the others
+    /// did. A crash at any await leaves the jobs claimed: their leases lapse and the next claim
+    /// runs them again.
+    pub async fn run_lane_revocations(&self, jobs: Vec<Job>) -> Result<RunSummary, EngineError> {
+        let Some(token) = jobs.first().and_then(|j| j.claim_token.clone()) else {
+            // Not claimed (no token to write follow-ups under): one by one.
+            let mut summary = RunSummary::default();
+            for job in &jobs {
+                summary.merge(self.run_and_settle(job).await?);
+            }
+            summary.claimed = jobs.len();
+            return Ok(summary);
+        };
+        let here = Arc::new(RunHere {
+            token: token.clone(),
+            follow_ups: std::sync::Mutex::new(Vec::new()),
+            finished: std::sync::Mutex::new(Vec::new()),
+        });
+        let work = async {
+            let ended = RUN_HERE.scope(here.clone(), self.end_grants(&jobs)).await;
+            let mut outcomes: Vec<(Job, JobResult, Vec<MessageRef>, bool)> = jobs
+                .iter()
+                .cloned()
+                .zip(ended)
+                .map(|(j, (r, panicked))| (j, r, Vec::new(), panicked))
+                .collect();
+            // The notifications (and take-backs) the ends enqueued, claimed by this batch. A
+            // take-back may end in a commit that enqueues more: a few rounds at most.
+            for _ in 0..3 {
+                let follow_ups = here
+                    .follow_ups
+                    .lock()
+                    .map(|mut f| std::mem::take(&mut *f))
+                    .unwrap_or_default();
+                if follow_ups.is_empty() {
+                    break;
+                }
+                let ran: Vec<(Job, JobResult, Vec<MessageRef>, bool)> = RUN_HERE
+                    .scope(
+                        here.clone(),
+                        futures::stream::iter(follow_ups)
+                            .map(|j| async move {
+                                let (r, refs, panicked) = self.run_follow_up(&j).await;
+                                (j, r, refs, panicked)
+                            })
+                            .buffer_unordered(self.settings.job_concurrency.max(1))
+                            .collect(),
+                    )
+                    .await;
+                outcomes.extend(ran);
+            }
+            let mut summary = RunSummary {
+                claimed: outcomes.len(),
+                ..Default::default()
+            };
+            let mut done: Vec<(JobId, String)> = Vec::new();
+            let mut refs: Vec<MessageRef> = Vec::new();
+            let mut rest: Vec<(Job, JobResult, bool)> = Vec::new();
+            for (j, r, posted, panicked) in outcomes {
+                match r {
+                    JobResult::Done { revocation_lag } if !panicked => {
+                        done.push((j.id, token.clone()));
+                        refs.extend(posted);
+                        *summary.done.entry(j.kind.name().to_string()).or_default() += 1;
+                        summary.revocation_lag_secs.extend(revocation_lag);
+                    }
+                    other => rest.push((j, other, panicked)),
+                }
+            }
+            if !done.is_empty() {
+                self.store
+                    .complete_jobs_with_refs(&done, &refs, self.now())
+                    .await?;
+            }
+            for (j, r, panicked) in rest {
+                summary.merge(self.settle(&j, r).await?);
+                if panicked {
+                    *summary
+                        .panicked
+                        .entry(j.kind.name().to_string())
+                        .or_default() += 1;
+                }
+            }
+            Ok::<_, EngineError>(summary)
+        };
+        self.with_heartbeat(std::slice::from_ref(&token), work)
+            .await
+    }
+
+    /// Runs a job a batch's commits wrote claimed: a notification is delivered (the messages it
+    /// posted returned, to be recorded with its completion), anything else run as a job. A panic
+    /// fails the attempt (`true`).
+    async fn run_follow_up(&self, job: &Job) -> (JobResult, Vec<MessageRef>, bool) {
+        use futures::FutureExt;
+        match &job.kind {
+            JobKind::Notify { notification } => {
+                match std::panic::AssertUnwindSafe(self.deliver_collect(notification, job))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok((r, refs))) => (r, refs, false),
+                    Ok(Err(e)) => (JobResult::Retry(e.to_string()), Vec::new(), false),
+                    Err(p) => {
+                        let what = panic_message(p.as_ref());
+                        tracing::error!(job = %job.id, panic = %what, "notification panicked; failing this attempt");
+                        (
+                            JobResult::Retry(format!("panicked: {what}")),
+                            Vec::new(),
+                            true,
+                        )
+                    }
+                }
+            }
+            _ => {
+                let (r, panicked) = self.run_job_caught(job).await;
+                (r, Vec::new(), panicked)
+            }
+        }
     }
 
     /// Ships export jobs claimed by [`Self::claim_lane`] (`JobLane::Export`) as one batch,
