@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use access_core::providers::DryRunProvider;
 use axum::http::StatusCode;
 use common::*;
 use serde_json::json;
@@ -31,11 +32,20 @@ fn the_testkit_knows_the_receipt_mark() {
 
 #[tokio::test]
 async fn a_request_is_acknowledged_with_a_receipt_while_users_info_hangs() {
+    for db in databases().await {
+        receipt_while_users_info_hangs(db).await;
+    }
+}
+
+async fn receipt_while_users_info_hangs(db: testkit::db::TestDb) {
     // The hung call is given up after 3 s (a transient failure, retried by the queue), well
     // before the fake would answer it.
-    let h = harness_with(default_resources(), |c| {
-        c.http_timeout = Duration::from_secs(3)
-    })
+    let h = harness_on(
+        db,
+        default_resources(),
+        |c| c.http_timeout = Duration::from_secs(3),
+        Arc::new(DryRunProvider::new()),
+    )
     .await;
     h.slack
         .fail_next("users.info", Fault::Hang(Duration::from_secs(10)));
@@ -150,7 +160,21 @@ async fn a_second_command_with_the_profile_cached_is_answered_in_the_acknowledge
 /// profile was cached, on the response_url after a receipt otherwise — never both, never neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_outcome_reaches_the_person_exactly_once() {
-    let h = Arc::new(harness().await);
+    for db in databases().await {
+        exactly_once(db).await;
+    }
+}
+
+async fn exactly_once(db: testkit::db::TestDb) {
+    let h = Arc::new(
+        harness_on(
+            db,
+            default_resources(),
+            |_| {},
+            Arc::new(DryRunProvider::new()),
+        )
+        .await,
+    );
     let users: Vec<String> = (0..24).map(|i| format!("UONCE{i:02}")).collect();
     for u in &users {
         h.slack.add_user(
