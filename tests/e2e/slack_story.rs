@@ -997,9 +997,14 @@ async fn refused_requests_change_nothing(w: &SlackWorld) {
     // signatures, not the content.
     let fresh = slack::signed_headers(SIGNING_SECRET, &body);
     let ok = w.post("/slack/commands", form, &body, &fresh).await;
+    let answer = w
+        .slack
+        .command_answer(&ok.ack_text(), &cmd.response_url, secs(15))
+        .await
+        .unwrap_or_default();
     assert!(
-        ok.ack_text().contains("approved automatically"),
-        "{}: {ok:?}",
+        answer.contains("approved automatically"),
+        "{}: {ok:?}: {answer}",
         w.kind
     );
     assert_eq!(w.requests_of("UMIA").await.len(), 1);
