@@ -5,36 +5,38 @@ use std::sync::atomic::Ordering;
 
 use access_core::ids::JobId;
 use access_core::jobs::{Job, JobKind, JobStats, NewJob};
+use access_core::notification::MessageRef;
 use access_core::ports::{ChangeSet, ClaimAtInsert, ClaimScope, JobFilter, JobQueue, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::refs::save_refs_in;
 use super::{REMEMBER_FOR, ROWS_PER_INSERT, SWEEP_EVERY, limit, prefixed};
 use crate::SqlStore;
 use crate::codec::{self, micros};
 use crate::db::{Arg, Backend, Conn, DbRow, Sql, Tx};
 use crate::error::{db_err, plain, with_sources};
 
-/// Inserts new jobs, several rows per statement; those `claimed` names are written running
-/// under its token, leased on the lease clock (`now()` on PostgreSQL, the host clock on SQLite).
+/// Inserts new jobs, several rows per statement; each with the claim of its change set: those
+/// the claim names are written running under its token, leased on the lease clock (`now()` on
+/// PostgreSQL, the host clock on SQLite).
 pub(super) async fn insert_jobs(
     c: &mut Conn<'_>,
     backend: Backend,
-    jobs: &[NewJob],
-    claimed: Option<&ClaimAtInsert>,
+    jobs: &[(&NewJob, Option<&ClaimAtInsert>)],
 ) -> Result<(), StoreError> {
     let now = micros(Utc::now());
     for (n, chunk) in jobs.chunks(ROWS_PER_INSERT).enumerate() {
         let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) VALUES "));
-        for (k, j) in chunk.iter().enumerate() {
+        for (k, (j, claimed)) in chunk.iter().enumerate() {
             sql.push(if k == 0 { "(" } else { ", (" });
-            push_job_values(&mut sql, backend, j, n * ROWS_PER_INSERT + k, now, claimed)?;
+            push_job_values(&mut sql, backend, j, n * ROWS_PER_INSERT + k, now, *claimed)?;
             sql.push(")");
         }
         c.execute(&sql).await.map_err(|e| {
             db_err(e, || match chunk {
-                [j] => format!("job {} already exists", j.id),
-                _ => format!("one of jobs {}… already exists", chunk[0].id),
+                [(j, _)] => format!("job {} already exists", j.id),
+                _ => format!("one of jobs {}… already exists", chunk[0].0.id),
             })
         })?;
     }
@@ -147,6 +149,163 @@ pub(super) async fn complete_in(
         }
     }
     Ok(done)
+}
+
+/// One `complete_job` / `complete_jobs` / `complete_jobs_with_refs` call, queued for group
+/// commit: its claimed jobs, the message refs its jobs posted, and its clock.
+pub(crate) struct Completion {
+    pub jobs: Vec<(JobId, String)>,
+    pub refs: Vec<MessageRef>,
+    pub now: DateTime<Utc>,
+}
+
+impl SqlStore {
+    /// Completes jobs (and saves message refs) through the completion group: concurrent calls
+    /// are written as one transaction (docs/performance.md, "Group commit"). The number of this
+    /// call's jobs marked done.
+    pub(super) async fn complete_grouped(&self, call: Completion) -> Result<u64, StoreError> {
+        let store = self.clone();
+        self.completions
+            .submit(call, move |batch| async move {
+                store.complete_batch(batch).await
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::database_msg(
+                    "the job completion task ended without an outcome",
+                ))
+            })
+    }
+
+    /// A batch of completion calls: one as it always was; several in one transaction, and if
+    /// that fails before its COMMIT, each alone (each call gets its own outcome).
+    async fn complete_batch(&self, calls: Vec<Completion>) -> Vec<Result<u64, StoreError>> {
+        if calls.len() > 1 {
+            // A BEGIN that fails leaves the calls to be tried alone (and fail alone).
+            if let Ok(mut t) = self.begin().await {
+                match complete_together(&mut t, &calls).await {
+                    Ok(done) => match t.commit().await {
+                        Ok(()) => return done.into_iter().map(Ok).collect(),
+                        Err(e) => {
+                            // Whether the COMMIT took effect is unknown: nothing is written
+                            // again (a completion repeated would match nothing anyway).
+                            let text = with_sources(&plain(e));
+                            return calls
+                                .iter()
+                                .map(|_| {
+                                    Err(StoreError::database_msg(format!(
+                                        "commit of a group of job completions: {text}"
+                                    )))
+                                })
+                                .collect();
+                        }
+                    },
+                    Err(e) => {
+                        if let Err(rb) = t.rollback().await {
+                            tracing::warn!(error = %rb, "rollback after a failed group completion failed");
+                        }
+                        tracing::debug!(size = calls.len(), error = %e, "a group completion failed; completing one by one");
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(calls.len());
+        for call in calls {
+            out.push(self.complete_alone(call).await);
+        }
+        out
+    }
+
+    /// One completion call, as it is written without company: a single job is one statement
+    /// (autocommitted on PostgreSQL); several, or any refs, one transaction.
+    async fn complete_alone(&self, call: Completion) -> Result<u64, StoreError> {
+        if call.refs.is_empty() {
+            if let [(id, token)] = call.jobs.as_slice() {
+                let sql = Sql::with(
+                    "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
+                     WHERE id = $2 AND claim_token = $3 AND status = 'running'",
+                    vec![
+                        micros(call.now).into(),
+                        id.to_string().into(),
+                        token.as_str().into(),
+                    ],
+                );
+                return self.write_one(&sql).await;
+            }
+        }
+        let mut tx = self.begin().await?;
+        let done = async {
+            if !call.refs.is_empty() {
+                let refs: Vec<&MessageRef> = call.refs.iter().collect();
+                save_refs_in(&mut tx, &refs).await?;
+            }
+            complete_in(&mut tx, &call.jobs, call.now).await
+        }
+        .await;
+        match done {
+            Ok(done) => {
+                tx.commit().await.map_err(plain)?;
+                Ok(done)
+            }
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed job completion failed");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Several completion calls within `tx`: all their message refs in one upsert (later calls'
+/// refs win, as they would one call at a time), then their jobs in one `UPDATE` per 500, each
+/// job under its own claim token (`(id, claim_token) IN (VALUES …)`; the plain `id IN` list
+/// lets both databases find the rows by primary key). `RETURNING` says which jobs matched, so
+/// each call is told how many of its own jobs were marked done; a job named by two calls
+/// counts for the first, as if they had run in order.
+async fn complete_together(tx: &mut Tx, calls: &[Completion]) -> Result<Vec<u64>, StoreError> {
+    let refs: Vec<&MessageRef> = calls.iter().flat_map(|c| c.refs.iter()).collect();
+    if !refs.is_empty() {
+        save_refs_in(tx, &refs).await?;
+    }
+    let now = calls.iter().map(|c| c.now).max().unwrap_or_else(Utc::now);
+    let pairs: Vec<(String, &str)> = calls
+        .iter()
+        .flat_map(|c| c.jobs.iter().map(|(id, t)| (id.to_string(), t.as_str())))
+        .collect();
+    let mut matched: std::collections::HashSet<(String, String)> = Default::default();
+    for chunk in pairs.chunks(500) {
+        let mut sql = Sql::with(
+            "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
+             WHERE status = 'running' AND (id, claim_token) IN (VALUES ",
+            vec![micros(now).into()],
+        );
+        let mut id_params = Vec::with_capacity(chunk.len());
+        for (i, (id, token)) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            sql.bind(id.as_str());
+            id_params.push(sql.args.len());
+            sql.push(", ").bind(*token).push(")");
+        }
+        sql.push(") AND id IN (");
+        for (i, n) in id_params.iter().enumerate() {
+            sql.push(if i == 0 { "$" } else { ", $" })
+                .push(&n.to_string());
+        }
+        sql.push(") RETURNING id, claim_token");
+        for row in tx.conn().fetch_all(&sql).await.map_err(plain)? {
+            matched.insert((row.string("id")?, row.string("claim_token")?));
+        }
+    }
+    Ok(calls
+        .iter()
+        .map(|c| {
+            c.jobs
+                .iter()
+                .filter(|(id, t)| matched.remove(&(id.to_string(), t.clone())))
+                .count() as u64
+        })
+        .collect())
 }
 
 /// Records `key` once; false if it was already there (a replay).
@@ -352,16 +511,14 @@ impl JobQueue for SqlStore {
         claim_token: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let sql = Sql::with(
-            "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
-             WHERE id = $2 AND claim_token = $3 AND status = 'running'",
-            vec![
-                micros(now).into(),
-                id.to_string().into(),
-                claim_token.into(),
-            ],
-        );
-        Ok(self.write_one(&sql).await? == 1)
+        let done = self
+            .complete_grouped(Completion {
+                jobs: vec![(id, claim_token.to_string())],
+                refs: Vec::new(),
+                now,
+            })
+            .await?;
+        Ok(done == 1)
     }
 
     async fn complete_jobs(
@@ -372,10 +529,12 @@ impl JobQueue for SqlStore {
         if jobs.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.begin().await?;
-        let done = complete_in(&mut tx, jobs, now).await?;
-        tx.commit().await.map_err(plain)?;
-        Ok(done)
+        self.complete_grouped(Completion {
+            jobs: jobs.to_vec(),
+            refs: Vec::new(),
+            now,
+        })
+        .await
     }
 
     async fn retry_job(
