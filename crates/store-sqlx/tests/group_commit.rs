@@ -354,3 +354,62 @@ async fn concurrent_completions_are_one_transaction_with_their_own_counts() {
         }
     }
 }
+
+fn live_grant(r: &AccessRequest) -> access_core::grant::Grant {
+    access_core::grant::Grant {
+        id: access_core::ids::GrantId::new(),
+        subject: r.subject.clone(),
+        resource: r.resource.clone(),
+        status: access_core::grant::GrantStatus::Active,
+        provider_handle: serde_json::json!({"group": "jit-dev"}),
+        created_at: r.created_at,
+        granted_at: Some(r.created_at),
+        expires_at: r.created_at + Duration::hours(4),
+        ended_at: None,
+        request_id: r.id,
+        revoked_by: None,
+        version: 0,
+        provider_intent: serde_json::Value::Null,
+        takeback_pending: false,
+    }
+}
+
+/// Two live grants of one person on one resource in one batch (a unique violation inside the
+/// group's transaction): the first queued commits, the second gets the `Duplicate` it would get
+/// alone, and the others of the batch commit.
+#[tokio::test]
+async fn two_live_grants_for_one_person_in_a_batch_one_wins() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let with_grant = |user: &str| {
+            let (r, mut cs) = submit_like(user);
+            cs.grants = vec![access_core::ports::GrantWrite::Insert(live_grant(&r))];
+            cs
+        };
+        let held = store.hold_commits().await;
+        let changes = vec![
+            submit_like("A").1,
+            with_grant("SAME"),
+            submit_like("B").1,
+            with_grant("SAME"),
+            submit_like("C").1,
+        ];
+        let handles = spawn_commits(&store, changes);
+        until_queued(5, || store.queued_commits()).await;
+        drop(held);
+        let mut outcomes = Vec::new();
+        for h in handles {
+            outcomes.push(h.await.unwrap());
+        }
+        for (k, o) in outcomes.iter().enumerate() {
+            match (k, o) {
+                (3, Err(StoreError::Duplicate(m))) => assert!(m.contains("live grant"), "{kind}: {m}"),
+                (3, other) => panic!("{kind}: the second grant: {other:?}"),
+                (_, Ok(c)) => assert_eq!(c.audit.len(), 2, "{kind}"),
+                (_, Err(e)) => panic!("{kind}: change set {k}: {e}"),
+            }
+        }
+        let v = store.verify_audit_chain().await.unwrap();
+        assert!(v.ok && v.events_checked == 8, "{kind}: {v:?}");
+    }
+}
