@@ -122,54 +122,62 @@ fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         let url = std::env::var("GROUP_BENCH_URL")
             .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()));
-        let store = SqlStore::connect(&url).await.unwrap();
+        let grouped = SqlStore::connect(&url).await.unwrap();
         println!(
             "group commit, {} ({ops} change sets per case, 2 tokio workers; CPU = whole process)",
-            store.backend().as_str()
+            grouped.backend().as_str()
         );
         println!(
-            "{:<12} {:>18} {:>16} {:>16} {:>10}",
+            "{:<22} {:>18} {:>16} {:>16} {:>10}",
             "committers", "CPU µs/change set", "wall µs/change", "commits/change", "stmts/chg"
         );
-        // Warm-up: the store learns the audit head, the pool fills.
-        for i in 0..50 {
-            store.commit(change_set(&format!("W{i}")).0).await.unwrap();
-        }
-        for conc in [1usize, 8, 64] {
-            let per = ops / conc;
-            let before = store.stats();
-            let c0 = process_cpu(tick);
-            let t0 = Instant::now();
-            let store2 = Arc::new(store.clone());
-            let mut handles = Vec::new();
-            for c in 0..conc {
-                let store = store2.clone();
-                handles.push(tokio::spawn(async move {
-                    for i in 0..per {
-                        let (cs, claim) = change_set(&format!("U{c}-{i}"));
-                        store.commit(cs).await.unwrap();
-                        let done = store
-                            .complete_job(claim.ids[0], &claim.token, Utc::now())
-                            .await
-                            .unwrap();
-                        assert!(done);
-                    }
-                }));
+        // Grouping off (a batch cap of 1: every call its own transaction, as before), then on.
+        let alone = SqlStore::connect(&url).await.unwrap().with_group_cap(1);
+        for (mode, store) in [("alone", alone), ("grouped", grouped)] {
+            // Warm-up: the store learns the audit head, the pool fills.
+            for i in 0..50 {
+                store
+                    .commit(change_set(&format!("W{mode}{i}")).0)
+                    .await
+                    .unwrap();
             }
-            for h in handles {
-                h.await.unwrap();
+            for conc in [1usize, 8, 64] {
+                let per = ops / conc;
+                let before = store.stats();
+                let c0 = process_cpu(tick);
+                let t0 = Instant::now();
+                let store2 = Arc::new(store.clone());
+                let mut handles = Vec::new();
+                for c in 0..conc {
+                    let store = store2.clone();
+                    handles.push(tokio::spawn(async move {
+                        for i in 0..per {
+                            let (cs, claim) = change_set(&format!("U{mode}{c}-{i}"));
+                            store.commit(cs).await.unwrap();
+                            let done = store
+                                .complete_job(claim.ids[0], &claim.token, Utc::now())
+                                .await
+                                .unwrap();
+                            assert!(done);
+                        }
+                    }));
+                }
+                for h in handles {
+                    h.await.unwrap();
+                }
+                let n = (per * conc) as f64;
+                let cpu = (process_cpu(tick) - c0) * 1e6 / n;
+                let wall = t0.elapsed().as_secs_f64() * 1e6 / n;
+                let s = store.stats() - before;
+                println!(
+                    "{:<22} {cpu:>18.1} {wall:>16.1} {:>16.3} {:>10.2}",
+                    format!("{conc} ({mode})"),
+                    s.commits as f64 / n,
+                    s.statements as f64 / n
+                );
             }
-            let n = (per * conc) as f64;
-            let cpu = (process_cpu(tick) - c0) * 1e6 / n;
-            let wall = t0.elapsed().as_secs_f64() * 1e6 / n;
-            let s = store.stats() - before;
-            println!(
-                "{conc:<12} {cpu:>18.1} {wall:>16.1} {:>16.3} {:>10.2}",
-                s.commits as f64 / n,
-                s.statements as f64 / n
-            );
+            store.close().await;
         }
-        store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

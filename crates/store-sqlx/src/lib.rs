@@ -323,6 +323,16 @@ impl SqlStore {
         &self.db.pool
     }
 
+    /// Sets the most change sets (and completion calls) one group-commit batch takes; 1 turns
+    /// grouping off (every call its own transaction, as before group commit). For benchmarks
+    /// that compare the two; production keeps the default.
+    #[doc(hidden)]
+    pub fn with_group_cap(mut self, cap: usize) -> Self {
+        self.commits = Arc::new(group::Group::new(cap));
+        self.completions = Arc::new(group::Group::new(cap));
+        self
+    }
+
     /// Holds back every `commit` of this store (and its clones) until the guard is dropped:
     /// they queue, and the first flush after it writes them as one batch. For tests of group
     /// commit that need a batch of a known size without timing; never for production use.

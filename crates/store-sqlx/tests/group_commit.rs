@@ -10,8 +10,8 @@ use access_core::ids::{JobId, RequestId, ResourceId};
 use access_core::jobs::{JobKind, JobStatus, NewJob};
 use access_core::notification::MessageRef;
 use access_core::ports::{
-    AuditLog, ChangeSet, ClaimAtInsert, Committed, JobFilter, JobQueue, MessageRefs,
-    RequestStore, RequestWrite, StoreError,
+    AuditLog, ChangeSet, ClaimAtInsert, Committed, JobFilter, JobQueue, MessageRefs, RequestStore,
+    RequestWrite, StoreError,
 };
 use access_core::request::{AccessRequest, Actor, RequestKind, RequestStatus};
 use access_core::resource::Justification;
@@ -131,7 +131,10 @@ async fn fifty_concurrent_commits_are_one_transaction_and_chain_in_order() {
             let committed = h.await.unwrap().unwrap_or_else(|e| panic!("{kind}: {e}"));
             assert_eq!(committed.audit.len(), 2, "{kind}");
             assert_eq!(committed.audit[1].seq, committed.audit[0].seq + 1, "{kind}");
-            assert_eq!(committed.audit[1].prev_hash, committed.audit[0].hash, "{kind}");
+            assert_eq!(
+                committed.audit[1].prev_hash, committed.audit[0].hash,
+                "{kind}"
+            );
             sealed.extend(committed.audit);
         }
         assert_eq!(
@@ -164,7 +167,11 @@ async fn fifty_concurrent_commits_are_one_transaction_and_chain_in_order() {
             let claimed = cs.claimed.as_ref().unwrap();
             let j = jobs.iter().find(|j| j.id == claimed.ids[0]).unwrap();
             assert_eq!(j.status, JobStatus::Running, "{kind}");
-            assert_eq!(j.claim_token.as_deref(), Some(claimed.token.as_str()), "{kind}");
+            assert_eq!(
+                j.claim_token.as_deref(),
+                Some(claimed.token.as_str()),
+                "{kind}"
+            );
             let other = jobs.iter().find(|j| j.id == cs.jobs[1].id).unwrap();
             assert_eq!(other.status, JobStatus::Pending, "{kind}");
         }
@@ -205,7 +212,8 @@ async fn one_bad_change_set_in_a_batch_fails_alone() {
         let alone = store.commit(bad.clone()).await.unwrap_err().to_string();
 
         let held = store.hold_commits().await;
-        let mut changes: Vec<ChangeSet> = (0..10).map(|i| submit_like(&format!("G{i}")).1).collect();
+        let mut changes: Vec<ChangeSet> =
+            (0..10).map(|i| submit_like(&format!("G{i}")).1).collect();
         changes.insert(4, bad);
         let handles = spawn_commits(&store, changes);
         until_queued(11, || store.queued_commits()).await;
@@ -234,7 +242,11 @@ async fn one_bad_change_set_in_a_batch_fails_alone() {
         let v = store.verify_audit_chain().await.unwrap();
         assert!(v.ok && v.events_checked == 22, "{kind}: {v:?}");
         let stored = store.request(r.id).await.unwrap().unwrap();
-        assert_eq!(stored.status, RequestStatus::Pending, "{kind}: the bad one wrote nothing");
+        assert_eq!(
+            stored.status,
+            RequestStatus::Pending,
+            "{kind}: the bad one wrote nothing"
+        );
     }
 }
 
@@ -350,7 +362,11 @@ async fn concurrent_completions_are_one_transaction_with_their_own_counts() {
         }
         for (k, (r, _)) in made.iter().enumerate() {
             let refs = store.message_refs(r.id).await.unwrap();
-            assert_eq!(refs.len(), usize::from(k % 3 == 2), "{kind}: refs of call {k}");
+            assert_eq!(
+                refs.len(),
+                usize::from(k % 3 == 2),
+                "{kind}: refs of call {k}"
+            );
         }
     }
 }
@@ -403,7 +419,9 @@ async fn two_live_grants_for_one_person_in_a_batch_one_wins() {
         }
         for (k, o) in outcomes.iter().enumerate() {
             match (k, o) {
-                (3, Err(StoreError::Duplicate(m))) => assert!(m.contains("live grant"), "{kind}: {m}"),
+                (3, Err(StoreError::Duplicate(m))) => {
+                    assert!(m.contains("live grant"), "{kind}: {m}")
+                }
                 (3, other) => panic!("{kind}: the second grant: {other:?}"),
                 (_, Ok(c)) => assert_eq!(c.audit.len(), 2, "{kind}"),
                 (_, Err(e)) => panic!("{kind}: change set {k}: {e}"),

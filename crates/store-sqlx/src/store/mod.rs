@@ -81,9 +81,7 @@ impl SqlStore {
         tx: &mut Tx,
         change: ChangeSet,
     ) -> Result<Committed, StoreError> {
-        let mut out = self
-            .apply_batch(tx, std::slice::from_ref(&change))
-            .await?;
+        let mut out = self.apply_batch(tx, std::slice::from_ref(&change)).await?;
         Ok(out.pop().unwrap_or_default())
     }
 
