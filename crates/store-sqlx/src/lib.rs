@@ -65,6 +65,11 @@
 //!   [`ClaimAtInsert`](access_core::ports::ClaimAtInsert) are written already claimed, and
 //!   `enqueue_claimed_once` stores an inbox item in one statement (its job id derives from the
 //!   key). [`SqlStore::stats`] counts statements and commits.
+//! - Group commit (`group`, docs/performance.md): concurrent `commit`s, job completions and
+//!   inbox items of one store (and its clones) are written as one transaction per batch, with
+//!   one head update and multi-row inserts; a batch of one is the path above. A batch that fails
+//!   before its `COMMIT` is rolled back and each of its calls written alone, so every caller gets
+//!   its own outcome. Batches are written by a spawned task: a dropped caller abandons nothing.
 //!
 //! # Layout
 //!
@@ -177,6 +182,8 @@ pub struct SqlStore {
     commits: Arc<group::Group<access_core::ports::ChangeSet, CommitOutcome>>,
     /// Concurrent job completions (with their message refs), written as one transaction.
     completions: Arc<group::Group<store::Completion, CompleteOutcome>>,
+    /// Concurrent inbox items (`enqueue_claimed_once`), written as one multi-row statement.
+    inbox: Arc<group::Group<store::InboxInsert, Result<bool, StoreError>>>,
 }
 
 type CommitOutcome = Result<access_core::ports::Committed, StoreError>;
@@ -284,6 +291,7 @@ impl SqlStore {
             audit_head: Arc::default(),
             commits: Arc::new(group::Group::new(GROUP_CAP)),
             completions: Arc::new(group::Group::new(GROUP_CAP)),
+            inbox: Arc::new(group::Group::new(GROUP_CAP)),
         })
     }
 
@@ -330,6 +338,7 @@ impl SqlStore {
     pub fn with_group_cap(mut self, cap: usize) -> Self {
         self.commits = Arc::new(group::Group::new(cap));
         self.completions = Arc::new(group::Group::new(cap));
+        self.inbox = Arc::new(group::Group::new(cap));
         self
     }
 
@@ -357,6 +366,18 @@ impl SqlStore {
     #[doc(hidden)]
     pub fn queued_completions(&self) -> usize {
         self.completions.queued()
+    }
+
+    /// As [`Self::hold_commits`], for inbox items (`enqueue_claimed_once`).
+    #[doc(hidden)]
+    pub async fn hold_inbox(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.inbox.hold().await
+    }
+
+    /// Inbox items queued for the next batch.
+    #[doc(hidden)]
+    pub fn queued_inbox(&self) -> usize {
+        self.inbox.queued()
     }
 
     /// Closes every pooled connection (waits for those in use).

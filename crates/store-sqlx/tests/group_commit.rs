@@ -431,3 +431,94 @@ async fn two_live_grants_for_one_person_in_a_batch_one_wins() {
         assert!(v.ok && v.events_checked == 8, "{kind}: {v:?}");
     }
 }
+
+fn inbox(key: &str) -> NewJob {
+    let mut job = NewJob::at(
+        JobKind::Inbox {
+            item: access_core::jobs::InboxItem {
+                source: "slack".into(),
+                key: key.into(),
+                payload: "{}".into(),
+            },
+        },
+        Utc::now() + Duration::seconds(3),
+    );
+    job.id = JobId::for_key(key);
+    job
+}
+
+/// Concurrent inbox items are one statement in one transaction; each caller learns whether its
+/// item is new, and replays are still recognised: a key stored before, a key of the old
+/// idempotency table, and a key queued twice in the same batch (stored once, for its first
+/// caller).
+#[tokio::test]
+async fn concurrent_inbox_items_are_one_statement_and_replays_are_recognised() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let lease = Duration::seconds(60);
+        let stored_before = store
+            .enqueue_claimed_once("k:old", inbox("k:old"), Utc::now(), lease)
+            .await
+            .unwrap();
+        assert!(stored_before.is_some(), "{kind}");
+        assert!(
+            store
+                .enqueue_once("k:legacy", inbox("k:legacy-job"), Utc::now())
+                .await
+                .unwrap(),
+            "{kind}"
+        );
+        let keys = [
+            "k:1", "k:2", "k:old", "k:3", "k:2", "k:legacy", "k:4", "k:5", "k:6", "k:2",
+        ];
+        let held = store.hold_inbox().await;
+        let mut handles = Vec::new();
+        for key in keys {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                store
+                    .enqueue_claimed_once(key, inbox(key), Utc::now(), lease)
+                    .await
+                    .unwrap()
+            }));
+        }
+        until_queued(keys.len(), || store.queued_inbox()).await;
+        let before = store.stats();
+        drop(held);
+        let mut new = Vec::new();
+        for h in handles {
+            new.push(h.await.unwrap());
+        }
+        assert_eq!(
+            store.stats() - before,
+            StoreStats {
+                statements: 1,
+                commits: 1
+            },
+            "{kind}"
+        );
+        let firsts: Vec<bool> = new.iter().map(Option::is_some).collect();
+        assert_eq!(
+            firsts,
+            vec![
+                true, true, false, true, false, false, true, true, true, false
+            ],
+            "{kind}"
+        );
+        // Stored claimed under the token each new caller was given.
+        let jobs = store
+            .jobs(&JobFilter {
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for job in new.iter().flatten() {
+            let j = jobs.iter().find(|j| j.id == job.id).unwrap();
+            assert_eq!(j.status, JobStatus::Running, "{kind}");
+            assert_eq!(j.claim_token, job.claim_token, "{kind}");
+        }
+        // old, legacy-job, and 1..6.
+        assert_eq!(jobs.len(), 8, "{kind}");
+    }
+}

@@ -10,6 +10,7 @@ use access_core::ports::{ChangeSet, ClaimAtInsert, ClaimScope, JobFilter, JobQue
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::Together;
 use super::refs::save_refs_in;
 use super::{REMEMBER_FOR, ROWS_PER_INSERT, SWEEP_EVERY, limit, prefixed};
 use crate::SqlStore;
@@ -58,10 +59,13 @@ fn push_job_values(
 ) -> Result<(), StoreError> {
     let payload = codec::to_json(&j.kind)?;
     // Enqueue order among jobs of one ordering key: the wall clock, then the position in
-    // this change set (two jobs of one commit share the microsecond).
+    // this statement's batch (jobs of one commit share the microsecond). Not wrapped at 1000:
+    // a group commit's batch can hold more jobs than that, and a wrap would put a later job
+    // of a key before an earlier one; the next commit of this store takes its clock after this
+    // one's COMMIT, far more than `i / 1000` µs later.
     let order_seq = j.kind.order_key().map(|_| {
         now.saturating_mul(1000)
-            .saturating_add(i64::try_from(i % 1000).unwrap_or(0))
+            .saturating_add(i64::try_from(i).unwrap_or(i64::MAX))
     });
     let claim = claimed.filter(|cl| cl.ids.contains(&j.id));
     sql.bind(j.id.to_string())
@@ -306,6 +310,145 @@ async fn complete_together(tx: &mut Tx, calls: &[Completion]) -> Result<Vec<u64>
                 .count() as u64
         })
         .collect())
+}
+
+/// One `enqueue_claimed_once` call queued for group commit: the item's key, its job (whose id
+/// derives from the key), the caller's clock and the claim the job is written under.
+pub(crate) struct InboxInsert {
+    pub key: String,
+    pub job: NewJob,
+    pub now: DateTime<Utc>,
+    pub claim: ClaimAtInsert,
+}
+
+impl SqlStore {
+    /// A batch of inbox items: one as it always was (one statement); several in one
+    /// multi-row statement, and if that fails, each alone. True for an item stored now, false
+    /// for a replay.
+    pub(super) async fn inbox_batch(
+        &self,
+        calls: Vec<InboxInsert>,
+    ) -> Vec<Result<bool, StoreError>> {
+        if calls.len() > 1 {
+            match self.inbox_together(&calls).await {
+                Together::Done(firsts) => return firsts.into_iter().map(Ok).collect(),
+                Together::Unknown(e) => {
+                    let text = with_sources(&e);
+                    return calls
+                        .iter()
+                        .map(|_| {
+                            Err(StoreError::database_msg(format!(
+                                "commit of a group of inbox items: {text}"
+                            )))
+                        })
+                        .collect();
+                }
+                Together::RolledBack(e) => {
+                    tracing::debug!(size = calls.len(), error = %e, "a group inbox insert failed; storing items one by one");
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(calls.len());
+        for call in &calls {
+            out.push(self.inbox_alone(call).await);
+        }
+        out
+    }
+
+    /// One item in one statement: stored unless its job id (derived from the key) exists or
+    /// its key is in the idempotency table (items stored by `enqueue_once`, the older path).
+    async fn inbox_alone(&self, call: &InboxInsert) -> Result<bool, StoreError> {
+        let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) SELECT "));
+        push_job_values(
+            &mut sql,
+            self.backend(),
+            &call.job,
+            0,
+            micros(call.now),
+            Some(&call.claim),
+        )?;
+        sql.push(" WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE key = ")
+            .bind(call.key.as_str())
+            .push(") ON CONFLICT (id) DO NOTHING");
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    /// Several items in one statement: `INSERT … SELECT` from a `VALUES` list whose first
+    /// column is the key (checked against the idempotency table) and the rest the job's
+    /// columns; `ON CONFLICT DO NOTHING RETURNING id` says which rows are new. A key queued
+    /// twice in one batch is written once: its first caller gets the row, the others a replay.
+    async fn inbox_together(&self, calls: &[InboxInsert]) -> Together<Vec<bool>> {
+        let mut firsts: Vec<usize> = Vec::with_capacity(calls.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in calls.iter().enumerate() {
+            if seen.insert(c.job.id) {
+                firsts.push(i);
+            }
+        }
+        let cols = (2..=JOB_INSERT_COLS.split(',').count() + 1)
+            .map(|n| format!("column{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut sql = Sql::new(format!(
+            "INSERT INTO jobs ({JOB_INSERT_COLS}) SELECT {cols} FROM (VALUES "
+        ));
+        for (k, &i) in firsts.iter().enumerate() {
+            let c = &calls[i];
+            sql.push(if k == 0 { "(" } else { ", (" })
+                .bind(c.key.as_str())
+                .push(", ");
+            if let Err(e) = push_job_values(
+                &mut sql,
+                self.backend(),
+                &c.job,
+                k,
+                micros(c.now),
+                Some(&c.claim),
+            ) {
+                return Together::RolledBack(e);
+            }
+            sql.push(")");
+        }
+        sql.push(
+            ") AS v WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.key = v.column1) \
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+        );
+        let mut tx = match self.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return Together::RolledBack(e),
+        };
+        let rows = match tx.conn().fetch_all(&sql).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed group inbox insert failed");
+                }
+                return Together::RolledBack(plain(e));
+            }
+        };
+        let mut stored = std::collections::HashSet::new();
+        for row in &rows {
+            match row.string("id") {
+                Ok(id) => {
+                    stored.insert(id);
+                }
+                Err(e) => {
+                    if let Err(rb) = tx.rollback().await {
+                        tracing::warn!(error = %rb, "rollback after a failed group inbox insert failed");
+                    }
+                    return Together::RolledBack(e);
+                }
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            return Together::Unknown(plain(e));
+        }
+        let mut out = vec![false; calls.len()];
+        for &i in &firsts {
+            out[i] = stored.contains(&calls[i].job.id.to_string());
+        }
+        Together::Done(out)
+    }
 }
 
 /// Records `key` once; false if it was already there (a replay).
@@ -728,12 +871,25 @@ impl JobQueue for SqlStore {
             lease,
             ids: vec![job.id],
         };
-        let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) SELECT "));
-        push_job_values(&mut sql, self.backend(), &job, 0, micros(now), Some(&claim))?;
-        sql.push(" WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE key = ")
-            .bind(key)
-            .push(") ON CONFLICT (id) DO NOTHING");
-        let first = self.write_one(&sql).await? == 1;
+        // Through the inbox group: concurrent items are one multi-row statement.
+        let store = self.clone();
+        let first = self
+            .inbox
+            .submit(
+                InboxInsert {
+                    key: key.to_string(),
+                    job: job.clone(),
+                    now,
+                    claim,
+                },
+                move |batch| async move { store.inbox_batch(batch).await },
+            )
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::database_msg(
+                    "the inbox task ended without an outcome",
+                ))
+            })?;
         Ok(first.then(|| Job {
             id: job.id,
             kind: job.kind,

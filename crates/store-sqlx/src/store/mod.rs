@@ -10,7 +10,7 @@ mod plans;
 mod refs;
 mod requests;
 
-pub(crate) use self::jobs::Completion;
+pub(crate) use self::jobs::{Completion, InboxInsert};
 
 use std::collections::HashMap;
 
@@ -40,6 +40,15 @@ const SWEEP_EVERY: u64 = 256;
 /// Rows per multi-row `INSERT` (13 columns × 500 stays far below both backends' limits on bound
 /// parameters).
 const ROWS_PER_INSERT: usize = 500;
+/// How a group-commit batch's transaction ended (see `crate::group`).
+pub(crate) enum Together<T> {
+    Done(T),
+    /// Nothing was written (the transaction failed before its COMMIT and was rolled back).
+    RolledBack(StoreError),
+    /// The COMMIT failed: it may or may not have taken effect.
+    Unknown(StoreError),
+}
+
 const LIVE_STATUSES: &str = "('provisioning', 'active', 'revoking')";
 
 fn limit(l: Option<u32>) -> i64 {

@@ -11,7 +11,7 @@ use access_core::subject::SubjectKey;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{LIVE_STATUSES, limit, prefixed, select_by};
+use super::{LIVE_STATUSES, Together, limit, prefixed, select_by};
 use crate::SqlStore;
 use crate::codec::{self, micros};
 use crate::db::{Arg, Conn, Sql};
@@ -202,7 +202,7 @@ impl SqlStore {
     ) -> Vec<Result<Committed, StoreError>> {
         if changes.len() > 1 {
             match self.commit_together(&changes).await {
-                Together::Committed(all) => return all.into_iter().map(Ok).collect(),
+                Together::Done(all) => return all.into_iter().map(Ok).collect(),
                 Together::Unknown(e) => {
                     // The COMMIT itself failed: whether it took effect is unknown, so nothing
                     // may be written again; every caller learns of the failure (as a lone
@@ -256,7 +256,7 @@ impl SqlStore {
     }
 
     /// Several change sets in one transaction.
-    async fn commit_together(&self, changes: &[ChangeSet]) -> Together {
+    async fn commit_together(&self, changes: &[ChangeSet]) -> Together<Vec<Committed>> {
         let mut tx = match self.begin().await {
             Ok(tx) => tx,
             Err(e) => return Together::RolledBack(e),
@@ -270,7 +270,7 @@ impl SqlStore {
                 if let Some(last) = committed.iter().rev().find(|c| !c.audit.is_empty()) {
                     self.remember_head(last);
                 }
-                Together::Committed(committed)
+                Together::Done(committed)
             }
             Err(e) => {
                 if let Err(rb) = tx.rollback().await {
@@ -280,15 +280,6 @@ impl SqlStore {
             }
         }
     }
-}
-
-/// How a group's transaction ended.
-enum Together {
-    Committed(Vec<Committed>),
-    /// Nothing was written (the transaction failed before its COMMIT and was rolled back).
-    RolledBack(StoreError),
-    /// The COMMIT failed: it may or may not have taken effect.
-    Unknown(StoreError),
 }
 
 /// `GET /api/requests`, `/access status` (pending requests of one person), …: newest first.
