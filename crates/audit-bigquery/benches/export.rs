@@ -11,13 +11,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use access_core::engine::Engine;
-use access_core::jobs::{JobKind, NewJob};
-use access_core::ports::{AuditSink, ChangeSet, GrantWrite, RequestWrite, Store, SystemClock};
+use access_core::ports::{AuditSink, SystemClock};
 
 const BATCH: usize = 500;
 
@@ -85,33 +83,8 @@ async fn sink_alone(n: usize) {
 async fn engine_drain(n: usize, db: &testkit::db::TestDb) {
     let (bq, sink) = common::setup().await;
     let store = Arc::new(store_sqlx::SqlStore::connect(&db.url).await.expect("store"));
-    let now = chrono::Utc::now();
     let items = common::many_events(n);
-    let mut seen_req = HashSet::new();
-    let mut seen_grant = HashSet::new();
-    for chunk in items.chunks(600) {
-        let mut cs = ChangeSet::default();
-        for item in chunk {
-            if let Some(r) = &item.request
-                && seen_req.insert(r.id)
-            {
-                cs.requests.push(RequestWrite::Insert(r.clone()));
-            }
-            if let Some(g) = &item.grant
-                && seen_grant.insert(g.id)
-            {
-                cs.grants.push(GrantWrite::Insert(g.clone()));
-            }
-            cs.audit.push(item.event.record.clone());
-            cs.jobs.push(NewJob::at(
-                JobKind::ExportAudit {
-                    event_id: item.event.record.id,
-                },
-                now,
-            ));
-        }
-        store.commit(cs).await.expect("seed");
-    }
+    common::seed_backlog(store.as_ref(), &items, chrono::Utc::now(), 600).await;
     let engine = Engine::builder(store.clone(), Arc::new(SystemClock))
         .audit_sink(Arc::new(sink))
         .build()
