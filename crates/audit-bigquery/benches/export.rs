@@ -6,6 +6,7 @@
 //!    PostgreSQL when `TEST_DATABASE_URL` is set) with their requests, grants and pending
 //!    `export_audit` jobs, then `Engine::run_due(500)` until nothing is claimed: the claim, the
 //!    batched reads, the insertAll requests and the completions, events/s.
+//!    `EXPORT_BENCH_CLAIM` sets the claim size instead of 500.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -30,8 +31,12 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         sink_alone(n).await;
+        let claim: u32 = std::env::var("EXPORT_BENCH_CLAIM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(BATCH as u32);
         for db in testkit::db::backends().await {
-            engine_drain(n, &db).await;
+            engine_drain(n, claim, &db).await;
         }
     });
 }
@@ -50,8 +55,14 @@ async fn sink_alone(n: usize) {
     }
     let fresh = started.elapsed();
     let fresh_requests = bq.calls().insert_all - before;
-    assert_eq!(bq.row_count(common::PROJECT, common::DATASET, "access_events"), n);
-    assert_eq!(bq.row_count(common::PROJECT, common::DATASET, "access_grants"), grants);
+    assert_eq!(
+        bq.row_count(common::PROJECT, common::DATASET, "access_events"),
+        n
+    );
+    assert_eq!(
+        bq.row_count(common::PROJECT, common::DATASET, "access_grants"),
+        grants
+    );
 
     // The same backlog again, as after an outage that hid the acknowledgements: every row is
     // a duplicate the insertIds absorb.
@@ -60,10 +71,15 @@ async fn sink_alone(n: usize) {
         sink.export(batch).await.expect("re-export");
     }
     let again = started.elapsed();
-    assert_eq!(bq.row_count(common::PROJECT, common::DATASET, "access_events"), n);
+    assert_eq!(
+        bq.row_count(common::PROJECT, common::DATASET, "access_events"),
+        n
+    );
 
     let calls = bq.calls();
-    println!("audit-bigquery export into the fake BigQuery ({n} events, {grants} access_grants rows, batches of {BATCH}):");
+    println!(
+        "audit-bigquery export into the fake BigQuery ({n} events, {grants} access_grants rows, batches of {BATCH}):"
+    );
     println!(
         "  fresh export : {:>8.3} s  {:>9.0} events/s  ({} insertAll requests)",
         fresh.as_secs_f64(),
@@ -80,7 +96,7 @@ async fn sink_alone(n: usize) {
 
 /// Commits the scripted lifecycles (requests, grants, events, one export job per event) to a
 /// fresh store, then drains them through the engine.
-async fn engine_drain(n: usize, db: &testkit::db::TestDb) {
+async fn engine_drain(n: usize, claim: u32, db: &testkit::db::TestDb) {
     let (bq, sink) = common::setup().await;
     let store = Arc::new(store_sqlx::SqlStore::connect(&db.url).await.expect("store"));
     let items = common::many_events(n);
@@ -95,7 +111,7 @@ async fn engine_drain(n: usize, db: &testkit::db::TestDb) {
     let started = Instant::now();
     let mut exported = 0u64;
     loop {
-        let s = engine.run_due(BATCH as u32).await.expect("run_due");
+        let s = engine.run_due(claim).await.expect("run_due");
         if s.claimed == 0 {
             break;
         }
@@ -103,9 +119,12 @@ async fn engine_drain(n: usize, db: &testkit::db::TestDb) {
     }
     let took = started.elapsed().as_secs_f64();
     assert_eq!(exported, n as u64, "every event is exported");
-    assert_eq!(bq.row_count(common::PROJECT, common::DATASET, "access_events"), n);
+    assert_eq!(
+        bq.row_count(common::PROJECT, common::DATASET, "access_events"),
+        n
+    );
     println!(
-        "  engine drain ({:>8}): {took:>8.3} s  {:>9.0} events/s  ({} insertAll requests, {} store statements)",
+        "  engine drain ({:>8}, claims of {claim}): {took:>8.3} s  {:>9.0} events/s  ({} insertAll requests, {} store statements)",
         db.kind,
         n as f64 / took,
         bq.calls().insert_all - before_calls,
