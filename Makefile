@@ -55,7 +55,10 @@ fmt:
 bench:
 	@# One invocation: the load bench (bins/gatehouse-server/benches/load.rs) gets the server
 	@# binary from it, built with the same features, so nothing is compiled twice.
+	rm -rf target/bench
 	$(CARGO) bench --workspace --bench '*'
+	@# The targets table, from the JSON the benchmarks above wrote (same features: nothing rebuilt).
+	BENCH_SUMMARY=1 $(CARGO) bench --workspace --bench summary
 
 ## deny: licenses, bans and sources (advisories need the internet: run `cargo deny check` where it is reachable).
 deny:

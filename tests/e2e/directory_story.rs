@@ -90,10 +90,10 @@ async fn command(server: &Server, slack: &FakeSlack, user: &str, text: &str) -> 
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        if !shown.contains("Working on it")
-            || !followups.is_empty()
-            || std::time::Instant::now() > deadline
-        {
+        // "Working on it" (the budget ran out) or a receipt (the profile had to be read first):
+        // the answer follows.
+        let pending = ack.contains("Working on it") || ack.contains(testkit::slack::RECEIPT_MARK);
+        if !pending || !followups.is_empty() || std::time::Instant::now() > deadline {
             return shown;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -22,6 +22,9 @@ pub struct Reply {
     pub status: u16,
     pub text: String,
     pub took: Duration,
+    /// For a slash command acknowledged with a receipt: the answer that followed on its
+    /// response_url (see [`Reply::ack_text`]).
+    pub followed: Option<String>,
 }
 
 impl Reply {
@@ -29,9 +32,13 @@ impl Reply {
         serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
 
-    /// `text` of an ephemeral acknowledgement.
+    /// The answer the person got: the `text` of an ephemeral acknowledgement or, when that was a
+    /// receipt (the profile had to be read from Slack first), what followed on the response_url.
     pub fn ack_text(&self) -> String {
-        self.json()["text"].as_str().unwrap_or_default().to_string()
+        match &self.followed {
+            Some(answer) => answer.clone(),
+            None => self.json()["text"].as_str().unwrap_or_default().to_string(),
+        }
     }
 }
 
@@ -129,6 +136,7 @@ impl SlackWorld {
             status,
             text,
             took: start.elapsed(),
+            followed: None,
         }
     }
 
@@ -145,7 +153,38 @@ impl SlackWorld {
         (reply, url)
     }
 
+    /// [`SlackWorld::slash`], also returning the trigger_id. After a receipt, waits for the
+    /// answer on the response_url ([`Reply::ack_text`] returns it).
     pub async fn slash_with_trigger(
+        &self,
+        command: &str,
+        user: &str,
+        text: &str,
+    ) -> (Reply, String, String) {
+        let (reply, url, trigger) = self.slash_ack(command, user, text).await;
+        let ack = reply.json()["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let followed = if slack::is_receipt(&ack) {
+            let answer = self
+                .slack
+                .command_answer(&ack, &url, Duration::from_secs(15))
+                .await;
+            assert!(
+                answer.is_some(),
+                "{}: {command} {text}: receipt {ack:?} but nothing followed",
+                self.kind
+            );
+            answer
+        } else {
+            None
+        };
+        (Reply { followed, ..reply }, url, trigger)
+    }
+
+    /// The acknowledgement alone (a receipt stays a receipt), its response_url and trigger_id.
+    pub async fn slash_ack(
         &self,
         command: &str,
         user: &str,

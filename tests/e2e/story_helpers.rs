@@ -37,7 +37,8 @@ pub async fn slack_post(
 }
 
 /// A slash command as Slack posts it; returns the status, the acknowledgement's JSON (or text)
-/// and the response_url it carried.
+/// and the response_url it carried. After a receipt, the JSON's `text` is the answer that
+/// followed on the response_url.
 pub async fn slash(
     server: &Server,
     slack: &testkit::slack::FakeSlack,
@@ -54,7 +55,18 @@ pub async fn slash(
         cmd.body(),
     )
     .await;
-    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let mut v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    // A receipt: the answer follows on the response_url; `text` becomes that answer (the
+    // receipt kept under `receipt`), so callers read the command's answer either way.
+    let ack = v["text"].as_str().unwrap_or_default().to_string();
+    if testkit::slack::is_receipt(&ack) {
+        let answer = slack
+            .command_answer(&ack, &response_url, std::time::Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("{command} {text}: receipt {ack:?} but nothing followed"));
+        v["receipt"] = Value::String(ack);
+        v["text"] = Value::String(answer);
+    }
     (status, v, response_url)
 }
 

@@ -232,9 +232,11 @@ struct Step {
 
 struct Outcome {
     sent: usize,
-    /// Answered in time (submitted or deferred).
+    /// Answered in time (submitted, receipt or deferred).
     ok: usize,
     deferred: usize,
+    /// Acknowledged with a receipt (the outcome followed on the response_url).
+    received: usize,
     errors: usize,
     /// First few error descriptions.
     error_samples: Vec<String>,
@@ -322,7 +324,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
     for c in &warm_cmds {
         let r = send(&http, &url, c).await;
         assert!(
-            matches!(r, Ok(Ack::Submitted)),
+            matches!(r, Ok(Ack::Submitted | Ack::Received)),
             "warm-up command failed: {r:?}; log: {}",
             std::fs::read_to_string(&server.log).unwrap_or_default()
         );
@@ -388,6 +390,10 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
     let deferred = results
         .iter()
         .filter(|r| matches!(r.4, Ok(Ack::Deferred)))
+        .count();
+    let received = results
+        .iter()
+        .filter(|r| matches!(r.4, Ok(Ack::Received)))
         .count();
     let drained = wait_posts(&slack, base_posts + 2 * ok, DRAIN_LIMIT).await;
     settle(&slack).await;
@@ -475,6 +481,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
         sent: n,
         ok,
         deferred,
+        received,
         errors,
         error_samples,
         ack_ms,
@@ -521,6 +528,11 @@ fn prepare(slack: &FakeSlack, tag: &str, range: std::ops::Range<usize>) -> Vec<P
 enum Ack {
     /// "Access request submitted for …": the request is stored.
     Submitted,
+    /// A receipt (":inbox_tray: Got it — checking your request for *bench* …"): the command is
+    /// stored and its outcome follows on the response_url, because the person's profile had to be
+    /// read from Slack first (every command here comes from a new person). A correct answer; the
+    /// approval message still comes from the job, counted on the fake Slack like any other.
+    Received,
     /// The handler overran its ack budget (`SLACK_ACK_BUDGET_MS`, 2 s): Slack got a placeholder
     /// and the outcome goes to the response_url later. An answer, not an error, but a command
     /// the server did not keep up with.
@@ -543,6 +555,11 @@ async fn send(http: &reqwest::Client, url: &str, c: &Prepared) -> Result<Ack, St
     let text = r.text().await.map_err(|e| chain(&e))?;
     match status {
         200 if text.contains("Access request submitted for") => Ok(Ack::Submitted),
+        200 if text.contains(slack::RECEIPT_MARK)
+            && text.contains("checking your request for *bench*") =>
+        {
+            Ok(Ack::Received)
+        }
         200 if text.contains("Working on it") => Ok(Ack::Deferred),
         200 => Err(format!("200 with an unexpected reply: {text}")),
         _ => Err(format!("{status}: {text}")),
@@ -650,6 +667,7 @@ fn row_json(backend: Backend, step: &Step, o: &Outcome) -> Value {
         "sent": o.sent,
         "acked": o.ok,
         "deferred": o.deferred,
+        "receipts": o.received,
         "errors": o.errors,
         "error_samples": o.error_samples,
         "achieved_rate": o.sent as f64 / o.send_wall.as_secs_f64(),

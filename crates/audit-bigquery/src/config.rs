@@ -14,6 +14,11 @@ pub const DEFAULT_EVENTS_TABLE: &str = "access_events";
 pub const DEFAULT_MAX_ROWS_PER_REQUEST: usize = 500;
 /// BigQuery refuses requests over 10 MiB; stay clear of it (the envelope and HTTP framing count).
 pub const DEFAULT_MAX_BYTES_PER_REQUEST: usize = 9 * 1024 * 1024;
+/// `insertAll` requests of one export call in flight at once: a batch of 500 events is two
+/// requests (events, grants), a larger one more; sent one after the other they bounded the drain
+/// by round trips. Small, so a backlog after an outage does not hit BigQuery's rate limits in a
+/// burst.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4;
 
 /// Settings of a [`crate::BigQuerySink`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +39,8 @@ pub struct BigQueryConfig {
     pub max_rows_per_request: usize,
     /// Body bytes per `insertAll` request.
     pub max_bytes_per_request: usize,
+    /// `insertAll` requests of one export call in flight at once (at least 1).
+    pub max_concurrent_requests: usize,
     /// Whole-request timeout; a timeout counts as an outage and the batch is retried.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
@@ -51,6 +58,7 @@ impl BigQueryConfig {
             checkpoints_table: "access_audit_checkpoints".to_string(),
             max_rows_per_request: DEFAULT_MAX_ROWS_PER_REQUEST,
             max_bytes_per_request: DEFAULT_MAX_BYTES_PER_REQUEST,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }

@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use access_core::ports::{AuditSink, AuditSinkError, ExportItem, ExportReport};
 use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use gcp_auth::AccessTokenSource;
 use serde::Serialize;
 
-use crate::client::{BigQueryClient, Created};
+use crate::client::{BigQueryClient, Created, RowErrors};
 use crate::config::BigQueryConfig;
 use crate::error::{BigQueryError, is_transient_reason};
 use crate::rows::{event_insert_id, event_row, grant_insert_id, grant_row};
@@ -26,9 +28,15 @@ use crate::schema::{
 ///   query-side de-duplication that covers longer gaps);
 /// - rows are sent with `skipInvalidRows: true`, so one bad row never holds back the others; a
 ///   row BigQuery refuses for good is returned in [`ExportReport::rejected`];
-/// - outages (HTTP 5xx, 429, quota 403s, timeouts, connection errors, token failures), a missing
-///   table and row errors BigQuery calls transient (`backendError`, `timeout`, …) return
-///   [`AuditSinkError::Unavailable`]: nothing is reported done that was not stored;
+/// - outages (HTTP 5xx, 429, quota 403s, timeouts, connection errors, token failures) and a
+///   missing table return [`AuditSinkError::Unavailable`]: nothing is reported done that was not
+///   stored;
+/// - rows BigQuery answers with errors it calls transient (`backendError`, `timeout`, …) are
+///   returned in [`ExportReport::retry`]: only their events are sent again, the rest of the
+///   batch is settled;
+/// - the batch's requests (both tables) go out up to `max_concurrent_requests` at once over one
+///   keep-alive HTTP client; BigQuery stores rows in arrival order, and nothing downstream relies
+///   on it (the chain comparison orders by `seq`);
 /// - a request BigQuery refuses as a whole (400) is split in halves until the offending row is
 ///   alone, so one poisoned event cannot block the queue; but when every request of the call is
 ///   refused (nothing points at particular rows) the batch is `Unavailable`, not rejected.
@@ -83,11 +91,16 @@ struct WireRow<'a, T: Serialize> {
 const BODY_HEAD: &str = r#"{"kind":"bigquery#tableDataInsertAllRequest","skipInvalidRows":true,"ignoreUnknownValues":false,"rows":["#;
 const BODY_TAIL: &str = "]}";
 
-/// Where one export call stands: row-level refusals per batch index, and transient row errors.
+/// Where one export call stands: row-level refusals and transient row errors per batch index.
 #[derive(Debug, Default)]
 struct Outcome {
     rejected: BTreeMap<usize, Vec<String>>,
-    transient: Vec<String>,
+    /// Rows BigQuery did not store this time (`backendError`, `timeout`, …): their events are
+    /// retried, the rest of the batch is settled.
+    transient: BTreeMap<usize, Vec<String>>,
+    /// Transient errors that name no row of the request: nothing tells which events landed, so
+    /// the whole batch is retried.
+    unplaced: Vec<String>,
     /// Rows alone in a request BigQuery refused whole (HTTP 400).
     refused_alone: Vec<(usize, String)>,
     /// insertAll requests BigQuery accepted (HTTP 200) in this export call.
@@ -164,12 +177,16 @@ impl BigQuerySink {
         let mut out = Outcome::default();
         let table = self.config.checkpoints_table.clone();
         match self
-            .insert_rows(&table, vec![PreparedRow { item: 0, json }], &mut out)
+            .insert_rows(
+                vec![(&table, vec![PreparedRow { item: 0, json }])],
+                &mut out,
+            )
             .await
         {
             Ok(())
                 if out.rejected.is_empty()
                     && out.transient.is_empty()
+                    && out.unplaced.is_empty()
                     && out.refused_alone.is_empty() =>
             {
                 let mut last = cpr.last.lock().unwrap_or_else(|p| p.into_inner());
@@ -179,7 +196,7 @@ impl BigQuerySink {
                 seq = cp.seq,
                 "BigQuery refused the audit checkpoint row; retrying with the next batch"
             ),
-            Err(e) => {
+            Err((_, e)) => {
                 tracing::warn!(seq = cp.seq, error = %e, "audit checkpoint export failed; retrying with the next batch")
             }
         }
@@ -339,28 +356,48 @@ impl BigQuerySink {
         Ok(out)
     }
 
-    async fn insert_rows(
+    /// Sends `tables`' rows in requests within BigQuery's limits, up to
+    /// `max_concurrent_requests` at once (one request at a time bounded the drain by the round
+    /// trips), and files every answer in `out`. A request refused whole (HTTP 400) is split in
+    /// halves until the offending row is alone. Any other failure stops launching requests; the
+    /// ones in flight are awaited (so what landed is known to have landed, and a retry's
+    /// duplicates are absorbed by the insertIds) and the first error is returned.
+    async fn insert_rows<'t>(
         &self,
-        table: &str,
-        rows: Vec<PreparedRow>,
+        tables: Vec<(&'t str, Vec<PreparedRow>)>,
         out: &mut Outcome,
-    ) -> Result<(), BigQueryError> {
-        let mut queue = chunk(
-            rows,
-            self.config.max_rows_per_request,
-            self.config.max_bytes_per_request,
-        );
-        while let Some(chunk) = queue.pop_front() {
-            let started = Instant::now();
-            let result = self
-                .client
-                .insert_all_raw(
-                    &self.config.project,
-                    &self.config.dataset,
-                    table,
-                    body(&chunk),
-                )
-                .await;
+    ) -> Result<(), (&'t str, BigQueryError)> {
+        let mut queue: VecDeque<(&'t str, Vec<PreparedRow>)> = VecDeque::new();
+        for (table, rows) in tables {
+            for c in chunk(
+                rows,
+                self.config.max_rows_per_request,
+                self.config.max_bytes_per_request,
+            ) {
+                queue.push_back((table, c));
+            }
+        }
+        let limit = self.config.max_concurrent_requests.max(1);
+        let mut in_flight = FuturesUnordered::new();
+        let mut failed: Option<(&'t str, BigQueryError)> = None;
+        loop {
+            while failed.is_none() && in_flight.len() < limit {
+                let Some((table, chunk)) = queue.pop_front() else {
+                    break;
+                };
+                let body = body(&chunk);
+                in_flight.push(async move {
+                    let started = Instant::now();
+                    let result = self
+                        .client
+                        .insert_all_raw(&self.config.project, &self.config.dataset, table, body)
+                        .await;
+                    (table, chunk, started, result)
+                });
+            }
+            let Some((table, chunk, started, result)) = in_flight.next().await else {
+                break;
+            };
             match result {
                 Ok(resp) => {
                     out.accepted_requests += 1;
@@ -371,54 +408,61 @@ impl BigQuerySink {
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "insertAll"
                     );
-                    for re in resp.insert_errors {
-                        let Some(row) = chunk.get(re.index) else {
-                            out.transient.push(format!(
-                                "{table}: error for row {} outside the request",
-                                re.index
-                            ));
-                            continue;
-                        };
-                        let (temporary, permanent): (Vec<_>, Vec<_>) = re
-                            .errors
-                            .iter()
-                            .partition(|e| is_transient_reason(&e.reason));
-                        if permanent.is_empty() {
-                            let why = temporary
-                                .iter()
-                                .map(|e| e.to_string())
-                                .collect::<Vec<_>>()
-                                .join("; ");
-                            out.transient.push(format!("{table}: {why}"));
-                        } else {
-                            let why = permanent
-                                .iter()
-                                .map(|e| e.to_string())
-                                .collect::<Vec<_>>()
-                                .join("; ");
-                            out.rejected
-                                .entry(row.item)
-                                .or_default()
-                                .push(format!("{table}: {why}"));
-                        }
-                    }
+                    file_row_errors(table, &chunk, resp.insert_errors, out);
                 }
                 Err(e) if e.is_bad_request() && chunk.len() > 1 => {
                     tracing::warn!(table, rows = chunk.len(), error = %e, "insertAll refused the request; splitting it");
                     let mut first = chunk;
                     let second = first.split_off(first.len() / 2);
-                    queue.push_front(second);
-                    queue.push_front(first);
+                    queue.push_front((table, second));
+                    queue.push_front((table, first));
                 }
                 Err(e) if e.is_bad_request() => {
                     if let Some(row) = chunk.first() {
                         out.refused_alone.push((row.item, format!("{table}: {e}")));
                     }
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(table, rows = chunk.len(), error = %e, "insertAll failed");
+                    failed.get_or_insert((table, e));
+                }
             }
         }
-        Ok(())
+        match failed {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Files the `insertErrors` of one accepted request by batch index: permanent reasons reject the
+/// row's event, transient ones (`backendError`, …) send it again later.
+fn file_row_errors(table: &str, chunk: &[PreparedRow], errors: Vec<RowErrors>, out: &mut Outcome) {
+    for re in errors {
+        let Some(row) = chunk.get(re.index) else {
+            out.unplaced.push(format!(
+                "{table}: error for row {} outside the request",
+                re.index
+            ));
+            continue;
+        };
+        let (temporary, permanent): (Vec<_>, Vec<_>) = re
+            .errors
+            .iter()
+            .partition(|e| is_transient_reason(&e.reason));
+        let (list, errs) = if permanent.is_empty() {
+            (&mut out.transient, temporary)
+        } else {
+            (&mut out.rejected, permanent)
+        };
+        let why = errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        list.entry(row.item)
+            .or_default()
+            .push(format!("{table}: {why}"));
     }
 }
 
@@ -507,16 +551,17 @@ impl AuditSink for BigQuerySink {
 
         let c = &self.config;
         let started = Instant::now();
-        // Events first: if the grants table is the one that fails, the retry re-sends both and
-        // the insertIds absorb the repeat.
-        for (table, rows) in [(&c.events_table, events), (&c.grants_table, grants)] {
-            if rows.is_empty() {
-                continue;
-            }
-            if let Err(e) = self.insert_rows(table, rows, &mut out).await {
-                tracing::warn!(table = %table, events = batch.len(), error = %e, "audit export failed; the batch will be retried");
-                return Err(unavailable(&format!("table {}.{table}", c.dataset), &e));
-            }
+        // Both tables' requests go out together: if any fails, the whole batch is retried and
+        // the insertIds absorb the rows that did land.
+        let tables: Vec<(&str, Vec<PreparedRow>)> =
+            [(&c.events_table, events), (&c.grants_table, grants)]
+                .into_iter()
+                .filter(|(_, rows)| !rows.is_empty())
+                .map(|(t, rows)| (t.as_str(), rows))
+                .collect();
+        if let Err((table, e)) = self.insert_rows(tables, &mut out).await {
+            tracing::warn!(table, events = batch.len(), error = %e, "audit export failed; the batch will be retried");
+            return Err(unavailable(&format!("table {}.{table}", c.dataset), &e));
         }
         if let Some((_, first)) = out.refused_alone.first() {
             // A 400 for every request, even one row at a time, says nothing about the rows: a
@@ -533,13 +578,24 @@ impl AuditSink for BigQuerySink {
                 out.rejected.entry(item).or_default().push(why);
             }
         }
-        if let Some(first) = out.transient.first() {
-            tracing::warn!(rows = out.transient.len(), first = %first, "BigQuery reported transient row errors; the batch will be retried");
+        if let Some(first) = out.unplaced.first() {
+            tracing::warn!(errors = out.unplaced.len(), first = %first, "BigQuery reported row errors for no row of the request; the batch will be retried");
             return Err(AuditSinkError::Unavailable(format!(
-                "{} rows hit transient row errors (first: {first})",
-                out.transient.len()
+                "{} row errors name no row of their request (first: {first})",
+                out.unplaced.len()
             )));
         }
+        // A row refused for good is not retried, even if its other table's row was transient.
+        let retry: Vec<_> = out
+            .transient
+            .into_iter()
+            .filter(|(i, _)| !out.rejected.contains_key(i))
+            .filter_map(|(i, why)| {
+                batch
+                    .get(i)
+                    .map(|item| (item.event.record.id, why.join("; ")))
+            })
+            .collect();
         let rejected: Vec<_> = out
             .rejected
             .into_iter()
@@ -552,14 +608,20 @@ impl AuditSink for BigQuerySink {
         for (id, why) in &rejected {
             tracing::warn!(event_id = %id, reason = %why, "BigQuery refused an audit row; it stays in the local chain");
         }
-        self.maybe_checkpoint(batch).await;
+        if let Some((id, why)) = retry.first() {
+            tracing::warn!(rows = retry.len(), first_event = %id, first = %why, "BigQuery reported transient row errors; those events will be retried");
+        } else {
+            // A checkpoint vouches for every event up to its seq: not while some are to be re-sent.
+            self.maybe_checkpoint(batch).await;
+        }
         tracing::debug!(
             events = batch.len(),
             rejected = rejected.len(),
+            retry = retry.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "audit batch exported"
         );
-        Ok(ExportReport { rejected })
+        Ok(ExportReport { rejected, retry })
     }
 }
 

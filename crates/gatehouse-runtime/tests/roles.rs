@@ -181,24 +181,26 @@ impl World {
         serde_json::from_slice(&bytes).unwrap_or(Value::Null)
     }
 
-    /// `/access <text>` from `user`; the acknowledgement's text.
+    /// `/access <text>` from `user`; the command's answer.
     async fn command(&self, user: &str, text: &str) -> String {
         self.slash("/access", user, text).await
     }
 
+    /// The command's answer: the acknowledgement's text, or what followed its receipt on the
+    /// response_url (`FakeSlack::command_answer`).
     async fn slash(&self, command: &str, user: &str, text: &str) -> String {
-        let body = testkit::slack::SlashCommand::new(
-            command,
-            user,
-            text,
-            &self.slack.response_url(),
-            &self.slack.trigger_id(),
-        )
-        .body();
+        let url = self.slack.response_url();
+        let body =
+            testkit::slack::SlashCommand::new(command, user, text, &url, &self.slack.trigger_id())
+                .body();
         let ack = self
             .post("/slack/commands", "application/x-www-form-urlencoded", body)
             .await;
-        ack["text"].as_str().unwrap_or_default().to_string()
+        let ack = ack["text"].as_str().unwrap_or_default();
+        self.slack
+            .command_answer(ack, &url, std::time::Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{command} {text}: receipt {ack:?} but nothing followed"))
     }
 
     async fn interaction(&self, payload: &Value) -> Value {

@@ -148,6 +148,13 @@ impl ProfileCache {
             .map(|(s, _)| s.clone())
     }
 
+    /// Whether `caller`'s profile is here and fresh: a command needing it then calls nobody
+    /// before answering (the slash command handler answers in the acknowledgement then, and
+    /// with a receipt otherwise).
+    pub fn holds(&self, caller: &Caller) -> bool {
+        self.get(&profile_key(caller)).is_some()
+    }
+
     fn put(&self, key: String, s: SlackUser) {
         if let Ok(mut g) = self.entries.lock() {
             if g.len() > 10_000 {
@@ -198,13 +205,18 @@ pub async fn lookup_subject(
     person(api, cache, caller).await.map(|(s, _)| s)
 }
 
+/// The key of `caller`'s profile in the [`ProfileCache`].
+fn profile_key(caller: &Caller) -> String {
+    format!("{}/{}/{}", caller.team_id, caller.workspace, caller.user_id)
+}
+
 /// The caller's `users.info` profile (cached a few minutes).
 async fn profile(
     api: &SlackApi,
     cache: &ProfileCache,
     caller: &Caller,
 ) -> Result<SlackUser, ProfileError> {
-    let key = format!("{}/{}/{}", caller.team_id, caller.workspace, caller.user_id);
+    let key = profile_key(caller);
     if let Some(u) = cache.get(&key) {
         return Ok(u);
     }

@@ -38,7 +38,7 @@ pub async fn submit(ctx: Ctx<'_>, caller: &Caller, raw: &RawSubmission) -> Strin
 }
 
 /// The answer to a break-glass request that was refused.
-fn refusal_text(e: EngineError) -> String {
+pub(crate) fn refusal_text(e: EngineError) -> String {
     match e {
         e @ EngineError::EmergencyNotAllowed { .. } => format!(":no_entry: {e}"),
         e => e.to_string(),

@@ -39,12 +39,12 @@ async fn admin_harness(db: TestDb, provider: Arc<dyn access_core::ports::Provide
     h
 }
 
-/// The acknowledgement's text of a slash command.
+/// A slash command's answer (the acknowledgement, or what followed its receipt).
 async fn access(h: &Harness, user: &str, text: &str) -> String {
-    let (reply, _) = h.command("/access", user, text).await;
+    let (reply, url) = h.command("/access", user, text).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["response_type"], "ephemeral", "{}", reply.body);
-    reply.text()
+    h.answer(&reply, &url).await
 }
 
 async fn refused_events(h: &Harness, user: &str) -> Vec<access_core::AuditEvent> {

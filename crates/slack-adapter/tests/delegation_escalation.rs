@@ -59,7 +59,7 @@ async fn harnesses() -> Vec<Harness> {
 /// response_url answer when it came later).
 async fn say(h: &Harness, user: &str, text: &str) -> String {
     let (r, url) = h.command("/access", user, text).await;
-    let mut answer = r.text();
+    let mut answer = h.answer(&r, &url).await;
     if answer.is_empty() {
         let posted = h.wait_responses(&url, 1).await;
         answer = posted[0]["text"].as_str().unwrap_or_default().to_string();

@@ -64,7 +64,7 @@ async fn grid(db: testkit::db::TestDb) -> Harness {
     h
 }
 
-/// `/access <text>` typed by `user` in workspace `team` of the organisation.
+/// `/access <text>` typed by `user` in workspace `team` of the organisation; returns its answer.
 async fn command_in(h: &Harness, team: &str, user: &str, text: &str) -> String {
     let url = h.slack.response_url();
     let mut cmd =
@@ -74,7 +74,7 @@ async fn command_in(h: &Harness, team: &str, user: &str, text: &str) -> String {
     let r = h
         .post("/slack/commands", "application/x-www-form-urlencoded", body)
         .await;
-    r.text()
+    h.answer(&r, &url).await
 }
 
 /// A button click by `user` in workspace `team` of the organisation; returns its response_url.

@@ -49,39 +49,36 @@ async fn guests_and_external_users_cannot_request_unless_the_resource_allows_the
     let h = harness_with(open_resources(), |_| {}).await;
     with_people(&h).await;
     for user in [GUEST, SCG] {
-        let (r, _) = h
+        let (r, url) = h
             .command("/access", user, "request dev-network 1h Need to debug")
             .await;
+        let answer = h.answer(&r, &url).await;
         assert!(
-            r.text()
-                .contains("Guest accounts cannot request 'dev-network'."),
-            "{user}: {}",
-            r.body
+            answer.contains("Guest accounts cannot request 'dev-network'."),
+            "{user}: {answer}"
         );
     }
-    let (r, _) = h
+    let (r, url) = h
         .command("/access", STRANGER, "request dev-network 1h Need to debug")
         .await;
+    let answer = h.answer(&r, &url).await;
     assert!(
-        r.text().contains(
+        answer.contains(
             "People from outside this organisation (Slack Connect) cannot request 'dev-network'."
         ),
-        "{}",
-        r.body
+        "{answer}"
     );
     // A stranger is not let in by allow_guests, nor a guest by allow_external.
-    let (r, _) = h
+    let (r, url) = h
         .command("/access", STRANGER, "request contractors 1h Need to debug")
         .await;
-    assert!(
-        r.text().contains("cannot request 'contractors'"),
-        "{}",
-        r.body
-    );
-    let (r, _) = h
+    let answer = h.answer(&r, &url).await;
+    assert!(answer.contains("cannot request 'contractors'"), "{answer}");
+    let (r, url) = h
         .command("/access", GUEST, "request partners 1h Need to debug")
         .await;
-    assert!(r.text().contains("cannot request 'partners'"), "{}", r.body);
+    let answer = h.answer(&r, &url).await;
+    assert!(answer.contains("cannot request 'partners'"), "{answer}");
     assert!(h.requests().await.is_empty(), "nothing filed");
     assert!(
         h.slack.messages_in(APPROVALS).is_empty(),

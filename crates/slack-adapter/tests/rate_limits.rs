@@ -33,9 +33,9 @@ fn more_resources() -> Vec<access_core::Resource> {
 }
 
 async fn access(h: &Harness, user: &str, text: &str) -> String {
-    let (reply, _) = h.command("/access", user, text).await;
+    let (reply, url) = h.command("/access", user, text).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.text()
+    h.answer(&reply, &url).await
 }
 
 fn form(resource: &str) -> Value {

@@ -143,7 +143,8 @@ async fn rig(db: TestDb) -> Rig {
 }
 
 impl Rig {
-    /// A signed slash command; returns the acknowledgement's text.
+    /// A signed slash command; returns its answer (the acknowledgement's text, or what followed
+    /// a receipt on the response_url).
     async fn command(&self, user: &str, text: &str) -> String {
         let url = self.slack.response_url();
         let trigger = self.slack.trigger_id();
@@ -162,7 +163,11 @@ impl Rig {
         assert_eq!(resp.status(), StatusCode::OK);
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        v["text"].as_str().unwrap_or_default().to_string()
+        let ack = v["text"].as_str().unwrap_or_default();
+        self.slack
+            .command_answer(ack, &url, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("receipt {ack:?} but nothing followed"))
     }
 
     /// Waits (generously) until no job is running: the work started by an operation in this

@@ -17,13 +17,16 @@ const EXPORT: &str = "export_audit";
 /// A batch ready for the sink: the items in chain order, and the job of each event (by id).
 struct ExportBatch<'a> {
     items: Vec<ExportItem>,
-    jobs: HashMap<String, &'a Job>,
+    jobs: HashMap<AuditEventId, &'a Job>,
 }
 
 impl Engine {
     /// Ships the events of `jobs` (all `export_audit`) to the audit sink in one call and settles
     /// every job: done when accepted, dead when the sink (or the store) has no use for the
-    /// event, retried with backoff when the sink is unavailable.
+    /// event, retried with backoff when the sink is unavailable (the whole batch) or reports the
+    /// event's rows as not stored this time (that event alone). A crash anywhere before the
+    /// completion leaves the jobs claimed; their lease lapses and the batch is sent again, the
+    /// sink absorbing what had landed (insertId = event id).
     pub(super) async fn run_exports(&self, jobs: Vec<Job>) -> Result<RunSummary, EngineError> {
         let mut s = RunSummary::default();
         let Some(sink) = &self.audit_sink else {
@@ -81,20 +84,15 @@ impl Engine {
             .collect();
         let request_ids: Vec<RequestId> = distinct(events.values().map(|e| e.record.request_id));
         let grant_ids: Vec<GrantId> = distinct(events.values().map(|e| e.record.grant_id));
-        let requests: HashMap<RequestId, AccessRequest> = self
-            .store
-            .requests_by_id(&request_ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
-        let grants: HashMap<GrantId, Grant> = self
-            .store
-            .grants_by_id(&grant_ids)
-            .await?
-            .into_iter()
-            .map(|g| (g.id, g))
-            .collect();
+        // Independent reads: both at once (two pool connections) rather than one after the other.
+        let (requests, grants) = futures::future::try_join(
+            self.store.requests_by_id(&request_ids),
+            self.store.grants_by_id(&grant_ids),
+        )
+        .await?;
+        let requests: HashMap<RequestId, AccessRequest> =
+            requests.into_iter().map(|r| (r.id, r)).collect();
+        let grants: HashMap<GrantId, Grant> = grants.into_iter().map(|g| (g.id, g)).collect();
         let mut batch = ExportBatch {
             items: Vec::with_capacity(jobs.len()),
             jobs: HashMap::new(),
@@ -116,7 +114,7 @@ impl Engine {
                 .request_id
                 .and_then(|r| requests.get(&r).cloned());
             let grant = event.record.grant_id.and_then(|g| grants.get(&g).cloned());
-            batch.jobs.insert(event_id.to_string(), j);
+            batch.jobs.insert(event_id, j);
             batch.items.push(ExportItem {
                 event,
                 request,
@@ -128,25 +126,27 @@ impl Engine {
     }
 
     /// Settles a batch the sink answered: the events it rejected stay in the local chain (their
-    /// jobs are buried); the others are done, in one write for the whole batch.
+    /// jobs are buried); the events it did not store this time are retried with backoff; the
+    /// others — exactly the accepted ones — are done, in one write for the whole batch.
     async fn settle_exported(
         &self,
         batch: ExportBatch<'_>,
         report: ExportReport,
         s: &mut RunSummary,
     ) -> Result<(), EngineError> {
-        let rejected: HashMap<String, String> = report
-            .rejected
-            .into_iter()
-            .map(|(id, why)| (id.to_string(), why))
-            .collect();
-        let mut accepted = Vec::new();
+        let rejected: HashMap<AuditEventId, String> = report.rejected.into_iter().collect();
+        let retry: HashMap<AuditEventId, String> = report.retry.into_iter().collect();
+        let mut accepted = Vec::with_capacity(batch.jobs.len());
         for (event_id, job) in batch.jobs {
             let token = job.claim_token.clone().unwrap_or_default();
             if let Some(why) = rejected.get(&event_id) {
                 tracing::error!(event = %event_id, error = %why, "audit sink rejected an event; it stays in the local chain");
                 self.store.bury_job(job.id, &token, why).await?;
                 *s.dead.entry(EXPORT.into()).or_default() += 1;
+            } else if let Some(why) = retry.get(&event_id) {
+                let at = self.now() + backoff(&job.kind, job.attempts);
+                self.store.retry_job(job.id, &token, why, at).await?;
+                *s.retried.entry(EXPORT.into()).or_default() += 1;
             } else {
                 accepted.push((job.id, token));
             }

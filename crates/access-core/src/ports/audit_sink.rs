@@ -39,11 +39,14 @@ pub struct ExportItem {
     pub grant: Option<Grant>,
 }
 
-/// Rows the sink refused for good (row-level errors); the others were accepted.
+/// Rows the sink refused for good (row-level errors) and rows it did not store this time
+/// (transient row errors); the others were accepted.
 #[derive(Debug, Clone, Default)]
 pub struct ExportReport {
     /// Each refused event, with the sink's reason.
     pub rejected: Vec<(AuditEventId, String)>,
+    /// Each event to send again later (the sink stored the rest of the batch), with the reason.
+    pub retry: Vec<(AuditEventId, String)>,
 }
 
 /// Ships audit events somewhere outside (BigQuery). MUST tolerate the same event twice (exports

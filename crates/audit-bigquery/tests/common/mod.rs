@@ -264,3 +264,41 @@ pub fn granted_count(items: &[ExportItem]) -> usize {
         .filter(|i| i.event.record.kind == AuditKind::AccessGranted)
         .count()
 }
+
+/// Commits `items` to `store` as the engine would have: their requests and grants, the events
+/// (re-sealed into the store's own chain) and one pending `export_audit` job per event, due at
+/// `due`; `per_commit` events per change set.
+pub async fn seed_backlog(
+    store: &dyn access_core::ports::Store,
+    items: &[ExportItem],
+    due: DateTime<Utc>,
+    per_commit: usize,
+) {
+    use access_core::jobs::{JobKind, NewJob};
+    use access_core::ports::{ChangeSet, GrantWrite, RequestWrite};
+    let mut seen_req = std::collections::HashSet::new();
+    let mut seen_grant = std::collections::HashSet::new();
+    for chunk in items.chunks(per_commit.max(1)) {
+        let mut cs = ChangeSet::default();
+        for item in chunk {
+            if let Some(r) = &item.request
+                && seen_req.insert(r.id)
+            {
+                cs.requests.push(RequestWrite::Insert(r.clone()));
+            }
+            if let Some(g) = &item.grant
+                && seen_grant.insert(g.id)
+            {
+                cs.grants.push(GrantWrite::Insert(g.clone()));
+            }
+            cs.audit.push(item.event.record.clone());
+            cs.jobs.push(NewJob::at(
+                JobKind::ExportAudit {
+                    event_id: item.event.record.id,
+                },
+                due,
+            ));
+        }
+        store.commit(cs).await.expect("seed the backlog");
+    }
+}

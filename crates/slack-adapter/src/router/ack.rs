@@ -45,10 +45,11 @@ pub(super) struct Waiters(
 );
 
 impl Waiters {
-    /// A replay arriving while the first delivery waits must not take its place.
+    /// Registered only for a delivery just stored (see `enqueue_and_run_answering`): its key is
+    /// new, a replay never gets here.
     pub(super) fn insert(&self, key: String, tx: tokio::sync::oneshot::Sender<Answer>) {
         if let Ok(mut m) = self.0.lock() {
-            m.entry(key).or_insert(tx);
+            m.insert(key, tx);
         }
     }
 

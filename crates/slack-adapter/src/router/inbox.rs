@@ -102,6 +102,20 @@ pub(super) async fn enqueue_and_run(
     key: &str,
     inbound: &Inbound,
 ) -> Result<bool, EngineError> {
+    enqueue_and_run_answering(st, key, inbound, None).await
+}
+
+/// [`enqueue_and_run`], the job handing its answer to `waiter` (an acknowledgement still open)
+/// instead of posting it. The waiter is registered only once the delivery is stored and before
+/// its job starts: a replay (or a failed store) never registers one, so a replay arriving while
+/// the first delivery's job runs cannot take that job's answer, and a job that finishes before
+/// the handler awaits still finds its waiter.
+pub(super) async fn enqueue_and_run_answering(
+    st: &Shared,
+    key: &str,
+    inbound: &Inbound,
+    waiter: Option<tokio::sync::oneshot::Sender<Answer>>,
+) -> Result<bool, EngineError> {
     let payload = serde_json::to_string(inbound).map_err(|e| {
         EngineError::Store(access_core::ports::StoreError::corrupt_because(
             "inbound", e,
@@ -116,6 +130,9 @@ pub(super) async fn enqueue_and_run(
     let Some(job) = st.engine.enqueue_inbox_claimed(item).await? else {
         return Ok(false);
     };
+    if let Some(tx) = waiter {
+        waiters().insert(key.to_string(), tx);
+    }
     let engine = st.engine.clone();
     tokio::spawn(async move {
         let id = job.id;
@@ -319,7 +336,7 @@ async fn process_submission(
 }
 
 /// Commands that read the caller's profile (`users.info`) before acting.
-fn needs_profile(cmd: &Command) -> bool {
+pub(super) fn needs_profile(cmd: &Command) -> bool {
     matches!(
         cmd,
         Command::Request { .. }

@@ -169,7 +169,10 @@ async fn block_actions(st: &Shared, caller: &Caller, p: &Interaction) -> Respons
         // A trigger_id expires three seconds after the click: a stored click could not use it
         // later, so the form is opened at once (losing it loses nothing the person said).
         let st = st.clone();
-        tokio::spawn(async move { open_modal(&st, &click.trigger_id, None, click.reply).await });
+        let caller = caller.clone();
+        tokio::spawn(async move {
+            open_modal(&st, &caller, &click.trigger_id, None, click.reply).await
+        });
         return StatusCode::OK.into_response();
     }
     let inbound = click.inbound(caller);

@@ -4,10 +4,12 @@
 //! it), the signature checked over the raw bytes (401 on any failure), and only then does a
 //! handler parse it. Handlers answer Slack within the acknowledgement budget no matter what.
 //! Slash commands and events (DMs, App Home) are stored as inbox jobs before they are
-//! acknowledged (once per `trigger_id` / `event_id`), then run at once from the queue; a command
-//! that finishes within the budget answers in the acknowledgement, otherwise the acknowledgement
-//! says "working on it" and the answer follows through `response_url` or a DM, retried with the
-//! job's backoff while Slack fails.
+//! acknowledged (once per `trigger_id` / `event_id`), then run at once from the queue. A command
+//! that must read the person's profile from Slack first (not cached) is acknowledged with a
+//! receipt as soon as it is stored (verify, persist, answer); any other command that finishes
+//! within the budget answers in the acknowledgement, otherwise the acknowledgement says "working
+//! on it". Late answers follow through `response_url` or a DM, retried with the job's backoff
+//! while Slack fails.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,6 +40,8 @@ mod inbox;
 mod interactions;
 mod slash;
 mod views;
+
+pub use slash::RECEIPT_MARK;
 
 use events::{events_endpoint, log_event};
 use inbox::{Inbound, SlackInbox};

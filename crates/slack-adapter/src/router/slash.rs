@@ -1,6 +1,8 @@
 //! `/slack/commands`: a slash command is answered at once when it needs nothing (help, the
 //! request form, a refusal the catalogue decides), otherwise stored as an inbox job before the
-//! acknowledgement and answered in it when the job finishes within the budget.
+//! acknowledgement; acknowledged with a receipt when its job must call Slack for the person's
+//! profile first (the outcome then goes to response_url), else answered in the acknowledgement
+//! when the job finishes within the budget.
 
 use access_core::submission::RawSubmission;
 use axum::body::Bytes;
@@ -9,9 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::ack::{Answer, await_answer, waiters};
-use super::inbox::{CommandDelivery, Inbound, enqueue_and_run};
+use super::ack::{Answer, await_answer};
+use super::inbox::{CommandDelivery, Inbound, enqueue_and_run_answering, needs_profile};
 use super::{ReplyTo, Shared, bad_request, blocks, busy_text, ephemeral_ack, for_team, send_reply};
+use crate::blocks::escape;
 use crate::commands::Caller;
 use crate::grammar::{self, Command, Surface};
 
@@ -108,23 +111,44 @@ pub(super) async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> 
         Command::OpenModal => {
             // trigger_id lives 3 s: open the modal right away, but never make Slack wait for it.
             let st2 = st.clone();
-            tokio::spawn(async move { open_modal(&st2, &form.trigger_id, None, late).await });
+            tokio::spawn(
+                async move { open_modal(&st2, &caller, &form.trigger_id, None, late).await },
+            );
             StatusCode::OK.into_response()
         }
         cmd => {
             // Refuse impossible requests at once, without calling anybody.
-            if let Command::Request {
-                resource,
-                duration,
-                justification,
-            } = &cmd
-                && let Err(e) = st.engine.validate(&RawSubmission::new(
-                    resource.as_str(),
-                    duration.clone(),
-                    justification.as_str(),
-                ))
-            {
-                return ephemeral_ack(&e.to_string());
+            let refused = match &cmd {
+                Command::Request {
+                    resource,
+                    duration,
+                    justification,
+                } => st
+                    .engine
+                    .validate(&RawSubmission::new(
+                        resource.as_str(),
+                        duration.clone(),
+                        justification.as_str(),
+                    ))
+                    .err()
+                    .map(|e| e.to_string()),
+                Command::EmergencyRequest {
+                    resource,
+                    duration,
+                    justification,
+                } => st
+                    .engine
+                    .validate_emergency(&RawSubmission::new(
+                        resource.as_str(),
+                        duration.clone(),
+                        justification.as_str(),
+                    ))
+                    .err()
+                    .map(|e| crate::emergency::refusal_text(e.into())),
+                _ => None,
+            };
+            if let Some(refusal) = refused {
+                return ephemeral_ack(&refusal);
             }
             // Stored before anything is done or acknowledged: a crash, or a Slack call failing
             // transiently, cannot lose it. Slack gives every invocation its own trigger_id, so a
@@ -136,18 +160,26 @@ pub(super) async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> 
                 format!("command:{}:{}", form.team_id, form.trigger_id)
             };
             let inbound = form.inbound();
-            // Within the budget the answer goes in the acknowledgement; after it, the job posts
-            // it to response_url.
+            // The acknowledgement never waits for a remote call: a command that must read the
+            // person's profile from Slack first (`users.info`, not cached yet) is answered with
+            // a receipt as soon as it is stored, and its job posts the outcome to response_url.
+            // Otherwise, within the budget the answer goes in the acknowledgement; after it, the
+            // job posts it. Decided here, before the job exists, so each answer has one way out:
+            // with no waiter registered the job always posts, with one it hands over (or posts
+            // once the budget ran out and the waiter is gone).
+            let receipt =
+                (needs_profile(&cmd) && !st.profiles.holds(&caller)).then(|| receipt_text(&cmd));
             let (tx, rx) = tokio::sync::oneshot::channel();
-            waiters().insert(key.clone(), tx);
-            let stored = enqueue_and_run(&st, &key, &inbound).await;
-            let answer = match stored {
-                Ok(true) => match await_answer(&st, &key, rx).await {
-                    Some(Answer::Text(text)) => Some(text),
-                    _ => None,
+            let waiter = receipt.is_none().then_some(tx);
+            let answer = match enqueue_and_run_answering(&st, &key, &inbound, waiter).await {
+                Ok(true) => match receipt {
+                    Some(receipt) => Some(receipt),
+                    None => match await_answer(&st, &key, rx).await {
+                        Some(Answer::Text(text)) => Some(text),
+                        _ => None,
+                    },
                 },
                 Ok(false) => {
-                    // The waiter under this key, if any, is the first delivery's.
                     tracing::warn!(user = %caller.user_id, "repeated slash command ignored (same trigger_id)");
                     Some(
                         "This command was already received and handled; the repeat was ignored."
@@ -155,7 +187,6 @@ pub(super) async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> 
                     )
                 }
                 Err(e) => {
-                    waiters().remove(&key);
                     tracing::error!(error = %e, "could not store a slash command");
                     Some("Something went wrong on our side. Please try again.".to_string())
                 }
@@ -170,8 +201,53 @@ pub(super) async fn commands_endpoint(State(st): State<Shared>, body: Bytes) -> 
     }
 }
 
+/// What a command stored for later is acknowledged with: what was understood, and that the
+/// answer follows (in the same place: response_url, or an ephemeral message in the channel).
+/// Starts with [`RECEIPT_MARK`].
+fn receipt_text(cmd: &Command) -> String {
+    let what = |resource: &str, duration: &Option<String>| {
+        let duration = duration
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| format!(" ({})", escape(d)))
+            .unwrap_or_default();
+        format!("*{}*{duration}", escape(resource.trim()))
+    };
+    let doing = match cmd {
+        Command::Request {
+            resource, duration, ..
+        } => format!(
+            "Got it — checking your request for {}.",
+            what(resource, duration)
+        ),
+        Command::EmergencyRequest {
+            resource, duration, ..
+        } => format!(
+            "Got it — checking your emergency request for {}.",
+            what(resource, duration)
+        ),
+        Command::Extend {
+            resource, duration, ..
+        } => format!(
+            "Got it — checking your extension of {}.",
+            what(resource, duration)
+        ),
+        Command::List => "Looking up what you can request…".to_string(),
+        _ => "Got it — working on it.".to_string(),
+    };
+    format!("{RECEIPT_MARK} {doing} The answer follows here in a moment.")
+}
+
+/// How every receipt begins (tests and the load benchmark tell a receipt from an answer by it).
+pub const RECEIPT_MARK: &str = ":inbox_tray:";
+
+/// Opens the request form for `caller`, then reads their profile into the cache while they fill
+/// it in: the submission's acknowledgement, which must carry a refusal into the form
+/// (`response_action: errors`), then has nothing remote left to wait for (docs/slack-app.md).
 pub(super) async fn open_modal(
     st: &Shared,
+    caller: &Caller,
     trigger_id: &str,
     preselect: Option<&str>,
     on_error: ReplyTo,
@@ -185,5 +261,8 @@ pub(super) async fn open_modal(
             "I couldn't open the request form. Type `/access request <resource> [duration] <reason>` instead.",
         )
         .await;
+        return;
     }
+    // A failure here costs nothing: the submission's job reads the profile again.
+    let _ = crate::commands::lookup_subject(&st.api, &st.profiles, caller).await;
 }

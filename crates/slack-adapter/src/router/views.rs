@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::ack::{Answer, await_answer, waiters};
-use super::inbox::{Inbound, SubmissionDelivery, enqueue_and_run};
+use super::ack::{Answer, await_answer};
+use super::inbox::{Inbound, SubmissionDelivery, enqueue_and_run_answering};
 use super::{Shared, blocks};
 use crate::blocks::modal_block;
 use crate::commands::{Caller, Field};
@@ -111,15 +111,13 @@ pub(super) async fn view_submission(st: &Shared, caller: Caller, p: &Interaction
     // Within the budget, problems go back into the form; after it, the form closes and the
     // outcome arrives by DM (from the job).
     let (tx, rx) = tokio::sync::oneshot::channel();
-    waiters().insert(key.clone(), tx);
-    match enqueue_and_run(st, &key, &inbound).await {
+    match enqueue_and_run_answering(st, &key, &inbound, Some(tx)).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(user = %caller.user_id, "repeated view_submission ignored (same view and values)");
             return StatusCode::OK.into_response();
         }
         Err(e) => {
-            waiters().remove(&key);
             tracing::warn!(error = %e, "could not store the view submission");
             return modal_errors(
                 Field::Resource,

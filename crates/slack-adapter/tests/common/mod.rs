@@ -213,6 +213,29 @@ impl Harness {
         )
     }
 
+    /// The command's answer, wherever it went: the acknowledgement's text, or, when the
+    /// acknowledgement was a receipt (the profile had to be read from Slack first), the text
+    /// posted to its response_url.
+    pub async fn answer(&self, reply: &Reply, url: &str) -> String {
+        let ack = reply.text();
+        self.slack
+            .command_answer(&ack, url, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("receipt {ack:?} but nothing followed on {url}"))
+    }
+
+    /// Runs a slash command; returns its answer ([`Harness::answer`]) and its response_url.
+    pub async fn ask(&self, command: &str, user: &str, text: &str) -> (String, String) {
+        let (reply, url) = self.command(command, user, text).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{command} {text}: {}",
+            reply.body
+        );
+        (self.answer(&reply, &url).await, url)
+    }
+
     pub async fn interaction(&self, payload: &Value) -> Reply {
         self.post(
             "/slack/interactions",

@@ -5,36 +5,39 @@ use std::sync::atomic::Ordering;
 
 use access_core::ids::JobId;
 use access_core::jobs::{Job, JobKind, JobStats, NewJob};
+use access_core::notification::MessageRef;
 use access_core::ports::{ChangeSet, ClaimAtInsert, ClaimScope, JobFilter, JobQueue, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::Together;
+use super::refs::save_refs_in;
 use super::{REMEMBER_FOR, ROWS_PER_INSERT, SWEEP_EVERY, limit, prefixed};
 use crate::SqlStore;
 use crate::codec::{self, micros};
 use crate::db::{Arg, Backend, Conn, DbRow, Sql, Tx};
 use crate::error::{db_err, plain, with_sources};
 
-/// Inserts new jobs, several rows per statement; those `claimed` names are written running
-/// under its token, leased on the lease clock (`now()` on PostgreSQL, the host clock on SQLite).
+/// Inserts new jobs, several rows per statement; each with the claim of its change set: those
+/// the claim names are written running under its token, leased on the lease clock (`now()` on
+/// PostgreSQL, the host clock on SQLite).
 pub(super) async fn insert_jobs(
     c: &mut Conn<'_>,
     backend: Backend,
-    jobs: &[NewJob],
-    claimed: Option<&ClaimAtInsert>,
+    jobs: &[(&NewJob, Option<&ClaimAtInsert>)],
 ) -> Result<(), StoreError> {
     let now = micros(Utc::now());
     for (n, chunk) in jobs.chunks(ROWS_PER_INSERT).enumerate() {
         let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) VALUES "));
-        for (k, j) in chunk.iter().enumerate() {
+        for (k, (j, claimed)) in chunk.iter().enumerate() {
             sql.push(if k == 0 { "(" } else { ", (" });
-            push_job_values(&mut sql, backend, j, n * ROWS_PER_INSERT + k, now, claimed)?;
+            push_job_values(&mut sql, backend, j, n * ROWS_PER_INSERT + k, now, *claimed)?;
             sql.push(")");
         }
         c.execute(&sql).await.map_err(|e| {
             db_err(e, || match chunk {
-                [j] => format!("job {} already exists", j.id),
-                _ => format!("one of jobs {}… already exists", chunk[0].id),
+                [(j, _)] => format!("job {} already exists", j.id),
+                _ => format!("one of jobs {}… already exists", chunk[0].0.id),
             })
         })?;
     }
@@ -56,10 +59,13 @@ fn push_job_values(
 ) -> Result<(), StoreError> {
     let payload = codec::to_json(&j.kind)?;
     // Enqueue order among jobs of one ordering key: the wall clock, then the position in
-    // this change set (two jobs of one commit share the microsecond).
+    // this statement's batch (jobs of one commit share the microsecond). Not wrapped at 1000:
+    // a group commit's batch can hold more jobs than that, and a wrap would put a later job
+    // of a key before an earlier one; the next commit of this store takes its clock after this
+    // one's COMMIT, far more than `i / 1000` µs later.
     let order_seq = j.kind.order_key().map(|_| {
         now.saturating_mul(1000)
-            .saturating_add(i64::try_from(i % 1000).unwrap_or(0))
+            .saturating_add(i64::try_from(i).unwrap_or(i64::MAX))
     });
     let claim = claimed.filter(|cl| cl.ids.contains(&j.id));
     sql.bind(j.id.to_string())
@@ -147,6 +153,302 @@ pub(super) async fn complete_in(
         }
     }
     Ok(done)
+}
+
+/// One `complete_job` / `complete_jobs` / `complete_jobs_with_refs` call, queued for group
+/// commit: its claimed jobs, the message refs its jobs posted, and its clock.
+pub(crate) struct Completion {
+    pub jobs: Vec<(JobId, String)>,
+    pub refs: Vec<MessageRef>,
+    pub now: DateTime<Utc>,
+}
+
+impl SqlStore {
+    /// Completes jobs (and saves message refs) through the completion group: concurrent calls
+    /// are written as one transaction (docs/performance.md, "Group commit"). The number of this
+    /// call's jobs marked done.
+    pub(super) async fn complete_grouped(&self, call: Completion) -> Result<u64, StoreError> {
+        let store = self.clone();
+        self.completions
+            .submit(call, move |batch| async move {
+                store.complete_batch(batch).await
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::database_msg(
+                    "the job completion task ended without an outcome",
+                ))
+            })
+    }
+
+    /// A batch of completion calls: one as it always was; several in one transaction, and if
+    /// that fails before its COMMIT, each alone (each call gets its own outcome).
+    async fn complete_batch(&self, calls: Vec<Completion>) -> Vec<Result<u64, StoreError>> {
+        if calls.len() > 1 {
+            // A BEGIN that fails leaves the calls to be tried alone (and fail alone).
+            if let Ok(mut t) = self.begin().await {
+                match complete_together(&mut t, &calls).await {
+                    Ok(done) => match t.commit().await {
+                        Ok(()) => return done.into_iter().map(Ok).collect(),
+                        Err(e) => {
+                            // Whether the COMMIT took effect is unknown: nothing is written
+                            // again (a completion repeated would match nothing anyway).
+                            let text = with_sources(&plain(e));
+                            return calls
+                                .iter()
+                                .map(|_| {
+                                    Err(StoreError::database_msg(format!(
+                                        "commit of a group of job completions: {text}"
+                                    )))
+                                })
+                                .collect();
+                        }
+                    },
+                    Err(e) => {
+                        if let Err(rb) = t.rollback().await {
+                            tracing::warn!(error = %rb, "rollback after a failed group completion failed");
+                        }
+                        tracing::debug!(size = calls.len(), error = %e, "a group completion failed; completing one by one");
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(calls.len());
+        for call in calls {
+            out.push(self.complete_alone(call).await);
+        }
+        out
+    }
+
+    /// One completion call, as it is written without company: a single job is one statement
+    /// (autocommitted on PostgreSQL); several, or any refs, one transaction.
+    async fn complete_alone(&self, call: Completion) -> Result<u64, StoreError> {
+        if call.refs.is_empty() {
+            if let [(id, token)] = call.jobs.as_slice() {
+                let sql = Sql::with(
+                    "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
+                     WHERE id = $2 AND claim_token = $3 AND status = 'running'",
+                    vec![
+                        micros(call.now).into(),
+                        id.to_string().into(),
+                        token.as_str().into(),
+                    ],
+                );
+                return self.write_one(&sql).await;
+            }
+        }
+        let mut tx = self.begin().await?;
+        let done = async {
+            if !call.refs.is_empty() {
+                let refs: Vec<&MessageRef> = call.refs.iter().collect();
+                save_refs_in(&mut tx, &refs).await?;
+            }
+            complete_in(&mut tx, &call.jobs, call.now).await
+        }
+        .await;
+        match done {
+            Ok(done) => {
+                tx.commit().await.map_err(plain)?;
+                Ok(done)
+            }
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed job completion failed");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Several completion calls within `tx`: all their message refs in one upsert (later calls'
+/// refs win, as they would one call at a time), then their jobs in one `UPDATE` per 500, each
+/// job under its own claim token (`(id, claim_token) IN (VALUES …)`; the plain `id IN` list
+/// lets both databases find the rows by primary key). `RETURNING` says which jobs matched, so
+/// each call is told how many of its own jobs were marked done; a job named by two calls
+/// counts for the first, as if they had run in order.
+async fn complete_together(tx: &mut Tx, calls: &[Completion]) -> Result<Vec<u64>, StoreError> {
+    let refs: Vec<&MessageRef> = calls.iter().flat_map(|c| c.refs.iter()).collect();
+    if !refs.is_empty() {
+        save_refs_in(tx, &refs).await?;
+    }
+    let now = calls.iter().map(|c| c.now).max().unwrap_or_else(Utc::now);
+    let pairs: Vec<(String, &str)> = calls
+        .iter()
+        .flat_map(|c| c.jobs.iter().map(|(id, t)| (id.to_string(), t.as_str())))
+        .collect();
+    let mut matched: std::collections::HashSet<(String, String)> = Default::default();
+    for chunk in pairs.chunks(500) {
+        let mut sql = Sql::with(
+            "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
+             WHERE status = 'running' AND (id, claim_token) IN (VALUES ",
+            vec![micros(now).into()],
+        );
+        let mut id_params = Vec::with_capacity(chunk.len());
+        for (i, (id, token)) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            sql.bind(id.as_str());
+            id_params.push(sql.args.len());
+            sql.push(", ").bind(*token).push(")");
+        }
+        sql.push(") AND id IN (");
+        for (i, n) in id_params.iter().enumerate() {
+            sql.push(if i == 0 { "$" } else { ", $" })
+                .push(&n.to_string());
+        }
+        sql.push(") RETURNING id, claim_token");
+        for row in tx.conn().fetch_all(&sql).await.map_err(plain)? {
+            matched.insert((row.string("id")?, row.string("claim_token")?));
+        }
+    }
+    Ok(calls
+        .iter()
+        .map(|c| {
+            c.jobs
+                .iter()
+                .filter(|(id, t)| matched.remove(&(id.to_string(), t.clone())))
+                .count() as u64
+        })
+        .collect())
+}
+
+/// One `enqueue_claimed_once` call queued for group commit: the item's key, its job (whose id
+/// derives from the key), the caller's clock and the claim the job is written under.
+pub(crate) struct InboxInsert {
+    pub key: String,
+    pub job: NewJob,
+    pub now: DateTime<Utc>,
+    pub claim: ClaimAtInsert,
+}
+
+impl SqlStore {
+    /// A batch of inbox items: one as it always was (one statement); several in one
+    /// multi-row statement, and if that fails, each alone. True for an item stored now, false
+    /// for a replay.
+    pub(super) async fn inbox_batch(
+        &self,
+        calls: Vec<InboxInsert>,
+    ) -> Vec<Result<bool, StoreError>> {
+        if calls.len() > 1 {
+            match self.inbox_together(&calls).await {
+                Together::Done(firsts) => return firsts.into_iter().map(Ok).collect(),
+                Together::Unknown(e) => {
+                    let text = with_sources(&e);
+                    return calls
+                        .iter()
+                        .map(|_| {
+                            Err(StoreError::database_msg(format!(
+                                "commit of a group of inbox items: {text}"
+                            )))
+                        })
+                        .collect();
+                }
+                Together::RolledBack(e) => {
+                    tracing::debug!(size = calls.len(), error = %e, "a group inbox insert failed; storing items one by one");
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(calls.len());
+        for call in &calls {
+            out.push(self.inbox_alone(call).await);
+        }
+        out
+    }
+
+    /// One item in one statement: stored unless its job id (derived from the key) exists or
+    /// its key is in the idempotency table (items stored by `enqueue_once`, the older path).
+    async fn inbox_alone(&self, call: &InboxInsert) -> Result<bool, StoreError> {
+        let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) SELECT "));
+        push_job_values(
+            &mut sql,
+            self.backend(),
+            &call.job,
+            0,
+            micros(call.now),
+            Some(&call.claim),
+        )?;
+        sql.push(" WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE key = ")
+            .bind(call.key.as_str())
+            .push(") ON CONFLICT (id) DO NOTHING");
+        Ok(self.write_one(&sql).await? == 1)
+    }
+
+    /// Several items in one statement: `INSERT … SELECT` from a `VALUES` list whose first
+    /// column is the key (checked against the idempotency table) and the rest the job's
+    /// columns; `ON CONFLICT DO NOTHING RETURNING id` says which rows are new. A key queued
+    /// twice in one batch is written once: its first caller gets the row, the others a replay.
+    async fn inbox_together(&self, calls: &[InboxInsert]) -> Together<Vec<bool>> {
+        let mut firsts: Vec<usize> = Vec::with_capacity(calls.len());
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in calls.iter().enumerate() {
+            if seen.insert(c.job.id) {
+                firsts.push(i);
+            }
+        }
+        let cols = (2..=JOB_INSERT_COLS.split(',').count() + 1)
+            .map(|n| format!("column{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut sql = Sql::new(format!(
+            "INSERT INTO jobs ({JOB_INSERT_COLS}) SELECT {cols} FROM (VALUES "
+        ));
+        for (k, &i) in firsts.iter().enumerate() {
+            let c = &calls[i];
+            sql.push(if k == 0 { "(" } else { ", (" })
+                .bind(c.key.as_str())
+                .push(", ");
+            if let Err(e) = push_job_values(
+                &mut sql,
+                self.backend(),
+                &c.job,
+                k,
+                micros(c.now),
+                Some(&c.claim),
+            ) {
+                return Together::RolledBack(e);
+            }
+            sql.push(")");
+        }
+        sql.push(
+            ") AS v WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.key = v.column1) \
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+        );
+        let mut tx = match self.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return Together::RolledBack(e),
+        };
+        let rows = match tx.conn().fetch_all(&sql).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed group inbox insert failed");
+                }
+                return Together::RolledBack(plain(e));
+            }
+        };
+        let mut stored = std::collections::HashSet::new();
+        for row in &rows {
+            match row.string("id") {
+                Ok(id) => {
+                    stored.insert(id);
+                }
+                Err(e) => {
+                    if let Err(rb) = tx.rollback().await {
+                        tracing::warn!(error = %rb, "rollback after a failed group inbox insert failed");
+                    }
+                    return Together::RolledBack(e);
+                }
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            return Together::Unknown(plain(e));
+        }
+        let mut out = vec![false; calls.len()];
+        for &i in &firsts {
+            out[i] = stored.contains(&calls[i].job.id.to_string());
+        }
+        Together::Done(out)
+    }
 }
 
 /// Records `key` once; false if it was already there (a replay).
@@ -352,16 +654,14 @@ impl JobQueue for SqlStore {
         claim_token: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let sql = Sql::with(
-            "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
-             WHERE id = $2 AND claim_token = $3 AND status = 'running'",
-            vec![
-                micros(now).into(),
-                id.to_string().into(),
-                claim_token.into(),
-            ],
-        );
-        Ok(self.write_one(&sql).await? == 1)
+        let done = self
+            .complete_grouped(Completion {
+                jobs: vec![(id, claim_token.to_string())],
+                refs: Vec::new(),
+                now,
+            })
+            .await?;
+        Ok(done == 1)
     }
 
     async fn complete_jobs(
@@ -372,10 +672,12 @@ impl JobQueue for SqlStore {
         if jobs.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.begin().await?;
-        let done = complete_in(&mut tx, jobs, now).await?;
-        tx.commit().await.map_err(plain)?;
-        Ok(done)
+        self.complete_grouped(Completion {
+            jobs: jobs.to_vec(),
+            refs: Vec::new(),
+            now,
+        })
+        .await
     }
 
     async fn retry_job(
@@ -569,12 +871,25 @@ impl JobQueue for SqlStore {
             lease,
             ids: vec![job.id],
         };
-        let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) SELECT "));
-        push_job_values(&mut sql, self.backend(), &job, 0, micros(now), Some(&claim))?;
-        sql.push(" WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE key = ")
-            .bind(key)
-            .push(") ON CONFLICT (id) DO NOTHING");
-        let first = self.write_one(&sql).await? == 1;
+        // Through the inbox group: concurrent items are one multi-row statement.
+        let store = self.clone();
+        let first = self
+            .inbox
+            .submit(
+                InboxInsert {
+                    key: key.to_string(),
+                    job: job.clone(),
+                    now,
+                    claim,
+                },
+                move |batch| async move { store.inbox_batch(batch).await },
+            )
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::database_msg(
+                    "the inbox task ended without an outcome",
+                ))
+            })?;
         Ok(first.then(|| Job {
             id: job.id,
             kind: job.kind,

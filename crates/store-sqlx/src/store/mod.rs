@@ -10,9 +10,15 @@ mod plans;
 mod refs;
 mod requests;
 
+pub(crate) use self::jobs::{Completion, InboxInsert};
+
 use std::collections::HashMap;
 
-use access_core::ports::{ChangeSet, Committed, GrantWrite, RequestWrite, StoreError};
+use access_core::audit::AuditRecord;
+use access_core::jobs::NewJob;
+use access_core::ports::{
+    ChangeSet, ClaimAtInsert, Committed, GrantWrite, RequestWrite, StoreError,
+};
 use chrono::Utc;
 
 use crate::SqlStore;
@@ -34,6 +40,15 @@ const SWEEP_EVERY: u64 = 256;
 /// Rows per multi-row `INSERT` (13 columns × 500 stays far below both backends' limits on bound
 /// parameters).
 const ROWS_PER_INSERT: usize = 500;
+/// How a group-commit batch's transaction ended (see `crate::group`).
+pub(crate) enum Together<T> {
+    Done(T),
+    /// Nothing was written (the transaction failed before its COMMIT and was rolled back).
+    RolledBack(StoreError),
+    /// The COMMIT failed: it may or may not have taken effect.
+    Unknown(StoreError),
+}
+
 const LIVE_STATUSES: &str = "('provisioning', 'active', 'revoking')";
 
 fn limit(l: Option<u32>) -> i64 {
@@ -69,51 +84,79 @@ impl SqlStore {
         async move { begun.await.map_err(plain) }
     }
 
+    /// Writes one change set within `tx` (see [`Self::apply_batch`]).
     pub(crate) async fn apply(
         &self,
         tx: &mut Tx,
         change: ChangeSet,
     ) -> Result<Committed, StoreError> {
+        let mut out = self.apply_batch(tx, std::slice::from_ref(&change)).await?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Writes change sets within `tx`, as one: each one's request, grant, decision,
+    /// break-glass and delegation writes, in order; then the audit records of all of them,
+    /// sealed in sequence after the head (one head `UPDATE`, one multi-row insert per 500
+    /// events); then all their jobs, each under its own change set's claim (one multi-row
+    /// insert per 500 jobs). One change set is four statements (docs/performance.md); a group
+    /// of them adds only their row writes. Returns each change set's sealed events.
+    pub(crate) async fn apply_batch(
+        &self,
+        tx: &mut Tx,
+        changes: &[ChangeSet],
+    ) -> Result<Vec<Committed>, StoreError> {
         let mut c = tx.conn();
 
-        for w in &change.requests {
-            match w {
-                RequestWrite::Insert(r) => insert_request(&mut c, r).await?,
-                RequestWrite::Update(r) => update_request(&mut c, r).await?,
+        for change in changes {
+            for w in &change.requests {
+                match w {
+                    RequestWrite::Insert(r) => insert_request(&mut c, r).await?,
+                    RequestWrite::Update(r) => update_request(&mut c, r).await?,
+                }
             }
-        }
-        for w in &change.grants {
-            match w {
-                GrantWrite::Insert(g) => insert_grant(&mut c, g).await?,
-                GrantWrite::Update(g) => update_grant(&mut c, g).await?,
+            for w in &change.grants {
+                match w {
+                    GrantWrite::Insert(g) => insert_grant(&mut c, g).await?,
+                    GrantWrite::Update(g) => update_grant(&mut c, g).await?,
+                }
             }
-        }
-        for d in &change.decisions {
-            insert_decision(&mut c, d).await?;
-        }
-        for w in &change.emergency {
-            crate::emergency::apply(&mut c, w).await?;
-        }
-        for w in &change.delegations {
-            crate::delegations::apply(&mut c, w).await?;
+            for d in &change.decisions {
+                insert_decision(&mut c, d).await?;
+            }
+            for w in &change.emergency {
+                crate::emergency::apply(&mut c, w).await?;
+            }
+            for w in &change.delegations {
+                crate::delegations::apply(&mut c, w).await?;
+            }
         }
 
-        let sealed = if change.audit.is_empty() {
+        let records: Vec<AuditRecord> = changes
+            .iter()
+            .flat_map(|ch| ch.audit.iter().cloned())
+            .collect();
+        let sealed = if records.is_empty() {
             Vec::new()
         } else {
-            self.append_audit(&mut c, change.audit).await?
+            self.append_audit(&mut c, records).await?
         };
+        // Each change set's events are the next `audit.len()` of the sealed sequence.
+        let mut sealed = sealed.into_iter();
+        let committed = changes
+            .iter()
+            .map(|ch| Committed {
+                audit: sealed.by_ref().take(ch.audit.len()).collect(),
+            })
+            .collect();
 
-        if !change.jobs.is_empty() {
-            insert_jobs(
-                &mut c,
-                self.backend(),
-                &change.jobs,
-                change.claimed.as_ref(),
-            )
-            .await?;
+        let jobs: Vec<(&NewJob, Option<&ClaimAtInsert>)> = changes
+            .iter()
+            .flat_map(|ch| ch.jobs.iter().map(move |j| (j, ch.claimed.as_ref())))
+            .collect();
+        if !jobs.is_empty() {
+            insert_jobs(&mut c, self.backend(), &jobs).await?;
         }
-        Ok(Committed { audit: sealed })
+        Ok(committed)
     }
 
     /// One write statement. On PostgreSQL a single statement is its own transaction, so it runs

@@ -91,6 +91,26 @@ async fn postgres_connections_run_without_jit() {
     }
 }
 
+/// SQLite connections read through a memory map (`mmap_size`, see `connect_with`): without it
+/// every connection copies the pages another connection's commit invalidated with `pread`.
+#[tokio::test]
+async fn sqlite_connections_read_through_a_memory_map() {
+    for db in testkit::db::backends().await {
+        if db.kind != "sqlite" {
+            continue;
+        }
+        let store = SqlStore::connect(&db.url).await.unwrap();
+        let row = store
+            .db
+            .fetch_optional(&Sql::new("PRAGMA mmap_size"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.i64("mmap_size").unwrap(), 256 * 1024 * 1024);
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn hot_reads_use_indexes_on_both_backends() {
     for db in testkit::db::backends().await {

@@ -2,14 +2,15 @@
 
 use access_core::ids::{JobId, RequestId};
 use access_core::notification::MessageRef;
-use access_core::ports::{JobQueue, MessageRefs, StoreError};
+use access_core::ports::{MessageRefs, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::jobs::complete_in;
+use super::jobs::Completion;
 use crate::SqlStore;
 use crate::codec;
 use crate::db::Sql;
+use crate::db::Tx;
 use crate::error::plain;
 
 #[async_trait]
@@ -44,25 +45,34 @@ impl MessageRefs for SqlStore {
         refs: &[MessageRef],
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        if refs.is_empty() {
-            return self.complete_jobs(jobs, now).await;
+        if jobs.is_empty() && refs.is_empty() {
+            return Ok(0);
         }
-        // One transaction: the messages jobs posted and the jobs' completion.
-        let mut tx = self.begin().await?;
+        self.complete_grouped(Completion {
+            jobs: jobs.to_vec(),
+            refs: refs.to_vec(),
+            now,
+        })
+        .await
+    }
+}
+
+/// Saves message refs within `tx`: one multi-row upsert per 500 refs. One row per (request,
+/// purpose, channel): a repeat in one statement would be an error on PostgreSQL (ON CONFLICT
+/// cannot touch a row twice); the last one wins, as it would one call at a time.
+pub(super) async fn save_refs_in(tx: &mut Tx, refs: &[&MessageRef]) -> Result<(), StoreError> {
+    let mut unique: Vec<&MessageRef> = Vec::with_capacity(refs.len());
+    for r in refs {
+        unique.retain(|u| {
+            !(u.request_id == r.request_id && u.purpose == r.purpose && u.channel == r.channel)
+        });
+        unique.push(r);
+    }
+    for chunk in unique.chunks(500) {
         let mut sql = Sql::new(
             "INSERT INTO message_refs (request_id, purpose, team_id, channel, ts) VALUES ",
         );
-        // One row per (request, purpose, channel): a repeat in one statement would be an error
-        // on PostgreSQL (ON CONFLICT cannot touch a row twice); the last one wins, as it would
-        // one call at a time.
-        let mut unique: Vec<&MessageRef> = Vec::new();
-        for r in refs {
-            unique.retain(|u| {
-                !(u.request_id == r.request_id && u.purpose == r.purpose && u.channel == r.channel)
-            });
-            unique.push(r);
-        }
-        for (i, r) in unique.iter().enumerate() {
+        for (i, r) in chunk.iter().enumerate() {
             sql.push(if i == 0 { "(" } else { ", (" })
                 .bind(r.request_id.to_string())
                 .push(", ")
@@ -78,22 +88,7 @@ impl MessageRefs for SqlStore {
         sql.push(
             " ON CONFLICT (request_id, purpose, channel) DO UPDATE SET team_id = excluded.team_id, ts = excluded.ts",
         );
-        let saved = tx.conn().execute(&sql).await.map_err(plain);
-        let done = match saved {
-            Ok(_) => complete_in(&mut tx, jobs, now).await,
-            Err(e) => Err(e),
-        };
-        match done {
-            Ok(done) => {
-                tx.commit().await.map_err(plain)?;
-                Ok(done)
-            }
-            Err(e) => {
-                if let Err(rb) = tx.rollback().await {
-                    tracing::warn!(error = %rb, "rollback after a failed job completion failed");
-                }
-                Err(e)
-            }
-        }
+        tx.conn().execute(&sql).await.map_err(plain)?;
     }
+    Ok(())
 }

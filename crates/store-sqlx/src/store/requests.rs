@@ -11,11 +11,11 @@ use access_core::subject::SubjectKey;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{LIVE_STATUSES, limit, prefixed, select_by};
+use super::{LIVE_STATUSES, Together, limit, prefixed, select_by};
 use crate::SqlStore;
 use crate::codec::{self, micros};
 use crate::db::{Arg, Conn, Sql};
-use crate::error::{db_err, plain};
+use crate::error::{db_err, plain, with_sources};
 
 /// A request's columns from `team_id` to `failure`, in [`codec::REQUEST_COLS`] order (the
 /// insert puts the id before them and the version after; the update binds them as `$1…$16`).
@@ -190,6 +190,98 @@ pub(super) async fn insert_decision(c: &mut Conn<'_>, d: &Decision) -> Result<()
     Ok(())
 }
 
+impl SqlStore {
+    /// Commits a batch of change sets taken from the group-commit queue: one change set as it
+    /// always was; several in one transaction. If that transaction fails before its `COMMIT`
+    /// (one change set's lost compare-and-set or unique violation fails the whole statement
+    /// sequence), it is rolled back and each change set is committed alone, so every caller
+    /// gets exactly the outcome it would have had alone and the good ones still commit.
+    pub(super) async fn commit_batch(
+        &self,
+        changes: Vec<ChangeSet>,
+    ) -> Vec<Result<Committed, StoreError>> {
+        if changes.len() > 1 {
+            match self.commit_together(&changes).await {
+                Together::Done(all) => return all.into_iter().map(Ok).collect(),
+                Together::Unknown(e) => {
+                    // The COMMIT itself failed: whether it took effect is unknown, so nothing
+                    // may be written again; every caller learns of the failure (as a lone
+                    // commit's caller would).
+                    let n = changes.len();
+                    let text = with_sources(&e);
+                    let mut out = vec![Err(e)];
+                    out.extend((1..n).map(|_| {
+                        Err(StoreError::database_msg(format!(
+                            "commit of a group of {n} change sets: {text}"
+                        )))
+                    }));
+                    return out;
+                }
+                Together::RolledBack(e) => {
+                    tracing::debug!(
+                        size = changes.len(),
+                        error = %e,
+                        "a group commit failed; committing its change sets one by one"
+                    );
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            out.push(self.commit_alone(change).await);
+        }
+        out
+    }
+
+    /// One change set in one transaction (the path of a lone caller).
+    async fn commit_alone(&self, change: ChangeSet) -> Result<Committed, StoreError> {
+        let mut tx = self.begin().await?;
+        match self.apply(&mut tx, change).await {
+            Ok(committed) => {
+                tx.commit()
+                    .await
+                    .map_err(|e| db_err(e, || "commit".to_string()))?;
+                self.remember_head(&committed);
+                Ok(committed)
+            }
+            Err(e) => {
+                // Dropping the transaction would roll back too; doing it here returns the
+                // connection clean and surfaces a failing rollback in the logs.
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed commit failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Several change sets in one transaction.
+    async fn commit_together(&self, changes: &[ChangeSet]) -> Together<Vec<Committed>> {
+        let mut tx = match self.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return Together::RolledBack(e),
+        };
+        match self.apply_batch(&mut tx, changes).await {
+            Ok(committed) => {
+                if let Err(e) = tx.commit().await {
+                    return Together::Unknown(db_err(e, || "commit".to_string()));
+                }
+                // Once per batch: the last change set's last event is the new head.
+                if let Some(last) = committed.iter().rev().find(|c| !c.audit.is_empty()) {
+                    self.remember_head(last);
+                }
+                Together::Done(committed)
+            }
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed group commit failed");
+                }
+                Together::RolledBack(e)
+            }
+        }
+    }
+}
+
 /// `GET /api/requests`, `/access status` (pending requests of one person), …: newest first.
 pub(super) fn requests_sql(filter: &RequestFilter) -> Sql {
     let mut sql = Sql::new(format!(
@@ -280,24 +372,19 @@ impl RequestStore for SqlStore {
         if change.is_empty() {
             return Ok(Committed::default());
         }
-        let mut tx = self.begin().await?;
-        match self.apply(&mut tx, change).await {
-            Ok(committed) => {
-                tx.commit()
-                    .await
-                    .map_err(|e| db_err(e, || "commit".to_string()))?;
-                self.remember_head(&committed);
-                Ok(committed)
-            }
-            Err(e) => {
-                // Dropping the transaction would roll back too; doing it here returns the
-                // connection clean and surfaces a failing rollback in the logs.
-                if let Err(rb) = tx.rollback().await {
-                    tracing::warn!(error = %rb, "rollback after a failed commit failed");
-                }
-                Err(e)
-            }
-        }
+        // Group commit (docs/performance.md): queued with whatever else is being committed now;
+        // the batch is written by a spawned task, so dropping this future abandons nothing.
+        let store = self.clone();
+        self.commits
+            .submit(change, move |batch| async move {
+                store.commit_batch(batch).await
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(StoreError::database_msg(
+                    "the commit task ended without an outcome",
+                ))
+            })
     }
 
     async fn request(&self, id: RequestId) -> Result<Option<AccessRequest>, StoreError> {

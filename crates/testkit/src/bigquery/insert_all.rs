@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::gate::{Call, Shared3, gate, invalid, not_found, ok_json, parse_error};
 use super::schema::{row_error, validate_row};
-use super::state::{InjectedRowError, Table, key3};
+use super::state::{InjectedRowError, Shared, Table, key3};
 use super::{MAX_REQUEST_BYTES, MAX_ROWS_PER_REQUEST, StoredRow};
 
 /// A row that passed validation (its insertId and stored json), or its errors.
@@ -32,6 +32,7 @@ pub(super) async fn insert_all(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _in_flight = InFlight::enter(&shared);
     if let Err(r) = gate(&shared, &headers, Call::InsertAll).await {
         return r;
     }
@@ -64,6 +65,27 @@ pub(super) async fn insert_all(
         resp["insertErrors"] = Value::Array(insert_errors);
     }
     ok_json(resp)
+}
+
+/// Counts an `insertAll` request while it is answered (whatever the answer), keeping the
+/// high-water mark in the call counts.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let mut i = shared.inner.lock().unwrap();
+        i.insert_all_in_flight += 1;
+        i.calls.insert_all_max_in_flight =
+            i.calls.insert_all_max_in_flight.max(i.insert_all_in_flight);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut i = self.0.inner.lock().unwrap_or_else(|p| p.into_inner());
+        i.insert_all_in_flight = i.insert_all_in_flight.saturating_sub(1);
+    }
 }
 
 /// Checks the request's size, JSON shape and row count.

@@ -78,6 +78,9 @@ pub struct CallCounts {
     pub injected_failures: u64,
     /// Rows that arrived with an `insertId` already stored (acknowledged, not stored again).
     pub deduplicated_rows: u64,
+    /// The most `insertAll` requests that were being answered at the same time (a client's
+    /// concurrency, visible with [`FakeBigQuery::set_latency`]).
+    pub insert_all_max_in_flight: u64,
 }
 
 /// One stored row.

@@ -47,6 +47,8 @@ pub(super) struct Inner {
     /// `None`: insertIds are remembered forever.
     pub(super) dedup_window: Option<Duration>,
     pub(super) calls: CallCounts,
+    /// `insertAll` requests being answered now.
+    pub(super) insert_all_in_flight: u64,
     pub(super) insert_all_sizes: Vec<(String, usize)>,
 }
 

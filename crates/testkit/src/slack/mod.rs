@@ -54,6 +54,16 @@ pub use app_requests::{
 };
 pub use state::{Call, Ephemeral, FakeFile, FakeMessage, FakeUser, Fault, dm_id};
 
+/// How Gatehouse's receipt for a slash command begins (`slack_adapter::router::RECEIPT_MARK`,
+/// which a slack-adapter test keeps equal to this): the command was stored and its outcome
+/// follows on the command's response_url.
+pub const RECEIPT_MARK: &str = ":inbox_tray:";
+
+/// Whether an acknowledgement's text is a receipt (see [`RECEIPT_MARK`]).
+pub fn is_receipt(ack_text: &str) -> bool {
+    ack_text.starts_with(RECEIPT_MARK)
+}
+
 /// The bot token the fake accepts unless told otherwise.
 pub const BOT_TOKEN: &str = "xoxb-fake-gatehouse-token";
 /// The workspace the fake pretends to be.
@@ -185,6 +195,30 @@ impl FakeSlack {
     pub fn responses(&self, url: &str) -> Vec<Value> {
         let id = url.rsplit('/').next().unwrap_or_default().to_string();
         self.with(|i| i.responses.get(&id).cloned().unwrap_or_default())
+    }
+
+    /// A slash command's answer, wherever it went: the acknowledgement's text, or, when that is
+    /// a receipt, the text of the first post to `response_url` (waited for up to `timeout`;
+    /// `None` when nothing came). Tests assert what the person was told through this, whether
+    /// the server answered in the acknowledgement (nothing remote needed) or after it.
+    pub async fn command_answer(
+        &self,
+        ack_text: &str,
+        response_url: &str,
+        timeout: Duration,
+    ) -> Option<String> {
+        if !is_receipt(ack_text) {
+            return Some(ack_text.to_string());
+        }
+        crate::http::poll(timeout, || {
+            self.responses(response_url).first().map(|v| {
+                v.get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .await
     }
 
     /// Makes the next call of `method` fail as `fault` (queued: call several times for several).
