@@ -1,6 +1,6 @@
 //! Scale guards (issue 13) that cannot flake: round trips counted with the store's statement
 //! hook (`SqlStore::statements`), never timed. Figures at 1,000,000 requests are in `make bench`
-//! (`benches/scale.rs`) and `docs/performance.md`.
+//! (`bins/gatehouse-server/benches/scale.rs`) and `docs/performance.md`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;

@@ -29,6 +29,50 @@ use gatehouse_runtime::{App, Config};
 use sqlx::{PgPool, SqlitePool};
 use testkit::submission::{Ask, SubmitTyped};
 
+/// The figures of each backend, written to `target/bench/scale-<backend>.json` for the summary
+/// table of `make bench` (benches/summary.rs).
+static FIGURES: std::sync::Mutex<Vec<(String, String, serde_json::Value)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Records `value` under the dotted `path` for `kind` (`sqlite`, `postgres`).
+fn record(kind: &str, path: &str, value: impl Into<serde_json::Value>) {
+    FIGURES
+        .lock()
+        .unwrap()
+        .push((kind.to_string(), path.to_string(), value.into()));
+}
+
+/// Writes the figures recorded for `kind` as nested JSON.
+fn write_figures(kind: &str) {
+    let mut doc = serde_json::Map::new();
+    for (k, path, v) in FIGURES.lock().unwrap().iter() {
+        if k != kind {
+            continue;
+        }
+        let mut at = &mut doc;
+        let parts: Vec<&str> = path.split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            at = at
+                .entry(part.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                .as_object_mut()
+                .unwrap();
+        }
+        at.insert(parts[parts.len() - 1].to_string(), v.clone());
+    }
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("scale-{kind}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    println!("{kind:>8}: JSON: {}", path.display());
+}
+
+fn target_dir() -> PathBuf {
+    // target/release/deps/scale-<hash>
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
 const CONFIG: &str = r#"
 [[resources]]
 id = "bench"
@@ -453,6 +497,9 @@ async fn in_process(kind: &str, url: &str, seeded: &Seeded) {
         list.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(g.len(), 50);
     }
+    record(kind, "status_ms.p50", percentile(&mut status, 0.5));
+    record(kind, "status_ms.p99", percentile(&mut status, 0.99));
+    record(kind, "store_grants_ms.p99", percentile(&mut list, 0.99));
     println!(
         "{kind:>8}: /access status (Engine::status, {} calls) p50 {:.2} ms p99 {:.2} ms | Store::grants(active, 50; {} calls) p50 {:.2} ms p99 {:.2} ms",
         status.len(),
@@ -549,6 +596,7 @@ async fn export_drain(kind: &str, url: &str, seeded: &Seeded, sizes: Sizes) {
         exported += s.done.get("export_audit").copied().unwrap_or(0);
     }
     let took = t.elapsed().as_secs_f64();
+    record(kind, "export_events_per_s", n as f64 / took);
     println!(
         "{kind:>8}: export drain of {n} events in {took:.2} s: {:.0} events/s ({exported} exported, {} insertAll requests)",
         n as f64 / took,
@@ -557,26 +605,13 @@ async fn export_drain(kind: &str, url: &str, seeded: &Seeded, sizes: Sizes) {
     assert_eq!(exported, n, "every seeded event is exported");
 }
 
-/// `target/release/gatehouse-server`, built (or brought up to date) first; `SCALE_SERVER_BIN`
-/// names another build instead (to compare two versions).
+/// The server binary cargo built for this bench (same profile, same features: the bench lives in
+/// the server's package for that), or `SCALE_SERVER_BIN` (another build, to compare versions).
 fn server_binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("SCALE_SERVER_BIN") {
-        return PathBuf::from(bin);
+    match std::env::var("SCALE_SERVER_BIN") {
+        Ok(bin) => PathBuf::from(bin),
+        Err(_) => PathBuf::from(env!("CARGO_BIN_EXE_gatehouse-server")),
     }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--bin", "gatehouse-server"])
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "cargo build --release --bin gatehouse-server failed"
-    );
-    let path = dir.join("gatehouse-server");
-    assert!(path.exists(), "{} not found", path.display());
-    path
 }
 
 struct Server {
@@ -715,6 +750,8 @@ async fn with_server(kind: &str, url: &str, seeded: &Seeded, sizes: Sizes, bin: 
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let (rss_burst, hwm) = rss_mb(pid);
+    record(kind, "api_grants_ms.p50", percentile(&mut lat, 0.5));
+    record(kind, "api_grants_ms.p99", percentile(&mut lat, 0.99));
     println!(
         "{kind:>8}: server GET /api/grants?status=active&limit=50 ({} calls) p50 {:.2} ms p99 {:.2} ms | RSS after warm-up {rss_warm:.1} MB, after the calls {rss_burst:.1} MB (peak {hwm:.1} MB)",
         lat.len(),
@@ -726,6 +763,11 @@ async fn with_server(kind: &str, url: &str, seeded: &Seeded, sizes: Sizes, bin: 
     let cpu0 = cpu_secs(pid);
     tokio::time::sleep(Duration::from_secs(sizes.idle_secs)).await;
     let idle = cpu_secs(pid) - cpu0;
+    record(
+        kind,
+        "server_idle_cpu_ms_per_s",
+        idle * 1000.0 / sizes.idle_secs as f64,
+    );
     println!(
         "{kind:>8}: server idle CPU over {} s with nothing due: {:.0} ms ({:.2} % of one core)",
         sizes.idle_secs,
@@ -759,6 +801,13 @@ async fn with_server(kind: &str, url: &str, seeded: &Seeded, sizes: Sizes, bin: 
         .collect();
     let revoked = lags.len();
     let (rss_end, hwm) = rss_mb(pid);
+    record(kind, "expiries.count", sizes.expiring);
+    record(kind, "expiries.revoked", revoked as u64);
+    record(kind, "expiries.lag_s.p50", percentile(&mut lags, 0.5));
+    record(kind, "expiries.lag_s.p99", percentile(&mut lags, 0.99));
+    record(kind, "expiries.lag_s.max", percentile(&mut lags, 1.0));
+    record(kind, "server_rss_mb.after_expiries", rss_end);
+    record(kind, "server_rss_mb.peak", hwm);
     println!(
         "{kind:>8}: {revoked}/{} grants expiring within one minute revoked, lag p50 {:.3} s p99 {:.3} s max {:.3} s | RSS after {rss_end:.1} MB (peak {hwm:.1} MB)",
         sizes.expiring,
@@ -774,6 +823,9 @@ async fn run(kind: &str, url: &str, sizes: Sizes, bin: &Path) {
     in_process(kind, url, &seeded).await;
     export_drain(kind, url, &seeded, sizes).await;
     with_server(kind, url, &seeded, sizes, bin).await;
+    record(kind, "requests", sizes.requests);
+    record(kind, "active_grants", sizes.grants);
+    write_figures(kind);
 }
 
 #[tokio::main]
