@@ -1236,6 +1236,74 @@ async fn claims_can_be_scoped_by_kind() {
     }
 }
 
+/// A claim picks the first `limit` by (run_at, id) across every kind of its scope and across
+/// pending and lapsed jobs alike (it reads them one part at a time, issue 13): an older job of
+/// another admitted kind or an older lapsed one goes first, a later one waits.
+#[tokio::test]
+async fn claims_take_the_oldest_across_kinds_and_lapsed_leases() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let revoke_at = |at: DateTime<Utc>| {
+            NewJob::at(
+                JobKind::Revoke {
+                    grant_id: GrantId::new(),
+                },
+                at,
+            )
+        };
+        // A job whose worker dies: claimed with a short lease, oldest of all.
+        let lapsing = enqueue(&store, 1, t(0)).await[0];
+        let lease = Duration::milliseconds(300);
+        let first = store.claim_jobs(t(0), 10, lease).await.unwrap();
+        assert_eq!(first.len(), 1, "{kind}");
+        let until = first[0].locked_until.unwrap();
+        let (r1, r4) = (revoke_at(t(1)), revoke_at(t(4)));
+        store
+            .commit(ChangeSet {
+                jobs: vec![r1.clone(), r4.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let e2 = enqueue(&store, 1, t(2)).await[0];
+        let e3 = enqueue(&store, 1, t(3)).await[0];
+        let revocations = ClaimScope::OneOf(&["expire", "revoke"]);
+        // Kinds interleave by run_at while the first lease holds.
+        let got = store
+            .claim_jobs_in(t(10), 2, Duration::seconds(30), revocations)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![r1.id, e2],
+            "{kind}"
+        );
+        let wait = (until - Utc::now() + Duration::milliseconds(100))
+            .to_std()
+            .unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        // The lapsed job (run_at 0) comes before the pending ones, the limit holds.
+        let got = store
+            .claim_jobs_in(t(10), 2, Duration::seconds(30), revocations)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![lapsing, e3],
+            "{kind}"
+        );
+        let got = store
+            .claim_jobs_in(t(10), 10, Duration::seconds(30), ClaimScope::All)
+            .await
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![r4.id],
+            "{kind}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn lapsed_lease_is_reclaimed_and_stale_tokens_lose() {
     for (db, store) in stores().await {

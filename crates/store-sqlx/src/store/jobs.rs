@@ -479,7 +479,7 @@ fn quoted_kinds(kinds: &[&str]) -> String {
 
 /// The `AND kind …` condition of a claim's scope; `None` when the scope admits no kind.
 /// Kind names are compile-time constants of this program, never input.
-fn scope_sql(scope: ClaimScope) -> Option<String> {
+pub(super) fn scope_sql(scope: ClaimScope) -> Option<String> {
     Some(match scope {
         ClaimScope::All => String::new(),
         ClaimScope::Only(k) => format!("AND kind = '{}'", k.replace('\'', "")),
@@ -488,6 +488,15 @@ fn scope_sql(scope: ClaimScope) -> Option<String> {
         ClaimScope::OneOf([]) => return None,
         ClaimScope::OneOf(kinds) => format!("AND kind IN ({})", quoted_kinds(kinds)),
     })
+}
+
+/// The two reads a claim picks from (see `SqlStore::claim_branch_sql`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ClaimBranch {
+    /// Pending jobs that are due.
+    Due,
+    /// Running jobs whose lease lapsed.
+    Lapsed,
 }
 
 /// A claimed job this version cannot run: its id and why.
@@ -523,6 +532,28 @@ fn sort_claimed(rows: &[DbRow]) -> Result<(Vec<Job>, Vec<SetAside>), StoreError>
 }
 
 impl SqlStore {
+    /// One branch of a claim's pick: the first `$4` (by `run_at, id`) of the pending jobs due
+    /// at `$3` (`Due`) or of the running jobs whose lease lapsed by the lease clock `clock`
+    /// (`Lapsed`), in `scope`, that no earlier job of their ordering key holds back.
+    ///
+    /// Each branch is a read of one index in its order (`jobs_due`/`jobs_due_kind`, migration
+    /// 0018, for the pending jobs), so it stops after `$4` rows: the old single pick, an `OR` of
+    /// the two conditions, made both databases read and sort every due job before the `LIMIT`.
+    /// The lapsed branch sorts the running jobs whose lease lapsed (few: the work of dead workers).
+    pub(super) fn claim_branch_sql(scope: &str, branch: ClaimBranch, clock: &str) -> String {
+        let due = match branch {
+            ClaimBranch::Due => "status = 'pending' AND run_at <= $3".to_string(),
+            ClaimBranch::Lapsed => format!("status = 'running' AND locked_until <= {clock}"),
+        };
+        format!(
+            "SELECT id, run_at FROM jobs WHERE {due} \
+             AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e \
+                  WHERE e.order_key = jobs.order_key AND e.status IN ('pending', 'running') \
+                  AND e.order_seq < jobs.order_seq)) {scope} \
+             ORDER BY run_at, id LIMIT $4"
+        )
+    }
+
     /// The claim statement: picks due jobs (pending and due at `now`, or running with a lapsed
     /// lease) and marks them running under `token` for `lease`, in one statement.
     ///
@@ -534,37 +565,78 @@ impl SqlStore {
     /// is pending or running (enqueue order, even across a retry of the earlier one). SKIP
     /// LOCKED lets concurrent claimers on PostgreSQL pass over rows another claimer is taking
     /// instead of waiting for them, and never returns a row twice.
-    fn claim_sql(
+    ///
+    /// The pick is the first `limit` (by `run_at, id`) of the union of two ordered, limited
+    /// reads (see [`Self::claim_branch_sql`]): the first `limit` of a union are among the first
+    /// `limit` of each part, so the claimed set is the one a single ordered read of both would
+    /// pick. On PostgreSQL each branch is its own CTE (`FOR UPDATE` is not allowed on a
+    /// `UNION`); a row a branch locked but the union did not pick stays locked, unclaimed, until
+    /// this claim commits, so a concurrent claimer skips it for that long and claims it next time.
+    ///
+    /// A claim of several kinds (`OneOf`) reads the due jobs of each kind on its own
+    /// (`jobs_due_kind` in order, `limit` each): one read of all due jobs filtered by kind
+    /// would walk every due job of the other kinds ahead of them (a revocation claim behind a
+    /// backlog of exports). The union sorts at most `limit` per kind plus the lapsed ones.
+    ///
+    /// `None` when the scope admits no kind.
+    pub(super) fn claim_sql(
         &self,
-        scope: &str,
+        scope: ClaimScope,
         token: &str,
         now: DateTime<Utc>,
         limit: u32,
         lease: chrono::Duration,
-    ) -> Sql {
+    ) -> Option<Sql> {
         let lease_micros = lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
         let clock = self.lease_clock(5);
-        let pick = format!(
-            "SELECT id FROM jobs WHERE ((status = 'pending' AND run_at <= $3) \
-             OR (status = 'running' AND locked_until <= {clock})) \
-             AND (order_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e \
-                  WHERE e.order_key = jobs.order_key AND e.status IN ('pending', 'running') \
-                  AND e.order_seq < jobs.order_seq)) {scope} \
-             ORDER BY run_at, id LIMIT $4"
-        );
+        let whole = scope_sql(scope)?;
+        let due_scopes: Vec<String> = match scope {
+            ClaimScope::OneOf(kinds) if kinds.len() > 1 => kinds
+                .iter()
+                .map(|k| scope_sql(ClaimScope::Only(k)))
+                .collect::<Option<_>>()?,
+            _ => vec![whole.clone()],
+        };
+        let mut branches: Vec<String> = due_scopes
+            .iter()
+            .map(|s| Self::claim_branch_sql(s, ClaimBranch::Due, &clock))
+            .collect();
+        branches.push(Self::claim_branch_sql(&whole, ClaimBranch::Lapsed, &clock));
         let text = match self.backend() {
-            Backend::Postgres => format!(
-                "WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) \
+            Backend::Postgres => {
+                let ctes: Vec<String> = branches
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| format!("b{i} AS ({b} FOR UPDATE SKIP LOCKED)"))
+                    .collect();
+                let union: Vec<String> = (0..branches.len())
+                    .map(|i| format!("SELECT id, run_at FROM b{i}"))
+                    .collect();
+                format!(
+                    "WITH {}, \
+                 picked AS (SELECT id FROM ({}) AS candidates \
+                   ORDER BY run_at, id LIMIT $4) \
                  UPDATE jobs SET status = 'running', locked_until = {clock} + $1, claim_token = $2, \
                  attempts = jobs.attempts + 1, updated_at = $3 FROM picked WHERE jobs.id = picked.id \
                  RETURNING {}",
-                prefixed("jobs", codec::JOB_COLS)
-            ),
-            Backend::Sqlite => format!(
-                "UPDATE jobs SET status = 'running', locked_until = {clock} + $1, claim_token = $2, \
-                 attempts = attempts + 1, updated_at = $3 WHERE id IN ({pick}) RETURNING {}",
-                codec::JOB_COLS
-            ),
+                    ctes.join(", "),
+                    union.join(" UNION ALL "),
+                    prefixed("jobs", codec::JOB_COLS)
+                )
+            }
+            Backend::Sqlite => {
+                let union: Vec<String> = branches
+                    .iter()
+                    .map(|b| format!("SELECT id, run_at FROM ({b})"))
+                    .collect();
+                format!(
+                    "UPDATE jobs SET status = 'running', locked_until = {clock} + $1, claim_token = $2, \
+                 attempts = attempts + 1, updated_at = $3 WHERE id IN (SELECT id FROM ({}) \
+                   ORDER BY run_at, id LIMIT $4) RETURNING {}",
+                    union.join(" UNION ALL "),
+                    codec::JOB_COLS
+                )
+            }
         };
         let mut args: Vec<Arg> = vec![
             lease_micros.into(),
@@ -573,7 +645,7 @@ impl SqlStore {
             i64::from(limit).into(),
         ];
         self.push_lease_clock_arg(&mut args);
-        Sql::with(text, args)
+        Some(Sql::with(text, args))
     }
 }
 
@@ -589,11 +661,10 @@ impl JobQueue for SqlStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let Some(scope) = scope_sql(scope) else {
+        let token = uuid::Uuid::new_v4().to_string();
+        let Some(sql) = self.claim_sql(scope, &token, now, limit, lease) else {
             return Ok(Vec::new());
         };
-        let token = uuid::Uuid::new_v4().to_string();
-        let sql = self.claim_sql(&scope, &token, now, limit, lease);
         let mut tx = self.begin().await?;
         let rows = tx.conn().fetch_all(&sql).await.map_err(plain)?;
         let (mut jobs, unreadable) = match sort_claimed(&rows) {
