@@ -111,7 +111,7 @@ impl Sizes {
             grants: env_u64("SCALE_GRANTS").unwrap_or(grants),
             expiring: env_u64("SCALE_EXPIRING").unwrap_or(10_000),
             export_events: env_u64("SCALE_EXPORT_EVENTS").unwrap_or(20_000),
-            idle_secs: env_u64("SCALE_IDLE_SECS").unwrap_or(10),
+            idle_secs: env_u64("SCALE_IDLE_SECS").unwrap_or(5),
         }
     }
 }

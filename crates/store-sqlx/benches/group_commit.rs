@@ -6,7 +6,7 @@
 //! CPU is the whole process's utime + stime from /proc/self/stat (sqlx runs SQLite on a worker
 //! thread per connection). SQLite by default (a file in the temp dir, the store's own settings);
 //! `GROUP_BENCH_URL=postgres://…` measures PostgreSQL instead (CPU of this process only: the
-//! client side). `GROUP_BENCH_OPS` sets the change sets per case (default 6,000).
+//! client side). `GROUP_BENCH_OPS` sets the change sets per case (default 1,500, to keep `make bench` under 15 minutes; the figures in docs/performance.md were taken with 6,000).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -109,7 +109,7 @@ fn main() {
     let ops: usize = std::env::var("GROUP_BENCH_OPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(6000);
+        .unwrap_or(1500);
     let tick = clock_tick();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

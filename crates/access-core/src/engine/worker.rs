@@ -225,7 +225,7 @@ impl Engine {
     /// Runs a batch of `expire` and `revoke` jobs claimed by [`Self::claim_lane`]
     /// (`JobLane::Revocations`, one claim) and settles them, renewing their lease while it runs.
     ///
-    /// The grants are ended with a few commits for the whole batch ([`Self::end_grants`]); the
+    /// The grants are ended with a few commits for the whole batch (`end_grants`); the
     /// notifications those commits enqueue are written already claimed under the batch's claim
     /// (as a chat command's are, [`Self::run_claimed`]) and delivered here right after, instead of
     /// waiting for a scheduler's claim; and every success of the batch, revocations and
