@@ -262,6 +262,10 @@ struct Outcome {
     send_wall: Duration,
     slack_calls_per_cmd: Vec<(String, f64)>,
     jobs: Vec<(String, f64)>,
+    /// Statements and commits the server's store sent per command, jobs included (from
+    /// `/metrics`; the step's idle scheduler ticks too, a handful).
+    statements_per_cmd: f64,
+    commits_per_cmd: f64,
 }
 
 struct Prepared {
@@ -344,6 +348,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
         Some(b) if backend == Backend::Postgres => Some(pg_cpu(b, &app, tick).await),
         _ => None,
     };
+    let store0 = store_sent(&http, &server.base).await;
     let idle0 = cpu_secs(pid, tick).unwrap();
     let idle_start = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -423,6 +428,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
 
     // After the CPU reading: these look-ups cost the server time of their own.
     let jobs = jobs_by_kind(&http, &server.base).await;
+    let store1 = store_sent(&http, &server.base).await;
 
     let mut ack_ms = vec![];
     let mut lag_ms = vec![];
@@ -503,6 +509,8 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
             .into_iter()
             .map(|(k, v)| (k, v / (n + warm) as f64))
             .collect(),
+        statements_per_cmd: (store1.0 - store0.0) / n.max(1) as f64,
+        commits_per_cmd: (store1.1 - store0.1) / n.max(1) as f64,
     }
 }
 
@@ -624,6 +632,24 @@ fn count_by_method(slack: &FakeSlack) -> Vec<(String, usize)> {
     .collect()
 }
 
+/// The statements and commits the server's store has sent (`gatehouse_store_statements_total`,
+/// `gatehouse_store_commits_total` in its /metrics).
+async fn store_sent(http: &reqwest::Client, base: &str) -> (f64, f64) {
+    let text = match http.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (
+        value("gatehouse_store_statements_total"),
+        value("gatehouse_store_commits_total"),
+    )
+}
+
 /// `gatehouse_jobs_total` per kind (all outcomes), from the server's /metrics.
 async fn jobs_by_kind(http: &reqwest::Client, base: &str) -> Vec<(String, f64)> {
     let Ok(r) = http.get(format!("{base}/metrics")).send().await else {
@@ -690,6 +716,8 @@ fn row_json(backend: Backend, step: &Step, o: &Outcome) -> Value {
         "peak_rss_mib": o.hwm_mib,
         "slack_calls_per_command": o.slack_calls_per_cmd.iter().map(|(m, c)| (m.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
         "jobs_per_command": o.jobs.iter().map(|(m, c)| (m.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
+        "store_statements_per_command": o.statements_per_cmd,
+        "store_commits_per_command": o.commits_per_cmd,
     })
 }
 
@@ -699,7 +727,7 @@ fn cpu_per_cmd(cpu: f64, o: &Outcome) -> f64 {
 
 fn print_header() {
     println!(
-        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6}",
+        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5}",
         "backend",
         "rate/s",
         "slack",
@@ -715,7 +743,9 @@ fn print_header() {
         "cpu/cmd",
         "pg/cmd",
         "gen/cmd",
-        "RSS"
+        "RSS",
+        "stmt",
+        "txn"
     );
 }
 
@@ -732,7 +762,7 @@ fn fmt_ms(v: f64) -> String {
 fn print_row(backend: Backend, step: &Step, o: &Outcome) {
     let p = |v: &[f64], q| fmt_ms(percentile(v, q));
     println!(
-        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6}{}",
+        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5}{}",
         backend.name(),
         step.rate,
         if step.slow_ms > 0 {
@@ -754,6 +784,8 @@ fn print_row(backend: Backend, step: &Step, o: &Outcome) {
             .map_or("-".into(), |c| format!("{:.2}", cpu_per_cmd(c, o))),
         format!("{:.2}", cpu_per_cmd(o.bench_cpu, o)),
         format!("{:.0}M", o.hwm_mib),
+        format!("{:.1}", o.statements_per_cmd),
+        format!("{:.1}", o.commits_per_cmd),
         if o.drained {
             String::new()
         } else {
@@ -899,7 +931,9 @@ fn main() {
          including its jobs (ms); defer = acks that overran the 2 s ack budget \
          (\"Working on it\"); lag99 = generator lateness p99 (ms); appr = intended send → \
          approval message at Slack (ms); pg/cmd = the server's PostgreSQL backends per command \
-         (ms); gen/cmd = this process (generator + fake Slack) per command (ms); RSS = peak"
+         (ms); gen/cmd = this process (generator + fake Slack) per command (ms); RSS = peak; \
+         stmt, txn = statements and commits the server's store sent per command, its jobs \
+         included"
     );
     print_header();
     rt.block_on(async {

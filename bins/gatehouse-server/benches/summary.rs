@@ -37,6 +37,20 @@ fn main() {
             server.map(|v| v <= target),
         ));
     }
+    for (name, l) in [("SQLite", &ls), ("PostgreSQL", &lp)] {
+        let step = l.as_ref().and_then(|l| rate_step(l, "rates", 200.0));
+        let stmts = step.and_then(|s| num(s, &["store_statements_per_command"]));
+        let txns = step.and_then(|s| num(s, &["store_commits_per_command"]));
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        rows.push(Row::new(
+            format!(
+                "statements / transactions per `request` command incl. its jobs, 200/s, {name}"
+            ),
+            format!("{} / {}", fmt(stmts), fmt(txns)),
+            "≤ 8 / ≤ 3".into(),
+            stmts.zip(txns).map(|(s, t)| s <= 8.0 && t <= 3.0),
+        ));
+    }
     let p99_500 = ls
         .as_ref()
         .and_then(|l| rate_step(l, "rates", 500.0))

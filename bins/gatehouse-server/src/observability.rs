@@ -127,6 +127,11 @@ fn dependency_readiness(
 }
 
 async fn metrics_page(State(s): State<AppState>) -> Response {
+    // Read before this page's own queries: statements and commits per operation (the load
+    // benchmark's stmt/cmd) are differences of these.
+    let sent = s.app.store.stats();
+    metrics::counter!("gatehouse_store_statements_total").absolute(sent.statements);
+    metrics::counter!("gatehouse_store_commits_total").absolute(sent.commits);
     let engine = &s.app.engine;
     match engine.request_counts().await {
         Ok(counts) => {

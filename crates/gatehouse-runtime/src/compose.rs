@@ -206,6 +206,11 @@ fn engine_settings(config: &Config, env: &Env) -> Result<EngineSettings, Compose
     Ok(EngineSettings {
         job_lease: chrono::Duration::seconds(config.server.job_lease_secs.unwrap_or(120) as i64),
         job_concurrency: config.server.job_concurrency.unwrap_or(8).max(1),
+        delivery_concurrency: config
+            .server
+            .delivery_concurrency
+            .unwrap_or(EngineSettings::default().delivery_concurrency)
+            .max(1),
         approval_channel: env
             .approval_channel
             .clone()

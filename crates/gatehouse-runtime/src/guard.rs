@@ -122,6 +122,12 @@ impl Notifier for TimeLimitedNotifier {
             })?
     }
 
+    // Forwarded: the trait's default (true) made the engine read a request's message refs
+    // before every notification, two statements per `request` command that nothing used.
+    fn reads_message_refs(&self, n: &Notification) -> bool {
+        self.inner.reads_message_refs(n)
+    }
+
     async fn deliver_secret(
         &self,
         request: &RequestSummary,
@@ -135,5 +141,53 @@ impl Notifier for TimeLimitedNotifier {
                     self.limit
                 ))
             })?
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A notifier that reads no message refs, for the wrapper to report as such.
+    #[derive(Debug)]
+    struct ReadsNoRefs;
+
+    #[async_trait]
+    impl Notifier for ReadsNoRefs {
+        async fn notify(
+            &self,
+            _n: &Notification,
+            _ctx: &NotifyContext,
+        ) -> Result<Vec<MessageRef>, NotifyError> {
+            Ok(vec![])
+        }
+
+        fn reads_message_refs(&self, _n: &Notification) -> bool {
+            false
+        }
+
+        async fn deliver_secret(
+            &self,
+            _request: &RequestSummary,
+            _secret: &DeliveredSecret,
+        ) -> Result<(), NotifyError> {
+            Ok(())
+        }
+    }
+
+    /// The time limit changes nothing but the time: what the wrapped notifier says about
+    /// message refs is what the engine hears (it skips the store read when they are not used).
+    #[test]
+    fn the_time_limited_notifier_says_what_the_inner_one_reads() {
+        let wrapped = TimeLimitedNotifier::wrap(Arc::new(ReadsNoRefs), Duration::from_secs(1));
+        let delegate = access_core::subject::SubjectKey::new("T1", "U1");
+        let n = Notification::DelegationChanged {
+            delegate: delegate.subject("delegate"),
+            delegator: delegate.actor("delegator"),
+            until: chrono::Utc::now(),
+            ended: false,
+        };
+        assert!(!wrapped.reads_message_refs(&n));
     }
 }

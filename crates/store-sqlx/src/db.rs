@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use access_core::ports::StoreError;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
-use sqlx::{Postgres, Row, Sqlite, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use sqlx::{Connection, Postgres, Row, Sqlite};
+use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,7 +208,7 @@ impl Counters {
     }
 }
 
-/// A connection of either kind, borrowed from a pool or a transaction.
+/// A connection of either kind, borrowed from a checkout or a transaction.
 pub(crate) struct Conn<'a> {
     kind: ConnKind<'a>,
     counters: &'a Counters,
@@ -260,26 +261,247 @@ impl Conn<'_> {
     }
 }
 
-/// A write transaction. On SQLite it also holds the process-wide writer lock.
-pub(crate) struct Tx {
-    kind: TxKind,
-    counters: Arc<Counters>,
+/// A connection taken out of sqlx's pool, of either kind.
+enum PooledConn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
 }
 
-/// The driver's transaction of either kind.
-pub(crate) enum TxKind {
-    Sqlite {
-        tx: Transaction<'static, Sqlite>,
-        _writer: WriterGuard,
-    },
-    Postgres(Transaction<'static, Postgres>),
+impl PooledConn {
+    fn kind(&mut self) -> ConnKind<'_> {
+        match self {
+            PooledConn::Sqlite(c) => ConnKind::Sqlite(c),
+            PooledConn::Postgres(c) => ConnKind::Postgres(c),
+        }
+    }
+
+    /// Runs a statement of the store's own (`BEGIN`, `COMMIT`, `ROLLBACK`), not counted.
+    async fn run(&mut self, text: &'static str) -> Result<(), sqlx::Error> {
+        match self {
+            PooledConn::Sqlite(c) => sqlx::query(text).execute(&mut **c).await.map(drop),
+            PooledConn::Postgres(c) => sqlx::query(text).execute(&mut **c).await.map(drop),
+        }
+    }
+
+    async fn ping(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            PooledConn::Sqlite(c) => c.ping().await,
+            PooledConn::Postgres(c) => c.ping().await,
+        }
+    }
+
+    /// Ends whatever a caller that left may have left open on this connection (a transaction,
+    /// a statement in flight) and tells whether it can serve again. `ROLLBACK` outside a
+    /// transaction is harmless (an error on SQLite, a warning on PostgreSQL) and ignored; the
+    /// ping that follows waits until the connection has answered everything sent on it.
+    async fn recover(&mut self) -> bool {
+        let _ = self.run("ROLLBACK").await;
+        self.ping().await.is_ok()
+    }
+}
+
+/// A connection idle longer than this is pinged before it serves again: a database restarted
+/// meanwhile costs a ping, not a failed statement. Under load connections come back within
+/// milliseconds and are never pinged.
+const PING_IF_IDLE: Duration = Duration::from_secs(5);
+
+/// The store's connections, kept out of sqlx's pool between uses.
+///
+/// sqlx's pool pings a connection when it is handed out (`test_before_acquire`) and again, in a
+/// spawned task, every time it is given back, so that a caller who left mid-statement or
+/// mid-transaction cannot hand its mess to the next one. Each ping is a round trip: to the
+/// connection's worker thread on SQLite, over the network on PostgreSQL. A point read through
+/// the pool cost three round trips and a task where one would do, and thread hand-offs are
+/// where the server's CPU went (docs/performance.md, "Connections without pings"). Here a
+/// connection that comes back *settled* (its statement answered, its transaction ended) goes
+/// straight onto an idle stack; only one given back unsettled is recovered first (`ROLLBACK`,
+/// then a ping), off the caller's future, holding its permit (and on SQLite the writer lock)
+/// until it is done — the same guarantee sqlx's pool gives, paid only when a caller left.
+///
+/// One connection of sqlx's pool is left out of this (`max_connections - 1` permits), for
+/// [`crate::SqlStore::pool`]'s readers and the migrator.
+struct Connections {
+    pool: DbPool,
+    /// Most recently used last: a hot connection is reused while the rest stay idle.
+    idle: StdMutex<Vec<(PooledConn, Instant)>>,
+    permits: Arc<Semaphore>,
+    acquire_timeout: Duration,
+    /// Connections taken from sqlx's pool, and pings sent before reuse (for tests).
+    opened: AtomicU64,
+    pings: AtomicU64,
+}
+
+impl Connections {
+    fn new(pool: DbPool) -> Self {
+        let (max, acquire_timeout) = match &pool {
+            DbPool::Sqlite(p) => (
+                p.options().get_max_connections(),
+                p.options().get_acquire_timeout(),
+            ),
+            DbPool::Postgres(p) => (
+                p.options().get_max_connections(),
+                p.options().get_acquire_timeout(),
+            ),
+        };
+        let permits = usize::try_from(max.saturating_sub(1).max(1)).unwrap_or(1);
+        Self {
+            pool,
+            idle: StdMutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(permits)),
+            acquire_timeout,
+            opened: AtomicU64::new(0),
+            pings: AtomicU64::new(0),
+        }
+    }
+
+    fn take_idle(&self) -> Option<(PooledConn, Instant)> {
+        match self.idle.lock() {
+            Ok(mut idle) => idle.pop(),
+            Err(p) => p.into_inner().pop(),
+        }
+    }
+
+    /// Puts a settled connection back; after [`Connections::close`] it goes back to sqlx's
+    /// pool instead, which closes it.
+    fn put(&self, conn: PooledConn) {
+        if self.permits.is_closed() {
+            return;
+        }
+        let entry = (conn, Instant::now());
+        match self.idle.lock() {
+            Ok(mut idle) => idle.push(entry),
+            Err(p) => p.into_inner().push(entry),
+        }
+    }
+
+    async fn checkout(self: &Arc<Self>) -> Result<Checkout, sqlx::Error> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return Err(sqlx::Error::PoolClosed),
+            Err(TryAcquireError::NoPermits) => {
+                match tokio::time::timeout(
+                    self.acquire_timeout,
+                    self.permits.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(sqlx::Error::PoolClosed),
+                    Err(_) => return Err(sqlx::Error::PoolTimedOut),
+                }
+            }
+        };
+        let conn = loop {
+            match self.take_idle() {
+                Some((conn, since)) if since.elapsed() < PING_IF_IDLE => break conn,
+                Some((mut conn, _)) => {
+                    self.pings.fetch_add(1, Ordering::Relaxed);
+                    if conn.ping().await.is_ok() {
+                        break conn;
+                    }
+                    // Broken while idle: dropping it hands it to sqlx, which closes it.
+                }
+                None => {
+                    self.opened.fetch_add(1, Ordering::Relaxed);
+                    break match &self.pool {
+                        DbPool::Sqlite(p) => PooledConn::Sqlite(p.acquire().await?),
+                        DbPool::Postgres(p) => PooledConn::Postgres(p.acquire().await?),
+                    };
+                }
+            }
+        };
+        Ok(Checkout {
+            conn: Some(conn),
+            unsettled: false,
+            writer: None,
+            permit: Some(permit),
+            conns: self.clone(),
+        })
+    }
+
+    /// Stops handing out connections and gives the idle ones back to sqlx's pool.
+    fn close(&self) {
+        self.permits.close();
+        let idle = match self.idle.lock() {
+            Ok(mut idle) => std::mem::take(&mut *idle),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
+        drop(idle);
+    }
+}
+
+/// A connection in use, with its permit. Dropped settled, the connection goes back on the idle
+/// stack at once; dropped unsettled (a statement in flight, a transaction open: the caller left
+/// or failed), it is recovered first in a task of its own, and dropped if it cannot be.
+pub(crate) struct Checkout {
+    conn: Option<PooledConn>,
+    unsettled: bool,
+    /// On SQLite, the writer lock of the transaction on this connection: released only when the
+    /// transaction has surely ended (after a recovery's `ROLLBACK`).
+    writer: Option<WriterGuard>,
+    permit: Option<OwnedSemaphorePermit>,
+    conns: Arc<Connections>,
+}
+
+impl Checkout {
+    fn conn<'a>(&'a mut self, counters: &'a Counters) -> Option<Conn<'a>> {
+        Some(Conn {
+            kind: self.conn.as_mut()?.kind(),
+            counters,
+        })
+    }
+
+    async fn run(&mut self, text: &'static str) -> Result<(), sqlx::Error> {
+        match self.conn.as_mut() {
+            Some(c) => c.run(text).await,
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if !self.unsettled {
+            self.conns.put(conn);
+            return; // the permit and any writer lock go with the fields, after the put
+        }
+        let conns = self.conns.clone();
+        let permit = self.permit.take();
+        let writer = self.writer.take();
+        // Outside a runtime (its shutdown) the connection goes back to sqlx, whose own release
+        // recovers it the same way.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if conn.recover().await {
+                    conns.put(conn);
+                }
+                drop(writer);
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// A write transaction. On SQLite it also holds the process-wide writer lock.
+///
+/// `BEGIN` and `COMMIT` are the store's own statements, not sqlx's `Transaction`: that one
+/// lives on a connection owned by sqlx's pool (so every transaction paid the pool's two pings),
+/// and on SQLite a custom `BEGIN IMMEDIATE` costs sqlx two more round trips to check it took.
+/// The recovery of an unsettled [`Checkout`] is the rollback of a dropped transaction.
+pub(crate) struct Tx {
+    held: Checkout,
+    counters: Arc<Counters>,
 }
 
 impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
-        let kind = match &mut self.kind {
-            TxKind::Sqlite { tx, .. } => ConnKind::Sqlite(tx),
-            TxKind::Postgres(tx) => ConnKind::Postgres(tx),
+        // A transaction always holds its connection (taken only by `Checkout::drop`).
+        let kind = match self.held.conn.as_mut() {
+            Some(c) => c.kind(),
+            None => unreachable!("a transaction without its connection"),
         };
         Conn {
             kind,
@@ -287,19 +509,18 @@ impl Tx {
         }
     }
 
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         self.counters.commit();
-        match self.kind {
-            TxKind::Sqlite { tx, _writer } => tx.commit().await,
-            TxKind::Postgres(tx) => tx.commit().await,
-        }
+        // A failed COMMIT leaves the transaction to the recovery's ROLLBACK.
+        self.held.run("COMMIT").await?;
+        self.held.unsettled = false;
+        Ok(())
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self.kind {
-            TxKind::Sqlite { tx, _writer } => tx.rollback().await,
-            TxKind::Postgres(tx) => tx.rollback().await,
-        }
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        self.held.run("ROLLBACK").await?;
+        self.held.unsettled = false;
+        Ok(())
     }
 }
 
@@ -325,10 +546,11 @@ impl Drop for WriterGuard {
     }
 }
 
-/// Pools plus the SQLite writer lock.
-#[derive(Debug, Clone)]
+/// The store's connections plus the SQLite writer lock.
+#[derive(Clone)]
 pub(crate) struct Db {
     pub pool: DbPool,
+    conns: Arc<Connections>,
     /// SQLite allows one writer at a time anyway; queueing writers here (fairly, without
     /// sleeping) is faster than letting them spin on `SQLITE_BUSY`. `BEGIN IMMEDIATE` still
     /// guards against writers in other processes (the cleanup binary).
@@ -338,20 +560,22 @@ pub(crate) struct Db {
     pub counters: Arc<Counters>,
 }
 
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Db {
     pub fn new(pool: DbPool) -> Self {
         Self {
+            conns: Arc::new(Connections::new(pool.clone())),
             pool,
             writer: Arc::new(Mutex::new(())),
             holder: Arc::new(StdMutex::new(None)),
             counters: Arc::new(Counters::default()),
-        }
-    }
-
-    fn conn<'a>(&'a self, kind: ConnKind<'a>) -> Conn<'a> {
-        Conn {
-            kind,
-            counters: &self.counters,
         }
     }
 
@@ -362,14 +586,22 @@ impl Db {
         }
     }
 
-    /// Starts a write transaction. Safe to give up on (drop) at any moment: the BEGIN runs in a
-    /// task of its own, so a caller that leaves (a request whose client hung up, a time-out
-    /// around a store call) cannot strand an open transaction. sqlx rolls back a BEGIN whose
-    /// caller left before it was acknowledged, but not one whose caller left between the
-    /// acknowledgement and the `Transaction` being made: that connection went back to the pool
-    /// inside the transaction, and on SQLite kept the write lock for good ("database is locked"
-    /// for every later write, in every process). Here the task finishes making the
-    /// `Transaction`, and dropping its unclaimed result rolls it back.
+    /// Gives the store's connections back to sqlx's pool and closes it (waits for those in use).
+    pub async fn close(&self) {
+        self.conns.close();
+        match &self.pool {
+            DbPool::Sqlite(p) => p.close().await,
+            DbPool::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Starts a write transaction. Safe to give up on (drop) at any moment: a caller that
+    /// leaves while its `BEGIN` is in flight, or with the transaction open, leaves an
+    /// unsettled [`Checkout`], whose recovery rolls back whatever the `BEGIN` opened before the
+    /// connection serves again. (Found by the chaos test: a `BEGIN` whose caller left between
+    /// its acknowledgement and the transaction being made went back to the pool inside the
+    /// transaction, and on SQLite kept the write lock for good: "database is locked" for every
+    /// later write, in every process.)
     ///
     /// On SQLite a writer that has waited [`WRITER_WAIT_WARN`] for the in-process writer lock
     /// logs a warning naming the holder's call site and how long it has held the lock.
@@ -380,27 +612,18 @@ impl Db {
     }
 
     async fn begin_at(&self, caller: &'static Location<'static>) -> Result<Tx, sqlx::Error> {
-        let kind = match &self.pool {
-            DbPool::Sqlite(p) => {
-                let guard = self.writer_lock(caller).await;
-                let p = p.clone();
-                // IMMEDIATE takes the write lock up front: a deferred transaction that reads and
-                // then writes can fail with SQLITE_BUSY on the upgrade no matter the busy timeout.
-                let tx = tokio::spawn(async move { p.begin_with("BEGIN IMMEDIATE").await })
-                    .await
-                    .map_err(begin_task_failed)??;
-                TxKind::Sqlite { tx, _writer: guard }
-            }
-            DbPool::Postgres(p) => {
-                let p = p.clone();
-                let tx = tokio::spawn(async move { p.begin().await })
-                    .await
-                    .map_err(begin_task_failed)??;
-                TxKind::Postgres(tx)
-            }
+        let (writer, begin) = match &self.pool {
+            // IMMEDIATE takes the write lock up front: a deferred transaction that reads and
+            // then writes can fail with SQLITE_BUSY on the upgrade no matter the busy timeout.
+            DbPool::Sqlite(_) => (Some(self.writer_lock(caller).await), "BEGIN IMMEDIATE"),
+            DbPool::Postgres(_) => (None, "BEGIN"),
         };
+        let mut held = self.conns.checkout().await?;
+        held.writer = writer;
+        held.unsettled = true;
+        held.run(begin).await?;
         Ok(Tx {
-            kind,
+            held,
             counters: self.counters.clone(),
         })
     }
@@ -441,56 +664,42 @@ impl Db {
         }
     }
 
-    /// Runs one read on a pooled connection.
+    /// Runs one read on a connection of the store's.
     pub async fn fetch_all(&self, sql: &Sql) -> Result<Vec<DbRow>, sqlx::Error> {
-        match &self.pool {
-            DbPool::Sqlite(p) => {
-                let mut c = p.acquire().await?;
-                self.conn(ConnKind::Sqlite(&mut c)).fetch_all(sql).await
-            }
-            DbPool::Postgres(p) => {
-                let mut c = p.acquire().await?;
-                self.conn(ConnKind::Postgres(&mut c)).fetch_all(sql).await
-            }
-        }
+        let mut held = self.conns.checkout().await?;
+        held.unsettled = true;
+        let Some(mut conn) = held.conn(&self.counters) else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        let rows = conn.fetch_all(sql).await?;
+        held.unsettled = false;
+        Ok(rows)
     }
 
-    /// Runs one write on a pooled connection, outside any explicit transaction (it commits on
-    /// its own, and counts as a commit).
+    /// Runs one write outside any explicit transaction (it commits on its own, and counts as a
+    /// commit).
     pub async fn execute(&self, sql: &Sql) -> Result<u64, sqlx::Error> {
         self.counters.commit();
-        match &self.pool {
-            DbPool::Sqlite(p) => {
-                let mut c = p.acquire().await?;
-                self.conn(ConnKind::Sqlite(&mut c)).execute(sql).await
-            }
-            DbPool::Postgres(p) => {
-                let mut c = p.acquire().await?;
-                self.conn(ConnKind::Postgres(&mut c)).execute(sql).await
-            }
-        }
+        let mut held = self.conns.checkout().await?;
+        held.unsettled = true;
+        let Some(mut conn) = held.conn(&self.counters) else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        let n = conn.execute(sql).await?;
+        held.unsettled = false;
+        Ok(n)
     }
 
     pub async fn fetch_optional(&self, sql: &Sql) -> Result<Option<DbRow>, sqlx::Error> {
-        match &self.pool {
-            DbPool::Sqlite(p) => {
-                let mut c = p.acquire().await?;
-                self.conn(ConnKind::Sqlite(&mut c))
-                    .fetch_optional(sql)
-                    .await
-            }
-            DbPool::Postgres(p) => {
-                let mut c = p.acquire().await?;
-                self.conn(ConnKind::Postgres(&mut c))
-                    .fetch_optional(sql)
-                    .await
-            }
-        }
+        let mut held = self.conns.checkout().await?;
+        held.unsettled = true;
+        let Some(mut conn) = held.conn(&self.counters) else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        let row = conn.fetch_optional(sql).await?;
+        held.unsettled = false;
+        Ok(row)
     }
-}
-
-fn begin_task_failed(e: tokio::task::JoinError) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("the task starting a transaction failed: {e}"))
 }
 
 /// A result row of either kind. Getters name the column, so a schema drift is a clear
@@ -667,20 +876,98 @@ mod tests {
             .await
             .expect("begin after an abandoned one")
             .unwrap();
-        match &mut tx.kind {
-            TxKind::Sqlite { tx, .. } => {
-                sqlx::query("INSERT INTO t VALUES (2)")
-                    .execute(&mut **tx)
-                    .await
-                    .unwrap();
-            }
-            TxKind::Postgres(_) => unreachable!(),
+        tx.conn()
+            .execute(&Sql::new("INSERT INTO t VALUES (2)"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// A connection that comes back settled serves the next caller at once: no ping, no new
+    /// connection (sqlx's pool pinged on every hand-out and every return: three round trips
+    /// for a point read).
+    #[tokio::test]
+    async fn settled_connections_serve_again_without_a_ping() {
+        let (_db_file, _opts, db) = wal_db_with_table(4).await;
+        for _ in 0..50 {
+            db.fetch_all(&Sql::new("SELECT x FROM t")).await.unwrap();
         }
+        let mut tx = db.begin().await.unwrap();
+        tx.conn()
+            .execute(&Sql::new("INSERT INTO t VALUES (1)"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        db.execute(&Sql::new("INSERT INTO t VALUES (2)"))
+            .await
+            .unwrap();
+        assert_eq!(db.conns.opened.load(Ordering::Relaxed), 1);
+        assert_eq!(db.conns.pings.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            db.fetch_all(&Sql::new("SELECT x FROM t"))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    /// A transaction dropped open (its caller left, or returned early on an error) is rolled
+    /// back before its connection serves again, and keeps the writer lock until then: the next
+    /// writer sees none of it.
+    #[tokio::test]
+    async fn a_transaction_dropped_open_is_rolled_back_before_anyone_writes() {
+        let (_db_file, _opts, db) = wal_db_with_table(2).await;
+        let mut tx = db.begin().await.unwrap();
+        tx.conn()
+            .execute(&Sql::new("INSERT INTO t VALUES (7)"))
+            .await
+            .unwrap();
+        drop(tx);
+        let mut next = tokio::time::timeout(Duration::from_secs(5), db.begin())
+            .await
+            .expect("begin after a dropped transaction")
+            .unwrap();
+        let rows = next
+            .conn()
+            .fetch_all(&Sql::new("SELECT x FROM t"))
+            .await
+            .unwrap();
+        assert!(rows.is_empty(), "the dropped transaction's write survived");
+        next.commit().await.unwrap();
+        // One permit (a pool of two): the recovered connection is the one serving again.
+        assert_eq!(db.conns.opened.load(Ordering::Relaxed), 1);
+    }
+
+    /// Reads given up at any moment leave their connection usable: each is recovered before it
+    /// serves again, and the store keeps answering.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_given_up_at_any_moment_leave_connections_usable() {
+        let (_db_file, _opts, db) = wal_db_with_table(3).await;
+        db.execute(&Sql::new("INSERT INTO t VALUES (1)"))
+            .await
+            .unwrap();
+        for i in 0..300u64 {
+            let wait = Duration::from_micros((i * 7919) % 500);
+            let _ = tokio::time::timeout(wait, db.fetch_all(&Sql::new("SELECT x FROM t"))).await;
+        }
+        for _ in 0..20 {
+            let rows = tokio::time::timeout(
+                Duration::from_secs(5),
+                db.fetch_all(&Sql::new("SELECT x FROM t")),
+            )
+            .await
+            .expect("a read after abandoned ones")
+            .unwrap();
+            assert_eq!(rows.len(), 1);
+        }
+        let tx = db.begin().await.unwrap();
         tx.commit().await.unwrap();
     }
 
     /// The writer lock records who holds it (the warning of a writer that waits too long names
-    /// that call site), and forgets it when the transaction ends, however it ends.
+    /// that call site), and forgets it when the transaction ends, however it ends (dropped
+    /// open, once its rollback is done).
     #[tokio::test]
     async fn the_writer_lock_records_its_holder_until_the_transaction_ends() {
         let db_file = testkit::db::TestDb::sqlite();
@@ -699,8 +986,13 @@ mod tests {
             db.holder.lock().unwrap().is_none(),
             "holder kept after commit"
         );
+        // Dropped open: the lock (and its holder) stays until the recovery's ROLLBACK is done.
         let tx = db.begin().await.unwrap();
         drop(tx);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while db.holder.lock().unwrap().is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert!(
             db.holder.lock().unwrap().is_none(),
             "holder kept after drop"

@@ -192,6 +192,12 @@ pub struct SqlStore {
 type CommitOutcome = Result<access_core::ports::Committed, StoreError>;
 type CompleteOutcome = Result<u64, StoreError>;
 
+/// sqlx's pool holds the store's connections plus one: the store keeps its own out of the pool
+/// between uses (`db::Connections`), and the spare serves [`SqlStore::pool`]'s readers.
+fn store_pool_size(max_connections: u32) -> u32 {
+    max_connections.max(2).saturating_add(1)
+}
+
 /// Most change sets (or completion calls) one group-commit batch writes: bounds a transaction's
 /// size; the multi-row statements chunk their rows below both backends' parameter limits.
 const GROUP_CAP: usize = 256;
@@ -241,7 +247,7 @@ impl SqlStore {
                 // (docs/performance.md). Writes still go through the WAL as before.
                 .pragma("mmap_size", SQLITE_MMAP_SIZE.to_string());
             let pool = SqlitePoolOptions::new()
-                .max_connections(opts.max_connections.max(2))
+                .max_connections(store_pool_size(opts.max_connections))
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(conn)
                 .await
@@ -273,7 +279,7 @@ impl SqlStore {
                 conn = conn.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
             }
             let pool = PgPoolOptions::new()
-                .max_connections(opts.max_connections.max(2))
+                .max_connections(store_pool_size(opts.max_connections))
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(conn)
                 .await
@@ -390,10 +396,7 @@ impl SqlStore {
 
     /// Closes every pooled connection (waits for those in use).
     pub async fn close(&self) {
-        match &self.db.pool {
-            DbPool::Sqlite(p) => p.close().await,
-            DbPool::Postgres(p) => p.close().await,
-        }
+        self.db.close().await;
     }
 
     fn migrator(&self) -> &'static Migrator {

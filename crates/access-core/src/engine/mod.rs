@@ -105,6 +105,11 @@ pub struct EngineSettings {
     pub job_lease: chrono::Duration,
     /// Jobs run at once by one `run_due` call, and by each lane of the continuous scheduler.
     pub job_concurrency: usize,
+    /// Chat commands and buttons whose messages (the follow-ups of [`Engine::run_claimed`]) are
+    /// delivered at once. These spend their time waiting on Slack, so they get more slots than
+    /// jobs: at 8, with every Slack call taking 50 ms, 200 requests a second queued for seconds
+    /// (docs/performance.md, "Fourth session").
+    pub delivery_concurrency: usize,
     /// Global fallback channel for approval messages.
     pub approval_channel: Option<String>,
     /// Where break-glass notices go besides the approvers' channel (`[server] security_channel`).
@@ -120,6 +125,7 @@ impl Default for EngineSettings {
         Self {
             job_lease: chrono::Duration::seconds(120),
             job_concurrency: 8,
+            delivery_concurrency: 32,
             approval_channel: None,
             security_channel: None,
             admins: crate::resource::ApproverSet::default(),
@@ -249,7 +255,7 @@ impl EngineBuilder {
             notifier: self.notifier,
             audit_sink: self.audit_sink,
             waker: self.waker,
-            follow_up_slots: tokio::sync::Semaphore::new(self.settings.job_concurrency.max(1)),
+            follow_up_slots: tokio::sync::Semaphore::new(self.settings.delivery_concurrency.max(1)),
             settings: self.settings,
             inbox: std::sync::RwLock::new(None),
             webhooks: self.webhooks,
