@@ -615,9 +615,13 @@ async fn install_and_isolation(w: &World) {
         })
         .await;
     assert!(ok, "{}: no DM to UALICE\n{}", w.kind, w.dump());
+    // Opening a form reads the person's profile after the form is open (docs/slack-app.md), so
+    // the profile reads of the forms opened above may land after `before`: they are not caused
+    // by Alpha's request. (This assertion failed about one run in three once the ack got faster.)
     let caused: Vec<_> = w.slack.calls()[before..]
         .iter()
         .filter(|c| c.method != "response_url" && c.method != "upload")
+        .filter(|c| c.method != "users.info" || c.args["user"] == "UALICE")
         .cloned()
         .collect();
     assert!(!caused.is_empty(), "{}", w.kind);
