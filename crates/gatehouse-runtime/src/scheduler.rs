@@ -194,6 +194,8 @@ impl JobScheduler {
         tracing::info!("job scheduler started");
         let mut tasks: JoinSet<Finished> = JoinSet::new();
         let mut slots = Slots::default();
+        // The last pass claimed nothing although a job was due (see `when_due`).
+        let mut looked_again = false;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -220,13 +222,15 @@ impl JobScheduler {
             let mut wait = self.time_to_next().await;
             self.waker.looked();
             if wait.is_zero() {
-                if claimed > 0 {
-                    continue;
+                match when_due(claimed, looked_again) {
+                    None => {
+                        looked_again = claimed == 0;
+                        continue;
+                    }
+                    Some(w) => wait = w.min(self.max_idle),
                 }
-                // Due, yet nothing was claimable: its lane is full (a finishing job wakes the
-                // loop) or the lease clock has not quite reached it. Never a busy loop.
-                wait = Duration::from_millis(250).min(self.max_idle);
             }
+            looked_again = false;
             // Jobs enqueued from here on wake it only if due before it looks again. One enqueued
             // between `time_to_next`'s read and this line saw "busy" and stored a permit.
             self.waker.sleeps_until(
@@ -338,6 +342,22 @@ impl JobScheduler {
     }
 }
 
+/// What the loop does when the next job is already due after a pass that claimed `claimed`:
+/// `None` looks again at once, `Some(wait)` sleeps (a finishing job or a new one wakes it
+/// earlier). A pass that claimed something looks again. A pass that claimed nothing looks again
+/// once: the job may have come due between the claim and the read of the next due time. That
+/// was not rare: with 10,000 expiries spread over a minute the scheduler often woke right at a
+/// due time and lost that race, then slept 250 ms while expiries waited (revocation lag p99
+/// 0.26 s in the scale benchmark). Nothing claimed twice running: the job's lane is full or the
+/// lease clock has not quite reached it, so wait instead of spinning.
+fn when_due(claimed: usize, looked_again: bool) -> Option<Duration> {
+    if claimed > 0 || !looked_again {
+        None
+    } else {
+        Some(Duration::from_millis(250))
+    }
+}
+
 fn as_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -395,6 +415,25 @@ pub fn record_metrics(summary: &RunSummary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job that came due between a pass's claim and its read of the next due time is claimed
+    /// by an immediate second look, not after a 250 ms sleep; only a second empty pass in a row
+    /// (lane full, lease clock behind) waits.
+    #[test]
+    fn a_job_due_after_an_empty_claim_is_looked_for_again_at_once() {
+        assert_eq!(when_due(3, false), None, "claimed: more may be due");
+        assert_eq!(when_due(3, true), None);
+        assert_eq!(
+            when_due(0, false),
+            None,
+            "came due after the claim: look again"
+        );
+        assert_eq!(
+            when_due(0, true),
+            Some(Duration::from_millis(250)),
+            "twice nothing claimable: wait, never spin"
+        );
+    }
 
     /// `/readyz` reads this: a scheduler that stopped looking at the queue for more than three
     /// idle periods is reported, with the reason; one that looked recently, or none, is not.
