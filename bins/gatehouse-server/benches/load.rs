@@ -348,7 +348,12 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
         Some(b) if backend == Backend::Postgres => Some(pg_cpu(b, &app, tick).await),
         _ => None,
     };
+    // Two reads: the second minus the first is what one /metrics page itself sends (its gauges
+    // are read from the store). Two pages fall inside the step's difference below (this one's
+    // queries, after its counters were read, and `jobs_by_kind`'s): both are taken off.
+    let page0 = store_sent(&http, &server.base).await;
     let store0 = store_sent(&http, &server.base).await;
+    let page = (store0.0 - page0.0, store0.1 - page0.1);
     let idle0 = cpu_secs(pid, tick).unwrap();
     let idle_start = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -509,8 +514,8 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
             .into_iter()
             .map(|(k, v)| (k, v / (n + warm) as f64))
             .collect(),
-        statements_per_cmd: (store1.0 - store0.0) / n.max(1) as f64,
-        commits_per_cmd: (store1.1 - store0.1) / n.max(1) as f64,
+        statements_per_cmd: (store1.0 - store0.0 - 2.0 * page.0) / n.max(1) as f64,
+        commits_per_cmd: (store1.1 - store0.1 - 2.0 * page.1) / n.max(1) as f64,
     }
 }
 
