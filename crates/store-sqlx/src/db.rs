@@ -312,7 +312,7 @@ const PING_IF_IDLE: Duration = Duration::from_secs(5);
 /// mid-transaction cannot hand its mess to the next one. Each ping is a round trip: to the
 /// connection's worker thread on SQLite, over the network on PostgreSQL. A point read through
 /// the pool cost three round trips and a task where one would do, and thread hand-offs are
-/// where the server's CPU went (docs/performance.md, "Connections without pings"). Here a
+/// where the server's CPU went (docs/performance.md, "Fourth session"). Here a
 /// connection that comes back *settled* (its statement answered, its transaction ended) goes
 /// straight onto an idle stack; only one given back unsettled is recovered first (`ROLLBACK`,
 /// then a ping), off the caller's future, holding its permit (and on SQLite the writer lock)
@@ -937,6 +937,84 @@ mod tests {
         next.commit().await.unwrap();
         // One permit (a pool of two): the recovered connection is the one serving again.
         assert_eq!(db.conns.opened.load(Ordering::Relaxed), 1);
+    }
+
+    /// On both databases: a transaction dropped open with a row written is rolled back before
+    /// its connection serves again, and its locks go with it — another connection (the spare of
+    /// sqlx's pool) then updates the same row and finds it as it was. On PostgreSQL a connection
+    /// left idle inside its transaction would keep the row locked indefinitely.
+    #[tokio::test]
+    async fn a_dropped_transaction_leaves_no_lock_and_no_write_on_either_database() {
+        for test_db in testkit::db::backends().await {
+            let pool = match test_db.kind {
+                "sqlite" => DbPool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(2)
+                        .connect_with(
+                            SqliteConnectOptions::from_str(&test_db.url)
+                                .unwrap()
+                                .journal_mode(SqliteJournalMode::Wal)
+                                .busy_timeout(Duration::from_secs(5)),
+                        )
+                        .await
+                        .unwrap(),
+                ),
+                _ => DbPool::Postgres(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(2)
+                        .connect(&test_db.url)
+                        .await
+                        .unwrap(),
+                ),
+            };
+            let db = Db::new(pool.clone());
+            db.execute(&Sql::new("CREATE TABLE t (x BIGINT PRIMARY KEY)"))
+                .await
+                .unwrap();
+            db.execute(&Sql::new("INSERT INTO t VALUES (1)"))
+                .await
+                .unwrap();
+            let mut tx = db.begin().await.unwrap();
+            let n = tx
+                .conn()
+                .execute(&Sql::new("UPDATE t SET x = 2 WHERE x = 1"))
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            drop(tx);
+            let update = Sql::new("UPDATE t SET x = 3 WHERE x = 1");
+            let n = match &pool {
+                DbPool::Sqlite(p) => {
+                    let mut c = p.acquire().await.unwrap();
+                    sqlite_query(&update)
+                        .execute(&mut *c)
+                        .await
+                        .map(|r| r.rows_affected())
+                }
+                DbPool::Postgres(p) => {
+                    let mut c = p.acquire().await.unwrap();
+                    sqlx::query("SET lock_timeout = '5s'")
+                        .execute(&mut *c)
+                        .await
+                        .unwrap();
+                    pg_query(&update)
+                        .execute(&mut *c)
+                        .await
+                        .map(|r| r.rows_affected())
+                }
+            };
+            let n = n.unwrap_or_else(|e| {
+                panic!(
+                    "{}: the dropped transaction kept its lock: {e}",
+                    test_db.kind
+                )
+            });
+            assert_eq!(
+                n, 1,
+                "{}: the dropped transaction's write survived",
+                test_db.kind
+            );
+        }
     }
 
     /// Reads given up at any moment leave their connection usable: each is recovered before it
