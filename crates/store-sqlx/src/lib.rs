@@ -146,7 +146,9 @@ const SQLITE_MMAP_SIZE: u64 = 256 * 1024 * 1024;
 /// Pool sizing and timeouts. [`Default`] suits one server process.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Largest pool. SQLite readers share it with the single writer.
+    /// Connections the store uses at once (at least 2). SQLite readers share them with the single
+    /// writer. One more is opened on demand for [`SqlStore::pool`]'s readers, so a PostgreSQL
+    /// server sees up to `max_connections + 1` from each process.
     pub max_connections: u32,
     /// How long a caller waits for a pooled connection.
     pub acquire_timeout: Duration,
