@@ -349,10 +349,10 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
         _ => None,
     };
     // Two reads: the second minus the first is what one /metrics page itself sends (its gauges
-    // are read from the store). Two pages fall inside the step's difference below (this one's
-    // queries, after its counters were read, and `jobs_by_kind`'s): both are taken off.
-    let page0 = store_sent(&http, &server.base).await;
-    let store0 = store_sent(&http, &server.base).await;
+    // are read from the store after its counters). One such page falls inside the step's
+    // difference below (this one's queries) and is taken off.
+    let page0 = store_sent(&metrics_page(&http, &server.base).await);
+    let store0 = store_sent(&metrics_page(&http, &server.base).await);
     let page = (store0.0 - page0.0, store0.1 - page0.1);
     let idle0 = cpu_secs(pid, tick).unwrap();
     let idle_start = Instant::now();
@@ -432,8 +432,9 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
     let (rss, hwm) = rss_mib(pid);
 
     // After the CPU reading: these look-ups cost the server time of their own.
-    let jobs = jobs_by_kind(&http, &server.base).await;
-    let store1 = store_sent(&http, &server.base).await;
+    let after = metrics_page(&http, &server.base).await;
+    let jobs = jobs_by_kind(&after);
+    let store1 = store_sent(&after);
 
     let mut ack_ms = vec![];
     let mut lag_ms = vec![];
@@ -514,8 +515,8 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
             .into_iter()
             .map(|(k, v)| (k, v / (n + warm) as f64))
             .collect(),
-        statements_per_cmd: (store1.0 - store0.0 - 2.0 * page.0) / n.max(1) as f64,
-        commits_per_cmd: (store1.1 - store0.1 - 2.0 * page.1) / n.max(1) as f64,
+        statements_per_cmd: (store1.0 - store0.0 - page.0) / n.max(1) as f64,
+        commits_per_cmd: (store1.1 - store0.1 - page.1) / n.max(1) as f64,
     }
 }
 
@@ -637,15 +638,20 @@ fn count_by_method(slack: &FakeSlack) -> Vec<(String, usize)> {
     .collect()
 }
 
-/// The statements and commits the server's store has sent (`gatehouse_store_statements_total`,
-/// `gatehouse_store_commits_total` in its /metrics).
-async fn store_sent(http: &reqwest::Client, base: &str) -> (f64, f64) {
-    let text = match http.get(format!("{base}/metrics")).send().await {
+/// The server's `/metrics` page (empty if it cannot be read).
+async fn metrics_page(http: &reqwest::Client, base: &str) -> String {
+    match http.get(format!("{base}/metrics")).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
-    };
+    }
+}
+
+/// The statements and commits the server's store has sent (`gatehouse_store_statements_total`,
+/// `gatehouse_store_commits_total`), read by the page before its own queries.
+fn store_sent(metrics: &str) -> (f64, f64) {
     let value = |name: &str| {
-        text.lines()
+        metrics
+            .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or(f64::NAN)
     };
@@ -655,14 +661,10 @@ async fn store_sent(http: &reqwest::Client, base: &str) -> (f64, f64) {
     )
 }
 
-/// `gatehouse_jobs_total` per kind (all outcomes), from the server's /metrics.
-async fn jobs_by_kind(http: &reqwest::Client, base: &str) -> Vec<(String, f64)> {
-    let Ok(r) = http.get(format!("{base}/metrics")).send().await else {
-        return vec![];
-    };
-    let text = r.text().await.unwrap_or_default();
+/// `gatehouse_jobs_total` per kind (all outcomes).
+fn jobs_by_kind(metrics: &str) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64)> = vec![];
-    for l in text
+    for l in metrics
         .lines()
         .filter(|l| l.starts_with("gatehouse_jobs_total{"))
     {

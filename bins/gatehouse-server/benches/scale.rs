@@ -356,18 +356,23 @@ struct Seeded {
     users: u64,
 }
 
-/// A template request and grant made by the engine, then the bulk rows copied from them.
-async fn seed(kind: &str, url: &str, sizes: Sizes) -> Seeded {
-    let app = App::build(
+/// The application on `url` with the bench's configuration, as the server composes it.
+async fn bench_app(url: &str, overrides: Overrides) -> App {
+    App::build(
         Config::from_toml(CONFIG, "bench").unwrap(),
         Env {
             database_url: url.to_string(),
             ..Env::default()
         },
-        Overrides::default(),
+        overrides,
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// A template request and grant made by the engine, then the bulk rows copied from them.
+async fn seed(kind: &str, url: &str, sizes: Sizes) -> Seeded {
+    let app = bench_app(url, Overrides::default()).await;
     let req = app
         .engine
         .submit_typed(ask("template", "8h"))
@@ -446,16 +451,7 @@ async fn seed(kind: &str, url: &str, sizes: Sizes) -> Seeded {
 
 /// `Engine::status` (what `/access status` shows) and `Store::grants` (the admin list) in process.
 async fn in_process(kind: &str, url: &str, seeded: &Seeded) {
-    let app = App::build(
-        Config::from_toml(CONFIG, "bench").unwrap(),
-        Env {
-            database_url: url.to_string(),
-            ..Env::default()
-        },
-        Overrides::default(),
-    )
-    .await
-    .unwrap();
+    let app = bench_app(url, Overrides::default()).await;
     let e = &app.engine;
     // 1000 calls each, or 30 s each at most (before the indexes, one list call took ~0.1 s).
     let n = 1000;
@@ -523,19 +519,14 @@ async fn export_drain(kind: &str, url: &str, seeded: &Seeded, sizes: Sizes) {
             .unwrap(),
     );
     sink.create_tables().await.unwrap();
-    let app = App::build(
-        Config::from_toml(CONFIG, "bench").unwrap(),
-        Env {
-            database_url: url.to_string(),
-            ..Env::default()
-        },
+    let app = bench_app(
+        url,
         Overrides {
             audit_sink: Some(sink),
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let raw = Raw::connect(url).await;
     let n = sizes.export_events;
     let base = raw.i64s("SELECT MAX(seq) FROM audit_events").await[0];

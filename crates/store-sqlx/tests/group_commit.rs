@@ -4,66 +4,19 @@
 //! flush (`hold_commits`) until every caller has queued: no timing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use access_core::audit::{AuditKind, AuditRecord};
-use access_core::duration::AccessDuration;
-use access_core::ids::{JobId, RequestId, ResourceId};
+use access_core::ids::JobId;
 use access_core::jobs::{JobKind, JobStatus, NewJob};
 use access_core::notification::MessageRef;
 use access_core::ports::{
     AuditLog, ChangeSet, ClaimAtInsert, Committed, JobFilter, JobQueue, MessageRefs, RequestStore,
     RequestWrite, StoreError,
 };
-use access_core::request::{AccessRequest, Actor, RequestKind, RequestStatus};
-use access_core::resource::Justification;
-use access_core::subject::{Email, Subject};
+use access_core::request::{AccessRequest, RequestStatus};
 use chrono::{Duration, Utc};
 use store_sqlx::{SqlStore, StoreStats};
-use testkit::db::{TestDb, backends};
 
-async fn stores() -> Vec<(TestDb, SqlStore)> {
-    let mut out = Vec::new();
-    for db in backends().await {
-        let store = SqlStore::connect(&db.url).await.unwrap();
-        out.push((db, store));
-    }
-    out
-}
-
-fn request(user: &str) -> AccessRequest {
-    let now = access_core::audit::truncate_to_micros(Utc::now());
-    AccessRequest {
-        id: RequestId::new(),
-        subject: Subject {
-            team_id: "T1".into(),
-            user_id: user.into(),
-            email: Some(Email::parse(&format!("{}@example.com", user.to_lowercase())).unwrap()),
-            name: format!("Person {user}"),
-        },
-        resource: ResourceId::parse("dev-network").unwrap(),
-        kind: RequestKind::New,
-        duration: AccessDuration::from_secs(3600).unwrap(),
-        justification: Justification::parse("debugging the payment service").unwrap(),
-        status: RequestStatus::Pending,
-        created_at: now,
-        updated_at: now,
-        pending_until: None,
-        grant_id: None,
-        decided_by: None,
-        failure: None,
-        version: 0,
-    }
-}
-
-fn audit(r: &AccessRequest) -> AuditRecord {
-    AuditRecord::new(
-        AuditKind::AccessRequested,
-        Actor::from_subject(&r.subject),
-        r.created_at,
-    )
-    .subject(&r.subject.team_id, &r.subject.user_id)
-    .resource(&r.resource)
-    .request(r.id)
-}
+mod common;
+use common::{audit, request, stores};
 
 /// A request with two audit records and two jobs (one of them written claimed under a token of
 /// its own), as a slash command commits it.
