@@ -266,6 +266,7 @@ struct Outcome {
     /// `/metrics`; the step's idle scheduler ticks too, a handful).
     statements_per_cmd: f64,
     commits_per_cmd: f64,
+    round_trips_per_cmd: f64,
 }
 
 struct Prepared {
@@ -353,7 +354,7 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
     // difference below (this one's queries) and is taken off.
     let page0 = store_sent(&metrics_page(&http, &server.base).await);
     let store0 = store_sent(&metrics_page(&http, &server.base).await);
-    let page = (store0.0 - page0.0, store0.1 - page0.1);
+    let page = store0.minus(&page0);
     let idle0 = cpu_secs(pid, tick).unwrap();
     let idle_start = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -515,8 +516,11 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
             .into_iter()
             .map(|(k, v)| (k, v / (n + warm) as f64))
             .collect(),
-        statements_per_cmd: (store1.0 - store0.0 - page.0) / n.max(1) as f64,
-        commits_per_cmd: (store1.1 - store0.1 - page.1) / n.max(1) as f64,
+        statements_per_cmd: (store1.statements - store0.statements - page.statements)
+            / n.max(1) as f64,
+        commits_per_cmd: (store1.commits - store0.commits - page.commits) / n.max(1) as f64,
+        round_trips_per_cmd: (store1.round_trips - store0.round_trips - page.round_trips)
+            / n.max(1) as f64,
     }
 }
 
@@ -646,19 +650,37 @@ async fn metrics_page(http: &reqwest::Client, base: &str) -> String {
     }
 }
 
-/// The statements and commits the server's store has sent (`gatehouse_store_statements_total`,
-/// `gatehouse_store_commits_total`), read by the page before its own queries.
-fn store_sent(metrics: &str) -> (f64, f64) {
+/// What the server's store has sent (`gatehouse_store_statements_total`,
+/// `gatehouse_store_commits_total`, `gatehouse_store_round_trips_total`), read by the page
+/// before its own queries.
+struct StoreSent {
+    statements: f64,
+    commits: f64,
+    round_trips: f64,
+}
+
+impl StoreSent {
+    fn minus(&self, earlier: &StoreSent) -> StoreSent {
+        StoreSent {
+            statements: self.statements - earlier.statements,
+            commits: self.commits - earlier.commits,
+            round_trips: self.round_trips - earlier.round_trips,
+        }
+    }
+}
+
+fn store_sent(metrics: &str) -> StoreSent {
     let value = |name: &str| {
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or(f64::NAN)
     };
-    (
-        value("gatehouse_store_statements_total"),
-        value("gatehouse_store_commits_total"),
-    )
+    StoreSent {
+        statements: value("gatehouse_store_statements_total"),
+        commits: value("gatehouse_store_commits_total"),
+        round_trips: value("gatehouse_store_round_trips_total"),
+    }
 }
 
 /// `gatehouse_jobs_total` per kind (all outcomes).
@@ -725,6 +747,7 @@ fn row_json(backend: Backend, step: &Step, o: &Outcome) -> Value {
         "jobs_per_command": o.jobs.iter().map(|(m, c)| (m.clone(), json!(c))).collect::<serde_json::Map<_, _>>(),
         "store_statements_per_command": o.statements_per_cmd,
         "store_commits_per_command": o.commits_per_cmd,
+        "store_round_trips_per_command": o.round_trips_per_cmd,
     })
 }
 
@@ -734,7 +757,7 @@ fn cpu_per_cmd(cpu: f64, o: &Outcome) -> f64 {
 
 fn print_header() {
     println!(
-        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5}",
+        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5} {:>5}",
         "backend",
         "rate/s",
         "slack",
@@ -752,7 +775,8 @@ fn print_header() {
         "gen/cmd",
         "RSS",
         "stmt",
-        "txn"
+        "txn",
+        "rt"
     );
 }
 
@@ -769,7 +793,7 @@ fn fmt_ms(v: f64) -> String {
 fn print_row(backend: Backend, step: &Step, o: &Outcome) {
     let p = |v: &[f64], q| fmt_ms(percentile(v, q));
     println!(
-        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5}{}",
+        "{:<9} {:>6} {:>5} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>5} {:>8} {:>8} {:>7} {:>7} {:>7} {:>6} {:>5} {:>5} {:>5}{}",
         backend.name(),
         step.rate,
         if step.slow_ms > 0 {
@@ -793,6 +817,7 @@ fn print_row(backend: Backend, step: &Step, o: &Outcome) {
         format!("{:.0}M", o.hwm_mib),
         format!("{:.1}", o.statements_per_cmd),
         format!("{:.1}", o.commits_per_cmd),
+        format!("{:.1}", o.round_trips_per_cmd),
         if o.drained {
             String::new()
         } else {
@@ -939,7 +964,7 @@ fn main() {
          (\"Working on it\"); lag99 = generator lateness p99 (ms); appr = intended send → \
          approval message at Slack (ms); pg/cmd = the server's PostgreSQL backends per command \
          (ms); gen/cmd = this process (generator + fake Slack) per command (ms); RSS = peak; \
-         stmt, txn = statements and commits the server's store sent per command, its jobs \
+         stmt, txn, rt = statements, commits and round trips the server's store sent per command, its jobs \
          included"
     );
     print_header();

@@ -132,6 +132,7 @@ async fn metrics_page(State(s): State<AppState>) -> Response {
     let sent = s.app.store.stats();
     metrics::counter!("gatehouse_store_statements_total").absolute(sent.statements);
     metrics::counter!("gatehouse_store_commits_total").absolute(sent.commits);
+    metrics::counter!("gatehouse_store_round_trips_total").absolute(s.app.store.round_trips());
     let engine = &s.app.engine;
     match engine.request_counts().await {
         Ok(counts) => {

@@ -137,8 +137,12 @@ impl Sql {
 }
 
 fn sqlite_query<'q>(sql: &'q Sql) -> Query<'q, Sqlite, SqliteArguments<'q>> {
-    let mut q = sqlx::query::<Sqlite>(&sql.text);
-    for a in &sql.args {
+    sqlite_query_text(&sql.text, &sql.args)
+}
+
+fn sqlite_query_text<'q>(text: &'q str, args: &'q [Arg]) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    let mut q = sqlx::query::<Sqlite>(text);
+    for a in args {
         q = match a {
             Arg::Int(v) => q.bind(*v),
             Arg::Text(v) => q.bind(v.as_deref()),
@@ -189,11 +193,23 @@ impl std::ops::Sub for StoreStats {
 pub(crate) struct Counters {
     statements: AtomicU64,
     commits: AtomicU64,
+    round_trips: AtomicU64,
 }
 
 impl Counters {
     fn statement(&self) {
         self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn round_trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Exchanges with the database: every statement, and every `BEGIN`, `COMMIT` and
+    /// `ROLLBACK` that went on its own (on SQLite they ride along with a statement where they
+    /// can: see [`sqlite_batch`]). Recoveries and pings are not counted.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
     }
 
     fn commit(&self) {
@@ -212,6 +228,9 @@ impl Counters {
 pub(crate) struct Conn<'a> {
     kind: ConnKind<'a>,
     counters: &'a Counters,
+    /// A SQLite transaction whose `BEGIN IMMEDIATE` has not been sent yet: it goes with the
+    /// next statement, and the flag is cleared once SQLite has run it (see [`Tx`]).
+    begin_pending: Option<&'a mut bool>,
 }
 
 enum ConnKind<'a> {
@@ -219,46 +238,132 @@ enum ConnKind<'a> {
     Postgres(&'a mut PgConnection),
 }
 
+/// The pending `BEGIN` of a connection's transaction, if one is to ride ahead of the next
+/// statement.
+fn pending<'b>(flag: &'b mut Option<&mut bool>) -> Option<&'b mut bool> {
+    flag.as_deref_mut().filter(|pending| **pending)
+}
+
 impl Conn<'_> {
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
         self.counters.statement();
+        self.counters.round_trip();
+        let begin = pending(&mut self.begin_pending);
         match &mut self.kind {
-            ConnKind::Sqlite(c) => Ok(sqlite_query(sql).execute(&mut **c).await?.rows_affected()),
+            ConnKind::Sqlite(c) => match begin {
+                Some(begin) => Ok(sqlite_batch(c, sql, Some(begin), false).await?.1),
+                None => Ok(sqlite_query(sql).execute(&mut **c).await?.rows_affected()),
+            },
             ConnKind::Postgres(c) => Ok(pg_query(sql).execute(&mut **c).await?.rows_affected()),
         }
     }
 
     pub async fn fetch_all(&mut self, sql: &Sql) -> Result<Vec<DbRow>, sqlx::Error> {
         self.counters.statement();
-        match &mut self.kind {
-            ConnKind::Sqlite(c) => Ok(sqlite_query(sql)
-                .fetch_all(&mut **c)
-                .await?
-                .into_iter()
-                .map(DbRow::Sqlite)
-                .collect()),
-            ConnKind::Postgres(c) => Ok(pg_query(sql)
+        self.counters.round_trip();
+        let begin = pending(&mut self.begin_pending);
+        let rows = match &mut self.kind {
+            ConnKind::Sqlite(c) => match begin {
+                Some(begin) => sqlite_batch(c, sql, Some(begin), false).await?.0,
+                None => sqlite_query(sql).fetch_all(&mut **c).await?,
+            }
+            .into_iter()
+            .map(DbRow::Sqlite)
+            .collect(),
+            ConnKind::Postgres(c) => pg_query(sql)
                 .fetch_all(&mut **c)
                 .await?
                 .into_iter()
                 .map(DbRow::Postgres)
-                .collect()),
-        }
+                .collect(),
+        };
+        Ok(rows)
     }
 
     pub async fn fetch_optional(&mut self, sql: &Sql) -> Result<Option<DbRow>, sqlx::Error> {
         self.counters.statement();
+        self.counters.round_trip();
+        let begin = pending(&mut self.begin_pending);
         match &mut self.kind {
-            ConnKind::Sqlite(c) => Ok(sqlite_query(sql)
-                .fetch_optional(&mut **c)
-                .await?
-                .map(DbRow::Sqlite)),
+            ConnKind::Sqlite(c) => Ok(match begin {
+                Some(begin) => sqlite_batch(c, sql, Some(begin), false)
+                    .await?
+                    .0
+                    .into_iter()
+                    .next(),
+                None => sqlite_query(sql).fetch_optional(&mut **c).await?,
+            }
+            .map(DbRow::Sqlite)),
             ConnKind::Postgres(c) => Ok(pg_query(sql)
                 .fetch_optional(&mut **c)
                 .await?
                 .map(DbRow::Postgres)),
         }
     }
+}
+
+/// The statement `BEGIN` rides along with on SQLite.
+const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
+
+/// SQLite: `sql` with the transaction's `BEGIN IMMEDIATE` ahead of it (`begin`) and/or a
+/// `COMMIT` after it, sent as one query: one round trip to the connection's worker thread
+/// instead of up to three. Thread hand-offs, not SQL, are where the server's CPU goes
+/// (docs/performance.md, "Fifth session").
+///
+/// This leans on sqlx-sqlite running every statement of a query's text in turn, with `$N`
+/// naming the same N-th argument in each (`BEGIN` and `COMMIT` take none). sqlx has deprecated
+/// that (launchbadge/sqlx#3108: only its SQLite driver can); the store's tests
+/// (`one_round_trip_for_begin_statement_and_commit`) fail the day it goes.
+///
+/// Returns the statement's rows and the rows *it* changed. sqlx's `execute` would add up every
+/// statement's `sqlite3_changes()`, and after a `BEGIN` that is still the count of the
+/// connection's previous write. `begin` is cleared as soon as SQLite has run the `BEGIN`, even
+/// if the statement then fails: the transaction is open and the next statement must not begin
+/// it again. On any error the transaction is left to its owner ([`Tx`]), unsettled: dropped,
+/// its connection is rolled back before it serves again.
+async fn sqlite_batch(
+    c: &mut SqliteConnection,
+    sql: &Sql,
+    mut begin: Option<&mut bool>,
+    commit: bool,
+) -> Result<(Vec<SqliteRow>, u64), sqlx::Error> {
+    use futures::TryStreamExt;
+    use sqlx::Either;
+
+    let body = sql.text.trim_end().trim_end_matches(';');
+    let mut text = String::with_capacity(body.len() + 32);
+    if begin.is_some() {
+        text.push_str(SQLITE_BEGIN);
+        text.push_str(";\n");
+    }
+    text.push_str(body);
+    if commit {
+        text.push_str(";\nCOMMIT");
+    }
+    // The statement's own result is the one after the BEGIN's.
+    let own = usize::from(begin.is_some());
+    let mut finished = 0usize;
+    let mut rows = Vec::new();
+    let mut changed = 0u64;
+    #[allow(deprecated)] // multi-statement queries: see above
+    let mut steps = sqlite_query_text(&text, &sql.args).fetch_many(&mut *c);
+    while let Some(step) = steps.try_next().await? {
+        match step {
+            Either::Left(done) => {
+                if finished == own {
+                    changed = done.rows_affected();
+                }
+                finished += 1;
+                if finished == own {
+                    if let Some(b) = begin.as_deref_mut() {
+                        *b = false;
+                    }
+                }
+            }
+            Either::Right(row) => rows.push(row),
+        }
+    }
+    Ok((rows, changed))
 }
 
 /// A connection taken out of sqlx's pool, of either kind.
@@ -448,6 +553,7 @@ impl Checkout {
         Some(Conn {
             kind: self.conn.as_mut()?.kind(),
             counters,
+            begin_pending: None,
         })
     }
 
@@ -491,9 +597,17 @@ impl Drop for Checkout {
 /// lives on a connection owned by sqlx's pool (so every transaction paid the pool's two pings),
 /// and on SQLite a custom `BEGIN IMMEDIATE` costs sqlx two more round trips to check it took.
 /// The recovery of an unsettled [`Checkout`] is the rollback of a dropped transaction.
+///
+/// On SQLite the `BEGIN IMMEDIATE` is not sent on its own: it goes with the transaction's first
+/// statement, and [`Tx::execute_and_commit`] sends the last statement with the `COMMIT`
+/// ([`sqlite_batch`]). The in-process writer lock is taken by [`Db::begin`] as before, so no
+/// writer of this process can come between; one in another process (the cleanup binary) meets
+/// SQLite's own lock at the first statement instead of at `begin`.
 pub(crate) struct Tx {
     held: Checkout,
     counters: Arc<Counters>,
+    /// SQLite: nothing has been sent yet, the `BEGIN` rides with the first statement.
+    begin_pending: bool,
 }
 
 impl Tx {
@@ -506,19 +620,53 @@ impl Tx {
         Conn {
             kind,
             counters: &self.counters,
+            begin_pending: Some(&mut self.begin_pending),
         }
     }
 
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         self.counters.commit();
-        // A failed COMMIT leaves the transaction to the recovery's ROLLBACK.
-        self.held.run("COMMIT").await?;
+        if !self.begin_pending {
+            self.counters.round_trip();
+            // A failed COMMIT leaves the transaction to the recovery's ROLLBACK.
+            self.held.run("COMMIT").await?;
+        }
+        // (With the BEGIN still pending nothing was sent: there is nothing to end.)
         self.held.unsettled = false;
         Ok(())
     }
 
+    /// Runs `sql` as the transaction's last statement and commits; the rows `sql` changed. On
+    /// SQLite one round trip (with the `BEGIN` too, if nothing was sent before); on PostgreSQL
+    /// the statement, then `COMMIT`. If it fails, whether the statement ran is unknown to the
+    /// caller, as with a failed `COMMIT`: the transaction is rolled back when dropped.
+    pub async fn execute_and_commit(mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        let Some(conn) = self.held.conn.as_mut() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        match conn {
+            PooledConn::Sqlite(c) => {
+                self.counters.statement();
+                self.counters.commit();
+                self.counters.round_trip();
+                let begin = self.begin_pending.then_some(&mut self.begin_pending);
+                let (_, changed) = sqlite_batch(c, sql, begin, true).await?;
+                self.held.unsettled = false;
+                Ok(changed)
+            }
+            PooledConn::Postgres(_) => {
+                let changed = self.conn().execute(sql).await?;
+                self.commit().await?;
+                Ok(changed)
+            }
+        }
+    }
+
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        self.held.run("ROLLBACK").await?;
+        if !self.begin_pending {
+            self.counters.round_trip();
+            self.held.run("ROLLBACK").await?;
+        }
         self.held.unsettled = false;
         Ok(())
     }
@@ -612,19 +760,28 @@ impl Db {
     }
 
     async fn begin_at(&self, caller: &'static Location<'static>) -> Result<Tx, sqlx::Error> {
-        let (writer, begin) = match &self.pool {
-            // IMMEDIATE takes the write lock up front: a deferred transaction that reads and
-            // then writes can fail with SQLITE_BUSY on the upgrade no matter the busy timeout.
-            DbPool::Sqlite(_) => (Some(self.writer_lock(caller).await), "BEGIN IMMEDIATE"),
-            DbPool::Postgres(_) => (None, "BEGIN"),
+        // IMMEDIATE (SQLITE_BEGIN) takes the write lock up front: a deferred transaction that
+        // reads and then writes can fail with SQLITE_BUSY on the upgrade no matter the busy
+        // timeout. On SQLite it is sent with the first statement.
+        let writer = match &self.pool {
+            DbPool::Sqlite(_) => Some(self.writer_lock(caller).await),
+            DbPool::Postgres(_) => None,
         };
         let mut held = self.conns.checkout().await?;
         held.writer = writer;
         held.unsettled = true;
-        held.run(begin).await?;
+        let begin_pending = match &self.pool {
+            DbPool::Sqlite(_) => true,
+            DbPool::Postgres(_) => {
+                self.counters.round_trip();
+                held.run("BEGIN").await?;
+                false
+            }
+        };
         Ok(Tx {
             held,
             counters: self.counters.clone(),
+            begin_pending,
         })
     }
 
@@ -840,6 +997,156 @@ mod tests {
         (db_file, opts, Db::new(DbPool::Sqlite(pool)))
     }
 
+    /// Rows in `t`, read by another connection (another process, as far as SQLite goes).
+    async fn committed_rows(opts: &SqliteConnectOptions) -> Vec<i64> {
+        let mut other = SqliteConnection::connect_with(opts).await.unwrap();
+        sqlx::query_scalar("SELECT x FROM t ORDER BY x")
+            .fetch_all(&mut other)
+            .await
+            .unwrap()
+    }
+
+    /// Whether another process could take SQLite's write lock now.
+    async fn write_lock_free(opts: &SqliteConnectOptions) -> bool {
+        let quick = opts.clone().busy_timeout(Duration::from_millis(50));
+        let mut other = SqliteConnection::connect_with(&quick).await.unwrap();
+        let free = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .is_ok();
+        if free {
+            sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        }
+        free
+    }
+
+    /// On SQLite a transaction's `BEGIN IMMEDIATE` goes with its first statement and
+    /// `execute_and_commit` sends the last statement with the `COMMIT`: a write transaction of
+    /// one statement is one round trip, one of three statements three. The transaction is still
+    /// one: its first write holds SQLite's write lock and stays invisible until the commit.
+    /// (This leans on sqlx-sqlite running every statement of a query's text; if sqlx drops
+    /// that, this test fails.)
+    #[tokio::test]
+    async fn one_round_trip_for_begin_statement_and_commit() {
+        let (_db_file, opts, db) = wal_db_with_table(2).await;
+        let trips = || db.counters.round_trips();
+
+        let before = trips();
+        let tx = db.begin().await.unwrap();
+        let n = tx
+            .execute_and_commit(&Sql::new("INSERT INTO t VALUES (1)"))
+            .await
+            .unwrap();
+        assert_eq!((n, trips() - before), (1, 1));
+        assert_eq!(committed_rows(&opts).await, vec![1]);
+
+        let before = trips();
+        let mut tx = db.begin().await.unwrap();
+        let seen = tx
+            .conn()
+            .fetch_all(&Sql::new("SELECT x FROM t"))
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), 1);
+        tx.conn()
+            .execute(&Sql::new("INSERT INTO t VALUES (2)"))
+            .await
+            .unwrap();
+        assert!(
+            !write_lock_free(&opts).await,
+            "the BEGIN IMMEDIATE did not go with the first statement"
+        );
+        assert_eq!(
+            committed_rows(&opts).await,
+            vec![1],
+            "seen before the commit"
+        );
+        let n = tx
+            .execute_and_commit(&Sql::new("INSERT INTO t VALUES (3)"))
+            .await
+            .unwrap();
+        assert_eq!((n, trips() - before), (1, 3));
+        assert_eq!(committed_rows(&opts).await, vec![1, 2, 3]);
+        assert!(write_lock_free(&opts).await);
+
+        // A transaction that sends nothing costs nothing.
+        let before = trips();
+        db.begin().await.unwrap().commit().await.unwrap();
+        db.begin().await.unwrap().rollback().await.unwrap();
+        assert_eq!(trips() - before, 0);
+    }
+
+    /// sqlx's `execute` adds up `sqlite3_changes()` over the statements of a query, and after a
+    /// `BEGIN` that is still the count of the connection's previous write: a `BEGIN` riding
+    /// ahead of an `UPDATE` that matched nothing would report the last write's rows as changed.
+    /// The count is the statement's own.
+    #[tokio::test]
+    async fn rows_changed_are_the_statements_own_when_begin_rides_along() {
+        let (_db_file, _opts, db) = wal_db_with_table(2).await;
+        let three = db
+            .execute(&Sql::new("INSERT INTO t VALUES (1), (2), (3)"))
+            .await
+            .unwrap();
+        assert_eq!(three, 3);
+        let mut tx = db.begin().await.unwrap();
+        let none = tx
+            .conn()
+            .execute(&Sql::new("UPDATE t SET x = x WHERE x < 0"))
+            .await
+            .unwrap();
+        assert_eq!(none, 0);
+        tx.commit().await.unwrap();
+        let tx = db.begin().await.unwrap();
+        let none = tx
+            .execute_and_commit(&Sql::new("DELETE FROM t WHERE x < 0"))
+            .await
+            .unwrap();
+        assert_eq!(none, 0);
+    }
+
+    /// A statement that fails after its `BEGIN` went through leaves the transaction open: the
+    /// next statement does not begin it again, and what was written before is committed or
+    /// rolled back with it. A last statement that fails before its `COMMIT` leaves nothing
+    /// written and no lock held once the transaction is dropped.
+    #[tokio::test]
+    async fn a_failed_statement_with_a_begin_or_commit_riding_along_keeps_the_transaction_whole() {
+        let (_db_file, opts, db) = wal_db_with_table(2).await;
+        let mut tx = db.begin().await.unwrap();
+        let failed = tx
+            .conn()
+            .execute(&Sql::new("INSERT INTO no_such_table VALUES (1)"))
+            .await;
+        assert!(failed.is_err());
+        tx.conn()
+            .execute(&Sql::new("INSERT INTO t VALUES (5)"))
+            .await
+            .expect("the transaction is open: no second BEGIN");
+        tx.commit().await.unwrap();
+        assert_eq!(committed_rows(&opts).await, vec![5]);
+
+        let mut tx = db.begin().await.unwrap();
+        tx.conn()
+            .execute(&Sql::new("INSERT INTO t VALUES (6)"))
+            .await
+            .unwrap();
+        let failed = tx
+            .execute_and_commit(&Sql::new("INSERT INTO no_such_table VALUES (1)"))
+            .await;
+        assert!(failed.is_err());
+        // The next writer of this store waits for the rollback of the dropped transaction.
+        let tx = tokio::time::timeout(Duration::from_secs(5), db.begin())
+            .await
+            .expect("begin after a failed commit")
+            .unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            committed_rows(&opts).await,
+            vec![5],
+            "the 6 was rolled back"
+        );
+        assert!(write_lock_free(&opts).await);
+    }
+
     /// Found by the chaos test (tests/chaos): a writer that gave up while its `BEGIN IMMEDIATE`
     /// waited for the lock (a request whose client hung up, a time-out around a store call) left
     /// the BEGIN to complete on a pooled connection, which went back to the pool inside the
@@ -855,8 +1162,14 @@ mod tests {
             .execute(&mut other)
             .await
             .unwrap();
-        // A writer gives up while its BEGIN waits.
-        let gave_up = tokio::time::timeout(Duration::from_millis(300), db.begin()).await;
+        // A writer gives up while its BEGIN waits (on SQLite it goes with the first statement).
+        let gave_up = tokio::time::timeout(Duration::from_millis(300), async {
+            let mut tx = db.begin().await?;
+            tx.conn()
+                .execute(&Sql::new("INSERT INTO t VALUES (9)"))
+                .await
+        })
+        .await;
         assert!(gave_up.is_err(), "BEGIN should still be waiting");
         sqlx::query("COMMIT").execute(&mut other).await.unwrap();
         // The abandoned BEGIN goes through now; whatever it opened must be given back.
@@ -881,6 +1194,8 @@ mod tests {
             .await
             .unwrap();
         tx.commit().await.unwrap();
+        let rows = db.fetch_all(&Sql::new("SELECT x FROM t")).await.unwrap();
+        assert_eq!(rows.len(), 2, "the abandoned insert was rolled back");
     }
 
     /// A connection that comes back settled serves the next caller at once: no ping, no new

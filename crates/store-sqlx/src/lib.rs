@@ -334,6 +334,14 @@ impl SqlStore {
         self.db.counters.snapshot()
     }
 
+    /// Round trips to the database this store (and its clones) has made since it was opened:
+    /// its statements plus every `BEGIN`, `COMMIT` or `ROLLBACK` sent on its own. On SQLite a
+    /// transaction's `BEGIN` rides with its first statement and, where the store can, its
+    /// `COMMIT` with its last (docs/performance.md, "Fifth session").
+    pub fn round_trips(&self) -> u64 {
+        self.db.counters.round_trips()
+    }
+
     /// Statements only (see [`SqlStore::stats`]): for tests that bound a code path's round
     /// trips (an idle scheduler tick, an export batch).
     pub fn statements(&self) -> u64 {

@@ -18,15 +18,41 @@ use crate::codec::{self, micros};
 use crate::db::{Arg, Backend, Conn, DbRow, Sql, Tx};
 use crate::error::{db_err, plain, with_sources};
 
-/// Inserts new jobs, several rows per statement; each with the claim of its change set: those
-/// the claim names are written running under its token, leased on the lease clock (`now()` on
-/// PostgreSQL, the host clock on SQLite).
-pub(super) async fn insert_jobs(
-    c: &mut Conn<'_>,
+/// The jobs of change sets are inserted several rows per statement, each with the claim of its
+/// change set: those the claim names are written running under its token, leased on the lease
+/// clock (`now()` on PostgreSQL, the host clock on SQLite).
+///
+/// One multi-row `INSERT INTO jobs` of [`job_inserts`], with what a duplicate id means.
+pub(super) struct JobInsert {
+    pub sql: Sql,
+    first: JobId,
+    rows: usize,
+}
+
+impl JobInsert {
+    pub async fn run(&self, c: &mut Conn<'_>) -> Result<(), StoreError> {
+        c.execute(&self.sql)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Its error, a duplicate id named.
+    pub fn error(&self, e: sqlx::Error) -> StoreError {
+        db_err(e, || match self.rows {
+            1 => format!("job {} already exists", self.first),
+            _ => format!("one of jobs {}… already exists", self.first),
+        })
+    }
+}
+
+/// The statements that insert `jobs`, [`ROWS_PER_INSERT`] rows each.
+pub(super) fn job_inserts(
     backend: Backend,
     jobs: &[(&NewJob, Option<&ClaimAtInsert>)],
-) -> Result<(), StoreError> {
+) -> Result<Vec<JobInsert>, StoreError> {
     let now = micros(Utc::now());
+    let mut out = Vec::with_capacity(jobs.len().div_ceil(ROWS_PER_INSERT));
     for (n, chunk) in jobs.chunks(ROWS_PER_INSERT).enumerate() {
         let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) VALUES "));
         for (k, (j, claimed)) in chunk.iter().enumerate() {
@@ -34,14 +60,15 @@ pub(super) async fn insert_jobs(
             push_job_values(&mut sql, backend, j, n * ROWS_PER_INSERT + k, now, *claimed)?;
             sql.push(")");
         }
-        c.execute(&sql).await.map_err(|e| {
-            db_err(e, || match chunk {
-                [(j, _)] => format!("job {} already exists", j.id),
-                _ => format!("one of jobs {}… already exists", chunk[0].0.id),
-            })
-        })?;
+        if let Some((first, _)) = chunk.first() {
+            out.push(JobInsert {
+                sql,
+                first: first.id,
+                rows: chunk.len(),
+            });
+        }
     }
-    Ok(())
+    Ok(out)
 }
 
 const JOB_INSERT_COLS: &str = "id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at, \
@@ -120,13 +147,28 @@ pub(super) const NEXT_JOB_SQL: &str = "SELECT MIN(t) AS next_at FROM (\
                ORDER BY run_at LIMIT 1) AS t \
              UNION ALL SELECT MIN(locked_until) AS t FROM jobs WHERE status = 'running') AS candidates";
 
-/// Marks claimed jobs done within `tx`; jobs claimed together share a claim token, so this is
-/// usually one statement per 500 jobs.
-pub(super) async fn complete_in(
-    tx: &mut Tx,
+/// Marks claimed jobs done within `tx` and commits, the last statement with the `COMMIT`
+/// ([`Tx::execute_and_commit`]). Jobs marked done.
+async fn complete_and_commit(
+    mut tx: Tx,
     jobs: &[(JobId, String)],
     now: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
+    let mut statements = completions(jobs, now);
+    let last = statements.pop();
+    let mut done = 0;
+    for sql in statements {
+        done += tx.conn().execute(&sql).await.map_err(plain)?;
+    }
+    match last {
+        Some(sql) => done += tx.execute_and_commit(&sql).await.map_err(plain)?,
+        None => tx.commit().await.map_err(plain)?,
+    }
+    Ok(done)
+}
+
+/// The statements that mark `jobs` done: one per claim token and 500 jobs.
+fn completions(jobs: &[(JobId, String)], now: DateTime<Utc>) -> Vec<Sql> {
     let mut by_token: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     for (id, token) in jobs {
         by_token
@@ -134,7 +176,7 @@ pub(super) async fn complete_in(
             .or_default()
             .push(id.to_string());
     }
-    let mut done = 0;
+    let mut out = Vec::new();
     for (token, ids) in by_token {
         for chunk in ids.chunks(500) {
             let mut sql = Sql::with(
@@ -149,10 +191,10 @@ pub(super) async fn complete_in(
                 sql.bind(id.as_str());
             }
             sql.push(")");
-            done += tx.conn().execute(&sql).await.map_err(plain)?;
+            out.push(sql);
         }
     }
-    Ok(done)
+    out
 }
 
 /// One `complete_job` / `complete_jobs` / `complete_jobs_with_refs` call, queued for group
@@ -238,26 +280,17 @@ impl SqlStore {
             }
         }
         let mut tx = self.begin().await?;
-        let done = async {
-            if !call.refs.is_empty() {
-                let refs: Vec<&MessageRef> = call.refs.iter().collect();
-                save_refs_in(&mut tx, &refs).await?;
-            }
-            complete_in(&mut tx, &call.jobs, call.now).await
-        }
-        .await;
-        match done {
-            Ok(done) => {
-                tx.commit().await.map_err(plain)?;
-                Ok(done)
-            }
-            Err(e) => {
+        if !call.refs.is_empty() {
+            let refs: Vec<&MessageRef> = call.refs.iter().collect();
+            if let Err(e) = save_refs_in(&mut tx, &refs).await {
                 if let Err(rb) = tx.rollback().await {
                     tracing::warn!(error = %rb, "rollback after a failed job completion failed");
                 }
-                Err(e)
+                return Err(e);
             }
         }
+        // A failure from here on leaves the transaction to be rolled back as it is dropped.
+        complete_and_commit(tx, &call.jobs, call.now).await
     }
 }
 

@@ -24,9 +24,9 @@ use chrono::Utc;
 use crate::SqlStore;
 use crate::codec::micros;
 use crate::db::{Arg, Backend, DbRow, Sql, Tx};
-use crate::error::plain;
+use crate::error::{db_err, plain};
 
-use self::jobs::insert_jobs;
+use self::jobs::{JobInsert, job_inserts};
 use self::requests::{insert_decision, insert_grant, insert_request, update_grant, update_request};
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -105,6 +105,67 @@ impl SqlStore {
         tx: &mut Tx,
         changes: &[ChangeSet],
     ) -> Result<Vec<Committed>, StoreError> {
+        let (committed, inserts) = self.apply_rows(tx, changes).await?;
+        let mut c = tx.conn();
+        for insert in &inserts {
+            insert.run(&mut c).await?;
+        }
+        Ok(committed)
+    }
+
+    /// Writes one change set within `tx` and commits it, the last statement with the `COMMIT`
+    /// (one round trip less on SQLite: [`Tx::execute_and_commit`]). A failure rolls back.
+    pub(crate) async fn apply_and_commit(
+        &self,
+        mut tx: Tx,
+        change: ChangeSet,
+    ) -> Result<Committed, StoreError> {
+        let written = async {
+            let (mut committed, mut inserts) = self
+                .apply_rows(&mut tx, std::slice::from_ref(&change))
+                .await?;
+            let last = inserts.pop();
+            let mut c = tx.conn();
+            for insert in &inserts {
+                insert.run(&mut c).await?;
+            }
+            Ok::<_, StoreError>((committed.pop().unwrap_or_default(), last))
+        }
+        .await;
+        let (committed, last) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                // Dropping the transaction would roll back too; doing it here returns the
+                // connection clean and surfaces a failing rollback in the logs.
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed commit failed");
+                }
+                return Err(e);
+            }
+        };
+        // A failure from here on is rolled back as the transaction is dropped.
+        match last {
+            Some(insert) => {
+                let sql = &insert.sql;
+                tx.execute_and_commit(sql)
+                    .await
+                    .map(drop)
+                    .map_err(|e| insert.error(e))?;
+            }
+            None => tx
+                .commit()
+                .await
+                .map_err(|e| db_err(e, || "commit".to_string()))?,
+        }
+        Ok(committed)
+    }
+
+    /// What [`Self::apply_batch`] writes up to the jobs, whose inserts it returns unsent.
+    async fn apply_rows(
+        &self,
+        tx: &mut Tx,
+        changes: &[ChangeSet],
+    ) -> Result<(Vec<Committed>, Vec<JobInsert>), StoreError> {
         let mut c = tx.conn();
 
         for change in changes {
@@ -153,10 +214,8 @@ impl SqlStore {
             .iter()
             .flat_map(|ch| ch.jobs.iter().map(move |j| (j, ch.claimed.as_ref())))
             .collect();
-        if !jobs.is_empty() {
-            insert_jobs(&mut c, self.backend(), &jobs).await?;
-        }
-        Ok(committed)
+        let inserts = job_inserts(self.backend(), &jobs)?;
+        Ok((committed, inserts))
     }
 
     /// One write statement. On PostgreSQL a single statement is its own transaction, so it runs
@@ -166,10 +225,9 @@ impl SqlStore {
         match self.backend() {
             Backend::Postgres => self.db.execute(sql).await.map_err(plain),
             Backend::Sqlite => {
-                let mut tx = self.begin().await?;
-                let n = tx.conn().execute(sql).await.map_err(plain)?;
-                tx.commit().await.map_err(plain)?;
-                Ok(n)
+                let tx = self.begin().await?;
+                // BEGIN, the statement and COMMIT in one round trip.
+                tx.execute_and_commit(sql).await.map_err(plain)
             }
         }
     }

@@ -235,24 +235,10 @@ impl SqlStore {
 
     /// One change set in one transaction (the path of a lone caller).
     async fn commit_alone(&self, change: ChangeSet) -> Result<Committed, StoreError> {
-        let mut tx = self.begin().await?;
-        match self.apply(&mut tx, change).await {
-            Ok(committed) => {
-                tx.commit()
-                    .await
-                    .map_err(|e| db_err(e, || "commit".to_string()))?;
-                self.remember_head(&committed);
-                Ok(committed)
-            }
-            Err(e) => {
-                // Dropping the transaction would roll back too; doing it here returns the
-                // connection clean and surfaces a failing rollback in the logs.
-                if let Err(rb) = tx.rollback().await {
-                    tracing::warn!(error = %rb, "rollback after a failed commit failed");
-                }
-                Err(e)
-            }
-        }
+        let tx = self.begin().await?;
+        let committed = self.apply_and_commit(tx, change).await?;
+        self.remember_head(&committed);
+        Ok(committed)
     }
 
     /// Several change sets in one transaction.
