@@ -292,3 +292,81 @@ async fn jobs_claimed_at_insert_complete_in_one_write_with_their_messages() {
         }
     }
 }
+
+/// The settle of a command's notifications — their jobs, claimed under one token, and the
+/// messages they posted — is the last write of every command. On PostgreSQL it is one
+/// autocommitted statement (the refs' upsert as a data-modifying `WITH`); on SQLite one
+/// transaction of two statements whose `BEGIN` and `COMMIT` ride along: two round trips.
+#[tokio::test]
+async fn a_settle_with_its_messages_is_one_statement_on_postgres_and_two_round_trips_on_sqlite() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let r = request("U1");
+        let token = "token-s".to_string();
+        let now = Utc::now();
+        let notify: Vec<NewJob> = (0..2)
+            .map(|_| NewJob::at(JobKind::TimeoutPending { request_id: r.id }, now))
+            .collect();
+        let ids: Vec<JobId> = notify.iter().map(|j| j.id).collect();
+        store
+            .commit(ChangeSet {
+                requests: vec![RequestWrite::Insert(r.clone())],
+                jobs: notify,
+                claimed: Some(ClaimAtInsert {
+                    token: token.clone(),
+                    lease: Duration::seconds(60),
+                    ids: ids.clone(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let refs: Vec<MessageRef> = ["approval", "requester"]
+            .iter()
+            .map(|purpose| MessageRef {
+                request_id: r.id,
+                purpose: (*purpose).into(),
+                team_id: "T1".into(),
+                channel: format!("C-{purpose}"),
+                ts: "1.1".into(),
+            })
+            .collect();
+        let done: Vec<(JobId, String)> = ids.iter().map(|id| (*id, token.clone())).collect();
+        let (before, trips) = (store.stats(), store.round_trips());
+        let n = store
+            .complete_jobs_with_refs(&done, &refs, Utc::now())
+            .await
+            .unwrap();
+        let (statements, round_trips) = match kind {
+            "postgres" => (1, 1),
+            _ => (2, 2),
+        };
+        assert_eq!(
+            (cost(&store, before), store.round_trips() - trips),
+            (
+                StoreStats {
+                    statements,
+                    commits: 1
+                },
+                round_trips
+            ),
+            "{kind}"
+        );
+        assert_eq!(n, 2, "{kind}");
+        let saved = store.message_refs(r.id).await.unwrap();
+        assert_eq!(saved.len(), 2, "{kind}");
+        let all = store.jobs(&JobFilter::default()).await.unwrap();
+        assert!(
+            all.iter().all(|j| j.status == JobStatus::Done),
+            "{kind}: {all:?}"
+        );
+        // Settled again (a lease that lapsed meanwhile, a repeat): nothing is done twice, the
+        // messages are kept.
+        let again = store
+            .complete_jobs_with_refs(&done, &refs, Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(again, 0, "{kind}");
+        assert_eq!(store.message_refs(r.id).await.unwrap().len(), 2, "{kind}");
+    }
+}

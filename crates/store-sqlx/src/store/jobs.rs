@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::Together;
-use super::refs::save_refs_in;
+use super::refs::{push_refs_upsert, save_refs_in, unique_refs};
 use super::{REMEMBER_FOR, ROWS_PER_INSERT, SWEEP_EVERY, limit, prefixed};
 use crate::SqlStore;
 use crate::codec::{self, micros};
@@ -169,6 +169,19 @@ async fn complete_and_commit(
 
 /// The statements that mark `jobs` done: one per claim token and 500 jobs.
 fn completions(jobs: &[(JobId, String)], now: DateTime<Utc>) -> Vec<Sql> {
+    let mut out = Vec::new();
+    for (token, ids) in by_token(jobs) {
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::default();
+            push_completion(&mut sql, now, token, chunk);
+            out.push(sql);
+        }
+    }
+    out
+}
+
+/// Jobs grouped by claim token.
+fn by_token(jobs: &[(JobId, String)]) -> std::collections::BTreeMap<&str, Vec<String>> {
     let mut by_token: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     for (id, token) in jobs {
         by_token
@@ -176,25 +189,47 @@ fn completions(jobs: &[(JobId, String)], now: DateTime<Utc>) -> Vec<Sql> {
             .or_default()
             .push(id.to_string());
     }
-    let mut out = Vec::new();
-    for (token, ids) in by_token {
-        for chunk in ids.chunks(500) {
-            let mut sql = Sql::with(
-                "UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = $1 \
-                 WHERE status = 'running' AND claim_token = $2 AND id IN (",
-                vec![micros(now).into(), token.into()],
-            );
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(id.as_str());
-            }
-            sql.push(")");
-            out.push(sql);
+    by_token
+}
+
+/// Appends the `UPDATE` that marks `ids` (claimed under `token`) done.
+fn push_completion(sql: &mut Sql, now: DateTime<Utc>, token: &str, ids: &[String]) {
+    sql.push("UPDATE jobs SET status = 'done', locked_until = NULL, updated_at = ")
+        .bind(micros(now))
+        .push(" WHERE status = 'running' AND claim_token = ")
+        .bind(token)
+        .push(" AND id IN (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
         }
+        sql.bind(id.as_str());
     }
-    out
+    sql.push(")");
+}
+
+/// PostgreSQL: a completion with its message refs as one statement — the refs' upsert as a
+/// data-modifying `WITH`, the jobs' `UPDATE` as the statement (PostgreSQL runs both to
+/// completion, atomically; its row count is the `UPDATE`'s). For the usual settle of a
+/// command's notifications: one claim token, at most 500 jobs and 500 refs; `None` otherwise.
+/// (SQLite has no `INSERT` inside `WITH`; there the refs and the update go in one transaction
+/// of two round trips.)
+fn refs_and_completion(call: &Completion) -> Option<Sql> {
+    if call.refs.is_empty() {
+        return None;
+    }
+    let by_token = by_token(&call.jobs);
+    let [(token, ids)] = Vec::from_iter(by_token).try_into().ok()?;
+    let refs: Vec<&MessageRef> = call.refs.iter().collect();
+    let refs = unique_refs(&refs);
+    if ids.len() > 500 || refs.len() > 500 {
+        return None;
+    }
+    let mut sql = Sql::new("WITH saved_refs AS (");
+    push_refs_upsert(&mut sql, &refs);
+    sql.push(") ");
+    push_completion(&mut sql, call.now, token, &ids);
+    Some(sql)
 }
 
 /// One `complete_job` / `complete_jobs` / `complete_jobs_with_refs` call, queued for group
@@ -277,6 +312,12 @@ impl SqlStore {
                     ],
                 );
                 return self.write_one(&sql).await;
+            }
+        }
+        if self.backend() == Backend::Postgres {
+            if let Some(sql) = refs_and_completion(&call) {
+                // One statement: autocommitted, one round trip instead of four.
+                return self.db.execute(&sql).await.map_err(plain);
             }
         }
         let mut tx = self.begin().await?;

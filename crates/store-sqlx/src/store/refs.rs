@@ -57,10 +57,20 @@ impl MessageRefs for SqlStore {
     }
 }
 
-/// Saves message refs within `tx`: one multi-row upsert per 500 refs. One row per (request,
-/// purpose, channel): a repeat in one statement would be an error on PostgreSQL (ON CONFLICT
-/// cannot touch a row twice); the last one wins, as it would one call at a time.
+/// Saves message refs within `tx`: one multi-row upsert per 500 refs.
 pub(super) async fn save_refs_in(tx: &mut Tx, refs: &[&MessageRef]) -> Result<(), StoreError> {
+    for chunk in unique_refs(refs).chunks(500) {
+        let mut sql = Sql::default();
+        push_refs_upsert(&mut sql, chunk);
+        tx.conn().execute(&sql).await.map_err(plain)?;
+    }
+    Ok(())
+}
+
+/// One row per (request, purpose, channel): a repeat in one statement would be an error on
+/// PostgreSQL (ON CONFLICT cannot touch a row twice); the last one wins, as it would one call at
+/// a time.
+pub(super) fn unique_refs<'a>(refs: &[&'a MessageRef]) -> Vec<&'a MessageRef> {
     let mut unique: Vec<&MessageRef> = Vec::with_capacity(refs.len());
     for r in refs {
         unique.retain(|u| {
@@ -68,27 +78,26 @@ pub(super) async fn save_refs_in(tx: &mut Tx, refs: &[&MessageRef]) -> Result<()
         });
         unique.push(r);
     }
-    for chunk in unique.chunks(500) {
-        let mut sql = Sql::new(
-            "INSERT INTO message_refs (request_id, purpose, team_id, channel, ts) VALUES ",
-        );
-        for (i, r) in chunk.iter().enumerate() {
-            sql.push(if i == 0 { "(" } else { ", (" })
-                .bind(r.request_id.to_string())
-                .push(", ")
-                .bind(r.purpose.as_str())
-                .push(", ")
-                .bind(r.team_id.as_str())
-                .push(", ")
-                .bind(r.channel.as_str())
-                .push(", ")
-                .bind(r.ts.as_str())
-                .push(")");
-        }
-        sql.push(
-            " ON CONFLICT (request_id, purpose, channel) DO UPDATE SET team_id = excluded.team_id, ts = excluded.ts",
-        );
-        tx.conn().execute(&sql).await.map_err(plain)?;
+    unique
+}
+
+/// Appends the multi-row upsert of `refs` (unique, at most 500) to `sql`.
+pub(super) fn push_refs_upsert(sql: &mut Sql, refs: &[&MessageRef]) {
+    sql.push("INSERT INTO message_refs (request_id, purpose, team_id, channel, ts) VALUES ");
+    for (i, r) in refs.iter().enumerate() {
+        sql.push(if i == 0 { "(" } else { ", (" })
+            .bind(r.request_id.to_string())
+            .push(", ")
+            .bind(r.purpose.as_str())
+            .push(", ")
+            .bind(r.team_id.as_str())
+            .push(", ")
+            .bind(r.channel.as_str())
+            .push(", ")
+            .bind(r.ts.as_str())
+            .push(")");
     }
-    Ok(())
+    sql.push(
+        " ON CONFLICT (request_id, purpose, channel) DO UPDATE SET team_id = excluded.team_id, ts = excluded.ts",
+    );
 }
