@@ -444,7 +444,7 @@ impl SqlStore {
         sql.push(" WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE key = ")
             .bind(call.key.as_str())
             .push(") ON CONFLICT (id) DO NOTHING");
-        Ok(self.write_one(&sql).await? == 1)
+        Ok(self.write_one_urgent(&sql).await? == 1)
     }
 
     /// Several items in one statement: `INSERT … SELECT` from a `VALUES` list whose first
@@ -487,7 +487,7 @@ impl SqlStore {
             ") AS v WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.key = v.column1) \
              ON CONFLICT (id) DO NOTHING RETURNING id",
         );
-        let mut tx = match self.begin().await {
+        let mut tx = match self.begin_urgent().await {
             Ok(tx) => tx,
             Err(e) => return Together::RolledBack(e),
         };
@@ -976,7 +976,8 @@ impl JobQueue for SqlStore {
         job: NewJob,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin().await?;
+        // Stored before a delivery is acknowledged: the acknowledgement waits on it.
+        let mut tx = self.begin_urgent().await?;
         let first = insert_idempotency_key(&mut tx, key, now).await?;
         if first {
             let change = ChangeSet {

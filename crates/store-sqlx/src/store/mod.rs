@@ -23,7 +23,7 @@ use chrono::Utc;
 
 use crate::SqlStore;
 use crate::codec::micros;
-use crate::db::{Arg, Backend, DbRow, Sql, Tx};
+use crate::db::{Arg, Backend, DbRow, Sql, Tx, Urgency};
 use crate::error::{db_err, plain};
 
 use self::jobs::{JobInsert, job_inserts};
@@ -81,6 +81,17 @@ impl SqlStore {
         &self,
     ) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
         let begun = self.db.begin();
+        async move { begun.await.map_err(plain) }
+    }
+
+    /// As [`Self::begin`], for a write someone is waiting on: an inbox item, whose insert
+    /// Slack's acknowledgement waits for. On SQLite it goes ahead of the writers already queued
+    /// (`db::WriterQueue`).
+    #[track_caller]
+    pub(crate) fn begin_urgent(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
+        let begun = self.db.begin_urgent();
         async move { begun.await.map_err(plain) }
     }
 
@@ -222,10 +233,22 @@ impl SqlStore {
     /// in autocommit (one round trip instead of three); on SQLite it still goes through the writer
     /// lock and `BEGIN IMMEDIATE`, which keep writers from failing with `SQLITE_BUSY`.
     pub(crate) async fn write_one(&self, sql: &Sql) -> Result<u64, StoreError> {
+        self.write_one_as(sql, Urgency::Queued).await
+    }
+
+    /// As [`Self::write_one`], for a write someone is waiting on (see [`Self::begin_urgent`]).
+    pub(crate) async fn write_one_urgent(&self, sql: &Sql) -> Result<u64, StoreError> {
+        self.write_one_as(sql, Urgency::Awaited).await
+    }
+
+    async fn write_one_as(&self, sql: &Sql, urgency: Urgency) -> Result<u64, StoreError> {
         match self.backend() {
             Backend::Postgres => self.db.execute(sql).await.map_err(plain),
             Backend::Sqlite => {
-                let tx = self.begin().await?;
+                let tx = match urgency {
+                    Urgency::Queued => self.begin().await?,
+                    Urgency::Awaited => self.begin_urgent().await?,
+                };
                 // BEGIN, the statement and COMMIT in one round trip.
                 tx.execute_and_commit(sql).await.map_err(plain)
             }
