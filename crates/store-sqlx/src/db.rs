@@ -1273,6 +1273,14 @@ mod tests {
             vec!["awaited 1", "queued", "awaited 2"]
         );
         assert_eq!(db.writer.awaited.load(Ordering::SeqCst), 0);
+
+        // An awaited writer that gives up while queued is no longer counted: queued writers
+        // would otherwise give way to nobody.
+        let holder = db.begin().await.unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), db.begin_urgent()).await;
+        assert!(gave_up.is_err());
+        assert_eq!(db.writer.awaited.load(Ordering::SeqCst), 0);
+        holder.commit().await.unwrap();
     }
 
     /// Found by the chaos test (tests/chaos): a writer that gave up while its `BEGIN IMMEDIATE`
