@@ -201,36 +201,48 @@ async fn inbox_items_are_stored_claimed_once_per_key_in_one_statement() {
     }
 }
 
+/// Commits `r` with two notification jobs due now, written claimed under `token` (as a command's
+/// submission does), and `other` jobs unclaimed; the notifications' ids.
+async fn commit_with_claimed_notifications(
+    store: &SqlStore,
+    r: &AccessRequest,
+    token: &str,
+    other: Vec<NewJob>,
+) -> Vec<JobId> {
+    let now = Utc::now();
+    let notify: Vec<NewJob> = (0..2)
+        .map(|_| NewJob::at(JobKind::TimeoutPending { request_id: r.id }, now))
+        .collect();
+    let ids: Vec<JobId> = notify.iter().map(|j| j.id).collect();
+    let mut jobs = notify;
+    jobs.extend(other);
+    store
+        .commit(ChangeSet {
+            requests: vec![RequestWrite::Insert(r.clone())],
+            jobs,
+            claimed: Some(ClaimAtInsert {
+                token: token.to_string(),
+                lease: Duration::seconds(60),
+                ids: ids.clone(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    ids
+}
+
 #[tokio::test]
 async fn jobs_claimed_at_insert_complete_in_one_write_with_their_messages() {
     for (db, store) in stores().await {
         let kind = db.kind;
         let r = request("U1");
         let token = "token-1".to_string();
-        let now = Utc::now();
-        let notify: Vec<NewJob> = (0..2)
-            .map(|_| NewJob::at(JobKind::TimeoutPending { request_id: r.id }, now))
-            .collect();
         let later = NewJob::at(
             JobKind::TimeoutPending { request_id: r.id },
-            now + Duration::hours(1),
+            Utc::now() + Duration::hours(1),
         );
-        let ids: Vec<JobId> = notify.iter().map(|j| j.id).collect();
-        let mut jobs = notify.clone();
-        jobs.push(later.clone());
-        store
-            .commit(ChangeSet {
-                requests: vec![RequestWrite::Insert(r.clone())],
-                jobs,
-                claimed: Some(ClaimAtInsert {
-                    token: token.clone(),
-                    lease: Duration::seconds(60),
-                    ids: ids.clone(),
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let ids = commit_with_claimed_notifications(&store, &r, &token, vec![later.clone()]).await;
         let all = store.jobs(&JobFilter::default()).await.unwrap();
         for j in &all {
             if ids.contains(&j.id) {
@@ -303,24 +315,7 @@ async fn a_settle_with_its_messages_is_one_statement_on_postgres_and_two_round_t
         let kind = db.kind;
         let r = request("U1");
         let token = "token-s".to_string();
-        let now = Utc::now();
-        let notify: Vec<NewJob> = (0..2)
-            .map(|_| NewJob::at(JobKind::TimeoutPending { request_id: r.id }, now))
-            .collect();
-        let ids: Vec<JobId> = notify.iter().map(|j| j.id).collect();
-        store
-            .commit(ChangeSet {
-                requests: vec![RequestWrite::Insert(r.clone())],
-                jobs: notify,
-                claimed: Some(ClaimAtInsert {
-                    token: token.clone(),
-                    lease: Duration::seconds(60),
-                    ids: ids.clone(),
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let ids = commit_with_claimed_notifications(&store, &r, &token, Vec::new()).await;
         let refs: Vec<MessageRef> = ["approval", "requester"]
             .iter()
             .map(|purpose| MessageRef {
