@@ -435,7 +435,8 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
     // After the CPU reading: these look-ups cost the server time of their own.
     let after = metrics_page(&http, &server.base).await;
     let jobs = jobs_by_kind(&after);
-    let store1 = store_sent(&after);
+    // What the step's commands sent: the difference, less the one /metrics page inside it.
+    let sent = store_sent(&after).minus(&store0).minus(&page);
 
     let mut ack_ms = vec![];
     let mut lag_ms = vec![];
@@ -516,11 +517,9 @@ async fn run_step(backend: Backend, pg_base: Option<&str>, step: &Step, tick: f6
             .into_iter()
             .map(|(k, v)| (k, v / (n + warm) as f64))
             .collect(),
-        statements_per_cmd: (store1.statements - store0.statements - page.statements)
-            / n.max(1) as f64,
-        commits_per_cmd: (store1.commits - store0.commits - page.commits) / n.max(1) as f64,
-        round_trips_per_cmd: (store1.round_trips - store0.round_trips - page.round_trips)
-            / n.max(1) as f64,
+        statements_per_cmd: sent.statements / n.max(1) as f64,
+        commits_per_cmd: sent.commits / n.max(1) as f64,
+        round_trips_per_cmd: sent.round_trips / n.max(1) as f64,
     }
 }
 

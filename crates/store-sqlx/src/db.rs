@@ -197,8 +197,10 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// A statement sent: a round trip of its own, or one shared with a `BEGIN`/`COMMIT`.
     fn statement(&self) {
         self.statements.fetch_add(1, Ordering::Relaxed);
+        self.round_trip();
     }
 
     fn round_trip(&self) {
@@ -247,7 +249,6 @@ fn pending<'b>(flag: &'b mut Option<&mut bool>) -> Option<&'b mut bool> {
 impl Conn<'_> {
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
         self.counters.statement();
-        self.counters.round_trip();
         let begin = pending(&mut self.begin_pending);
         match &mut self.kind {
             ConnKind::Sqlite(c) => match begin {
@@ -260,7 +261,6 @@ impl Conn<'_> {
 
     pub async fn fetch_all(&mut self, sql: &Sql) -> Result<Vec<DbRow>, sqlx::Error> {
         self.counters.statement();
-        self.counters.round_trip();
         let begin = pending(&mut self.begin_pending);
         let rows = match &mut self.kind {
             ConnKind::Sqlite(c) => match begin {
@@ -282,7 +282,6 @@ impl Conn<'_> {
 
     pub async fn fetch_optional(&mut self, sql: &Sql) -> Result<Option<DbRow>, sqlx::Error> {
         self.counters.statement();
-        self.counters.round_trip();
         let begin = pending(&mut self.begin_pending);
         match &mut self.kind {
             ConnKind::Sqlite(c) => Ok(match begin {
@@ -600,7 +599,7 @@ impl Drop for Checkout {
 ///
 /// On SQLite the `BEGIN IMMEDIATE` is not sent on its own: it goes with the transaction's first
 /// statement, and [`Tx::execute_and_commit`] sends the last statement with the `COMMIT`
-/// ([`sqlite_batch`]). The in-process writer lock is taken by [`Db::begin`] as before, so no
+/// ([`sqlite_batch`]). The in-process writer lock is taken by [`Db::begin_as`] as before, so no
 /// writer of this process can come between; one in another process (the cleanup binary) meets
 /// SQLite's own lock at the first statement instead of at `begin`.
 pub(crate) struct Tx {
@@ -648,7 +647,6 @@ impl Tx {
             PooledConn::Sqlite(c) => {
                 self.counters.statement();
                 self.counters.commit();
-                self.counters.round_trip();
                 let begin = self.begin_pending.then_some(&mut self.begin_pending);
                 let (_, changed) = sqlite_batch(c, sql, begin, true).await?;
                 self.held.unsettled = false;
@@ -672,7 +670,7 @@ impl Tx {
     }
 }
 
-/// Who holds the SQLite writer lock: the code that called [`Db::begin`] and since when.
+/// Who holds the SQLite writer lock: the code that called [`Db::begin_as`] and since when.
 type Holder = Option<(&'static Location<'static>, Instant)>;
 
 /// How long a writer waits for the writer lock before it names the holder in a warning (and
@@ -806,19 +804,17 @@ impl Db {
     ///
     /// On SQLite a writer that has waited [`WRITER_WAIT_WARN`] for the in-process writer lock
     /// logs a warning naming the holder's call site and how long it has held the lock.
+    ///
+    /// A write someone is waiting on ([`Urgency::Awaited`]: an inbox item, whose insert Slack's
+    /// acknowledgement waits for) goes ahead of the writers already queued for SQLite's writer
+    /// lock ([`WriterQueue`]).
     #[track_caller]
-    pub fn begin(&self) -> impl Future<Output = Result<Tx, sqlx::Error>> + Send + '_ {
+    pub fn begin_as(
+        &self,
+        urgency: Urgency,
+    ) -> impl Future<Output = Result<Tx, sqlx::Error>> + Send + '_ {
         let caller = Location::caller();
-        self.begin_at(caller, Urgency::Queued)
-    }
-
-    /// As [`Db::begin`], for a write someone is waiting on (an inbox item: Slack's
-    /// acknowledgement waits for its insert). On SQLite it goes ahead of the writers already
-    /// queued for the writer lock ([`WriterQueue`]).
-    #[track_caller]
-    pub fn begin_urgent(&self) -> impl Future<Output = Result<Tx, sqlx::Error>> + Send + '_ {
-        let caller = Location::caller();
-        self.begin_at(caller, Urgency::Awaited)
+        self.begin_at(caller, urgency)
     }
 
     async fn begin_at(
@@ -1045,6 +1041,14 @@ mod tests {
 
     use super::*;
 
+    impl Db {
+        /// The tests' shorthand for a queued writer's transaction.
+        #[track_caller]
+        pub(crate) fn begin(&self) -> impl Future<Output = Result<Tx, sqlx::Error>> + Send + '_ {
+            self.begin_as(Urgency::Queued)
+        }
+    }
+
     /// A store `Db` on a fresh WAL-mode SQLite file with a table `t`, and the options to open
     /// other connections to it (another process, as far as SQLite's locks go).
     async fn wal_db_with_table(
@@ -1240,7 +1244,7 @@ mod tests {
         let first = {
             let (db, order) = (db.clone(), order.clone());
             tokio::spawn(async move {
-                let tx = db.begin_urgent().await.unwrap();
+                let tx = db.begin_as(Urgency::Awaited).await.unwrap();
                 order.lock().unwrap().push("awaited 1");
                 let _ = wait.await;
                 tx.commit().await.unwrap();
@@ -1255,7 +1259,7 @@ mod tests {
         let second = {
             let (db, order) = (db.clone(), order.clone());
             tokio::spawn(async move {
-                let tx = db.begin_urgent().await.unwrap();
+                let tx = db.begin_as(Urgency::Awaited).await.unwrap();
                 order.lock().unwrap().push("awaited 2");
                 tx.commit().await.unwrap();
             })
@@ -1277,7 +1281,8 @@ mod tests {
         // An awaited writer that gives up while queued is no longer counted: queued writers
         // would otherwise give way to nobody.
         let holder = db.begin().await.unwrap();
-        let gave_up = tokio::time::timeout(Duration::from_millis(50), db.begin_urgent()).await;
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(50), db.begin_as(Urgency::Awaited)).await;
         assert!(gave_up.is_err());
         assert_eq!(db.writer.awaited.load(Ordering::SeqCst), 0);
         holder.commit().await.unwrap();

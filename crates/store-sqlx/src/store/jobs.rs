@@ -15,7 +15,7 @@ use super::refs::{push_refs_upsert, save_refs_in, unique_refs};
 use super::{REMEMBER_FOR, ROWS_PER_INSERT, SWEEP_EVERY, limit, prefixed};
 use crate::SqlStore;
 use crate::codec::{self, micros};
-use crate::db::{Arg, Backend, Conn, DbRow, Sql, Tx};
+use crate::db::{Arg, Backend, Conn, DbRow, Sql, Tx, Urgency};
 use crate::error::{db_err, plain, with_sources};
 
 /// The jobs of change sets are inserted several rows per statement, each with the claim of its
@@ -219,7 +219,10 @@ fn refs_and_completion(call: &Completion) -> Option<Sql> {
         return None;
     }
     let by_token = by_token(&call.jobs);
-    let [(token, ids)] = Vec::from_iter(by_token).try_into().ok()?;
+    if by_token.len() != 1 {
+        return None;
+    }
+    let (token, ids) = by_token.into_iter().next()?;
     let refs: Vec<&MessageRef> = call.refs.iter().collect();
     let refs = unique_refs(&refs);
     if ids.len() > 500 || refs.len() > 500 {
@@ -444,7 +447,7 @@ impl SqlStore {
         sql.push(" WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE key = ")
             .bind(call.key.as_str())
             .push(") ON CONFLICT (id) DO NOTHING");
-        Ok(self.write_one_urgent(&sql).await? == 1)
+        Ok(self.write_one_as(&sql, Urgency::Awaited).await? == 1)
     }
 
     /// Several items in one statement: `INSERT … SELECT` from a `VALUES` list whose first
@@ -487,7 +490,7 @@ impl SqlStore {
             ") AS v WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.key = v.column1) \
              ON CONFLICT (id) DO NOTHING RETURNING id",
         );
-        let mut tx = match self.begin_urgent().await {
+        let mut tx = match self.begin_as(Urgency::Awaited).await {
             Ok(tx) => tx,
             Err(e) => return Together::RolledBack(e),
         };
@@ -977,7 +980,7 @@ impl JobQueue for SqlStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         // Stored before a delivery is acknowledged: the acknowledgement waits on it.
-        let mut tx = self.begin_urgent().await?;
+        let mut tx = self.begin_as(Urgency::Awaited).await?;
         let first = insert_idempotency_key(&mut tx, key, now).await?;
         if first {
             let change = ChangeSet {

@@ -80,18 +80,18 @@ impl SqlStore {
     pub(crate) fn begin(
         &self,
     ) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
-        let begun = self.db.begin();
-        async move { begun.await.map_err(plain) }
+        self.begin_as(Urgency::Queued)
     }
 
-    /// As [`Self::begin`], for a write someone is waiting on: an inbox item, whose insert
-    /// Slack's acknowledgement waits for. On SQLite it goes ahead of the writers already queued
-    /// (`db::WriterQueue`).
+    /// As [`Self::begin`]; a write someone is waiting on ([`Urgency::Awaited`]: an inbox item,
+    /// whose insert Slack's acknowledgement waits for) goes ahead of the writers already queued
+    /// on SQLite (`db::WriterQueue`).
     #[track_caller]
-    pub(crate) fn begin_urgent(
+    pub(crate) fn begin_as(
         &self,
+        urgency: Urgency,
     ) -> impl std::future::Future<Output = Result<Tx, StoreError>> + Send + '_ {
-        let begun = self.db.begin_urgent();
+        let begun = self.db.begin_as(urgency);
         async move { begun.await.map_err(plain) }
     }
 
@@ -236,19 +236,16 @@ impl SqlStore {
         self.write_one_as(sql, Urgency::Queued).await
     }
 
-    /// As [`Self::write_one`], for a write someone is waiting on (see [`Self::begin_urgent`]).
-    pub(crate) async fn write_one_urgent(&self, sql: &Sql) -> Result<u64, StoreError> {
-        self.write_one_as(sql, Urgency::Awaited).await
-    }
-
-    async fn write_one_as(&self, sql: &Sql, urgency: Urgency) -> Result<u64, StoreError> {
+    /// As [`Self::write_one`], with the writer's [`Urgency`] (see [`Self::begin_as`]).
+    pub(crate) async fn write_one_as(
+        &self,
+        sql: &Sql,
+        urgency: Urgency,
+    ) -> Result<u64, StoreError> {
         match self.backend() {
             Backend::Postgres => self.db.execute(sql).await.map_err(plain),
             Backend::Sqlite => {
-                let tx = match urgency {
-                    Urgency::Queued => self.begin().await?,
-                    Urgency::Awaited => self.begin_urgent().await?,
-                };
+                let tx = self.begin_as(urgency).await?;
                 // BEGIN, the statement and COMMIT in one round trip.
                 tx.execute_and_commit(sql).await.map_err(plain)
             }
