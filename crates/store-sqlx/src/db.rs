@@ -126,6 +126,12 @@ impl Sql {
         self
     }
 
+    /// Adds an argument and returns its placeholder, for text written later or more than once.
+    pub fn arg(&mut self, a: impl Into<Arg>) -> String {
+        self.args.push(a.into());
+        format!("${}", self.args.len())
+    }
+
     /// Adds an argument and writes its placeholder.
     pub fn bind(&mut self, a: impl Into<Arg>) -> &mut Self {
         self.args.push(a.into());
@@ -639,7 +645,22 @@ impl Tx {
     /// SQLite one round trip (with the `BEGIN` too, if nothing was sent before); on PostgreSQL
     /// the statement, then `COMMIT`. If it fails, whether the statement ran is unknown to the
     /// caller, as with a failed `COMMIT`: the transaction is rolled back when dropped.
-    pub async fn execute_and_commit(mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
+    pub async fn execute_and_commit(self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        Ok(self.last_and_commit(sql, false).await?.1)
+    }
+
+    /// As [`Self::execute_and_commit`], for a statement that returns rows: its rows.
+    pub async fn fetch_all_and_commit(self, sql: &Sql) -> Result<Vec<DbRow>, sqlx::Error> {
+        Ok(self.last_and_commit(sql, true).await?.0)
+    }
+
+    /// `sql` as the last statement, then `COMMIT`: its rows (when `rows`) and the rows it
+    /// changed.
+    async fn last_and_commit(
+        mut self,
+        sql: &Sql,
+        rows: bool,
+    ) -> Result<(Vec<DbRow>, u64), sqlx::Error> {
         let Some(conn) = self.held.conn.as_mut() else {
             return Err(sqlx::Error::PoolClosed);
         };
@@ -648,14 +669,20 @@ impl Tx {
                 self.counters.statement();
                 self.counters.commit();
                 let begin = self.begin_pending.then_some(&mut self.begin_pending);
-                let (_, changed) = sqlite_batch(c, sql, begin, true).await?;
+                let (got, changed) = sqlite_batch(c, sql, begin, true).await?;
                 self.held.unsettled = false;
-                Ok(changed)
+                Ok((got.into_iter().map(DbRow::Sqlite).collect(), changed))
             }
             PooledConn::Postgres(_) => {
-                let changed = self.conn().execute(sql).await?;
+                let out = if rows {
+                    let got = self.conn().fetch_all(sql).await?;
+                    let n = got.len() as u64;
+                    (got, n)
+                } else {
+                    (Vec::new(), self.conn().execute(sql).await?)
+                };
                 self.commit().await?;
-                Ok(changed)
+                Ok(out)
             }
         }
     }

@@ -27,6 +27,56 @@ pub(super) struct RunHere {
     pub(super) finished: std::sync::Mutex<Vec<(Job, JobResult)>>,
 }
 
+/// Ordering keys of jobs this process wrote held back (see [`Engine::commit`]), so that
+/// finishing a job of one of them here wakes the scheduler for the held-back job at once.
+/// A key whose job ahead finished elsewhere (in a scheduler, which looks again by itself after a
+/// job; on another replica) stays until a job of it finishes here or the set is full and
+/// cleared: a stale key costs at most one needless wake-up, a dropped one a wait for the
+/// scheduler's next look (`max_idle`).
+#[derive(Debug, Default)]
+pub(super) struct HeldBackKeys(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// Keys kept at most (a few hundred KB).
+const HELD_BACK_KEYS_MAX: usize = 10_000;
+
+impl HeldBackKeys {
+    pub(super) fn note(&self, key: Option<String>) {
+        let Some(key) = key else { return };
+        if let Ok(mut keys) = self.0.lock() {
+            if keys.len() >= HELD_BACK_KEYS_MAX {
+                keys.clear();
+            }
+            keys.insert(key);
+        }
+    }
+
+    /// Forgets `finished`; whether any of them was noted.
+    pub(super) fn released(&self, finished: Vec<String>) -> bool {
+        let Ok(mut keys) = self.0.lock() else {
+            return false;
+        };
+        let mut any = false;
+        for k in finished {
+            any |= keys.remove(&k);
+        }
+        any
+    }
+}
+
+/// Follow-ups in lanes: the jobs of one ordering key in one lane, in the order they were
+/// written (as a scheduler would run them); every other job a lane of its own.
+fn in_order(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut lanes: Vec<(Option<String>, Vec<Job>)> = Vec::new();
+    for j in jobs {
+        let key = j.kind.order_key();
+        match lanes.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
+            Some((_, lane)) => lane.push(j),
+            None => lanes.push((key, vec![j])),
+        }
+    }
+    lanes.into_iter().map(|(_, lane)| lane).collect()
+}
+
 tokio::task_local! {
     /// The job this process runs right after storing it ([`Engine::run_claimed`]).
     pub(super) static RUN_HERE: Arc<RunHere>;
@@ -113,18 +163,15 @@ impl Engine {
             } else {
                 self.follow_up_slots.acquire().await.ok()
             };
-            let results: Vec<(Job, (JobResult, Vec<MessageRef>))> =
-                futures::future::join_all(follow_ups.into_iter().map(|j| async move {
-                    let out = match &j.kind {
-                        JobKind::Notify { notification } => self
-                            .deliver_collect(notification, &j)
-                            .await
-                            .unwrap_or_else(|e| (JobResult::Retry(e.to_string()), Vec::new())),
-                        _ => (self.run_job_caught(&j).await.0, Vec::new()),
-                    };
-                    (j, out)
-                }))
-                .await;
+            let results: Vec<(Job, (JobResult, Vec<MessageRef>))> = futures::future::join_all(
+                in_order(follow_ups)
+                    .into_iter()
+                    .map(|lane| self.run_follow_ups(lane)),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
             let mut summary = RunSummary {
                 claimed: 1 + results.len(),
                 ..Default::default()
@@ -159,10 +206,16 @@ impl Engine {
                     }
                 }
             }
+            let finished_keys: Vec<String> =
+                ran.iter().filter_map(|j| j.kind.order_key()).collect();
             if !done.is_empty() {
                 self.store
                     .complete_jobs_with_refs(&done, &refs, self.now())
                     .await?;
+            }
+            // A job held back behind one of these can be claimed now (it is the scheduler's).
+            if self.held_back.released(finished_keys) {
+                self.waker.job_enqueued(self.now());
             }
             let failed = !rest.is_empty();
             for (j, r) in rest {
@@ -177,5 +230,38 @@ impl Engine {
         };
         self.with_heartbeat(std::slice::from_ref(&token), work)
             .await
+    }
+
+    /// Runs one lane of follow-ups ([`in_order`]) one after the other, each notification
+    /// seeing the messages the earlier ones posted (recorded only when all are settled). After
+    /// a failure the rest wait: they go back to the queue behind the failed job, as a
+    /// scheduler would have kept them there.
+    async fn run_follow_ups(&self, lane: Vec<Job>) -> Vec<(Job, (JobResult, Vec<MessageRef>))> {
+        let mut out: Vec<(Job, (JobResult, Vec<MessageRef>))> = Vec::with_capacity(lane.len());
+        let mut posted: Vec<MessageRef> = Vec::new();
+        let mut failed = false;
+        for j in lane {
+            let result = if failed {
+                (
+                    JobResult::RetryAt(
+                        "waiting for an earlier notification of its request".to_string(),
+                        self.now(),
+                    ),
+                    Vec::new(),
+                )
+            } else {
+                match &j.kind {
+                    JobKind::Notify { notification } => self
+                        .deliver_collect(notification, &j, &posted)
+                        .await
+                        .unwrap_or_else(|e| (JobResult::Retry(e.to_string()), Vec::new())),
+                    _ => (self.run_job_caught(&j).await.0, Vec::new()),
+                }
+            };
+            failed |= !matches!(result.0, JobResult::Done { .. });
+            posted.extend(result.1.iter().cloned());
+            out.push((j, result));
+        }
+        out
     }
 }

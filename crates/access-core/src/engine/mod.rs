@@ -156,6 +156,10 @@ pub struct Engine {
     /// ([`Engine::run_claimed`]) to `job_concurrency` batches at once, as a scheduler pass would:
     /// a burst of commands must not starve the answers of the next ones.
     follow_up_slots: tokio::sync::Semaphore,
+    /// Ordering keys of notifications this process wrote held back behind an earlier job of
+    /// their key (see [`crate::ports::ClaimAtInsert`]): when [`Engine::run_claimed`] finishes a
+    /// job of one of them, it wakes the scheduler, which then claims the held-back one.
+    held_back: inbox::HeldBackKeys,
     /// Event webhooks: the audit trail pushed to SIEMs and ticketing bridges.
     webhooks: Option<crate::webhooks::Webhooks>,
 }
@@ -256,6 +260,7 @@ impl EngineBuilder {
             audit_sink: self.audit_sink,
             waker: self.waker,
             follow_up_slots: tokio::sync::Semaphore::new(self.settings.delivery_concurrency.max(1)),
+            held_back: Default::default(),
             settings: self.settings,
             inbox: std::sync::RwLock::new(None),
             webhooks: self.webhooks,
@@ -424,6 +429,17 @@ impl Engine {
         let committed = self.store.commit(cs).await?;
         for at in run_ats {
             self.waker.job_enqueued(at);
+        }
+        // A job held back behind an earlier one of its key is a scheduler's to run, not ours.
+        // It is claimable once the job ahead of it is done, which may have happened while this
+        // commit ran (the wake-up covers that); if not, whoever finishes that job in this
+        // process wakes the scheduler again (the key is noted before this wake-up).
+        let (held, claimed): (Vec<Job>, Vec<Job>) = claimed
+            .into_iter()
+            .partition(|j| committed.held_back.contains(&j.id));
+        for j in held {
+            self.held_back.note(j.kind.order_key());
+            self.waker.job_enqueued(j.run_at);
         }
         if let Some(here) = here {
             if let Ok(mut f) = here.follow_ups.lock() {

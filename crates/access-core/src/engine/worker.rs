@@ -326,7 +326,7 @@ impl Engine {
         use futures::FutureExt;
         match &job.kind {
             JobKind::Notify { notification } => {
-                match std::panic::AssertUnwindSafe(self.deliver_collect(notification, job))
+                match std::panic::AssertUnwindSafe(self.deliver_collect(notification, job, &[]))
                     .catch_unwind()
                     .await
                 {
@@ -551,7 +551,7 @@ impl Engine {
     }
 
     async fn deliver(&self, n: &Notification, job: &Job) -> Result<JobResult, EngineError> {
-        let (result, refs) = self.deliver_collect(n, job).await?;
+        let (result, refs) = self.deliver_collect(n, job, &[]).await?;
         for r in refs {
             self.store.save_message_ref(&r).await?;
         }
@@ -560,10 +560,14 @@ impl Engine {
 
     /// Delivers `n` from `job`; returns the outcome and the messages posted (for the caller to
     /// record). The job goes along so a re-run can find what an earlier attempt posted.
+    /// `unsaved`: messages posted by earlier jobs of the same ordering key that the caller has
+    /// not recorded yet ([`Self::run_claimed`] records them all at the end); they count as
+    /// recorded.
     pub(super) async fn deliver_collect(
         &self,
         n: &Notification,
         job: &Job,
+        unsaved: &[MessageRef],
     ) -> Result<(JobResult, Vec<MessageRef>), EngineError> {
         let mut ctx = NotifyContext {
             job: Some(crate::ports::NotifyJob::of(job)),
@@ -574,6 +578,14 @@ impl Engine {
             .filter(|_| self.notifier.reads_message_refs(n))
         {
             ctx.message_refs = self.store.message_refs(id).await?;
+            // As the store records them: one per request, purpose and channel, the newest.
+            for r in unsaved.iter().filter(|r| r.request_id == id) {
+                ctx.message_refs.retain(|m| {
+                    (m.purpose.as_str(), m.channel.as_str())
+                        != (r.purpose.as_str(), r.channel.as_str())
+                });
+                ctx.message_refs.push(r.clone());
+            }
         }
         Ok(match self.notifier.notify(n, &ctx).await {
             Ok(refs) => (JobResult::done(), refs),

@@ -78,6 +78,14 @@ pub struct ChangeSet {
 /// lease clock (as [`JobQueue::claim_jobs`] would claim them, attempt 1): no scheduler takes them
 /// while the process that wrote them runs them; should it die, the lease lapses and any
 /// scheduler does.
+///
+/// A job with an ordering key ([`crate::jobs::JobKind::order_key`]) keeps its place in the
+/// order: it is written claimed only if no job of its key is pending or running under another
+/// claim, and no earlier change set of the same write has a job of its key. Otherwise it is
+/// *held back*: written pending, for a scheduler to claim once the earlier ones are done, and
+/// named in [`Committed::held_back`], so the process does not run it. (A decision must not
+/// rewrite an approval message whose post has not been recorded yet.) Jobs of one claim token
+/// do not hold each other back: the process running them runs them in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimAtInsert {
     /// The claim token the jobs are written under.
@@ -106,6 +114,9 @@ impl ChangeSet {
 pub struct Committed {
     /// The audit events as sealed into the chain.
     pub audit: Vec<AuditEvent>,
+    /// Jobs of the change set's [`ClaimAtInsert`] written pending instead, behind an earlier
+    /// job of their ordering key: a scheduler runs them, not the committing process.
+    pub held_back: Vec<JobId>,
 }
 
 /// The error underneath a [`StoreError`] (a driver's or a decoder's), kept for its chain.

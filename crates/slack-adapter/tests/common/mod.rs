@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use access_core::engine::Engine;
+use access_core::engine::{Engine, EngineBuilder};
 use access_core::ports::{Clock, Provider, Store};
 use access_core::providers::DryRunProvider;
 use access_core::{AccessRequest, RequestId, RequestStatus, Resource};
@@ -111,6 +111,22 @@ pub async fn harness_with_settings(
     provider: Arc<dyn Provider>,
     settings: access_core::engine::EngineSettings,
 ) -> Harness {
+    harness_wrapped(db, resources, tweak, provider, settings, |n, b| {
+        b.notifier(Arc::new(n))
+    })
+    .await
+}
+
+/// [`harness_with_settings`], with the engine's last touches of the test's choosing (given the
+/// SlackNotifier): a notifier around the real one, a waker.
+pub async fn harness_wrapped(
+    db: TestDb,
+    resources: Vec<Resource>,
+    tweak: impl FnOnce(&mut SlackConfig),
+    provider: Arc<dyn Provider>,
+    settings: access_core::engine::EngineSettings,
+    finish: impl FnOnce(SlackNotifier, EngineBuilder) -> EngineBuilder,
+) -> Harness {
     let slack = FakeSlack::start().await;
     slack.add_user(FakeUser::new(ALICE, "alice").email("alice@example.com"));
     slack.add_user(FakeUser::new(BOB_NO_EMAIL, "bob"));
@@ -126,13 +142,11 @@ pub async fn harness_with_settings(
     config.http_timeout = Duration::from_secs(5);
     tweak(&mut config);
     let notifier = SlackNotifier::new(&config).with_clock(clock.clone() as Arc<dyn Clock>);
-    let engine = Engine::builder(store, clock.clone())
+    let builder = Engine::builder(store, clock.clone())
         .resources(resources)
         .provider_named("dry-run", provider)
-        .notifier(Arc::new(notifier.clone()))
-        .settings(settings)
-        .build()
-        .unwrap();
+        .settings(settings);
+    let engine = finish(notifier.clone(), builder).build().unwrap();
     let engine = Arc::new(engine);
     let app = slack_adapter::router(engine.clone(), config.clone());
     Harness {

@@ -20,21 +20,59 @@ use crate::error::{db_err, plain, with_sources};
 
 /// The jobs of change sets are inserted several rows per statement, each with the claim of its
 /// change set: those the claim names are written running under its token, leased on the lease
-/// clock (`now()` on PostgreSQL, the host clock on SQLite).
+/// clock (`now()` on PostgreSQL, the host clock on SQLite), unless held back behind an earlier
+/// job of their ordering key (see [`RowClaim`]).
 ///
 /// One multi-row `INSERT INTO jobs` of [`job_inserts`], with what a duplicate id means.
 pub(super) struct JobInsert {
     pub sql: Sql,
     first: JobId,
     rows: usize,
+    /// Rows whose claim the database decides ([`RowClaim::Ordered`]); the statement returns
+    /// their status when there are any.
+    ordered: Vec<JobId>,
 }
 
 impl JobInsert {
-    pub async fn run(&self, c: &mut Conn<'_>) -> Result<(), StoreError> {
-        c.execute(&self.sql)
+    /// Runs the insert within a transaction; the jobs the database held back.
+    pub async fn run(&self, c: &mut Conn<'_>) -> Result<Vec<JobId>, StoreError> {
+        if self.ordered.is_empty() {
+            c.execute(&self.sql).await.map_err(|e| self.error(e))?;
+            return Ok(Vec::new());
+        }
+        let rows = c.fetch_all(&self.sql).await.map_err(|e| self.error(e))?;
+        self.held_back(&rows)
+    }
+
+    /// Runs the insert as its transaction's last statement and commits (one round trip on
+    /// SQLite: [`Tx::execute_and_commit`]); the jobs the database held back.
+    pub async fn run_and_commit(&self, tx: Tx) -> Result<Vec<JobId>, StoreError> {
+        if self.ordered.is_empty() {
+            tx.execute_and_commit(&self.sql)
+                .await
+                .map_err(|e| self.error(e))?;
+            return Ok(Vec::new());
+        }
+        let rows = tx
+            .fetch_all_and_commit(&self.sql)
             .await
-            .map(drop)
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e))?;
+        self.held_back(&rows)
+    }
+
+    /// The ordered rows the statement wrote pending (from its `RETURNING id, status`).
+    fn held_back(&self, rows: &[DbRow]) -> Result<Vec<JobId>, StoreError> {
+        let mut out = Vec::new();
+        for row in rows {
+            if row.string("status")? != "pending" {
+                continue;
+            }
+            let id = row.string("id")?;
+            if let Some(j) = self.ordered.iter().find(|j| j.to_string() == id) {
+                out.push(*j);
+            }
+        }
+        Ok(out)
     }
 
     /// Its error, a duplicate id named.
@@ -46,29 +84,83 @@ impl JobInsert {
     }
 }
 
-/// The statements that insert `jobs`, [`ROWS_PER_INSERT`] rows each.
+/// The jobs of change sets as written: their inserts, and the jobs held back before the
+/// database was asked (see [`job_inserts`]).
+pub(super) struct JobInserts {
+    pub inserts: Vec<JobInsert>,
+    pub held_back: Vec<JobId>,
+}
+
+/// How one new job row is written.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RowClaim<'a> {
+    /// Pending, for a scheduler.
+    Pending,
+    /// Running under the claim.
+    Claimed(&'a ClaimAtInsert),
+    /// Running under the claim unless a job of the ordering key (the `&str`) is pending, or
+    /// running under another claim; then pending ("held back"). The database decides, in the
+    /// insert itself: a separate read would cost every chat command a round trip.
+    Ordered(&'a ClaimAtInsert, &'a str),
+}
+
+/// The statements that insert the jobs of `changes`, [`ROWS_PER_INSERT`] rows each. A job its
+/// change set's claim names is written claimed; one with an ordering key only if no earlier
+/// change set of `changes` has a job of that key (else held back here) and, as the insert
+/// checks, none of the key is still unfinished under another claim (see [`RowClaim::Ordered`]).
 pub(super) fn job_inserts(
     backend: Backend,
-    jobs: &[(&NewJob, Option<&ClaimAtInsert>)],
-) -> Result<Vec<JobInsert>, StoreError> {
+    changes: &[ChangeSet],
+) -> Result<JobInserts, StoreError> {
+    let mut rows: Vec<(&NewJob, RowClaim<'_>)> = Vec::new();
+    let mut held_back = Vec::new();
+    let keys: Vec<Vec<Option<String>>> = changes
+        .iter()
+        .map(|ch| ch.jobs.iter().map(|j| j.kind.order_key()).collect())
+        .collect();
+    let mut earlier_keys: std::collections::HashSet<&str> = Default::default();
+    for (ch, ch_keys) in changes.iter().zip(&keys) {
+        for (j, key) in ch.jobs.iter().zip(ch_keys) {
+            let claim = ch.claimed.as_ref().filter(|cl| cl.ids.contains(&j.id));
+            let row = match (claim, key.as_deref()) {
+                (None, _) => RowClaim::Pending,
+                (Some(cl), None) => RowClaim::Claimed(cl),
+                (Some(_), Some(k)) if earlier_keys.contains(k) => {
+                    held_back.push(j.id);
+                    RowClaim::Pending
+                }
+                (Some(cl), Some(k)) => RowClaim::Ordered(cl, k),
+            };
+            rows.push((j, row));
+        }
+        earlier_keys.extend(ch_keys.iter().flatten().map(String::as_str));
+    }
     let now = micros(Utc::now());
-    let mut out = Vec::with_capacity(jobs.len().div_ceil(ROWS_PER_INSERT));
-    for (n, chunk) in jobs.chunks(ROWS_PER_INSERT).enumerate() {
+    let mut inserts = Vec::with_capacity(rows.len().div_ceil(ROWS_PER_INSERT));
+    for (n, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
         let mut sql = Sql::new(format!("INSERT INTO jobs ({JOB_INSERT_COLS}) VALUES "));
-        for (k, (j, claimed)) in chunk.iter().enumerate() {
+        let mut ordered = Vec::new();
+        for (k, (j, row)) in chunk.iter().enumerate() {
             sql.push(if k == 0 { "(" } else { ", (" });
-            push_job_values(&mut sql, backend, j, n * ROWS_PER_INSERT + k, now, *claimed)?;
+            push_job_values(&mut sql, backend, j, n * ROWS_PER_INSERT + k, now, *row)?;
             sql.push(")");
+            if let RowClaim::Ordered(..) = row {
+                ordered.push(j.id);
+            }
+        }
+        if !ordered.is_empty() {
+            sql.push(" RETURNING id, status");
         }
         if let Some((first, _)) = chunk.first() {
-            out.push(JobInsert {
+            inserts.push(JobInsert {
                 sql,
                 first: first.id,
                 rows: chunk.len(),
+                ordered,
             });
         }
     }
-    Ok(out)
+    Ok(JobInserts { inserts, held_back })
 }
 
 const JOB_INSERT_COLS: &str = "id, kind, payload, status, run_at, attempts, max_attempts, created_at, updated_at, \
@@ -82,7 +174,7 @@ fn push_job_values(
     j: &NewJob,
     i: usize,
     now: i64,
-    claimed: Option<&ClaimAtInsert>,
+    row: RowClaim<'_>,
 ) -> Result<(), StoreError> {
     let payload = codec::to_json(&j.kind)?;
     // Enqueue order among jobs of one ordering key: the wall clock, then the position in
@@ -94,19 +186,52 @@ fn push_job_values(
         now.saturating_mul(1000)
             .saturating_add(i64::try_from(i).unwrap_or(i64::MAX))
     });
-    let claim = claimed.filter(|cl| cl.ids.contains(&j.id));
+    let lease_until = |sql: &mut Sql, cl: &ClaimAtInsert| -> String {
+        let lease = cl.lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
+        match backend {
+            Backend::Postgres => format!(
+                "(EXTRACT(EPOCH FROM now()) * 1000000)::BIGINT + {}",
+                sql.arg(lease)
+            ),
+            Backend::Sqlite => sql.arg(micros(Utc::now()).saturating_add(lease)),
+        }
+    };
+    // status, attempts, claim_token, locked_until
+    let claim: [String; 4] = match row {
+        RowClaim::Pending => ["'pending'", "0", "NULL", "NULL"].map(String::from),
+        RowClaim::Claimed(cl) => [
+            "'running'".to_string(),
+            "1".to_string(),
+            sql.arg(cl.token.as_str()),
+            lease_until(sql, cl),
+        ],
+        RowClaim::Ordered(cl, key) => {
+            // Uncorrelated, so both databases evaluate it once per statement, against the
+            // table as it was before the statement (the rows it inserts are not seen).
+            let token = sql.arg(cl.token.as_str());
+            let held = format!(
+                "EXISTS (SELECT 1 FROM jobs e WHERE e.order_key = {} \
+                 AND (e.status = 'pending' OR (e.status = 'running' AND e.claim_token <> {token})))",
+                sql.arg(key)
+            );
+            let lease = lease_until(sql, cl);
+            [
+                format!("CASE WHEN {held} THEN 'pending' ELSE 'running' END"),
+                format!("CASE WHEN {held} THEN 0 ELSE 1 END"),
+                format!("CASE WHEN {held} THEN NULL ELSE {token} END"),
+                format!("CASE WHEN {held} THEN NULL ELSE {lease} END"),
+            ]
+        }
+    };
+    let [status, attempts, token, locked_until] = claim;
     sql.bind(j.id.to_string())
         .push(", ")
         .bind(j.kind.name())
         .push(", ")
         .bind(payload)
-        .push(if claim.is_some() {
-            ", 'running', "
-        } else {
-            ", 'pending', "
-        })
+        .push(&format!(", {status}, "))
         .bind(micros(j.run_at))
-        .push(if claim.is_some() { ", 1, " } else { ", 0, " })
+        .push(&format!(", {attempts}, "))
         .bind(j.kind.max_attempts().map(i64::from))
         .push(", ")
         .bind(now)
@@ -116,25 +241,7 @@ fn push_job_values(
         .bind(j.kind.order_key())
         .push(", ")
         .bind(order_seq)
-        .push(", ");
-    match claim {
-        None => {
-            sql.push("NULL, NULL");
-        }
-        Some(cl) => {
-            let lease = cl.lease.num_microseconds().unwrap_or(i64::MAX / 4).max(0);
-            sql.bind(cl.token.as_str()).push(", ");
-            match backend {
-                Backend::Postgres => {
-                    sql.push("(EXTRACT(EPOCH FROM now()) * 1000000)::BIGINT + ")
-                        .bind(lease);
-                }
-                Backend::Sqlite => {
-                    sql.bind(micros(Utc::now()).saturating_add(lease));
-                }
-            }
-        }
-    }
+        .push(&format!(", {token}, {locked_until}"));
     Ok(())
 }
 
@@ -442,7 +549,7 @@ impl SqlStore {
             &call.job,
             0,
             micros(call.now),
-            Some(&call.claim),
+            RowClaim::Claimed(&call.claim),
         )?;
         sql.push(" WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE key = ")
             .bind(call.key.as_str())
@@ -480,7 +587,7 @@ impl SqlStore {
                 &c.job,
                 k,
                 micros(c.now),
-                Some(&c.claim),
+                RowClaim::Claimed(&c.claim),
             ) {
                 return Together::RolledBack(e);
             }

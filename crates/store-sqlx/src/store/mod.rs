@@ -15,10 +15,8 @@ pub(crate) use self::jobs::{Completion, InboxInsert};
 use std::collections::HashMap;
 
 use access_core::audit::AuditRecord;
-use access_core::jobs::NewJob;
-use access_core::ports::{
-    ChangeSet, ClaimAtInsert, Committed, GrantWrite, RequestWrite, StoreError,
-};
+use access_core::ids::JobId;
+use access_core::ports::{ChangeSet, Committed, GrantWrite, RequestWrite, StoreError};
 use chrono::Utc;
 
 use crate::SqlStore;
@@ -26,7 +24,7 @@ use crate::codec::micros;
 use crate::db::{Arg, Backend, DbRow, Sql, Tx, Urgency};
 use crate::error::{db_err, plain};
 
-use self::jobs::{JobInsert, job_inserts};
+use self::jobs::{JobInserts, job_inserts};
 use self::requests::{insert_decision, insert_grant, insert_request, update_grant, update_request};
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -116,11 +114,13 @@ impl SqlStore {
         tx: &mut Tx,
         changes: &[ChangeSet],
     ) -> Result<Vec<Committed>, StoreError> {
-        let (committed, inserts) = self.apply_rows(tx, changes).await?;
+        let (mut committed, jobs) = self.apply_rows(tx, changes).await?;
+        let mut held_back = jobs.held_back;
         let mut c = tx.conn();
-        for insert in &inserts {
-            insert.run(&mut c).await?;
+        for insert in &jobs.inserts {
+            held_back.extend(insert.run(&mut c).await?);
         }
+        name_held_back(&mut committed, changes, &held_back);
         Ok(committed)
     }
 
@@ -131,19 +131,19 @@ impl SqlStore {
         mut tx: Tx,
         change: ChangeSet,
     ) -> Result<Committed, StoreError> {
+        let changes = std::slice::from_ref(&change);
         let written = async {
-            let (mut committed, mut inserts) = self
-                .apply_rows(&mut tx, std::slice::from_ref(&change))
-                .await?;
-            let last = inserts.pop();
+            let (committed, mut jobs) = self.apply_rows(&mut tx, changes).await?;
+            let last = jobs.inserts.pop();
             let mut c = tx.conn();
-            for insert in &inserts {
-                insert.run(&mut c).await?;
+            for insert in &jobs.inserts {
+                let held = insert.run(&mut c).await?;
+                jobs.held_back.extend(held);
             }
-            Ok::<_, StoreError>((committed.pop().unwrap_or_default(), last))
+            Ok::<_, StoreError>((committed, jobs.held_back, last))
         }
         .await;
-        let (committed, last) = match written {
+        let (mut committed, mut held_back, last) = match written {
             Ok(w) => w,
             Err(e) => {
                 // Dropping the transaction would roll back too; doing it here returns the
@@ -156,19 +156,14 @@ impl SqlStore {
         };
         // A failure from here on is rolled back as the transaction is dropped.
         match last {
-            Some(insert) => {
-                let sql = &insert.sql;
-                tx.execute_and_commit(sql)
-                    .await
-                    .map(drop)
-                    .map_err(|e| insert.error(e))?;
-            }
+            Some(insert) => held_back.extend(insert.run_and_commit(tx).await?),
             None => tx
                 .commit()
                 .await
                 .map_err(|e| db_err(e, || "commit".to_string()))?,
         }
-        Ok(committed)
+        name_held_back(&mut committed, changes, &held_back);
+        Ok(committed.pop().unwrap_or_default())
     }
 
     /// What [`Self::apply_batch`] writes up to the jobs, whose inserts it returns unsent.
@@ -176,7 +171,7 @@ impl SqlStore {
         &self,
         tx: &mut Tx,
         changes: &[ChangeSet],
-    ) -> Result<(Vec<Committed>, Vec<JobInsert>), StoreError> {
+    ) -> Result<(Vec<Committed>, JobInserts), StoreError> {
         let mut c = tx.conn();
 
         for change in changes {
@@ -218,15 +213,10 @@ impl SqlStore {
             .iter()
             .map(|ch| Committed {
                 audit: sealed.by_ref().take(ch.audit.len()).collect(),
+                held_back: Vec::new(),
             })
             .collect();
-
-        let jobs: Vec<(&NewJob, Option<&ClaimAtInsert>)> = changes
-            .iter()
-            .flat_map(|ch| ch.jobs.iter().map(move |j| (j, ch.claimed.as_ref())))
-            .collect();
-        let inserts = job_inserts(self.backend(), &jobs)?;
-        Ok((committed, inserts))
+        Ok((committed, job_inserts(self.backend(), changes)?))
     }
 
     /// One write statement. On PostgreSQL a single statement is its own transaction, so it runs
@@ -309,6 +299,24 @@ impl SqlStore {
             out.insert(r.string("status")?, n);
         }
         Ok(out)
+    }
+}
+
+/// Tells each change set which of its claimed jobs were held back (written pending behind an
+/// earlier job of their ordering key).
+fn name_held_back(committed: &mut [Committed], changes: &[ChangeSet], held_back: &[JobId]) {
+    if held_back.is_empty() {
+        return;
+    }
+    for (out, ch) in committed.iter_mut().zip(changes) {
+        if let Some(claim) = &ch.claimed {
+            out.held_back = claim
+                .ids
+                .iter()
+                .filter(|id| held_back.contains(id))
+                .copied()
+                .collect();
+        }
     }
 }
 
