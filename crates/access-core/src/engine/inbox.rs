@@ -63,9 +63,19 @@ impl HeldBackKeys {
     }
 }
 
+/// What running one follow-up of a claim (a job its commits wrote claimed) came to.
+pub(super) struct FollowUp {
+    pub(super) job: Job,
+    pub(super) result: JobResult,
+    /// The messages it posted, to be recorded with its completion.
+    pub(super) posted: Vec<MessageRef>,
+    /// It panicked (the attempt fails).
+    pub(super) panicked: bool,
+}
+
 /// Follow-ups in lanes: the jobs of one ordering key in one lane, in the order they were
 /// written (as a scheduler would run them); every other job a lane of its own.
-fn in_order(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+pub(super) fn in_order(jobs: Vec<Job>) -> Vec<Vec<Job>> {
     let mut lanes: Vec<(Option<String>, Vec<Job>)> = Vec::new();
     for j in jobs {
         let key = j.kind.order_key();
@@ -149,7 +159,7 @@ impl Engine {
             finished: std::sync::Mutex::new(Vec::new()),
         });
         let work = async {
-            let (result, _) = RUN_HERE
+            let (result, panicked) = RUN_HERE
                 .scope(here.clone(), self.run_job_caught(&job))
                 .await;
             let follow_ups = here
@@ -163,7 +173,7 @@ impl Engine {
             } else {
                 self.follow_up_slots.acquire().await.ok()
             };
-            let results: Vec<(Job, (JobResult, Vec<MessageRef>))> = futures::future::join_all(
+            let results: Vec<FollowUp> = futures::future::join_all(
                 in_order(follow_ups)
                     .into_iter()
                     .map(|lane| self.run_follow_ups(lane)),
@@ -182,45 +192,22 @@ impl Engine {
                 .map(|mut f| std::mem::take(&mut *f))
                 .unwrap_or_default();
             summary.claimed += inline.len();
-            let (ran, outcomes): (Vec<Job>, Vec<_>) = results
-                .into_iter()
-                .chain(inline.into_iter().map(|(j, r)| (j, (r, Vec::new()))))
-                .unzip();
-            let mut done: Vec<(JobId, String)> = Vec::new();
-            let mut refs: Vec<MessageRef> = Vec::new();
-            let mut rest: Vec<(&Job, JobResult)> = Vec::new();
-            for (j, (r, posted)) in
-                std::iter::once((&job, (result, Vec::new()))).chain(ran.iter().zip(outcomes))
-            {
-                match r {
-                    JobResult::Done { revocation_lag } => {
-                        done.push((j.id, token.clone()));
-                        refs.extend(posted);
-                        *summary.done.entry(j.kind.name().to_string()).or_default() += 1;
-                        summary.revocation_lag_secs.extend(revocation_lag);
-                    }
-                    other => {
-                        // A failed notification posted nothing worth keeping, or it is posted
-                        // again on the retry.
-                        rest.push((j, other));
-                    }
-                }
-            }
-            let finished_keys: Vec<String> =
-                ran.iter().filter_map(|j| j.kind.order_key()).collect();
-            if !done.is_empty() {
-                self.store
-                    .complete_jobs_with_refs(&done, &refs, self.now())
-                    .await?;
-            }
-            // A job held back behind one of these can be claimed now (it is the scheduler's).
-            if self.held_back.released(finished_keys) {
-                self.waker.job_enqueued(self.now());
-            }
-            let failed = !rest.is_empty();
-            for (j, r) in rest {
-                summary.merge(self.settle(j, r).await?);
-            }
+            let first = FollowUp {
+                job: job.clone(),
+                result,
+                posted: Vec::new(),
+                panicked,
+            };
+            let ran: Vec<FollowUp> = std::iter::once(first)
+                .chain(results)
+                .chain(inline.into_iter().map(|(job, result)| FollowUp {
+                    job,
+                    result,
+                    posted: Vec::new(),
+                    panicked: false,
+                }))
+                .collect();
+            let failed = self.settle_claimed(&token, ran, &mut summary).await?;
             if failed {
                 // A retry is for a scheduler, which must learn when it is due (it was not woken
                 // for jobs this process ran itself).
@@ -236,32 +223,81 @@ impl Engine {
     /// seeing the messages the earlier ones posted (recorded only when all are settled). After
     /// a failure the rest wait: they go back to the queue behind the failed job, as a
     /// scheduler would have kept them there.
-    async fn run_follow_ups(&self, lane: Vec<Job>) -> Vec<(Job, (JobResult, Vec<MessageRef>))> {
-        let mut out: Vec<(Job, (JobResult, Vec<MessageRef>))> = Vec::with_capacity(lane.len());
+    pub(super) async fn run_follow_ups(&self, lane: Vec<Job>) -> Vec<FollowUp> {
+        let mut out: Vec<FollowUp> = Vec::with_capacity(lane.len());
         let mut posted: Vec<MessageRef> = Vec::new();
         let mut failed = false;
-        for j in lane {
-            let result = if failed {
-                (
-                    JobResult::RetryAt(
-                        "waiting for an earlier notification of its request".to_string(),
-                        self.now(),
-                    ),
-                    Vec::new(),
-                )
+        for job in lane {
+            let (result, refs, panicked) = if failed {
+                let wait = "waiting for an earlier notification of its request".to_string();
+                (JobResult::RetryAt(wait, self.now()), Vec::new(), false)
             } else {
-                match &j.kind {
-                    JobKind::Notify { notification } => self
-                        .deliver_collect(notification, &j, &posted)
-                        .await
-                        .unwrap_or_else(|e| (JobResult::Retry(e.to_string()), Vec::new())),
-                    _ => (self.run_job_caught(&j).await.0, Vec::new()),
-                }
+                self.run_follow_up(&job, &posted).await
             };
-            failed |= !matches!(result.0, JobResult::Done { .. });
-            posted.extend(result.1.iter().cloned());
-            out.push((j, result));
+            failed |= panicked || !matches!(result, JobResult::Done { .. });
+            posted.extend(refs.iter().cloned());
+            out.push(FollowUp {
+                job,
+                result,
+                posted: refs,
+                panicked,
+            });
         }
         out
+    }
+
+    /// Settles the jobs a claim ran: the successes marked done in one write with the messages
+    /// they posted, then each failure alone (retry with backoff, or bury). Whether any failed.
+    pub(super) async fn settle_claimed(
+        &self,
+        token: &str,
+        ran: Vec<FollowUp>,
+        summary: &mut RunSummary,
+    ) -> Result<bool, EngineError> {
+        let finished: Vec<String> = ran.iter().filter_map(|f| f.job.kind.order_key()).collect();
+        let mut done: Vec<(JobId, String)> = Vec::new();
+        let mut refs: Vec<MessageRef> = Vec::new();
+        let mut rest: Vec<(Job, JobResult, bool)> = Vec::new();
+        for f in ran {
+            match f.result {
+                JobResult::Done { revocation_lag } if !f.panicked => {
+                    done.push((f.job.id, token.to_string()));
+                    refs.extend(f.posted);
+                    *summary
+                        .done
+                        .entry(f.job.kind.name().to_string())
+                        .or_default() += 1;
+                    summary.revocation_lag_secs.extend(revocation_lag);
+                }
+                // A failed notification posted nothing worth keeping, or it is posted again on
+                // the retry.
+                other => rest.push((f.job, other, f.panicked)),
+            }
+        }
+        if !done.is_empty() {
+            self.store
+                .complete_jobs_with_refs(&done, &refs, self.now())
+                .await?;
+        }
+        self.release_held_back(finished);
+        let failed = !rest.is_empty();
+        for (j, r, panicked) in rest {
+            summary.merge(self.settle(&j, r).await?);
+            if panicked {
+                *summary
+                    .panicked
+                    .entry(j.kind.name().to_string())
+                    .or_default() += 1;
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Wakes the scheduler if a job of one of `finished` (order keys of jobs just marked done)
+    /// was holding back another this process wrote (see [`HeldBackKeys`]).
+    pub(super) fn release_held_back(&self, finished: Vec<String>) {
+        if self.held_back.released(finished) {
+            self.waker.job_enqueued(self.now());
+        }
     }
 }

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::inbox::{INBOX_JOB, RUN_HERE, RunHere};
+use super::inbox::{FollowUp, INBOX_JOB, RUN_HERE, RunHere, in_order};
 use super::{Engine, EngineError};
 use crate::grant::GrantStatus;
-use crate::ids::{GrantId, JobId};
+use crate::ids::GrantId;
 use crate::jobs::{Job, JobKind, backoff};
 use crate::notification::{GrantSummary, MessageRef, Notification};
 use crate::ports::{ClaimScope, InboxError, NotifyContext, NotifyError};
@@ -250,14 +250,20 @@ impl Engine {
         });
         let work = async {
             let ended = RUN_HERE.scope(here.clone(), self.end_grants(&jobs)).await;
-            let mut outcomes: Vec<(Job, JobResult, Vec<MessageRef>, bool)> = jobs
+            let mut outcomes: Vec<FollowUp> = jobs
                 .iter()
                 .cloned()
                 .zip(ended)
-                .map(|(j, (r, panicked))| (j, r, Vec::new(), panicked))
+                .map(|(job, (result, panicked))| FollowUp {
+                    job,
+                    result,
+                    posted: Vec::new(),
+                    panicked,
+                })
                 .collect();
-            // The notifications (and take-backs) the ends enqueued, claimed by this batch. A
-            // take-back may end in a commit that enqueues more: a few rounds at most.
+            // The notifications (and take-backs) the ends enqueued, claimed by this batch, those
+            // of one request in order. A take-back may end in a commit that enqueues more: a few
+            // rounds at most.
             for _ in 0..3 {
                 let follow_ups = here
                     .follow_ups
@@ -267,52 +273,23 @@ impl Engine {
                 if follow_ups.is_empty() {
                     break;
                 }
-                let ran: Vec<(Job, JobResult, Vec<MessageRef>, bool)> = RUN_HERE
+                let ran: Vec<Vec<FollowUp>> = RUN_HERE
                     .scope(
                         here.clone(),
-                        futures::stream::iter(follow_ups)
-                            .map(|j| async move {
-                                let (r, refs, panicked) = self.run_follow_up(&j).await;
-                                (j, r, refs, panicked)
-                            })
+                        futures::stream::iter(in_order(follow_ups))
+                            .map(|lane| self.run_follow_ups(lane))
                             .buffer_unordered(self.settings.job_concurrency.max(1))
                             .collect(),
                     )
                     .await;
+                let ran: Vec<FollowUp> = ran.into_iter().flatten().collect();
                 outcomes.extend(ran);
             }
             let mut summary = RunSummary {
                 claimed: outcomes.len(),
                 ..Default::default()
             };
-            let mut done: Vec<(JobId, String)> = Vec::new();
-            let mut refs: Vec<MessageRef> = Vec::new();
-            let mut rest: Vec<(Job, JobResult, bool)> = Vec::new();
-            for (j, r, posted, panicked) in outcomes {
-                match r {
-                    JobResult::Done { revocation_lag } if !panicked => {
-                        done.push((j.id, token.clone()));
-                        refs.extend(posted);
-                        *summary.done.entry(j.kind.name().to_string()).or_default() += 1;
-                        summary.revocation_lag_secs.extend(revocation_lag);
-                    }
-                    other => rest.push((j, other, panicked)),
-                }
-            }
-            if !done.is_empty() {
-                self.store
-                    .complete_jobs_with_refs(&done, &refs, self.now())
-                    .await?;
-            }
-            for (j, r, panicked) in rest {
-                summary.merge(self.settle(&j, r).await?);
-                if panicked {
-                    *summary
-                        .panicked
-                        .entry(j.kind.name().to_string())
-                        .or_default() += 1;
-                }
-            }
+            self.settle_claimed(&token, outcomes, &mut summary).await?;
             Ok::<_, EngineError>(summary)
         };
         self.with_heartbeat(std::slice::from_ref(&token), work)
@@ -322,11 +299,16 @@ impl Engine {
     /// Runs a job a batch's commits wrote claimed: a notification is delivered (the messages it
     /// posted returned, to be recorded with its completion), anything else run as a job. A panic
     /// fails the attempt (`true`).
-    async fn run_follow_up(&self, job: &Job) -> (JobResult, Vec<MessageRef>, bool) {
+    /// `unsaved`: see [`Self::deliver_collect`].
+    pub(super) async fn run_follow_up(
+        &self,
+        job: &Job,
+        unsaved: &[MessageRef],
+    ) -> (JobResult, Vec<MessageRef>, bool) {
         use futures::FutureExt;
         match &job.kind {
             JobKind::Notify { notification } => {
-                match std::panic::AssertUnwindSafe(self.deliver_collect(notification, job, &[]))
+                match std::panic::AssertUnwindSafe(self.deliver_collect(notification, job, unsaved))
                     .catch_unwind()
                     .await
                 {
