@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 struct HoldsTheRequesterDm {
     inner: Arc<dyn Notifier>,
     gate: Arc<Semaphore>,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 #[async_trait]
@@ -69,6 +69,32 @@ impl JobWaker for Wakes {
     }
 }
 
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A harness whose notifier holds the requester's DM behind `gate` and logs every
+/// notification; the engine's scheduler wake-ups are counted.
+async fn logged(db: testkit::db::TestDb, gate: Arc<Semaphore>) -> (Harness, Log, Arc<Wakes>) {
+    let log: Log = Arc::default();
+    let wakes = Arc::new(Wakes::default());
+    let h = harness_wrapped(
+        db,
+        default_resources(),
+        |_| {},
+        Arc::new(DryRunProvider::new()),
+        Default::default(),
+        |real, b| {
+            b.notifier(Arc::new(HoldsTheRequesterDm {
+                inner: Arc::new(real),
+                gate,
+                log: log.clone(),
+            }))
+            .waker(wakes.clone())
+        },
+    )
+    .await;
+    (h, log, wakes)
+}
+
 async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     for _ in 0..1000 {
         if cond().await {
@@ -84,24 +110,7 @@ async fn a_decision_made_while_the_request_is_being_posted_rewrites_the_posted_m
     for db in databases().await {
         let kind = db.kind;
         let gate = Arc::new(Semaphore::new(0));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let wakes = Arc::new(Wakes::default());
-        let h = harness_wrapped(
-            db,
-            default_resources(),
-            |_| {},
-            Arc::new(DryRunProvider::new()),
-            Default::default(),
-            |real, b| {
-                b.notifier(Arc::new(HoldsTheRequesterDm {
-                    inner: Arc::new(real),
-                    gate: gate.clone(),
-                    log: log.clone(),
-                }))
-                .waker(wakes.clone())
-            },
-        )
-        .await;
+        let (h, log, wakes) = logged(db, gate.clone()).await;
 
         // Alice asks; the approval message is posted, her DM is held.
         let (reply, _) = h
@@ -200,22 +209,7 @@ async fn a_decision_made_while_the_request_is_being_posted_rewrites_the_posted_m
 async fn when_the_approval_post_fails_the_requesters_dm_waits_for_its_retry() {
     for db in databases().await {
         let kind = db.kind;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let h = harness_wrapped(
-            db,
-            default_resources(),
-            |_| {},
-            Arc::new(DryRunProvider::new()),
-            Default::default(),
-            |real, b| {
-                b.notifier(Arc::new(HoldsTheRequesterDm {
-                    inner: Arc::new(real),
-                    gate: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-                    log: log.clone(),
-                }))
-            },
-        )
-        .await;
+        let (h, log, _) = logged(db, Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))).await;
         h.slack
             .fail_next("chat.postMessage", testkit::slack::Fault::ServerError);
         let (reply, _) = h
@@ -307,22 +301,7 @@ impl access_core::ports::InboxHandler for SubmitsThenDenies {
 async fn a_notice_sees_the_messages_posted_earlier_in_the_same_run() {
     for db in databases().await {
         let kind = db.kind;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let h = harness_wrapped(
-            db,
-            default_resources(),
-            |_| {},
-            Arc::new(DryRunProvider::new()),
-            Default::default(),
-            |real, b| {
-                b.notifier(Arc::new(HoldsTheRequesterDm {
-                    inner: Arc::new(real),
-                    gate: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
-                    log: log.clone(),
-                }))
-            },
-        )
-        .await;
+        let (h, log, _) = logged(db, Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))).await;
         h.engine.set_inbox_handler(Arc::new(SubmitsThenDenies {
             engine: Arc::downgrade(&h.engine),
         }));
