@@ -95,6 +95,13 @@ async fn logged(db: testkit::db::TestDb, gate: Arc<Semaphore>) -> (Harness, Log,
     (h, log, wakes)
 }
 
+/// Alice asks for an hour of `dev-network` (one approval).
+async fn alice_asks(h: &Harness, kind: &str) {
+    let text = "request dev-network 1h \"debugging the payment service\"";
+    let (reply, _) = h.command("/access", ALICE, text).await;
+    assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
+}
+
 async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     for _ in 0..1000 {
         if cond().await {
@@ -113,14 +120,7 @@ async fn a_decision_made_while_the_request_is_being_posted_rewrites_the_posted_m
         let (h, log, wakes) = logged(db, gate.clone()).await;
 
         // Alice asks; the approval message is posted, her DM is held.
-        let (reply, _) = h
-            .command(
-                "/access",
-                ALICE,
-                "request dev-network 1h \"debugging the payment service\"",
-            )
-            .await;
-        assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
+        alice_asks(&h, kind).await;
         let r = h.wait_request("dev-network").await;
         eventually("the approval message is posted", async || {
             !h.slack.messages_in(APPROVALS).is_empty()
@@ -212,14 +212,7 @@ async fn when_the_approval_post_fails_the_requesters_dm_waits_for_its_retry() {
         let (h, log, _) = logged(db, Arc::new(Semaphore::new(Semaphore::MAX_PERMITS))).await;
         h.slack
             .fail_next("chat.postMessage", testkit::slack::Fault::ServerError);
-        let (reply, _) = h
-            .command(
-                "/access",
-                ALICE,
-                "request dev-network 1h \"debugging the payment service\"",
-            )
-            .await;
-        assert_eq!(reply.status, 200, "{kind}: {}", reply.body);
+        alice_asks(&h, kind).await;
         h.wait_request("dev-network").await;
         eventually("the command's notices are settled", async || {
             log.lock().unwrap().len() >= 2
