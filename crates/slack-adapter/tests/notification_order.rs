@@ -95,6 +95,17 @@ async fn logged(db: testkit::db::TestDb, gate: Arc<Semaphore>) -> (Harness, Log,
     (h, log, wakes)
 }
 
+/// The notices of a request denied right after it was filed, one at a time, in the order written:
+/// the approval post, the requester's DM, the denial.
+const SUBMITTED_THEN_DENIED: [&str; 6] = [
+    "start approval_requested",
+    "end approval_requested",
+    "start request_submitted",
+    "end request_submitted",
+    "start request_denied",
+    "end request_denied",
+];
+
 /// Alice asks for an hour of `dev-network` (one approval).
 async fn alice_asks(h: &Harness, kind: &str) {
     let text = "request dev-network 1h \"debugging the payment service\"";
@@ -187,18 +198,7 @@ async fn a_decision_made_while_the_request_is_being_posted_rewrites_the_posted_m
         );
         // One at a time, in the order written: the approval post, the DM, the denial.
         let log = log.lock().unwrap().clone();
-        assert_eq!(
-            log,
-            [
-                "start approval_requested",
-                "end approval_requested",
-                "start request_submitted",
-                "end request_submitted",
-                "start request_denied",
-                "end request_denied",
-            ],
-            "{kind}"
-        );
+        assert_eq!(log, SUBMITTED_THEN_DENIED, "{kind}");
     }
 }
 
@@ -310,18 +310,7 @@ async fn a_notice_sees_the_messages_posted_earlier_in_the_same_run() {
             .unwrap();
         let summary = h.engine.run_claimed(job).await.unwrap();
         assert_eq!(summary.claimed, 4, "{kind}: the item and its three notices");
-        assert_eq!(
-            *log.lock().unwrap(),
-            [
-                "start approval_requested",
-                "end approval_requested",
-                "start request_submitted",
-                "end request_submitted",
-                "start request_denied",
-                "end request_denied",
-            ],
-            "{kind}"
-        );
+        assert_eq!(*log.lock().unwrap(), SUBMITTED_THEN_DENIED, "{kind}");
         let m = &h.slack.messages_in(APPROVALS)[0];
         assert!(
             m.all_text().contains("DENIED") && m.buttons().is_empty(),
