@@ -62,7 +62,9 @@
 //! - Round trips (docs/performance.md): the audit head is advanced in one statement from the
 //!   head this store last committed (checked in the `UPDATE`; read only when it moved), a change
 //!   set's audit events and jobs are multi-row inserts, jobs named by
-//!   [`ClaimAtInsert`](access_core::ports::ClaimAtInsert) are written already claimed, and
+//!   [`ClaimAtInsert`](access_core::ports::ClaimAtInsert) are written already claimed (unless
+//!   an unfinished job of their ordering key holds them back: decided in the insert itself,
+//!   reported in `Committed::held_back`), and
 //!   `enqueue_claimed_once` stores an inbox item in one statement (its job id derives from the
 //!   key). [`SqlStore::stats`] counts statements and commits.
 //! - Group commit (`group`, docs/performance.md): concurrent `commit`s, job completions and
