@@ -97,6 +97,23 @@ pub struct InboxItem {
 }
 
 impl JobKind {
+    /// Every kind this version stores (the [`JobKind::name`]s but `undecodable`, which names a
+    /// row this version cannot read). A store may read the due jobs of a claim one kind at a
+    /// time from this list; kinds it does not name (written by a newer version) must still be
+    /// claimable, so a store reads the ranges between these names too.
+    pub const STORED_NAMES: [&'static str; 10] = [
+        "deliver_webhook",
+        "escalate",
+        "expire",
+        "export_audit",
+        "inbox",
+        "notify",
+        "provision",
+        "remind",
+        "revoke",
+        "timeout_pending",
+    ];
+
     /// The stored kind (`provision`, `expire`, …), for counting and claiming by kind.
     pub fn name(&self) -> &'static str {
         match self {

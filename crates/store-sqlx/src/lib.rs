@@ -249,7 +249,13 @@ impl SqlStore {
                 // cache: a profile of the load benchmark put ~8 % of the server's CPU in the
                 // kernel copying pages that another connection's commit had invalidated
                 // (docs/performance.md). Writes still go through the WAL as before.
-                .pragma("mmap_size", SQLITE_MMAP_SIZE.to_string());
+                .pragma("mmap_size", SQLITE_MMAP_SIZE.to_string())
+                // Temporary B-trees and spilled statement journals in memory: with the default
+                // (files) SQLite created, wrote and unlinked a file in /var/tmp for some of the
+                // job queue's statements, five system calls and more each time
+                // (docs/performance.md, "Seventh session"). They hold nothing that must outlive
+                // the statement.
+                .pragma("temp_store", "memory");
             let pool = SqlitePoolOptions::new()
                 .max_connections(store_pool_size(opts.max_connections))
                 .acquire_timeout(opts.acquire_timeout)
