@@ -108,10 +108,10 @@ async fn postgres_connections_run_without_jit() {
     }
 }
 
-/// SQLite connections read through a memory map (`mmap_size`, see `connect_with`): without it
-/// every connection copies the pages another connection's commit invalidated with `pread`.
-#[tokio::test]
-async fn sqlite_connections_read_through_a_memory_map() {
+/// The value of `PRAGMA name` on a connection of a store opened like the server's, for every
+/// SQLite backend under test.
+async fn sqlite_pragma(name: &str) -> Vec<i64> {
+    let mut values = Vec::new();
     for db in testkit::db::backends().await {
         if db.kind != "sqlite" {
             continue;
@@ -119,12 +119,22 @@ async fn sqlite_connections_read_through_a_memory_map() {
         let store = SqlStore::connect(&db.url).await.unwrap();
         let row = store
             .db
-            .fetch_optional(&Sql::new("PRAGMA mmap_size"))
+            .fetch_optional(&Sql::new(format!("PRAGMA {name}")))
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(row.i64("mmap_size").unwrap(), 256 * 1024 * 1024);
+        values.push(row.i64(name).unwrap());
         store.close().await;
+    }
+    values
+}
+
+/// SQLite connections read through a memory map (`mmap_size`, see `connect_with`): without it
+/// every connection copies the pages another connection's commit invalidated with `pread`.
+#[tokio::test]
+async fn sqlite_connections_read_through_a_memory_map() {
+    for value in sqlite_pragma("mmap_size").await {
+        assert_eq!(value, 256 * 1024 * 1024);
     }
 }
 
@@ -292,20 +302,9 @@ async fn job_claims_read_due_jobs_in_index_order() {
 /// (docs/performance.md, "Seventh session").
 #[tokio::test]
 async fn sqlite_connections_keep_temporary_data_in_memory() {
-    for db in testkit::db::backends().await {
-        if db.kind != "sqlite" {
-            continue;
-        }
-        let store = SqlStore::connect(&db.url).await.unwrap();
-        let row = store
-            .db
-            .fetch_optional(&Sql::new("PRAGMA temp_store"))
-            .await
-            .unwrap()
-            .unwrap();
-        // 2 is MEMORY (0 DEFAULT, 1 FILE).
-        assert_eq!(row.i64("temp_store").unwrap(), 2);
-        store.close().await;
+    // 2 is MEMORY (0 DEFAULT, 1 FILE).
+    for value in sqlite_pragma("temp_store").await {
+        assert_eq!(value, 2);
     }
 }
 
