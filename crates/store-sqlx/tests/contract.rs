@@ -1387,7 +1387,9 @@ async fn lapsed_lease_is_reclaimed_and_stale_tokens_lose() {
 async fn renewed_leases_hold_and_only_the_claim_token_renews() {
     for (db, store) in stores().await {
         let kind = db.kind;
-        let lease = Duration::milliseconds(600);
+        // Long enough that a loaded machine (a build beside the tests) stalling the loop for
+        // most of a second does not let it lapse: with 600 ms it failed once that way.
+        let lease = Duration::milliseconds(1_200);
         let ids = enqueue(&store, 3, t(0)).await;
         let mine = store.claim_jobs(t(1), 2, lease).await.unwrap();
         assert_eq!(mine.len(), 2, "{kind}");
@@ -1395,9 +1397,10 @@ async fn renewed_leases_hold_and_only_the_claim_token_renews() {
         // Done jobs are not renewed (nor revived).
         assert!(store.complete_job(mine[1].id, &token, t(1)).await.unwrap());
         assert_eq!(store.renew_lease("not-a-token", lease).await.unwrap(), 0);
-        // Three leases long, renewed every third of one: never claimable by another worker.
-        for _ in 0..9 {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Two and a half leases long, renewed every quarter of one: never claimable by another
+        // worker.
+        for _ in 0..10 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             assert_eq!(store.renew_lease(&token, lease).await.unwrap(), 1, "{kind}");
             let other = store.claim_jobs(t(2), 10, lease).await.unwrap();
             assert!(
@@ -1422,7 +1425,7 @@ async fn renewed_leases_hold_and_only_the_claim_token_renews() {
         assert!(until > Utc::now(), "{kind}");
         // The worker stops renewing: after the lease the job is taken, and the old claim
         // cannot renew what lapsed.
-        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
         assert_eq!(store.renew_lease(&token, lease).await.unwrap(), 0, "{kind}");
         let taken = store.claim_jobs(t(3), 10, lease).await.unwrap();
         assert_eq!(
