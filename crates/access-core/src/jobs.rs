@@ -308,6 +308,26 @@ pub struct JobStats {
 mod tests {
     use super::*;
 
+    /// A store covers the kinds a newer version wrote by reading the ranges between these
+    /// names: that needs them strictly ascending byte by byte, and each one a real kind name.
+    #[test]
+    fn stored_names_are_sorted_unique_kind_names() {
+        let names = JobKind::STORED_NAMES;
+        assert!(names.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()));
+        let some = [
+            JobKind::Expire {
+                grant_id: GrantId::new(),
+            },
+            JobKind::Revoke {
+                grant_id: GrantId::new(),
+            },
+        ];
+        for kind in some {
+            assert!(names.contains(&kind.name()), "{}", kind.name());
+        }
+        assert!(!names.contains(&"undecodable"));
+    }
+
     #[test]
     fn backoff_grows_and_caps() {
         let k = JobKind::Expire {

@@ -729,10 +729,11 @@ pub(super) fn scope_sql(scope: ClaimScope) -> Option<String> {
     })
 }
 
-/// The pending-branch scopes of an `AllBut` claim on PostgreSQL, one read each: every stored kind it admits
-/// (`JobKind::STORED_NAMES`) on its own, and the ranges between those names (kinds a newer
-/// version wrote), each still excluding `excluded` (`whole`). Together they admit exactly what
-/// `whole` admits: a kind either is a stored name or lies in one range.
+/// The pending-branch scopes of an `AllBut` claim on PostgreSQL, one read each: every stored
+/// kind it admits (`JobKind::STORED_NAMES`) on its own, and the ranges between those names
+/// (kinds a newer version wrote), each still excluding `excluded` (`whole`). Together they admit
+/// exactly what `whole` admits: a kind either is a stored name or lies in one range (which needs
+/// the names sorted byte by byte, as a test in access-core checks).
 ///
 /// One ordered read of all due jobs filtered by kind would walk every due job of the excluded
 /// kinds ahead of the first it may take: behind a backlog of 20,000 due exports PostgreSQL, which
@@ -744,7 +745,7 @@ fn all_but_by_kind(whole: &str, excluded: &[&str]) -> Vec<String> {
     let mut scopes: Vec<String> = names
         .iter()
         .filter(|k| !excluded.contains(k))
-        .map(|k| format!("AND kind = '{k}'"))
+        .filter_map(|k| scope_sql(ClaimScope::Only(k)))
         .collect();
     let mut bounds: Vec<Option<&str>> = vec![None];
     bounds.extend(names.iter().map(|k| Some(*k)));
