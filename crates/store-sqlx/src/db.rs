@@ -1,9 +1,12 @@
 //! One copy of the SQL for two backends.
 //!
 //! Every query is written once with `$1, $2, …` placeholders, numbered in order of first
-//! appearance. PostgreSQL understands them natively; sqlx-sqlite reads `$NNN` as the NNN-th bound
-//! argument (checked by a test in `tests/contract.rs`), so the same text and the same argument
-//! list work on both. Arguments are a tiny closed set of types ([`Arg`]) that both drivers encode
+//! appearance. PostgreSQL understands them natively. SQLite gets the same text with each `$N`
+//! turned into an anonymous `?` and the arguments listed in the order they appear
+//! ([`SqliteStatement`]): SQLite could read `$NNN` itself, but looks numbered parameters up in a
+//! list, once per occurrence while parsing and once per parameter while binding, which makes a
+//! statement of many rows cost the square of its parameters. So the same text and the same
+//! argument list work on both. Arguments are a tiny closed set of types ([`Arg`]) that both drivers encode
 //! the same way, and rows are read through [`DbRow`], which asks the driver for the same Rust
 //! types on both.
 
@@ -142,22 +145,130 @@ impl Sql {
     }
 }
 
-fn sqlite_query<'q>(sql: &'q Sql) -> Query<'q, Sqlite, SqliteArguments<'q>> {
-    sqlite_query_text(&sql.text, &sql.args)
+/// A statement as it goes to SQLite: the text with every `$N` outside string literals, quoted
+/// identifiers and comments turned into an anonymous `?`, and the arguments in the order those
+/// appear (an argument named twice is bound twice; a number past the arguments is NULL, as
+/// SQLite reads an unbound parameter).
+///
+/// Why not hand SQLite `$N`: it keeps numbered and named parameters in a list that it searches
+/// from the start, with a string comparison per entry, for each occurrence it parses, and
+/// sqlx-sqlite asks `sqlite3_bind_parameter_name` (the same search) for each parameter it binds.
+/// A statement of N parameters costs O(N²): a group commit's 256-row job insert has about 4,000,
+/// and at 1,000 commands a second those two searches were a quarter of the server's CPU
+/// (docs/performance.md, "Eighth session"). Anonymous parameters are not in that list.
+///
+/// Statements of several parts (`BEGIN; …; COMMIT`, [`sqlite_batch`]) work as before:
+/// sqlx-sqlite binds anonymous parameters in order across the parts.
+pub(crate) struct SqliteStatement<'a> {
+    text: String,
+    args: Vec<&'a Arg>,
 }
 
-fn sqlite_query_text<'q>(text: &'q str, args: &'q [Arg]) -> Query<'q, Sqlite, SqliteArguments<'q>> {
-    let mut q = sqlx::query::<Sqlite>(text);
-    for a in args {
-        q = match a {
-            Arg::Int(v) => q.bind(*v),
-            Arg::Text(v) => q.bind(v.as_deref()),
-            Arg::Bool(v) => q.bind(*v),
-            Arg::Bytes(v) => q.bind(v.as_deref()),
-        };
+/// Bound for a `$N` past the end of the arguments.
+static SQLITE_UNBOUND: Arg = Arg::Text(None);
+
+impl<'a> SqliteStatement<'a> {
+    pub(crate) fn of(text: &str, args: &'a [Arg]) -> Self {
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut order: Vec<&'a Arg> = Vec::with_capacity(args.len());
+        // Start of the text not yet copied to `out`.
+        let mut copied = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                // Quoted: a string literal, or an identifier in any of SQLite's three quotes.
+                // A doubled closing quote is an escaped one: the scan leaves the quote and
+                // enters it again at once, which is the same thing.
+                open @ (b'\'' | b'"' | b'`' | b'[') => {
+                    let close = if open == b'[' { b']' } else { open };
+                    i += 1;
+                    while i < bytes.len() && bytes[i] != close {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                    while i < bytes.len() && bytes[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                    i += 2;
+                    while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/'))
+                    {
+                        i += 1;
+                    }
+                    i += 2;
+                }
+                // `$` inside a word belongs to an identifier (SQLite allows `a$1`).
+                b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+                    && !i.checked_sub(1).is_some_and(|p| {
+                        bytes[p].is_ascii_alphanumeric() || b"_$".contains(&bytes[p])
+                    }) =>
+                {
+                    let digits = bytes[i + 1..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit())
+                        .count();
+                    let end = i + 1 + digits;
+                    // Digits only, so this parses unless it overflows; an overflowing number
+                    // names no argument either.
+                    let n: usize = text[i + 1..end].parse().unwrap_or(usize::MAX);
+                    order.push(
+                        n.checked_sub(1)
+                            .and_then(|k| args.get(k))
+                            .unwrap_or(&SQLITE_UNBOUND),
+                    );
+                    out.push_str(&text[copied..i]);
+                    out.push('?');
+                    copied = end;
+                    i = end;
+                }
+                _ => i += 1,
+            }
+        }
+        out.push_str(&text[copied.min(text.len())..]);
+        Self {
+            text: out,
+            args: order,
+        }
     }
-    q
+
+    fn query(&self) -> Query<'_, Sqlite, SqliteArguments<'_>> {
+        let mut q = sqlx::query::<Sqlite>(&self.text)
+            .persistent(self.args.len() <= CACHED_STATEMENT_MAX_ARGS);
+        for a in &self.args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_deref()),
+                Arg::Bool(v) => q.bind(*v),
+                Arg::Bytes(v) => q.bind(v.as_deref()),
+            };
+        }
+        q
+    }
+
+    /// The text SQLite is given.
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
 }
+
+/// SQLite: most arguments a statement may have and still be kept prepared in its connection's
+/// statement cache. Above it, a statement is prepared, run and dropped.
+///
+/// Why: a statement with that many arguments is a multi-row batch (a group commit's inserts,
+/// a batch completion), whose text differs with every batch size, so a cached copy is rarely
+/// used again. Cached anyway, each batch size evicted a statement the commands use every time
+/// (sqlx keeps 100 per connection, least recently used first), and each cached batch kept its
+/// compiled program in every connection: at 1,000 commands a second the server's peak memory
+/// was 180–200 MB with them and 136 MB without, for the same CPU per command. The statements of
+/// one command run alone have fewer arguments (a command's three jobs: 39). PostgreSQL keeps
+/// caching them: there a re-parse costs the database's CPU, and the measured memory was the
+/// same either way (docs/performance.md, "Eighth session").
+const CACHED_STATEMENT_MAX_ARGS: usize = 64;
 
 fn pg_query<'q>(sql: &'q Sql) -> Query<'q, Postgres, PgArguments> {
     let mut q = sqlx::query::<Postgres>(&sql.text);
@@ -259,7 +370,11 @@ impl Conn<'_> {
         match &mut self.kind {
             ConnKind::Sqlite(c) => match begin {
                 Some(begin) => Ok(sqlite_batch(c, sql, Some(begin), false).await?.1),
-                None => Ok(sqlite_query(sql).execute(&mut **c).await?.rows_affected()),
+                None => Ok(SqliteStatement::of(&sql.text, &sql.args)
+                    .query()
+                    .execute(&mut **c)
+                    .await?
+                    .rows_affected()),
             },
             ConnKind::Postgres(c) => Ok(pg_query(sql).execute(&mut **c).await?.rows_affected()),
         }
@@ -271,7 +386,12 @@ impl Conn<'_> {
         let rows = match &mut self.kind {
             ConnKind::Sqlite(c) => match begin {
                 Some(begin) => sqlite_batch(c, sql, Some(begin), false).await?.0,
-                None => sqlite_query(sql).fetch_all(&mut **c).await?,
+                None => {
+                    SqliteStatement::of(&sql.text, &sql.args)
+                        .query()
+                        .fetch_all(&mut **c)
+                        .await?
+                }
             }
             .into_iter()
             .map(DbRow::Sqlite)
@@ -296,7 +416,12 @@ impl Conn<'_> {
                     .0
                     .into_iter()
                     .next(),
-                None => sqlite_query(sql).fetch_optional(&mut **c).await?,
+                None => {
+                    SqliteStatement::of(&sql.text, &sql.args)
+                        .query()
+                        .fetch_optional(&mut **c)
+                        .await?
+                }
             }
             .map(DbRow::Sqlite)),
             ConnKind::Postgres(c) => Ok(pg_query(sql)
@@ -315,8 +440,8 @@ const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
 /// instead of up to three. Thread hand-offs, not SQL, are where the server's CPU goes
 /// (docs/performance.md, "Fifth session").
 ///
-/// This leans on sqlx-sqlite running every statement of a query's text in turn, with `$N`
-/// naming the same N-th argument in each (`BEGIN` and `COMMIT` take none). sqlx has deprecated
+/// This leans on sqlx-sqlite running every statement of a query's text in turn, binding the
+/// anonymous parameters of each in order ([`SqliteStatement`]; `BEGIN` and `COMMIT` take none). sqlx has deprecated
 /// that (launchbadge/sqlx#3108: only its SQLite driver can); the store's tests
 /// (`one_round_trip_for_begin_statement_and_commit`) fail the day it goes.
 ///
@@ -350,8 +475,9 @@ async fn sqlite_batch(
     let mut finished = 0usize;
     let mut rows = Vec::new();
     let mut changed = 0u64;
+    let statement = SqliteStatement::of(&text, &sql.args);
     #[allow(deprecated)] // multi-statement queries: see above
-    let mut steps = sqlite_query_text(&text, &sql.args).fetch_many(&mut *c);
+    let mut steps = statement.query().fetch_many(&mut *c);
     while let Some(step) = steps.try_next().await? {
         match step {
             Either::Left(done) => {
@@ -1121,6 +1247,125 @@ mod tests {
         free
     }
 
+    /// SQLite is given anonymous parameters in the order they appear: a reordered or repeated
+    /// `$N` binds its own argument again, and a `$N` in a literal, a quoted identifier or a
+    /// comment, or inside a word, is left alone.
+    #[test]
+    fn sqlite_statements_take_their_arguments_in_the_order_they_appear() {
+        let args: Vec<Arg> = vec![10i64.into(), "two".into(), 3i64.into()];
+        let s = SqliteStatement::of(
+            "SELECT $2, $1 + $3 + $1, '$1' || 'it''s $2', \"c$3\", [$1], `$2` -- $3\n\
+             , $3 /* $1 $2 */, a$1, $4, $02",
+            &args,
+        );
+        assert_eq!(
+            s.text(),
+            "SELECT ?, ? + ? + ?, '$1' || 'it''s $2', \"c$3\", [$1], `$2` -- $3\n\
+             , ? /* $1 $2 */, a$1, ?, ?"
+        );
+        let order: Vec<&Arg> = s.args.to_vec();
+        assert_eq!(
+            order,
+            vec![
+                &args[1],
+                &args[0],
+                &args[2],
+                &args[0],
+                &args[2],
+                &SQLITE_UNBOUND,
+                &args[1]
+            ]
+        );
+        // A literal left open at the end is copied as it is.
+        assert_eq!(
+            SqliteStatement::of("SELECT $1, 'a$1", &args).text(),
+            "SELECT ?, 'a$1"
+        );
+    }
+
+    /// Through the store's connections, with the `BEGIN` riding ahead and without: reordered
+    /// and repeated placeholders bind by number, and a statement of 6,000 parameters (a big
+    /// group commit's size) is sent with anonymous ones only, which SQLite binds without the
+    /// quadratic name search (see [`SqliteStatement`]).
+    #[tokio::test]
+    async fn numbered_placeholders_bind_by_number_on_sqlite() {
+        let (_db_file, opts, db) = wal_db_with_table(2).await;
+        let mut tx = db.begin().await.unwrap();
+        let n = tx
+            .conn()
+            .execute(&Sql::with(
+                "INSERT INTO t SELECT $2 WHERE '$1' = '$' || '1' UNION ALL SELECT $1 + $2 + $1",
+                vec![10i64.into(), 1i64.into()],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        let mut many = Sql::new("INSERT INTO t VALUES ");
+        for k in 0..6_000i64 {
+            many.push(if k == 0 { "(" } else { ", (" })
+                .bind(if k == 5_999 { 100 } else { 0 })
+                .push(")");
+        }
+        let sent = SqliteStatement::of(&many.text, &many.args);
+        assert!(
+            !sent.text().contains('$'),
+            "numbered parameters sent to SQLite"
+        );
+        assert_eq!(sent.text().matches('?').count(), 6_000);
+        assert_eq!(tx.execute_and_commit(&many).await.unwrap(), 6_000);
+        let rows = committed_rows(&opts).await;
+        assert_eq!(
+            (rows.len(), rows.iter().sum::<i64>()),
+            (6_002, 1 + 21 + 100)
+        );
+        let outside = db
+            .fetch_all(&Sql::with(
+                "SELECT x FROM t WHERE x = $2 OR x = $1 ORDER BY x",
+                vec![21i64.into(), 100i64.into()],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(outside.len(), 2);
+    }
+
+    /// On SQLite a statement of a batch's size (more than [`CACHED_STATEMENT_MAX_ARGS`]
+    /// arguments) is run without being kept in the connection's statement cache; a command's own
+    /// statements are kept.
+    #[tokio::test]
+    async fn batch_statements_are_not_kept_in_the_statement_cache() {
+        let (_db_file, _opts, db) = wal_db_with_table(2).await;
+        let rows = |n: i64| {
+            let mut sql = Sql::new("INSERT INTO t VALUES ");
+            for k in 0..n {
+                sql.push(if k == 0 { "(" } else { ", (" }).bind(k).push(")");
+            }
+            sql
+        };
+        let cached = |tx: &mut Tx| match &tx.conn().kind {
+            ConnKind::Sqlite(c) => c.cached_statements_size(),
+            ConnKind::Postgres(_) => unreachable!("a SQLite test"),
+        };
+        let mut tx = db.begin().await.unwrap();
+        tx.conn().execute(&rows(1)).await.unwrap();
+        let before = cached(&mut tx);
+        let at_the_bound = CACHED_STATEMENT_MAX_ARGS as i64;
+        tx.conn().execute(&rows(at_the_bound)).await.unwrap();
+        assert_eq!(cached(&mut tx), before + 1, "a command's statement");
+        for n in [at_the_bound + 1, 300, 2_000] {
+            tx.conn().execute(&rows(n)).await.unwrap();
+        }
+        assert_eq!(cached(&mut tx), before + 1, "batch statements cached");
+        tx.commit().await.unwrap();
+        let n: i64 = db
+            .fetch_optional(&Sql::new("SELECT COUNT(*) AS n FROM t"))
+            .await
+            .unwrap()
+            .unwrap()
+            .i64("n")
+            .unwrap();
+        assert_eq!(n, 1 + at_the_bound + at_the_bound + 1 + 300 + 2_000);
+    }
+
     /// On SQLite a transaction's `BEGIN IMMEDIATE` goes with its first statement and
     /// `execute_and_commit` sends the last statement with the `COMMIT`: a write transaction of
     /// one statement is one round trip, one of three statements three. The transaction is still
@@ -1469,7 +1714,8 @@ mod tests {
             let n = match &pool {
                 DbPool::Sqlite(p) => {
                     let mut c = p.acquire().await.unwrap();
-                    sqlite_query(&update)
+                    SqliteStatement::of(&update.text, &update.args)
+                        .query()
                         .execute(&mut *c)
                         .await
                         .map(|r| r.rows_affected())

@@ -31,9 +31,10 @@
 //! - every integer column is `BIGINT`, because sqlx-postgres decodes `i64` only from `INT8`.
 //!
 //! Statements use `$1, $2, …` numbered in order of first appearance. PostgreSQL reads them
-//! natively and sqlx-sqlite binds `$N` to the N-th argument (a test checks this with
-//! out-of-order placeholders), so the only per-backend SQL is the few places where the dialects
-//! really differ (`FOR UPDATE`, `SKIP LOCKED`).
+//! natively; for SQLite the store turns them into anonymous `?`s with the arguments in the order
+//! they appear (`db::SqliteStatement`: SQLite looks numbered parameters up in a list, which costs
+//! the square of a big statement's parameters). So the only per-backend SQL is the few places
+//! where the dialects really differ (`FOR UPDATE`, `SKIP LOCKED`).
 //!
 //! ## Semantics worth knowing
 //!

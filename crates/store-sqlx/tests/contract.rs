@@ -136,8 +136,9 @@ async fn count(store: &SqlStore, table: &str) -> i64 {
 // ------------------------------------------------------------------------------------------------
 // the shared SQL text
 
-/// The store writes `$N` placeholders for both backends; sqlx-sqlite must bind them by number,
-/// not by position, or every statement that reuses or reorders a placeholder would be wrong.
+/// The store writes `$N` placeholders for both backends. sqlx-sqlite binds them by number, not by
+/// position; the store no longer relies on it (it sends SQLite anonymous `?`s in order,
+/// `db::SqliteStatement`), but code reading the pool directly may.
 #[tokio::test]
 async fn dollar_placeholders_bind_by_number() {
     for (db, store) in stores().await {
