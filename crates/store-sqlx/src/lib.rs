@@ -126,8 +126,8 @@ mod store;
 mod webhooks;
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use access_core::ports::StoreError;
@@ -137,8 +137,50 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use db::{Backend, DbPool, StoreStats};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| tolerant(sqlx::migrate!("migrations/sqlite")));
+static POSTGRES_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| tolerant(sqlx::migrate!("migrations/postgres")));
+
+/// A migrator that starts on a database holding migrations it does not know, applied by a newer
+/// version of Gatehouse: a rollback to the previous image within a release series, or an older
+/// replica restarting while a rolling upgrade is under way (docs/operations.md, "Upgrade").
+/// sqlx's default refuses to start ("migration N was previously applied but is missing"). Such
+/// migrations are additive within a release series; the server names them in a warning at start
+/// ([`warn_of_newer_migrations`]).
+fn tolerant(mut migrator: Migrator) -> Migrator {
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+/// Warns of migrations the database has that `migrator` does not know (see [`tolerant`]).
+async fn warn_of_newer_migrations(migrator: &Migrator, db: &db::Db) {
+    let applied = match db
+        .fetch_all(&db::Sql::new(
+            "SELECT version FROM _sqlx_migrations WHERE success = TRUE ORDER BY version",
+        ))
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %error::describe(&e), "could not list the applied migrations");
+            return;
+        }
+    };
+    let newer: Vec<i64> = applied
+        .iter()
+        .filter_map(|r| r.i64("version").ok())
+        .filter(|v| !migrator.iter().any(|m| m.version == *v))
+        .collect();
+    if !newer.is_empty() {
+        tracing::warn!(
+            migrations = ?newer,
+            "the database has migrations this version does not know: it was upgraded by a newer \
+             version. Running against the newer schema, which is supported within a release \
+             series only"
+        );
+    }
+}
 
 /// How long a SQLite connection waits for another process's write lock before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -309,8 +351,14 @@ impl SqlStore {
             )));
         };
         tracing::info!(backend = ?backend_of(&pool), "store connected, migrations applied");
+        let db = db::Db::new(pool);
+        let migrator: &Migrator = match db.backend() {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        warn_of_newer_migrations(migrator, &db).await;
         Ok(SqlStore {
-            db: db::Db::new(pool),
+            db,
             remember_calls: Arc::new(AtomicU64::new(0)),
             audit_keys: None,
             audit_head: Arc::default(),
@@ -420,8 +468,8 @@ impl SqlStore {
 
     fn migrator(&self) -> &'static Migrator {
         match self.backend() {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &*SQLITE_MIGRATIONS,
+            Backend::Postgres => &*POSTGRES_MIGRATIONS,
         }
     }
 }

@@ -133,6 +133,53 @@ async fn count(store: &SqlStore, table: &str) -> i64 {
     }
 }
 
+/// A database upgraded by a newer version (a migration this build does not know) still opens:
+/// the previous image can be rolled back to within a release series, and an older replica that
+/// restarts during a rolling upgrade comes back (docs/operations.md, "Upgrade"). sqlx's
+/// migrator refuses such a database by default.
+#[tokio::test]
+async fn a_database_with_a_newer_migration_still_opens() {
+    for (db, store) in stores().await {
+        let newer: i64 = 99_990_001;
+        match store.pool() {
+            DbPool::Sqlite(p) => sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES ($1, 'from a newer version', TRUE, $2, 0)",
+            )
+            .bind(newer)
+            .bind(vec![0u8; 48])
+            .execute(p)
+            .await
+            .map(drop),
+            DbPool::Postgres(p) => sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES ($1, 'from a newer version', TRUE, $2, 0)",
+            )
+            .bind(newer)
+            .bind(vec![0u8; 48])
+            .execute(p)
+            .await
+            .map(drop),
+        }
+        .unwrap_or_else(|e| panic!("{}: {e}", db.kind));
+        let r = request("U1", "dev-network", t(0));
+        store.commit(insert_request(&r)).await.unwrap();
+        let older = SqlStore::connect(&db.url).await.unwrap_or_else(|e| {
+            panic!(
+                "{}: an older version could not open the database: {e}",
+                db.kind
+            )
+        });
+        older.ready().await.unwrap();
+        assert_eq!(
+            older.request(r.id).await.unwrap().unwrap(),
+            r,
+            "{}",
+            db.kind
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // the shared SQL text
 
