@@ -468,8 +468,8 @@ impl SqlStore {
 
     fn migrator(&self) -> &'static Migrator {
         match self.backend() {
-            Backend::Sqlite => &*SQLITE_MIGRATIONS,
-            Backend::Postgres => &*POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
         }
     }
 }
