@@ -1683,8 +1683,11 @@ async fn a_claim_of_all_but_a_few_kinds_still_reaches_every_unknown_kind() {
                 DbPool::Sqlite(_) => unreachable!(),
             };
             let collation: Option<String> = sqlx::query_scalar(
+                // This test's own schema: other tests' schemas in the same database may be in
+                // the middle of their migrations, before 0019.
                 "SELECT collation_name::text FROM information_schema.columns \
-                 WHERE table_name = 'jobs' AND column_name = 'kind'",
+                 WHERE table_schema = current_schema() AND table_name = 'jobs' \
+                 AND column_name = 'kind'",
             )
             .fetch_one(p)
             .await
