@@ -6,9 +6,9 @@
 //! ([`SqliteStatement`]): SQLite could read `$NNN` itself, but looks numbered parameters up in a
 //! list, once per occurrence while parsing and once per parameter while binding, which makes a
 //! statement of many rows cost the square of its parameters. So the same text and the same
-//! argument list work on both. Arguments are a tiny closed set of types ([`Arg`]) that both drivers encode
-//! the same way, and rows are read through [`DbRow`], which asks the driver for the same Rust
-//! types on both.
+//! argument list work on both. Arguments are a tiny closed set of types ([`Arg`]) that both
+//! drivers encode the same way, and rows are read through [`DbRow`], which asks the driver for the
+//! same Rust types on both.
 
 use std::future::Future;
 use std::panic::Location;
@@ -228,7 +228,7 @@ impl<'a> SqliteStatement<'a> {
                 _ => i += 1,
             }
         }
-        out.push_str(&text[copied.min(text.len())..]);
+        out.push_str(&text[copied..]);
         Self {
             text: out,
             args: order,
@@ -441,8 +441,8 @@ const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
 /// (docs/performance.md, "Fifth session").
 ///
 /// This leans on sqlx-sqlite running every statement of a query's text in turn, binding the
-/// anonymous parameters of each in order ([`SqliteStatement`]; `BEGIN` and `COMMIT` take none). sqlx has deprecated
-/// that (launchbadge/sqlx#3108: only its SQLite driver can); the store's tests
+/// anonymous parameters of each in order ([`SqliteStatement`]; `BEGIN` and `COMMIT` take none).
+/// sqlx has deprecated that (launchbadge/sqlx#3108: only its SQLite driver can); the store's tests
 /// (`one_round_trip_for_begin_statement_and_commit`) fail the day it goes.
 ///
 /// Returns the statement's rows and the rows *it* changed. sqlx's `execute` would add up every

@@ -351,21 +351,17 @@ impl SqlStore {
             )));
         };
         tracing::info!(backend = ?backend_of(&pool), "store connected, migrations applied");
-        let db = db::Db::new(pool);
-        let migrator: &Migrator = match db.backend() {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        warn_of_newer_migrations(migrator, &db).await;
-        Ok(SqlStore {
-            db,
+        let store = SqlStore {
+            db: db::Db::new(pool),
             remember_calls: Arc::new(AtomicU64::new(0)),
             audit_keys: None,
             audit_head: Arc::default(),
             commits: Arc::new(group::Group::new(GROUP_CAP)),
             completions: Arc::new(group::Group::new(GROUP_CAP)),
             inbox: Arc::new(group::Group::new(GROUP_CAP)),
-        })
+        };
+        warn_of_newer_migrations(store.migrator(), &store.db).await;
+        Ok(store)
     }
 
     /// Seals (and verifies) the audit chain under `keys` from now on. The first event sealed
