@@ -105,8 +105,9 @@ pub struct EngineSettings {
     pub job_lease: chrono::Duration,
     /// Jobs run at once by one `run_due` call, and by each lane of the continuous scheduler.
     pub job_concurrency: usize,
-    /// Chat commands and buttons whose messages (the follow-ups of [`Engine::run_claimed`]) are
-    /// delivered at once. These spend their time waiting on Slack, so they get more slots than
+    /// Chat commands and buttons handled at once by the process that took them
+    /// ([`Engine::run_claimed`]), and as many again whose messages (its follow-ups) are being
+    /// delivered. These spend their time waiting on Slack, so they get more slots than
     /// jobs: at 8, with every Slack call taking 50 ms, 200 requests a second queued for seconds
     /// (docs/performance.md, "Fourth session").
     pub delivery_concurrency: usize,
@@ -153,9 +154,13 @@ pub struct Engine {
     /// itself, so it cannot be passed to the builder.
     inbox: std::sync::RwLock<Option<Arc<dyn InboxHandler>>>,
     /// Bounds the notifications run in-process after the jobs that caused them
-    /// ([`Engine::run_claimed`]) to `job_concurrency` batches at once, as a scheduler pass would:
-    /// a burst of commands must not starve the answers of the next ones.
+    /// ([`Engine::run_claimed`]) to `delivery_concurrency` batches at once: a burst of commands
+    /// must not starve the answers of the next ones.
     follow_up_slots: tokio::sync::Semaphore,
+    /// Bounds the stored chat deliveries run in-process ([`Engine::run_claimed`]) to
+    /// `delivery_concurrency` at once. Separate from `follow_up_slots`, which a job holding one
+    /// of these waits for: one pool for both could fill with jobs waiting for themselves.
+    inbox_slots: tokio::sync::Semaphore,
     /// Ordering keys of notifications this process wrote held back behind an earlier job of
     /// their key (see [`crate::ports::ClaimAtInsert`]): when [`Engine::run_claimed`] finishes a
     /// job of one of them, it wakes the scheduler, which then claims the held-back one.
@@ -260,6 +265,7 @@ impl EngineBuilder {
             audit_sink: self.audit_sink,
             waker: self.waker,
             follow_up_slots: tokio::sync::Semaphore::new(self.settings.delivery_concurrency.max(1)),
+            inbox_slots: tokio::sync::Semaphore::new(self.settings.delivery_concurrency.max(1)),
             held_back: Default::default(),
             settings: self.settings,
             inbox: std::sync::RwLock::new(None),
