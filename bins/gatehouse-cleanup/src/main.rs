@@ -200,6 +200,16 @@ async fn run_due(app: &App, max_rounds: usize) -> ExitCode {
             summary.revocation_lag_secs.len()
         );
     }
+    let purge_failed = match gatehouse_runtime::maintenance::purge_finished_jobs(app).await {
+        Ok(n) => {
+            println!("  purged:  {n} finished job(s) past their retention");
+            false
+        }
+        Err(e) => {
+            eprintln!("gatehouse-cleanup: could not purge finished jobs: {e}");
+            true
+        }
+    };
     let reconcile = gatehouse_runtime::maintenance::reconcile(app).await;
     if reconcile.resources > 0 {
         println!(
@@ -210,7 +220,7 @@ async fn run_due(app: &App, max_rounds: usize) -> ExitCode {
             println!("  reconcile problem: {e}");
         }
     }
-    if summary.failures() == 0 && reconcile.is_clean() {
+    if summary.failures() == 0 && reconcile.is_clean() && !purge_failed {
         ExitCode::SUCCESS
     } else {
         eprintln!(

@@ -58,6 +58,7 @@ async fn run(cli: Cli, env: Env) -> Result<(), Box<dyn std::error::Error>> {
         reconcile_every,
         shutdown.clone(),
     ));
+    tokio::spawn(purge_loop(app.clone(), shutdown.clone()));
     // Installed Slack workspaces: rotating tokens refreshed before expiry, stale states deleted.
     if let Some(flow) = app.adapters.slack_install.clone() {
         tokio::spawn(gatehouse_runtime::slack_installations::maintain(
@@ -122,6 +123,26 @@ async fn run(cli: Cli, env: Env) -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deletes finished jobs past their retention every hour, the first time a few minutes after
+/// start (a restart storm should not add a purge to every start).
+async fn purge_loop(app: App, shutdown: CancellationToken) {
+    let mut wait = Duration::from_secs(300);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match gatehouse_runtime::maintenance::purge_finished_jobs(&app).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "finished jobs past their retention deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not purge finished jobs; trying again in an hour")
+            }
+        }
+        wait = Duration::from_secs(3600);
+    }
 }
 
 /// Reconciles with the providers now and then (only resources whose provider supports it).

@@ -87,6 +87,11 @@ pub struct ServerSection {
     /// process wake it at once, this bounds the wait for jobs enqueued by other replicas).
     #[serde(default)]
     pub max_idle_secs: Option<u64>,
+    /// Days a finished job is kept before the server (hourly) and `gatehouse-cleanup` delete it
+    /// (default 30; 0 keeps them for ever). Never less than a day applies: a stored Slack
+    /// delivery is recognised as a replay by its job. The audit trail keeps every step anyway.
+    #[serde(default)]
+    pub job_retention_days: Option<u32>,
     /// How often the server reconciles with providers (GCP sweep, Cloud Connexa drift repair);
     /// default 3600.
     #[serde(default)]
@@ -169,6 +174,18 @@ impl RateLimitsSection {
 }
 
 impl ServerSection {
+    /// How long finished jobs are kept (`job_retention_days`, default 30), or `None` when they
+    /// are kept for ever (0).
+    pub fn job_retention(&self) -> Option<chrono::Duration> {
+        match self
+            .job_retention_days
+            .unwrap_or(DEFAULT_JOB_RETENTION_DAYS)
+        {
+            0 => None,
+            days => Some(chrono::Duration::days(i64::from(days))),
+        }
+    }
+
     /// The admin group, checked: ids are not blank.
     pub fn admin_set(&self) -> Result<access_core::ApproverSet, ConfigError> {
         let Some(a) = &self.admins else {
@@ -195,6 +212,9 @@ impl ServerSection {
         })
     }
 }
+
+/// `job_retention_days` when unset.
+pub const DEFAULT_JOB_RETENTION_DAYS: u32 = 30;
 
 /// `[database]`: session settings of the store's connections (the URL itself is a secret and
 /// comes from `DATABASE_URL`).

@@ -1,4 +1,5 @@
-//! Reconciliation with the providers: defence in depth beside the job queue. The GCP sweep
+//! Reconciliation with the providers: defence in depth beside the job queue, and the purge of
+//! finished jobs. The GCP sweep
 //! removes expired `Temp Access` bindings and orphaned service accounts; the Cloud Connexa drift
 //! check removes group memberships nobody holds a grant for and puts back memberships an active
 //! grant is missing. Every repair is written to the audit trail. The server runs this hourly;
@@ -201,5 +202,14 @@ pub async fn reconcile_under_lease(
             tracing::error!(error = %e, "could not take the reconcile lease; skipping this pass");
             None
         }
+    }
+}
+
+/// Deletes finished jobs older than `[server] job_retention_days` (none when it is 0); how many.
+/// Safe on several replicas at once: each deletes what is left.
+pub async fn purge_finished_jobs(app: &App) -> Result<u64, access_core::engine::EngineError> {
+    match app.config.server.job_retention() {
+        Some(retention) => app.engine.purge_finished_jobs(retention).await,
+        None => Ok(0),
     }
 }

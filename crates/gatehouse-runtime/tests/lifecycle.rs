@@ -60,6 +60,7 @@ struct Harness {
     provider: Arc<TestProvider>,
     notifier: Arc<RecordingNotifier>,
     waker: Arc<gatehouse_runtime::SchedulerWaker>,
+    app: App,
     kind: &'static str,
     _db: TestDb,
 }
@@ -92,11 +93,12 @@ async fn harness_with(db: TestDb, config: &str) -> Harness {
     .await
     .unwrap();
     Harness {
-        engine: app.engine,
+        engine: app.engine.clone(),
         clock,
         provider,
         notifier,
-        waker: app.waker,
+        waker: app.waker.clone(),
+        app,
         kind: db.kind,
         _db: db,
     }
@@ -2287,5 +2289,139 @@ async fn a_delivery_whose_lease_lapsed_while_waiting_for_a_slot_runs_once() {
             "{}: not run again once the slot freed",
             h.kind
         );
+    }
+}
+
+async fn done_jobs(h: &Harness) -> usize {
+    h.engine
+        .jobs(&JobFilter {
+            status: Some(JobStatus::Done),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}
+
+/// Finished jobs are deleted once older than `job_retention_days`, by the purge both binaries
+/// run; live jobs and the audit trail stay, and a chat delivery is still recognised as a replay
+/// while its job is kept. Before, finished jobs were kept for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_purged_after_their_retention() {
+    for db in backends().await {
+        let config = CONFIG.replacen("[server]\n", "[server]\njob_retention_days = 2\n", 1);
+        let h = harness_with(db, &config).await;
+        let handler = Arc::new(SlowDeliveries::default());
+        h.engine.set_inbox_handler(handler.clone());
+        // A delivery, run and finished here; a request granted and expired; one still active.
+        let delivery = store_claimed(&h, "command:T1:kept").await;
+        h.engine.run_claimed(delivery).await.unwrap();
+        h.engine
+            .submit_typed(ask("U1", "auto", "30m"))
+            .await
+            .unwrap();
+        h.run().await;
+        h.travel(Duration::hours(1));
+        h.run().await;
+        let finished = done_jobs(&h).await;
+        assert!(finished >= 4, "{}: {finished} finished jobs", h.kind);
+        let events = h.kinds().await.len();
+
+        // A day later: within the retention, nothing goes, and the delivery is still known.
+        h.travel(Duration::days(1));
+        let active = h
+            .engine
+            .submit_typed(ask("U2", "auto", "8h"))
+            .await
+            .unwrap();
+        h.run().await;
+        let finished = done_jobs(&h).await;
+        assert_eq!(
+            gatehouse_runtime::maintenance::purge_finished_jobs(&h.app)
+                .await
+                .unwrap(),
+            0,
+            "{}",
+            h.kind
+        );
+        let replay = h
+            .engine
+            .enqueue_inbox_claimed(access_core::jobs::InboxItem {
+                source: "slack".into(),
+                key: "command:T1:kept".into(),
+                payload: "{}".into(),
+            })
+            .await
+            .unwrap();
+        assert!(replay.is_none(), "{}: the replay is recognised", h.kind);
+
+        // Past the retention of the first jobs (not of the second request's): those go.
+        h.travel(Duration::days(1) + Duration::hours(2));
+        let purged = gatehouse_runtime::maintenance::purge_finished_jobs(&h.app)
+            .await
+            .unwrap();
+        assert!(purged >= 4, "{}: purged {purged}", h.kind);
+        assert_eq!(
+            done_jobs(&h).await,
+            finished - purged as usize,
+            "{}",
+            h.kind
+        );
+        // The active grant's expiry is still pending and still runs.
+        let pending = h
+            .engine
+            .jobs(&JobFilter {
+                status: Some(JobStatus::Pending),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            pending.iter().any(|j| matches!(j.kind, access_core::jobs::JobKind::Expire { grant_id } if Some(grant_id) == active.grant_id)),
+            "{}: {pending:?}",
+            h.kind
+        );
+        assert!(
+            h.kinds().await.len() > events,
+            "{}: the audit trail stays",
+            h.kind
+        );
+        assert!(h.engine.store().verify_audit_chain().await.unwrap().ok);
+        assert_eq!(
+            gatehouse_runtime::maintenance::purge_finished_jobs(&h.app)
+                .await
+                .unwrap(),
+            0,
+            "{}: nothing left to purge",
+            h.kind
+        );
+    }
+}
+
+/// `job_retention_days = 0` keeps finished jobs for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_of_zero_keeps_finished_jobs() {
+    for db in backends().await {
+        let config = CONFIG.replacen("[server]\n", "[server]\njob_retention_days = 0\n", 1);
+        let h = harness_with(db, &config).await;
+        h.engine
+            .submit_typed(ask("U1", "auto", "30m"))
+            .await
+            .unwrap();
+        h.run().await;
+        h.travel(Duration::days(400));
+        h.run().await;
+        let finished = done_jobs(&h).await;
+        assert!(finished > 0, "{}", h.kind);
+        assert_eq!(
+            gatehouse_runtime::maintenance::purge_finished_jobs(&h.app)
+                .await
+                .unwrap(),
+            0,
+            "{}",
+            h.kind
+        );
+        assert_eq!(done_jobs(&h).await, finished, "{}", h.kind);
     }
 }

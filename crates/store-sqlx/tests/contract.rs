@@ -2229,3 +2229,60 @@ async fn batch_completion_respects_claims() {
         assert_eq!(store.complete_jobs(&[], t(2)).await.unwrap(), 0);
     }
 }
+
+/// The retention purge deletes finished jobs older than its cut-off, at most `limit` a call,
+/// and nothing else: not a recent one, not a dead, pending or running one, not a kind this
+/// version does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_deletes_only_old_finished_jobs() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let insert = |id: &str, job_kind: &str, status: &str, at: DateTime<Utc>| {
+            format!(
+                "INSERT INTO jobs (id, kind, payload, status, run_at, attempts, created_at, updated_at) \
+                 VALUES ('{id}', '{job_kind}', '{{}}', '{status}', {0}, 1, {0}, {0})",
+                at.timestamp_micros()
+            )
+        };
+        for i in 0..3 {
+            raw(
+                &store,
+                &insert(&format!("old-{i}"), "expire", "done", t(10 + i)),
+            )
+            .await;
+        }
+        let mut keep = vec![
+            ("recent", "notify", "done", t(1_000)),
+            ("dead", "expire", "dead", t(10)),
+            ("pending", "expire", "pending", t(10)),
+            ("running", "expire", "running", t(10)),
+            ("newer-version", "from_the_future", "done", t(10)),
+        ];
+        for (id, job_kind, status, at) in &keep {
+            raw(&store, &insert(id, job_kind, status, *at)).await;
+        }
+        assert_eq!(store.purge_done_jobs(t(500), 2).await.unwrap(), 2, "{kind}");
+        assert_eq!(
+            store.purge_done_jobs(t(500), 10).await.unwrap(),
+            1,
+            "{kind}"
+        );
+        assert_eq!(
+            store.purge_done_jobs(t(500), 10).await.unwrap(),
+            0,
+            "{kind}"
+        );
+        assert_eq!(store.purge_done_jobs(t(500), 0).await.unwrap(), 0, "{kind}");
+        let sql = "SELECT id FROM jobs ORDER BY id";
+        let left: Vec<String> = match store.pool() {
+            DbPool::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await.unwrap(),
+            DbPool::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await.unwrap(),
+        };
+        keep.sort_by_key(|k| k.0);
+        assert_eq!(
+            left,
+            keep.iter().map(|k| k.0.to_string()).collect::<Vec<_>>(),
+            "{kind}"
+        );
+    }
+}

@@ -79,7 +79,7 @@ pub use decide::reminder_time;
 pub(crate) use emergency::emergency_duration;
 pub use error::EngineError;
 pub use queries::ChainWalk;
-pub use worker::{JobLane, RunSummary, panic_message};
+pub use worker::{JobLane, MIN_JOB_RETENTION, PURGE_BATCH, RunSummary, panic_message};
 
 use inbox::{INBOX_JOB, RUN_HERE};
 use worker::JobResult;

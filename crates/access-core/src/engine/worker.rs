@@ -97,6 +97,14 @@ impl JobResult {
     }
 }
 
+/// Finished jobs are kept at least this long ([`Engine::purge_finished_jobs`]): a stored chat
+/// delivery is recognised as a replay by its job row, and Slack sends its replays within this
+/// (a signed request is accepted for five minutes; Events API retries come within the hour).
+pub const MIN_JOB_RETENTION: chrono::Duration = chrono::Duration::days(1);
+
+/// Jobs one purge statement deletes at most.
+pub const PURGE_BATCH: u32 = 1_000;
+
 impl Engine {
     /// Claims up to `limit` due jobs (at most as many as it runs at once) and runs them. Safe to
     /// call from several processes at once.
@@ -601,6 +609,27 @@ impl Engine {
             job,
         )
         .await
+    }
+
+    /// Deletes the jobs that finished more than `retention` ago (never less than
+    /// [`MIN_JOB_RETENTION`]); returns how many. Dead, pending and running jobs stay, and so
+    /// does the audit trail, which records every step on its own. In batches of
+    /// [`PURGE_BATCH`], each its own short write: on SQLite, commands queued behind the store's
+    /// writer wait for one batch at most, not for the whole purge.
+    pub async fn purge_finished_jobs(
+        &self,
+        retention: chrono::Duration,
+    ) -> Result<u64, EngineError> {
+        let before = self.now() - retention.max(MIN_JOB_RETENTION);
+        let mut total = 0;
+        loop {
+            let n = self.store.purge_done_jobs(before, PURGE_BATCH).await?;
+            total += n;
+            if n < u64::from(PURGE_BATCH) {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Ids of jobs that are dead (for the admin API and alerts).

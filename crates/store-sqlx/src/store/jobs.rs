@@ -271,6 +271,29 @@ pub(super) fn jobs_sql(filter: &JobFilter) -> Sql {
     sql
 }
 
+/// The purge of finished jobs (`JobQueue::purge_done_jobs`): up to `limit` jobs of the kinds
+/// this version stores, done before `finished_before`, found through `jobs_kind (kind, status,
+/// updated_at)` (migration 0020) one range per kind. A kind only a newer version writes is left
+/// for that version to purge.
+pub(super) fn purge_done_sql(finished_before: DateTime<Utc>, limit: u32) -> Sql {
+    let mut sql = Sql::new(
+        "DELETE FROM jobs WHERE status = 'done' AND id IN \
+         (SELECT id FROM jobs WHERE kind IN (",
+    );
+    for (i, kind) in JobKind::STORED_NAMES.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(*kind);
+    }
+    sql.push(") AND status = 'done' AND updated_at < ")
+        .bind(micros(finished_before))
+        .push(" LIMIT ")
+        .bind(i64::from(limit))
+        .push(")");
+    sql
+}
+
 /// The job gauges' read (`JobQueue::job_stats`): one read per state, each naming its state as a
 /// literal so that it walks its partial index (migration 0019). The gauges cost what the live
 /// queue holds, not what is done.
@@ -1130,6 +1153,20 @@ impl JobQueue for SqlStore {
             oldest_due_secs: oldest.map(|t| (now - t).num_seconds().max(0)),
             oldest_pending_secs: oldest_pending.map(|t| (now - t).num_seconds().max(0)),
         })
+    }
+
+    async fn purge_done_jobs(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        // Through the writer queue on SQLite, like every write: a batch is short (`limit`
+        // index-range deletes), so commands queued behind it wait little.
+        self.write_one(&purge_done_sql(finished_before, limit))
+            .await
     }
 
     async fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {

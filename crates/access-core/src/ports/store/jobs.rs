@@ -126,6 +126,17 @@ pub trait JobQueue: Send + Sync + Debug + 'static {
         kind: Option<&str>,
     ) -> Result<JobStats, StoreError>;
 
+    /// Deletes up to `limit` jobs that finished (`done`) before `finished_before`; returns how
+    /// many. Pending, running and dead jobs are never deleted, nor are kinds this version does
+    /// not know. The job row of a stored chat delivery is what recognises its replay
+    /// ([`Self::enqueue_claimed_once`]), so callers keep finished jobs longer than any replay
+    /// window (a day and more; [`crate::engine::Engine::purge_finished_jobs`]).
+    async fn purge_done_jobs(
+        &self,
+        finished_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+
     /// Idempotency: records `key` (a Slack `event_id`, an interaction's action id) and returns
     /// true the first time, false for every repeat. Keys older than a day may be forgotten.
     async fn remember_once(&self, key: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
