@@ -2179,7 +2179,7 @@ impl access_core::ports::InboxHandler for SlowDeliveries {
             self.hold_started.notify_one();
             self.release.notified().await;
         } else {
-            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
         }
         self.running.fetch_sub(1, SeqCst);
         Ok(())
@@ -2208,12 +2208,19 @@ async fn a_burst_of_chat_deliveries_runs_a_bounded_number_at_once() {
         let h = harness_with(db, &config).await;
         let handler = Arc::new(SlowDeliveries::default());
         h.engine.set_inbox_handler(handler.clone());
-        let mut runs = Vec::new();
+        // Stored first, then all started together: a slow store under a busy test machine
+        // must not let the first handlers finish before the third starts.
+        let mut jobs = Vec::new();
         for i in 0..12 {
-            let job = store_claimed(&h, &format!("command:T1:burst-{i}")).await;
-            let engine = h.engine.clone();
-            runs.push(tokio::spawn(async move { engine.run_claimed(job).await }));
+            jobs.push(store_claimed(&h, &format!("command:T1:burst-{i}")).await);
         }
+        let runs: Vec<_> = jobs
+            .into_iter()
+            .map(|job| {
+                let engine = h.engine.clone();
+                tokio::spawn(async move { engine.run_claimed(job).await })
+            })
+            .collect();
         for run in runs {
             run.await.unwrap().unwrap();
         }
