@@ -211,6 +211,11 @@ fn engine_settings(config: &Config, env: &Env) -> Result<EngineSettings, Compose
             .delivery_concurrency
             .unwrap_or(EngineSettings::default().delivery_concurrency)
             .max(1),
+        inbox_concurrency: config
+            .server
+            .inbox_concurrency
+            .unwrap_or(EngineSettings::default().inbox_concurrency)
+            .max(1),
         approval_channel: env
             .approval_channel
             .clone()

@@ -76,10 +76,14 @@ pub struct ServerSection {
     /// slots again of their own, so a full queue of slow jobs cannot hold them up.
     #[serde(default)]
     pub job_concurrency: Option<usize>,
-    /// Chat commands and button clicks handled at once by the process that took them (default
-    /// 32), and as many again whose messages (the approval post, the DM) are being sent.
+    /// Chat commands and button clicks whose messages are delivered at once (default 32): the
+    /// approval post and DM a command causes, sent by the process that took the command.
     #[serde(default)]
     pub delivery_concurrency: Option<usize>,
+    /// Chat commands and button clicks handled at once by the process that took them (default
+    /// 128); under a burst the rest wait their turn, stored and acknowledged already.
+    #[serde(default)]
+    pub inbox_concurrency: Option<usize>,
     /// Longest a provider or notifier call may take before it counts as a failure (default 60).
     #[serde(default)]
     pub call_timeout_secs: Option<u64>,

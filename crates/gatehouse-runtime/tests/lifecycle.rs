@@ -2199,12 +2199,12 @@ async fn store_claimed(h: &Harness, key: &str) -> access_core::jobs::Job {
 }
 
 /// Ninth performance round: a burst of chat deliveries taken by this process runs
-/// `delivery_concurrency` at once; the rest wait their turn and all run. Before, every one ran at
+/// `inbox_concurrency` at once; the rest wait their turn and all run. Before, every one ran at
 /// once, and 2,000 commands a second grew the server to 1.8 GB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_chat_deliveries_runs_a_bounded_number_at_once() {
     for db in backends().await {
-        let config = CONFIG.replacen("[server]\n", "[server]\ndelivery_concurrency = 3\n", 1);
+        let config = CONFIG.replacen("[server]\n", "[server]\ninbox_concurrency = 3\n", 1);
         let h = harness_with(db, &config).await;
         let handler = Arc::new(SlowDeliveries::default());
         h.engine.set_inbox_handler(handler.clone());
@@ -2262,7 +2262,7 @@ async fn a_delivery_whose_lease_lapsed_while_waiting_for_a_slot_runs_once() {
     for db in backends().await {
         let config = CONFIG.replacen(
             "[server]\n",
-            "[server]\ndelivery_concurrency = 1\njob_lease_secs = 1\n",
+            "[server]\ninbox_concurrency = 1\njob_lease_secs = 1\n",
             1,
         );
         let h = harness_with(db, &config).await;
@@ -2430,5 +2430,79 @@ async fn a_retention_of_zero_keeps_finished_jobs() {
             h.kind
         );
         assert_eq!(done_jobs(&h).await, finished, "{}", h.kind);
+    }
+}
+
+/// An inbox handler that files a request needing approval (so its run writes notifications to
+/// deliver here), noting how many notifications had been sent when each delivery started.
+#[derive(Debug)]
+struct FilesForApproval {
+    engine: std::sync::Weak<Engine>,
+    notifier: Arc<RecordingNotifier>,
+    sent_at_start: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+#[async_trait::async_trait]
+impl access_core::ports::InboxHandler for FilesForApproval {
+    async fn handle(
+        &self,
+        item: &access_core::jobs::InboxItem,
+    ) -> Result<(), access_core::ports::InboxError> {
+        self.sent_at_start
+            .lock()
+            .unwrap()
+            .insert(item.key.clone(), self.notifier.names().len());
+        let engine = self.engine.upgrade().expect("engine alive");
+        let user = item
+            .key
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_uppercase();
+        engine
+            .submit_typed(ask(&user, "guarded", "1h"))
+            .await
+            .map(|_| ())
+            .map_err(|e| access_core::ports::InboxError::Permanent(e.to_string()))
+    }
+}
+
+/// The bound covers a delivery's notifications too: the next delivery starts once the first
+/// one's messages are sent, so under overload the work in flight stays bounded. Given back before
+/// them, the deliveries waiting for a notification slot were bounded by nothing (430 MB at 2,000
+/// commands a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_holds_its_slot_until_its_notifications_are_sent() {
+    for db in backends().await {
+        let config = CONFIG.replacen("[server]\n", "[server]\ninbox_concurrency = 1\n", 1);
+        let h = harness_with(db, &config).await;
+        let handler = Arc::new(FilesForApproval {
+            engine: Arc::downgrade(&h.engine),
+            notifier: h.notifier.clone(),
+            sent_at_start: Default::default(),
+        });
+        h.engine.set_inbox_handler(handler.clone());
+        h.notifier.delay_each(std::time::Duration::from_millis(400));
+        let first = store_claimed(&h, "command:T1:ufirst").await;
+        let second = store_claimed(&h, "command:T1:usecond").await;
+        let engine = h.engine.clone();
+        let first_run = tokio::spawn(async move { engine.run_claimed(first).await });
+        let engine = h.engine.clone();
+        let second_run = tokio::spawn(async move { engine.run_claimed(second).await });
+        let first_claimed = first_run.await.unwrap().unwrap().claimed;
+        assert!(
+            first_claimed > 1,
+            "{}: it had notifications to send",
+            h.kind
+        );
+        second_run.await.unwrap().unwrap();
+        let sent = handler.sent_at_start.lock().unwrap().clone();
+        assert_eq!(sent["command:T1:ufirst"], 0, "{}", h.kind);
+        assert_eq!(
+            sent["command:T1:usecond"],
+            first_claimed - 1,
+            "{}: the second delivery started before the first one's notifications were sent",
+            h.kind
+        );
     }
 }

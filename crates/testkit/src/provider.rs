@@ -285,6 +285,8 @@ pub struct RecordingNotifier {
     fail_transient: std::sync::atomic::AtomicUsize,
     /// The next N secret deliveries fail with a transient error (a 5xx, a rate limit).
     fail_secrets_transient: std::sync::atomic::AtomicUsize,
+    /// Every delivery takes this long (ms), as with a slow Slack.
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl RecordingNotifier {
@@ -320,6 +322,14 @@ impl RecordingNotifier {
     pub fn fail_next(&self, n: usize) {
         self.fail_transient.store(n, Ordering::SeqCst);
     }
+
+    /// Every delivery from now on takes `d`, as with a slow Slack.
+    pub fn delay_each(&self, d: std::time::Duration) {
+        self.delay_ms.store(
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
 }
 
 #[async_trait]
@@ -329,6 +339,10 @@ impl access_core::ports::Notifier for RecordingNotifier {
         n: &access_core::notification::Notification,
         _ctx: &access_core::ports::NotifyContext,
     ) -> Result<Vec<access_core::notification::MessageRef>, access_core::ports::NotifyError> {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let left = self.fail_transient.load(Ordering::SeqCst);
         if left > 0 {
             self.fail_transient.store(left - 1, Ordering::SeqCst);

@@ -152,18 +152,18 @@ impl Engine {
     /// the notifications its commits caused, and settles them all: the successes together in
     /// one write with the messages they posted. Leases are renewed while it runs.
     ///
-    /// At most `delivery_concurrency` such jobs run at once; the others wait here for a slot, in
-    /// the order they came. Under a burst larger than the process can handle, each waiting job
-    /// costs a few hundred bytes instead of a running handler's buffers and Slack connection
-    /// (unbounded, 2,000 commands a second grew the server to 1.8 GB; docs/performance.md,
-    /// "Ninth session"). The delivery is stored already, so waiting loses nothing: should the
-    /// process die, the lease lapses and a scheduler runs it. A job that waited a third of its
-    /// lease renews it before it starts, and leaves the job to the scheduler that took it over
-    /// if the lease has lapsed.
+    /// At most `inbox_concurrency` such jobs run at once, each with its notifications; the others
+    /// wait here for a slot, in the order they came. Under a
+    /// burst larger than the process can handle, each waiting job costs a few hundred bytes
+    /// instead of a running handler's buffers and Slack connection (unbounded, 2,000 commands a
+    /// second grew the server to 1.8 GB; docs/performance.md, "Ninth session"). The delivery is
+    /// stored already, so waiting loses nothing: should the process die, the lease lapses and a
+    /// scheduler runs it. A job that waited a third of its lease renews it before it starts, and
+    /// leaves the job to the scheduler that took it over if the lease has lapsed.
     pub async fn run_claimed(&self, job: Job) -> Result<RunSummary, EngineError> {
         let waiting = std::time::Instant::now();
         // Closed never: an error would only mean running without the bound.
-        let _slot = self.inbox_slots.acquire().await.ok();
+        let slot = self.inbox_slots.acquire().await.ok();
         let beat = (self.settings.job_lease / 3).to_std().unwrap_or_default();
         if waiting.elapsed() >= beat {
             let token = job.claim_token.as_deref().unwrap_or_default();
@@ -180,10 +180,17 @@ impl Engine {
         }
         // Boxed: the future of a running job is about 10 KB, and only the jobs holding a slot
         // need one.
-        Box::pin(self.run_claimed_now(job)).await
+        Box::pin(self.run_claimed_now(job, slot)).await
     }
 
-    async fn run_claimed_now(&self, job: Job) -> Result<RunSummary, EngineError> {
+    /// `slot` is held until the job's notifications are sent too: given back before them, the
+    /// jobs waiting for a notification slot were bounded by nothing, and 2,000 commands a
+    /// second grew the server to 430 MB (docs/performance.md, "Ninth session").
+    async fn run_claimed_now(
+        &self,
+        job: Job,
+        slot: Option<tokio::sync::SemaphorePermit<'_>>,
+    ) -> Result<RunSummary, EngineError> {
         let token = job.claim_token.clone().unwrap_or_default();
         let here = Arc::new(RunHere {
             token: token.clone(),
@@ -245,6 +252,7 @@ impl Engine {
                 // for jobs this process ran itself).
                 self.waker.job_enqueued(self.now());
             }
+            drop(slot);
             Ok::<_, EngineError>(summary)
         };
         self.with_heartbeat(std::slice::from_ref(&token), work)

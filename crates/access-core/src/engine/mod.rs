@@ -105,12 +105,18 @@ pub struct EngineSettings {
     pub job_lease: chrono::Duration,
     /// Jobs run at once by one `run_due` call, and by each lane of the continuous scheduler.
     pub job_concurrency: usize,
-    /// Chat commands and buttons handled at once by the process that took them
-    /// ([`Engine::run_claimed`]), and as many again whose messages (its follow-ups) are being
-    /// delivered. These spend their time waiting on Slack, so they get more slots than
+    /// Chat commands and buttons whose messages (the follow-ups of [`Engine::run_claimed`]) are
+    /// delivered at once. These spend their time waiting on Slack, so they get more slots than
     /// jobs: at 8, with every Slack call taking 50 ms, 200 requests a second queued for seconds
     /// (docs/performance.md, "Fourth session").
     pub delivery_concurrency: usize,
+    /// Chat deliveries (commands, clicks, form submissions) run at once, each with its
+    /// notifications, by the process that stored them ([`Engine::run_claimed`]); the rest wait
+    /// their turn, stored already. They mostly wait on Slack (`users.info`, the answer, the
+    /// notifications), so the bound is there for bursts, not for normal load: at 32, with every
+    /// Slack call taking 50 ms, it capped a process below 200 commands a second
+    /// (docs/performance.md, "Ninth session").
+    pub inbox_concurrency: usize,
     /// Global fallback channel for approval messages.
     pub approval_channel: Option<String>,
     /// Where break-glass notices go besides the approvers' channel (`[server] security_channel`).
@@ -127,6 +133,7 @@ impl Default for EngineSettings {
             job_lease: chrono::Duration::seconds(120),
             job_concurrency: 8,
             delivery_concurrency: 32,
+            inbox_concurrency: 128,
             approval_channel: None,
             security_channel: None,
             admins: crate::resource::ApproverSet::default(),
@@ -158,8 +165,8 @@ pub struct Engine {
     /// must not starve the answers of the next ones.
     follow_up_slots: tokio::sync::Semaphore,
     /// Bounds the stored chat deliveries run in-process ([`Engine::run_claimed`]) to
-    /// `delivery_concurrency` at once. Separate from `follow_up_slots`, which a job holding one
-    /// of these waits for: one pool for both could fill with jobs waiting for themselves.
+    /// `inbox_concurrency` at once. Separate from `follow_up_slots`, which a delivery holding one
+    /// of these waits for: one pool for both could fill with deliveries waiting for themselves.
     inbox_slots: tokio::sync::Semaphore,
     /// Ordering keys of notifications this process wrote held back behind an earlier job of
     /// their key (see [`crate::ports::ClaimAtInsert`]): when [`Engine::run_claimed`] finishes a
@@ -265,7 +272,7 @@ impl EngineBuilder {
             audit_sink: self.audit_sink,
             waker: self.waker,
             follow_up_slots: tokio::sync::Semaphore::new(self.settings.delivery_concurrency.max(1)),
-            inbox_slots: tokio::sync::Semaphore::new(self.settings.delivery_concurrency.max(1)),
+            inbox_slots: tokio::sync::Semaphore::new(self.settings.inbox_concurrency.max(1)),
             held_back: Default::default(),
             settings: self.settings,
             inbox: std::sync::RwLock::new(None),
