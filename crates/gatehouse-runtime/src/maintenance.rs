@@ -1,9 +1,8 @@
 //! Reconciliation with the providers: defence in depth beside the job queue, and the purge of
-//! finished jobs. The GCP sweep
-//! removes expired `Temp Access` bindings and orphaned service accounts; the Cloud Connexa drift
-//! check removes group memberships nobody holds a grant for and puts back memberships an active
-//! grant is missing. Every repair is written to the audit trail. The server runs this hourly;
-//! `gatehouse-cleanup` runs it on every invocation.
+//! finished jobs. The GCP sweep removes expired `Temp Access` bindings and orphaned service
+//! accounts; the Cloud Connexa drift check removes group memberships nobody holds a grant for
+//! and puts back memberships an active grant is missing. Every repair is written to the audit
+//! trail. The server runs this hourly; `gatehouse-cleanup` runs it on every invocation.
 
 use access_core::audit::{AuditKind, AuditRecord};
 use access_core::ports::{GrantFilter, ProviderEvent, ProviderKind};
