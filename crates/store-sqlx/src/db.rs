@@ -162,6 +162,8 @@ impl Sql {
 pub(crate) struct SqliteStatement<'a> {
     text: String,
     args: Vec<&'a Arg>,
+    /// Kept prepared in the connection's statement cache ([`CACHED_STATEMENT_MAX_ARGS`]).
+    cached: bool,
 }
 
 /// Bound for a `$N` past the end of the arguments.
@@ -231,13 +233,44 @@ impl<'a> SqliteStatement<'a> {
         out.push_str(&text[copied..]);
         Self {
             text: out,
+            cached: order.len() <= CACHED_STATEMENT_MAX_ARGS,
             args: order,
         }
     }
 
+    /// Several statements as one text, `prefix` (`BEGIN …`) ahead of them and `suffix`
+    /// (`COMMIT`) after, each statement's `$N` naming its own arguments. Kept in the statement
+    /// cache only if each statement would be on its own ([`CACHED_STATEMENT_MAX_ARGS`]): the
+    /// texts that come back are those of a fixed sequence of fixed statements.
+    fn of_parts(prefix: Option<&str>, parts: &[&'a Sql], suffix: Option<&str>) -> Self {
+        let mut text = String::new();
+        let mut args = Vec::new();
+        let mut cached = true;
+        let pieces = prefix
+            .map(|p| (p, None))
+            .into_iter()
+            .chain(parts.iter().map(|s| (s.text.as_str(), Some(&s.args))))
+            .chain(suffix.map(|s| (s, None)));
+        for (piece, piece_args) in pieces {
+            if !text.is_empty() {
+                text.push_str(";\n");
+            }
+            let body = piece.trim_end().trim_end_matches(';');
+            match piece_args {
+                Some(a) => {
+                    cached &= a.len() <= CACHED_STATEMENT_MAX_ARGS;
+                    let one = SqliteStatement::of(body, a);
+                    text.push_str(&one.text);
+                    args.extend(one.args);
+                }
+                None => text.push_str(body),
+            }
+        }
+        Self { text, args, cached }
+    }
+
     fn query(&self) -> Query<'_, Sqlite, SqliteArguments<'_>> {
-        let mut q = sqlx::query::<Sqlite>(&self.text)
-            .persistent(self.args.len() <= CACHED_STATEMENT_MAX_ARGS);
+        let mut q = sqlx::query::<Sqlite>(&self.text).persistent(self.cached);
         for a in &self.args {
             q = match a {
                 Arg::Int(v) => q.bind(*v),
@@ -454,38 +487,45 @@ const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
 async fn sqlite_batch(
     c: &mut SqliteConnection,
     sql: &Sql,
-    mut begin: Option<&mut bool>,
+    begin: Option<&mut bool>,
     commit: bool,
 ) -> Result<(Vec<SqliteRow>, u64), sqlx::Error> {
+    let mut ran = sqlite_run(c, &[sql], begin, commit).await?;
+    Ok(ran.pop().unwrap_or_default())
+}
+
+/// [`sqlite_batch`] for several statements: all of them in one round trip, each one's rows and
+/// the rows it changed, in order. SQLite stops at the first statement that fails, so on an
+/// error the statements after it (and the `COMMIT`) have not run.
+async fn sqlite_run(
+    c: &mut SqliteConnection,
+    parts: &[&Sql],
+    mut begin: Option<&mut bool>,
+    commit: bool,
+) -> Result<Vec<(Vec<SqliteRow>, u64)>, sqlx::Error> {
     use futures::TryStreamExt;
     use sqlx::Either;
 
-    let body = sql.text.trim_end().trim_end_matches(';');
-    let mut text = String::with_capacity(body.len() + 32);
-    if begin.is_some() {
-        text.push_str(SQLITE_BEGIN);
-        text.push_str(";\n");
-    }
-    text.push_str(body);
-    if commit {
-        text.push_str(";\nCOMMIT");
-    }
-    // The statement's own result is the one after the BEGIN's.
-    let own = usize::from(begin.is_some());
+    let statement = SqliteStatement::of_parts(
+        begin.is_some().then_some(SQLITE_BEGIN),
+        parts,
+        commit.then_some("COMMIT"),
+    );
+    // The parts' results are those after the BEGIN's.
+    let skip = usize::from(begin.is_some());
     let mut finished = 0usize;
+    let mut out: Vec<(Vec<SqliteRow>, u64)> = Vec::with_capacity(parts.len());
     let mut rows = Vec::new();
-    let mut changed = 0u64;
-    let statement = SqliteStatement::of(&text, &sql.args);
-    #[allow(deprecated)] // multi-statement queries: see above
+    #[allow(deprecated)] // multi-statement queries: see `sqlite_batch`
     let mut steps = statement.query().fetch_many(&mut *c);
     while let Some(step) = steps.try_next().await? {
         match step {
             Either::Left(done) => {
-                if finished == own {
-                    changed = done.rows_affected();
+                if finished >= skip && out.len() < parts.len() {
+                    out.push((std::mem::take(&mut rows), done.rows_affected()));
                 }
                 finished += 1;
-                if finished == own {
+                if finished == skip {
                     if let Some(b) = begin.as_deref_mut() {
                         *b = false;
                     }
@@ -494,7 +534,7 @@ async fn sqlite_batch(
             Either::Right(row) => rows.push(row),
         }
     }
-    Ok((rows, changed))
+    Ok(out)
 }
 
 /// A connection taken out of sqlx's pool, of either kind.
@@ -809,6 +849,42 @@ impl Tx {
                 };
                 self.commit().await?;
                 Ok(out)
+            }
+        }
+    }
+
+    /// Runs `statements` as the transaction's last ones and commits; the rows each changed. On
+    /// SQLite they go with the `COMMIT` (and the `BEGIN`, if nothing was sent before) in one
+    /// round trip, so the writer lock is held for SQLite's own work and not also for the
+    /// scheduling of this task between statements (docs/performance.md, "Tenth session"); on
+    /// PostgreSQL one by one, then `COMMIT`. On an error, as [`Self::execute_and_commit`].
+    pub async fn execute_all_and_commit(
+        mut self,
+        statements: &[Sql],
+    ) -> Result<Vec<u64>, sqlx::Error> {
+        let Some(conn) = self.held.conn.as_mut() else {
+            return Err(sqlx::Error::PoolClosed);
+        };
+        match conn {
+            PooledConn::Sqlite(c) => {
+                self.counters
+                    .statements
+                    .fetch_add(statements.len() as u64, Ordering::Relaxed);
+                self.counters.round_trip();
+                self.counters.commit();
+                let begin = self.begin_pending.then_some(&mut self.begin_pending);
+                let parts: Vec<&Sql> = statements.iter().collect();
+                let ran = sqlite_run(c, &parts, begin, true).await?;
+                self.held.unsettled = false;
+                Ok(ran.into_iter().map(|(_, changed)| changed).collect())
+            }
+            PooledConn::Postgres(_) => {
+                let mut changed = Vec::with_capacity(statements.len());
+                for sql in statements {
+                    changed.push(self.conn().execute(sql).await?);
+                }
+                self.commit().await?;
+                Ok(changed)
             }
         }
     }
@@ -1420,6 +1496,52 @@ mod tests {
         db.begin().await.unwrap().commit().await.unwrap();
         db.begin().await.unwrap().rollback().await.unwrap();
         assert_eq!(trips() - before, 0);
+    }
+
+    /// `execute_all_and_commit` sends every statement with the `BEGIN` and the `COMMIT`: one
+    /// round trip, each statement's own count of changed rows (numbered arguments counted per
+    /// statement), one transaction. A statement that fails stops the rest and the `COMMIT`, and
+    /// the transaction is rolled back: nothing of it is seen, and the writer lock is free.
+    #[tokio::test]
+    async fn several_statements_and_commit_in_one_round_trip() {
+        let (_db_file, opts, db) = wal_db_with_table(2).await;
+        let trips = || db.counters.round_trips();
+
+        let before = trips();
+        let tx = db.begin().await.unwrap();
+        let changed = tx
+            .execute_all_and_commit(&[
+                Sql::with(
+                    "INSERT INTO t VALUES ($1), ($2)",
+                    vec![1i64.into(), 2i64.into()],
+                ),
+                Sql::with("UPDATE t SET x = x WHERE x < $1", vec![0i64.into()]),
+                Sql::with("INSERT INTO t VALUES ($1)", vec![3i64.into()]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!((changed, trips() - before), (vec![2, 0, 1], 1));
+        assert_eq!(committed_rows(&opts).await, vec![1, 2, 3]);
+        assert!(write_lock_free(&opts).await);
+
+        let tx = db.begin().await.unwrap();
+        let failed = tx
+            .execute_all_and_commit(&[
+                Sql::with("INSERT INTO t VALUES ($1)", vec![4i64.into()]),
+                Sql::new("INSERT INTO no_such_table VALUES (1)"),
+                Sql::with("INSERT INTO t VALUES ($1)", vec![5i64.into()]),
+            ])
+            .await;
+        assert!(failed.is_err());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !write_lock_free(&opts).await && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            write_lock_free(&opts).await,
+            "the failed transaction kept the lock"
+        );
+        assert_eq!(committed_rows(&opts).await, vec![1, 2, 3]);
     }
 
     /// sqlx's `execute` adds up `sqlite3_changes()` over the statements of a query, and after a

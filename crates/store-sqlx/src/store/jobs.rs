@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::Together;
-use super::refs::{push_refs_upsert, save_refs_in, unique_refs};
+use super::refs::{push_refs_upsert, refs_upserts, save_refs_in, unique_refs};
 use super::{REMEMBER_FOR, ROWS_PER_INSERT, SWEEP_EVERY, limit, prefixed};
 use crate::SqlStore;
 use crate::codec::{self, micros};
@@ -332,26 +332,6 @@ pub(super) fn job_stats_sql(now: DateTime<Utc>, kind: Option<&str>) -> Sql {
     )
 }
 
-/// Marks claimed jobs done within `tx` and commits, the last statement with the `COMMIT`
-/// ([`Tx::execute_and_commit`]). Jobs marked done.
-async fn complete_and_commit(
-    mut tx: Tx,
-    jobs: &[(JobId, String)],
-    now: DateTime<Utc>,
-) -> Result<u64, StoreError> {
-    let mut statements = completions(jobs, now);
-    let last = statements.pop();
-    let mut done = 0;
-    for sql in statements {
-        done += tx.conn().execute(&sql).await.map_err(plain)?;
-    }
-    match last {
-        Some(sql) => done += tx.execute_and_commit(&sql).await.map_err(plain)?,
-        None => tx.commit().await.map_err(plain)?,
-    }
-    Ok(done)
-}
-
 /// The statements that mark `jobs` done: one per claim token and 500 jobs.
 fn completions(jobs: &[(JobId, String)], now: DateTime<Utc>) -> Vec<Sql> {
     let mut out = Vec::new();
@@ -508,18 +488,18 @@ impl SqlStore {
                 return self.db.execute(&sql).await.map_err(plain);
             }
         }
-        let mut tx = self.begin().await?;
-        if !call.refs.is_empty() {
-            let refs: Vec<&MessageRef> = call.refs.iter().collect();
-            if let Err(e) = save_refs_in(&mut tx, &refs).await {
-                if let Err(rb) = tx.rollback().await {
-                    tracing::warn!(error = %rb, "rollback after a failed job completion failed");
-                }
-                return Err(e);
-            }
-        }
-        // A failure from here on leaves the transaction to be rolled back as it is dropped.
-        complete_and_commit(tx, &call.jobs, call.now).await
+        // The refs, the completions and the COMMIT (with the BEGIN) in one round trip on SQLite.
+        // A failure leaves the transaction to be rolled back as it is dropped.
+        let refs: Vec<&MessageRef> = call.refs.iter().collect();
+        let mut statements = refs_upserts(&refs);
+        let refs_statements = statements.len();
+        statements.extend(completions(&call.jobs, call.now));
+        let tx = self.begin().await?;
+        let changed = tx
+            .execute_all_and_commit(&statements)
+            .await
+            .map_err(plain)?;
+        Ok(changed.iter().skip(refs_statements).sum())
     }
 }
 

@@ -59,12 +59,22 @@ impl MessageRefs for SqlStore {
 
 /// Saves message refs within `tx`: one multi-row upsert per 500 refs.
 pub(super) async fn save_refs_in(tx: &mut Tx, refs: &[&MessageRef]) -> Result<(), StoreError> {
-    for chunk in unique_refs(refs).chunks(500) {
-        let mut sql = Sql::default();
-        push_refs_upsert(&mut sql, chunk);
+    for sql in refs_upserts(refs) {
         tx.conn().execute(&sql).await.map_err(plain)?;
     }
     Ok(())
+}
+
+/// The upserts that save `refs`: one per 500 unique refs, none for none.
+pub(super) fn refs_upserts(refs: &[&MessageRef]) -> Vec<Sql> {
+    unique_refs(refs)
+        .chunks(500)
+        .map(|chunk| {
+            let mut sql = Sql::default();
+            push_refs_upsert(&mut sql, chunk);
+            sql
+        })
+        .collect()
 }
 
 /// One row per (request, purpose, channel): a repeat in one statement would be an error on
