@@ -377,8 +377,8 @@ fn push_completion(sql: &mut Sql, now: DateTime<Utc>, token: &str, ids: &[String
 /// data-modifying `WITH`, the jobs' `UPDATE` as the statement (PostgreSQL runs both to
 /// completion, atomically; its row count is the `UPDATE`'s). For the usual settle of a
 /// command's notifications: one claim token, at most 500 jobs and 500 refs; `None` otherwise.
-/// (SQLite has no `INSERT` inside `WITH`; there the refs and the update go in one transaction
-/// of two round trips.)
+/// (SQLite has no `INSERT` inside `WITH`; there the refs and the update are two statements of
+/// one transaction, sent with its `BEGIN` and `COMMIT` in one round trip.)
 fn refs_and_completion(call: &Completion) -> Option<Sql> {
     if call.refs.is_empty() {
         return None;
