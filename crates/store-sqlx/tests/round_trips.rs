@@ -367,3 +367,71 @@ async fn a_settle_with_its_messages_is_one_round_trip_on_both_databases() {
         assert_eq!(store.message_refs(r.id).await.unwrap().len(), 2, "{kind}");
     }
 }
+
+async fn raw(store: &SqlStore, sql: &str) {
+    match store.pool() {
+        store_sqlx::DbPool::Sqlite(p) => {
+            sqlx::query(sql).execute(p).await.unwrap();
+        }
+        store_sqlx::DbPool::Postgres(p) => {
+            sqlx::query(sql).execute(p).await.unwrap();
+        }
+    }
+}
+
+/// A warm change set (the head known, so its update is the conditional one) that fails on a
+/// duplicate request writes nothing: the error names the duplicate, the chain and the jobs are
+/// as before, and the next commit is sealed right after the first one.
+#[tokio::test]
+async fn a_change_set_that_fails_half_way_writes_nothing() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let (first, cs) = submit_like("U1");
+        store.commit(cs).await.unwrap();
+        let (_, mut again) = submit_like("U2");
+        let mut dup = again.requests[0].clone();
+        if let RequestWrite::Insert(r) = &mut dup {
+            r.id = first.id;
+        }
+        again.requests = vec![dup];
+        let err = store.commit(again).await.unwrap_err();
+        assert!(
+            matches!(&err, access_core::ports::StoreError::Duplicate(m) if m.contains(&first.id.to_string())),
+            "{kind}: {err:?}"
+        );
+        let v = store.verify_audit_chain().await.unwrap();
+        assert!(v.ok && v.events_checked == 2, "{kind}: {v:?}");
+        assert_eq!(
+            store.jobs(&JobFilter::default()).await.unwrap().len(),
+            3,
+            "{kind}"
+        );
+        let (_, cs) = submit_like("U3");
+        let committed = store.commit(cs).await.unwrap();
+        assert_eq!(committed.audit[0].seq, 3, "{kind}: sealed after the first");
+        let v = store.verify_audit_chain().await.unwrap();
+        assert!(v.ok && v.events_checked == 4, "{kind}: {v:?}");
+    }
+}
+
+/// The audit head's row deleted under a store that remembers the head: the commit is refused,
+/// and so is the next one, instead of chaining on without a head.
+#[tokio::test]
+async fn a_deleted_audit_head_is_reported() {
+    for (db, store) in stores().await {
+        let kind = db.kind;
+        let (_, cs) = submit_like("U1");
+        store.commit(cs).await.unwrap();
+        raw(&store, "DELETE FROM audit_head").await;
+        for user in ["U2", "U3"] {
+            let (_, cs) = submit_like(user);
+            let err = store.commit(cs).await.unwrap_err();
+            assert!(err.to_string().contains("audit_head"), "{kind}: {err}");
+        }
+        assert_eq!(
+            store.jobs(&JobFilter::default()).await.unwrap().len(),
+            3,
+            "{kind}: nothing of the refused commits was written"
+        );
+    }
+}
