@@ -855,9 +855,10 @@ impl Tx {
 
     /// Runs `statements` as the transaction's last ones and commits; the rows each changed. On
     /// SQLite they go with the `COMMIT` (and the `BEGIN`, if nothing was sent before) in one
-    /// round trip, so the writer lock is held for SQLite's own work and not also for the
-    /// scheduling of this task between statements (docs/performance.md, "Tenth session"); on
-    /// PostgreSQL one by one, then `COMMIT`. On an error, as [`Self::execute_and_commit`].
+    /// round trip: one hand-off to the connection's worker thread and back instead of one per
+    /// statement (docs/performance.md, "Tenth session"). Only for statements whose answers
+    /// need not be read before the `COMMIT`. On PostgreSQL one by one, then `COMMIT`. On an
+    /// error, as [`Self::execute_and_commit`].
     pub async fn execute_all_and_commit(
         mut self,
         statements: &[Sql],

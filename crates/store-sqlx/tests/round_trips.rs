@@ -308,9 +308,8 @@ async fn jobs_claimed_at_insert_complete_in_one_write_with_their_messages() {
 /// The settle of a command's notifications — their jobs, claimed under one token, and the
 /// messages they posted — is the last write of every command. On PostgreSQL it is one
 /// autocommitted statement (the refs' upsert as a data-modifying `WITH`); on SQLite one
-/// transaction of two statements sent together with its `BEGIN` and `COMMIT`: one round trip,
-/// so SQLite's writer lock is not held across a second hand-off (docs/performance.md, "Tenth
-/// session").
+/// transaction of two statements sent together with its `BEGIN` and `COMMIT`: one round trip
+/// (docs/performance.md, "Tenth session").
 #[tokio::test]
 async fn a_settle_with_its_messages_is_one_round_trip_on_both_databases() {
     for (db, store) in stores().await {
