@@ -357,6 +357,12 @@ impl Counters {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `n` statements sent together: one round trip.
+    fn statements_together(&self, n: usize) {
+        self.statements.fetch_add(n as u64, Ordering::Relaxed);
+        self.round_trip();
+    }
+
     /// Exchanges with the database: every statement, and every `BEGIN`, `COMMIT` and
     /// `ROLLBACK` that went on its own (on SQLite they ride along with a statement where they
     /// can: see [`sqlite_batch`]). Recoveries and pings are not counted.
@@ -863,15 +869,17 @@ impl Tx {
         mut self,
         statements: &[Sql],
     ) -> Result<Vec<u64>, sqlx::Error> {
+        if statements.is_empty() {
+            // Nothing to send with the COMMIT: as `commit` (nothing at all if nothing was sent).
+            self.commit().await?;
+            return Ok(Vec::new());
+        }
         let Some(conn) = self.held.conn.as_mut() else {
             return Err(sqlx::Error::PoolClosed);
         };
         match conn {
             PooledConn::Sqlite(c) => {
-                self.counters
-                    .statements
-                    .fetch_add(statements.len() as u64, Ordering::Relaxed);
-                self.counters.round_trip();
+                self.counters.statements_together(statements.len());
                 self.counters.commit();
                 let begin = self.begin_pending.then_some(&mut self.begin_pending);
                 let parts: Vec<&Sql> = statements.iter().collect();
@@ -1524,6 +1532,17 @@ mod tests {
         assert_eq!((changed, trips() - before), (vec![2, 0, 1], 1));
         assert_eq!(committed_rows(&opts).await, vec![1, 2, 3]);
         assert!(write_lock_free(&opts).await);
+
+        // No statements: nothing is sent, as with `commit`.
+        let before = trips();
+        let none = db
+            .begin()
+            .await
+            .unwrap()
+            .execute_all_and_commit(&[])
+            .await
+            .unwrap();
+        assert_eq!((none, trips() - before), (Vec::<u64>::new(), 0));
 
         let tx = db.begin().await.unwrap();
         let failed = tx

@@ -153,13 +153,13 @@ impl Engine {
     /// one write with the messages they posted. Leases are renewed while it runs.
     ///
     /// At most `inbox_concurrency` such jobs run at once, each with its notifications; the others
-    /// wait here for a slot, in the order they came. Under a
-    /// burst larger than the process can handle, each waiting job costs a few hundred bytes
-    /// instead of a running handler's buffers and Slack connection (unbounded, 2,000 commands a
-    /// second grew the server to 1.8 GB; docs/performance.md, "Ninth session"). The delivery is
-    /// stored already, so waiting loses nothing: should the process die, the lease lapses and a
-    /// scheduler runs it. A job that waited a third of its lease renews it before it starts, and
-    /// leaves the job to the scheduler that took it over if the lease has lapsed.
+    /// wait here for a slot, in the order they came. Under a burst larger than the process can
+    /// handle, each waiting job costs a few hundred bytes instead of a running handler's buffers
+    /// and Slack connection (unbounded, 2,000 commands a second grew the server to 1.8 GB;
+    /// docs/performance.md, "Ninth session"). The delivery is stored already, so waiting loses
+    /// nothing: should the process die, the lease lapses and a scheduler runs it. A job that
+    /// waited a third of its lease renews it before it starts, and leaves the job to the scheduler
+    /// that took it over if the lease has lapsed.
     pub async fn run_claimed(&self, job: Job) -> Result<RunSummary, EngineError> {
         let waiting = std::time::Instant::now();
         // Closed never: an error would only mean running without the bound.
